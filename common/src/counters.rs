@@ -1,0 +1,159 @@
+//! Counter layouts and the closed set of reasons a packet leaves the fast path.
+
+use crate::pod;
+
+/// Per-CPU counters of one backend.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BackendCounters {
+    /// Packets steered to the backend (requests, and replies reverse-NATed from it).
+    pub packets: u64,
+    /// Bytes of those packets, L2 header included.
+    pub bytes: u64,
+    /// Flows given to the backend.
+    pub new_flows: u64,
+    /// Flows whose connection attempt the backend refused (RST answering the SYN).
+    pub failed_flows: u64,
+}
+const _: () = assert!(size_of::<BackendCounters>() == 32);
+
+/// Per-CPU counters of one service.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ServiceCounters {
+    /// Packets to the VIP that were steered.
+    pub packets: u64,
+    /// Bytes of those packets, L2 header included.
+    pub bytes: u64,
+    /// New flows created.
+    pub new_flows: u64,
+    /// New flows created by a TCP packet that was not a SYN (its conntrack entry was evicted,
+    /// or the flow predates the programs). They get the backend the flow hash picks now.
+    pub midflow_misses: u64,
+}
+const _: () = assert!(size_of::<ServiceCounters>() == 32);
+
+pod!(BackendCounters, ServiceCounters);
+
+/// XDP verdict values (`enum xdp_action` in `include/uapi/linux/bpf.h`).
+pub mod xdp_action {
+    /// `XDP_ABORTED`.
+    pub const ABORTED: u32 = 0;
+    /// `XDP_DROP`.
+    pub const DROP: u32 = 1;
+    /// `XDP_PASS`.
+    pub const PASS: u32 = 2;
+    /// `XDP_TX`.
+    pub const TX: u32 = 3;
+    /// `XDP_REDIRECT`.
+    pub const REDIRECT: u32 = 4;
+}
+
+/// TC verdict values (`TC_ACT_*` in `include/uapi/linux/pkt_cls.h`).
+pub mod tc_action {
+    /// `TC_ACT_OK`: continue with the packet.
+    pub const OK: i32 = 0;
+    /// `TC_ACT_SHOT`: drop the packet.
+    pub const SHOT: i32 = 2;
+}
+
+/// Why a packet left the steering path. Every exit that does not steer a packet is one of these,
+/// counted once per packet in `VEER_REASONS` (index = discriminant).
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reason {
+    /// Not IPv4/IPv6 (ARP, LLDP, a second VLAN tag ...). Passed untouched.
+    NotIp = 0,
+    /// An IP fragment (first or later). Passed untouched.
+    Fragment = 1,
+    /// A header is shorter than it claims or than the frame. Passed untouched.
+    Truncated = 2,
+    /// Neither TCP nor UDP (ICMP, an unskipped IPv6 extension header ...). Passed untouched.
+    NotTcpUdp = 3,
+    /// Not addressed to a service. Passed untouched.
+    NoService = 4,
+    /// A packet seen by the reply program that is not a reply of a steered flow. Passed untouched.
+    NoReplyFlow = 5,
+    /// A new flow to a service none of whose groups can take it (all weights 0, or no backend).
+    /// Dropped.
+    NoBackend = 6,
+    /// The rewritten packet could not be routed by `bpf_fib_lookup` (no route, blackhole,
+    /// prohibit ...). Passed to the kernel after DNAT, so it answers as its routing says.
+    FibFailed = 7,
+    /// Rewriting a TC packet failed midway (`bpf_skb_store_bytes` or a checksum helper).
+    /// Dropped, as the packet may be half rewritten.
+    RewriteFailed = 8,
+    /// Creating the conntrack or reverse-NAT entry failed. The packet is still steered (the flow
+    /// hash gives the same backend while weights are unchanged).
+    ConntrackFull = 9,
+}
+
+impl Reason {
+    /// Every reason, in discriminant order.
+    pub const ALL: [Reason; 10] = [
+        Reason::NotIp,
+        Reason::Fragment,
+        Reason::Truncated,
+        Reason::NotTcpUdp,
+        Reason::NoService,
+        Reason::NoReplyFlow,
+        Reason::NoBackend,
+        Reason::FibFailed,
+        Reason::RewriteFailed,
+        Reason::ConntrackFull,
+    ];
+
+    /// Number of reasons (size of `VEER_REASONS`).
+    pub const COUNT: u32 = Self::ALL.len() as u32;
+
+    /// The metric label.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Reason::NotIp => "not_ip",
+            Reason::Fragment => "fragment",
+            Reason::Truncated => "truncated",
+            Reason::NotTcpUdp => "not_tcp_udp",
+            Reason::NoService => "no_service",
+            Reason::NoReplyFlow => "no_reply_flow",
+            Reason::NoBackend => "no_backend",
+            Reason::FibFailed => "fib_failed",
+            Reason::RewriteFailed => "rewrite_failed",
+            Reason::ConntrackFull => "conntrack_full",
+        }
+    }
+
+    /// Whether the packet is dropped (as opposed to passed on).
+    pub const fn is_drop(self) -> bool {
+        matches!(self, Reason::NoBackend | Reason::RewriteFailed)
+    }
+
+    /// The XDP verdict for a packet leaving with this reason.
+    pub const fn xdp_action(self) -> u32 {
+        if self.is_drop() {
+            xdp_action::DROP
+        } else {
+            xdp_action::PASS
+        }
+    }
+
+    /// The TC verdict for a packet leaving with this reason.
+    pub const fn tc_action(self) -> i32 {
+        if self.is_drop() {
+            tc_action::SHOT
+        } else {
+            tc_action::OK
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Reason;
+
+    #[test]
+    fn all_is_in_discriminant_order() {
+        for (i, r) in Reason::ALL.iter().enumerate() {
+            assert_eq!(*r as usize, i, "{r:?}");
+        }
+    }
+}

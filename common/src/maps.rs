@@ -1,0 +1,80 @@
+//! Names, capacities and the layout version of every pinned map, and the names of the programs.
+//!
+//! Kernel object names are cut to 15 bytes (`BPF_OBJ_NAME_LEN - 1`) silently, so every name here
+//! is checked against that limit at compile time.
+
+/// Directory under the bpffs mount (`/sys/fs/bpf`) holding veer's pinned maps and links.
+pub const PIN_DIR: &str = "veer";
+
+/// Version of the layout of every pinned map. Bump it whenever a key, a value, a map type or a
+/// capacity changes; the daemon refuses (or migrates) pins of another version.
+pub const LAYOUT_VERSION: u32 = 1;
+
+/// Services: `ServiceKey` -> `ServiceValue`.
+pub const SERVICES: &str = "VEER_SERVICES";
+/// Backends: `BackendId` -> `BackendValue`.
+pub const BACKENDS: &str = "VEER_BACKENDS";
+/// Maglev tables: array of maps, group id -> inner array (slot -> `BackendId`).
+pub const MAGLEV: &str = "VEER_MAGLEV";
+/// Conntrack: client-side `FlowKey` -> `FlowEntry` (LRU hash).
+pub const CONNTRACK: &str = "VEER_CONNTRACK";
+/// Reverse NAT: backend-side `FlowKey` of the reply -> `RevNatValue` (LRU hash).
+pub const REVNAT: &str = "VEER_REVNAT";
+/// Source-prefix pins: LPM trie of `PinKey` -> group id.
+pub const PINS: &str = "VEER_PINS";
+/// Per-CPU counters per backend: `BackendId` -> `BackendCounters`.
+pub const BE_STATS: &str = "VEER_BE_STATS";
+/// Per-CPU counters per service: `ServiceId` -> `ServiceCounters`.
+pub const SVC_STATS: &str = "VEER_SVC_STATS";
+/// Per-CPU counters per `Reason`: reason index -> count.
+pub const REASONS: &str = "VEER_REASONS";
+/// One-entry array holding `LAYOUT_VERSION` of the maps pinned next to it.
+pub const LAYOUT: &str = "VEER_LAYOUT";
+
+/// Every pinned map name, for layout checks and teardown.
+pub const ALL: [&str; 10] = [
+    SERVICES, BACKENDS, MAGLEV, CONNTRACK, REVNAT, PINS, BE_STATS, SVC_STATS, REASONS, LAYOUT,
+];
+
+/// Program names.
+pub mod progs {
+    /// XDP program on the client-facing interfaces.
+    pub const XDP_INGRESS: &str = "veer_xdp";
+    /// TC program that reverse-NATs backend replies (ingress) and local-backend replies (egress).
+    pub const TC_REPLY: &str = "veer_tc_reply";
+}
+
+/// Services a node can hold.
+pub const MAX_SERVICES: u32 = 1024;
+/// Groups a service can have.
+pub const MAX_GROUPS_PER_SERVICE: usize = 8;
+/// Group ids across all services (Maglev outer-map entries). Id 0 is reserved.
+pub const MAX_GROUPS: u32 = 4096;
+/// Backend ids across all services. Id 0 is reserved.
+pub const MAX_BACKENDS: u32 = 65536;
+/// Source-prefix pins across all services.
+pub const MAX_PINS: u32 = 16384;
+/// Default conntrack capacity (entries); the daemon can size it at load.
+pub const DEFAULT_CONNTRACK_MAX: u32 = 1 << 20;
+
+/// Slots in a group's Maglev table: a prime.
+///
+/// Maglev gives every backend of a group either `floor(M/N)` or `ceil(M/N)` slots, so the share
+/// of the largest and smallest backend differs by at most `1/(M/N)`. With 16381 that stays
+/// under 1% up to 163 backends per group, for 64 KiB per group (vs 256 KiB for katran's 65537,
+/// which keeps 1% up to 655 backends). Edge groups are small and a node holds many groups, so the
+/// smaller table is the better trade; `LAYOUT_VERSION` guards any change.
+pub const MAGLEV_TABLE_SIZE: u32 = 16381;
+
+const fn fits_kernel_name(name: &str) -> bool {
+    name.len() <= 15
+}
+const _: () = {
+    let mut i = 0;
+    while i < ALL.len() {
+        assert!(fits_kernel_name(ALL[i]));
+        i += 1;
+    }
+    assert!(fits_kernel_name(progs::XDP_INGRESS));
+    assert!(fits_kernel_name(progs::TC_REPLY));
+};

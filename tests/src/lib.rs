@@ -1,0 +1,26 @@
+//! veer's test bed, shared by the test binaries under `tests/tests/`.
+//!
+//! - `packet`: builds Ethernet/VLAN/IPv4/IPv6/TCP/UDP frames with correct checksums, verifies the
+//!   checksums of output frames, and diffs two frames field by field.
+//! - `prog`: loads veer's kernel object, seeds its maps with domain helpers and runs a program on
+//!   given bytes through `BPF_PROG_TEST_RUN`.
+//! - `netns`: uniquely named network namespaces wired with veth pairs for the roles of a test, torn
+//!   down on drop even when the test panics.
+//! - `servers`: TCP/UDP servers that answer with their own name, run inside a namespace.
+//!
+//! Everything here needs root; helpers panic with the missing prerequisite rather than skip.
+
+pub mod netns;
+pub mod packet;
+pub mod prog;
+pub mod servers;
+
+/// Panics unless the process runs as root: the test bed never skips silently.
+pub fn require_root() {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    assert!(
+        euid == 0,
+        "veer's kernel and namespace tests need root (euid is {euid}); run `cargo xtask test`"
+    );
+}

@@ -1,0 +1,89 @@
+//! Every map of veer's kernel programs. Names are the `common::maps` constants (asserted in
+//! `tests`); capacities come from `common::maps`, and the daemon may resize conntrack at load.
+
+use aya_ebpf::{
+    bindings::BPF_F_NO_PREALLOC,
+    btf_maps::{Array, ArrayOfMaps, HashMap, LpmTrie, LruHashMap, PerCpuArray},
+    macros::btf_map,
+};
+use veer_common::{
+    backend::BackendValue,
+    counters::{BackendCounters, Reason, ServiceCounters},
+    flow::{FlowEntry, FlowKey, RevNatValue},
+    maps::{
+        DEFAULT_CONNTRACK_MAX, MAGLEV_TABLE_SIZE, MAX_BACKENDS, MAX_GROUPS, MAX_PINS, MAX_SERVICES,
+    },
+    pin::PinKey,
+    service::{ServiceKey, ServiceValue},
+};
+
+// ---- Desired state, written by the daemon ------------------------------------------------------
+
+/// Services. `BPF_F_NO_PREALLOC` so that an update replaces the element under RCU: a packet
+/// holding the old value keeps reading the old value, never a half-written one.
+#[btf_map]
+pub(crate) static VEER_SERVICES: HashMap<
+    ServiceKey,
+    ServiceValue,
+    { MAX_SERVICES as usize },
+    { BPF_F_NO_PREALLOC as usize },
+> = HashMap::new();
+
+/// Backends by id. Written before any table names the id; retired only after no table does.
+#[btf_map]
+pub(crate) static VEER_BACKENDS: HashMap<
+    u32,
+    BackendValue,
+    { MAX_BACKENDS as usize },
+    { BPF_F_NO_PREALLOC as usize },
+> = HashMap::new();
+
+/// Maglev tables: group id -> table of backend ids. A table is replaced whole by swapping the
+/// inner map in one outer-map update.
+#[btf_map]
+pub(crate) static VEER_MAGLEV: ArrayOfMaps<
+    Array<u32, { MAGLEV_TABLE_SIZE as usize }>,
+    { MAX_GROUPS as usize },
+> = ArrayOfMaps::new();
+
+/// Source-prefix pins: (service, client prefix) -> group id.
+#[btf_map]
+pub(crate) static VEER_PINS: LpmTrie<PinKey, u32, { MAX_PINS as usize }> = LpmTrie::new();
+
+// ---- Flow state, written by the programs -------------------------------------------------------
+
+/// Conntrack: client-side tuple -> the flow's backend.
+#[btf_map]
+pub(crate) static VEER_CONNTRACK: LruHashMap<
+    FlowKey,
+    FlowEntry,
+    { DEFAULT_CONNTRACK_MAX as usize },
+> = LruHashMap::new();
+
+/// Reverse NAT: backend-side tuple of a reply -> VIP and port to restore.
+#[btf_map]
+pub(crate) static VEER_REVNAT: LruHashMap<
+    FlowKey,
+    RevNatValue,
+    { DEFAULT_CONNTRACK_MAX as usize },
+> = LruHashMap::new();
+
+// ---- Counters ----------------------------------------------------------------------------------
+
+/// Per-CPU counters by backend id.
+#[btf_map]
+pub(crate) static VEER_BE_STATS: PerCpuArray<BackendCounters, { MAX_BACKENDS as usize }> =
+    PerCpuArray::new();
+
+/// Per-CPU counters by service id.
+#[btf_map]
+pub(crate) static VEER_SVC_STATS: PerCpuArray<ServiceCounters, { MAX_SERVICES as usize }> =
+    PerCpuArray::new();
+
+/// Per-CPU counters by `Reason`.
+#[btf_map]
+pub(crate) static VEER_REASONS: PerCpuArray<u64, { Reason::COUNT as usize }> = PerCpuArray::new();
+
+/// `LAYOUT_VERSION` of the maps pinned next to it, written by the daemon; programs never read it.
+#[btf_map]
+pub(crate) static VEER_LAYOUT: Array<u32, 1> = Array::new();

@@ -1,0 +1,115 @@
+//! Address translation. `dnat` rewrites a client's packet to its backend (XDP, checksums updated
+//! by hand through `csum`); `reverse` rewrites a backend's reply to come from the VIP (TC, through
+//! the kernel's checksum helpers, which also handle `CHECKSUM_PARTIAL` skbs of local backends).
+
+use aya_ebpf::programs::TcContext;
+use veer_common::{FAMILY_V4, PROTO_UDP, counters::Reason, flow::RevNatValue};
+
+use crate::{
+    csum,
+    parse::{self, Headers},
+};
+
+/// `BPF_F_PSEUDO_HDR`: the changed field is part of the L4 pseudo-header.
+const BPF_F_PSEUDO_HDR: u64 = 1 << 4;
+/// `BPF_F_MARK_MANGLED_0`: a UDP checksum that becomes 0 is written as 0xffff.
+const BPF_F_MARK_MANGLED_0: u64 = 1 << 5;
+
+/// Offset of the source address inside the IP header.
+#[inline(always)]
+fn src_addr_off(family: u8) -> usize {
+    if family == FAMILY_V4 { 12 } else { 8 }
+}
+
+/// Offset of the destination address inside the IP header.
+#[inline(always)]
+fn dst_addr_off(family: u8) -> usize {
+    if family == FAMILY_V4 { 16 } else { 24 }
+}
+
+/// Rewrites destination address and port to `addr`:`port` (network byte order).
+///
+/// Returns: `Truncated` only if a header moved out of bounds, which `parse` already excluded.
+#[inline(always)]
+pub(crate) fn dnat(
+    start: usize,
+    end: usize,
+    h: &Headers,
+    addr: &[u32; 4],
+    port: u16,
+) -> Result<(), Reason> {
+    let old = &h.key.dst_addr;
+    let addr_off = h.l3_off + dst_addr_off(h.key.family);
+    if h.key.family == FAMILY_V4 {
+        parse::write(start, end, addr_off, addr[0])?;
+        let ip_csum_off = h.l3_off + 10;
+        let ip_csum = parse::read_raw::<u16>(start, end, ip_csum_off)?;
+        parse::write(
+            start,
+            end,
+            ip_csum_off,
+            csum::replace_addr(ip_csum, old, addr),
+        )?;
+    } else {
+        parse::write(start, end, addr_off, *addr)?;
+    }
+    parse::write(start, end, h.l4_off + 2, port)?;
+    if h.l4_csum_present {
+        let off = h.l4_csum_off();
+        let l4 = parse::read_raw::<u16>(start, end, off)?;
+        let mut l4 = csum::replace16(csum::replace_addr(l4, old, addr), h.key.dst_port, port);
+        if h.key.proto == PROTO_UDP && l4 == 0 {
+            l4 = 0xFFFF;
+        }
+        parse::write(start, end, off, l4)?;
+    }
+    Ok(())
+}
+
+/// Rewrites a reply's source address and port to the VIP and service port.
+///
+/// Returns: `RewriteFailed` if a helper fails (the packet may be half rewritten: drop it).
+#[inline(always)]
+pub(crate) fn reverse(ctx: &TcContext, h: &Headers, rev: &RevNatValue) -> Result<(), Reason> {
+    let fail = |_| Reason::RewriteFailed;
+    let addr_off = h.l3_off + src_addr_off(h.key.family);
+    let l4_csum_off = h.l4_csum_off();
+    let udp_flag = if h.key.proto == PROTO_UDP {
+        BPF_F_MARK_MANGLED_0
+    } else {
+        0
+    };
+    let words = if h.key.family == FAMILY_V4 { 1 } else { 4 };
+    let mut i = 0;
+    while i < 4 {
+        if i < words {
+            let (old, new) = (h.key.src_addr[i], rev.vip[i]);
+            if h.l4_csum_present {
+                ctx.l4_csum_replace(
+                    l4_csum_off,
+                    u64::from(old),
+                    u64::from(new),
+                    BPF_F_PSEUDO_HDR | udp_flag | 4,
+                )
+                .map_err(fail)?;
+            }
+            if h.key.family == FAMILY_V4 {
+                ctx.l3_csum_replace(h.l3_off + 10, u64::from(old), u64::from(new), 4)
+                    .map_err(fail)?;
+            }
+            ctx.store(addr_off + i * 4, &new, 0).map_err(fail)?;
+        }
+        i += 1;
+    }
+    if h.l4_csum_present {
+        ctx.l4_csum_replace(
+            l4_csum_off,
+            u64::from(h.key.src_port),
+            u64::from(rev.port),
+            udp_flag | 2,
+        )
+        .map_err(fail)?;
+    }
+    ctx.store(h.l4_off, &rev.port, 0).map_err(fail)?;
+    Ok(())
+}

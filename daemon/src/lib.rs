@@ -1,1 +1,8 @@
+//! veer: shifts live traffic between versions of a service inside the kernel.
 
+/// veer's kernel object (XDP and TC programs and their maps), built by `build.rs`.
+pub const EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/veer-ebpf"));
+
+pub mod cli;
+pub mod dataplane;
+pub mod model;

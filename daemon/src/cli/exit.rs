@@ -1,0 +1,50 @@
+//! Exit codes, the only place they are defined.
+//!
+//! | code | meaning |
+//! |---|---|
+//! | 0 | success |
+//! | 1 | error (the message says what and where) |
+//! | 2 | usage (bad flags or arguments; clap prints the usage) |
+//! | 3 | timeout (e.g. `drain --wait`) |
+
+use std::process::ExitCode;
+
+/// Success.
+pub const OK: u8 = 0;
+/// An error.
+pub const ERROR: u8 = 1;
+/// Bad usage.
+pub const USAGE: u8 = 2;
+/// A wait timed out.
+pub const TIMEOUT: u8 = 3;
+
+/// A failed command: the message to print and the exit code.
+#[derive(Debug)]
+pub struct Failure {
+    /// Exit code.
+    pub code: u8,
+    /// What went wrong, with its causes.
+    pub message: String,
+}
+
+impl Failure {
+    /// An error (exit 1) from any error, with its chain of causes.
+    pub fn error(e: &dyn std::error::Error) -> Self {
+        let mut message = e.to_string();
+        let mut cur = e.source();
+        while let Some(c) = cur {
+            message.push_str(": ");
+            message.push_str(&c.to_string());
+            cur = c.source();
+        }
+        Self {
+            code: ERROR,
+            message,
+        }
+    }
+
+    /// The process exit code.
+    pub fn exit_code(&self) -> ExitCode {
+        ExitCode::from(self.code)
+    }
+}

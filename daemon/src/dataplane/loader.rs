@@ -1,0 +1,329 @@
+//! Loading veer's kernel object and attaching its programs.
+//!
+//! With a pin directory, every map is pinned (or, when already pinned, reused) by name under it,
+//! after the existing pins' layouts are checked against this build: aya reuses a pinned map
+//! without looking at its shape, so a changed layout would otherwise be used silently.
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{MapInfo, MapType},
+    programs::{SchedClassifier, TcAttachType, Xdp, XdpMode, tc},
+};
+use veer_common::maps::{self, LAYOUT_VERSION, progs};
+
+use super::DataplaneError;
+use crate::EBPF_OBJECT;
+
+/// How the kernel object is loaded.
+#[derive(Clone, Debug)]
+pub struct LoadOptions {
+    /// Pin (or adopt) maps under this directory; `None` for private maps (tests, tools).
+    pub pin_dir: Option<PathBuf>,
+    /// Capacity of the conntrack and reverse-NAT maps (entries).
+    pub conntrack_max: u32,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self {
+            pin_dir: None,
+            conntrack_max: maps::DEFAULT_CONNTRACK_MAX,
+        }
+    }
+}
+
+/// XDP attach mode, as the config file names it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum XdpAttachMode {
+    /// Native where the driver supports it, generic otherwise.
+    #[default]
+    Auto,
+    /// Native (driver) mode only.
+    Native,
+    /// Generic (skb) mode only.
+    Generic,
+}
+
+/// The shape every pinned map must have: (name, type, key size, value size, max entries or
+/// `None` when configurable).
+fn expected_layout(conntrack_max: u32) -> Vec<(&'static str, MapType, u32, u32, u32)> {
+    use veer_common::{
+        backend::BackendValue,
+        counters::{BackendCounters, Reason, ServiceCounters},
+        flow::{FlowEntry, FlowKey, RevNatValue},
+        pin::PinKey,
+        service::{ServiceKey, ServiceValue},
+    };
+    let sz = |n: usize| n as u32;
+    vec![
+        (
+            maps::SERVICES,
+            MapType::Hash,
+            sz(size_of::<ServiceKey>()),
+            sz(size_of::<ServiceValue>()),
+            maps::MAX_SERVICES,
+        ),
+        (
+            maps::BACKENDS,
+            MapType::Hash,
+            4,
+            sz(size_of::<BackendValue>()),
+            maps::MAX_BACKENDS,
+        ),
+        (maps::MAGLEV, MapType::ArrayOfMaps, 4, 4, maps::MAX_GROUPS),
+        (
+            maps::PINS,
+            MapType::LpmTrie,
+            4 + sz(size_of::<PinKey>()),
+            4,
+            maps::MAX_PINS,
+        ),
+        (
+            maps::CONNTRACK,
+            MapType::LruHash,
+            sz(size_of::<FlowKey>()),
+            sz(size_of::<FlowEntry>()),
+            conntrack_max,
+        ),
+        (
+            maps::REVNAT,
+            MapType::LruHash,
+            sz(size_of::<FlowKey>()),
+            sz(size_of::<RevNatValue>()),
+            conntrack_max,
+        ),
+        (
+            maps::BE_STATS,
+            MapType::PerCpuArray,
+            4,
+            sz(size_of::<BackendCounters>()),
+            maps::MAX_BACKENDS,
+        ),
+        (
+            maps::SVC_STATS,
+            MapType::PerCpuArray,
+            4,
+            sz(size_of::<ServiceCounters>()),
+            maps::MAX_SERVICES,
+        ),
+        (maps::REASONS, MapType::PerCpuArray, 4, 8, Reason::COUNT),
+        (maps::LAYOUT, MapType::Array, 4, 4, 1),
+    ]
+}
+
+/// Checks every existing pin under `dir` against this build's layout.
+fn check_pinned_layout(dir: &Path, conntrack_max: u32) -> Result<(), DataplaneError> {
+    for (name, ty, key, value, max) in expected_layout(conntrack_max) {
+        let path = dir.join(name);
+        if !path.exists() {
+            continue;
+        }
+        let mismatch = |found: String| DataplaneError::PinnedMapLayout {
+            path: path.clone(),
+            expected: format!("{ty:?} key {key} value {value} max_entries {max}"),
+            found,
+        };
+        let info =
+            MapInfo::from_pin(&path).map_err(|e| mismatch(format!("no readable map ({e})")))?;
+        let found_ty = info
+            .map_type()
+            .map_err(|e| mismatch(format!("an unknown map type ({e})")))?;
+        if found_ty != ty
+            || info.key_size() != key
+            || info.value_size() != value
+            || info.max_entries() != max
+        {
+            return Err(mismatch(format!(
+                "{found_ty:?} key {} value {} max_entries {}",
+                info.key_size(),
+                info.value_size(),
+                info.max_entries()
+            )));
+        }
+    }
+    // The layout version itself, when the pins say one.
+    let layout = dir.join(maps::LAYOUT);
+    if layout.exists() {
+        let data =
+            aya::maps::MapData::from_pin(&layout).map_err(|e| DataplaneError::PinnedMapLayout {
+                path: layout.clone(),
+                expected: format!("layout version {LAYOUT_VERSION}"),
+                found: format!("no readable map ({e})"),
+            })?;
+        let arr =
+            aya::maps::Array::<_, u32>::try_from(aya::maps::Map::Array(data)).map_err(|e| {
+                DataplaneError::MapMissing {
+                    name: maps::LAYOUT,
+                    source: Some(e),
+                }
+            })?;
+        let found = arr.get(&0, 0).unwrap_or(0);
+        if found != 0 && found != LAYOUT_VERSION {
+            return Err(DataplaneError::PinnedMapLayout {
+                path: layout,
+                expected: format!("layout version {LAYOUT_VERSION}"),
+                found: format!("layout version {found}"),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Makes sure bpffs is mounted at the parent of `dir` (normally `/sys/fs/bpf`) and `dir` exists.
+fn prepare_pin_dir(dir: &Path) -> Result<(), DataplaneError> {
+    let err = |source| DataplaneError::PinDir {
+        path: dir.to_owned(),
+        source,
+    };
+    if let Some(mount_point) = dir.parent()
+        && !is_bpffs(mount_point)
+    {
+        fs::create_dir_all(mount_point).map_err(err)?;
+        mount_bpffs(mount_point).map_err(err)?;
+    }
+    fs::create_dir_all(dir).map_err(err)
+}
+
+/// `BPF_FS_MAGIC` from `include/uapi/linux/magic.h`.
+const BPF_FS_MAGIC: i64 = 0xCAFE_4A11;
+
+fn is_bpffs(path: &Path) -> bool {
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else {
+        return false;
+    };
+    // SAFETY: statfs writes into the zeroed struct we pass; `c` is a valid C string.
+    unsafe {
+        let mut st: libc::statfs = std::mem::zeroed();
+        libc::statfs(c.as_ptr(), &raw mut st) == 0 && st.f_type as i64 == BPF_FS_MAGIC
+    }
+}
+
+fn mount_bpffs(path: &Path) -> std::io::Result<()> {
+    let target = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    let fstype = c"bpf";
+    // SAFETY: all pointers are valid C strings for the duration of the call.
+    let rc = unsafe {
+        libc::mount(
+            fstype.as_ptr(),
+            target.as_ptr(),
+            fstype.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Loads the kernel object: maps (pinned or private) and both programs, verified, not attached.
+pub fn load(opts: &LoadOptions) -> Result<Ebpf, DataplaneError> {
+    if EBPF_OBJECT.is_empty() {
+        return Err(DataplaneError::NoKernelObject);
+    }
+    let mut loader = EbpfLoader::new();
+    loader
+        .map_max_entries(maps::CONNTRACK, opts.conntrack_max)
+        .map_max_entries(maps::REVNAT, opts.conntrack_max);
+    if let Some(dir) = &opts.pin_dir {
+        prepare_pin_dir(dir)?;
+        check_pinned_layout(dir, opts.conntrack_max)?;
+        for name in maps::ALL {
+            loader.map_pin_path(name, dir.join(name));
+        }
+    }
+    let mut ebpf = loader.load(EBPF_OBJECT).map_err(|e| DataplaneError::Load {
+        source: Box::new(e),
+    })?;
+    xdp_mut(&mut ebpf)?
+        .load()
+        .map_err(|e| DataplaneError::ProgramLoad {
+            name: progs::XDP_INGRESS,
+            source: Box::new(e),
+        })?;
+    tc_mut(&mut ebpf)?
+        .load()
+        .map_err(|e| DataplaneError::ProgramLoad {
+            name: progs::TC_REPLY,
+            source: Box::new(e),
+        })?;
+    Ok(ebpf)
+}
+
+/// The XDP program of a loaded object.
+pub fn xdp_mut(ebpf: &mut Ebpf) -> Result<&mut Xdp, DataplaneError> {
+    ebpf.program_mut(progs::XDP_INGRESS)
+        .and_then(|p| p.try_into().ok())
+        .ok_or(DataplaneError::ProgramMissing {
+            name: progs::XDP_INGRESS,
+        })
+}
+
+/// The TC program of a loaded object.
+pub fn tc_mut(ebpf: &mut Ebpf) -> Result<&mut SchedClassifier, DataplaneError> {
+    ebpf.program_mut(progs::TC_REPLY)
+        .and_then(|p| p.try_into().ok())
+        .ok_or(DataplaneError::ProgramMissing {
+            name: progs::TC_REPLY,
+        })
+}
+
+/// Attaches both programs to `interface` (a name in the caller's network namespace): XDP on
+/// ingress, TC on ingress (replies of remote backends) and egress (replies of local backends).
+/// The links live as long as `ebpf`. Returns the XDP mode that was used.
+pub fn attach(
+    ebpf: &mut Ebpf,
+    interface: &str,
+    mode: XdpAttachMode,
+) -> Result<XdpMode, DataplaneError> {
+    let attach_err = |hook: &'static str, program: &'static str| {
+        let interface = interface.to_owned();
+        move |e| DataplaneError::Attach {
+            program,
+            interface,
+            hook,
+            source: Box::new(e),
+        }
+    };
+    let xdp = xdp_mut(ebpf)?;
+    let used = match mode {
+        XdpAttachMode::Native => {
+            xdp.attach(interface, XdpMode::Driver)
+                .map_err(attach_err("xdp native", progs::XDP_INGRESS))?;
+            XdpMode::Driver
+        }
+        XdpAttachMode::Generic => {
+            xdp.attach(interface, XdpMode::Skb)
+                .map_err(attach_err("xdp generic", progs::XDP_INGRESS))?;
+            XdpMode::Skb
+        }
+        XdpAttachMode::Auto => match xdp.attach(interface, XdpMode::Driver) {
+            Ok(_) => XdpMode::Driver,
+            Err(native) => {
+                tracing::warn!(interface, error = %native, "native XDP unavailable, falling back to generic");
+                xdp.attach(interface, XdpMode::Skb)
+                    .map_err(attach_err("xdp generic", progs::XDP_INGRESS))?;
+                XdpMode::Skb
+            }
+        },
+    };
+    // clsact is needed only where tcx is not (kernels before 6.6); one that exists already is
+    // fine, and a real failure shows up as an attach error just below.
+    if let Err(e) = tc::qdisc_add_clsact(interface) {
+        tracing::debug!(interface, error = %e, "clsact qdisc not added");
+    }
+    let tc = tc_mut(ebpf)?;
+    tc.attach(interface, TcAttachType::Ingress)
+        .map_err(attach_err("tc ingress", progs::TC_REPLY))?;
+    tc.attach(interface, TcAttachType::Egress)
+        .map_err(attach_err("tc egress", progs::TC_REPLY))?;
+    Ok(used)
+}

@@ -1,0 +1,374 @@
+//! Typed handles over the kernel maps, named after what they hold. The only code that writes the
+//! maps; `sync` (issue #3/#4) decides what to write and in which order.
+//!
+//! Map writes follow one rule: a value a packet may be reading is never rewritten in place in an
+//! `ARRAY`. Services and backends live in `BPF_F_NO_PREALLOC` hashes (an update swaps the element
+//! under RCU), and a Maglev table is replaced by swapping the inner map in one outer update.
+
+use std::net::IpAddr;
+
+use aya::{
+    Ebpf,
+    maps::{
+        Array, ArrayOfMaps, HashMap, Map, MapData, MapError, PerCpuArray,
+        lpm_trie::{Key, LpmTrie},
+    },
+};
+use veer_common::{
+    backend::BackendValue,
+    counters::{BackendCounters, Reason, ServiceCounters},
+    flow::{FlowEntry, FlowKey, RevNatValue},
+    maps::{self, LAYOUT_VERSION, MAGLEV_TABLE_SIZE},
+    pin::PinKey,
+    service::{ServiceKey, ServiceValue},
+};
+
+use super::DataplaneError;
+
+/// Handles to every map of a loaded kernel object.
+pub struct Maps {
+    services: HashMap<MapData, ServiceKey, ServiceValue>,
+    backends: HashMap<MapData, u32, BackendValue>,
+    maglev: ArrayOfMaps<MapData, Array<MapData, u32>>,
+    pins: LpmTrie<MapData, PinKey, u32>,
+    conntrack: HashMap<MapData, FlowKey, FlowEntry>,
+    revnat: HashMap<MapData, FlowKey, RevNatValue>,
+    backend_stats: PerCpuArray<MapData, BackendCounters>,
+    service_stats: PerCpuArray<MapData, ServiceCounters>,
+    reasons: PerCpuArray<MapData, u64>,
+    layout: Array<MapData, u32>,
+}
+
+fn take<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, DataplaneError>
+where
+    T: TryFrom<Map, Error = MapError>,
+{
+    let map = ebpf
+        .take_map(name)
+        .ok_or(DataplaneError::MapMissing { name, source: None })?;
+    T::try_from(map).map_err(|source| DataplaneError::MapMissing {
+        name,
+        source: Some(source),
+    })
+}
+
+fn op(op: &'static str, map: &'static str) -> impl FnOnce(MapError) -> DataplaneError {
+    move |source| DataplaneError::Map { op, map, source }
+}
+
+/// Converts an address to the key layout: network byte order, IPv4 in word 0.
+pub fn addr_words(addr: IpAddr) -> [u32; 4] {
+    match addr {
+        IpAddr::V4(a) => [u32::from_ne_bytes(a.octets()), 0, 0, 0],
+        IpAddr::V6(a) => {
+            let o = a.octets();
+            let w = |i: usize| u32::from_ne_bytes([o[i], o[i + 1], o[i + 2], o[i + 3]]);
+            [w(0), w(4), w(8), w(12)]
+        }
+    }
+}
+
+/// Converts key-layout words back to an address of `family`.
+pub fn words_addr(words: [u32; 4], family: u8) -> IpAddr {
+    if family == veer_common::FAMILY_V4 {
+        IpAddr::from(words[0].to_ne_bytes())
+    } else {
+        let mut o = [0u8; 16];
+        for (i, w) in words.iter().enumerate() {
+            o[i * 4..i * 4 + 4].copy_from_slice(&w.to_ne_bytes());
+        }
+        IpAddr::from(o)
+    }
+}
+
+/// Sums per-CPU values.
+fn sum_cpus<T: aya::Pod + Copy>(values: &[T], add: impl Fn(&mut T, &T), zero: T) -> T {
+    values.iter().fold(zero, |mut acc, v| {
+        add(&mut acc, v);
+        acc
+    })
+}
+
+impl Maps {
+    /// Takes the maps out of a loaded object.
+    pub fn take(ebpf: &mut Ebpf) -> Result<Self, DataplaneError> {
+        Ok(Self {
+            services: take(ebpf, maps::SERVICES)?,
+            backends: take(ebpf, maps::BACKENDS)?,
+            maglev: take(ebpf, maps::MAGLEV)?,
+            pins: take(ebpf, maps::PINS)?,
+            conntrack: take(ebpf, maps::CONNTRACK)?,
+            revnat: take(ebpf, maps::REVNAT)?,
+            backend_stats: take(ebpf, maps::BE_STATS)?,
+            service_stats: take(ebpf, maps::SVC_STATS)?,
+            reasons: take(ebpf, maps::REASONS)?,
+            layout: take(ebpf, maps::LAYOUT)?,
+        })
+    }
+
+    /// Records this build's `LAYOUT_VERSION` next to the maps.
+    pub fn write_layout_version(&mut self) -> Result<(), DataplaneError> {
+        self.layout
+            .set(0, LAYOUT_VERSION, 0)
+            .map_err(op("update", maps::LAYOUT))
+    }
+
+    /// The `LAYOUT_VERSION` recorded with the maps (0 when never written).
+    pub fn layout_version(&self) -> Result<u32, DataplaneError> {
+        self.layout.get(&0, 0).map_err(op("lookup", maps::LAYOUT))
+    }
+
+    /// Creates or replaces a service's split (one atomic element swap).
+    pub fn set_service(
+        &mut self,
+        key: ServiceKey,
+        value: ServiceValue,
+    ) -> Result<(), DataplaneError> {
+        self.services
+            .insert(key, value, 0)
+            .map_err(op("update", maps::SERVICES))
+    }
+
+    /// Removes a service. New packets to it pass untouched; its flows' entries stay until they
+    /// expire, but no longer match a service.
+    pub fn remove_service(&mut self, key: &ServiceKey) -> Result<(), DataplaneError> {
+        self.services
+            .remove(key)
+            .map_err(op("delete", maps::SERVICES))
+    }
+
+    /// Every service in the map.
+    pub fn services(&self) -> Result<Vec<(ServiceKey, ServiceValue)>, DataplaneError> {
+        self.services
+            .iter()
+            .collect::<Result<_, _>>()
+            .map_err(op("iterate", maps::SERVICES))
+    }
+
+    /// Creates or replaces a backend.
+    pub fn set_backend(&mut self, id: u32, value: BackendValue) -> Result<(), DataplaneError> {
+        self.backends
+            .insert(id, value, 0)
+            .map_err(op("update", maps::BACKENDS))
+    }
+
+    /// Removes a backend id (only once no table names it).
+    pub fn remove_backend(&mut self, id: u32) -> Result<(), DataplaneError> {
+        self.backends
+            .remove(&id)
+            .map_err(op("delete", maps::BACKENDS))
+    }
+
+    /// Replaces group `group`'s Maglev table: a new inner map is filled, then swapped in with one
+    /// outer-map update, so a packet sees the old table or the new one, never a mix.
+    pub fn set_maglev_table(&mut self, group: u32, table: &[u32]) -> Result<(), DataplaneError> {
+        let mut inner = Array::<MapData, u32>::create(MAGLEV_TABLE_SIZE, 0)
+            .map_err(op("create inner table", maps::MAGLEV))?;
+        for (slot, id) in table.iter().enumerate().take(MAGLEV_TABLE_SIZE as usize) {
+            if *id != 0 {
+                inner
+                    .set(slot as u32, *id, 0)
+                    .map_err(op("fill inner table", maps::MAGLEV))?;
+            }
+        }
+        self.maglev
+            .set(group, &inner, 0)
+            .map_err(op("swap table", maps::MAGLEV))
+    }
+
+    /// Pins `prefix/len` of service `service_id`'s clients to `group`.
+    pub fn set_pin(
+        &mut self,
+        service_id: u32,
+        prefix: IpAddr,
+        len: u8,
+        group: u32,
+    ) -> Result<(), DataplaneError> {
+        self.pins
+            .insert(&pin_key(service_id, prefix, len), group, 0)
+            .map_err(op("update", maps::PINS))
+    }
+
+    /// Removes a pin.
+    pub fn remove_pin(
+        &mut self,
+        service_id: u32,
+        prefix: IpAddr,
+        len: u8,
+    ) -> Result<(), DataplaneError> {
+        self.pins
+            .remove(&pin_key(service_id, prefix, len))
+            .map_err(op("delete", maps::PINS))
+    }
+
+    /// Every conntrack entry (a snapshot: the kernel keeps changing the map meanwhile).
+    pub fn flows(&self) -> Result<Vec<(FlowKey, FlowEntry)>, DataplaneError> {
+        let mut out = Vec::new();
+        for item in &self.conntrack {
+            match item {
+                Ok(kv) => out.push(kv),
+                // An entry deleted between get_next_key and lookup: skip it.
+                Err(MapError::KeyNotFound) => {}
+                Err(e) => return Err(op("iterate", maps::CONNTRACK)(e)),
+            }
+        }
+        Ok(out)
+    }
+
+    /// The conntrack entry of a flow (client-side key), if any.
+    pub fn flow(&self, key: &FlowKey) -> Result<Option<FlowEntry>, DataplaneError> {
+        match self.conntrack.get(key, 0) {
+            Ok(e) => Ok(Some(e)),
+            Err(MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(op("lookup", maps::CONNTRACK)(e)),
+        }
+    }
+
+    /// The reverse-NAT entry of a reply tuple, if any.
+    pub fn revnat(&self, key: &FlowKey) -> Result<Option<RevNatValue>, DataplaneError> {
+        match self.revnat.get(key, 0) {
+            Ok(e) => Ok(Some(e)),
+            Err(MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(op("lookup", maps::REVNAT)(e)),
+        }
+    }
+
+    /// Removes a flow and its reverse-NAT entry (expiry). Missing entries are not an error.
+    pub fn remove_flow(&mut self, key: &FlowKey, entry: &FlowEntry) -> Result<(), DataplaneError> {
+        let reply = FlowKey {
+            src_addr: entry.backend_addr,
+            dst_addr: key.src_addr,
+            src_port: entry.backend_port,
+            dst_port: key.src_port,
+            proto: key.proto,
+            family: key.family,
+            _pad: [0; 2],
+        };
+        for (map, name, k) in [
+            (&mut self.revnat as &mut dyn RemoveKey, maps::REVNAT, &reply),
+            (
+                &mut self.conntrack as &mut dyn RemoveKey,
+                maps::CONNTRACK,
+                key,
+            ),
+        ] {
+            match map.remove_key(k) {
+                Ok(()) | Err(MapError::KeyNotFound) => {}
+                Err(e) => return Err(op("delete", name)(e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Zeroes a backend id's counters (before the id is given to a new backend).
+    pub fn reset_backend_counters(&mut self, id: u32) -> Result<(), DataplaneError> {
+        let cpus = aya::util::nr_cpus().map_err(|(_, e)| DataplaneError::Map {
+            op: "count cpus",
+            map: maps::BE_STATS,
+            source: MapError::SyscallError(aya::sys::SyscallError {
+                call: "nr_cpus",
+                io_error: e,
+            }),
+        })?;
+        let zeros = aya::maps::PerCpuValues::try_from(vec![BackendCounters::default(); cpus])
+            .map_err(|e| DataplaneError::Map {
+                op: "reset",
+                map: maps::BE_STATS,
+                source: MapError::SyscallError(aya::sys::SyscallError {
+                    call: "per-cpu values",
+                    io_error: e,
+                }),
+            })?;
+        self.backend_stats
+            .set(id, zeros, 0)
+            .map_err(op("reset", maps::BE_STATS))
+    }
+
+    /// A backend's counters summed over CPUs.
+    pub fn backend_counters(&self, id: u32) -> Result<BackendCounters, DataplaneError> {
+        let v = self
+            .backend_stats
+            .get(&id, 0)
+            .map_err(op("lookup", maps::BE_STATS))?;
+        Ok(sum_cpus(
+            &v,
+            |a, b| {
+                a.packets += b.packets;
+                a.bytes += b.bytes;
+                a.new_flows += b.new_flows;
+                a.failed_flows += b.failed_flows;
+            },
+            BackendCounters::default(),
+        ))
+    }
+
+    /// A service's counters summed over CPUs.
+    pub fn service_counters(&self, id: u32) -> Result<ServiceCounters, DataplaneError> {
+        let v = self
+            .service_stats
+            .get(&id, 0)
+            .map_err(op("lookup", maps::SVC_STATS))?;
+        Ok(sum_cpus(
+            &v,
+            |a, b| {
+                a.packets += b.packets;
+                a.bytes += b.bytes;
+                a.new_flows += b.new_flows;
+                a.midflow_misses += b.midflow_misses;
+            },
+            ServiceCounters::default(),
+        ))
+    }
+
+    /// How many packets left with `reason`, summed over CPUs.
+    pub fn reason_count(&self, reason: Reason) -> Result<u64, DataplaneError> {
+        let v = self
+            .reasons
+            .get(&(reason as u32), 0)
+            .map_err(op("lookup", maps::REASONS))?;
+        Ok(v.iter().sum())
+    }
+}
+
+/// Removal through one interface for the two flow maps.
+trait RemoveKey {
+    fn remove_key(&mut self, key: &FlowKey) -> Result<(), MapError>;
+}
+impl<V: aya::Pod> RemoveKey for HashMap<MapData, FlowKey, V> {
+    fn remove_key(&mut self, key: &FlowKey) -> Result<(), MapError> {
+        self.remove(key)
+    }
+}
+
+fn pin_key(service_id: u32, prefix: IpAddr, len: u8) -> Key<PinKey> {
+    Key::new(
+        PinKey::SERVICE_BITS + u32::from(len),
+        PinKey {
+            service_id_be: service_id.to_be(),
+            addr: addr_words(prefix),
+        },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::IpAddr;
+
+    use super::*;
+
+    #[test]
+    fn addresses_round_trip_through_key_words() {
+        for a in ["192.0.2.10", "2001:db8::10", "0.0.0.0", "::1"] {
+            let ip: IpAddr = a.parse().unwrap();
+            let family = if ip.is_ipv4() {
+                veer_common::FAMILY_V4
+            } else {
+                veer_common::FAMILY_V6
+            };
+            assert_eq!(words_addr(addr_words(ip), family), ip);
+        }
+        // Word 0 holds the address bytes in wire order.
+        let w = addr_words("192.0.2.10".parse().unwrap());
+        assert_eq!(w[0].to_ne_bytes(), [192, 0, 2, 10]);
+    }
+}

@@ -1,0 +1,658 @@
+//! Making the maps match a `DesiredState`.
+//!
+//! `plan` is pure: from what is applied and what is desired it computes the ids and an ordered
+//! list of map operations. `apply` runs them in the order that keeps every packet consistent:
+//!
+//! 1. backends (new ids only; an id is never rewritten to another address),
+//! 2. Maglev tables (a fresh inner map swapped in whole),
+//! 3. services (weights and group ids, one element swap each),
+//! 4. pins,
+//! 5. removals of services and pins,
+//! 6. backend ids no table names any more are retired, and deleted from the map only after a
+//!    grace period, as a packet may have read an old table just before its swap.
+//!
+//! Established flows are never touched: their conntrack entries carry the backend address.
+//! If an operation fails, the operations needed to go back are run and the error is returned, so
+//! the previous state stays in force.
+
+use std::{
+    collections::{BTreeMap, BTreeSet, btree_map::Entry},
+    net::{IpAddr, SocketAddr},
+    time::{Duration, Instant},
+};
+
+use veer_common::{
+    FAMILY_V4, FAMILY_V6,
+    backend::BackendValue,
+    maps::{MAGLEV_TABLE_SIZE, MAX_BACKENDS, MAX_GROUPS, MAX_GROUPS_PER_SERVICE, MAX_SERVICES},
+    select::cumulative_weights,
+    service::{ServiceKey, ServiceValue},
+};
+
+use super::{
+    DataplaneError, maglev,
+    maps::{Maps, addr_words},
+};
+use crate::model::{DesiredState, Service};
+
+/// How long a retired backend id stays in the backends map after the last table naming it was
+/// swapped out. A packet's program run is microseconds; this is generous.
+pub const RETIRE_GRACE: Duration = Duration::from_secs(2);
+
+/// Identity of a group: (service name, group name).
+pub type GroupRef = (String, String);
+/// Identity of a backend: (service name, group name, address).
+pub type BackendRef = (String, String, SocketAddr);
+
+/// Numeric ids given to the named things of a state. Stable for as long as a thing exists, so
+/// counters and conntrack entries keep meaning the same thing across applies.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Ids {
+    /// Service name -> service id.
+    pub services: BTreeMap<String, u32>,
+    /// Group -> group id (Maglev outer index).
+    pub groups: BTreeMap<GroupRef, u32>,
+    /// Backend -> backend id.
+    pub backends: BTreeMap<BackendRef, u32>,
+}
+
+/// What the maps hold now.
+#[derive(Clone, Debug, Default)]
+pub struct Applied {
+    /// The state last applied.
+    pub state: DesiredState,
+    /// Its ids.
+    pub ids: Ids,
+    /// Backend ids waiting for their grace period before deletion, and when they were retired.
+    pub retiring: Vec<(u32, Instant)>,
+}
+
+/// One map operation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Op {
+    /// Write a backend (new id) and zero its counters.
+    SetBackend {
+        /// Id.
+        id: u32,
+        /// Address.
+        addr: SocketAddr,
+    },
+    /// Swap in a group's Maglev table built over these backends.
+    SetTable {
+        /// Group id.
+        group: u32,
+        /// (backend id, address).
+        backends: Vec<(u32, SocketAddr)>,
+    },
+    /// Write a service's split.
+    SetService {
+        /// Key.
+        key: ServiceKey,
+        /// Value.
+        value: ServiceValue,
+    },
+    /// Write a pin.
+    SetPin {
+        /// Service id.
+        service: u32,
+        /// Prefix.
+        prefix: IpAddr,
+        /// Length.
+        len: u8,
+        /// Group id.
+        group: u32,
+    },
+    /// Remove a pin.
+    RemovePin {
+        /// Service id.
+        service: u32,
+        /// Prefix.
+        prefix: IpAddr,
+        /// Length.
+        len: u8,
+    },
+    /// Remove a service.
+    RemoveService {
+        /// Key.
+        key: ServiceKey,
+    },
+    /// Delete a backend id from the map (grace period over).
+    RemoveBackend {
+        /// Id.
+        id: u32,
+    },
+}
+
+/// The result of planning.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    /// Operations in the order they must run.
+    pub ops: Vec<Op>,
+    /// What the maps will hold once they ran.
+    pub next: Applied,
+}
+
+/// Why a state cannot be planned.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PlanError {
+    /// The state breaks a rule of the model.
+    #[error(transparent)]
+    Invalid(#[from] crate::model::StateError),
+    /// Out of ids of a kind.
+    #[error("no free {kind} id: at most {max} are supported")]
+    IdsExhausted {
+        /// `service`, `group` or `backend`.
+        kind: &'static str,
+        /// The limit.
+        max: u32,
+    },
+}
+
+/// The map key of a service.
+pub fn service_key(s: &Service) -> ServiceKey {
+    ServiceKey {
+        addr: addr_words(s.vip),
+        port: s.port.to_be(),
+        proto: s.protocol.number(),
+        family: if s.vip.is_ipv4() {
+            FAMILY_V4
+        } else {
+            FAMILY_V6
+        },
+    }
+}
+
+/// Smallest id in `1..max` not in `used`.
+fn allocate(used: &BTreeSet<u32>, max: u32, kind: &'static str) -> Result<u32, PlanError> {
+    (1..max)
+        .find(|id| !used.contains(id))
+        .ok_or(PlanError::IdsExhausted { kind, max: max - 1 })
+}
+
+/// Keeps the ids of things that still exist and gives new ones to new things.
+fn assign_ids(current: &Applied, desired: &DesiredState) -> Result<Ids, PlanError> {
+    let mut ids = Ids::default();
+    for s in &desired.services {
+        if let Some(id) = current.ids.services.get(&s.name) {
+            ids.services.insert(s.name.clone(), *id);
+        }
+        for g in &s.groups {
+            let gref = (s.name.clone(), g.name.clone());
+            if let Some(id) = current.ids.groups.get(&gref) {
+                ids.groups.insert(gref.clone(), *id);
+            }
+            for b in &g.backends {
+                let bref = (s.name.clone(), g.name.clone(), b.addr);
+                if let Some(id) = current.ids.backends.get(&bref) {
+                    ids.backends.insert(bref, *id);
+                }
+            }
+        }
+    }
+    // Ids of things that go away are free again, except backends still retiring (the map may
+    // still hold them) and groups (an inner table may still be read; reuse gets a new table).
+    let mut used_s: BTreeSet<u32> = ids.services.values().copied().collect();
+    let mut used_g: BTreeSet<u32> = ids.groups.values().copied().collect();
+    let mut used_b: BTreeSet<u32> = ids.backends.values().copied().collect();
+    used_b.extend(current.retiring.iter().map(|(id, _)| *id));
+    used_b.extend(current.ids.backends.values().copied());
+    for s in &desired.services {
+        if let Entry::Vacant(e) = ids.services.entry(s.name.clone()) {
+            let id = allocate(&used_s, MAX_SERVICES, "service")?;
+            used_s.insert(id);
+            e.insert(id);
+        }
+        for g in &s.groups {
+            if let Entry::Vacant(e) = ids.groups.entry((s.name.clone(), g.name.clone())) {
+                let id = allocate(&used_g, MAX_GROUPS, "group")?;
+                used_g.insert(id);
+                e.insert(id);
+            }
+            for b in &g.backends {
+                if let Entry::Vacant(e) =
+                    ids.backends.entry((s.name.clone(), g.name.clone(), b.addr))
+                {
+                    let id = allocate(&used_b, MAX_BACKENDS, "backend")?;
+                    used_b.insert(id);
+                    e.insert(id);
+                }
+            }
+        }
+    }
+    Ok(ids)
+}
+
+/// The backends of every group: group id -> sorted (backend id, address).
+fn tables(state: &DesiredState, ids: &Ids) -> BTreeMap<u32, Vec<(u32, SocketAddr)>> {
+    let mut out = BTreeMap::new();
+    for s in &state.services {
+        for g in &s.groups {
+            let gid = ids.groups[&(s.name.clone(), g.name.clone())];
+            let mut backends: Vec<(u32, SocketAddr)> = g
+                .backends
+                .iter()
+                .map(|b| {
+                    (
+                        ids.backends[&(s.name.clone(), g.name.clone(), b.addr)],
+                        b.addr,
+                    )
+                })
+                .collect();
+            backends.sort_unstable();
+            out.insert(gid, backends);
+        }
+    }
+    out
+}
+
+/// The map value of a service. A group with no backend gets no new flows whatever its weight.
+fn service_value(s: &Service, ids: &Ids) -> ServiceValue {
+    let mut groups = [0u32; MAX_GROUPS_PER_SERVICE];
+    let mut weights = Vec::with_capacity(s.groups.len());
+    for (slot, g) in groups.iter_mut().zip(&s.groups) {
+        *slot = ids.groups[&(s.name.clone(), g.name.clone())];
+        weights.push(if g.backends.is_empty() {
+            0
+        } else {
+            g.weight.basis_points()
+        });
+    }
+    ServiceValue {
+        service_id: ids.services[&s.name],
+        group_count: s.groups.len() as u32,
+        groups,
+        // Infallible: validation bounds the group count and `Weight` bounds each weight.
+        cumulative: cumulative_weights(&weights).unwrap_or([0; MAX_GROUPS_PER_SERVICE]),
+    }
+}
+
+/// Every pin of a state: (service id, prefix, len) -> group id.
+fn pins(state: &DesiredState, ids: &Ids) -> BTreeMap<(u32, IpAddr, u8), u32> {
+    let mut out = BTreeMap::new();
+    for s in &state.services {
+        for p in &s.pins {
+            out.insert(
+                (ids.services[&s.name], p.prefix, p.len),
+                ids.groups[&(s.name.clone(), p.group.clone())],
+            );
+        }
+    }
+    out
+}
+
+/// Computes the operations that take the maps from `current` to `desired`, at time `now`.
+pub fn plan(current: &Applied, desired: &DesiredState, now: Instant) -> Result<Plan, PlanError> {
+    desired.validate()?;
+    let ids = assign_ids(current, desired)?;
+    let mut ops = Vec::new();
+
+    // 1. New backends.
+    let old_backend_ids: BTreeSet<u32> = current.ids.backends.values().copied().collect();
+    for (bref, id) in &ids.backends {
+        if !old_backend_ids.contains(id) {
+            ops.push(Op::SetBackend {
+                id: *id,
+                addr: bref.2,
+            });
+        }
+    }
+    // 2. Tables whose backend set changed (or new groups).
+    let old_tables = tables(&current.state, &current.ids);
+    for (gid, backends) in tables(desired, &ids) {
+        if old_tables.get(&gid) != Some(&backends) {
+            ops.push(Op::SetTable {
+                group: gid,
+                backends,
+            });
+        }
+    }
+    // 3. Services whose key or value changed.
+    let old_services: BTreeMap<&str, (ServiceKey, ServiceValue)> = current
+        .state
+        .services
+        .iter()
+        .map(|s| {
+            (
+                s.name.as_str(),
+                (service_key(s), service_value(s, &current.ids)),
+            )
+        })
+        .collect();
+    for s in &desired.services {
+        let (key, value) = (service_key(s), service_value(s, &ids));
+        if old_services.get(s.name.as_str()) != Some(&(key, value)) {
+            ops.push(Op::SetService { key, value });
+        }
+    }
+    // 4. Pins.
+    let old_pins = pins(&current.state, &current.ids);
+    let new_pins = pins(desired, &ids);
+    for ((service, prefix, len), group) in &new_pins {
+        if old_pins.get(&(*service, *prefix, *len)) != Some(group) {
+            ops.push(Op::SetPin {
+                service: *service,
+                prefix: *prefix,
+                len: *len,
+                group: *group,
+            });
+        }
+    }
+    // 5. Removals: pins, then services whose key is no longer used.
+    for (service, prefix, len) in old_pins.keys() {
+        if !new_pins.contains_key(&(*service, *prefix, *len)) {
+            ops.push(Op::RemovePin {
+                service: *service,
+                prefix: *prefix,
+                len: *len,
+            });
+        }
+    }
+    let new_keys: BTreeSet<_> = desired
+        .services
+        .iter()
+        .map(|s| key_bytes(&service_key(s)))
+        .collect();
+    for (key, _) in old_services.values() {
+        if !new_keys.contains(&key_bytes(key)) {
+            ops.push(Op::RemoveService { key: *key });
+        }
+    }
+    // 6. Retirement.
+    let new_backend_ids: BTreeSet<u32> = ids.backends.values().copied().collect();
+    let mut retiring: Vec<(u32, Instant)> = Vec::new();
+    for (id, since) in &current.retiring {
+        if now.duration_since(*since) >= RETIRE_GRACE {
+            ops.push(Op::RemoveBackend { id: *id });
+        } else {
+            retiring.push((*id, *since));
+        }
+    }
+    for id in old_backend_ids.difference(&new_backend_ids) {
+        retiring.push((*id, now));
+    }
+    Ok(Plan {
+        ops,
+        next: Applied {
+            state: desired.clone(),
+            ids,
+            retiring,
+        },
+    })
+}
+
+/// `ServiceKey` as comparable bytes (it has no `Ord`).
+fn key_bytes(k: &ServiceKey) -> ([u32; 4], u16, u8, u8) {
+    (k.addr, k.port, k.proto, k.family)
+}
+
+/// Runs one operation.
+fn run(maps: &mut Maps, op: &Op) -> Result<(), DataplaneError> {
+    match op {
+        Op::SetBackend { id, addr } => {
+            maps.reset_backend_counters(*id)?;
+            maps.set_backend(
+                *id,
+                BackendValue {
+                    addr: addr_words(addr.ip()),
+                    port: addr.port().to_be(),
+                    family: if addr.is_ipv4() { FAMILY_V4 } else { FAMILY_V6 },
+                    _pad: 0,
+                },
+            )
+        }
+        Op::SetTable { group, backends } => {
+            maps.set_maglev_table(*group, &maglev::build(backends, MAGLEV_TABLE_SIZE))
+        }
+        Op::SetService { key, value } => maps.set_service(*key, *value),
+        Op::SetPin {
+            service,
+            prefix,
+            len,
+            group,
+        } => maps.set_pin(*service, *prefix, *len, *group),
+        Op::RemovePin {
+            service,
+            prefix,
+            len,
+        } => maps.remove_pin(*service, *prefix, *len),
+        Op::RemoveService { key } => maps.remove_service(key),
+        Op::RemoveBackend { id } => maps.remove_backend(*id),
+    }
+}
+
+/// Applies `desired` over `current`; on success returns what is now applied and how many
+/// operations ran. On failure, puts back what `current` had and returns the error.
+pub fn apply(
+    maps: &mut Maps,
+    current: &Applied,
+    desired: &DesiredState,
+    now: Instant,
+) -> Result<(Applied, usize), SyncError> {
+    let plan = plan(current, desired, now)?;
+    for (i, op) in plan.ops.iter().enumerate() {
+        if let Err(error) = run(maps, op) {
+            // Undo: plan back from the state the failed plan was heading to. Writes are
+            // idempotent, so running more than the completed prefix undid is harmless.
+            let restored = plan_restore(&plan.next, current, now).map(|back| {
+                back.ops
+                    .iter()
+                    .map(|op| run(maps, op))
+                    .filter(Result::is_err)
+                    .count()
+            });
+            tracing::error!(op = ?op, index = i, %error, undo_failures = ?restored, "applying a state failed; previous state restored");
+            return Err(SyncError::Apply {
+                op: format!("{op:?}"),
+                source: Box::new(error),
+            });
+        }
+    }
+    Ok((plan.next.clone(), plan.ops.len()))
+}
+
+fn plan_restore(from: &Applied, to: &Applied, now: Instant) -> Result<Plan, PlanError> {
+    let mut from = from.clone();
+    // Keep `to`'s ids: going back must give the old things their old ids.
+    from.ids.services.extend(to.ids.services.clone());
+    from.ids.groups.extend(to.ids.groups.clone());
+    from.ids.backends.extend(to.ids.backends.clone());
+    plan(&from, &to.state, now)
+}
+
+/// Why an apply failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    /// The state could not be planned (invalid, out of ids). Nothing was written.
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    /// A map write failed; the previous state was put back.
+    #[error("map operation {op} failed; the previous state was restored")]
+    Apply {
+        /// The operation.
+        op: String,
+        /// The failure.
+        #[source]
+        source: Box<DataplaneError>,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Backend, Group, Pin, Protocol, Weight};
+
+    fn state(v1: &str, v2: &str, v2_backends: &[&str]) -> DesiredState {
+        DesiredState {
+            services: vec![Service {
+                name: "web".into(),
+                vip: "192.0.2.10".parse().unwrap(),
+                port: 80,
+                protocol: Protocol::Tcp,
+                groups: vec![
+                    Group {
+                        name: "v1".into(),
+                        weight: v1.parse().unwrap(),
+                        backends: vec![Backend {
+                            addr: "198.51.100.11:8080".parse().unwrap(),
+                        }],
+                    },
+                    Group {
+                        name: "v2".into(),
+                        weight: v2.parse().unwrap(),
+                        backends: v2_backends
+                            .iter()
+                            .map(|a| Backend {
+                                addr: a.parse().unwrap(),
+                            })
+                            .collect(),
+                    },
+                ],
+                pins: vec![],
+            }],
+        }
+    }
+
+    #[test]
+    fn first_apply_writes_backends_then_tables_then_services() {
+        let p = plan(
+            &Applied::default(),
+            &state("100", "0", &["198.51.100.21:8080"]),
+            Instant::now(),
+        )
+        .unwrap();
+        let kinds: Vec<&str> = p
+            .ops
+            .iter()
+            .map(|o| match o {
+                Op::SetBackend { .. } => "backend",
+                Op::SetTable { .. } => "table",
+                Op::SetService { .. } => "service",
+                _ => "other",
+            })
+            .collect();
+        assert_eq!(kinds, ["backend", "backend", "table", "table", "service"]);
+    }
+
+    #[test]
+    fn a_shift_is_one_service_write_and_keeps_ids() {
+        let now = Instant::now();
+        let a = plan(
+            &Applied::default(),
+            &state("100", "0", &["198.51.100.21:8080"]),
+            now,
+        )
+        .unwrap()
+        .next;
+        let b = plan(&a, &state("90", "10", &["198.51.100.21:8080"]), now).unwrap();
+        assert_eq!(b.ops.len(), 1, "{:?}", b.ops);
+        let Op::SetService { value, .. } = &b.ops[0] else {
+            panic!("{:?}", b.ops)
+        };
+        assert_eq!(value.cumulative[..2], [9_000, 10_000]);
+        assert_eq!(a.ids, b.next.ids);
+        // Re-applying the same state does nothing.
+        assert!(
+            plan(&b.next, &state("90", "10", &["198.51.100.21:8080"]), now)
+                .unwrap()
+                .ops
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn a_removed_backend_retires_after_the_grace_period_and_its_id_waits() {
+        let t0 = Instant::now();
+        let a = plan(
+            &Applied::default(),
+            &state("50", "50", &["198.51.100.21:8080", "198.51.100.22:8080"]),
+            t0,
+        )
+        .unwrap()
+        .next;
+        let gone = a.ids.backends[&(
+            "web".into(),
+            "v2".into(),
+            "198.51.100.22:8080".parse().unwrap(),
+        )];
+        let b = plan(&a, &state("50", "50", &["198.51.100.21:8080"]), t0).unwrap();
+        assert!(
+            matches!(b.ops.as_slice(), [Op::SetTable { .. }]),
+            "{:?}",
+            b.ops
+        );
+        assert_eq!(b.next.retiring.len(), 1);
+        // A new backend does not get the retiring id.
+        let c = plan(
+            &b.next,
+            &state("50", "50", &["198.51.100.21:8080", "198.51.100.23:8080"]),
+            t0,
+        )
+        .unwrap();
+        assert!(!c.next.ids.backends.values().any(|id| *id == gone));
+        // After the grace period the id is deleted.
+        let d = plan(&c.next, &c.next.state.clone(), t0 + RETIRE_GRACE).unwrap();
+        assert!(
+            d.ops.contains(&Op::RemoveBackend { id: gone }),
+            "{:?}",
+            d.ops
+        );
+    }
+
+    #[test]
+    fn a_group_without_backends_gets_no_flows_whatever_its_weight() {
+        let mut s = state("100", "0", &[]);
+        // Validation refuses weight without backends; with weight 0 it is accepted and stays 0.
+        let p = plan(&Applied::default(), &s, Instant::now()).unwrap();
+        let Some(Op::SetService { value, .. }) =
+            p.ops.iter().find(|o| matches!(o, Op::SetService { .. }))
+        else {
+            panic!()
+        };
+        assert_eq!(value.cumulative[..2], [10_000, 10_000]);
+        s.services[0].groups[1].weight = Weight::from_percent_str("10").unwrap();
+        assert!(matches!(
+            plan(&Applied::default(), &s, Instant::now()),
+            Err(PlanError::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn pins_are_added_and_removed() {
+        let now = Instant::now();
+        let mut s = state("100", "0", &["198.51.100.21:8080"]);
+        let a = plan(&Applied::default(), &s, now).unwrap().next;
+        s.services[0].pins.push(Pin {
+            prefix: "203.0.113.0".parse().unwrap(),
+            len: 24,
+            group: "v2".into(),
+        });
+        let b = plan(&a, &s, now).unwrap();
+        assert!(
+            matches!(b.ops.as_slice(), [Op::SetPin { len: 24, .. }]),
+            "{:?}",
+            b.ops
+        );
+        s.services[0].pins.clear();
+        let c = plan(&b.next, &s, now).unwrap();
+        assert!(
+            matches!(c.ops.as_slice(), [Op::RemovePin { len: 24, .. }]),
+            "{:?}",
+            c.ops
+        );
+    }
+
+    #[test]
+    fn removing_a_service_removes_its_key() {
+        let now = Instant::now();
+        let a = plan(
+            &Applied::default(),
+            &state("100", "0", &["198.51.100.21:8080"]),
+            now,
+        )
+        .unwrap()
+        .next;
+        let b = plan(&a, &DesiredState::default(), now).unwrap();
+        assert!(b.ops.iter().any(|o| matches!(o, Op::RemoveService { .. })));
+        assert_eq!(b.next.retiring.len(), 2);
+    }
+}

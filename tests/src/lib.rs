@@ -11,6 +11,7 @@
 //! Everything here needs root; helpers panic with the missing prerequisite rather than skip.
 
 pub mod netns;
+pub mod node;
 pub mod packet;
 pub mod prog;
 pub mod servers;

@@ -3,6 +3,13 @@
 /// veer's kernel object (XDP and TC programs and their maps), built by `build.rs`.
 pub const EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/veer-ebpf"));
 
+pub mod api;
 pub mod cli;
+pub mod config;
+pub mod control;
 pub mod dataplane;
+pub mod metrics;
 pub mod model;
+pub mod paths;
+pub mod state;
+pub mod supervisor;

@@ -3,17 +3,16 @@
 use std::process::ExitCode;
 
 use clap::Parser as _;
-use tracing_subscriber::EnvFilter;
-// Used by the library; linked here too.
-use {aya as _, libc as _, thiserror as _, tracing as _, veer_common as _};
+// Every dependency is used by the library; the binary links them through it.
+use {
+    aya as _, bytes as _, clap_complete as _, http_body_util as _, humantime as _, hyper as _,
+    hyper_util as _, libc as _, notify as _, prometheus_client as _, serde as _, serde_json as _,
+    sha2 as _, thiserror as _, tokio as _, toml as _, tracing as _, tracing_subscriber as _,
+    veer_common as _,
+};
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    veer::cli::init_logging();
     match veer::cli::Cli::parse().run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {

@@ -10,6 +10,7 @@
 //!
 //! Everything here needs root; helpers panic with the missing prerequisite rather than skip.
 
+pub mod daemon;
 pub mod netns;
 pub mod node;
 pub mod packet;

@@ -9,6 +9,7 @@
 use aya as _;
 use libc as _;
 use rand as _;
+use serde_json as _;
 use veer_common as _;
 
 use std::collections::HashSet;

@@ -31,6 +31,8 @@ pub(crate) fn run(opts: &Options) -> anyhow::Result<()> {
     if !exec::succeeds(Command::new("ip").args(["netns", "list"])) {
         bail!("`ip netns list` fails: network namespaces are unavailable");
     }
+    // The daemon tests run the real `veer` binary; `cargo test` builds only what it tests.
+    exec::cargo(&["build", "--locked", "--package", "veer", "--bin", "veer"])?;
     let mut args = vec![
         "test",
         "--locked",

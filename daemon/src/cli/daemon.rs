@@ -1,84 +1,69 @@
-//! `veer daemon`: load (or adopt) the kernel programs and maps pinned under the pin directory,
-//! attach them to the node's interfaces, and run until SIGINT or SIGTERM.
+//! `veer daemon`.
 
-use std::path::PathBuf;
+use std::{net::SocketAddr, path::PathBuf};
 
-use crate::{
-    cli::exit::Failure,
-    dataplane::{
-        Dataplane,
-        loader::{LoadOptions, XdpAttachMode},
-    },
-};
-
-/// XDP attach mode.
-#[derive(Clone, Copy, Debug, clap::ValueEnum)]
-enum Mode {
-    /// Native where the driver supports it, generic otherwise.
-    Auto,
-    /// Native (driver) mode only.
-    Native,
-    /// Generic (skb) mode only.
-    Generic,
-}
+use super::{Global, exit::Failure};
+use crate::{api::server::Access, control, paths, supervisor};
 
 /// Arguments of `veer daemon`.
 #[derive(Debug, clap::Args)]
 pub(super) struct Args {
-    /// Interface to attach to (repeat for several).
-    #[arg(long = "interface", short = 'i', value_name = "IFNAME")]
-    interfaces: Vec<String>,
-    /// XDP attach mode.
-    #[arg(long, value_enum, default_value_t = Mode::Auto)]
-    xdp_mode: Mode,
-    /// Where maps are pinned (bpffs is mounted at its parent when missing).
-    #[arg(long, default_value = "/sys/fs/bpf/veer")]
+    /// Config file (TOML). Applied at start and on SIGHUP or change, when its content differs
+    /// from the content last applied.
+    #[arg(long, short = 'c', default_value = paths::CONFIG)]
+    config: PathBuf,
+    /// State directory (revisions).
+    #[arg(long, default_value = paths::STATE_DIR)]
+    state_dir: PathBuf,
+    /// Where maps and links are pinned (bpffs is mounted at its parent when missing).
+    #[arg(long, default_value = paths::PIN_DIR)]
     pin_dir: PathBuf,
-    /// Conntrack capacity (entries).
-    #[arg(long, default_value_t = veer_common::maps::DEFAULT_CONNTRACK_MAX)]
-    conntrack_max: u32,
+    /// Prometheus metrics address; `off` disables it.
+    #[arg(long, default_value = paths::METRICS)]
+    metrics: String,
+    /// Group (name or gid) whose members may use the control socket besides root.
+    #[arg(long)]
+    socket_group: Option<String>,
+}
+
+/// Resolves a group name or number to a gid.
+fn gid(group: &str) -> Result<u32, Failure> {
+    if let Ok(n) = group.parse() {
+        return Ok(n);
+    }
+    let name = std::ffi::CString::new(group)
+        .map_err(|_| Failure::usage(format!("--socket-group {group:?}: not a group name")))?;
+    // SAFETY: getgrnam reads a NUL-terminated name; the result is read at once, before any
+    // other call could reuse its static buffer.
+    let gr = unsafe { libc::getgrnam(name.as_ptr()) };
+    if gr.is_null() {
+        return Err(Failure::usage(format!(
+            "--socket-group {group}: no such group"
+        )));
+    }
+    // SAFETY: non-null pointer to the group entry getgrnam just returned.
+    Ok(unsafe { (*gr).gr_gid })
 }
 
 /// Runs the daemon in the foreground.
-pub(super) fn run(args: &Args) -> Result<(), Failure> {
-    let opts = LoadOptions {
-        pin_dir: Some(args.pin_dir.clone()),
-        conntrack_max: args.conntrack_max,
+pub(super) fn run(args: &Args, g: &Global) -> Result<(), Failure> {
+    let metrics = match args.metrics.as_str() {
+        "off" => None,
+        a => Some(
+            a.parse::<SocketAddr>()
+                .map_err(|e| Failure::usage(format!("--metrics {a}: {e} (want ip:port or off)")))?,
+        ),
     };
-    let mut dataplane = Dataplane::load(&opts).map_err(|e| Failure::error(&e))?;
-    let mode = match args.xdp_mode {
-        Mode::Auto => XdpAttachMode::Auto,
-        Mode::Native => XdpAttachMode::Native,
-        Mode::Generic => XdpAttachMode::Generic,
-    };
-    for ifname in &args.interfaces {
-        let used = dataplane
-            .attach(ifname, mode)
-            .map_err(|e| Failure::error(&e))?;
-        tracing::info!(interface = %ifname, xdp_mode = ?used, "attached");
-    }
-    tracing::info!(pin_dir = %args.pin_dir.display(), "veer daemon running; SIGINT or SIGTERM stops it");
-    wait_for_stop_signal().map_err(|e| Failure::error(&e))?;
-    tracing::info!("stopping");
-    Ok(())
-}
-
-/// Blocks until SIGINT or SIGTERM.
-fn wait_for_stop_signal() -> std::io::Result<()> {
-    // SAFETY: plain libc signal-set calls on a local, fully initialised set; the signals are
-    // blocked in this (the only) thread before waiting, as sigwait requires.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&raw mut set);
-        libc::sigaddset(&raw mut set, libc::SIGINT);
-        libc::sigaddset(&raw mut set, libc::SIGTERM);
-        if libc::pthread_sigmask(libc::SIG_BLOCK, &raw const set, std::ptr::null_mut()) != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        let mut sig = 0;
-        if libc::sigwait(&raw const set, &raw mut sig) != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-    }
-    Ok(())
+    supervisor::run(supervisor::DaemonOptions {
+        control: control::Options {
+            config: args.config.clone(),
+            state_dir: args.state_dir.clone(),
+            pin_dir: args.pin_dir.clone(),
+        },
+        socket: g.socket.clone(),
+        access: Access {
+            gid: args.socket_group.as_deref().map(gid).transpose()?,
+        },
+        metrics,
+    })
 }

@@ -276,54 +276,73 @@ pub fn tc_mut(ebpf: &mut Ebpf) -> Result<&mut SchedClassifier, DataplaneError> {
         })
 }
 
-/// Attaches both programs to `interface` (a name in the caller's network namespace): XDP on
-/// ingress, TC on ingress (replies of remote backends) and egress (replies of local backends).
-/// The links live as long as `ebpf`. Returns the XDP mode that was used.
-pub fn attach(
+/// Attaches the XDP program to `interface` in `mode`; returns the mode used and the link id.
+pub fn attach_xdp(
     ebpf: &mut Ebpf,
     interface: &str,
     mode: XdpAttachMode,
-) -> Result<XdpMode, DataplaneError> {
-    let attach_err = |hook: &'static str, program: &'static str| {
+) -> Result<(XdpMode, aya::programs::xdp::XdpLinkId), DataplaneError> {
+    let attach_err = |hook: &'static str| {
         let interface = interface.to_owned();
         move |e| DataplaneError::Attach {
-            program,
+            program: progs::XDP_INGRESS,
             interface,
             hook,
             source: Box::new(e),
         }
     };
     let xdp = xdp_mut(ebpf)?;
-    let used = match mode {
-        XdpAttachMode::Native => {
+    match mode {
+        XdpAttachMode::Native => Ok((
+            XdpMode::Driver,
             xdp.attach(interface, XdpMode::Driver)
-                .map_err(attach_err("xdp native", progs::XDP_INGRESS))?;
-            XdpMode::Driver
-        }
-        XdpAttachMode::Generic => {
+                .map_err(attach_err("xdp native"))?,
+        )),
+        XdpAttachMode::Generic => Ok((
+            XdpMode::Skb,
             xdp.attach(interface, XdpMode::Skb)
-                .map_err(attach_err("xdp generic", progs::XDP_INGRESS))?;
-            XdpMode::Skb
-        }
+                .map_err(attach_err("xdp generic"))?,
+        )),
         XdpAttachMode::Auto => match xdp.attach(interface, XdpMode::Driver) {
-            Ok(_) => XdpMode::Driver,
+            Ok(id) => Ok((XdpMode::Driver, id)),
             Err(native) => {
                 tracing::warn!(interface, error = %native, "native XDP unavailable, falling back to generic");
-                xdp.attach(interface, XdpMode::Skb)
-                    .map_err(attach_err("xdp generic", progs::XDP_INGRESS))?;
-                XdpMode::Skb
+                Ok((
+                    XdpMode::Skb,
+                    xdp.attach(interface, XdpMode::Skb)
+                        .map_err(attach_err("xdp generic"))?,
+                ))
             }
         },
-    };
+    }
+}
+
+/// Attaches both programs to `interface` (a name in the caller's network namespace): XDP on
+/// ingress, TC on ingress (replies of remote backends) and egress (replies of local backends).
+/// The links live as long as `ebpf` (see `links` for pinned ones). Returns the XDP mode used.
+pub fn attach(
+    ebpf: &mut Ebpf,
+    interface: &str,
+    mode: XdpAttachMode,
+) -> Result<XdpMode, DataplaneError> {
+    let (used, _) = attach_xdp(ebpf, interface, mode)?;
     // clsact is needed only where tcx is not (kernels before 6.6); one that exists already is
     // fine, and a real failure shows up as an attach error just below.
     if let Err(e) = tc::qdisc_add_clsact(interface) {
         tracing::debug!(interface, error = %e, "clsact qdisc not added");
     }
     let tc = tc_mut(ebpf)?;
-    tc.attach(interface, TcAttachType::Ingress)
-        .map_err(attach_err("tc ingress", progs::TC_REPLY))?;
-    tc.attach(interface, TcAttachType::Egress)
-        .map_err(attach_err("tc egress", progs::TC_REPLY))?;
+    for (attach_type, hook) in [
+        (TcAttachType::Ingress, "tc ingress"),
+        (TcAttachType::Egress, "tc egress"),
+    ] {
+        tc.attach(interface, attach_type)
+            .map_err(|e| DataplaneError::Attach {
+                program: progs::TC_REPLY,
+                interface: interface.to_owned(),
+                hook,
+                source: Box::new(e),
+            })?;
+    }
     Ok(used)
 }

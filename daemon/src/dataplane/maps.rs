@@ -201,6 +201,37 @@ impl Maps {
             .map_err(op("delete", maps::PINS))
     }
 
+    /// Every pin in the map: (service id, prefix, length).
+    pub fn pins(&self) -> Result<Vec<(u32, IpAddr, u8)>, DataplaneError> {
+        let mut out = Vec::new();
+        for key in self.pins.keys() {
+            let key = key.map_err(op("iterate", maps::PINS))?;
+            let data = key.data();
+            let len = key.prefix_len().saturating_sub(PinKey::SERVICE_BITS);
+            // The family is not in the key; IPv4 pins never exceed 32 bits and use word 0 only.
+            let v4 = len <= 32 && data.addr[1..].iter().all(|w| *w == 0);
+            let family = if v4 {
+                veer_common::FAMILY_V4
+            } else {
+                veer_common::FAMILY_V6
+            };
+            out.push((
+                u32::from_be(data.service_id_be),
+                words_addr(data.addr, family),
+                len as u8,
+            ));
+        }
+        Ok(out)
+    }
+
+    /// Every backend id in the map.
+    pub fn backend_ids(&self) -> Result<Vec<u32>, DataplaneError> {
+        self.backends
+            .keys()
+            .collect::<Result<_, _>>()
+            .map_err(op("iterate", maps::BACKENDS))
+    }
+
     /// Every conntrack entry (a snapshot: the kernel keeps changing the map meanwhile).
     pub fn flows(&self) -> Result<Vec<(FlowKey, FlowEntry)>, DataplaneError> {
         let mut out = Vec::new();

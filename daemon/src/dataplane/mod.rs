@@ -2,6 +2,8 @@
 //! access to their maps (`maps`), the pure Maglev builder (`maglev`), making the maps match a
 //! desired state (`sync`), and `Dataplane`, which owns all of it.
 
+pub mod flows;
+pub mod links;
 pub mod loader;
 pub mod maglev;
 pub mod maps;
@@ -32,6 +34,73 @@ impl Dataplane {
             maps,
             applied: sync::Applied::default(),
         })
+    }
+
+    /// Attaches to `interface` with links pinned under `links_dir`, or adopts the links already
+    /// pinned there (swapping this build's programs onto them atomically).
+    pub fn attach_pinned(
+        &mut self,
+        interface: &str,
+        mode: loader::XdpAttachMode,
+        links_dir: &std::path::Path,
+    ) -> Result<links::Attached, DataplaneError> {
+        links::attach_pinned(&mut self.ebpf, interface, mode, links_dir)
+    }
+
+    /// Makes maps of unknown content (adopted pins) hold exactly `desired` with `ids`: writes
+    /// every backend, table, service and pin, then removes services, pins and backends the state
+    /// does not name. Established flows are untouched; counters are kept.
+    pub fn reconcile(
+        &mut self,
+        desired: &DesiredState,
+        ids: sync::Ids,
+    ) -> Result<usize, sync::SyncError> {
+        let plan = sync::reconcile_plan(desired, ids, Instant::now())?;
+        let mut stale = Vec::new();
+        let listing = |what: &str| {
+            let op = format!("listing {what}");
+            move |e: DataplaneError| sync::SyncError::Apply {
+                op,
+                source: Box::new(e),
+            }
+        };
+        let keys: std::collections::HashSet<_> = desired
+            .services
+            .iter()
+            .map(|s| sync::key_bytes(&sync::service_key(s)))
+            .collect();
+        for (key, _) in self.maps.services().map_err(listing("services"))? {
+            if !keys.contains(&sync::key_bytes(&key)) {
+                stale.push(sync::Op::RemoveService { key });
+            }
+        }
+        let pins = sync::pins(desired, &plan.next.ids);
+        for (service, prefix, len) in self.maps.pins().map_err(listing("pins"))? {
+            if !pins.contains_key(&(service, prefix, len)) {
+                stale.push(sync::Op::RemovePin {
+                    service,
+                    prefix,
+                    len,
+                });
+            }
+        }
+        let backends: std::collections::HashSet<u32> =
+            plan.next.ids.backends.values().copied().collect();
+        for id in self.maps.backend_ids().map_err(listing("backends"))? {
+            if !backends.contains(&id) {
+                stale.push(sync::Op::RemoveBackend { id });
+            }
+        }
+        // Write what the state names first, then remove what it does not (services before the
+        // backends their tables named).
+        for op in plan.ops.iter().chain(&stale) {
+            sync::run(&mut self.maps, op).map_err(|e| sync::SyncError::Apply {
+                op: format!("{op:?}"),
+                source: Box::new(e),
+            })?;
+        }
+        self.applied = plan.next;
+        Ok(plan.ops.len() + stale.len())
     }
 
     /// Attaches the programs to `interface` (in the calling thread's network namespace).
@@ -138,6 +207,28 @@ pub enum DataplaneError {
         /// The kernel's answer.
         #[source]
         source: aya::maps::MapError,
+    },
+    /// Opening or converting a pinned link failed.
+    #[error("pinned link of interface `{interface}` ({hook}) cannot be used")]
+    Link {
+        /// Interface.
+        interface: String,
+        /// Hook.
+        hook: &'static str,
+        /// Why.
+        #[source]
+        source: Box<aya::programs::links::LinkError>,
+    },
+    /// Pinning a link failed.
+    #[error("pinning the link of interface `{interface}` ({hook}) failed")]
+    LinkPin {
+        /// Interface.
+        interface: String,
+        /// Hook.
+        hook: &'static str,
+        /// Why.
+        #[source]
+        source: Box<aya::pin::PinError>,
     },
     /// A pinned map exists with a layout that does not match this build.
     #[error(

@@ -46,14 +46,40 @@ pub type BackendRef = (String, String, SocketAddr);
 
 /// Numeric ids given to the named things of a state. Stable for as long as a thing exists, so
 /// counters and conntrack entries keep meaning the same thing across applies.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Ids {
     /// Service name -> service id.
+    #[serde(with = "as_pairs")]
     pub services: BTreeMap<String, u32>,
     /// Group -> group id (Maglev outer index).
+    #[serde(with = "as_pairs")]
     pub groups: BTreeMap<GroupRef, u32>,
     /// Backend -> backend id.
+    #[serde(with = "as_pairs")]
     pub backends: BTreeMap<BackendRef, u32>,
+}
+
+/// Maps with composite keys as JSON lists of `[key, value]` pairs.
+mod as_pairs {
+    use std::collections::BTreeMap;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub(super) fn serialize<K: Serialize, V: Serialize, S: Serializer>(
+        m: &BTreeMap<K, V>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.collect_seq(m.iter())
+    }
+
+    pub(super) fn deserialize<'de, K, V, D>(d: D) -> Result<BTreeMap<K, V>, D::Error>
+    where
+        K: Deserialize<'de> + Ord,
+        V: Deserialize<'de>,
+        D: Deserializer<'de>,
+    {
+        Ok(Vec::<(K, V)>::deserialize(d)?.into_iter().collect())
+    }
 }
 
 /// What the maps hold now.
@@ -70,12 +96,14 @@ pub struct Applied {
 /// One map operation.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Op {
-    /// Write a backend (new id) and zero its counters.
+    /// Write a backend.
     SetBackend {
         /// Id.
         id: u32,
         /// Address.
         addr: SocketAddr,
+        /// Zero the id's counters first (a new backend; not when reconciling a restart).
+        reset_counters: bool,
     },
     /// Swap in a group's Maglev table built over these backends.
     SetTable {
@@ -267,7 +295,7 @@ fn service_value(s: &Service, ids: &Ids) -> ServiceValue {
 }
 
 /// Every pin of a state: (service id, prefix, len) -> group id.
-fn pins(state: &DesiredState, ids: &Ids) -> BTreeMap<(u32, IpAddr, u8), u32> {
+pub(super) fn pins(state: &DesiredState, ids: &Ids) -> BTreeMap<(u32, IpAddr, u8), u32> {
     let mut out = BTreeMap::new();
     for s in &state.services {
         for p in &s.pins {
@@ -284,6 +312,31 @@ fn pins(state: &DesiredState, ids: &Ids) -> BTreeMap<(u32, IpAddr, u8), u32> {
 pub fn plan(current: &Applied, desired: &DesiredState, now: Instant) -> Result<Plan, PlanError> {
     desired.validate()?;
     let ids = assign_ids(current, desired)?;
+    Ok(plan_with_ids(current, desired, ids, now, true))
+}
+
+/// The operations that write all of `desired` with the given `ids` over maps whose content is
+/// unknown (a daemon adopting pinned maps after a restart or a crash). Counters are kept.
+/// Entries the maps hold beyond `desired` are removed by `Dataplane::reconcile`.
+pub fn reconcile_plan(desired: &DesiredState, ids: Ids, now: Instant) -> Result<Plan, PlanError> {
+    desired.validate()?;
+    // Ids the state names are kept; anything missing gets a fresh id.
+    let seeded = Applied {
+        state: DesiredState::default(),
+        ids,
+        retiring: Vec::new(),
+    };
+    let ids = assign_ids(&seeded, desired)?;
+    Ok(plan_with_ids(&Applied::default(), desired, ids, now, false))
+}
+
+fn plan_with_ids(
+    current: &Applied,
+    desired: &DesiredState,
+    ids: Ids,
+    now: Instant,
+    reset_counters: bool,
+) -> Plan {
     let mut ops = Vec::new();
 
     // 1. New backends.
@@ -293,6 +346,7 @@ pub fn plan(current: &Applied, desired: &DesiredState, now: Instant) -> Result<P
             ops.push(Op::SetBackend {
                 id: *id,
                 addr: bref.2,
+                reset_counters,
             });
         }
     }
@@ -370,26 +424,32 @@ pub fn plan(current: &Applied, desired: &DesiredState, now: Instant) -> Result<P
     for id in old_backend_ids.difference(&new_backend_ids) {
         retiring.push((*id, now));
     }
-    Ok(Plan {
+    Plan {
         ops,
         next: Applied {
             state: desired.clone(),
             ids,
             retiring,
         },
-    })
+    }
 }
 
 /// `ServiceKey` as comparable bytes (it has no `Ord`).
-fn key_bytes(k: &ServiceKey) -> ([u32; 4], u16, u8, u8) {
+pub(super) fn key_bytes(k: &ServiceKey) -> ([u32; 4], u16, u8, u8) {
     (k.addr, k.port, k.proto, k.family)
 }
 
 /// Runs one operation.
-fn run(maps: &mut Maps, op: &Op) -> Result<(), DataplaneError> {
+pub(super) fn run(maps: &mut Maps, op: &Op) -> Result<(), DataplaneError> {
     match op {
-        Op::SetBackend { id, addr } => {
-            maps.reset_backend_counters(*id)?;
+        Op::SetBackend {
+            id,
+            addr,
+            reset_counters,
+        } => {
+            if *reset_counters {
+                maps.reset_backend_counters(*id)?;
+            }
             maps.set_backend(
                 *id,
                 BackendValue {

@@ -11,7 +11,10 @@ pub use weight::{Weight, WeightError};
 use veer_common::maps::MAX_GROUPS_PER_SERVICE;
 
 /// Transport protocol of a service.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum Protocol {
     /// TCP.
     Tcp,
@@ -44,14 +47,14 @@ impl fmt::Display for Protocol {
 }
 
 /// Everything the node should be doing.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct DesiredState {
     /// Services, each with a unique name and a unique (VIP, port, protocol).
     pub services: Vec<Service>,
 }
 
 /// A VIP, port and protocol with a name, split between groups.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Service {
     /// Unique name (`web`).
     pub name: String,
@@ -68,7 +71,7 @@ pub struct Service {
 }
 
 /// One version of a service's backends.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Group {
     /// Name, unique in its service (`v1`, `blue`, `canary`).
     pub name: String,
@@ -79,14 +82,14 @@ pub struct Group {
 }
 
 /// One backend.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Backend {
     /// Address and port.
     pub addr: SocketAddr,
 }
 
 /// "This client prefix always gets that group."
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Pin {
     /// Network address of the prefix (host bits zero).
     pub prefix: IpAddr,
@@ -329,7 +332,7 @@ pub fn host_bits_zero(addr: IpAddr, len: u8) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     pub(crate) fn web() -> DesiredState {

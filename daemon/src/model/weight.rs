@@ -78,6 +78,24 @@ impl Weight {
     }
 }
 
+/// A weight is a JSON number in percent (`90`, `12.5`).
+impl serde::Serialize for Weight {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if self.0.is_multiple_of(100) {
+            s.serialize_u32(self.0 / 100)
+        } else {
+            s.serialize_f64(f64::from(self.0) / 100.0)
+        }
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Weight {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let n = serde_json::Number::deserialize(d)?;
+        Weight::from_percent_str(&n.to_string()).map_err(serde::de::Error::custom)
+    }
+}
+
 impl FromStr for Weight {
     type Err = WeightError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
@@ -120,6 +138,16 @@ mod tests {
             );
             assert_eq!(Weight::from_percent_str(text).unwrap().to_string(), text);
         }
+    }
+
+    #[test]
+    fn json_is_a_percent_number() {
+        for (w, json) in [("90", "90"), ("12.5", "12.5"), ("0.01", "0.01"), ("0", "0")] {
+            let w = Weight::from_percent_str(w).unwrap();
+            assert_eq!(serde_json::to_string(&w).unwrap(), json);
+            assert_eq!(serde_json::from_str::<Weight>(json).unwrap(), w);
+        }
+        assert!(serde_json::from_str::<Weight>("101").is_err());
     }
 
     #[test]

@@ -1,0 +1,92 @@
+//! `veer drain SERVICE GROUP [--wait] [--timeout DURATION]`.
+
+use std::time::{Duration, Instant};
+
+use super::{Global, block_on, exit::Failure, output, status};
+use crate::api::protocol::{ApplyResponse, DrainRequest};
+
+/// How often `--wait` looks at the flow count.
+const POLL: Duration = Duration::from_millis(250);
+
+/// Arguments of `veer drain`.
+#[derive(Debug, clap::Args)]
+pub(super) struct Args {
+    /// Service.
+    service: String,
+    /// Group to drain.
+    group: String,
+    /// Wait until the group has no active flow left (exit 3 on timeout).
+    #[arg(long)]
+    wait: bool,
+    /// Longest wait (e.g. 30s, 5m).
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    timeout: Duration,
+    /// Drain even when no other group takes new connections (they will be dropped).
+    #[arg(long)]
+    force: bool,
+}
+
+/// Drains, and waits if asked.
+pub(super) fn run(args: &Args, g: &Global) -> Result<(), Failure> {
+    let req = DrainRequest {
+        service: args.service.clone(),
+        group: args.group.clone(),
+        force: args.force,
+    };
+    let r: ApplyResponse =
+        block_on(g.client().post("/v1/drain", &req))?.map_err(|e| output::client_failure(&e))?;
+    if !args.wait {
+        return output::applied(
+            g.output,
+            &r,
+            &format!("drain {}/{}", args.service, args.group),
+        );
+    }
+    if g.output == output::Format::Human {
+        eprintln!(
+            "drain {}/{}: revision {}; waiting for its flows to end",
+            args.service, args.group, r.revision
+        );
+    }
+    let deadline = Instant::now() + args.timeout;
+    let mut last = u64::MAX;
+    loop {
+        let s = status::fetch(g, Some(&args.service))?;
+        let active = s
+            .services
+            .iter()
+            .flat_map(|svc| &svc.groups)
+            .find(|grp| grp.name == args.group)
+            .map_or(0, |grp| grp.active_flows);
+        if active == 0 {
+            return output::print(
+                g.output,
+                &serde_json::json!({ "revision": r.revision, "drained": true, "active_flows": 0 }),
+                || {
+                    format!(
+                        "drain {}/{}: drained (revision {})",
+                        args.service, args.group, r.revision
+                    )
+                },
+            );
+        }
+        if Instant::now() >= deadline {
+            output::print(
+                g.output,
+                &serde_json::json!({ "revision": r.revision, "drained": false, "active_flows": active }),
+                String::new,
+            )?;
+            return Err(Failure::timeout(format!(
+                "drain {}/{}: {active} flows still active after {}",
+                args.service,
+                args.group,
+                humantime::format_duration(args.timeout)
+            )));
+        }
+        if active != last && g.output == output::Format::Human {
+            eprintln!("{active} active flows");
+            last = active;
+        }
+        std::thread::sleep(POLL);
+    }
+}

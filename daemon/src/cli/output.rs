@@ -1,0 +1,78 @@
+//! Human output (tables, one line per change) or JSON (the API's bodies, stable field names).
+
+use serde::Serialize;
+
+use super::exit::Failure;
+use crate::api::{client::ClientError, protocol::ApplyResponse};
+
+/// `--output`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// For people.
+    Human,
+    /// For scripts.
+    Json,
+}
+
+/// Prints `value` as JSON, or `human()`.
+pub fn print<T: Serialize>(
+    format: Format,
+    value: &T,
+    human: impl FnOnce() -> String,
+) -> Result<(), Failure> {
+    match format {
+        Format::Json => {
+            let text = serde_json::to_string_pretty(value).map_err(|e| Failure::error(&e))?;
+            println!("{text}");
+        }
+        Format::Human => {
+            let text = human();
+            if !text.is_empty() {
+                println!("{}", text.trim_end());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The answer to a change.
+pub fn applied(format: Format, r: &ApplyResponse, what: &str) -> Result<(), Failure> {
+    print(format, r, || {
+        if r.changed {
+            format!("{what}: revision {}", r.revision)
+        } else {
+            format!("{what}: no change, revision {} stays in force", r.revision)
+        }
+    })
+}
+
+/// A client error as a failure (exit 1, the daemon's message).
+pub fn client_failure(e: &ClientError) -> Failure {
+    Failure::error(e)
+}
+
+/// Formats rows as an aligned table.
+pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in rows {
+        for (w, cell) in widths.iter_mut().zip(r) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect::<Vec<_>>()
+            .join("  ")
+            .trim_end()
+            .to_owned()
+    };
+    let mut out = line(header.to_vec());
+    for r in rows {
+        out.push('\n');
+        out.push_str(&line(r.iter().map(String::as_str).collect()));
+    }
+    out
+}

@@ -1,0 +1,51 @@
+//! `veer pin SERVICE PREFIX GROUP` and `veer unpin SERVICE PREFIX`.
+
+use super::{Global, block_on, exit::Failure, output};
+use crate::api::protocol::{ApplyResponse, PinRequest, UnpinRequest};
+
+/// Arguments of `veer pin`.
+#[derive(Debug, clap::Args)]
+pub(super) struct PinArgs {
+    /// Service.
+    service: String,
+    /// Client prefix (e.g. 203.0.113.0/24).
+    prefix: String,
+    /// Group those clients always get.
+    group: String,
+}
+
+/// Arguments of `veer unpin`.
+#[derive(Debug, clap::Args)]
+pub(super) struct UnpinArgs {
+    /// Service.
+    service: String,
+    /// Client prefix.
+    prefix: String,
+}
+
+/// Pins.
+pub(super) fn run_pin(a: &PinArgs, g: &Global) -> Result<(), Failure> {
+    let req = PinRequest {
+        service: a.service.clone(),
+        prefix: a.prefix.clone(),
+        group: a.group.clone(),
+    };
+    let r: ApplyResponse =
+        block_on(g.client().post("/v1/pin", &req))?.map_err(|e| output::client_failure(&e))?;
+    output::applied(
+        g.output,
+        &r,
+        &format!("pin {} {} -> {}", a.service, a.prefix, a.group),
+    )
+}
+
+/// Unpins.
+pub(super) fn run_unpin(a: &UnpinArgs, g: &Global) -> Result<(), Failure> {
+    let req = UnpinRequest {
+        service: a.service.clone(),
+        prefix: a.prefix.clone(),
+    };
+    let r: ApplyResponse =
+        block_on(g.client().post("/v1/unpin", &req))?.map_err(|e| output::client_failure(&e))?;
+    output::applied(g.output, &r, &format!("unpin {} {}", a.service, a.prefix))
+}

@@ -1,0 +1,49 @@
+//! `veer shift SERVICE GROUP=WEIGHT...`.
+
+use super::{Global, block_on, exit::Failure, output};
+use crate::{
+    api::protocol::{ApplyResponse, GroupWeight, ShiftRequest},
+    model::Weight,
+};
+
+/// Arguments of `veer shift`.
+#[derive(Debug, clap::Args)]
+pub(super) struct Args {
+    /// Service.
+    service: String,
+    /// New weights, `GROUP=PERCENT` (e.g. `v1=90 v2=10`); groups not named keep theirs.
+    #[arg(required = true, value_name = "GROUP=WEIGHT")]
+    weights: Vec<String>,
+}
+
+/// Parses `v1=90`.
+fn parse(arg: &str) -> Result<GroupWeight, Failure> {
+    let (group, weight) = arg
+        .split_once('=')
+        .ok_or_else(|| Failure::usage(format!("`{arg}`: want GROUP=WEIGHT, e.g. v1=90")))?;
+    let weight =
+        Weight::from_percent_str(weight).map_err(|e| Failure::usage(format!("`{arg}`: {e}")))?;
+    if group.is_empty() {
+        return Err(Failure::usage(format!("`{arg}`: the group name is empty")));
+    }
+    Ok(GroupWeight {
+        group: group.to_owned(),
+        weight,
+    })
+}
+
+/// Sends the shift.
+pub(super) fn run(args: &Args, g: &Global) -> Result<(), Failure> {
+    let weights = args
+        .weights
+        .iter()
+        .map(|a| parse(a))
+        .collect::<Result<Vec<_>, _>>()?;
+    let req = ShiftRequest {
+        service: args.service.clone(),
+        weights,
+    };
+    let r: ApplyResponse =
+        block_on(g.client().post("/v1/shift", &req))?.map_err(|e| output::client_failure(&e))?;
+    output::applied(g.output, &r, &format!("shift {}", args.service))
+}

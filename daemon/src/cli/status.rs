@@ -1,0 +1,110 @@
+//! `veer status [SERVICE]`.
+
+use std::fmt::Write as _;
+
+use super::{Global, block_on, exit::Failure, output};
+use crate::api::protocol::Status;
+
+/// Arguments of `veer status`.
+#[derive(Debug, clap::Args)]
+pub(super) struct Args {
+    /// Only this service.
+    service: Option<String>,
+}
+
+/// The query string selecting a service.
+pub(super) fn service_query(service: Option<&str>) -> String {
+    service.map_or_else(String::new, |s| format!("?service={}", encode(s)))
+}
+
+/// Percent-encodes a query value.
+pub(super) fn encode(s: &str) -> String {
+    s.bytes().fold(String::new(), |mut out, b| {
+        if b.is_ascii_alphanumeric() || b"-_.".contains(&b) {
+            out.push(b as char);
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+        out
+    })
+}
+
+/// Fetches the status.
+pub(super) fn fetch(g: &Global, service: Option<&str>) -> Result<Status, Failure> {
+    block_on(
+        g.client()
+            .get(&format!("/v1/status{}", service_query(service))),
+    )?
+    .map_err(|e| output::client_failure(&e))
+}
+
+/// Prints the status.
+pub(super) fn run(args: &Args, g: &Global) -> Result<(), Failure> {
+    let s = fetch(g, args.service.as_deref())?;
+    output::print(g.output, &s, || human(&s))
+}
+
+fn human(s: &Status) -> String {
+    let mut out = match &s.revision {
+        Some(r) => format!(
+            "revision {} ({}, {}): {}\n",
+            r.number, r.origin, r.time, r.summary
+        ),
+        None => "no revision yet: apply a config (veer apply -f FILE)\n".to_owned(),
+    };
+    for svc in &s.services {
+        let _ = writeln!(
+            out,
+            "\nservice {} {}/{}",
+            svc.name,
+            std::net::SocketAddr::new(svc.vip, svc.port),
+            svc.protocol
+        );
+        let mut rows = Vec::new();
+        for grp in &svc.groups {
+            for (i, b) in grp.backends.iter().enumerate() {
+                rows.push(vec![
+                    if i == 0 {
+                        grp.name.clone()
+                    } else {
+                        String::new()
+                    },
+                    if i == 0 {
+                        format!("{}%", grp.weight)
+                    } else {
+                        String::new()
+                    },
+                    b.address.to_string(),
+                    b.active_flows.to_string(),
+                    b.new_flows.to_string(),
+                    b.failed_flows.to_string(),
+                    b.packets.to_string(),
+                    b.bytes.to_string(),
+                ]);
+            }
+            if grp.backends.is_empty() {
+                rows.push(vec![
+                    grp.name.clone(),
+                    format!("{}%", grp.weight),
+                    "-".into(),
+                    "0".into(),
+                    String::new(),
+                    String::new(),
+                    String::new(),
+                    String::new(),
+                ]);
+            }
+        }
+        out.push_str(&output::table(
+            &[
+                "GROUP", "WEIGHT", "BACKEND", "ACTIVE", "NEW", "FAILED", "PACKETS", "BYTES",
+            ],
+            &rows,
+        ));
+        out.push('\n');
+        for p in &svc.pins {
+            let _ = writeln!(out, "pin {} -> {}", p.prefix, p.group);
+        }
+    }
+    out
+}

@@ -1,0 +1,95 @@
+//! The config file as written: serde types with `deny_unknown_fields` and a span on every field,
+//! so each later complaint can name its line. Nothing is checked here beyond TOML types.
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// The whole file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct File {
+    /// Node settings.
+    #[serde(default)]
+    pub(super) node: Node,
+    /// Services.
+    #[serde(default)]
+    pub(super) service: Vec<Spanned<Service>>,
+}
+
+/// `[node]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Node {
+    /// Interfaces to attach to.
+    #[serde(default)]
+    pub(super) interfaces: Option<Spanned<Vec<Spanned<String>>>>,
+    /// `auto`, `native` or `generic`.
+    #[serde(default)]
+    pub(super) xdp_mode: Option<Spanned<String>>,
+    /// Conntrack capacity.
+    #[serde(default)]
+    pub(super) conntrack_max: Option<Spanned<i64>>,
+    /// Idle timeouts.
+    #[serde(default)]
+    pub(super) timeouts: Option<Spanned<Timeouts>>,
+}
+
+/// `[node.timeouts]`: durations like `"1h"`, `"30s"`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Timeouts {
+    pub(super) tcp_syn: Option<Spanned<String>>,
+    pub(super) tcp_established: Option<Spanned<String>>,
+    pub(super) tcp_closing: Option<Spanned<String>>,
+    pub(super) udp: Option<Spanned<String>>,
+}
+
+/// `[[service]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Service {
+    pub(super) name: Spanned<String>,
+    pub(super) vip: Spanned<String>,
+    pub(super) port: Spanned<i64>,
+    pub(super) protocol: Spanned<String>,
+    #[serde(default)]
+    pub(super) group: Vec<Spanned<Group>>,
+    #[serde(default)]
+    pub(super) pin: Vec<Spanned<Pin>>,
+}
+
+/// `[[service.group]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Group {
+    pub(super) name: Spanned<String>,
+    pub(super) weight: Spanned<Number>,
+    #[serde(default)]
+    pub(super) backends: Vec<Spanned<String>>,
+}
+
+/// `[[service.pin]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Pin {
+    pub(super) prefix: Spanned<String>,
+    pub(super) group: Spanned<String>,
+}
+
+/// A weight as written: an integer or a float.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(super) enum Number {
+    Int(i64),
+    Float(f64),
+}
+
+impl Number {
+    /// The text a person would read: `90`, `12.5`.
+    pub(super) fn text(&self) -> String {
+        match self {
+            Number::Int(i) => i.to_string(),
+            Number::Float(f) => f.to_string(),
+        }
+    }
+}

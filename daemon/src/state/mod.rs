@@ -1,0 +1,6 @@
+//! Desired state on disk: every applied change is a numbered revision in the state directory
+//! (`/var/lib/veer`), written so that a crash never leaves a torn file that is read back.
+
+mod store;
+
+pub use store::{Origin, Revision, Store, StoreError};

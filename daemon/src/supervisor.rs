@@ -1,0 +1,179 @@
+//! `veer daemon`'s task wiring (mini-redis shape): the control socket, the metrics listener,
+//! conntrack upkeep every second, config reload on SIGHUP and on file change, and a clean stop
+//! on SIGINT/SIGTERM that leaves the programs attached and traffic flowing.
+
+use std::{
+    net::SocketAddr,
+    path::PathBuf,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use tokio::{
+    signal::unix::{SignalKind, signal},
+    sync::{mpsc, watch},
+};
+
+use crate::{
+    api::server::{self, Access},
+    cli::exit::{Failure, chain},
+    control::{self, Controller},
+    metrics,
+};
+
+/// How often idle flows are expired and counted.
+pub const UPKEEP_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Everything `veer daemon` needs.
+#[derive(Clone, Debug)]
+pub struct DaemonOptions {
+    /// Where the control layer keeps things.
+    pub control: control::Options,
+    /// Control socket.
+    pub socket: PathBuf,
+    /// Who besides root may use it.
+    pub access: Access,
+    /// Metrics listener (`None`: off).
+    pub metrics: Option<SocketAddr>,
+}
+
+/// Runs the daemon until SIGINT or SIGTERM.
+pub fn run(opts: DaemonOptions) -> Result<(), Failure> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::error(&e))?;
+    rt.block_on(run_async(opts))
+}
+
+async fn run_async(opts: DaemonOptions) -> Result<(), Failure> {
+    let ctl = Controller::start(opts.control.clone()).map_err(|e| Failure::error(&e))?;
+    let config_path = ctl.config_path().to_owned();
+    let ctl = Arc::new(Mutex::new(ctl));
+    let listener = server::bind(&opts.socket, opts.access).map_err(|e| Failure::error(&e))?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        // An error means the sender is gone: stop as well.
+        drop(rx.wait_for(|s| *s).await);
+    };
+
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(server::serve(
+        listener,
+        Arc::clone(&ctl),
+        opts.access,
+        stopped(stop_rx.clone()),
+    ));
+    if let Some(addr) = opts.metrics {
+        let l = metrics::bind(addr).await.map_err(|e| Failure::error(&e))?;
+        tracing::info!(%addr, "metrics on http://{addr}/metrics");
+        tasks.spawn(metrics::serve(
+            l,
+            Arc::clone(&ctl),
+            stopped(stop_rx.clone()),
+        ));
+    }
+    tasks.spawn(upkeep(Arc::clone(&ctl), stop_rx.clone()));
+    let (reload_tx, reload_rx) = mpsc::channel::<&'static str>(8);
+    let _watcher = watch_config(&config_path, reload_tx.clone());
+    tasks.spawn(reloader(Arc::clone(&ctl), reload_rx, stop_rx.clone()));
+
+    tracing::info!(socket = %opts.socket.display(), "veer daemon ready");
+    let mut term = signal(SignalKind::terminate()).map_err(|e| Failure::error(&e))?;
+    let mut int = signal(SignalKind::interrupt()).map_err(|e| Failure::error(&e))?;
+    let mut hup = signal(SignalKind::hangup()).map_err(|e| Failure::error(&e))?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => { let _ = reload_tx.try_send("SIGHUP"); }
+        }
+    }
+    tracing::info!(
+        "stopping; programs stay attached and traffic keeps flowing (veer teardown removes them)"
+    );
+    let _ = stop_tx.send(true);
+    while tasks.join_next().await.is_some() {}
+    if let Err(e) = std::fs::remove_file(&opts.socket) {
+        tracing::warn!(socket = %opts.socket.display(), error = %e, "could not remove the control socket");
+    }
+    Ok(())
+}
+
+async fn upkeep(ctl: Arc<Mutex<Controller>>, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(UPKEEP_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            _ = tick.tick() => {}
+        }
+        let result = ctl
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .upkeep();
+        match result {
+            Ok(u) if u.expired > 0 => {
+                tracing::debug!(expired = u.expired, entries = u.entries, "conntrack upkeep");
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %chain(&e), "conntrack upkeep failed"),
+        }
+    }
+}
+
+async fn reloader(
+    ctl: Arc<Mutex<Controller>>,
+    mut rx: mpsc::Receiver<&'static str>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let why = tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            why = rx.recv() => match why { Some(w) => w, None => return },
+        };
+        // Editors write a file in several steps: let it settle, and fold bursts into one reload.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        while rx.try_recv().is_ok() {}
+        let result = ctl
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .reload();
+        match result {
+            Ok(a) if a.changed => {
+                tracing::info!(trigger = why, revision = a.revision, "config reloaded");
+            }
+            Ok(_) => tracing::info!(trigger = why, "config reload: nothing changed"),
+            Err(e) => {
+                tracing::error!(trigger = why, error = %chain(&e), "config reload rejected; the live revision stays in force");
+            }
+        }
+    }
+}
+
+/// Watches the config file's directory (editors replace files by rename) for changes to it.
+fn watch_config(
+    path: &std::path::Path,
+    tx: mpsc::Sender<&'static str>,
+) -> Option<notify::RecommendedWatcher> {
+    use notify::{RecursiveMode, Watcher as _};
+    let dir = path.parent()?.to_owned();
+    let name = path.file_name()?.to_owned();
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if let Ok(e) = event
+            && !e.kind.is_access()
+            && e.paths
+                .iter()
+                .any(|p| p.file_name() == Some(name.as_os_str()))
+        {
+            let _ = tx.try_send("file change");
+        }
+    })
+    .map_err(|e| tracing::warn!(error = %e, "cannot watch the config file; reload with SIGHUP"))
+    .ok()?;
+    if let Err(e) = watcher.watch(&dir, RecursiveMode::NonRecursive) {
+        tracing::warn!(dir = %dir.display(), error = %e, "cannot watch the config directory; reload with SIGHUP");
+        return None;
+    }
+    Some(watcher)
+}

@@ -1,0 +1,529 @@
+//! A real `veer daemon` in the node namespace, driven with the real CLI, with real traffic from
+//! the client namespace to backends that answer with their name.
+
+// This binary links every dependency of `veer-tests`.
+use {aya as _, rand as _, veer as _, veer_common as _};
+
+use std::{
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    time::{Duration, Instant},
+};
+
+use veer_tests::{
+    daemon::{Daemon, Held, Load},
+    netns::Topology,
+    servers::{TcpServer, ask_once},
+};
+
+const V1: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 51, 100, 11));
+const V2: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 51, 100, 21));
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+fn vip() -> SocketAddr {
+    "192.0.2.10:80".parse().unwrap()
+}
+
+/// The config of the issue, attached to every node interface of `topo`.
+fn config(topo: &Topology, v1: &str, v2: &str) -> String {
+    let ifaces: Vec<String> = topo
+        .node_ifnames()
+        .iter()
+        .map(|i| format!("\"{i}\""))
+        .collect();
+    format!(
+        r#"[node]
+interfaces = [{}]
+xdp_mode = "auto"
+conntrack_max = 65536
+
+[[service]]
+name = "web"
+vip = "192.0.2.10"
+port = 80
+protocol = "tcp"
+
+[[service.group]]
+name = "v1"
+weight = {v1}
+backends = ["198.51.100.11:8080"]
+
+[[service.group]]
+name = "v2"
+weight = {v2}
+backends = ["198.51.100.21:8080"]
+"#,
+        ifaces.join(", ")
+    )
+}
+
+/// Topology, backends answering "v1"/"v2", and a daemon at `v1`/`v2`. Field order drops the
+/// daemon first, then the servers, then the namespaces.
+struct Bed {
+    daemon: Daemon,
+    _s1: TcpServer,
+    _s2: TcpServer,
+    topo: Topology,
+}
+
+fn bed(v1: &str, v2: &str) -> Bed {
+    let topo = Topology::builder()
+        .client()
+        .backend("v1", &[V1])
+        .backend("v2", &[V2])
+        .build()
+        .unwrap();
+    let s1 = TcpServer::start(topo.backend("v1"), SocketAddr::new(V1, 8080), "v1").unwrap();
+    let s2 = TcpServer::start(topo.backend("v2"), SocketAddr::new(V2, 8080), "v2").unwrap();
+    let daemon = Daemon::start(&topo, &config(&topo, v1, v2));
+    Bed {
+        daemon,
+        _s1: s1,
+        _s2: s2,
+        topo,
+    }
+}
+
+fn weights(status: &serde_json::Value) -> Vec<(String, f64)> {
+    status["services"][0]["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| {
+            (
+                g["name"].as_str().unwrap().to_owned(),
+                g["weight"].as_f64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).trim().to_owned()
+}
+
+fn assert_load_clean(report: &veer_tests::daemon::LoadReport, when: &str) {
+    assert!(report.ok > 0, "{when}: no request went through");
+    assert_eq!(
+        report.failed,
+        0,
+        "{when}: {} of {} requests failed: {:?}",
+        report.failed,
+        report.ok + report.failed,
+        report.errors
+    );
+}
+
+mod apply {
+    use super::*;
+
+    #[test]
+    fn apply_shows_in_status_and_reapplying_is_a_no_op() {
+        let b = bed("100", "0");
+        let s = b.daemon.json(&["status"]);
+        assert_eq!(s["revision"]["number"], 1);
+        assert_eq!(s["revision"]["origin"], "config");
+        assert_eq!(s["services"][0]["name"], "web");
+        assert_eq!(s["services"][0]["vip"], "192.0.2.10");
+        assert_eq!(s["services"][0]["port"], 80);
+        assert_eq!(s["services"][0]["protocol"], "tcp");
+        assert_eq!(weights(&s), [("v1".into(), 100.0), ("v2".into(), 0.0)]);
+        assert_eq!(
+            s["services"][0]["groups"][0]["backends"][0]["address"],
+            "198.51.100.11:8080"
+        );
+        for field in ["active_flows", "new_flows", "packets", "bytes"] {
+            assert!(
+                s["services"][0]["groups"][0]["backends"][0][field].is_u64(),
+                "{field}"
+            );
+        }
+
+        let file = b.daemon.state_dir().join("../shifted.toml");
+        std::fs::write(&file, config(&b.topo, "90", "10")).unwrap();
+        let f = file.to_str().unwrap();
+        let r = b.daemon.json(&["apply", "-f", f]);
+        assert_eq!(
+            (r["revision"].as_u64(), r["changed"].as_bool()),
+            (Some(2), Some(true))
+        );
+        let again = b.daemon.json(&["apply", "-f", f]);
+        assert_eq!(
+            (again["revision"].as_u64(), again["changed"].as_bool()),
+            (Some(2), Some(false))
+        );
+        assert_eq!(
+            b.daemon.ok(&["apply", "-f", f]).trim(),
+            format!("applied {f}: no change, revision 2 stays in force")
+        );
+        assert_eq!(
+            weights(&b.daemon.json(&["status", "web"])),
+            [("v1".into(), 90.0), ("v2".into(), 10.0)]
+        );
+        // Traffic is counted where it went.
+        for _ in 0..20 {
+            ask_once(b.topo.client(), vip(), TIMEOUT).unwrap();
+        }
+        let s = b.daemon.json(&["status"]);
+        let new: u64 = (0..2)
+            .map(|g| {
+                s["services"][0]["groups"][g]["backends"][0]["new_flows"]
+                    .as_u64()
+                    .unwrap()
+            })
+            .sum();
+        assert_eq!(new, 20);
+    }
+
+    #[test]
+    fn a_config_file_change_is_applied_and_a_broken_one_ignored() {
+        let b = bed("100", "0");
+        b.daemon.write_config(&config(&b.topo, "70", "30"));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while b.daemon.revision() != 2 {
+            assert!(
+                Instant::now() < deadline,
+                "file change not applied:\n{}",
+                b.daemon.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert_eq!(
+            weights(&b.daemon.json(&["status"])),
+            [("v1".into(), 70.0), ("v2".into(), 30.0)]
+        );
+        // A broken file (on SIGHUP too) is reported and changes nothing.
+        b.daemon.write_config(&config(&b.topo, "70", "300"));
+        b.daemon.signal(libc::SIGHUP);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !b.daemon.log().contains("config reload rejected") {
+            assert!(
+                Instant::now() < deadline,
+                "broken file not reported:\n{}",
+                b.daemon.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert!(
+            b.daemon
+                .log()
+                .contains("`weight`: 300 is out of range 0..=100"),
+            "{}",
+            b.daemon.log()
+        );
+        assert_eq!(b.daemon.revision(), 2);
+        assert_eq!(
+            ask_once(b.topo.client(), vip(), TIMEOUT).unwrap().len(),
+            2,
+            "still serving"
+        );
+    }
+}
+
+mod refusals {
+    use super::*;
+
+    #[test]
+    fn bad_input_is_refused_with_the_exact_message_and_changes_nothing() {
+        let b = bed("100", "0");
+        let bad = b.daemon.state_dir().join("../bad.toml");
+        std::fs::write(
+            &bad,
+            config(&b.topo, "100", "0").replace("port = 80", "port = 80\ncolour = \"red\""),
+        )
+        .unwrap();
+        let out = b.daemon.cli(&["apply", "-f", bad.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(1));
+        assert_eq!(
+            stderr(&out),
+            format!(
+                "veer: {}:10:1: unknown field `colour`, expected one of `name`, `vip`, `port`, `protocol`, `group`, `pin`",
+                bad.display()
+            )
+        );
+        let out = b.daemon.cli(&["validate", "-f", bad.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(1));
+        for (args, code, message) in [
+            (
+                vec!["shift", "web", "v9=10"],
+                1,
+                "veer: service `web` has no group `v9`",
+            ),
+            (vec!["shift", "shop", "v1=10"], 1, "veer: no service `shop`"),
+            (
+                vec!["shift", "web", "v1=101"],
+                2,
+                "veer: `v1=101`: 101 is out of range 0..=100",
+            ),
+            (
+                vec!["shift", "web", "v1"],
+                2,
+                "veer: `v1`: want GROUP=WEIGHT, e.g. v1=90",
+            ),
+            (
+                vec!["drain", "web", "v1"],
+                1,
+                "veer: draining `v1` would leave service `web` with no group taking new connections; shift weight to another group first, or pass --force to drop new connections",
+            ),
+            (
+                vec!["pin", "web", "203.0.113.1/24", "v2"],
+                1,
+                "veer: prefix `203.0.113.1/24`: not a network prefix with its host bits zero (e.g. 203.0.113.0/24)",
+            ),
+            (
+                vec!["rollback", "--to", "7"],
+                1,
+                "veer: no revision 7 (see `veer history`)",
+            ),
+        ] {
+            let out = b.daemon.cli(&args);
+            assert_eq!(
+                (out.status.code(), stderr(&out).as_str()),
+                (Some(code), message),
+                "veer {args:?}"
+            );
+        }
+        assert_eq!(b.daemon.revision(), 1, "nothing changed");
+        assert_eq!(
+            weights(&b.daemon.json(&["status"])),
+            [("v1".into(), 100.0), ("v2".into(), 0.0)]
+        );
+    }
+
+    #[test]
+    fn a_peer_that_is_not_root_is_refused() {
+        let b = bed("100", "0");
+        let as_nobody = |args: &[&str]| {
+            std::process::Command::new("setpriv")
+                .args(["--reuid", "65534", "--regid", "65534", "--clear-groups"])
+                .arg(veer_tests::daemon::veer_bin())
+                .arg("--socket")
+                .arg(&b.daemon.socket)
+                .args(args)
+                .output()
+                .unwrap()
+        };
+        let out = as_nobody(&["shift", "web", "v2=100"]);
+        assert_eq!(out.status.code(), Some(1));
+        assert!(
+            stderr(&out).contains("permission denied"),
+            "{}",
+            stderr(&out)
+        );
+        // Even if the socket's mode is widened by mistake, SO_PEERCRED still refuses.
+        std::fs::set_permissions(
+            &b.daemon.socket,
+            std::os::unix::fs::PermissionsExt::from_mode(0o666),
+        )
+        .unwrap();
+        std::fs::set_permissions(
+            b.daemon.socket.parent().unwrap(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+        let out = as_nobody(&["shift", "web", "v2=100"]);
+        assert_eq!(out.status.code(), Some(1));
+        assert_eq!(
+            stderr(&out),
+            "veer: only root (or the group given with --socket-group) may use veer's control socket"
+        );
+        assert_eq!(b.daemon.revision(), 1);
+    }
+}
+
+mod live {
+    use super::*;
+
+    #[test]
+    fn shifts_under_load_fail_no_request_and_keep_old_flows() {
+        let b = bed("100", "0");
+        let mut held = Held::open(b.topo.client(), vip(), 20);
+        assert!(held.first.iter().all(|n| n == "v1"));
+        let load = Load::new_connections(b.topo.client(), vip(), 20_000, Duration::from_mins(1));
+        for (v1, v2) in [("90", "10"), ("50", "50"), ("10", "90"), ("0", "100")] {
+            std::thread::sleep(Duration::from_millis(300));
+            b.daemon
+                .ok(&["shift", "web", &format!("v1={v1}"), &format!("v2={v2}")]);
+            held.check(&format!("after shift to {v1}/{v2}"));
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        let report = load.finish();
+        assert_load_clean(&report, "shifts");
+        assert!(
+            report.answers.get("v2").copied().unwrap_or(0) > 0,
+            "{report:?}"
+        );
+        for i in 0..20 {
+            assert_eq!(
+                ask_once(b.topo.client(), vip(), TIMEOUT).unwrap(),
+                "v2",
+                "new connection {i} at 0/100"
+            );
+        }
+        held.check("at the end");
+        assert_eq!(b.daemon.revision(), 5);
+    }
+
+    #[test]
+    fn a_crashed_daemon_leaves_traffic_flowing_and_its_successor_adopts_everything() {
+        let mut b = bed("100", "0");
+        b.daemon.ok(&["shift", "web", "v1=50", "v2=50"]);
+        let mut held = Held::open(b.topo.client(), vip(), 30);
+        let load = Load::new_connections(b.topo.client(), vip(), 20_000, Duration::from_mins(1));
+        std::thread::sleep(Duration::from_millis(300));
+        b.daemon.kill9();
+        std::thread::sleep(Duration::from_millis(500));
+        held.check("with no daemon");
+        b.daemon.spawn();
+        held.check("after the restart");
+        std::thread::sleep(Duration::from_millis(300));
+        let report = load.finish();
+        assert_load_clean(&report, "kill -9 and restart");
+        // The live change survived (the config file still says 100/0) and conntrack did too.
+        let s = b.daemon.json(&["status"]);
+        assert_eq!(s["revision"]["number"], 2);
+        assert_eq!(weights(&s), [("v1".into(), 50.0), ("v2".into(), 50.0)]);
+        let active: u64 = (0..2)
+            .map(|g| {
+                s["services"][0]["groups"][g]["active_flows"]
+                    .as_u64()
+                    .unwrap()
+            })
+            .sum();
+        assert!(active >= 30, "active flows after restart: {active}");
+        assert!(b.daemon.log().contains("how=Adopted"), "{}", b.daemon.log());
+    }
+
+    #[test]
+    fn a_new_build_of_the_programs_replaces_the_old_one_on_the_pinned_links_under_load() {
+        let mut b = bed("50", "50");
+        let xdp_prog = |b: &Bed| -> String {
+            let out = std::process::Command::new("bpftool")
+                .args(["link", "show", "pinned"])
+                .arg(
+                    b.daemon
+                        .pin_dir
+                        .join("links")
+                        .join(format!("veer_xdp_{}", b.topo.node_client_ifname())),
+                )
+                .output()
+                .unwrap();
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            text.split_whitespace()
+                .skip_while(|w| *w != "prog")
+                .nth(1)
+                .unwrap_or_default()
+                .to_owned()
+        };
+        let before = xdp_prog(&b);
+        assert!(!before.is_empty(), "no pinned XDP link");
+        let mut held = Held::open(b.topo.client(), vip(), 30);
+        let load = Load::new_connections(b.topo.client(), vip(), 20_000, Duration::from_mins(1));
+        std::thread::sleep(Duration::from_millis(300));
+        // A clean stop leaves everything attached; the next start loads its (new) build and
+        // swaps it onto the same links.
+        b.daemon.stop();
+        held.check("daemon stopped");
+        b.daemon.spawn();
+        std::thread::sleep(Duration::from_millis(300));
+        let report = load.finish();
+        assert_load_clean(&report, "program upgrade");
+        held.check("after the upgrade");
+        let after = xdp_prog(&b);
+        assert_ne!(
+            before, after,
+            "the link should run the newly loaded program"
+        );
+    }
+
+    #[test]
+    fn drain_wait_ends_with_the_last_flow_and_times_out_with_code_3() {
+        let b = bed("100", "0");
+        let held = Held::open(b.topo.client(), vip(), 5);
+        b.daemon.ok(&["shift", "web", "v2=100"]);
+        let out = b
+            .daemon
+            .cli(&["drain", "web", "v1", "--wait", "--timeout", "1s"]);
+        assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+        assert!(
+            stderr(&out).ends_with("veer: drain web/v1: 5 flows still active after 1s"),
+            "{}",
+            stderr(&out)
+        );
+        let socket = b.daemon.socket.clone();
+        let waiter = std::thread::spawn(move || {
+            let started = Instant::now();
+            let out = std::process::Command::new(veer_tests::daemon::veer_bin())
+                .arg("--socket")
+                .arg(&socket)
+                .args(["drain", "web", "v1", "--wait", "--timeout", "60s"])
+                .output()
+                .unwrap();
+            (out, started.elapsed())
+        });
+        std::thread::sleep(Duration::from_millis(500));
+        let closed = Instant::now();
+        held.close();
+        let (out, _) = waiter.join().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        eprintln!(
+            "drain --wait returned {:?} after the last flow closed",
+            closed.elapsed()
+        );
+        assert!(String::from_utf8_lossy(&out.stdout).contains("drained"));
+    }
+
+    #[test]
+    fn history_and_rollback_round_trip_and_survive_a_restart() {
+        let mut b = bed("100", "0");
+        b.daemon.ok(&["shift", "web", "v1=80", "v2=20"]);
+        b.daemon.ok(&["pin", "web", "203.0.113.0/24", "v2"]);
+        let h = b.daemon.json(&["history"]);
+        let origins: Vec<&str> = h["revisions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["origin"].as_str().unwrap())
+            .collect();
+        assert_eq!(origins, ["pin", "shift", "config"]);
+        // Back one step: the pin goes, the weights stay.
+        assert_eq!(b.daemon.json(&["rollback"])["revision"], 4);
+        let s = b.daemon.json(&["status"]);
+        assert!(s["services"][0]["pins"].as_array().unwrap().is_empty());
+        assert_eq!(weights(&s), [("v1".into(), 80.0), ("v2".into(), 20.0)]);
+        // Back to the start, for one service.
+        assert_eq!(
+            b.daemon.json(&["rollback", "web", "--to", "1"])["revision"],
+            5
+        );
+        assert_eq!(
+            weights(&b.daemon.json(&["status"])),
+            [("v1".into(), 100.0), ("v2".into(), 0.0)]
+        );
+        for _ in 0..10 {
+            assert_eq!(ask_once(b.topo.client(), vip(), TIMEOUT).unwrap(), "v1");
+        }
+        b.daemon.stop();
+        b.daemon.spawn();
+        let h = b.daemon.json(&["history", "web"]);
+        assert_eq!(h["revisions"].as_array().unwrap().len(), 5);
+        assert_eq!(h["revisions"][0]["origin"], "rollback");
+        assert_eq!(b.daemon.revision(), 5);
+        assert_eq!(
+            weights(&b.daemon.json(&["status"])),
+            [("v1".into(), 100.0), ("v2".into(), 0.0)]
+        );
+    }
+
+    #[test]
+    fn flows_lists_conntrack_entries_bounded() {
+        let b = bed("100", "0");
+        let _held = Held::open(b.topo.client(), vip(), 5);
+        let f = b.daemon.json(&["flows", "web", "--limit", "3"]);
+        assert_eq!(f["matched"], 5);
+        assert_eq!(f["flows"].as_array().unwrap().len(), 3);
+        assert_eq!(f["flows"][0]["backend"], "198.51.100.11:8080");
+        assert_eq!(f["flows"][0]["state"], "established");
+        let none = b.daemon.json(&["flows", "--backend", "198.51.100.21:8080"]);
+        assert_eq!(none["matched"], 0);
+    }
+}

@@ -30,10 +30,14 @@ pub const SVC_STATS: &str = "VEER_SVC_STATS";
 pub const REASONS: &str = "VEER_REASONS";
 /// One-entry array holding `LAYOUT_VERSION` of the maps pinned next to it.
 pub const LAYOUT: &str = "VEER_LAYOUT";
+/// The interfaces veer is attached to (ifindex -> devmap value): the only ones `veer_xdp`
+/// redirects to, since a device without XDP transmit support would drop a redirected frame.
+pub const TX_PORTS: &str = "VEER_TX_PORTS";
 
 /// Every pinned map name, for layout checks and teardown.
-pub const ALL: [&str; 10] = [
+pub const ALL: [&str; 11] = [
     SERVICES, BACKENDS, MAGLEV, CONNTRACK, REVNAT, PINS, BE_STATS, SVC_STATS, REASONS, LAYOUT,
+    TX_PORTS,
 ];
 
 /// Program names.
@@ -54,6 +58,8 @@ pub const MAX_GROUPS: u32 = 4096;
 pub const MAX_BACKENDS: u32 = 65536;
 /// Source-prefix pins across all services.
 pub const MAX_PINS: u32 = 16384;
+/// Interfaces veer can attach to on one node.
+pub const MAX_TX_PORTS: u32 = 64;
 /// Default conntrack capacity (entries); the daemon can size it at load.
 pub const DEFAULT_CONNTRACK_MAX: u32 = 1 << 20;
 

@@ -326,40 +326,53 @@ impl Controller {
             })
     }
 
-    /// Sets the weights of some groups of a service; the others keep theirs.
+    /// Sets the weights of some groups of one or more services (a dual-stack pair, say) in one
+    /// revision; groups not named keep theirs. Every named group must exist in every service.
     pub fn shift(
         &mut self,
-        service: &str,
+        services: &[String],
         weights: &[(String, Weight)],
     ) -> Result<Applied, ControlError> {
-        let mut state = self.current();
-        let s = Self::service_mut(&mut state, service)?;
-        for (group, weight) in weights {
-            let g = s
-                .groups
-                .iter_mut()
-                .find(|g| &g.name == group)
-                .ok_or_else(|| ControlError::UnknownGroup {
-                    service: service.to_owned(),
-                    group: group.clone(),
-                })?;
-            if g.backends.is_empty() && !weight.is_zero() {
-                return Err(ControlError::BadRequest {
-                    what: format!("weight for `{group}`"),
-                    reason: format!("group `{group}` has no backends, so it can only weigh 0"),
-                });
-            }
-            g.weight = *weight;
+        if services.is_empty() {
+            return Err(ControlError::BadRequest {
+                what: "shift".to_owned(),
+                reason: "no service named".to_owned(),
+            });
         }
-        let summary = format!(
-            "shift {service}: {}",
-            s.groups
+        let mut state = self.current();
+        let mut summary = Vec::new();
+        for service in services {
+            let s = Self::service_mut(&mut state, service)?;
+            for (group, weight) in weights {
+                let g = s
+                    .groups
+                    .iter_mut()
+                    .find(|g| &g.name == group)
+                    .ok_or_else(|| ControlError::UnknownGroup {
+                        service: service.clone(),
+                        group: group.clone(),
+                    })?;
+                if g.backends.is_empty() && !weight.is_zero() {
+                    return Err(ControlError::BadRequest {
+                        what: format!("weight for `{group}`"),
+                        reason: format!("group `{group}` has no backends, so it can only weigh 0"),
+                    });
+                }
+                g.weight = *weight;
+            }
+            let groups: Vec<String> = s
+                .groups
                 .iter()
                 .map(|g| format!("{}={}", g.name, g.weight))
-                .collect::<Vec<_>>()
-                .join(" ")
-        );
-        self.commit(state, Origin::Shift, summary, None)
+                .collect();
+            summary.push(format!("{service}: {}", groups.join(" ")));
+        }
+        self.commit(
+            state,
+            Origin::Shift,
+            format!("shift {}", summary.join("; ")),
+            None,
+        )
     }
 
     /// Sets a group's weight to 0 (its flows stay; `drain --wait` watches them end).

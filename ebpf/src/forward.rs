@@ -1,7 +1,9 @@
 //! Forwarding of a `DNATed` packet from XDP: `bpf_fib_lookup` for the new destination, then MAC
-//! rewrite and redirect (or `XDP_TX` out of the same interface). When the neighbour is not
-//! resolved yet, or the destination is an address of the node itself (a local backend), the
-//! packet goes to the kernel with `XDP_PASS`, which resolves the neighbour or delivers it.
+//! rewrite and redirect (or `XDP_TX` out of the same interface). The packet goes to the kernel
+//! with `XDP_PASS` instead when the neighbour is not resolved yet, when the destination is an
+//! address of the node itself (a local backend), when the route leaves through an interface veer
+//! is not attached to (it may not support XDP transmit, e.g. a VLAN device: the redirect would
+//! drop the frame), and for VLAN-tagged frames (the kernel's VLAN devices own tag handling).
 
 use core::mem::{size_of, zeroed};
 
@@ -11,12 +13,15 @@ use aya_ebpf::{
         BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_NOT_FWDED, BPF_FIB_LKUP_RET_SUCCESS,
         bpf_fib_lookup as FibParams, xdp_action,
     },
-    helpers::{bpf_fib_lookup, bpf_redirect},
+    helpers::bpf_fib_lookup,
     programs::XdpContext,
 };
 use veer_common::{FAMILY_V4, counters::Reason};
 
-use crate::{csum, parse};
+use crate::{csum, maps::VEER_TX_PORTS, parse};
+
+/// Offset of the IP header in an untagged frame.
+const UNTAGGED_L3_OFF: usize = 14;
 
 /// Routes the packet whose destination is now `dst`:`dport`.
 ///
@@ -53,6 +58,12 @@ pub(crate) fn forward(ctx: &XdpContext, h: &parse::Headers, dst: &[u32; 4]) -> R
         BPF_FIB_LKUP_RET_NO_NEIGH | BPF_FIB_LKUP_RET_NOT_FWDED => return Ok(xdp_action::XDP_PASS),
         _ => return Err(Reason::FibFailed),
     }
+    let ingress = ctx.ingress_ifindex() as u32;
+    if h.l3_off != UNTAGGED_L3_OFF
+        || (p.ifindex != ingress && VEER_TX_PORTS.get_ifindex(p.ifindex).is_none())
+    {
+        return Ok(xdp_action::XDP_PASS);
+    }
     // Forwarding is routing: decrement the TTL / hop limit as the kernel would, and let the
     // kernel answer a packet that would expire here (ICMP time exceeded).
     let ttl: u8 = parse::read_raw(start, end, ttl_off)?;
@@ -72,9 +83,12 @@ pub(crate) fn forward(ctx: &XdpContext, h: &parse::Headers, dst: &[u32; 4]) -> R
     }
     parse::write(start, end, 0, p.dmac)?;
     parse::write(start, end, 6, p.smac)?;
-    if p.ifindex == ctx.ingress_ifindex() as u32 {
+    if p.ifindex == ingress {
         return Ok(xdp_action::XDP_TX);
     }
-    // SAFETY: plain helper call; the return value is the verdict.
-    Ok(unsafe { bpf_redirect(p.ifindex, 0) } as u32)
+    // Only fails if the port was removed since the check above (a daemon detaching): the frame
+    // is then passed, and the kernel drops it as addressed to another host.
+    Ok(VEER_TX_PORTS
+        .redirect(p.ifindex, 0)
+        .unwrap_or(xdp_action::XDP_PASS))
 }

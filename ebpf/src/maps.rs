@@ -3,7 +3,7 @@
 
 use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
-    btf_maps::{Array, ArrayOfMaps, HashMap, LpmTrie, LruHashMap, PerCpuArray},
+    btf_maps::{Array, ArrayOfMaps, DevMapHash, HashMap, LpmTrie, LruHashMap, PerCpuArray},
     macros::btf_map,
 };
 use veer_common::{
@@ -12,6 +12,7 @@ use veer_common::{
     flow::{FlowEntry, FlowKey, RevNatValue},
     maps::{
         DEFAULT_CONNTRACK_MAX, MAGLEV_TABLE_SIZE, MAX_BACKENDS, MAX_GROUPS, MAX_PINS, MAX_SERVICES,
+        MAX_TX_PORTS,
     },
     pin::PinKey,
     service::{ServiceKey, ServiceValue},
@@ -87,3 +88,7 @@ pub(crate) static VEER_REASONS: PerCpuArray<u64, { Reason::COUNT as usize }> = P
 /// `LAYOUT_VERSION` of the maps pinned next to it, written by the daemon; programs never read it.
 #[btf_map]
 pub(crate) static VEER_LAYOUT: Array<u32, 1> = Array::new();
+
+/// Interfaces `veer_xdp` may redirect to (the ones it is attached to), by ifindex.
+#[btf_map]
+pub(crate) static VEER_TX_PORTS: DevMapHash<{ MAX_TX_PORTS as usize }> = DevMapHash::new();

@@ -18,6 +18,7 @@ const ETH_P_8021AD: u16 = 0x88A8;
 const IPV4_MIN_HLEN: usize = 20;
 const IPV6_HLEN: usize = 40;
 const IPPROTO_FRAGMENT: u8 = 44;
+
 const TCP_MIN_HLEN: usize = 20;
 const UDP_HLEN: usize = 8;
 /// IPv4 `frag_off` bits that make a packet a fragment: MF and the 13-bit offset.
@@ -136,6 +137,42 @@ pub(crate) fn write<T>(start: usize, end: usize, off: usize, v: T) -> Result<(),
     Ok(())
 }
 
+/// IPv6 extension headers skipped on the way to TCP/UDP.
+const IPPROTO_HOPOPTS: u8 = 0;
+const IPPROTO_DSTOPTS: u8 = 60;
+/// At most this many option headers are skipped (RFC 8200 allows two in practice: hop-by-hop
+/// and destination options).
+const MAX_IPV6_OPTIONS: usize = 4;
+
+/// Skips hop-by-hop and destination-options headers after the IPv6 header.
+///
+/// Returns: the upper-layer protocol and its offset; `Fragment` for a fragment header; a
+/// routing header, AH, ESP or a chain longer than `MAX_IPV6_OPTIONS` ends the walk with that
+/// header as the "protocol", so the caller passes the packet untouched as `NotTcpUdp` (rewriting
+/// the destination under a routing header or an AH would be wrong).
+#[inline(always)]
+fn skip_ipv6_options(
+    start: usize,
+    end: usize,
+    mut next: u8,
+    mut off: usize,
+) -> Result<(u8, usize), Reason> {
+    let mut i = 0;
+    while i < MAX_IPV6_OPTIONS {
+        match next {
+            IPPROTO_FRAGMENT => return Err(Reason::Fragment),
+            IPPROTO_HOPOPTS | IPPROTO_DSTOPTS => {
+                let h = read::<[u8; 2]>(start, end, off)?;
+                next = h[0];
+                off += (h[1] as usize + 1) * 8;
+            }
+            _ => return Ok((next, off)),
+        }
+        i += 1;
+    }
+    Err(Reason::NotTcpUdp)
+}
+
 /// Parses the frame between `start` and `end` (packet pointers).
 ///
 /// Returns: the headers of a TCP or UDP packet over IPv4/IPv6 that is not a fragment, or
@@ -190,18 +227,14 @@ pub(crate) fn parse(start: usize, end: usize) -> Result<Headers, Reason> {
             }
             let second = ip[1].to_ne_bytes();
             let payload_len = u16::from_be_bytes([second[0], second[1]]) as usize;
-            let next = second[2];
-            if next == IPPROTO_FRAGMENT {
-                return Err(Reason::Fragment);
-            }
             if start + l3_off + IPV6_HLEN + payload_len > end {
                 return Err(Reason::Truncated);
             }
-            // TODO(#6): skip hop-by-hop, routing and destination-options headers.
+            let (next, l4_off) = skip_ipv6_options(start, end, second[2], l3_off + IPV6_HLEN)?;
             (
                 FAMILY_V6,
                 next,
-                l3_off + IPV6_HLEN,
+                l4_off,
                 [ip[2], ip[3], ip[4], ip[5]],
                 [ip[6], ip[7], ip[8], ip[9]],
             )

@@ -13,6 +13,7 @@
 //! | unresolved backend | `UNRESOLVED_BACKEND` (no neighbour entry) |
 //! | local address (a local backend) | `LOCAL_ADDR` on `lo` |
 //! | forwarding | on |
+//! | veer's ports (`VEER_TX_PORTS`) | `vb0` |
 //!
 //! Test cases are data (`Case`): program, map seeds, input, expected verdict and output; a
 //! mismatch prints a field-level diff of the frames (`packet::diff`).
@@ -256,7 +257,10 @@ impl Harness {
             .unwrap_or_else(|e| panic!("entering the harness netns: {e}"));
         let mut ebpf = loader::load(&LoadOptions::default())
             .unwrap_or_else(|e| panic!("loading veer's kernel object: {}", error_chain(&e)));
-        let maps = Maps::take(&mut ebpf).unwrap_or_else(|e| panic!("{}", error_chain(&e)));
+        let mut maps = Maps::take(&mut ebpf).unwrap_or_else(|e| panic!("{}", error_chain(&e)));
+        let vb0 = veer::dataplane::ifindex("vb0").unwrap_or_else(|e| panic!("{e}"));
+        maps.add_tx_port(vb0)
+            .unwrap_or_else(|e| panic!("{}", error_chain(&e)));
         Self {
             ebpf,
             maps,

@@ -527,3 +527,133 @@ mod live {
         assert_eq!(none["matched"], 0);
     }
 }
+
+mod dual_stack {
+    use super::*;
+
+    const V1_6: &str = "2001:db8:b::11";
+    const V2_6: &str = "2001:db8:b::21";
+
+    /// web (IPv4) and web6 (IPv6), both over v1 and v2.
+    fn config(topo: &Topology, v1: &str, v2: &str) -> String {
+        format!(
+            r#"{}
+[[service]]
+name = "web6"
+vip = "2001:db8::10"
+port = 80
+protocol = "tcp"
+
+[[service.group]]
+name = "v1"
+weight = {v1}
+backends = ["[2001:db8:b::11]:8080"]
+
+[[service.group]]
+name = "v2"
+weight = {v2}
+backends = ["[2001:db8:b::21]:8080"]
+"#,
+            super::config(topo, v1, v2)
+        )
+    }
+
+    struct Bed6 {
+        daemon: Daemon,
+        _servers: Vec<TcpServer>,
+        topo: Topology,
+    }
+
+    fn bed6(v1: &str, v2: &str) -> Bed6 {
+        let a1: IpAddr = V1_6.parse().unwrap();
+        let a2: IpAddr = V2_6.parse().unwrap();
+        let topo = Topology::builder()
+            .client()
+            .backend("v1", &[V1, a1])
+            .backend("v2", &[V2, a2])
+            .build()
+            .unwrap();
+        let servers = vec![
+            TcpServer::start(topo.backend("v1"), SocketAddr::new(V1, 8080), "v1").unwrap(),
+            TcpServer::start(topo.backend("v2"), SocketAddr::new(V2, 8080), "v2").unwrap(),
+            TcpServer::start(topo.backend("v1"), SocketAddr::new(a1, 8080), "v1").unwrap(),
+            TcpServer::start(topo.backend("v2"), SocketAddr::new(a2, 8080), "v2").unwrap(),
+        ];
+        let daemon = Daemon::start(&topo, &config(&topo, v1, v2));
+        Bed6 {
+            daemon,
+            _servers: servers,
+            topo,
+        }
+    }
+
+    fn vip6() -> SocketAddr {
+        "[2001:db8::10]:80".parse().unwrap()
+    }
+
+    #[test]
+    fn a_dual_stack_pair_is_shifted_together_and_shown_with_ipv6_addresses() {
+        let b = bed6("100", "0");
+        let out = b.daemon.ok(&["shift", "web,web6", "v1=0", "v2=100"]);
+        assert_eq!(out.trim(), "shift web,web6: revision 2");
+        let s = b.daemon.json(&["status"]);
+        for svc in s["services"].as_array().unwrap() {
+            let w: Vec<f64> = svc["groups"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|g| g["weight"].as_f64().unwrap())
+                .collect();
+            assert_eq!(w, [0.0, 100.0], "{}", svc["name"]);
+        }
+        assert_eq!(s["services"][1]["vip"], "2001:db8::10");
+        assert_eq!(
+            s["services"][1]["groups"][1]["backends"][0]["address"],
+            "[2001:db8:b::21]:8080"
+        );
+        for i in 0..10 {
+            assert_eq!(
+                ask_once(b.topo.client(), vip(), TIMEOUT).unwrap(),
+                "v2",
+                "IPv4 connection {i}"
+            );
+            assert_eq!(
+                ask_once(b.topo.client(), vip6(), TIMEOUT).unwrap(),
+                "v2",
+                "IPv6 connection {i}"
+            );
+        }
+        let h = b.daemon.json(&["history", "web6"]);
+        assert_eq!(
+            h["revisions"][0]["summary"],
+            "shift web: v1=0 v2=100; web6: v1=0 v2=100"
+        );
+        // A pair where one side lacks the group is refused whole.
+        let out = b.daemon.cli(&["shift", "web,web6", "v3=10"]);
+        assert_eq!(stderr(&out), "veer: service `web` has no group `v3`");
+        assert_eq!(b.daemon.revision(), 2);
+    }
+
+    #[test]
+    fn a_daemon_restart_under_ipv6_load_fails_no_request() {
+        let mut b = bed6("50", "50");
+        let mut held = Held::open(b.topo.client(), vip6(), 20);
+        let load = Load::new_connections(b.topo.client(), vip6(), 20_000, Duration::from_mins(1));
+        std::thread::sleep(Duration::from_millis(300));
+        b.daemon.kill9();
+        held.check("IPv6, no daemon");
+        b.daemon.spawn();
+        b.daemon.ok(&["shift", "web6", "v1=0", "v2=100"]);
+        std::thread::sleep(Duration::from_millis(300));
+        let report = load.finish();
+        assert_load_clean(&report, "IPv6 kill -9, restart and shift");
+        held.check("IPv6, after restart and shift");
+        for i in 0..10 {
+            assert_eq!(
+                ask_once(b.topo.client(), vip6(), TIMEOUT).unwrap(),
+                "v2",
+                "new IPv6 connection {i}"
+            );
+        }
+    }
+}

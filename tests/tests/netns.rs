@@ -657,4 +657,105 @@ mod steering {
             );
         }
     }
+
+    mod ipv6 {
+        //! The same through IPv6: VIP `2001:db8::10`, backends `2001:db8:b::11` (v1) and `::21` (v2).
+
+        use super::*;
+
+        const V1_6: &str = "2001:db8:b::11";
+        const V2_6: &str = "2001:db8:b::21";
+        const VIP6: &str = "2001:db8::10";
+
+        fn web6(v1: &str, v2: &str) -> DesiredState {
+            DesiredState {
+                services: vec![service(
+                    "web6",
+                    VIP6,
+                    80,
+                    Protocol::Tcp,
+                    vec![
+                        group("v1", v1, &["[2001:db8:b::11]:8080"]),
+                        group("v2", v2, &["[2001:db8:b::21]:8080"]),
+                    ],
+                )],
+            }
+        }
+
+        fn bed6() -> (Topology, TcpServer, TcpServer) {
+            let a1: IpAddr = V1_6.parse().unwrap();
+            let a2: IpAddr = V2_6.parse().unwrap();
+            let topo = Topology::builder()
+                .client()
+                .backend("v1", &[a1])
+                .backend("v2", &[a2])
+                .build()
+                .unwrap();
+            let s1 = TcpServer::start(topo.backend("v1"), SocketAddr::new(a1, 8080), "v1").unwrap();
+            let s2 = TcpServer::start(topo.backend("v2"), SocketAddr::new(a2, 8080), "v2").unwrap();
+            (topo, s1, s2)
+        }
+
+        fn vip6() -> SocketAddr {
+            SocketAddr::new(VIP6.parse().unwrap(), 80)
+        }
+
+        #[test]
+        fn split_accuracy_90_10_over_5000_ipv6_connections() {
+            let (topo, _s1, _s2) = bed6();
+            let _node = SteeredNode::start(&topo, XdpAttachMode::Auto, &web6("90", "10"));
+            let (mut v1, mut v2) = (0, 0);
+            let deadline = Instant::now() + Duration::from_mins(2);
+            for i in 0..5000 {
+                assert!(
+                    Instant::now() < deadline,
+                    "only {i} connections within the deadline"
+                );
+                match ask_once(topo.client(), vip6(), TIMEOUT)
+                    .unwrap_or_else(|e| panic!("connection {i}: {e}"))
+                    .as_str()
+                {
+                    "v1" => v1 += 1,
+                    "v2" => v2 += 1,
+                    other => panic!("unexpected answer {other:?}"),
+                }
+            }
+            let share = f64::from(v2) / 5000.0 * 100.0;
+            assert_eq!(v1 + v2, 5000);
+            assert!(
+                (share - 10.0).abs() <= 1.5,
+                "v2 got {share:.2}% of new IPv6 connections"
+            );
+        }
+
+        #[test]
+        fn long_lived_ipv6_connections_stay_across_a_shift() {
+            let (topo, _s1, _s2) = bed6();
+            let mut node = SteeredNode::start(&topo, XdpAttachMode::Auto, &web6("100", "0"));
+            let mut conns: Vec<_> = (0..30)
+                .map(|i| {
+                    topo.client()
+                        .tcp_connect(vip6(), TIMEOUT)
+                        .unwrap_or_else(|e| panic!("connect {i}: {e}"))
+                })
+                .collect();
+            for c in &mut conns {
+                assert_eq!(ask_tcp(c).unwrap(), "v1");
+            }
+            node.apply(&web6("0", "100"));
+            for (i, c) in conns.iter_mut().enumerate() {
+                assert_eq!(
+                    ask_tcp(c).unwrap_or_else(|e| panic!("connection {i} after the shift: {e}")),
+                    "v1"
+                );
+            }
+            for i in 0..20 {
+                assert_eq!(
+                    ask_once(topo.client(), vip6(), TIMEOUT).unwrap(),
+                    "v2",
+                    "new connection {i}"
+                );
+            }
+        }
+    }
 }

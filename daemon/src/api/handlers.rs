@@ -220,7 +220,7 @@ pub(super) async fn handle(req: Request<Incoming>, ctl: &Mutex<Controller>) -> R
         (Method::POST, "/v1/shift") => match body::<ShiftRequest>(req).await {
             Ok(r) => {
                 let weights: Vec<_> = r.weights.into_iter().map(|w| (w.group, w.weight)).collect();
-                applied(lock().shift(&r.service, &weights))
+                applied(lock().shift(&r.services, &weights))
             }
             Err(resp) => resp,
         },

@@ -6,7 +6,7 @@
 //! |---|---|---|---|
 //! | GET | `/v1/status` | `?service=NAME` | `Status` |
 //! | POST | `/v1/apply` | `ApplyRequest` | `ApplyResponse` |
-//! | POST | `/v1/shift` | `ShiftRequest` | `ApplyResponse` |
+//! | POST | `/v1/shift` | `ShiftRequest` (several services at once) | `ApplyResponse` |
 //! | POST | `/v1/drain` | `DrainRequest` | `ApplyResponse` |
 //! | POST | `/v1/pin` | `PinRequest` | `ApplyResponse` |
 //! | POST | `/v1/unpin` | `UnpinRequest` | `ApplyResponse` |

@@ -128,8 +128,9 @@ pub struct GroupWeight {
 /// `POST /v1/shift`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ShiftRequest {
-    /// Service.
-    pub service: String,
+    /// Services shifted together in one revision (e.g. the IPv4 and IPv6 services of a
+    /// dual-stack pair).
+    pub services: Vec<String>,
     /// New weights; groups not named keep theirs.
     pub weights: Vec<GroupWeight>,
 }

@@ -1,4 +1,4 @@
-//! `veer shift SERVICE GROUP=WEIGHT...`.
+//! `veer shift SERVICE[,SERVICE...] GROUP=WEIGHT...`.
 
 use super::{Global, block_on, exit::Failure, output};
 use crate::{
@@ -9,7 +9,8 @@ use crate::{
 /// Arguments of `veer shift`.
 #[derive(Debug, clap::Args)]
 pub(super) struct Args {
-    /// Service.
+    /// Service, or several separated by commas to shift together in one revision (a dual-stack
+    /// pair: `web,web6`).
     service: String,
     /// New weights, `GROUP=PERCENT` (e.g. `v1=90 v2=10`); groups not named keep theirs.
     #[arg(required = true, value_name = "GROUP=WEIGHT")]
@@ -39,10 +40,14 @@ pub(super) fn run(args: &Args, g: &Global) -> Result<(), Failure> {
         .iter()
         .map(|a| parse(a))
         .collect::<Result<Vec<_>, _>>()?;
-    let req = ShiftRequest {
-        service: args.service.clone(),
-        weights,
-    };
+    let services: Vec<String> = args.service.split(',').map(str::to_owned).collect();
+    if services.iter().any(String::is_empty) {
+        return Err(Failure::usage(format!(
+            "`{}`: empty service name",
+            args.service
+        )));
+    }
+    let req = ShiftRequest { services, weights };
     let r: ApplyResponse =
         block_on(g.client().post("/v1/shift", &req))?.map_err(|e| output::client_failure(&e))?;
     output::applied(g.output, &r, &format!("shift {}", args.service))

@@ -630,7 +630,11 @@ backends = ["198.51.100.21:8080"]
 
     #[test]
     fn the_shipped_example_is_valid() {
-        let c = parse(Path::new("examples/veer.toml"), include_str!("../../../examples/veer.toml")).unwrap();
+        let c = parse(
+            Path::new("examples/veer.toml"),
+            include_str!("../../../examples/veer.toml"),
+        )
+        .unwrap();
         assert_eq!(c.state.services[0].pins.len(), 1);
         assert_eq!(c.node.timeouts, Timeouts::default());
     }

@@ -113,6 +113,13 @@ fn expected_layout(conntrack_max: u32) -> Vec<(&'static str, MapType, u32, u32, 
         ),
         (maps::REASONS, MapType::PerCpuArray, 4, 8, Reason::COUNT),
         (maps::LAYOUT, MapType::Array, 4, 4, 1),
+        (
+            maps::TX_PORTS,
+            MapType::DevMapHash,
+            4,
+            8,
+            maps::MAX_TX_PORTS,
+        ),
     ]
 }
 

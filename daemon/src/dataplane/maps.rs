@@ -10,7 +10,7 @@ use std::net::IpAddr;
 use aya::{
     Ebpf,
     maps::{
-        Array, ArrayOfMaps, HashMap, Map, MapData, MapError, PerCpuArray,
+        Array, ArrayOfMaps, DevMapHash, HashMap, Map, MapData, MapError, PerCpuArray,
         lpm_trie::{Key, LpmTrie},
     },
 };
@@ -37,6 +37,7 @@ pub struct Maps {
     service_stats: PerCpuArray<MapData, ServiceCounters>,
     reasons: PerCpuArray<MapData, u64>,
     layout: Array<MapData, u32>,
+    tx_ports: DevMapHash<MapData>,
 }
 
 fn take<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, DataplaneError>
@@ -103,7 +104,26 @@ impl Maps {
             service_stats: take(ebpf, maps::SVC_STATS)?,
             reasons: take(ebpf, maps::REASONS)?,
             layout: take(ebpf, maps::LAYOUT)?,
+            tx_ports: take(ebpf, maps::TX_PORTS)?,
         })
+    }
+
+    /// Lets `veer_xdp` redirect to interface `ifindex` (one veer is attached to).
+    pub fn add_tx_port(&mut self, ifindex: u32) -> Result<(), DataplaneError> {
+        self.tx_ports
+            .insert(ifindex, ifindex, None, 0)
+            .map_err(|e| DataplaneError::TxPort {
+                ifindex,
+                source: Box::new(e),
+            })
+    }
+
+    /// Stops `veer_xdp` redirecting to interface `ifindex`. Missing is fine.
+    pub fn remove_tx_port(&mut self, ifindex: u32) -> Result<(), DataplaneError> {
+        match self.tx_ports.remove(ifindex) {
+            Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
+            Err(source) => Err(op("delete", maps::TX_PORTS)(source)),
+        }
     }
 
     /// Records this build's `LAYOUT_VERSION` next to the maps.

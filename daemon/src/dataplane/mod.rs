@@ -44,7 +44,9 @@ impl Dataplane {
         mode: loader::XdpAttachMode,
         links_dir: &std::path::Path,
     ) -> Result<links::Attached, DataplaneError> {
-        links::attach_pinned(&mut self.ebpf, interface, mode, links_dir)
+        let attached = links::attach_pinned(&mut self.ebpf, interface, mode, links_dir)?;
+        self.maps.add_tx_port(ifindex(interface)?)?;
+        Ok(attached)
     }
 
     /// Makes maps of unknown content (adopted pins) hold exactly `desired` with `ids`: writes
@@ -109,7 +111,9 @@ impl Dataplane {
         interface: &str,
         mode: loader::XdpAttachMode,
     ) -> Result<XdpMode, DataplaneError> {
-        loader::attach(&mut self.ebpf, interface, mode)
+        let used = loader::attach(&mut self.ebpf, interface, mode)?;
+        self.maps.add_tx_port(ifindex(interface)?)?;
+        Ok(used)
     }
 
     /// Makes the maps match `desired` without touching established flows. Returns the number of
@@ -230,6 +234,21 @@ pub enum DataplaneError {
         #[source]
         source: Box<aya::pin::PinError>,
     },
+    /// Registering an interface as a redirect target failed.
+    #[error("adding interface {ifindex} to `VEER_TX_PORTS` failed")]
+    TxPort {
+        /// Interface index.
+        ifindex: u32,
+        /// Why.
+        #[source]
+        source: Box<aya::maps::xdp::XdpMapError>,
+    },
+    /// No interface of that name in the daemon's network namespace.
+    #[error("no interface `{name}` on this node (check `interfaces` in the config)")]
+    UnknownInterface {
+        /// Name.
+        name: String,
+    },
     /// A pinned map exists with a layout that does not match this build.
     #[error(
         "pinned map {path} has {found}, this build of veer expects {expected}; \
@@ -253,4 +272,17 @@ pub enum DataplaneError {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// The index of interface `name` in the calling thread's network namespace.
+pub fn ifindex(name: &str) -> Result<u32, DataplaneError> {
+    let unknown = || DataplaneError::UnknownInterface {
+        name: name.to_owned(),
+    };
+    let c = std::ffi::CString::new(name).map_err(|_| unknown())?;
+    // SAFETY: `c` is a valid NUL-terminated string for the duration of the call.
+    match unsafe { libc::if_nametoindex(c.as_ptr()) } {
+        0 => Err(unknown()),
+        i => Ok(i),
+    }
 }

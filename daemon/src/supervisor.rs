@@ -23,6 +23,90 @@ use crate::{
 
 /// How often idle flows are expired and counted.
 pub const UPKEEP_INTERVAL: Duration = Duration::from_secs(1);
+/// How often rollouts are decided: a breach restores weights well within a second.
+pub const ROLLOUT_TICK: Duration = Duration::from_millis(200);
+/// Granularity of health-check scheduling.
+const HEALTH_TICK: Duration = Duration::from_millis(100);
+
+fn lock(ctl: &Mutex<Controller>) -> std::sync::MutexGuard<'_, Controller> {
+    ctl.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Runs every service's active checks at its interval, each bounded by its timeout, and feeds
+/// the results to the controller.
+async fn health_checks(ctl: Arc<Mutex<Controller>>, mut stop: watch::Receiver<bool>) {
+    let (tx, mut rx) =
+        mpsc::channel::<(crate::dataplane::sync::BackendRef, Result<(), String>)>(1024);
+    let mut due: std::collections::HashMap<String, tokio::time::Instant> =
+        std::collections::HashMap::new();
+    let mut tick = tokio::time::interval(HEALTH_TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            Some((backend, result)) = rx.recv() => {
+                let why = result.as_ref().err().cloned();
+                if let Err(e) = lock(&ctl).health_result(&backend, result.is_ok(), why.as_deref()) {
+                    tracing::warn!(error = %chain(&e), "applying a health change failed");
+                }
+            }
+            _ = tick.tick() => {
+                let now = tokio::time::Instant::now();
+                let jobs = lock(&ctl).health_jobs();
+                let mut started = std::collections::HashSet::new();
+                for job in jobs {
+                    let service = job.backend.0.clone();
+                    if due.get(&service).is_some_and(|d| *d > now) {
+                        continue;
+                    }
+                    started.insert((service, job.check.interval));
+                    let tx = tx.clone();
+                    tokio::spawn(async move {
+                        let r = crate::health::check::run(&job.check.kind, job.addr, job.check.timeout).await.map_err(|e| e.to_string());
+                        // The receiver is gone only when the daemon stops.
+                        drop(tx.send((job.backend, r)).await);
+                    });
+                }
+                for (service, interval) in started {
+                    due.insert(service, now + interval);
+                }
+            }
+        }
+    }
+}
+
+/// Decides rollouts every `ROLLOUT_TICK`, and runs their extra gates off the lock.
+async fn rollouts(ctl: Arc<Mutex<Controller>>, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(ROLLOUT_TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            _ = tick.tick() => {}
+        }
+        let jobs = match lock(&ctl).rollout_tick(std::time::SystemTime::now()) {
+            Ok(jobs) => jobs,
+            Err(e) => {
+                tracing::error!(error = %chain(&e), "rollout step failed; will retry");
+                continue;
+            }
+        };
+        for job in jobs {
+            let ctl = Arc::clone(&ctl);
+            tokio::spawn(async move {
+                let mut outcome = Ok(());
+                for gate in &job.gates {
+                    if let Err(why) = crate::rollout::gate::check(gate, job.timeout).await {
+                        outcome = Err((gate.to_string(), why));
+                        break;
+                    }
+                }
+                lock(&ctl).gate_result(&job.service, job.step, outcome);
+            });
+        }
+    }
+}
 
 /// Everything `veer daemon` needs.
 #[derive(Clone, Debug)]
@@ -74,6 +158,8 @@ async fn run_async(opts: DaemonOptions) -> Result<(), Failure> {
         ));
     }
     tasks.spawn(upkeep(Arc::clone(&ctl), stop_rx.clone()));
+    tasks.spawn(health_checks(Arc::clone(&ctl), stop_rx.clone()));
+    tasks.spawn(rollouts(Arc::clone(&ctl), stop_rx.clone()));
     let (reload_tx, reload_rx) = mpsc::channel::<&'static str>(8);
     let _watcher = watch_config(&config_path, reload_tx.clone());
     tasks.spawn(reloader(Arc::clone(&ctl), reload_rx, stop_rx.clone()));

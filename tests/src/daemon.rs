@@ -52,6 +52,7 @@ pub struct Daemon {
     pub pin_dir: PathBuf,
     child: Option<Child>,
     starts: u32,
+    metrics: String,
 }
 
 impl Daemon {
@@ -76,8 +77,18 @@ impl Daemon {
             dir,
             child: None,
             starts: 0,
+            metrics: "off".to_owned(),
         };
         d.write_config(config);
+        d.spawn();
+        d
+    }
+
+    /// Like `start`, with Prometheus metrics on `addr` (an address in the node namespace).
+    pub fn start_with_metrics(topo: &Topology, config: &str, addr: &str) -> Self {
+        let mut d = Self::start(topo, config);
+        d.kill9();
+        addr.clone_into(&mut d.metrics);
         d.spawn();
         d
     }
@@ -101,7 +112,7 @@ impl Daemon {
             .arg(veer_bin())
             .arg("--socket")
             .arg(&self.socket)
-            .args(["daemon", "--metrics", "off", "--config"])
+            .args(["daemon", "--metrics", &self.metrics, "--config"])
             .arg(&self.config)
             .arg("--state-dir")
             .arg(self.dir.join("state"))

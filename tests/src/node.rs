@@ -55,7 +55,7 @@ impl SteeredNode {
     /// Applies `state`, panicking with the reason if it fails.
     pub fn apply(&mut self, state: &DesiredState) {
         self.dataplane
-            .apply(state)
+            .apply(state, &veer::dataplane::sync::Down::new())
             .unwrap_or_else(|e| panic!("applying {state:?}: {}", crate::prog::error_chain(&e)));
     }
 }

@@ -66,6 +66,12 @@ struct Bed {
 }
 
 fn bed(v1: &str, v2: &str) -> Bed {
+    bed_with_v2_port(v1, v2, 8080)
+}
+
+/// Like `bed`, with v2's server on `v2_port`: another port than 8080 leaves v2's backend
+/// refusing connections (RST), as a stopped service does.
+fn bed_with_v2_port(v1: &str, v2: &str, v2_port: u16) -> Bed {
     let topo = Topology::builder()
         .client()
         .backend("v1", &[V1])
@@ -73,7 +79,7 @@ fn bed(v1: &str, v2: &str) -> Bed {
         .build()
         .unwrap();
     let s1 = TcpServer::start(topo.backend("v1"), SocketAddr::new(V1, 8080), "v1").unwrap();
-    let s2 = TcpServer::start(topo.backend("v2"), SocketAddr::new(V2, 8080), "v2").unwrap();
+    let s2 = TcpServer::start(topo.backend("v2"), SocketAddr::new(V2, v2_port), "v2").unwrap();
     let daemon = Daemon::start(&topo, &config(&topo, v1, v2));
     Bed {
         daemon,
@@ -655,5 +661,350 @@ backends = ["[2001:db8:b::21]:8080"]
                 "new IPv6 connection {i}"
             );
         }
+    }
+}
+
+mod rollouts {
+    use super::*;
+
+    fn rollout_json(b: &Bed) -> serde_json::Value {
+        b.daemon.json(&["rollout", "status", "web"])
+    }
+
+    fn wait_for(
+        b: &Bed,
+        what: &str,
+        limit: Duration,
+        mut done: impl FnMut(&serde_json::Value) -> bool,
+    ) {
+        let deadline = Instant::now() + limit;
+        loop {
+            let r = rollout_json(b);
+            if done(&r) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what} not reached in {limit:?}: {r}\n{}",
+                b.daemon.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    #[test]
+    fn a_rollout_under_load_completes_with_zero_failed_requests() {
+        let b = bed("100", "0");
+        let mut held = Held::open(b.topo.client(), vip(), 10);
+        let load = Load::new_connections(b.topo.client(), vip(), 50_000, Duration::from_mins(2));
+        let out = b.daemon.cli(&[
+            "rollout",
+            "start",
+            "web",
+            "--to",
+            "v2",
+            "--steps",
+            "10,50,100",
+            "--pause",
+            "1s",
+            "--min-flows",
+            "5",
+            "--wait",
+        ]);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            stderr(&out)
+        );
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains("step 1/3 (10%)") && text.contains("completed"),
+            "{text}"
+        );
+        held.check("after the rollout");
+        let report = load.finish();
+        assert_load_clean(&report, "rollout");
+        assert!(report.answers.get("v2").copied().unwrap_or(0) > 0);
+        assert_eq!(
+            weights(&b.daemon.json(&["status"])),
+            [("v1".into(), 0.0), ("v2".into(), 100.0)]
+        );
+        let r = rollout_json(&b);
+        assert_eq!(
+            (r["phase"].as_str(), r["step"].as_u64()),
+            (Some("completed"), Some(3))
+        );
+        let summaries: Vec<String> = b.daemon.json(&["history"])["revisions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["summary"].as_str().unwrap().to_owned())
+            .collect();
+        assert!(
+            summaries[0].contains("completed") && summaries.iter().any(|s| s.contains("step 2/3")),
+            "{summaries:?}"
+        );
+    }
+
+    #[test]
+    fn a_new_group_that_refuses_connections_is_rolled_back_and_old_flows_stay() {
+        // v2's service is not listening: its backend answers SYNs with RST.
+        let b = bed_with_v2_port("100", "0", 9999);
+        let mut held = Held::open(b.topo.client(), vip(), 10);
+        let load = Load::new_connections(b.topo.client(), vip(), 50_000, Duration::from_mins(1));
+        let started = Instant::now();
+        let out = b.daemon.cli(&[
+            "rollout",
+            "start",
+            "web",
+            "--to",
+            "v2",
+            "--steps",
+            "20,100",
+            "--pause",
+            "20s",
+            "--min-flows",
+            "3",
+            "--max-failure-rate",
+            "1%",
+            "--wait",
+        ]);
+        let took = started.elapsed();
+        let report = load.finish();
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+        let err = stderr(&out);
+        assert!(
+            err.starts_with("veer: rollout web -> v2 rolled back: failure-rate: ")
+                && err.contains("new flows to `v2` failed"),
+            "{err}"
+        );
+        eprintln!(
+            "rolled back {took:?} after the start; load: {} ok, {} failed",
+            report.ok, report.failed
+        );
+        assert!(
+            took < Duration::from_secs(20),
+            "the breach must not wait for the pause to end"
+        );
+        held.check("after the rollback");
+        assert_eq!(
+            weights(&b.daemon.json(&["status"])),
+            [("v1".into(), 100.0), ("v2".into(), 0.0)]
+        );
+        for i in 0..20 {
+            assert_eq!(
+                ask_once(b.topo.client(), vip(), TIMEOUT).unwrap(),
+                "v1",
+                "connection {i} after the rollback"
+            );
+        }
+        assert_eq!(rollout_json(&b)["phase"], "rolled_back");
+    }
+
+    #[test]
+    fn pause_resume_and_abort() {
+        let b = bed("100", "0");
+        b.daemon.ok(&[
+            "rollout",
+            "start",
+            "web",
+            "--to",
+            "v2",
+            "--steps",
+            "10,50,100",
+            "--pause",
+            "1m",
+            "--min-flows",
+            "0",
+        ]);
+        assert_eq!(
+            weights(&b.daemon.json(&["status"])),
+            [("v1".into(), 90.0), ("v2".into(), 10.0)]
+        );
+        let out = b.daemon.cli(&["shift", "web", "v2=50"]);
+        assert_eq!(
+            stderr(&out),
+            "veer: service `web` has a rollout in progress; pause or abort it first (veer rollout abort web)"
+        );
+        let out = b.daemon.cli(&["rollout", "start", "web", "--to", "v2"]);
+        assert_eq!(out.status.code(), Some(1), "a second rollout is refused");
+        b.daemon.ok(&["rollout", "pause", "web"]);
+        assert_eq!(rollout_json(&b)["phase"], "paused");
+        b.daemon.ok(&["rollout", "resume", "web"]);
+        assert_eq!(rollout_json(&b)["phase"], "running");
+        b.daemon.ok(&["rollout", "abort", "web"]);
+        let r = rollout_json(&b);
+        assert_eq!(
+            (r["phase"].as_str(), r["reason"].as_str()),
+            (Some("aborted"), Some("aborted by an operator"))
+        );
+        assert_eq!(
+            weights(&b.daemon.json(&["status"])),
+            [("v1".into(), 100.0), ("v2".into(), 0.0)]
+        );
+        let out = b.daemon.cli(&["rollout", "pause", "web"]);
+        assert_eq!(
+            stderr(&out),
+            "veer: service `web` has no rollout in progress"
+        );
+    }
+
+    #[test]
+    fn a_daemon_restart_mid_rollout_resumes_at_the_step_it_was_at() {
+        let mut b = bed("100", "0");
+        b.daemon.ok(&[
+            "rollout",
+            "start",
+            "web",
+            "--to",
+            "v2",
+            "--steps",
+            "10,50,100",
+            "--pause",
+            "3s",
+            "--min-flows",
+            "0",
+        ]);
+        wait_for(&b, "step 2", Duration::from_secs(10), |r| r["step"] == 2);
+        b.daemon.kill9();
+        b.daemon.spawn();
+        let r = rollout_json(&b);
+        assert_eq!(
+            (r["phase"].as_str(), r["step"].as_u64()),
+            (Some("running"), Some(2)),
+            "{r}"
+        );
+        assert_eq!(
+            weights(&b.daemon.json(&["status"])),
+            [("v1".into(), 50.0), ("v2".into(), 50.0)]
+        );
+        wait_for(&b, "completion", Duration::from_secs(20), |r| {
+            r["phase"] == "completed"
+        });
+        // A plan that asks to hold after a restart holds.
+        b.daemon.ok(&["shift", "web", "v1=100", "v2=0"]);
+        b.daemon.ok(&[
+            "rollout",
+            "start",
+            "web",
+            "--to",
+            "v2",
+            "--steps",
+            "10,100",
+            "--pause",
+            "1m",
+            "--hold-on-restart",
+        ]);
+        b.daemon.stop();
+        b.daemon.spawn();
+        let r = rollout_json(&b);
+        assert_eq!(
+            (r["phase"].as_str(), r["step"].as_u64()),
+            (Some("paused"), Some(1)),
+            "{r}"
+        );
+        assert_eq!(
+            weights(&b.daemon.json(&["status"])),
+            [("v1".into(), 90.0), ("v2".into(), 10.0)]
+        );
+    }
+}
+
+mod health {
+    use super::*;
+
+    const V1B: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 51, 100, 12));
+
+    #[test]
+    fn an_active_http_check_takes_a_backend_out_and_brings_it_back() {
+        let topo = Topology::builder()
+            .client()
+            .backend("v1", &[V1, V1B])
+            .build()
+            .unwrap();
+        let _a = TcpServer::start(topo.backend("v1"), SocketAddr::new(V1, 8080), "v1a").unwrap();
+        let b_server =
+            TcpServer::start(topo.backend("v1"), SocketAddr::new(V1B, 8080), "v1b").unwrap();
+        let ifaces: Vec<String> = topo
+            .node_ifnames()
+            .iter()
+            .map(|i| format!("\"{i}\""))
+            .collect();
+        let config = format!(
+            r#"[node]
+interfaces = [{}]
+
+[[service]]
+name = "web"
+vip = "192.0.2.10"
+port = 80
+protocol = "tcp"
+
+[service.health]
+kind = "http"
+path = "/healthz"
+expect_status = 200
+interval = "200ms"
+timeout = "100ms"
+rise = 2
+fall = 2
+
+[[service.group]]
+name = "v1"
+weight = 100
+backends = ["198.51.100.11:8080", "198.51.100.12:8080"]
+"#,
+            ifaces.join(", ")
+        );
+        let daemon = Daemon::start(&topo, &config);
+        let answers = |n: usize| -> std::collections::HashMap<String, usize> {
+            let mut m = std::collections::HashMap::new();
+            for _ in 0..n {
+                *m.entry(ask_once(topo.client(), vip(), TIMEOUT).unwrap())
+                    .or_default() += 1;
+            }
+            m
+        };
+        let healthy = |d: &Daemon| -> Vec<bool> {
+            d.json(&["status"])["services"][0]["groups"][0]["backends"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|b| b["healthy"].as_bool().unwrap())
+                .collect()
+        };
+        assert!(answers(40).len() == 2, "both backends take flows");
+        let held = Held::open(topo.client(), vip(), 10);
+        drop(b_server);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while healthy(&daemon) != [true, false] {
+            assert!(
+                Instant::now() < deadline,
+                "v1b never went down:\n{}",
+                daemon.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert_eq!(
+            answers(40).keys().collect::<Vec<_>>(),
+            ["v1a"],
+            "a down backend gets no new flow"
+        );
+        let _b_again =
+            TcpServer::start(topo.backend("v1"), SocketAddr::new(V1B, 8080), "v1b").unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while healthy(&daemon) != [true, true] {
+            assert!(
+                Instant::now() < deadline,
+                "v1b never came back:\n{}",
+                daemon.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert_eq!(answers(40).len(), 2, "the backend is back in the table");
+        assert!(daemon.log().contains("backend down") && daemon.log().contains("backend up"));
+        drop(held);
     }
 }

@@ -426,6 +426,7 @@ mod steering {
             protocol,
             groups,
             pins: vec![],
+            health: None,
         }
     }
 

@@ -1,6 +1,6 @@
 //! Request -> controller call -> response. Nothing else lives here.
 
-use std::{net::SocketAddr, path::Path, sync::Mutex};
+use std::{net::SocketAddr, path::Path, sync::Mutex, time::SystemTime};
 
 use http_body_util::{BodyExt as _, Full};
 use hyper::{Method, Request, Response, StatusCode, body::Incoming};
@@ -8,7 +8,8 @@ use serde::{Serialize, de::DeserializeOwned};
 
 use super::protocol::{
     ApplyRequest, ApplyResponse, DrainRequest, ErrorBody, ErrorDetail, FlowsResponse,
-    HistoryResponse, PinRequest, RollbackRequest, ShiftRequest, UnpinRequest, VersionResponse,
+    HistoryResponse, PinRequest, RollbackRequest, RolloutStartRequest, ShiftRequest, UnpinRequest,
+    VersionResponse,
 };
 use crate::{
     cli::exit::chain,
@@ -54,14 +55,18 @@ fn control_error(e: &ControlError) -> Response<Body> {
         | ControlError::UnknownGroup { .. }
         | ControlError::UnknownRevision { .. }
         | ControlError::UnknownPin { .. }
-        | ControlError::ServiceNotAtRevision { .. } => (StatusCode::NOT_FOUND, "not_found"),
+        | ControlError::ServiceNotAtRevision { .. }
+        | ControlError::NoRollout { .. } => (StatusCode::NOT_FOUND, "not_found"),
         ControlError::BadRequest { .. }
         | ControlError::NothingToRollBack { .. }
+        | ControlError::RolloutPlan(_)
         | ControlError::Sync(crate::dataplane::sync::SyncError::Plan(_)) => {
             (StatusCode::BAD_REQUEST, "bad_request")
         }
         ControlError::Config(_) => (StatusCode::BAD_REQUEST, "invalid_config"),
-        ControlError::DrainLastGroup { .. } => (StatusCode::CONFLICT, "conflict"),
+        ControlError::DrainLastGroup { .. } | ControlError::RolloutInProgress { .. } => {
+            (StatusCode::CONFLICT, "conflict")
+        }
         ControlError::Sync(_) | ControlError::Dataplane(_) => {
             (StatusCode::INTERNAL_SERVER_ERROR, "dataplane")
         }
@@ -155,6 +160,29 @@ fn param<'a>(q: &'a [(String, String)], key: &str) -> Option<&'a str> {
     q.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
 }
 
+/// `GET /v1/rollouts/SERVICE`, `POST /v1/rollouts/SERVICE/{pause,resume,abort}`.
+fn rollout_route(method: &Method, rest: &str, ctl: &Mutex<Controller>) -> Response<Body> {
+    let mut ctl = ctl
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let (service, action) = rest.split_once('/').unwrap_or((rest, ""));
+    let service = percent_decode(service);
+    match (method, action) {
+        (&Method::GET, "") => match ctl.rollout_status(&service, SystemTime::now()) {
+            Ok(s) => json(StatusCode::OK, &s),
+            Err(e) => control_error(&e),
+        },
+        (&Method::POST, "pause") => applied(ctl.rollout_pause(&service)),
+        (&Method::POST, "resume") => applied(ctl.rollout_resume(&service, SystemTime::now())),
+        (&Method::POST, "abort") => applied(ctl.rollout_abort(&service)),
+        (m, a) => error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no endpoint {m} /v1/rollouts/{service}/{a}"),
+        ),
+    }
+}
+
 /// Routes one request.
 pub(super) async fn handle(req: Request<Incoming>, ctl: &Mutex<Controller>) -> Response<Body> {
     let path = req.uri().path().to_owned();
@@ -240,6 +268,13 @@ pub(super) async fn handle(req: Request<Incoming>, ctl: &Mutex<Controller>) -> R
             Ok(r) => applied(lock().rollback(r.service.as_deref(), r.to)),
             Err(resp) => resp,
         },
+        (Method::POST, "/v1/rollouts") => match body::<RolloutStartRequest>(req).await {
+            Ok(r) => applied(lock().rollout_start(&r.service, r.plan, SystemTime::now())),
+            Err(resp) => resp,
+        },
+        (m, p) if p.starts_with("/v1/rollouts/") => {
+            rollout_route(&m, &p["/v1/rollouts/".len()..], ctl)
+        }
         (m, p) => error(
             StatusCode::NOT_FOUND,
             "not_found",

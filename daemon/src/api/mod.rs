@@ -14,6 +14,9 @@
 //! | GET | `/v1/history` | `?service=NAME` | `HistoryResponse` |
 //! | GET | `/v1/flows` | `?service=NAME&backend=ADDR&limit=N` | `FlowsResponse` |
 //! | GET | `/v1/version` | | `VersionResponse` |
+//! | POST | `/v1/rollouts` | `RolloutStartRequest` | `ApplyResponse` |
+//! | GET | `/v1/rollouts/SERVICE` | | `RolloutStatus` |
+//! | POST | `/v1/rollouts/SERVICE/{pause,resume,abort}` | | `ApplyResponse` |
 //!
 //! Errors answer 400 (bad request, invalid config), 403 (peer not allowed), 404 (unknown
 //! service, group, pin or revision), 409 (refused: a drain of the last serving group), 500

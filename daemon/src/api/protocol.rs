@@ -77,11 +77,13 @@ pub struct GroupStatus {
 pub struct BackendStatus {
     /// `ip:port` (`[v6]:port`).
     pub address: SocketAddr,
+    /// Passing its health checks (always true without checks): takes new flows.
+    pub healthy: bool,
     /// Conntrack entries in SYN, established or UDP state.
     pub active_flows: u64,
     /// Flows given to it.
     pub new_flows: u64,
-    /// Connection attempts it refused (RST answering the SYN).
+    /// Connection attempts it refused (RST answering the SYN) or left unanswered.
     pub failed_flows: u64,
     /// Packets steered to it or reverse-NATed from it.
     pub packets: u64,
@@ -245,4 +247,49 @@ pub struct ErrorDetail {
     pub kind: String,
     /// The full message.
     pub message: String,
+}
+
+/// `POST /v1/rollouts`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RolloutStartRequest {
+    /// Service.
+    pub service: String,
+    /// The plan.
+    pub plan: crate::rollout::Plan,
+}
+
+/// Attempts and failures of the target group in the current step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepCounts {
+    /// New flows given to the target group.
+    pub attempted: u64,
+    /// Of those, refused or unanswered.
+    pub failed: u64,
+}
+
+/// `GET /v1/rollouts/SERVICE`: the service's latest rollout.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RolloutStatus {
+    /// Service.
+    pub service: String,
+    /// Target group.
+    pub to: String,
+    /// `running`, `paused`, `completed`, `rolled_back`, `aborted`.
+    pub phase: crate::rollout::Phase,
+    /// Current step, 1-based.
+    pub step: usize,
+    /// Target shares of every step.
+    pub steps: Vec<Weight>,
+    /// Target share now.
+    pub share: Weight,
+    /// Every group's weight now.
+    pub weights: Vec<(String, Weight)>,
+    /// The target's attempts and failures in this step.
+    pub in_step: StepCounts,
+    /// What the step waits for, when running.
+    pub waiting: Option<String>,
+    /// Why it was paused, rolled back or aborted.
+    pub reason: Option<String>,
+    /// The plan.
+    pub plan: crate::rollout::Plan,
 }

@@ -11,6 +11,7 @@ mod history;
 pub mod output;
 mod pin;
 mod rollback;
+mod rollout;
 mod shift;
 mod status;
 mod teardown;
@@ -86,6 +87,9 @@ enum Command {
     Rollback(rollback::Args),
     /// List conntrack entries.
     Flows(flows::Args),
+    /// Progressive rollouts with health gates and automatic rollback.
+    #[command(subcommand)]
+    Rollout(rollout::Args),
     /// Remove veer from the node: detach the programs, unpin links and maps.
     Teardown(teardown::Args),
     /// Print a shell completion script.
@@ -119,6 +123,7 @@ impl Cli {
             Command::History(args) => history::run(&args, g),
             Command::Rollback(args) => rollback::run(&args, g),
             Command::Flows(args) => flows::run(&args, g),
+            Command::Rollout(args) => rollout::run(&args, g),
             Command::Teardown(args) => teardown::run(&args, g),
             Command::Completions(args) => {
                 completions::run(&args);

@@ -44,6 +44,24 @@ impl Default for Timeouts {
     }
 }
 
+/// Durations as humantime strings in JSON (`"1h"`), for serde's `with`.
+pub mod duration_text {
+    use std::time::Duration;
+
+    use serde::{Deserialize as _, Deserializer, Serializer};
+
+    /// Serializes as `"1h 2m"`.
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+
+    /// Parses `"500ms"`, `"1h"`.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(&text).map_err(serde::de::Error::custom)
+    }
+}
+
 /// Durations as humantime strings in JSON (`"1h"`).
 mod humantime_serde_compat {
     use std::time::Duration;

@@ -56,6 +56,21 @@ pub(super) struct Service {
     pub(super) group: Vec<Spanned<Group>>,
     #[serde(default)]
     pub(super) pin: Vec<Spanned<Pin>>,
+    #[serde(default)]
+    pub(super) health: Option<Spanned<Health>>,
+}
+
+/// `[service.health]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Health {
+    pub(super) kind: Spanned<String>,
+    pub(super) path: Option<Spanned<String>>,
+    pub(super) expect_status: Option<Spanned<i64>>,
+    pub(super) interval: Option<Spanned<String>>,
+    pub(super) timeout: Option<Spanned<String>>,
+    pub(super) rise: Option<Spanned<i64>>,
+    pub(super) fall: Option<Spanned<i64>>,
 }
 
 /// `[[service.group]]`.

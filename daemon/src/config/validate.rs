@@ -15,7 +15,8 @@ use super::{Config, ConfigError, Location, NodeConfig, Timeouts, schema};
 use crate::{
     dataplane::loader::XdpAttachMode,
     model::{
-        Backend, DesiredState, Group, Pin, Protocol, Service, Weight, WeightError, host_bits_zero,
+        Backend, CheckKind, DesiredState, Group, HealthCheck, Pin, Protocol, Service, Weight,
+        WeightError, host_bits_zero,
     },
 };
 
@@ -190,6 +191,9 @@ impl Locator<'_> {
     }
 }
 
+/// Shortest conntrack timeout.
+const SEC: Duration = Duration::from_secs(1);
+
 const NAME_RULE: &str = "1 to 64 characters of A-Z a-z 0-9 _ - .";
 
 fn valid_name(s: &str) -> bool {
@@ -319,15 +323,22 @@ fn node(loc: &Locator<'_>, raw: &schema::Node) -> Result<NodeConfig, ConfigError
         let t = t.get_ref();
         let d = Timeouts::default();
         node.timeouts = Timeouts {
-            tcp_syn: duration(loc, "tcp_syn", t.tcp_syn.as_ref(), d.tcp_syn)?,
+            tcp_syn: duration(loc, "tcp_syn", t.tcp_syn.as_ref(), d.tcp_syn, SEC)?,
             tcp_established: duration(
                 loc,
                 "tcp_established",
                 t.tcp_established.as_ref(),
                 d.tcp_established,
+                Duration::from_secs(1),
             )?,
-            tcp_closing: duration(loc, "tcp_closing", t.tcp_closing.as_ref(), d.tcp_closing)?,
-            udp: duration(loc, "udp", t.udp.as_ref(), d.udp)?,
+            tcp_closing: duration(
+                loc,
+                "tcp_closing",
+                t.tcp_closing.as_ref(),
+                d.tcp_closing,
+                SEC,
+            )?,
+            udp: duration(loc, "udp", t.udp.as_ref(), d.udp, SEC)?,
         };
     }
     Ok(node)
@@ -338,16 +349,17 @@ fn duration(
     field: &'static str,
     raw: Option<&Spanned<String>>,
     default: Duration,
+    min: Duration,
 ) -> Result<Duration, ConfigError> {
     let Some(raw) = raw else { return Ok(default) };
     match humantime::parse_duration(raw.get_ref()) {
-        Ok(d) if d >= Duration::from_secs(1) => Ok(d),
+        Ok(d) if d >= min => Ok(d),
         _ => loc.err(
             raw.span(),
             ConfigErrorKind::BadValue {
                 field,
                 value: raw.get_ref().clone(),
-                expected: "a duration of at least 1s (e.g. \"30s\", \"1h\")",
+                expected: "a long enough duration (timeouts at least 1s, checks at least 100ms; e.g. \"30s\", \"1h\")",
             },
         ),
     }
@@ -426,10 +438,157 @@ fn service(loc: &Locator<'_>, raw: &schema::Service) -> Result<Service, ConfigEr
             },
         );
     }
+    let (groups, group_lines) = groups(loc, &name, vip, &raw.group)?;
+    let pins = pins(loc, &name, vip, &raw.pin, &group_lines)?;
+    let health = raw.health.as_ref().map(|h| health(loc, h)).transpose()?;
+    Ok(Service {
+        name,
+        vip,
+        port,
+        protocol,
+        groups,
+        pins,
+        health,
+    })
+}
+
+fn check_kind(loc: &Locator<'_>, h: &schema::Health) -> Result<CheckKind, ConfigError> {
+    Ok(match h.kind.get_ref().as_str() {
+        "tcp" => {
+            if let Some(p) = &h.path {
+                return loc.err(
+                    p.span(),
+                    ConfigErrorKind::BadValue {
+                        field: "path",
+                        value: p.get_ref().clone(),
+                        expected: "absent for a tcp check",
+                    },
+                );
+            }
+            CheckKind::Tcp
+        }
+        "http" => {
+            let path = h
+                .path
+                .as_ref()
+                .map_or_else(|| "/".to_owned(), |p| p.get_ref().clone());
+            if !path.starts_with('/') || path.contains(char::is_whitespace) {
+                let span = h.path.as_ref().map_or(h.kind.span(), Spanned::span);
+                return loc.err(
+                    span,
+                    ConfigErrorKind::BadValue {
+                        field: "path",
+                        value: path,
+                        expected: "an absolute path without spaces (e.g. \"/healthz\")",
+                    },
+                );
+            }
+            let expect_status = match &h.expect_status {
+                None => 200,
+                Some(s) => u16::try_from(*s.get_ref())
+                    .ok()
+                    .filter(|c| (100..=599).contains(c))
+                    .map_or_else(
+                        || {
+                            loc.err(
+                                s.span(),
+                                ConfigErrorKind::OutOfRange {
+                                    field: "expect_status",
+                                    value: s.get_ref().to_string(),
+                                    range: "100..=599",
+                                },
+                            )
+                        },
+                        Ok,
+                    )?,
+            };
+            CheckKind::Http {
+                path,
+                expect_status,
+            }
+        }
+        other => {
+            return loc.err(
+                h.kind.span(),
+                ConfigErrorKind::BadChoice {
+                    field: "kind",
+                    value: other.to_owned(),
+                    choices: "tcp, http",
+                },
+            );
+        }
+    })
+}
+
+fn health(loc: &Locator<'_>, raw: &Spanned<schema::Health>) -> Result<HealthCheck, ConfigError> {
+    let h = raw.get_ref();
+    let kind = check_kind(loc, h)?;
+    let interval = duration(
+        loc,
+        "interval",
+        h.interval.as_ref(),
+        Duration::from_secs(2),
+        Duration::from_millis(100),
+    )?;
+    let timeout = duration(
+        loc,
+        "timeout",
+        h.timeout.as_ref(),
+        Duration::from_secs(1),
+        Duration::from_millis(10),
+    )?;
+    if timeout > interval {
+        let span = h.timeout.as_ref().map_or(raw.span(), Spanned::span);
+        return loc.err(
+            span,
+            ConfigErrorKind::BadValue {
+                field: "timeout",
+                value: humantime::format_duration(timeout).to_string(),
+                expected: "at most the interval",
+            },
+        );
+    }
+    let count =
+        |field: &'static str, v: Option<&Spanned<i64>>, default: u32| -> Result<u32, ConfigError> {
+            match v {
+                None => Ok(default),
+                Some(v) => u32::try_from(*v.get_ref())
+                    .ok()
+                    .filter(|n| (1..=100).contains(n))
+                    .map_or_else(
+                        || {
+                            loc.err(
+                                v.span(),
+                                ConfigErrorKind::OutOfRange {
+                                    field,
+                                    value: v.get_ref().to_string(),
+                                    range: "1..=100",
+                                },
+                            )
+                        },
+                        Ok,
+                    ),
+            }
+        };
+    Ok(HealthCheck {
+        kind,
+        interval,
+        timeout,
+        rise: count("rise", h.rise.as_ref(), 2)?,
+        fall: count("fall", h.fall.as_ref(), 3)?,
+    })
+}
+
+fn groups(
+    loc: &Locator<'_>,
+    name: &str,
+    vip: IpAddr,
+    raw: &[Spanned<schema::Group>],
+) -> Result<(Vec<Group>, HashMap<String, usize>), ConfigError> {
     let mut groups: Vec<Group> = Vec::new();
     let mut group_lines: HashMap<String, usize> = HashMap::new();
-    for g in &raw.group {
-        let group = group(loc, &name, vip, g.get_ref())?;
+    for g in raw {
+        let group = group(loc, name, vip, g.get_ref())?;
         let span = g.get_ref().name.span();
         if let Some(first) = group_lines.insert(group.name.clone(), loc.line(span.clone())) {
             return loc.err(
@@ -443,15 +602,7 @@ fn service(loc: &Locator<'_>, raw: &schema::Service) -> Result<Service, ConfigEr
         }
         groups.push(group);
     }
-    let pins = pins(loc, &name, vip, &raw.pin, &group_lines)?;
-    Ok(Service {
-        name,
-        vip,
-        port,
-        protocol,
-        groups,
-        pins,
-    })
+    Ok((groups, group_lines))
 }
 
 fn pins(
@@ -663,7 +814,7 @@ backends = ["198.51.100.21:8080"]
             (
                 "port = 80",
                 "port = 80\ncolour = \"red\"",
-                "veer.toml:11:1: unknown field `colour`, expected one of `name`, `vip`, `port`, `protocol`, `group`, `pin`",
+                "veer.toml:11:1: unknown field `colour`, expected one of `name`, `vip`, `port`, `protocol`, `group`, `pin`, `health`",
             ),
             (
                 "vip = \"192.0.2.10\"",
@@ -777,7 +928,8 @@ backends = ["198.51.100.21:8080"]
         assert_eq!(c.node.timeouts.udp, Duration::from_secs(30));
         assert_eq!(c.node.timeouts.tcp_established, Duration::from_hours(2));
         assert!(
-            error(&t.replace("\"30s\"", "\"soon\"")).contains("`udp`: `soon` is not a duration")
+            error(&t.replace("\"30s\"", "\"soon\""))
+                .contains("`udp`: `soon` is not a long enough duration")
         );
     }
 }

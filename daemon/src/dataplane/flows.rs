@@ -43,9 +43,16 @@ pub fn is_expired(e: &FlowEntry, now_ns: u64, t: &Timeouts) -> bool {
     now_ns.saturating_sub(e.last_seen_ns) > timeout_ns(e.state, t)
 }
 
+/// A SYN entry idle this long is a connection attempt the backend did not answer.
+pub const CONNECT_TIMEOUT_NS: u64 = 3_000_000_000;
+
 /// What one upkeep pass did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Upkeep {
+    /// SYN entries idle past `CONNECT_TIMEOUT_NS`: (flow, backend id).
+    pub unanswered: Vec<(FlowKey, u32)>,
+    /// Every flow key left in the map.
+    pub present: std::collections::HashSet<FlowKey>,
     /// Entries removed.
     pub expired: u64,
     /// Active flows per backend id after the pass.
@@ -65,6 +72,12 @@ pub fn upkeep(maps: &mut Maps, t: &Timeouts, now_ns: u64) -> Result<Upkeep, Data
             continue;
         }
         out.entries += 1;
+        out.present.insert(key);
+        if entry.state == STATE_SYN
+            && now_ns.saturating_sub(entry.last_seen_ns) > CONNECT_TIMEOUT_NS
+        {
+            out.unanswered.push((key, entry.backend_id));
+        }
         if is_active(&entry) {
             *out.active.entry(entry.backend_id).or_default() += 1;
         }

@@ -56,8 +56,9 @@ impl Dataplane {
         &mut self,
         desired: &DesiredState,
         ids: sync::Ids,
+        down: &sync::Down,
     ) -> Result<usize, sync::SyncError> {
-        let plan = sync::reconcile_plan(desired, ids, Instant::now())?;
+        let plan = sync::reconcile_plan(desired, ids, down, Instant::now())?;
         let mut stale = Vec::new();
         let listing = |what: &str| {
             let op = format!("listing {what}");
@@ -118,8 +119,13 @@ impl Dataplane {
 
     /// Makes the maps match `desired` without touching established flows. Returns the number of
     /// map operations it took (0: nothing changed).
-    pub fn apply(&mut self, desired: &DesiredState) -> Result<usize, sync::SyncError> {
-        let (next, ops) = sync::apply(&mut self.maps, &self.applied, desired, Instant::now())?;
+    pub fn apply(
+        &mut self,
+        desired: &DesiredState,
+        down: &sync::Down,
+    ) -> Result<usize, sync::SyncError> {
+        let (next, ops) =
+            sync::apply(&mut self.maps, &self.applied, desired, down, Instant::now())?;
         self.applied = next;
         Ok(ops)
     }

@@ -82,11 +82,17 @@ mod as_pairs {
     }
 }
 
+/// Backends that must get no new flows (failing health checks): left out of their group's
+/// Maglev table, their established flows untouched, their ids and counters kept.
+pub type Down = BTreeSet<BackendRef>;
+
 /// What the maps hold now.
 #[derive(Clone, Debug, Default)]
 pub struct Applied {
     /// The state last applied.
     pub state: DesiredState,
+    /// The backends left out of the tables.
+    pub down: Down,
     /// Its ids.
     pub ids: Ids,
     /// Backend ids waiting for their grace period before deletion, and when they were retired.
@@ -251,7 +257,7 @@ fn assign_ids(current: &Applied, desired: &DesiredState) -> Result<Ids, PlanErro
 }
 
 /// The backends of every group: group id -> sorted (backend id, address).
-fn tables(state: &DesiredState, ids: &Ids) -> BTreeMap<u32, Vec<(u32, SocketAddr)>> {
+fn tables(state: &DesiredState, ids: &Ids, down: &Down) -> BTreeMap<u32, Vec<(u32, SocketAddr)>> {
     let mut out = BTreeMap::new();
     for s in &state.services {
         for g in &s.groups {
@@ -259,6 +265,7 @@ fn tables(state: &DesiredState, ids: &Ids) -> BTreeMap<u32, Vec<(u32, SocketAddr
             let mut backends: Vec<(u32, SocketAddr)> = g
                 .backends
                 .iter()
+                .filter(|b| !down.contains(&(s.name.clone(), g.name.clone(), b.addr)))
                 .map(|b| {
                     (
                         ids.backends[&(s.name.clone(), g.name.clone(), b.addr)],
@@ -273,17 +280,17 @@ fn tables(state: &DesiredState, ids: &Ids) -> BTreeMap<u32, Vec<(u32, SocketAddr
     out
 }
 
-/// The map value of a service. A group with no backend gets no new flows whatever its weight.
-fn service_value(s: &Service, ids: &Ids) -> ServiceValue {
+/// The map value of a service. A group with no backend up gets no new flows whatever its weight.
+fn service_value(s: &Service, ids: &Ids, down: &Down) -> ServiceValue {
     let mut groups = [0u32; MAX_GROUPS_PER_SERVICE];
     let mut weights = Vec::with_capacity(s.groups.len());
     for (slot, g) in groups.iter_mut().zip(&s.groups) {
         *slot = ids.groups[&(s.name.clone(), g.name.clone())];
-        weights.push(if g.backends.is_empty() {
-            0
-        } else {
-            g.weight.basis_points()
-        });
+        let up = g
+            .backends
+            .iter()
+            .any(|b| !down.contains(&(s.name.clone(), g.name.clone(), b.addr)));
+        weights.push(if up { g.weight.basis_points() } else { 0 });
     }
     ServiceValue {
         service_id: ids.services[&s.name],
@@ -309,30 +316,49 @@ pub(super) fn pins(state: &DesiredState, ids: &Ids) -> BTreeMap<(u32, IpAddr, u8
 }
 
 /// Computes the operations that take the maps from `current` to `desired`, at time `now`.
-pub fn plan(current: &Applied, desired: &DesiredState, now: Instant) -> Result<Plan, PlanError> {
+pub fn plan(
+    current: &Applied,
+    desired: &DesiredState,
+    down: &Down,
+    now: Instant,
+) -> Result<Plan, PlanError> {
     desired.validate()?;
     let ids = assign_ids(current, desired)?;
-    Ok(plan_with_ids(current, desired, ids, now, true))
+    Ok(plan_with_ids(current, desired, down, ids, now, true))
 }
 
 /// The operations that write all of `desired` with the given `ids` over maps whose content is
 /// unknown (a daemon adopting pinned maps after a restart or a crash). Counters are kept.
 /// Entries the maps hold beyond `desired` are removed by `Dataplane::reconcile`.
-pub fn reconcile_plan(desired: &DesiredState, ids: Ids, now: Instant) -> Result<Plan, PlanError> {
+pub fn reconcile_plan(
+    desired: &DesiredState,
+    ids: Ids,
+    down: &Down,
+    now: Instant,
+) -> Result<Plan, PlanError> {
     desired.validate()?;
     // Ids the state names are kept; anything missing gets a fresh id.
     let seeded = Applied {
         state: DesiredState::default(),
+        down: Down::new(),
         ids,
         retiring: Vec::new(),
     };
     let ids = assign_ids(&seeded, desired)?;
-    Ok(plan_with_ids(&Applied::default(), desired, ids, now, false))
+    Ok(plan_with_ids(
+        &Applied::default(),
+        desired,
+        down,
+        ids,
+        now,
+        false,
+    ))
 }
 
 fn plan_with_ids(
     current: &Applied,
     desired: &DesiredState,
+    down: &Down,
     ids: Ids,
     now: Instant,
     reset_counters: bool,
@@ -351,8 +377,8 @@ fn plan_with_ids(
         }
     }
     // 2. Tables whose backend set changed (or new groups).
-    let old_tables = tables(&current.state, &current.ids);
-    for (gid, backends) in tables(desired, &ids) {
+    let old_tables = tables(&current.state, &current.ids, &current.down);
+    for (gid, backends) in tables(desired, &ids, down) {
         if old_tables.get(&gid) != Some(&backends) {
             ops.push(Op::SetTable {
                 group: gid,
@@ -368,12 +394,15 @@ fn plan_with_ids(
         .map(|s| {
             (
                 s.name.as_str(),
-                (service_key(s), service_value(s, &current.ids)),
+                (
+                    service_key(s),
+                    service_value(s, &current.ids, &current.down),
+                ),
             )
         })
         .collect();
     for s in &desired.services {
-        let (key, value) = (service_key(s), service_value(s, &ids));
+        let (key, value) = (service_key(s), service_value(s, &ids, down));
         if old_services.get(s.name.as_str()) != Some(&(key, value)) {
             ops.push(Op::SetService { key, value });
         }
@@ -428,6 +457,7 @@ fn plan_with_ids(
         ops,
         next: Applied {
             state: desired.clone(),
+            down: down.clone(),
             ids,
             retiring,
         },
@@ -486,9 +516,10 @@ pub fn apply(
     maps: &mut Maps,
     current: &Applied,
     desired: &DesiredState,
+    down: &Down,
     now: Instant,
 ) -> Result<(Applied, usize), SyncError> {
-    let plan = plan(current, desired, now)?;
+    let plan = plan(current, desired, down, now)?;
     for (i, op) in plan.ops.iter().enumerate() {
         if let Err(error) = run(maps, op) {
             // Undo: plan back from the state the failed plan was heading to. Writes are
@@ -516,7 +547,7 @@ fn plan_restore(from: &Applied, to: &Applied, now: Instant) -> Result<Plan, Plan
     from.ids.services.extend(to.ids.services.clone());
     from.ids.groups.extend(to.ids.groups.clone());
     from.ids.backends.extend(to.ids.backends.clone());
-    plan(&from, &to.state, now)
+    plan(&from, &to.state, &to.down, now)
 }
 
 /// Why an apply failed.
@@ -568,6 +599,7 @@ mod tests {
                     },
                 ],
                 pins: vec![],
+                health: None,
             }],
         }
     }
@@ -577,6 +609,7 @@ mod tests {
         let p = plan(
             &Applied::default(),
             &state("100", "0", &["198.51.100.21:8080"]),
+            &Down::new(),
             Instant::now(),
         )
         .unwrap();
@@ -599,11 +632,18 @@ mod tests {
         let a = plan(
             &Applied::default(),
             &state("100", "0", &["198.51.100.21:8080"]),
+            &Down::new(),
             now,
         )
         .unwrap()
         .next;
-        let b = plan(&a, &state("90", "10", &["198.51.100.21:8080"]), now).unwrap();
+        let b = plan(
+            &a,
+            &state("90", "10", &["198.51.100.21:8080"]),
+            &Down::new(),
+            now,
+        )
+        .unwrap();
         assert_eq!(b.ops.len(), 1, "{:?}", b.ops);
         let Op::SetService { value, .. } = &b.ops[0] else {
             panic!("{:?}", b.ops)
@@ -612,10 +652,15 @@ mod tests {
         assert_eq!(a.ids, b.next.ids);
         // Re-applying the same state does nothing.
         assert!(
-            plan(&b.next, &state("90", "10", &["198.51.100.21:8080"]), now)
-                .unwrap()
-                .ops
-                .is_empty()
+            plan(
+                &b.next,
+                &state("90", "10", &["198.51.100.21:8080"]),
+                &Down::new(),
+                now
+            )
+            .unwrap()
+            .ops
+            .is_empty()
         );
     }
 
@@ -625,6 +670,7 @@ mod tests {
         let a = plan(
             &Applied::default(),
             &state("50", "50", &["198.51.100.21:8080", "198.51.100.22:8080"]),
+            &Down::new(),
             t0,
         )
         .unwrap()
@@ -634,7 +680,13 @@ mod tests {
             "v2".into(),
             "198.51.100.22:8080".parse().unwrap(),
         )];
-        let b = plan(&a, &state("50", "50", &["198.51.100.21:8080"]), t0).unwrap();
+        let b = plan(
+            &a,
+            &state("50", "50", &["198.51.100.21:8080"]),
+            &Down::new(),
+            t0,
+        )
+        .unwrap();
         assert!(
             matches!(b.ops.as_slice(), [Op::SetTable { .. }]),
             "{:?}",
@@ -645,12 +697,19 @@ mod tests {
         let c = plan(
             &b.next,
             &state("50", "50", &["198.51.100.21:8080", "198.51.100.23:8080"]),
+            &Down::new(),
             t0,
         )
         .unwrap();
         assert!(!c.next.ids.backends.values().any(|id| *id == gone));
         // After the grace period the id is deleted.
-        let d = plan(&c.next, &c.next.state.clone(), t0 + RETIRE_GRACE).unwrap();
+        let d = plan(
+            &c.next,
+            &c.next.state.clone(),
+            &Down::new(),
+            t0 + RETIRE_GRACE,
+        )
+        .unwrap();
         assert!(
             d.ops.contains(&Op::RemoveBackend { id: gone }),
             "{:?}",
@@ -662,7 +721,7 @@ mod tests {
     fn a_group_without_backends_gets_no_flows_whatever_its_weight() {
         let mut s = state("100", "0", &[]);
         // Validation refuses weight without backends; with weight 0 it is accepted and stays 0.
-        let p = plan(&Applied::default(), &s, Instant::now()).unwrap();
+        let p = plan(&Applied::default(), &s, &Down::new(), Instant::now()).unwrap();
         let Some(Op::SetService { value, .. }) =
             p.ops.iter().find(|o| matches!(o, Op::SetService { .. }))
         else {
@@ -671,7 +730,7 @@ mod tests {
         assert_eq!(value.cumulative[..2], [10_000, 10_000]);
         s.services[0].groups[1].weight = Weight::from_percent_str("10").unwrap();
         assert!(matches!(
-            plan(&Applied::default(), &s, Instant::now()),
+            plan(&Applied::default(), &s, &Down::new(), Instant::now()),
             Err(PlanError::Invalid(_))
         ));
     }
@@ -680,20 +739,22 @@ mod tests {
     fn pins_are_added_and_removed() {
         let now = Instant::now();
         let mut s = state("100", "0", &["198.51.100.21:8080"]);
-        let a = plan(&Applied::default(), &s, now).unwrap().next;
+        let a = plan(&Applied::default(), &s, &Down::new(), now)
+            .unwrap()
+            .next;
         s.services[0].pins.push(Pin {
             prefix: "203.0.113.0".parse().unwrap(),
             len: 24,
             group: "v2".into(),
         });
-        let b = plan(&a, &s, now).unwrap();
+        let b = plan(&a, &s, &Down::new(), now).unwrap();
         assert!(
             matches!(b.ops.as_slice(), [Op::SetPin { len: 24, .. }]),
             "{:?}",
             b.ops
         );
         s.services[0].pins.clear();
-        let c = plan(&b.next, &s, now).unwrap();
+        let c = plan(&b.next, &s, &Down::new(), now).unwrap();
         assert!(
             matches!(c.ops.as_slice(), [Op::RemovePin { len: 24, .. }]),
             "{:?}",
@@ -707,11 +768,12 @@ mod tests {
         let a = plan(
             &Applied::default(),
             &state("100", "0", &["198.51.100.21:8080"]),
+            &Down::new(),
             now,
         )
         .unwrap()
         .next;
-        let b = plan(&a, &DesiredState::default(), now).unwrap();
+        let b = plan(&a, &DesiredState::default(), &Down::new(), now).unwrap();
         assert!(b.ops.iter().any(|o| matches!(o, Op::RemoveService { .. })));
         assert_eq!(b.next.retiring.len(), 2);
     }

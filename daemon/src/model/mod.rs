@@ -68,6 +68,41 @@ pub struct Service {
     pub groups: Vec<Group>,
     /// Source-prefix pins, checked before the weights.
     pub pins: Vec<Pin>,
+    /// Active health check of every backend (none: backends are always up).
+    #[serde(default)]
+    pub health: Option<HealthCheck>,
+}
+
+/// How a service's backends are checked.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct HealthCheck {
+    /// TCP connect, or HTTP GET.
+    pub kind: CheckKind,
+    /// Time between checks of a backend.
+    #[serde(with = "crate::config::duration_text")]
+    pub interval: std::time::Duration,
+    /// How long one check may take.
+    #[serde(with = "crate::config::duration_text")]
+    pub timeout: std::time::Duration,
+    /// Consecutive successes that bring a down backend up.
+    pub rise: u32,
+    /// Consecutive failures that take an up backend down.
+    pub fall: u32,
+}
+
+/// What a health check does.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case", tag = "type")]
+pub enum CheckKind {
+    /// A TCP connection is accepted.
+    Tcp,
+    /// `GET path` answers `expect_status`.
+    Http {
+        /// Request path.
+        path: String,
+        /// Expected status code.
+        expect_status: u16,
+    },
 }
 
 /// One version of a service's backends.
@@ -359,6 +394,7 @@ pub(crate) mod tests {
                     },
                 ],
                 pins: vec![],
+                health: None,
             }],
         }
     }

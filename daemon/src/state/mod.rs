@@ -3,4 +3,5 @@
 
 mod store;
 
+pub(crate) use store::rfc3339;
 pub use store::{Origin, Revision, Store, StoreError};

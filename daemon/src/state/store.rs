@@ -45,6 +45,8 @@ pub enum Origin {
         /// The revision rolled back to.
         to: u64,
     },
+    /// A rollout started, stepped, paused, resumed, completed, rolled back or was aborted.
+    Rollout,
 }
 
 impl Origin {
@@ -58,6 +60,7 @@ impl Origin {
             Origin::Pin => "pin",
             Origin::Unpin => "unpin",
             Origin::Rollback { .. } => "rollback",
+            Origin::Rollout => "rollout",
         }
     }
 }
@@ -82,18 +85,21 @@ pub struct Revision {
     pub ids: Ids,
     /// SHA-256 of the config file text this revision (or an earlier one) applied last.
     pub config_digest: Option<String>,
+    /// Rollouts and their progress (the finished ones stay for `rollout status`).
+    #[serde(default)]
+    pub rollouts: Vec<crate::rollout::Rollout>,
 }
 
-mod rfc3339 {
+pub(crate) mod rfc3339 {
     use std::time::SystemTime;
 
     use serde::{Deserialize as _, Deserializer, Serializer};
 
-    pub(super) fn serialize<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+    pub(crate) fn serialize<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&humantime::format_rfc3339_seconds(*t).to_string())
     }
 
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<SystemTime, D::Error> {
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<SystemTime, D::Error> {
         humantime::parse_rfc3339(&String::deserialize(d)?).map_err(serde::de::Error::custom)
     }
 }
@@ -206,6 +212,7 @@ impl Store {
         state: DesiredState,
         ids: Ids,
         config_digest: Option<String>,
+        rollouts: Vec<crate::rollout::Rollout>,
     ) -> Result<&Revision, StoreError> {
         let number = self.latest().map_or(1, |r| r.number + 1);
         let revision = Revision {
@@ -217,6 +224,7 @@ impl Store {
             state,
             ids,
             config_digest,
+            rollouts,
         };
         let bytes = serde_json::to_vec_pretty(&revision)
             .map_err(|source| StoreError::Encode { number, source })?;
@@ -278,14 +286,22 @@ mod tests {
         let d = tmpdir("reopen");
         let mut s = Store::open(&d).unwrap();
         assert!(s.latest().is_none());
-        s.commit(Origin::Shift, "first".into(), web(), Ids::default(), None)
-            .unwrap();
+        s.commit(
+            Origin::Shift,
+            "first".into(),
+            web(),
+            Ids::default(),
+            None,
+            Vec::new(),
+        )
+        .unwrap();
         s.commit(
             Origin::Drain,
             "second".into(),
             DesiredState::default(),
             Ids::default(),
             Some("abc".into()),
+            Vec::new(),
         )
         .unwrap();
         let s = Store::open(&d).unwrap();
@@ -299,8 +315,15 @@ mod tests {
     fn a_torn_write_is_never_read_back_as_state() {
         let d = tmpdir("torn");
         let mut s = Store::open(&d).unwrap();
-        s.commit(Origin::Shift, "good".into(), web(), Ids::default(), None)
-            .unwrap();
+        s.commit(
+            Origin::Shift,
+            "good".into(),
+            web(),
+            Ids::default(),
+            None,
+            Vec::new(),
+        )
+        .unwrap();
         let dir = d.join("revisions");
         // A crash before the rename leaves a temporary file: ignored and removed.
         let good = fs::read(dir.join("000001.json")).unwrap();
@@ -326,6 +349,7 @@ mod tests {
                 DesiredState::default(),
                 Ids::default(),
                 None,
+                Vec::new(),
             )
             .unwrap();
         }

@@ -13,6 +13,11 @@ use std::{
 
 use sha2::{Digest as _, Sha256};
 
+mod health;
+mod rollouts;
+
+pub use rollouts::GateJob;
+
 use crate::{
     api::protocol::{
         BackendStatus, FlowInfo, GroupStatus, HistoryEntry, PinStatus, RevisionInfo, ServiceStatus,
@@ -20,10 +25,14 @@ use crate::{
     },
     config::{self, NodeConfig},
     dataplane::{
-        Dataplane, DataplaneError, flows, loader::LoadOptions, maps::words_addr, sync::SyncError,
+        Dataplane, DataplaneError, flows,
+        loader::LoadOptions,
+        maps::words_addr,
+        sync::{self, SyncError},
     },
     model::{DesiredState, Pin, Weight},
     paths,
+    rollout::Rollout,
     state::{Origin, Store, StoreError},
 };
 
@@ -105,6 +114,23 @@ pub enum ControlError {
     /// The config file could not be used at start (and there is no revision to fall back on).
     #[error(transparent)]
     Start(Box<config::LoadError>),
+    /// A manual change to a service whose rollout is in progress.
+    #[error(
+        "service `{service}` has a rollout in progress; pause or abort it first (veer rollout abort {service})"
+    )]
+    RolloutInProgress {
+        /// Service.
+        service: String,
+    },
+    /// A rollout that cannot start.
+    #[error(transparent)]
+    RolloutPlan(#[from] crate::rollout::PlanError),
+    /// A rollout request for a service without one.
+    #[error("service `{service}` has no rollout in progress")]
+    NoRollout {
+        /// Service.
+        service: String,
+    },
 }
 
 /// What an apply did.
@@ -127,12 +153,15 @@ pub struct Options {
     pub pin_dir: PathBuf,
 }
 
-/// The daemon's state: the dataplane, the revisions and the node settings.
+/// The daemon's state: the dataplane, the revisions, the node settings, backend health and
+/// what rollouts are waiting for.
 pub struct Controller {
     dataplane: Dataplane,
     store: Store,
     node: NodeConfig,
     opts: Options,
+    health: health::Health,
+    gates: rollouts::GateResults,
 }
 
 /// SHA-256 of a config file's text, hex.
@@ -187,16 +216,19 @@ impl Controller {
             store,
             node,
             opts,
+            health: health::Health::default(),
+            gates: rollouts::GateResults::default(),
         };
         if let Some(rev) = this.store.latest() {
             let (state, ids, number) = (rev.state.clone(), rev.ids.clone(), rev.number);
-            let written = this.dataplane.reconcile(&state, ids)?;
+            let written = this.dataplane.reconcile(&state, ids, &sync::Down::new())?;
             tracing::info!(
                 revision = number,
                 ops = written,
                 "maps reconciled with the last committed revision"
             );
         }
+        this.hold_rollouts_after_restart()?;
         if let Some(text) = config_text {
             this.apply_config_if_changed(&text)?;
         }
@@ -255,8 +287,17 @@ impl Controller {
         self.store.latest().map_or(0, |r| r.number)
     }
 
+    /// The rollouts recorded in the live revision.
+    pub fn rollouts(&self) -> Vec<Rollout> {
+        self.store
+            .latest()
+            .map(|r| r.rollouts.clone())
+            .unwrap_or_default()
+    }
+
     /// Applies `desired` as a new revision (unless it is already in force and the config digest
-    /// is unchanged).
+    /// is unchanged). Operator changes to the weights of a service whose rollout is in progress
+    /// are refused: the next step would overwrite them.
     fn commit(
         &mut self,
         desired: DesiredState,
@@ -264,19 +305,39 @@ impl Controller {
         summary: String,
         config_digest: Option<String>,
     ) -> Result<Applied, ControlError> {
+        let rollouts = self.rollouts();
+        self.commit_with(desired, rollouts, origin, summary, config_digest)
+    }
+
+    fn commit_with(
+        &mut self,
+        desired: DesiredState,
+        rollouts: Vec<Rollout>,
+        origin: Origin,
+        summary: String,
+        config_digest: Option<String>,
+    ) -> Result<Applied, ControlError> {
         let digest = config_digest.or_else(|| self.last_config_digest());
-        if desired == self.current() && digest == self.last_config_digest() {
+        let current = self.current();
+        if desired == current && digest == self.last_config_digest() && rollouts == self.rollouts()
+        {
             return Ok(Applied {
                 revision: self.current_number(),
                 changed: false,
             });
         }
-        let previous = self.current();
-        self.dataplane.apply(&desired)?;
+        if origin != Origin::Rollout {
+            rollouts::refuse_weight_changes(&rollouts, &current, &desired)?;
+        }
+        let down = self.health.down(&desired);
+        self.dataplane.apply(&desired, &down)?;
         let ids = self.dataplane.applied().ids.clone();
         let word = origin.word();
         tracing::debug!(origin = word, summary = %summary, "committing");
-        match self.store.commit(origin, summary, desired, ids, digest) {
+        match self
+            .store
+            .commit(origin, summary, desired, ids, digest, rollouts)
+        {
             Ok(rev) => {
                 tracing::info!(revision = rev.number, origin = word, summary = %rev.summary, "applied");
                 Ok(Applied {
@@ -285,7 +346,7 @@ impl Controller {
                 })
             }
             Err(e) => {
-                if let Err(undo) = self.dataplane.apply(&previous) {
+                if let Err(undo) = self.dataplane.apply(&current, &self.health.down(&current)) {
                     tracing::error!(error = %crate::cli::exit::chain(&undo), "putting the previous state back failed");
                 }
                 Err(e.into())
@@ -556,9 +617,10 @@ impl Controller {
                     let c = maps.backend_counters(id)?;
                     backends.push(BackendStatus {
                         address: b.addr,
+                        healthy: self.health.is_up(&(s.name.clone(), g.name.clone(), b.addr)),
                         active_flows: active.get(&id).copied().unwrap_or(0),
                         new_flows: c.new_flows,
-                        failed_flows: c.failed_flows,
+                        failed_flows: c.failed_flows + self.health.unanswered(id),
                         packets: c.packets,
                         bytes: c.bytes,
                     });
@@ -675,11 +737,9 @@ impl Controller {
     /// One conntrack upkeep pass (expiry by the configured timeouts).
     pub fn upkeep(&mut self) -> Result<flows::Upkeep, ControlError> {
         let timeouts = self.node.timeouts;
-        Ok(flows::upkeep(
-            self.dataplane.maps_mut(),
-            &timeouts,
-            flows::monotonic_ns(),
-        )?)
+        let u = flows::upkeep(self.dataplane.maps_mut(), &timeouts, flows::monotonic_ns())?;
+        self.health.record_unanswered(&u.unanswered, &u.present);
+        Ok(u)
     }
 }
 

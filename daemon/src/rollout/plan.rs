@@ -1,0 +1,218 @@
+//! A rollout plan and the weights of its steps.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::gate::Gate;
+use crate::model::{Service, Weight};
+
+/// Default steps, in percent of new flows to the target group.
+pub const DEFAULT_STEPS: [u32; 5] = [1, 5, 25, 50, 100];
+
+/// What to do when a gate fails.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnFailure {
+    /// Restore the weights from before the rollout at once.
+    #[default]
+    Rollback,
+    /// Go back one step (to the pre-rollout weights from the first step) and hold there, paused.
+    StepBack,
+}
+
+/// A rollout of one service to one group.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Plan {
+    /// The group that ends with all new flows.
+    pub to: String,
+    /// The target group's share at each step, increasing, ending at 100.
+    pub steps: Vec<Weight>,
+    /// How long each step is watched before the next.
+    #[serde(with = "crate::config::duration_text")]
+    pub pause: Duration,
+    /// Largest failed/attempted share of the target group's new flows in a step (basis points).
+    pub max_failure_rate: Weight,
+    /// Attempts needed in a step before the failure rate is judged and the step may end.
+    pub min_flows: u64,
+    /// Extra gates checked at the end of every step.
+    #[serde(default)]
+    pub gates: Vec<Gate>,
+    /// How long one extra gate may take.
+    #[serde(with = "crate::config::duration_text")]
+    pub gate_timeout: Duration,
+    /// What a breach does.
+    #[serde(default)]
+    pub on_failure: OnFailure,
+    /// After a daemon restart, hold (paused) instead of resuming.
+    #[serde(default)]
+    pub hold_on_restart: bool,
+}
+
+/// Why a plan cannot start.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PlanError {
+    /// The target group does not exist.
+    #[error("service `{service}` has no group `{group}`")]
+    UnknownGroup {
+        /// Service.
+        service: String,
+        /// Group.
+        group: String,
+    },
+    /// Steps must increase and end at 100.
+    #[error("steps must increase strictly and end at 100 (got {steps})")]
+    BadSteps {
+        /// The steps given.
+        steps: String,
+    },
+    /// The target has no backend.
+    #[error("group `{group}` has no backends to roll out to")]
+    EmptyTarget {
+        /// Group.
+        group: String,
+    },
+    /// Nothing to move.
+    #[error("service `{service}` already sends all new flows to `{group}`")]
+    AlreadyThere {
+        /// Service.
+        service: String,
+        /// Group.
+        group: String,
+    },
+}
+
+impl Plan {
+    /// Checks the plan against the service.
+    pub fn validate(&self, service: &Service) -> Result<(), PlanError> {
+        let target = service
+            .group(&self.to)
+            .ok_or_else(|| PlanError::UnknownGroup {
+                service: service.name.clone(),
+                group: self.to.clone(),
+            })?;
+        if target.backends.is_empty() {
+            return Err(PlanError::EmptyTarget {
+                group: self.to.clone(),
+            });
+        }
+        let increasing = self.steps.windows(2).all(|w| w[0] < w[1]);
+        if self.steps.is_empty()
+            || !increasing
+            || self.steps.last() != Some(&Weight::FULL)
+            || self.steps[0].is_zero()
+        {
+            return Err(PlanError::BadSteps {
+                steps: self
+                    .steps
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(","),
+            });
+        }
+        let others = service
+            .groups
+            .iter()
+            .any(|g| g.name != self.to && !g.weight.is_zero());
+        if !others {
+            return Err(PlanError::AlreadyThere {
+                service: service.name.clone(),
+                group: self.to.clone(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// The weights of every group when the target gets `share`: the other groups split the rest in
+/// proportion to their pre-rollout weights. Exact in basis points (the rounding remainder goes
+/// to the largest other group).
+pub fn weights_at(original: &[(String, Weight)], to: &str, share: Weight) -> Vec<(String, Weight)> {
+    let rest = Weight::FULL.basis_points() - share.basis_points();
+    let others: u64 = original
+        .iter()
+        .filter(|(g, _)| g != to)
+        .map(|(_, w)| u64::from(w.basis_points()))
+        .sum();
+    let mut out: Vec<(String, Weight)> = original
+        .iter()
+        .map(|(g, w)| {
+            let bp = if g == to {
+                share.basis_points()
+            } else {
+                // Infallible conversion: the share of `rest` (<= 10000) is at most `rest`.
+                (u64::from(w.basis_points()) * u64::from(rest))
+                    .checked_div(others)
+                    .and_then(|v| u32::try_from(v).ok())
+                    .unwrap_or(0)
+            };
+            (
+                g.clone(),
+                Weight::from_basis_points(bp).unwrap_or(Weight::ZERO),
+            )
+        })
+        .collect();
+    let given: u32 = out
+        .iter()
+        .filter(|(g, _)| g != to)
+        .map(|(_, w)| w.basis_points())
+        .sum();
+    if others > 0
+        && given < rest
+        && let Some(largest) = out
+            .iter_mut()
+            .filter(|(g, _)| g != to)
+            .max_by_key(|(g, _)| {
+                original
+                    .iter()
+                    .find(|(o, _)| o == g)
+                    .map_or(0, |(_, w)| w.basis_points())
+            })
+    {
+        largest.1 =
+            Weight::from_basis_points(largest.1.basis_points() + rest - given).unwrap_or(largest.1);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn w(s: &str) -> Weight {
+        Weight::from_percent_str(s).unwrap()
+    }
+
+    #[test]
+    fn others_keep_their_proportions_and_everything_sums_to_100() {
+        let original = vec![
+            ("a".to_owned(), w("60")),
+            ("b".to_owned(), w("30")),
+            ("new".to_owned(), w("10")),
+        ];
+        let at = |s| weights_at(&original, "new", w(s));
+        assert_eq!(
+            at("25"),
+            [
+                ("a".into(), w("50")),
+                ("b".into(), w("25")),
+                ("new".into(), w("25"))
+            ]
+        );
+        assert_eq!(
+            at("100"),
+            [
+                ("a".into(), w("0")),
+                ("b".into(), w("0")),
+                ("new".into(), w("100"))
+            ]
+        );
+        let odd = at("33.33");
+        assert_eq!(
+            odd.iter().map(|(_, w)| w.basis_points()).sum::<u32>(),
+            10_000
+        );
+        assert_eq!(odd[2].1, w("33.33"));
+    }
+}

@@ -34,6 +34,18 @@ struct GroupLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ServiceLabels {
+    service: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RolloutLabels {
+    service: String,
+    target: String,
+    state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabels {
     reason: String,
     verdict: String,
@@ -52,11 +64,24 @@ pub fn render(ctl: &Controller) -> Result<String, crate::control::ControlError> 
     revision.set(status.revision.as_ref().map_or(0, |r| r.number as i64));
     reg.register("revision", "Live revision number", revision);
 
+    backend_metrics(&mut reg, &status);
+    rollout_metrics(&mut reg, ctl);
+    dataplane_metrics(&mut reg, ctl)?;
+
+    let mut out = String::new();
+    // Infallible: writing into a String cannot fail.
+    encode(&mut out, &reg).unwrap_or_else(|_| unreachable!("fmt::Write to a String"));
+    Ok(out)
+}
+
+/// Per backend and per group series.
+fn backend_metrics(reg: &mut Registry, status: &crate::api::protocol::Status) {
     let packets = Family::<BackendLabels, Counter>::default();
     let bytes = Family::<BackendLabels, Counter>::default();
     let new_flows = Family::<BackendLabels, Counter>::default();
     let failed = Family::<BackendLabels, Counter>::default();
     let active = Family::<BackendLabels, Gauge>::default();
+    let healthy = Family::<BackendLabels, Gauge>::default();
     let weight = Family::<GroupLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
     for s in &status.services {
         for g in &s.groups {
@@ -77,6 +102,7 @@ pub fn render(ctl: &Controller) -> Result<String, crate::control::ControlError> 
                 new_flows.get_or_create(&l).inc_by(b.new_flows);
                 failed.get_or_create(&l).inc_by(b.failed_flows);
                 active.get_or_create(&l).set(b.active_flows as i64);
+                healthy.get_or_create(&l).set(i64::from(b.healthy));
             }
         }
     }
@@ -97,8 +123,59 @@ pub fn render(ctl: &Controller) -> Result<String, crate::control::ControlError> 
         "Conntrack entries of a backend in SYN, established or UDP state",
         active,
     );
+    reg.register("backend_healthy", "1 when a backend passes its health checks (or has none), 0 when it is out of its group's table", healthy);
     reg.register("group_weight_percent", "Weight of a group", weight);
+}
 
+/// Per service rollout series.
+fn rollout_metrics(reg: &mut Registry, ctl: &Controller) {
+    let step = Family::<ServiceLabels, Gauge>::default();
+    let share = Family::<ServiceLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+    let state = Family::<RolloutLabels, Gauge>::default();
+    for r in ctl.rollouts() {
+        let s = ServiceLabels {
+            service: r.service.clone(),
+        };
+        step.get_or_create(&s)
+            .set(i64::try_from(r.step + 1).unwrap_or(i64::MAX));
+        share
+            .get_or_create(&s)
+            .set(f64::from(r.share().basis_points()) / 100.0);
+        for phase in ["running", "paused", "completed", "rolled_back", "aborted"] {
+            let current = serde_json::to_value(r.phase)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned));
+            state
+                .get_or_create(&RolloutLabels {
+                    service: r.service.clone(),
+                    target: r.plan.to.clone(),
+                    state: phase.to_owned(),
+                })
+                .set(i64::from(current.as_deref() == Some(phase)));
+        }
+    }
+    reg.register(
+        "rollout_step",
+        "Current step (1-based) of a service's latest rollout",
+        step,
+    );
+    reg.register(
+        "rollout_target_share_percent",
+        "Share of new flows the rollout's target group has now",
+        share,
+    );
+    reg.register(
+        "rollout_state",
+        "1 for the state a service's latest rollout is in",
+        state,
+    );
+}
+
+/// Reason counters and conntrack use.
+fn dataplane_metrics(
+    reg: &mut Registry,
+    ctl: &Controller,
+) -> Result<(), crate::control::ControlError> {
     let reasons = Family::<ReasonLabels, Counter>::default();
     for r in Reason::ALL {
         let n = ctl.dataplane().maps().reason_count(r)?;
@@ -127,10 +204,7 @@ pub fn render(ctl: &Controller) -> Result<String, crate::control::ControlError> 
         capacity,
     );
 
-    let mut out = String::new();
-    // Infallible: writing into a String cannot fail.
-    encode(&mut out, &reg).unwrap_or_else(|_| unreachable!("fmt::Write to a String"));
-    Ok(out)
+    Ok(())
 }
 
 /// Serves `GET /metrics` on `listener` until `shutdown` resolves.

@@ -59,6 +59,12 @@ impl Daemon {
     /// Writes `config` and starts `veer daemon` in the node namespace of `topo`; returns once
     /// the control socket answers.
     pub fn start(topo: &Topology, config: &str) -> Self {
+        Self::start_with_metrics(topo, config, "off")
+    }
+
+    /// Like `start`, with Prometheus metrics on `addr` (an address in the node namespace, or
+    /// `off`).
+    pub fn start_with_metrics(topo: &Topology, config: &str, addr: &str) -> Self {
         crate::require_root();
         let id = format!(
             "{}-{}",
@@ -77,18 +83,9 @@ impl Daemon {
             dir,
             child: None,
             starts: 0,
-            metrics: "off".to_owned(),
+            metrics: addr.to_owned(),
         };
         d.write_config(config);
-        d.spawn();
-        d
-    }
-
-    /// Like `start`, with Prometheus metrics on `addr` (an address in the node namespace).
-    pub fn start_with_metrics(topo: &Topology, config: &str, addr: &str) -> Self {
-        let mut d = Self::start(topo, config);
-        d.kill9();
-        addr.clone_into(&mut d.metrics);
         d.spawn();
         d
     }

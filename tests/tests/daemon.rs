@@ -36,6 +36,9 @@ interfaces = [{}]
 xdp_mode = "auto"
 conntrack_max = 65536
 
+[node.timeouts]
+tcp_closing = "1h"
+
 [[service]]
 name = "web"
 vip = "192.0.2.10"
@@ -72,6 +75,10 @@ fn bed(v1: &str, v2: &str) -> Bed {
 /// Like `bed`, with v2's server on `v2_port`: another port than 8080 leaves v2's backend
 /// refusing connections (RST), as a stopped service does.
 fn bed_with_v2_port(v1: &str, v2: &str, v2_port: u16) -> Bed {
+    build_bed(v1, v2, v2_port, None)
+}
+
+fn build_bed(v1: &str, v2: &str, v2_port: u16, metrics: Option<&str>) -> Bed {
     let topo = Topology::builder()
         .client()
         .backend("v1", &[V1])
@@ -80,7 +87,10 @@ fn bed_with_v2_port(v1: &str, v2: &str, v2_port: u16) -> Bed {
         .unwrap();
     let s1 = TcpServer::start(topo.backend("v1"), SocketAddr::new(V1, 8080), "v1").unwrap();
     let s2 = TcpServer::start(topo.backend("v2"), SocketAddr::new(V2, v2_port), "v2").unwrap();
-    let daemon = Daemon::start(&topo, &config(&topo, v1, v2));
+    let daemon = match metrics {
+        Some(addr) => Daemon::start_with_metrics(&topo, &config(&topo, v1, v2), addr),
+        None => Daemon::start(&topo, &config(&topo, v1, v2)),
+    };
     Bed {
         daemon,
         _s1: s1,
@@ -242,7 +252,7 @@ mod refusals {
         assert_eq!(
             stderr(&out),
             format!(
-                "veer: {}:10:1: unknown field `colour`, expected one of `name`, `vip`, `port`, `protocol`, `group`, `pin`",
+                "veer: {}:13:1: unknown field `colour`, expected one of `name`, `vip`, `port`, `protocol`, `group`, `pin`, `health`, `rollout`",
                 bad.display()
             )
         );
@@ -470,6 +480,8 @@ mod live {
         let closed = Instant::now();
         held.close();
         let (out, _) = waiter.join().unwrap();
+        // The bed keeps closing entries for an hour: only a drain that stops counting a flow
+        // when it closes (FIN/RST), not when its entry expires, can end within the timeout.
         assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
         eprintln!(
             "drain --wait returned {:?} after the last flow closed",
@@ -1006,5 +1018,341 @@ backends = ["198.51.100.11:8080", "198.51.100.12:8080"]
         assert_eq!(answers(40).len(), 2, "the backend is back in the table");
         assert!(daemon.log().contains("backend down") && daemon.log().contains("backend up"));
         drop(held);
+    }
+}
+
+/// `GET path` on `addr` from inside the node namespace (metrics, Prometheus live there).
+fn node_get(topo: &Topology, addr: &str, path: &str) -> Option<String> {
+    use std::io::{Read as _, Write as _};
+    let addr = addr.to_owned();
+    let path = path.to_owned();
+    topo.node()
+        .enter(move || {
+            let mut s = std::net::TcpStream::connect_timeout(&addr.parse().ok()?, TIMEOUT).ok()?;
+            s.set_read_timeout(Some(TIMEOUT)).ok()?;
+            write!(
+                s,
+                "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+            )
+            .ok()?;
+            let mut out = String::new();
+            s.read_to_string(&mut out).ok()?;
+            Some(out.split_once("\r\n\r\n")?.1.to_owned())
+        })
+        .ok()
+        .flatten()
+}
+
+const METRICS: &str = "127.0.0.1:9464";
+
+fn bed_with_metrics(v1: &str, v2: &str) -> Bed {
+    build_bed(v1, v2, 8080, Some(METRICS))
+}
+
+/// The value of a metric line (name and labels exactly as exposed).
+fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| {
+        l.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
+mod metrics {
+    use super::*;
+
+    #[test]
+    fn metrics_match_the_traffic_sent() {
+        let b = bed_with_metrics("100", "0");
+        for _ in 0..30 {
+            assert_eq!(ask_once(b.topo.client(), vip(), TIMEOUT).unwrap(), "v1");
+        }
+        let held = Held::open(b.topo.client(), vip(), 4);
+        let text = node_get(&b.topo, METRICS, "/metrics").expect("scrape /metrics");
+        let v1 = r#"{service="web",group="v1",backend="198.51.100.11:8080"}"#;
+        let v2 = r#"{service="web",group="v2",backend="198.51.100.21:8080"}"#;
+        assert_eq!(
+            metric(&text, &format!("veer_backend_new_flows_total{v1}")),
+            Some(34.0),
+            "{text}"
+        );
+        assert_eq!(
+            metric(&text, &format!("veer_backend_new_flows_total{v2}")),
+            Some(0.0)
+        );
+        assert_eq!(
+            metric(&text, &format!("veer_backend_active_flows{v1}")),
+            Some(4.0)
+        );
+        assert_eq!(
+            metric(&text, &format!("veer_backend_healthy{v1}")),
+            Some(1.0)
+        );
+        // Each connection: SYN, ACK, request, FIN-ACK at least, in and out.
+        assert!(metric(&text, &format!("veer_backend_packets_total{v1}")).unwrap() >= 34.0 * 6.0);
+        assert!(metric(&text, &format!("veer_backend_bytes_total{v1}")).unwrap() > 0.0);
+        assert_eq!(
+            metric(
+                &text,
+                r#"veer_group_weight_percent{service="web",group="v1"}"#
+            ),
+            Some(100.0)
+        );
+        assert_eq!(metric(&text, "veer_conntrack_capacity"), Some(65536.0));
+        assert!(metric(&text, "veer_conntrack_entries").unwrap() >= 4.0);
+        assert_eq!(metric(&text, "veer_revision"), Some(1.0));
+        assert!(text.contains(r#"veer_build_info{version=""#));
+        assert!(
+            text.contains(
+                r#"veer_packets_not_steered_total{reason="no_backend",verdict="drop"} 0"#
+            ),
+            "{text}"
+        );
+        drop(held);
+        // Every series the shipped Grafana dashboard queries exists (rollout series once there
+        // is a rollout).
+        b.daemon.ok(&[
+            "rollout",
+            "start",
+            "web",
+            "--to",
+            "v2",
+            "--steps",
+            "100",
+            "--pause",
+            "1s",
+            "--min-flows",
+            "0",
+        ]);
+        let text = node_get(&b.topo, METRICS, "/metrics").expect("scrape /metrics");
+        assert_eq!(
+            metric(&text, r#"veer_rollout_step{service="web"}"#),
+            Some(1.0),
+            "{text}"
+        );
+        let dashboard = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../dist/grafana-dashboard.json"
+        ))
+        .unwrap();
+        let names: std::collections::BTreeSet<&str> = dashboard
+            .match_indices("veer_")
+            .map(|(i, _)| {
+                let rest = &dashboard[i..];
+                &rest[..rest
+                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .unwrap_or(rest.len())]
+            })
+            .filter(|n| n.len() > "veer_".len())
+            .collect();
+        for name in names {
+            assert!(
+                text.lines()
+                    .any(|l| l.starts_with(&format!("{name}{{"))
+                        || l.starts_with(&format!("{name} "))),
+                "dashboard queries {name}, which /metrics does not export"
+            );
+        }
+    }
+}
+
+mod gates {
+    use super::*;
+
+    /// A Prometheus server in the node namespace scraping the daemon every 500 ms; killed, and
+    /// its files removed, on drop.
+    struct Prometheus {
+        child: std::process::Child,
+        dir: std::path::PathBuf,
+    }
+
+    impl Prometheus {
+        fn start(topo: &Topology) -> Self {
+            let dir = std::env::temp_dir().join(format!(
+                "veer-prometheus-{}-{}",
+                std::process::id(),
+                topo.node().name()
+            ));
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(
+                dir.join("prometheus.yml"),
+                format!("global:\n  scrape_interval: 500ms\n  evaluation_interval: 500ms\nscrape_configs:\n  - job_name: veer\n    static_configs:\n      - targets: ['{METRICS}']\n"),
+            )
+            .unwrap();
+            let child = topo
+                .node()
+                .command("prometheus")
+                .arg(format!(
+                    "--config.file={}",
+                    dir.join("prometheus.yml").display()
+                ))
+                .arg(format!(
+                    "--storage.tsdb.path={}",
+                    dir.join("data").display()
+                ))
+                .arg("--web.listen-address=127.0.0.1:9090")
+                .stdout(std::process::Stdio::null())
+                .stderr(std::fs::File::create(dir.join("log")).unwrap())
+                .spawn()
+                .expect("starting prometheus (cargo xtask setup installs it)");
+            let p = Self { child, dir };
+            // Wait until it has scraped veer at least once.
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                let answer = node_get(topo, "127.0.0.1:9090", "/api/v1/query?query=veer_revision")
+                    .unwrap_or_default();
+                if answer.contains("\"value\"") {
+                    return p;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "prometheus never scraped veer: {answer}\n{}",
+                    std::fs::read_to_string(p.dir.join("log")).unwrap_or_default()
+                );
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+    }
+
+    impl Drop for Prometheus {
+        fn drop(&mut self) {
+            drop(self.child.kill());
+            drop(self.child.wait());
+            if let Err(e) = std::fs::remove_dir_all(&self.dir) {
+                eprintln!("veer-tests: cannot remove {}: {e}", self.dir.display());
+            }
+        }
+    }
+
+    fn rollout_with_gate(b: &Bed, gate: &str) -> std::process::Output {
+        b.daemon.cli(&[
+            "rollout",
+            "start",
+            "web",
+            "--to",
+            "v2",
+            "--steps",
+            "50,100",
+            "--pause",
+            "1s",
+            "--min-flows",
+            "0",
+            "--gate",
+            gate,
+            "--gate-timeout",
+            "5s",
+            "--wait",
+        ])
+    }
+
+    #[test]
+    fn a_prometheus_gate_against_a_real_server_passes_or_rolls_back_as_its_query_says() {
+        let b = bed_with_metrics("100", "0");
+        let _prometheus = Prometheus::start(&b.topo);
+        let ok = rollout_with_gate(
+            &b,
+            r#"prometheus:http://127.0.0.1:9090 sum(veer_backend_failed_flows_total{service="web"}) < 1"#,
+        );
+        assert_eq!(ok.status.code(), Some(0), "{}", stderr(&ok));
+        assert_eq!(
+            weights(&b.daemon.json(&["status"])),
+            [("v1".into(), 0.0), ("v2".into(), 100.0)]
+        );
+        b.daemon.ok(&["shift", "web", "v1=100", "v2=0"]);
+        let bad = rollout_with_gate(
+            &b,
+            "prometheus:http://127.0.0.1:9090 max(veer_backend_healthy) > 1",
+        );
+        assert_eq!(bad.status.code(), Some(1));
+        assert_eq!(
+            stderr(&bad),
+            "veer: rollout web -> v2 rolled back: prometheus:http://127.0.0.1:9090 max(veer_backend_healthy) > 1: max(veer_backend_healthy) = 1, not > 1"
+        );
+        assert_eq!(
+            weights(&b.daemon.json(&["status"])),
+            [("v1".into(), 100.0), ("v2".into(), 0.0)]
+        );
+    }
+
+    #[test]
+    fn exec_and_http_gates_decide_too() {
+        let b = bed("100", "0");
+        // The backends' servers speak HTTP: v2's answers 200.
+        let ok = b.daemon.cli(&[
+            "rollout",
+            "start",
+            "web",
+            "--to",
+            "v2",
+            "--steps",
+            "50,100",
+            "--pause",
+            "1s",
+            "--min-flows",
+            "0",
+            "--gate",
+            "http://198.51.100.21:8080/ready",
+            "--gate",
+            "exec:test -d /",
+            "--wait",
+        ]);
+        assert_eq!(ok.status.code(), Some(0), "{}", stderr(&ok));
+        b.daemon.ok(&["shift", "web", "v1=100", "v2=0"]);
+        let bad = b.daemon.cli(&[
+            "rollout",
+            "start",
+            "web",
+            "--to",
+            "v2",
+            "--steps",
+            "50,100",
+            "--pause",
+            "1s",
+            "--min-flows",
+            "0",
+            "--gate",
+            "exec:exit 7",
+            "--wait",
+        ]);
+        assert_eq!(bad.status.code(), Some(1));
+        assert_eq!(
+            stderr(&bad),
+            "veer: rollout web -> v2 rolled back: exec:exit 7: exit status: 7"
+        );
+    }
+
+    #[test]
+    fn a_rollout_declared_in_the_config_starts_when_it_is_applied_and_only_once() {
+        let b = bed("100", "0");
+        let file = b.daemon.state_dir().join("../rollout.toml");
+        let text = config(&b.topo, "100", "0").replacen(
+            "protocol = \"tcp\"\n",
+            "protocol = \"tcp\"\n\n[service.rollout]\nto = \"v2\"\nsteps = [50, 100]\npause = \"1s\"\nmin_flows = 0\n",
+            1,
+        );
+        std::fs::write(&file, &text).unwrap();
+        b.daemon.ok(&["apply", "-f", file.to_str().unwrap()]);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while b.daemon.json(&["rollout", "status", "web"])["phase"] != "completed" {
+            assert!(
+                Instant::now() < deadline,
+                "declared rollout did not complete:\n{}",
+                b.daemon.log()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        assert_eq!(
+            weights(&b.daemon.json(&["status"])),
+            [("v1".into(), 0.0), ("v2".into(), 100.0)]
+        );
+        // Applying the same file again neither restarts the rollout nor undoes it.
+        let r = b.daemon.json(&["apply", "-f", file.to_str().unwrap()]);
+        assert_eq!(r["changed"], false, "{r}");
+        assert_eq!(
+            b.daemon.json(&["rollout", "status", "web"])["phase"],
+            "completed"
+        );
     }
 }

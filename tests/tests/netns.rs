@@ -427,6 +427,7 @@ mod steering {
             groups,
             pins: vec![],
             health: None,
+            rollout: None,
         }
     }
 

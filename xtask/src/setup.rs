@@ -13,11 +13,15 @@ const LLVM_MAJOR: u32 = 22;
 /// bpf-linker release known to build against LLVM 22 and to link aya-ebpf 0.2.
 const BPF_LINKER_VERSION: &str = "0.13.0";
 /// Debian packages the test bed uses, with the command that shows each is present.
-const TEST_TOOLS: [(&str, &str); 4] = [
+/// (`setpriv`, for the non-root peer test, comes with util-linux.)
+const TEST_TOOLS: [(&str, &str); 6] = [
     ("ip", "iproute2"),
     ("ethtool", "ethtool"),
     ("nsenter", "util-linux"),
     ("sysctl", "procps"),
+    ("bpftool", "bpftool"),
+    // The `prometheus:` rollout gate is tested against a real server.
+    ("prometheus", "prometheus"),
 ];
 
 /// Runs every setup step.

@@ -58,6 +58,24 @@ pub(super) struct Service {
     pub(super) pin: Vec<Spanned<Pin>>,
     #[serde(default)]
     pub(super) health: Option<Spanned<Health>>,
+    #[serde(default)]
+    pub(super) rollout: Option<Spanned<Rollout>>,
+}
+
+/// `[service.rollout]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Rollout {
+    pub(super) to: Spanned<String>,
+    pub(super) steps: Option<Spanned<Vec<Spanned<Number>>>>,
+    pub(super) pause: Option<Spanned<String>>,
+    pub(super) max_failure_rate: Option<Spanned<String>>,
+    pub(super) min_flows: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub(super) gates: Vec<Spanned<String>>,
+    pub(super) gate_timeout: Option<Spanned<String>>,
+    pub(super) on_failure: Option<Spanned<String>>,
+    pub(super) hold_on_restart: Option<bool>,
 }
 
 /// `[service.health]`.

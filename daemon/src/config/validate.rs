@@ -18,6 +18,11 @@ use crate::{
         Backend, CheckKind, DesiredState, Group, HealthCheck, Pin, Protocol, Service, Weight,
         WeightError, host_bits_zero,
     },
+    rollout::{
+        Plan,
+        gate::Gate,
+        plan::{DEFAULT_STEPS, OnFailure},
+    },
 };
 
 /// What is wrong with a config file.
@@ -142,6 +147,16 @@ pub enum ConfigErrorKind {
         service: String,
         /// Group.
         group: String,
+    },
+    /// A bad `[service.rollout]`.
+    #[error("service `{service}`, rollout `{field}`: {reason}")]
+    BadRollout {
+        /// Service.
+        service: String,
+        /// Field.
+        field: &'static str,
+        /// Why.
+        reason: String,
     },
     /// A service without groups.
     #[error("service `{service}` has no `[[service.group]]`")]
@@ -441,7 +456,7 @@ fn service(loc: &Locator<'_>, raw: &schema::Service) -> Result<Service, ConfigEr
     let (groups, group_lines) = groups(loc, &name, vip, &raw.group)?;
     let pins = pins(loc, &name, vip, &raw.pin, &group_lines)?;
     let health = raw.health.as_ref().map(|h| health(loc, h)).transpose()?;
-    Ok(Service {
+    let mut service = Service {
         name,
         vip,
         port,
@@ -449,7 +464,119 @@ fn service(loc: &Locator<'_>, raw: &schema::Service) -> Result<Service, ConfigEr
         groups,
         pins,
         health,
-    })
+        rollout: None,
+    };
+    if let Some(r) = &raw.rollout {
+        service.rollout = Some(rollout(loc, r, &service)?);
+    }
+    Ok(service)
+}
+
+fn rollout(
+    loc: &Locator<'_>,
+    raw: &Spanned<schema::Rollout>,
+    service: &Service,
+) -> Result<Plan, ConfigError> {
+    let r = raw.get_ref();
+    let percent = |field: &'static str, text: &str, span: std::ops::Range<usize>| {
+        Weight::from_percent_str(text.trim_end_matches('%')).map_err(|source| ConfigError {
+            location: loc.at(span),
+            kind: ConfigErrorKind::BadRollout {
+                service: service.name.clone(),
+                field,
+                reason: source.to_string(),
+            },
+        })
+    };
+    let steps = match &r.steps {
+        None => DEFAULT_STEPS
+            .iter()
+            .map(|s| Weight::from_basis_points(s * 100).unwrap_or(Weight::FULL))
+            .collect(),
+        Some(list) => list
+            .get_ref()
+            .iter()
+            .map(|n| percent("steps", &n.get_ref().text(), n.span()))
+            .collect::<Result<Vec<_>, _>>()?,
+    };
+    let gates = r
+        .gates
+        .iter()
+        .map(|g| {
+            g.get_ref().parse::<Gate>().map_err(|e| ConfigError {
+                location: loc.at(g.span()),
+                kind: ConfigErrorKind::BadRollout {
+                    service: service.name.clone(),
+                    field: "gates",
+                    reason: e.to_string(),
+                },
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let on_failure = match r.on_failure.as_ref().map(|s| s.get_ref().as_str()) {
+        None | Some("rollback") => OnFailure::Rollback,
+        Some("step-back") => OnFailure::StepBack,
+        Some(other) => {
+            let span = r.on_failure.as_ref().map_or(raw.span(), Spanned::span);
+            return loc.err(
+                span,
+                ConfigErrorKind::BadChoice {
+                    field: "on_failure",
+                    value: other.to_owned(),
+                    choices: "rollback, step-back",
+                },
+            );
+        }
+    };
+    let min_flows = match &r.min_flows {
+        None => 10,
+        Some(n) => u64::try_from(*n.get_ref()).map_or_else(
+            |_| {
+                loc.err(
+                    n.span(),
+                    ConfigErrorKind::OutOfRange {
+                        field: "min_flows",
+                        value: n.get_ref().to_string(),
+                        range: "0..=2^63",
+                    },
+                )
+            },
+            Ok,
+        )?,
+    };
+    let plan = Plan {
+        to: r.to.get_ref().clone(),
+        steps,
+        pause: duration(loc, "pause", r.pause.as_ref(), Duration::from_secs(30), SEC)?,
+        max_failure_rate: match &r.max_failure_rate {
+            None => Weight::from_basis_points(100).unwrap_or(Weight::ZERO),
+            Some(m) => percent("max_failure_rate", m.get_ref(), m.span())?,
+        },
+        min_flows,
+        gates,
+        gate_timeout: duration(
+            loc,
+            "gate_timeout",
+            r.gate_timeout.as_ref(),
+            Duration::from_secs(10),
+            Duration::from_millis(100),
+        )?,
+        on_failure,
+        hold_on_restart: r.hold_on_restart.unwrap_or(false),
+    };
+    // The plan's own rules, except "already there": a declared rollout that completed stays
+    // in the file.
+    match plan.validate(service) {
+        Ok(()) | Err(crate::rollout::PlanError::AlreadyThere { .. }) => Ok(plan),
+        Err(e) => loc.err(
+            raw.span(),
+            ConfigErrorKind::BadRollout {
+                service: service.name.clone(),
+                field: "rollout",
+                reason: e.to_string(),
+            },
+        ),
+    }
 }
 
 fn check_kind(loc: &Locator<'_>, h: &schema::Health) -> Result<CheckKind, ConfigError> {
@@ -814,7 +941,7 @@ backends = ["198.51.100.21:8080"]
             (
                 "port = 80",
                 "port = 80\ncolour = \"red\"",
-                "veer.toml:11:1: unknown field `colour`, expected one of `name`, `vip`, `port`, `protocol`, `group`, `pin`, `health`",
+                "veer.toml:11:1: unknown field `colour`, expected one of `name`, `vip`, `port`, `protocol`, `group`, `pin`, `health`, `rollout`",
             ),
             (
                 "vip = \"192.0.2.10\"",
@@ -914,6 +1041,52 @@ backends = ["198.51.100.21:8080"]
             error("[[service]]\nname = \"web\"\n").contains("missing field"),
             "{}",
             error("[[service]]\nname = \"web\"\n")
+        );
+    }
+
+    #[test]
+    fn a_declared_rollout_and_a_health_check_parse_and_are_checked() {
+        let with = |extra: &str| {
+            GOOD.replacen(
+                "protocol = \"tcp\"\n",
+                &format!("protocol = \"tcp\"\n{extra}"),
+                1,
+            )
+        };
+        let c = parse(
+            Path::new("veer.toml"),
+            &with("[service.rollout]\nto = \"v2\"\nsteps = [10, 50, 100]\npause = \"5s\"\nmax_failure_rate = \"0.5%\"\ngates = [\"exec:true\"]\n[service.health]\nkind = \"http\"\npath = \"/ready\"\n"),
+        )
+        .unwrap();
+        let plan = c.state.services[0].rollout.clone().unwrap();
+        assert_eq!(
+            plan.steps
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>(),
+            ["10", "50", "100"]
+        );
+        assert_eq!(plan.max_failure_rate.basis_points(), 50);
+        assert_eq!(plan.pause, Duration::from_secs(5));
+        let h = c.state.services[0].health.clone().unwrap();
+        assert_eq!((h.rise, h.fall, h.interval), (2, 3, Duration::from_secs(2)));
+        assert_eq!(
+            error(&with("[service.rollout]\nto = \"v3\"\n")),
+            "veer.toml:12:1: service `web`, rollout `rollout`: service `web` has no group `v3`"
+        );
+        assert_eq!(
+            error(&with("[service.rollout]\nto = \"v2\"\nsteps = [50, 10]\n")),
+            "veer.toml:12:1: service `web`, rollout `rollout`: steps must increase strictly and end at 100 (got 50,10)"
+        );
+        assert!(
+            error(&with("[service.health]\nkind = \"icmp\"\n"))
+                .contains("`kind`: `icmp` is not one of tcp, http")
+        );
+        assert!(
+            error(&with(
+                "[service.health]\nkind = \"tcp\"\ninterval = \"1s\"\ntimeout = \"2s\"\n"
+            ))
+            .contains("at most the interval")
         );
     }
 

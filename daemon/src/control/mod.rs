@@ -365,13 +365,56 @@ impl Controller {
         if cfg.node != self.node {
             tracing::warn!("[node] settings changed; they take effect at the next daemon start");
         }
-        let summary = summarize(&self.current(), &cfg.state);
+        let mut state = cfg.state;
+        // A service whose latest rollout is the one the file declares keeps the weights that
+        // rollout set (in progress, completed or rolled back): the rollout owns them.
+        let current = self.current();
+        for r in &self.rollouts() {
+            let Some(s) = state.services.iter_mut().find(|s| s.name == r.service) else {
+                continue;
+            };
+            if s.rollout.as_ref() == Some(&r.plan)
+                && let Some(live) = current.service(&r.service)
+            {
+                for g in &mut s.groups {
+                    if let Some(l) = live.group(&g.name) {
+                        g.weight = l.weight;
+                    }
+                }
+            }
+        }
+        let summary = summarize(&current, &state);
         let d = if matches!(origin, Origin::Config { .. }) {
             Some(digest(text))
         } else {
             None
         };
-        self.commit(cfg.state, origin, summary, d)
+        let declared: Vec<(String, crate::rollout::Plan)> = state
+            .services
+            .iter()
+            .filter_map(|s| Some((s.name.clone(), s.rollout.clone()?)))
+            .collect();
+        let mut applied = self.commit(state, origin, summary, d)?;
+        for (service, plan) in declared {
+            let seen = self
+                .rollouts()
+                .iter()
+                .any(|r| r.service == service && (r.plan == plan || !r.phase.is_final()));
+            if seen {
+                continue;
+            }
+            match self.rollout_start(&service, plan, std::time::SystemTime::now()) {
+                Ok(a) => {
+                    tracing::info!(%service, revision = a.revision, "rollout declared in the config started");
+                    applied = a;
+                }
+                Err(ControlError::RolloutPlan(crate::rollout::PlanError::AlreadyThere {
+                    ..
+                })) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(applied)
     }
 
     fn service_mut<'a>(

@@ -169,6 +169,8 @@ impl Controller {
         );
         rollouts.retain(|o| o.service != service);
         rollouts.push(r);
+        // Gate outcomes of an earlier rollout of the service must not count for this one.
+        self.gates.retain(|(s, _), _| s != service);
         self.commit_with(
             with_weights(state, service, &weights),
             rollouts,

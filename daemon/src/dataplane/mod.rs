@@ -145,11 +145,14 @@ impl Dataplane {
         &mut self.maps
     }
 
-    /// Conntrack entries per backend id, from one scan of the conntrack map.
+    /// Active flows (SYN, established or UDP: not closing) per backend id, from one scan of the
+    /// conntrack map.
     pub fn active_flows(&self) -> Result<HashMap<u32, u64>, DataplaneError> {
         let mut out = HashMap::new();
         for (_, entry) in self.maps.flows()? {
-            *out.entry(entry.backend_id).or_default() += 1;
+            if flows::is_active(&entry) {
+                *out.entry(entry.backend_id).or_default() += 1;
+            }
         }
         Ok(out)
     }

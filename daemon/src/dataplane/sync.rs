@@ -600,6 +600,7 @@ mod tests {
                 ],
                 pins: vec![],
                 health: None,
+                rollout: None,
             }],
         }
     }

@@ -71,6 +71,10 @@ pub struct Service {
     /// Active health check of every backend (none: backends are always up).
     #[serde(default)]
     pub health: Option<HealthCheck>,
+    /// A rollout the config file declares: started when the file is applied, unless the same
+    /// plan already ran or runs for the service.
+    #[serde(default)]
+    pub rollout: Option<crate::rollout::Plan>,
 }
 
 /// How a service's backends are checked.
@@ -395,6 +399,7 @@ pub(crate) mod tests {
                 ],
                 pins: vec![],
                 health: None,
+                rollout: None,
             }],
         }
     }

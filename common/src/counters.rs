@@ -35,6 +35,26 @@ const _: () = assert!(size_of::<ServiceCounters>() == 32);
 
 pod!(BackendCounters, ServiceCounters);
 
+impl core::ops::AddAssign for BackendCounters {
+    /// Adds another CPU's counters (user space sums the per-CPU values).
+    fn add_assign(&mut self, o: Self) {
+        self.packets += o.packets;
+        self.bytes += o.bytes;
+        self.new_flows += o.new_flows;
+        self.failed_flows += o.failed_flows;
+    }
+}
+
+impl core::ops::AddAssign for ServiceCounters {
+    /// Adds another CPU's counters (user space sums the per-CPU values).
+    fn add_assign(&mut self, o: Self) {
+        self.packets += o.packets;
+        self.bytes += o.bytes;
+        self.new_flows += o.new_flows;
+        self.midflow_misses += o.midflow_misses;
+    }
+}
+
 /// XDP verdict values (`enum xdp_action` in `include/uapi/linux/bpf.h`).
 pub mod xdp_action {
     /// `XDP_ABORTED`.

@@ -213,18 +213,8 @@ pub async fn serve(
     ctl: Arc<Mutex<Controller>>,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
-    tokio::pin!(shutdown);
-    loop {
-        let stream = tokio::select! {
-            () = &mut shutdown => return,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept on the metrics listener failed");
-                    continue;
-                }
-            },
-        };
+    let accept = || async { listener.accept().await.map(|(s, _)| s) };
+    crate::api::server::accept_until("metrics", accept, shutdown, |stream| {
         let ctl = Arc::clone(&ctl);
         tokio::spawn(async move {
             let service = service_fn(move |req: Request<Incoming>| {
@@ -238,7 +228,8 @@ pub async fn serve(
                 tracing::debug!(error = %e, "metrics connection ended with an error");
             }
         });
-    }
+    })
+    .await;
 }
 
 fn respond(req: &Request<Incoming>, ctl: &Mutex<Controller>) -> Response<Full<bytes::Bytes>> {

@@ -76,6 +76,28 @@ pub fn bind(path: &Path, access: Access) -> Result<UnixListener, SocketError> {
     Ok(listener)
 }
 
+/// Accepts connections with `accept` and hands each to `handle` until `shutdown` resolves. A
+/// failed accept (out of file descriptors, say) is logged and the loop goes on.
+pub(crate) async fn accept_until<S, Fut>(
+    what: &'static str,
+    mut accept: impl FnMut() -> Fut,
+    shutdown: impl std::future::Future<Output = ()>,
+    mut handle: impl FnMut(S),
+) where
+    Fut: std::future::Future<Output = std::io::Result<S>>,
+{
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => return,
+            accepted = accept() => match accepted {
+                Ok(stream) => handle(stream),
+                Err(e) => tracing::warn!(error = %e, listener = what, "accept failed"),
+            },
+        }
+    }
+}
+
 /// Serves requests until `shutdown` resolves.
 pub async fn serve(
     listener: UnixListener,
@@ -83,21 +105,11 @@ pub async fn serve(
     access: Access,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
-    tokio::pin!(shutdown);
-    loop {
-        let stream = tokio::select! {
-            () = &mut shutdown => return,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept on the control socket failed");
-                    continue;
-                }
-            },
-        };
-        let ctl = Arc::clone(&ctl);
-        tokio::spawn(connection(stream, ctl, access));
-    }
+    let accept = || async { listener.accept().await.map(|(s, _)| s) };
+    accept_until("control socket", accept, shutdown, |stream| {
+        tokio::spawn(connection(stream, Arc::clone(&ctl), access));
+    })
+    .await;
 }
 
 async fn connection(stream: UnixStream, ctl: Arc<Mutex<Controller>>, access: Access) {

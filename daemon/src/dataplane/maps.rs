@@ -83,9 +83,9 @@ pub fn words_addr(words: [u32; 4], family: u8) -> IpAddr {
 }
 
 /// Sums per-CPU values.
-fn sum_cpus<T: aya::Pod + Copy>(values: &[T], add: impl Fn(&mut T, &T), zero: T) -> T {
-    values.iter().fold(zero, |mut acc, v| {
-        add(&mut acc, v);
+fn sum_cpus<T: aya::Pod + Copy + Default + std::ops::AddAssign>(values: &[T]) -> T {
+    values.iter().fold(T::default(), |mut acc, v| {
+        acc += *v;
         acc
     })
 }
@@ -341,16 +341,7 @@ impl Maps {
             .backend_stats
             .get(&id, 0)
             .map_err(op("lookup", maps::BE_STATS))?;
-        Ok(sum_cpus(
-            &v,
-            |a, b| {
-                a.packets += b.packets;
-                a.bytes += b.bytes;
-                a.new_flows += b.new_flows;
-                a.failed_flows += b.failed_flows;
-            },
-            BackendCounters::default(),
-        ))
+        Ok(sum_cpus(&v))
     }
 
     /// A service's counters summed over CPUs.
@@ -359,16 +350,7 @@ impl Maps {
             .service_stats
             .get(&id, 0)
             .map_err(op("lookup", maps::SVC_STATS))?;
-        Ok(sum_cpus(
-            &v,
-            |a, b| {
-                a.packets += b.packets;
-                a.bytes += b.bytes;
-                a.new_flows += b.new_flows;
-                a.midflow_misses += b.midflow_misses;
-            },
-            ServiceCounters::default(),
-        ))
+        Ok(sum_cpus(&v))
     }
 
     /// How many packets left with `reason`, summed over CPUs.

@@ -147,6 +147,18 @@ mod apply {
             s["services"][0]["groups"][0]["backends"][0]["address"],
             "198.51.100.11:8080"
         );
+        let human = b.daemon.ok(&["status"]);
+        assert!(human.starts_with("revision 1 (config, "), "{human}");
+        assert!(human.contains("service web 192.0.2.10:80/tcp"), "{human}");
+        let v1_row = human
+            .lines()
+            .find(|l| l.starts_with("v1 "))
+            .unwrap_or_default();
+        assert_eq!(
+            v1_row.split_whitespace().take(5).collect::<Vec<_>>(),
+            ["v1", "100%", "198.51.100.11:8080", "up", "0"],
+            "{human}"
+        );
         for field in ["active_flows", "new_flows", "packets", "bytes"] {
             assert!(
                 s["services"][0]["groups"][0]["backends"][0][field].is_u64(),

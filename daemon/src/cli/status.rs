@@ -75,6 +75,7 @@ fn human(s: &Status) -> String {
                         String::new()
                     },
                     b.address.to_string(),
+                    if b.healthy { "up" } else { "DOWN" }.to_owned(),
                     b.active_flows.to_string(),
                     b.new_flows.to_string(),
                     b.failed_flows.to_string(),
@@ -87,6 +88,7 @@ fn human(s: &Status) -> String {
                     grp.name.clone(),
                     format!("{}%", grp.weight),
                     "-".into(),
+                    String::new(),
                     "0".into(),
                     String::new(),
                     String::new(),

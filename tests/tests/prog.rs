@@ -874,3 +874,34 @@ mod ports {
         );
     }
 }
+
+mod conntrack_scan {
+    use super::*;
+
+    #[test]
+    fn a_full_scan_returns_every_flow_exactly_once() {
+        // Thousands of flows: the scan reads them in batches across many hash buckets.
+        let mut h = Harness::new();
+        h.seed(&web((5_000, 5_000)));
+        let n = 12_000u16;
+        for port in 0..n {
+            let client = format!("203.0.113.7:{}", 10_000 + port);
+            let run = h.run(Program::Xdp, &syn(&client, VIP).build());
+            assert_eq!(run.action, XDP_REDIRECT);
+        }
+        let flows = h.maps.flows().unwrap();
+        assert_eq!(flows.len(), usize::from(n));
+        let ports: std::collections::BTreeSet<u16> = flows
+            .iter()
+            .map(|(k, _)| u16::from_be(k.src_port))
+            .collect();
+        assert_eq!(ports.len(), usize::from(n), "no flow twice");
+        assert_eq!(*ports.first().unwrap(), 10_000);
+        assert_eq!(*ports.last().unwrap(), 10_000 + n - 1);
+        let by_backend = flows.iter().filter(|(_, e)| e.backend_id == 1).count();
+        assert!(
+            by_backend > 5_000 && by_backend < 7_000,
+            "50/50 split: {by_backend} on v1"
+        );
+    }
+}

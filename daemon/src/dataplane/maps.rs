@@ -252,8 +252,14 @@ impl Maps {
             .map_err(op("iterate", maps::BACKENDS))
     }
 
-    /// Every conntrack entry (a snapshot: the kernel keeps changing the map meanwhile).
+    /// Every conntrack entry (a snapshot: the kernel keeps changing the map meanwhile). Read in
+    /// batches; entry by entry only where the kernel refuses batches.
     pub fn flows(&self) -> Result<Vec<(FlowKey, FlowEntry)>, DataplaneError> {
+        use aya::maps::IterableMap as _;
+        match super::batch::read_all(super::batch::fd_of(self.conntrack.map())) {
+            Ok(all) => return Ok(all),
+            Err(e) => tracing::debug!(error = %e.0, "batch read of conntrack refused; iterating"),
+        }
         let mut out = Vec::new();
         for item in &self.conntrack {
             match item {

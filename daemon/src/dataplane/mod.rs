@@ -2,6 +2,7 @@
 //! access to their maps (`maps`), the pure Maglev builder (`maglev`), making the maps match a
 //! desired state (`sync`), and `Dataplane`, which owns all of it.
 
+pub mod batch;
 pub mod flows;
 pub mod links;
 pub mod loader;

@@ -52,7 +52,7 @@ pub struct Daemon {
     pub pin_dir: PathBuf,
     child: Option<Child>,
     starts: u32,
-    metrics: String,
+    extra: Vec<String>,
 }
 
 impl Daemon {
@@ -65,6 +65,11 @@ impl Daemon {
     /// Like `start`, with Prometheus metrics on `addr` (an address in the node namespace, or
     /// `off`).
     pub fn start_with_metrics(topo: &Topology, config: &str, addr: &str) -> Self {
+        Self::start_with(topo, config, &["--metrics", addr])
+    }
+
+    /// Like `start`, with more `veer daemon` arguments (`--metrics off` unless they set it).
+    pub fn start_with(topo: &Topology, config: &str, args: &[&str]) -> Self {
         crate::require_root();
         let id = format!(
             "{}-{}",
@@ -83,7 +88,15 @@ impl Daemon {
             dir,
             child: None,
             starts: 0,
-            metrics: addr.to_owned(),
+            extra: if args.contains(&"--metrics") {
+                args.iter().map(|a| (*a).to_owned()).collect()
+            } else {
+                ["--metrics", "off"]
+                    .iter()
+                    .chain(args)
+                    .map(|a| (*a).to_owned())
+                    .collect()
+            },
         };
         d.write_config(config);
         d.spawn();
@@ -109,7 +122,9 @@ impl Daemon {
             .arg(veer_bin())
             .arg("--socket")
             .arg(&self.socket)
-            .args(["daemon", "--metrics", &self.metrics, "--config"])
+            .arg("daemon")
+            .args(&self.extra)
+            .arg("--config")
             .arg(&self.config)
             .arg("--state-dir")
             .arg(self.dir.join("state"))

@@ -318,6 +318,56 @@ mod refusals {
     }
 
     #[test]
+    fn a_socket_group_member_may_operate_but_not_make_the_daemon_run_commands() {
+        let topo = Topology::builder()
+            .client()
+            .backend("v1", &[V1])
+            .backend("v2", &[V2])
+            .build()
+            .unwrap();
+        let _s1 = TcpServer::start(topo.backend("v1"), SocketAddr::new(V1, 8080), "v1").unwrap();
+        let _s2 = TcpServer::start(topo.backend("v2"), SocketAddr::new(V2, 8080), "v2").unwrap();
+        // gid 65534 (nogroup): the member is uid 65534 with that primary group.
+        let daemon = Daemon::start_with(
+            &topo,
+            &config(&topo, "100", "0"),
+            &["--socket-group", "65534"],
+        );
+        std::fs::set_permissions(
+            daemon.socket.parent().unwrap(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+        let member = |args: &[&str]| {
+            std::process::Command::new("setpriv")
+                .args(["--reuid", "65534", "--regid", "65534", "--clear-groups"])
+                .arg(veer_tests::daemon::veer_bin())
+                .arg("--socket")
+                .arg(&daemon.socket)
+                .args(args)
+                .output()
+                .unwrap()
+        };
+        let out = member(&["shift", "web", "v1=90", "v2=10"]);
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        let out = member(&[
+            "rollout",
+            "start",
+            "web",
+            "--to",
+            "v2",
+            "--gate",
+            "exec:touch /tmp/veer-pwned",
+        ]);
+        assert_eq!(
+            stderr(&out),
+            "veer: only root may start a rollout with exec: gates (they run commands as the daemon's user)"
+        );
+        assert!(!std::path::Path::new("/tmp/veer-pwned").exists());
+        assert_eq!(daemon.revision(), 2);
+    }
+
+    #[test]
     fn a_peer_that_is_not_root_is_refused() {
         let b = bed("100", "0");
         let as_nobody = |args: &[&str]| {

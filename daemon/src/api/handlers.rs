@@ -112,6 +112,22 @@ async fn body<T: DeserializeOwned>(req: Request<Incoming>) -> Result<T, Response
     })
 }
 
+/// Whether config text declares a rollout with an `exec:` gate (invalid text: no, the apply
+/// itself will refuse it with the exact error).
+fn declares_exec_gates(text: &str) -> bool {
+    crate::config::parse(Path::new("-"), text).is_ok_and(|c| {
+        c.state
+            .services
+            .iter()
+            .filter_map(|s| s.rollout.as_ref())
+            .any(|p| {
+                p.gates
+                    .iter()
+                    .any(|g| matches!(g, crate::rollout::gate::Gate::Exec(_)))
+            })
+    })
+}
+
 /// `key=value&...` of a query string (values percent-decoded).
 fn query(req: &Request<Incoming>) -> Vec<(String, String)> {
     req.uri()
@@ -183,8 +199,57 @@ fn rollout_route(method: &Method, rest: &str, ctl: &Mutex<Controller>) -> Respon
     }
 }
 
+/// `GET /v1/flows?service=&backend=&limit=`.
+fn flows(q: &[(String, String)], ctl: &Mutex<Controller>) -> Response<Body> {
+    let backend = match param(q, "backend")
+        .map(str::parse::<SocketAddr>)
+        .transpose()
+    {
+        Ok(b) => b,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                format!("backend: {e} (want ip:port or [ipv6]:port)"),
+            );
+        }
+    };
+    let limit = match param(q, "limit").map(str::parse::<usize>).transpose() {
+        Ok(l) => l.unwrap_or(100).min(MAX_FLOWS),
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                format!("limit: {e}"),
+            );
+        }
+    };
+    match ctl
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .flows(param(q, "service"), backend, limit)
+    {
+        Ok((flows, matched)) => json(StatusCode::OK, &FlowsResponse { flows, matched }),
+        Err(e) => control_error(&e),
+    }
+}
+
+/// Whether a rollout plan runs commands.
+fn runs_commands(plan: &crate::rollout::Plan) -> bool {
+    plan.gates
+        .iter()
+        .any(|g| matches!(g, crate::rollout::gate::Gate::Exec(_)))
+}
+
 /// Routes one request.
-pub(super) async fn handle(req: Request<Incoming>, ctl: &Mutex<Controller>) -> Response<Body> {
+///
+/// `root` says whether the peer is root: group members (`--socket-group`) may operate veer, but
+/// not make the daemon run commands (`exec:` gates run as the daemon's user).
+pub(super) async fn handle(
+    req: Request<Incoming>,
+    ctl: &Mutex<Controller>,
+    root: bool,
+) -> Response<Body> {
     let path = req.uri().path().to_owned();
     let method = req.method().clone();
     let q = query(&req);
@@ -209,36 +274,13 @@ pub(super) async fn handle(req: Request<Incoming>, ctl: &Mutex<Controller>) -> R
                 version: env!("CARGO_PKG_VERSION").to_owned(),
             },
         ),
-        (Method::GET, "/v1/flows") => {
-            let backend = match param(&q, "backend")
-                .map(str::parse::<SocketAddr>)
-                .transpose()
-            {
-                Ok(b) => b,
-                Err(e) => {
-                    return error(
-                        StatusCode::BAD_REQUEST,
-                        "bad_request",
-                        format!("backend: {e} (want ip:port or [ipv6]:port)"),
-                    );
-                }
-            };
-            let limit = match param(&q, "limit").map(str::parse::<usize>).transpose() {
-                Ok(l) => l.unwrap_or(100).min(MAX_FLOWS),
-                Err(e) => {
-                    return error(
-                        StatusCode::BAD_REQUEST,
-                        "bad_request",
-                        format!("limit: {e}"),
-                    );
-                }
-            };
-            match lock().flows(param(&q, "service"), backend, limit) {
-                Ok((flows, matched)) => json(StatusCode::OK, &FlowsResponse { flows, matched }),
-                Err(e) => control_error(&e),
-            }
-        }
+        (Method::GET, "/v1/flows") => flows(&q, ctl),
         (Method::POST, "/v1/apply") => match body::<ApplyRequest>(req).await {
+            Ok(r) if !root && declares_exec_gates(&r.config) => error(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "only root may apply a config whose rollouts have exec: gates (they run commands as the daemon's user)".to_owned(),
+            ),
             Ok(r) => {
                 let path = Path::new(&r.path).to_owned();
                 applied(lock().apply_config(&r.config, &path, Origin::Apply { path: path.clone() }))
@@ -269,6 +311,11 @@ pub(super) async fn handle(req: Request<Incoming>, ctl: &Mutex<Controller>) -> R
             Err(resp) => resp,
         },
         (Method::POST, "/v1/rollouts") => match body::<RolloutStartRequest>(req).await {
+            Ok(r) if !root && runs_commands(&r.plan) => error(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "only root may start a rollout with exec: gates (they run commands as the daemon's user)".to_owned(),
+            ),
             Ok(r) => applied(lock().rollout_start(&r.service, r.plan, SystemTime::now())),
             Err(resp) => resp,
         },

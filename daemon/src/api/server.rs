@@ -113,6 +113,7 @@ pub async fn serve(
 }
 
 async fn connection(stream: UnixStream, ctl: Arc<Mutex<Controller>>, access: Access) {
+    let peer_uid = stream.peer_cred().map(|c| c.uid()).ok();
     let allowed = match stream.peer_cred() {
         Ok(cred) if access.allows(cred.uid(), cred.gid()) => true,
         Ok(cred) => {
@@ -128,7 +129,7 @@ async fn connection(stream: UnixStream, ctl: Arc<Mutex<Controller>>, access: Acc
         let ctl = Arc::clone(&ctl);
         async move {
             Ok::<_, std::convert::Infallible>(if allowed {
-                handlers::handle(req, &ctl).await
+                handlers::handle(req, &ctl, peer_uid == Some(0)).await
             } else {
                 handlers::error(
                     StatusCode::FORBIDDEN,

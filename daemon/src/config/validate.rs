@@ -211,6 +211,23 @@ const SEC: Duration = Duration::from_secs(1);
 
 const NAME_RULE: &str = "1 to 64 characters of A-Z a-z 0-9 _ - .";
 
+/// A service or group name, checked against `NAME_RULE`.
+fn checked_name(loc: &Locator<'_>, raw: &Spanned<String>) -> Result<String, ConfigError> {
+    let name = raw.get_ref().clone();
+    if valid_name(&name) {
+        Ok(name)
+    } else {
+        loc.err(
+            raw.span(),
+            ConfigErrorKind::BadName {
+                field: "name",
+                value: name,
+                rule: NAME_RULE,
+            },
+        )
+    }
+}
+
 fn valid_name(s: &str) -> bool {
     (1..=64).contains(&s.len())
         && s.bytes()
@@ -381,17 +398,7 @@ fn duration(
 }
 
 fn service(loc: &Locator<'_>, raw: &schema::Service) -> Result<Service, ConfigError> {
-    let name = raw.name.get_ref().clone();
-    if !valid_name(&name) {
-        return loc.err(
-            raw.name.span(),
-            ConfigErrorKind::BadName {
-                field: "name",
-                value: name,
-                rule: NAME_RULE,
-            },
-        );
-    }
+    let name = checked_name(loc, &raw.name)?;
     let vip: IpAddr = raw.vip.get_ref().parse().map_err(|_| ConfigError {
         location: loc.at(raw.vip.span()),
         kind: ConfigErrorKind::BadValue {
@@ -795,17 +802,7 @@ fn group(
     vip: IpAddr,
     raw: &schema::Group,
 ) -> Result<Group, ConfigError> {
-    let name = raw.name.get_ref().clone();
-    if !valid_name(&name) {
-        return loc.err(
-            raw.name.span(),
-            ConfigErrorKind::BadName {
-                field: "name",
-                value: name,
-                rule: NAME_RULE,
-            },
-        );
-    }
+    let name = checked_name(loc, &raw.name)?;
     let weight =
         Weight::from_percent_str(&raw.weight.get_ref().text()).map_err(|source| ConfigError {
             location: loc.at(raw.weight.span()),

@@ -10,13 +10,18 @@ use std::{env, fs, path::PathBuf};
 use anyhow::{Context as _, anyhow};
 
 const EBPF_PACKAGE: &str = "veer-ebpf";
+/// The second binary of `veer-ebpf`: baseline programs for `cargo xtask bench`.
+const BENCH_BIN: &str = "veer-bench";
 
 fn main() -> anyhow::Result<()> {
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").context("OUT_DIR is not set")?);
     let skip = env::var("AYA_BUILD_SKIP").is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
     if skip {
-        let stub = out_dir.join(EBPF_PACKAGE);
-        fs::write(&stub, []).with_context(|| format!("writing eBPF stub {}", stub.display()))?;
+        for bin in [EBPF_PACKAGE, BENCH_BIN] {
+            let stub = out_dir.join(bin);
+            fs::write(&stub, [])
+                .with_context(|| format!("writing eBPF stub {}", stub.display()))?;
+        }
         println!("cargo:rerun-if-env-changed=AYA_BUILD_SKIP");
         return Ok(());
     }

@@ -3,6 +3,11 @@
 /// veer's kernel object (XDP and TC programs and their maps), built by `build.rs`.
 pub const EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/veer-ebpf"));
 
+/// Baseline XDP programs (`ebpf/src/bench.rs`) that `cargo xtask bench` measures beside veer's.
+#[doc(hidden)]
+pub const BENCH_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/veer-bench"));
+
 pub mod api;
 pub mod cli;
 pub mod config;

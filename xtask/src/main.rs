@@ -1,6 +1,8 @@
 //! veer's developer tasks. Every command first runs `setup`, so a fresh machine needs nothing
 //! installed by hand: `cargo xtask test` is the whole suite.
 
+mod bench;
+mod demo;
 mod exec;
 mod lint;
 mod run;
@@ -29,6 +31,10 @@ enum Command {
     Lint,
     /// Release-build veer and run it with the given arguments (`cargo xtask run -- daemon ...`).
     Run(run::Options),
+    /// A live cutover v1 → v2 under load on a namespace test bed, about a minute (root).
+    Demo,
+    /// Benchmarks against baselines, plain forwarding, `HAProxy` and nginx; writes BENCHMARKS.md (root).
+    Bench(bench::Options),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -47,5 +53,7 @@ fn main() -> anyhow::Result<()> {
         Command::Test(opts) => test::run(&opts),
         Command::Lint => lint::run(),
         Command::Run(opts) => run::run(&opts),
+        Command::Demo => demo::run(),
+        Command::Bench(opts) => bench::run(&opts),
     }
 }

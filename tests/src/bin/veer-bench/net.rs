@@ -1,0 +1,307 @@
+//! Section 2: requests per second end to end with wrk from the client namespace, keep-alive and
+//! new connections, through veer (a real daemon, 50/50 between `v1` and `v2`), beside the same
+//! load routed straight to backend `v1` by the node's kernel (no veer), and beside `HAProxy` on the
+//! node doing the same 50/50 split. Backends are nginx (2 workers each) answering with their
+//! name. The three setups take turns within each repetition; the median is reported.
+
+use std::{
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    sync::mpsc,
+};
+
+use veer_tests::netns::Topology;
+
+use crate::{
+    bed::{self, Context as _, Result, Veer},
+    procs::{CpuTimes, Haproxy, Nginx, Wrk, wrk},
+};
+
+/// Seconds per measured wrk run.
+pub(crate) const RUN_SECS: u32 = 10;
+/// Seconds of warm-up per setup and repetition (not counted).
+pub(crate) const WARM_SECS: u32 = 2;
+/// Repetitions.
+pub(crate) const REPS: usize = 3;
+
+/// Repetitions and seconds per run of this run (`--quick`: 1 and 3).
+pub(crate) fn reps_and_secs() -> (usize, u32) {
+    if bed::quick() {
+        (1, 3)
+    } else {
+        (REPS, RUN_SECS)
+    }
+}
+/// wrk threads and connections.
+pub(crate) const THREADS: u32 = 2;
+/// wrk connections.
+pub(crate) const CONNS: u32 = 50;
+
+const V1: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 51, 100, 11));
+const V2: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 51, 100, 21));
+const VIP: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 10));
+
+/// The three ways the node handles the load.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Setup {
+    /// Client to `v1:8080`, routed by the node's kernel.
+    Plain,
+    /// As `Plain`, with an `XDP_PASS` program attached (native) to every node interface: what
+    /// running any XDP program on these veths costs, without veer.
+    PlainXdp,
+    /// Client to the VIP, veer splitting 50/50.
+    Veer,
+    /// Client to the VIP on `HAProxy`, splitting 50/50.
+    Haproxy,
+}
+
+impl Setup {
+    /// All, in the order they take turns.
+    pub(crate) const ALL: [Setup; 4] = [Setup::Plain, Setup::PlainXdp, Setup::Veer, Setup::Haproxy];
+
+    /// Name in the report.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Setup::Plain => "plain forwarding (no veer)",
+            Setup::PlainXdp => "plain forwarding + XDP_PASS",
+            Setup::Veer => "veer",
+            Setup::Haproxy => "HAProxy",
+        }
+    }
+}
+
+/// One wrk run and the machine's CPU time during it.
+#[derive(Clone, Debug)]
+pub(crate) struct Measure {
+    /// Setup.
+    pub(crate) setup: Setup,
+    /// `Connection: close` (new connection per request).
+    pub(crate) close: bool,
+    /// wrk's figures.
+    pub(crate) wrk: Wrk,
+    /// Busy CPU seconds of the whole machine during the run.
+    pub(crate) busy_secs: f64,
+    /// Share of the machine busy during the run.
+    pub(crate) busy_share: f64,
+}
+
+impl Measure {
+    /// Machine CPU microseconds per request.
+    pub(crate) fn cpu_us_per_request(&self) -> f64 {
+        if self.wrk.requests == 0 {
+            return f64::NAN;
+        }
+        self.busy_secs * 1e6 / self.wrk.requests as f64
+    }
+}
+
+/// Section 2's figures.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Results {
+    /// Every measured run.
+    pub(crate) runs: Vec<Measure>,
+    /// veer's split of new flows (`v1`, `v2`) per repetition (warm-up and both runs).
+    pub(crate) veer_split: Vec<(u64, u64)>,
+}
+
+impl Results {
+    /// Runs of one setup and mode.
+    pub(crate) fn of(&self, setup: Setup, close: bool) -> Vec<&Measure> {
+        self.runs
+            .iter()
+            .filter(|m| m.setup == setup && m.close == close)
+            .collect()
+    }
+}
+
+/// What is running on the node for one setup; dropped to switch setups.
+enum Node {
+    Plain,
+    PlainXdp { _pass: XdpPass },
+    Veer(Box<Veer>),
+    Haproxy { _proc: Haproxy },
+}
+
+/// Runs section 2.
+pub(crate) fn run() -> Result<Results> {
+    let topo = Topology::builder()
+        .client()
+        .backend("v1", &[V1])
+        .backend("v2", &[V2])
+        .build()
+        .context("building the namespaces")?;
+    let wide_ports = [
+        ("net.ipv4.ip_local_port_range", "1024 65000"),
+        ("net.ipv4.tcp_tw_reuse", "1"),
+    ];
+    topo.client()
+        .sysctl(&wide_ports)
+        .context("client sysctls")?;
+    topo.node().sysctl(&wide_ports).context("node sysctls")?;
+    let _n1 = Nginx::backend(topo.backend("v1"), SocketAddr::new(V1, 8080), "v1", 2)?;
+    let _n2 = Nginx::backend(topo.backend("v2"), SocketAddr::new(V2, 8080), "v2", 2)?;
+    let mut results = Results::default();
+    let (reps, secs) = reps_and_secs();
+    for rep in 0..reps {
+        for setup in Setup::ALL {
+            bed::check_interrupted()?;
+            let (node, url) = match setup {
+                Setup::Plain => (Node::Plain, "http://198.51.100.11:8080/"),
+                Setup::PlainXdp => (
+                    Node::PlainXdp {
+                        _pass: XdpPass::attach(&topo)?,
+                    },
+                    "http://198.51.100.11:8080/",
+                ),
+                Setup::Veer => (
+                    Node::Veer(Box::new(Veer::start(
+                        topo.node(),
+                        &bed::config(&topo.node_ifnames(), "50", "50", 1 << 20),
+                    )?)),
+                    "http://192.0.2.10:80/",
+                ),
+                Setup::Haproxy => {
+                    topo.node()
+                        .run(&["ip", "addr", "add", "192.0.2.10/32", "dev", "lo"])
+                        .context("adding the VIP to the node")?;
+                    (
+                        Node::Haproxy {
+                            _proc: Haproxy::start(
+                                topo.node(),
+                                SocketAddr::new(VIP, 80),
+                                &[
+                                    ("v1", SocketAddr::new(V1, 8080), 50),
+                                    ("v2", SocketAddr::new(V2, 8080), 50),
+                                ],
+                            )?,
+                        },
+                        "http://192.0.2.10:80/",
+                    )
+                }
+            };
+            wrk(topo.client(), url, THREADS, CONNS, WARM_SECS, false)?;
+            for close in [false, true] {
+                bed::check_interrupted()?;
+                let before = CpuTimes::now()?;
+                let w = wrk(topo.client(), url, THREADS, CONNS, secs, close)?;
+                let after = CpuTimes::now()?;
+                let m = Measure {
+                    setup,
+                    close,
+                    wrk: w,
+                    busy_secs: before.busy_secs_until(&after),
+                    busy_share: before.busy_share_until(&after),
+                };
+                println!(
+                    "  rep {}/{reps}  {:<27} {:<16} {:>9.0} req/s  errors {} non-2xx {}  {:.1} µs CPU/request",
+                    rep + 1,
+                    setup.name(),
+                    if close {
+                        "new connections"
+                    } else {
+                        "keep-alive"
+                    },
+                    m.wrk.rps,
+                    m.wrk.socket_errors,
+                    m.wrk.non_2xx,
+                    m.cpu_us_per_request()
+                );
+                results.runs.push(m);
+            }
+            if let Node::Veer(v) = &node {
+                let flows = v.group_sums("new_flows")?;
+                let of = |g: &str| flows.iter().find(|(n, _)| n == g).map_or(0, |f| f.1);
+                results.veer_split.push((of("v1"), of("v2")));
+            }
+            drop(node);
+            if setup == Setup::Haproxy {
+                topo.node()
+                    .run(&["ip", "addr", "del", "192.0.2.10/32", "dev", "lo"])
+                    .context("removing the VIP from the node")?;
+            }
+        }
+    }
+    Ok(results)
+}
+
+/// `bench_pass` attached (native XDP) to every node interface, from a thread inside the node
+/// namespace; detached on drop.
+struct XdpPass {
+    stop: Option<mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl XdpPass {
+    fn attach(topo: &Topology) -> Result<Self> {
+        let node = topo.node().path().to_owned();
+        let ifnames = topo.node_ifnames();
+        let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
+        let (stop_tx, stop_rx) = mpsc::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("xdp-pass".into())
+            .spawn(move || {
+                let attached = (|| -> Result<aya::Ebpf> {
+                    let file = std::fs::File::open(&node).context("opening the node namespace")?;
+                    // SAFETY: `file` is an open namespace file; CLONE_NEWNET moves only this
+                    // thread, which ends after detaching.
+                    if unsafe {
+                        libc::setns(std::os::fd::AsRawFd::as_raw_fd(&file), libc::CLONE_NEWNET)
+                    } != 0
+                    {
+                        bed::bail!("setns: {}", std::io::Error::last_os_error());
+                    }
+                    let mut ebpf = aya::EbpfLoader::new()
+                        .load(veer::BENCH_OBJECT)
+                        .context("loading bench_pass")?;
+                    let prog: &mut aya::programs::Xdp = ebpf
+                        .program_mut("bench_pass")
+                        .context("no bench_pass")?
+                        .try_into()
+                        .context("bench_pass is not XDP")?;
+                    prog.load().context("loading bench_pass")?;
+                    for i in &ifnames {
+                        prog.attach(i, aya::programs::XdpMode::Driver)
+                            .context(format!("attaching bench_pass to {i}"))?;
+                    }
+                    Ok(ebpf)
+                })();
+                match attached {
+                    Ok(ebpf) => {
+                        drop(ready_tx.send(Ok(())));
+                        // Until told to stop (or the sender is gone).
+                        let _: Result<(), mpsc::RecvError> = stop_rx.recv();
+                        drop(ebpf);
+                    }
+                    Err(e) => drop(ready_tx.send(Err(e.to_string()))),
+                }
+            })
+            .context("starting the xdp-pass thread")?;
+        let mut pass = Self {
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        };
+        match ready_rx.recv() {
+            Ok(Ok(())) => Ok(pass),
+            Ok(Err(e)) => {
+                pass.detach();
+                Err(e.into())
+            }
+            Err(_) => {
+                pass.detach();
+                Err("the xdp-pass thread ended early".into())
+            }
+        }
+    }
+
+    fn detach(&mut self) {
+        drop(self.stop.take());
+        if let Some(t) = self.thread.take() {
+            drop(t.join());
+        }
+    }
+}
+
+impl Drop for XdpPass {
+    fn drop(&mut self) {
+        self.detach();
+    }
+}

@@ -1,0 +1,293 @@
+//! `cargo xtask demo`: a live cutover from `v1` to `v2` under load, on a namespace test bed.
+//!
+//! Builds a client, the node and two backend namespaces (`v1`, `v2`, answering with their name),
+//! starts `veer daemon` on the node with service `web` (`192.0.2.10:80`) at `v1=100 v2=0`, drives
+//! new connections from the client (bounded) plus 20 long-lived connections, and shifts
+//! 100/0 → 90/10 → 75/25 → 50/50 → 25/75 → 0/100 with `veer shift`, showing every second the
+//! split of new connections, the flows each group holds (`veer status`) and the failed requests.
+//! Ends with a summary and removes everything, also on Ctrl-C. Exits 1 if any request failed or
+//! a long-lived connection broke or moved.
+
+// This binary links every dependency of `veer-tests`.
+use {aya as _, rand as _, veer as _, veer_common as _};
+
+#[path = "veer-bench/bed.rs"]
+#[expect(dead_code, reason = "shared with veer-bench, which uses all of it")]
+mod bed;
+#[path = "veer-bench/load.rs"]
+mod load;
+
+use std::{
+    io::Write as _,
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    process::ExitCode,
+    time::{Duration, Instant},
+};
+
+use veer_tests::{netns::Topology, servers::TcpServer};
+
+use crate::bed::{Context as _, Result, Veer};
+
+const V1: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 51, 100, 11));
+const V2: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 51, 100, 21));
+const VIP: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 10)), 80);
+
+/// Weights of `v1` and `v2`, in order; the first is the starting state.
+const STEPS: [(u32, u32); 6] = [(100, 0), (90, 10), (75, 25), (50, 50), (25, 75), (0, 100)];
+/// How long each step holds (the first one is the warm-up at 100/0).
+const STEP_TIME: Duration = Duration::from_secs(8);
+/// Held after the last step, before the summary.
+const FINAL_HOLD: Duration = Duration::from_secs(4);
+/// Long-lived connections opened at the start (they stay on `v1` all along).
+const HELD: usize = 20;
+
+/// One step as it ran.
+struct StepReport {
+    weights: (u32, u32),
+    shift_ms: f64,
+    held_for: Duration,
+    v1: u64,
+    v2: u64,
+    failed: u64,
+}
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) if bed::interrupted() => {
+            eprintln!("\nveer-demo: interrupted ({e}); everything it created is removed");
+            ExitCode::from(130)
+        }
+        Err(e) => {
+            eprintln!("\nveer-demo: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The live view: one line per second, redrawn in place on a terminal.
+struct View {
+    tty: bool,
+}
+
+impl View {
+    fn line(&self, text: &str) {
+        let mut out = std::io::stdout().lock();
+        // A closed stdout only loses the display; the demo itself goes on.
+        let written = if self.tty {
+            write!(out, "\r\x1b[2K{text}")
+        } else {
+            writeln!(out, "{text}")
+        };
+        drop(written.and_then(|()| out.flush()));
+    }
+
+    fn event(&self, text: &str) {
+        let mut out = std::io::stdout().lock();
+        let written = if self.tty {
+            writeln!(out, "\r\x1b[2K{text}")
+        } else {
+            writeln!(out, "{text}")
+        };
+        drop(written.and_then(|()| out.flush()));
+    }
+}
+
+fn percent(part: u64, total: u64) -> u64 {
+    (part * 100).checked_div(total).unwrap_or(0)
+}
+
+#[expect(
+    clippy::too_many_lines,
+    reason = "the demo's script reads top to bottom"
+)]
+fn run() -> Result<bool> {
+    bed::handle_interrupts()?;
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bed::bail!(
+            "the demo builds network namespaces and loads BPF programs: run it as root (`sudo -E cargo xtask demo`)"
+        );
+    }
+    let view = View {
+        tty: std::io::IsTerminal::is_terminal(&std::io::stdout()),
+    };
+    println!("veer demo: a live cutover v1 → v2 under load, in network namespaces\n");
+    let topo = Topology::builder()
+        .client()
+        .backend("v1", &[V1])
+        .backend("v2", &[V2])
+        .build()
+        .context("building the namespaces")?;
+    topo.client()
+        .sysctl(&[("net.ipv4.ip_local_port_range", "1024 65000")])
+        .context("client port range")?;
+    let s1 = TcpServer::start(topo.backend("v1"), SocketAddr::new(V1, 8080), "v1")
+        .context("starting backend v1")?;
+    let s2 = TcpServer::start(topo.backend("v2"), SocketAddr::new(V2, 8080), "v2")
+        .context("starting backend v2")?;
+    let veer = Veer::start(
+        topo.node(),
+        &bed::config(&topo.node_ifnames(), "100", "0", 65536),
+    )?;
+    println!(
+        "  namespaces  {}\n  client      203.0.113.2 → service web 192.0.2.10:80 (VIP)\n  \
+         backends    v1 198.51.100.11:8080, v2 198.51.100.21:8080 (each answers with its name)\n  \
+         veer        daemon in {} on {}, socket {}\n",
+        topo.netns_names().join(", "),
+        topo.node().name(),
+        topo.node_ifnames().join(", "),
+        veer.socket.display()
+    );
+    let load = load::Load::start(
+        topo.client(),
+        VIP,
+        &load::Plan {
+            workers: 2,
+            pause: Duration::from_millis(2),
+            max_requests: 200_000,
+            max_time: Duration::from_secs(90),
+            held: HELD,
+            held_every: Duration::from_secs(1),
+        },
+    )?;
+    println!(
+        "  load        2 clients opening new connections back to back (HTTP GET, Connection: close),\n              \
+         plus {HELD} long-lived keep-alive connections asked every second (they started on v1 and stay there)\n"
+    );
+
+    let start = Instant::now();
+    let mut steps: Vec<StepReport> = Vec::new();
+    let mut result: Result<()> = Ok(());
+    let mut last = load.snapshot();
+    for (i, &(w1, w2)) in STEPS.iter().enumerate() {
+        let shift_ms = if i == 0 {
+            0.0
+        } else {
+            let t = Instant::now();
+            if let Err(e) = veer.ok(&["shift", "web", &format!("v1={w1}"), &format!("v2={w2}")]) {
+                result = Err(e);
+                break;
+            }
+            t.elapsed().as_secs_f64() * 1000.0
+        };
+        let step_start = Instant::now();
+        let before = load.snapshot();
+        if i == 0 {
+            view.event(&format!("  step 1/6  v1={w1:>3} v2={w2:>3}  (start)"));
+        } else {
+            view.event(&format!(
+                "  step {}/6  v1={w1:>3} v2={w2:>3}  `veer shift web v1={w1} v2={w2}` took {shift_ms:.1} ms",
+                i + 1
+            ));
+        }
+        let hold = if i + 1 == STEPS.len() {
+            STEP_TIME + FINAL_HOLD
+        } else {
+            STEP_TIME
+        };
+        let mut tick = step_start;
+        while step_start.elapsed() < hold {
+            tick += Duration::from_secs(1);
+            if let Err(e) = bed::sleep(tick.saturating_duration_since(Instant::now())) {
+                result = Err(e);
+                break;
+            }
+            let now = load.snapshot();
+            let (d1, d2) = (
+                now.answered_by("v1") - last.answered_by("v1"),
+                now.answered_by("v2") - last.answered_by("v2"),
+            );
+            let flows = veer.active_flows().unwrap_or_default();
+            let flows_of = |g: &str| flows.iter().find(|(n, _)| n == g).map_or(0, |(_, f)| *f);
+            view.line(&format!(
+                "  {:>3}s  v1={w1:>3} v2={w2:>3} │ new conn/s  v1 {d1:>5}  v2 {d2:>5}  ({:>3}% / {:>3}%) │ flows held  v1 {:>4}  v2 {:>4} │ failed {}{}",
+                start.elapsed().as_secs(),
+                percent(d1, d1 + d2),
+                percent(d2, d1 + d2),
+                flows_of("v1"),
+                flows_of("v2"),
+                now.failed(),
+                if now.held_broken + now.held_moved > 0 {
+                    format!(", long-lived broken {} moved {}", now.held_broken, now.held_moved)
+                } else {
+                    String::new()
+                }
+            ));
+            last = now;
+        }
+        let after = load.snapshot();
+        steps.push(StepReport {
+            weights: (w1, w2),
+            shift_ms,
+            held_for: step_start.elapsed(),
+            v1: after.answered_by("v1") - before.answered_by("v1"),
+            v2: after.answered_by("v2") - before.answered_by("v2"),
+            failed: after.failed() - before.failed(),
+        });
+        if result.is_err() {
+            break;
+        }
+    }
+    view.event("");
+    let total = load.finish();
+    let flows = veer.active_flows().unwrap_or_default();
+
+    println!("summary");
+    println!(
+        "  {:<14} {:>9} {:>8} {:>8} {:>12} {:>7}",
+        "step v1/v2", "shift ms", "held s", "v1 new", "v2 new (%)", "failed"
+    );
+    for s in &steps {
+        println!(
+            "  {:<14} {:>9.1} {:>8.1} {:>8} {:>7} ({:>2}%) {:>7}",
+            format!("{}/{}", s.weights.0, s.weights.1),
+            s.shift_ms,
+            s.held_for.as_secs_f64(),
+            s.v1,
+            s.v2,
+            percent(s.v2, s.v1 + s.v2),
+            s.failed
+        );
+    }
+    println!(
+        "\n  requests sent {} (answered {}), failed {} (refused {}, reset {}, timeout {}, bad answer {})",
+        total.sent(),
+        total.ok,
+        total.failed(),
+        total.refused,
+        total.reset,
+        total.timeout,
+        total.bad
+    );
+    println!(
+        "  long-lived connections: {} opened on v1, asked {} times, broken {}, moved {}",
+        total.held_open, total.held_asked, total.held_broken, total.held_moved
+    );
+    println!(
+        "  flows held at the end: {}",
+        flows
+            .iter()
+            .map(|(g, f)| format!("{g} {f}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    if !total.errors.is_empty() {
+        println!("  first failures: {:?}", total.errors);
+    }
+    drop(veer);
+    drop((s1, s2));
+    drop(topo);
+    result?;
+    let clean = total.failed() == 0 && total.held_broken == 0 && total.held_moved == 0;
+    println!(
+        "\n{}",
+        if clean {
+            "no request failed and no connection broke or moved: cleaned up, done."
+        } else {
+            "FAILED: some requests failed or connections broke (see above); cleaned up."
+        }
+    );
+    Ok(clean)
+}

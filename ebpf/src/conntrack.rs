@@ -28,6 +28,16 @@ pub(crate) fn lookup(key: &FlowKey) -> Option<*mut FlowEntry> {
     VEER_CONNTRACK.get_ptr_mut(key)
 }
 
+/// Whether a SYN meets the entry of a flow that already got past its handshake: the client
+/// reuses the 5-tuple for a new connection, which must be selected afresh (with today's
+/// weights), not glued to the old flow's backend. A SYN on an entry still in SYN state is a
+/// retransmit and keeps its backend.
+#[inline(always)]
+pub(crate) fn is_reused(entry: *mut FlowEntry, h: &Headers) -> bool {
+    // SAFETY: `entry` came from a conntrack lookup in this program run (see `touch_request`).
+    h.is_syn() && unsafe { (*entry).state } != STATE_SYN
+}
+
 /// The state a new entry starts in for the packet that created it.
 #[inline(always)]
 fn initial_state(h: &Headers) -> u8 {

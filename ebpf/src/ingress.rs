@@ -15,7 +15,8 @@ pub(crate) fn run(ctx: &XdpContext) -> Result<u32, Reason> {
     let svc = service::lookup(&h.key)?;
     // SAFETY: plain helper call.
     let now = unsafe { bpf_ktime_get_ns() };
-    let (flow, new_flow) = match conntrack::lookup(&h.key) {
+    let (flow, new_flow) = match conntrack::lookup(&h.key).filter(|e| !conntrack::is_reused(*e, &h))
+    {
         Some(entry) => {
             conntrack::touch_request(entry, &h, now);
             // SAFETY: valid for this program run (see `conntrack`); copied out.

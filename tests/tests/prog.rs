@@ -272,6 +272,41 @@ mod steering {
     }
 
     #[test]
+    fn a_new_connection_on_a_reused_tuple_follows_the_weights_of_now() {
+        // The first connection (to v1) ended; the client reuses its port after the shift. A
+        // SYN retransmit (entry still in SYN state) keeps its backend instead.
+        let first = syn(CLIENT, VIP);
+        let fin =
+            PacketBuilder::tcp(sa(CLIENT), sa(VIP)).tcp_flags(tcp_flags::FIN | tcp_flags::ACK);
+        let again = syn(CLIENT, VIP).seq(9000);
+        run_cases(&[
+            xdp(
+                "SYN after FIN and a shift goes to v2",
+                web((10_000, 0)),
+                vec![
+                    Step::Run(Program::Xdp, first.build()),
+                    Step::Run(Program::Xdp, fin.build()),
+                    Step::Seed(web((0, 10_000))),
+                ],
+                again.build(),
+                XDP_REDIRECT,
+                steered(&again, CLIENT, V2),
+            ),
+            xdp(
+                "a retransmitted SYN after a shift stays on v1",
+                web((10_000, 0)),
+                vec![
+                    Step::Run(Program::Xdp, first.build()),
+                    Step::Seed(web((0, 10_000))),
+                ],
+                first.build(),
+                XDP_REDIRECT,
+                steered(&first, CLIENT, V1),
+            ),
+        ]);
+    }
+
+    #[test]
     fn replies_get_the_vip_back() {
         let synack = PacketBuilder::tcp(sa(V1), sa(CLIENT))
             .tcp_flags(tcp_flags::SYN | tcp_flags::ACK)

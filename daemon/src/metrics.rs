@@ -66,7 +66,7 @@ pub fn render(ctl: &Controller) -> Result<String, crate::control::ControlError> 
 
     backend_metrics(&mut reg, &status);
     rollout_metrics(&mut reg, ctl);
-    dataplane_metrics(&mut reg, ctl)?;
+    dataplane_metrics(&mut reg, ctl, &status)?;
 
     let mut out = String::new();
     // Infallible: writing into a String cannot fail.
@@ -175,6 +175,7 @@ fn rollout_metrics(reg: &mut Registry, ctl: &Controller) {
 fn dataplane_metrics(
     reg: &mut Registry,
     ctl: &Controller,
+    status: &crate::api::protocol::Status,
 ) -> Result<(), crate::control::ControlError> {
     let reasons = Family::<ReasonLabels, Counter>::default();
     for r in Reason::ALL {
@@ -194,10 +195,10 @@ fn dataplane_metrics(
     );
 
     let entries: Gauge = Gauge::default();
-    entries.set(ctl.dataplane().maps().flows()?.len() as i64);
+    entries.set(i64::try_from(status.conntrack.entries).unwrap_or(i64::MAX));
     reg.register("conntrack_entries", "Entries in the conntrack map", entries);
     let capacity: Gauge = Gauge::default();
-    capacity.set(i64::from(ctl.node().conntrack_max));
+    capacity.set(i64::from(status.conntrack.capacity));
     reg.register(
         "conntrack_capacity",
         "Capacity of the conntrack map",

@@ -186,18 +186,21 @@ async fn run_async(opts: DaemonOptions) -> Result<(), Failure> {
     Ok(())
 }
 
+/// Conntrack upkeep: every `UPKEEP_INTERVAL`, or more rarely when a pass is expensive (a very
+/// large map): the daemon spends at most a tenth of its time scanning.
 async fn upkeep(ctl: Arc<Mutex<Controller>>, mut stop: watch::Receiver<bool>) {
-    let mut tick = tokio::time::interval(UPKEEP_INTERVAL);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut wait = UPKEEP_INTERVAL;
     loop {
         tokio::select! {
             _ = stop.wait_for(|s| *s) => return,
-            _ = tick.tick() => {}
+            () = tokio::time::sleep(wait) => {}
         }
+        let started = std::time::Instant::now();
         let result = ctl
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .upkeep();
+        wait = UPKEEP_INTERVAL.max(started.elapsed() * 10);
         match result {
             Ok(u) if u.expired > 0 => {
                 tracing::debug!(expired = u.expired, entries = u.entries, "conntrack upkeep");

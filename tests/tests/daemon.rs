@@ -149,6 +149,7 @@ mod apply {
         );
         let human = b.daemon.ok(&["status"]);
         assert!(human.starts_with("revision 1 (config, "), "{human}");
+        assert!(human.contains("conntrack: 0 of 65536 entries"), "{human}");
         assert!(human.contains("service web 192.0.2.10:80/tcp"), "{human}");
         let v1_row = human
             .lines()

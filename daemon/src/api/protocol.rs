@@ -17,6 +17,8 @@ pub struct Status {
     pub revision: Option<RevisionInfo>,
     /// Interfaces the programs are attached to (from the config file).
     pub interfaces: Vec<String>,
+    /// Conntrack use.
+    pub conntrack: ConntrackStatus,
     /// Services.
     pub services: Vec<ServiceStatus>,
 }
@@ -292,4 +294,13 @@ pub struct RolloutStatus {
     pub reason: Option<String>,
     /// The plan.
     pub plan: crate::rollout::Plan,
+}
+
+/// Conntrack use in `Status`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConntrackStatus {
+    /// Entries (every state).
+    pub entries: u64,
+    /// Capacity.
+    pub capacity: u32,
 }

@@ -52,6 +52,11 @@ fn human(s: &Status) -> String {
         ),
         None => "no revision yet: apply a config (veer apply -f FILE)\n".to_owned(),
     };
+    let _ = writeln!(
+        out,
+        "conntrack: {} of {} entries",
+        s.conntrack.entries, s.conntrack.capacity
+    );
     for svc in &s.services {
         let _ = writeln!(
             out,

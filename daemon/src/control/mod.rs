@@ -640,7 +640,7 @@ impl Controller {
             });
         }
         let ids = &self.dataplane.applied().ids;
-        let active = self.dataplane.active_flows()?;
+        let (active, entries) = flows::census(self.dataplane.maps())?;
         let maps = self.dataplane.maps();
         let mut services = Vec::new();
         for s in state
@@ -700,6 +700,10 @@ impl Controller {
         Ok(Status {
             revision: self.store.latest().map(revision_info),
             interfaces: self.node.interfaces.clone(),
+            conntrack: crate::api::protocol::ConntrackStatus {
+                entries,
+                capacity: self.node.conntrack_max,
+            },
             services,
         })
     }
@@ -781,7 +785,7 @@ impl Controller {
     pub fn upkeep(&mut self) -> Result<flows::Upkeep, ControlError> {
         let timeouts = self.node.timeouts;
         let u = flows::upkeep(self.dataplane.maps_mut(), &timeouts, flows::monotonic_ns())?;
-        self.health.record_unanswered(&u.unanswered, &u.present);
+        self.health.record_unanswered(&u.unanswered, &u.syn);
         Ok(u)
     }
 }

@@ -37,11 +37,12 @@ struct BatchAttr {
 #[error("BPF_MAP_LOOKUP_BATCH failed")]
 pub struct BatchError(#[source] pub std::io::Error);
 
-/// Every (key, value) of the hash map behind `fd`, whose keys and values are `K` and `V`.
-pub fn read_all<K: Pod + Default, V: Pod + Default>(
+/// Calls `f` on every (key, value) of the hash map behind `fd`, whose keys and values are `K`
+/// and `V`, a batch at a time (memory stays at one batch whatever the map's size).
+pub fn for_each<K: Pod + Default, V: Pod + Default>(
     fd: BorrowedFd<'_>,
-) -> Result<Vec<(K, V)>, BatchError> {
-    let mut out = Vec::new();
+    mut f: impl FnMut(&K, &V),
+) -> Result<(), BatchError> {
     let mut keys = vec![K::default(); BATCH as usize];
     let mut values = vec![V::default(); BATCH as usize];
     // The hash map's batch cursor is a bucket index (u32); the first call passes none.
@@ -74,12 +75,14 @@ pub fn read_all<K: Pod + Default, V: Pod + Default>(
             )
         };
         let err = (rc < 0).then(std::io::Error::last_os_error);
-        let n = attr.count as usize;
-        out.extend(keys[..n].iter().copied().zip(values[..n].iter().copied()));
+        let n = (attr.count as usize).min(keys.len());
+        for (k, v) in keys[..n].iter().zip(&values[..n]) {
+            f(k, v);
+        }
         match err {
             None => {}
             // The end of the map (the last batch may still have returned entries).
-            Some(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(out),
+            Some(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(()),
             Some(e) => return Err(BatchError(e)),
         }
         cursor_in = cursor_out;

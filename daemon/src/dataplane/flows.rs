@@ -51,8 +51,8 @@ pub const CONNECT_TIMEOUT_NS: u64 = 3_000_000_000;
 pub struct Upkeep {
     /// SYN entries idle past `CONNECT_TIMEOUT_NS`: (flow, backend id).
     pub unanswered: Vec<(FlowKey, u32)>,
-    /// Every flow key left in the map.
-    pub present: std::collections::HashSet<FlowKey>,
+    /// Every flow key left in the map in SYN state (to forget unanswered flows that moved on).
+    pub syn: std::collections::HashSet<FlowKey>,
     /// Entries removed.
     pub expired: u64,
     /// Active flows per backend id after the pass.
@@ -61,27 +61,44 @@ pub struct Upkeep {
     pub entries: u64,
 }
 
-/// Removes expired entries (and their reverse-NAT entries) and counts what is left.
+/// Active flows per backend id and the number of entries, from one streaming scan.
+pub fn census(maps: &Maps) -> Result<(HashMap<u32, u64>, u64), DataplaneError> {
+    let mut active: HashMap<u32, u64> = HashMap::new();
+    let mut entries = 0;
+    maps.for_each_flow(|_, e| {
+        entries += 1;
+        if is_active(e) {
+            *active.entry(e.backend_id).or_default() += 1;
+        }
+    })?;
+    Ok((active, entries))
+}
+
+/// Removes expired entries (and their reverse-NAT entries) and counts what is left. One
+/// streaming scan; only the expired entries and the SYN-state keys are kept in memory.
 pub fn upkeep(maps: &mut Maps, t: &Timeouts, now_ns: u64) -> Result<Upkeep, DataplaneError> {
     let mut out = Upkeep::default();
-    let flows: Vec<(FlowKey, FlowEntry)> = maps.flows()?;
-    for (key, entry) in flows {
-        if is_expired(&entry, now_ns, t) {
-            maps.remove_flow(&key, &entry)?;
-            out.expired += 1;
-            continue;
+    let mut expired: Vec<(FlowKey, FlowEntry)> = Vec::new();
+    maps.for_each_flow(|key, entry| {
+        if is_expired(entry, now_ns, t) {
+            expired.push((*key, *entry));
+            return;
         }
         out.entries += 1;
-        out.present.insert(key);
-        if entry.state == STATE_SYN
-            && now_ns.saturating_sub(entry.last_seen_ns) > CONNECT_TIMEOUT_NS
-        {
-            out.unanswered.push((key, entry.backend_id));
+        if entry.state == STATE_SYN {
+            out.syn.insert(*key);
+            if now_ns.saturating_sub(entry.last_seen_ns) > CONNECT_TIMEOUT_NS {
+                out.unanswered.push((*key, entry.backend_id));
+            }
         }
-        if is_active(&entry) {
+        if is_active(entry) {
             *out.active.entry(entry.backend_id).or_default() += 1;
         }
+    })?;
+    for (key, entry) in &expired {
+        maps.remove_flow(key, entry)?;
     }
+    out.expired = expired.len() as u64;
     Ok(out)
 }
 

@@ -252,23 +252,33 @@ impl Maps {
             .map_err(op("iterate", maps::BACKENDS))
     }
 
-    /// Every conntrack entry (a snapshot: the kernel keeps changing the map meanwhile). Read in
-    /// batches; entry by entry only where the kernel refuses batches.
-    pub fn flows(&self) -> Result<Vec<(FlowKey, FlowEntry)>, DataplaneError> {
+    /// Calls `f` on every conntrack entry (the kernel keeps changing the map meanwhile: each
+    /// bucket is read consistently, not the whole map at one instant). Reads in batches; entry
+    /// by entry only where the kernel refuses batches.
+    pub fn for_each_flow(
+        &self,
+        mut f: impl FnMut(&FlowKey, &FlowEntry),
+    ) -> Result<(), DataplaneError> {
         use aya::maps::IterableMap as _;
-        match super::batch::read_all(super::batch::fd_of(self.conntrack.map())) {
-            Ok(all) => return Ok(all),
+        match super::batch::for_each(super::batch::fd_of(self.conntrack.map()), &mut f) {
+            Ok(()) => return Ok(()),
             Err(e) => tracing::debug!(error = %e.0, "batch read of conntrack refused; iterating"),
         }
-        let mut out = Vec::new();
         for item in &self.conntrack {
             match item {
-                Ok(kv) => out.push(kv),
+                Ok((k, v)) => f(&k, &v),
                 // An entry deleted between get_next_key and lookup: skip it.
                 Err(MapError::KeyNotFound) => {}
                 Err(e) => return Err(op("iterate", maps::CONNTRACK)(e)),
             }
         }
+        Ok(())
+    }
+
+    /// Every conntrack entry, collected (bounded callers should use `for_each_flow`).
+    pub fn flows(&self) -> Result<Vec<(FlowKey, FlowEntry)>, DataplaneError> {
+        let mut out = Vec::new();
+        self.for_each_flow(|k, v| out.push((*k, *v)))?;
         Ok(out)
     }
 

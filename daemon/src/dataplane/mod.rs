@@ -149,13 +149,7 @@ impl Dataplane {
     /// Active flows (SYN, established or UDP: not closing) per backend id, from one scan of the
     /// conntrack map.
     pub fn active_flows(&self) -> Result<HashMap<u32, u64>, DataplaneError> {
-        let mut out = HashMap::new();
-        for (_, entry) in self.maps.flows()? {
-            if flows::is_active(&entry) {
-                *out.entry(entry.backend_id).or_default() += 1;
-            }
-        }
-        Ok(out)
+        Ok(flows::census(&self.maps)?.0)
     }
 }
 

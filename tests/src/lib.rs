@@ -17,6 +17,13 @@ pub mod packet;
 pub mod prog;
 pub mod servers;
 
+/// How tests load veer's kernel object: private maps, and a conntrack of 65,536 entries rather
+/// than the production million (each load preallocates its LRU maps, and tests load many at once).
+pub const TEST_LOAD: veer::dataplane::loader::LoadOptions = veer::dataplane::loader::LoadOptions {
+    pin_dir: None,
+    conntrack_max: 65_536,
+};
+
 /// Panics unless the process runs as root: the test bed never skips silently.
 pub fn require_root() {
     // SAFETY: geteuid has no preconditions and cannot fail.

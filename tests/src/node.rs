@@ -2,10 +2,7 @@
 //! kernel object with private maps, attaches it to every node interface, applies desired states.
 
 use veer::{
-    dataplane::{
-        Dataplane,
-        loader::{LoadOptions, XdpAttachMode},
-    },
+    dataplane::{Dataplane, loader::XdpAttachMode},
     model::DesiredState,
 };
 
@@ -31,7 +28,7 @@ impl SteeredNode {
             .node()
             .enter_current_thread()
             .unwrap_or_else(|e| panic!("entering the node netns: {e}"));
-        let mut dataplane = Dataplane::load(&LoadOptions::default())
+        let mut dataplane = Dataplane::load(&crate::TEST_LOAD)
             .unwrap_or_else(|e| panic!("loading veer: {}", crate::prog::error_chain(&e)));
         let mut modes = Vec::new();
         for ifname in topo.node_ifnames() {

@@ -25,8 +25,7 @@ use aya::{
     programs::{TestRun as _, TestRunOptions},
 };
 use veer::dataplane::{
-    loader::{self, LoadOptions},
-    maglev,
+    loader, maglev,
     maps::{Maps, addr_words},
 };
 use veer_common::{
@@ -255,7 +254,7 @@ impl Harness {
         let entered = ns
             .enter_current_thread()
             .unwrap_or_else(|e| panic!("entering the harness netns: {e}"));
-        let mut ebpf = loader::load(&LoadOptions::default())
+        let mut ebpf = loader::load(&crate::TEST_LOAD)
             .unwrap_or_else(|e| panic!("loading veer's kernel object: {}", error_chain(&e)));
         let mut maps = Maps::take(&mut ebpf).unwrap_or_else(|e| panic!("{}", error_chain(&e)));
         let vb0 = veer::dataplane::ifindex("vb0").unwrap_or_else(|e| panic!("{e}"));

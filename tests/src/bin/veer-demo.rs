@@ -2,9 +2,10 @@
 //!
 //! Builds a client, the node and two backend namespaces (`v1`, `v2`, answering with their name),
 //! starts `veer daemon` on the node with service `web` (`192.0.2.10:80`) at `v1=100 v2=0`, drives
-//! new connections from the client (bounded) plus 20 long-lived connections, and shifts
-//! 100/0 → 90/10 → 75/25 → 50/50 → 25/75 → 0/100 with `veer shift`, showing every second the
-//! split of new connections, the flows each group holds (`veer status`) and the failed requests.
+//! new connections from the client (bounded) plus 20 long-lived connections, and runs a live
+//! rollout to `v2` (`veer rollout start web --to v2`: 10 → 25 → 50 → 75 → 100 %, each step
+//! watched by veer's failure-rate and health gates), showing every second the split of new
+//! connections, the flows each group holds (`veer status`) and the failed requests.
 //! Ends with a summary and removes everything, also on Ctrl-C. Exits 1 if any request failed or
 //! a long-lived connection broke or moved.
 
@@ -32,19 +33,25 @@ const V1: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 51, 100, 11));
 const V2: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 51, 100, 21));
 const VIP: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 10)), 80);
 
-/// Weights of `v1` and `v2`, in order; the first is the starting state.
-const STEPS: [(u32, u32); 6] = [(100, 0), (90, 10), (75, 25), (50, 50), (25, 75), (0, 100)];
-/// How long each step holds (the first one is the warm-up at 100/0).
-const STEP_TIME: Duration = Duration::from_secs(8);
-/// Held after the last step, before the summary.
+/// `v2`'s share at each rollout step.
+const ROLLOUT_STEPS: &str = "10,25,50,75,100";
+/// How long veer watches each step.
+const PAUSE: &str = "6s";
+/// At 100/0 before the rollout starts.
+const WARM_UP: Duration = Duration::from_secs(4);
+/// Held after the rollout ends, before the summary.
 const FINAL_HOLD: Duration = Duration::from_secs(4);
+/// Longest the rollout may take before the demo gives up on it.
+const ROLLOUT_LIMIT: Duration = Duration::from_secs(75);
 /// Long-lived connections opened at the start (they stay on `v1` all along).
 const HELD: usize = 20;
 
 /// One step as it ran.
 struct StepReport {
-    weights: (u32, u32),
-    shift_ms: f64,
+    /// `warm-up`, or the rollout step (`2/5`).
+    name: String,
+    /// `v1`'s and `v2`'s weights.
+    weights: (String, String),
     held_for: Duration,
     v1: u64,
     v2: u64,
@@ -161,89 +168,167 @@ fn run() -> Result<bool> {
     let mut steps: Vec<StepReport> = Vec::new();
     let mut result: Result<()> = Ok(());
     let mut last = load.snapshot();
-    for (i, &(w1, w2)) in STEPS.iter().enumerate() {
-        let shift_ms = if i == 0 {
-            0.0
-        } else {
-            let t = Instant::now();
-            if let Err(e) = veer.ok(&["shift", "web", &format!("v1={w1}"), &format!("v2={w2}")]) {
-                result = Err(e);
-                break;
-            }
-            t.elapsed().as_secs_f64() * 1000.0
-        };
-        let step_start = Instant::now();
-        let before = load.snapshot();
-        if i == 0 {
-            view.event(&format!("  step 1/6  v1={w1:>3} v2={w2:>3}  (start)"));
-        } else {
-            view.event(&format!(
-                "  step {}/6  v1={w1:>3} v2={w2:>3}  `veer shift web v1={w1} v2={w2}` took {shift_ms:.1} ms",
-                i + 1
-            ));
+    let mut segment = (
+        String::from("warm-up"),
+        ("100".to_owned(), "0".to_owned()),
+        Instant::now(),
+        load.snapshot(),
+    );
+    let mut started = false;
+    let mut ended: Option<Instant> = None;
+    let mut tick = Instant::now();
+    view.event("  warm-up at v1=100 v2=0");
+    loop {
+        tick += Duration::from_secs(1);
+        if let Err(e) = bed::sleep(tick.saturating_duration_since(Instant::now())) {
+            result = Err(e);
+            break;
         }
-        let hold = if i + 1 == STEPS.len() {
-            STEP_TIME + FINAL_HOLD
-        } else {
-            STEP_TIME
-        };
-        let mut tick = step_start;
-        while step_start.elapsed() < hold {
-            tick += Duration::from_secs(1);
-            if let Err(e) = bed::sleep(tick.saturating_duration_since(Instant::now())) {
+        if !started && start.elapsed() >= WARM_UP {
+            let cmd = [
+                "rollout",
+                "start",
+                "web",
+                "--to",
+                "v2",
+                "--steps",
+                ROLLOUT_STEPS,
+                "--pause",
+                PAUSE,
+                "--min-flows",
+                "20",
+                "--max-failure-rate",
+                "1%",
+            ];
+            if let Err(e) = veer.ok(&cmd) {
                 result = Err(e);
                 break;
             }
+            view.event(&format!("  `veer {}`", cmd.join(" ")));
+            started = true;
+        }
+        let rollout = if started {
+            veer.json(&["rollout", "status", "web"]).ok()
+        } else {
+            None
+        };
+        let weight = |g: &str| -> String {
+            rollout
+                .as_ref()
+                .and_then(|r| {
+                    r["weights"]
+                        .as_array()?
+                        .iter()
+                        .find(|w| w[0] == g)
+                        .map(|w| w[1].to_string())
+                })
+                .unwrap_or_else(|| {
+                    if g == "v1" {
+                        "100".to_owned()
+                    } else {
+                        "0".to_owned()
+                    }
+                })
+        };
+        let (w1, w2) = (weight("v1"), weight("v2"));
+        let name = rollout.as_ref().map_or_else(
+            || "warm-up".to_owned(),
+            |r| {
+                format!(
+                    "{}/{}",
+                    r["step"],
+                    r["steps"].as_array().map_or(0, Vec::len)
+                )
+            },
+        );
+        if name != segment.0 {
             let now = load.snapshot();
-            let (d1, d2) = (
-                now.answered_by("v1") - last.answered_by("v1"),
-                now.answered_by("v2") - last.answered_by("v2"),
-            );
-            let flows = veer.active_flows().unwrap_or_default();
-            let flows_of = |g: &str| flows.iter().find(|(n, _)| n == g).map_or(0, |(_, f)| *f);
-            view.line(&format!(
-                "  {:>3}s  v1={w1:>3} v2={w2:>3} │ new conn/s  v1 {d1:>5}  v2 {d2:>5}  ({:>3}% / {:>3}%) │ flows held  v1 {:>4}  v2 {:>4} │ failed {}{}",
-                start.elapsed().as_secs(),
-                percent(d1, d1 + d2),
-                percent(d2, d1 + d2),
-                flows_of("v1"),
-                flows_of("v2"),
-                now.failed(),
-                if now.held_broken + now.held_moved > 0 {
-                    format!(", long-lived broken {} moved {}", now.held_broken, now.held_moved)
-                } else {
-                    String::new()
-                }
-            ));
-            last = now;
+            steps.push(StepReport {
+                name: segment.0.clone(),
+                weights: segment.1.clone(),
+                held_for: segment.2.elapsed(),
+                v1: now.answered_by("v1") - segment.3.answered_by("v1"),
+                v2: now.answered_by("v2") - segment.3.answered_by("v2"),
+                failed: now.failed() - segment.3.failed(),
+            });
+            view.event(&format!("  rollout step {name}: v1={w1} v2={w2}"));
+            segment = (name.clone(), (w1.clone(), w2.clone()), Instant::now(), now);
         }
-        let after = load.snapshot();
-        steps.push(StepReport {
-            weights: (w1, w2),
-            shift_ms,
-            held_for: step_start.elapsed(),
-            v1: after.answered_by("v1") - before.answered_by("v1"),
-            v2: after.answered_by("v2") - before.answered_by("v2"),
-            failed: after.failed() - before.failed(),
-        });
-        if result.is_err() {
+        let now = load.snapshot();
+        let (d1, d2) = (
+            now.answered_by("v1") - last.answered_by("v1"),
+            now.answered_by("v2") - last.answered_by("v2"),
+        );
+        let flows = veer.active_flows().unwrap_or_default();
+        let flows_of = |g: &str| flows.iter().find(|(n, _)| n == g).map_or(0, |(_, f)| *f);
+        let waiting = rollout
+            .as_ref()
+            .and_then(|r| r["waiting"].as_str().map(str::to_owned))
+            .unwrap_or_default();
+        view.line(&format!(
+            "  {:>3}s  v1={w1:>3} v2={w2:>3} │ new conn/s  v1 {d1:>5}  v2 {d2:>5}  ({:>3}% / {:>3}%) │ flows held  v1 {:>4}  v2 {:>4} │ failed {}{}{}",
+            start.elapsed().as_secs(),
+            percent(d1, d1 + d2),
+            percent(d2, d1 + d2),
+            flows_of("v1"),
+            flows_of("v2"),
+            now.failed(),
+            if now.held_broken + now.held_moved > 0 {
+                format!(", long-lived broken {} moved {}", now.held_broken, now.held_moved)
+            } else {
+                String::new()
+            },
+            if waiting.is_empty() { String::new() } else { format!(" │ {waiting}") }
+        ));
+        last = now;
+        let phase = rollout
+            .as_ref()
+            .and_then(|r| r["phase"].as_str().map(str::to_owned))
+            .unwrap_or_default();
+        if ended.is_none() && matches!(phase.as_str(), "completed" | "rolled_back" | "aborted") {
+            view.event(&format!(
+                "  rollout {phase}{}",
+                rollout
+                    .as_ref()
+                    .and_then(|r| r["reason"].as_str().map(|w| format!(": {w}")))
+                    .unwrap_or_default()
+            ));
+            if phase != "completed" {
+                result = Err(format!("the rollout {phase}").into());
+            }
+            ended = Some(Instant::now());
+        }
+        if ended.is_some_and(|t| t.elapsed() >= FINAL_HOLD) {
+            break;
+        }
+        if start.elapsed() > WARM_UP + ROLLOUT_LIMIT {
+            result = Err("the rollout did not finish in time".into());
             break;
         }
     }
+    let now = load.snapshot();
+    steps.push(StepReport {
+        name: segment.0,
+        weights: segment.1,
+        held_for: segment.2.elapsed(),
+        v1: now.answered_by("v1") - segment.3.answered_by("v1"),
+        v2: now.answered_by("v2") - segment.3.answered_by("v2"),
+        failed: now.failed() - segment.3.failed(),
+    });
     view.event("");
     let total = load.finish();
     let flows = veer.active_flows().unwrap_or_default();
 
     println!("summary");
     println!(
-        "  {:<14} {:>9} {:>8} {:>8} {:>12} {:>7}",
-        "step v1/v2", "shift ms", "held s", "v1 new", "v2 new (%)", "failed"
+        "  {:<8} {:<12} {:>8} {:>8} {:>12} {:>7}",
+        "step", "v1/v2", "held s", "v1 new", "v2 new (%)", "failed"
     );
     for s in &steps {
         println!(
-            "  {:<14} {:>9.1} {:>8.1} {:>8} {:>7} ({:>2}%) {:>7}",
+            "  {:<8} {:<12} {:>8.1} {:>8} {:>7} ({:>2}%) {:>7}",
+            s.name,
             format!("{}/{}", s.weights.0, s.weights.1),
-            s.shift_ms,
             s.held_for.as_secs_f64(),
             s.v1,
             s.v2,

@@ -570,7 +570,7 @@ impl Report {
                 );
                 let _ = writeln!(
                     w,
-                    "| daemon CPU with those flows, no traffic (conntrack upkeep every second) | {:.0}% of one core |",
+                    "| daemon CPU with those flows, no traffic (conntrack upkeep: every second, spaced out when a pass is long) | {:.0}% of one core |",
                     m.upkeep_cpu_share * 100.0
                 );
                 let _ = writeln!(

@@ -58,10 +58,7 @@ pub(crate) fn forward(ctx: &XdpContext, h: &parse::Headers, dst: &[u32; 4]) -> R
         BPF_FIB_LKUP_RET_NO_NEIGH | BPF_FIB_LKUP_RET_NOT_FWDED => return Ok(xdp_action::XDP_PASS),
         _ => return Err(Reason::FibFailed),
     }
-    let ingress = ctx.ingress_ifindex() as u32;
-    if h.l3_off != UNTAGGED_L3_OFF
-        || (p.ifindex != ingress && VEER_TX_PORTS.get_ifindex(p.ifindex).is_none())
-    {
+    if h.l3_off != UNTAGGED_L3_OFF {
         return Ok(xdp_action::XDP_PASS);
     }
     // Forwarding is routing: decrement the TTL / hop limit as the kernel would, and let the
@@ -70,6 +67,17 @@ pub(crate) fn forward(ctx: &XdpContext, h: &parse::Headers, dst: &[u32; 4]) -> R
     if ttl <= 1 {
         return Ok(xdp_action::XDP_PASS);
     }
+    // Out of the ingress interface again, or into one of veer's ports. `bpf_redirect_map` only
+    // records the target (the frame leaves after the program returns), so the rewrite below
+    // may follow it; a route through any other device goes to the kernel untouched.
+    let verdict = if p.ifindex == ctx.ingress_ifindex() as u32 {
+        xdp_action::XDP_TX
+    } else {
+        match VEER_TX_PORTS.redirect(p.ifindex, 0) {
+            Ok(redirect) => redirect,
+            Err(_) => return Ok(xdp_action::XDP_PASS),
+        }
+    };
     if h.key.family == FAMILY_V4 {
         // TTL shares a 16-bit checksum word with the protocol byte.
         let old: u16 = parse::read_raw(start, end, ttl_off)?;
@@ -83,12 +91,5 @@ pub(crate) fn forward(ctx: &XdpContext, h: &parse::Headers, dst: &[u32; 4]) -> R
     }
     parse::write(start, end, 0, p.dmac)?;
     parse::write(start, end, 6, p.smac)?;
-    if p.ifindex == ingress {
-        return Ok(xdp_action::XDP_TX);
-    }
-    // Only fails if the port was removed since the check above (a daemon detaching): the frame
-    // is then passed, and the kernel drops it as addressed to another host.
-    Ok(VEER_TX_PORTS
-        .redirect(p.ifindex, 0)
-        .unwrap_or(xdp_action::XDP_PASS))
+    Ok(verdict)
 }

@@ -4,7 +4,7 @@
 
 use std::{path::Path, process::Command};
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 
 use crate::exec;
 
@@ -29,26 +29,9 @@ const POLICY_RC_D: &str = "/usr/sbin/policy-rc.d";
 
 /// Installs the missing tools, builds, runs the benchmarks; exits with their exit code.
 pub(crate) fn run(opts: &Options) -> anyhow::Result<()> {
-    if exec::euid()? != 0 {
-        bail!(
-            "the benchmarks build network namespaces and load BPF programs: run `sudo -E cargo xtask bench`"
-        );
-    }
+    exec::require_root("the benchmarks", "bench")?;
     install_tools()?;
-    exec::cargo(&[
-        "build",
-        "--release",
-        "--locked",
-        "--package",
-        "veer",
-        "--bin",
-        "veer",
-        "--package",
-        "veer-tests",
-        "--bin",
-        "veer-bench",
-    ])?;
-    let bench = target_dir().join("release/veer-bench");
+    let bench = exec::build_test_program("veer-bench")?;
     let out = exec::workspace_root().join("BENCHMARKS.md");
     let mut cmd = Command::new(&bench);
     cmd.arg("--out")

@@ -11,25 +11,8 @@ use crate::exec;
 /// Builds and runs the demo in place of this process (so Ctrl-C reaches the demo alone, which
 /// then removes what it created); returns only if it cannot start.
 pub(crate) fn run() -> anyhow::Result<()> {
-    if exec::euid()? != 0 {
-        bail!(
-            "the demo builds network namespaces and loads BPF programs: run `sudo -E cargo xtask demo`"
-        );
-    }
-    exec::cargo(&[
-        "build",
-        "--release",
-        "--locked",
-        "--package",
-        "veer",
-        "--bin",
-        "veer",
-        "--package",
-        "veer-tests",
-        "--bin",
-        "veer-demo",
-    ])?;
-    let demo = crate::bench::target_dir().join("release/veer-demo");
+    exec::require_root("the demo", "demo")?;
+    let demo = exec::build_test_program("veer-demo")?;
     let err = Command::new(&demo).exec();
     bail!("starting {}: {err}", demo.display())
 }

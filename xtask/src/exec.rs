@@ -52,3 +52,32 @@ pub(crate) fn euid() -> anyhow::Result<u32> {
         .parse()
         .context("parsing `id -u`")
 }
+
+/// Fails unless root: `what` (the demo, the benchmarks) builds namespaces and loads BPF.
+pub(crate) fn require_root(what: &str, command: &str) -> anyhow::Result<()> {
+    if euid()? != 0 {
+        anyhow::bail!(
+            "{what} build network namespaces and load BPF programs: run `sudo -E cargo xtask {command}`"
+        );
+    }
+    Ok(())
+}
+
+/// Release-builds `veer` and the `veer-tests` program `bin` (the demo, the benchmarks), and
+/// returns the program's path.
+pub(crate) fn build_test_program(bin: &str) -> anyhow::Result<std::path::PathBuf> {
+    cargo(&[
+        "build",
+        "--release",
+        "--locked",
+        "--package",
+        "veer",
+        "--bin",
+        "veer",
+        "--package",
+        "veer-tests",
+        "--bin",
+        bin,
+    ])?;
+    Ok(crate::bench::target_dir().join("release").join(bin))
+}

@@ -20,18 +20,11 @@ mod load;
 
 use std::{
     io::Write as _,
-    net::{IpAddr, Ipv4Addr, SocketAddr},
     process::ExitCode,
     time::{Duration, Instant},
 };
 
-use veer_tests::{netns::Topology, servers::TcpServer};
-
-use crate::bed::{Context as _, Result, Veer};
-
-const V1: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 51, 100, 11));
-const V2: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 51, 100, 21));
-const VIP: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 10)), 80);
+use crate::bed::{Context as _, Result, VIP, Veer};
 
 /// `v2`'s share at each rollout step.
 const ROLLOUT_STEPS: &str = "10,25,50,75,100";
@@ -121,19 +114,11 @@ fn run() -> Result<bool> {
         tty: std::io::IsTerminal::is_terminal(&std::io::stdout()),
     };
     println!("veer demo: a live cutover v1 → v2 under load, in network namespaces\n");
-    let topo = Topology::builder()
-        .client()
-        .backend("v1", &[V1])
-        .backend("v2", &[V2])
-        .build()
-        .context("building the namespaces")?;
+    let topo = bed::two_group_topology()?;
     topo.client()
         .sysctl(&[("net.ipv4.ip_local_port_range", "1024 65000")])
         .context("client port range")?;
-    let s1 = TcpServer::start(topo.backend("v1"), SocketAddr::new(V1, 8080), "v1")
-        .context("starting backend v1")?;
-    let s2 = TcpServer::start(topo.backend("v2"), SocketAddr::new(V2, 8080), "v2")
-        .context("starting backend v2")?;
+    let servers = bed::name_servers(&topo)?;
     let veer = Veer::start(
         topo.node(),
         &bed::config(&topo.node_ifnames(), "100", "0", 65536),
@@ -362,7 +347,7 @@ fn run() -> Result<bool> {
         println!("  first failures: {:?}", total.errors);
     }
     drop(veer);
-    drop((s1, s2));
+    drop(servers);
     drop(topo);
     result?;
     let clean = total.failed() == 0 && total.held_broken == 0 && total.held_moved == 0;

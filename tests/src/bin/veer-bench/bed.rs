@@ -19,7 +19,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use veer_tests::netns::Netns;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use veer_tests::{
+    netns::{Netns, Topology},
+    servers::TcpServer,
+};
 
 /// Any error, with its message.
 pub(crate) type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -274,6 +279,35 @@ impl Drop for TempDir {
             eprintln!("cannot remove {}: {e}", self.0.display());
         }
     }
+}
+
+/// Backend `v1`'s address.
+pub(crate) const V1: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 51, 100, 11));
+/// Backend `v2`'s address.
+pub(crate) const V2: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 51, 100, 21));
+/// Service `web`.
+pub(crate) const VIP: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 10)), 80);
+
+/// The bed of the demo and the benchmarks: a client, the node, and backend namespaces `v1` and
+/// `v2` holding `V1` and `V2`.
+pub(crate) fn two_group_topology() -> Result<Topology> {
+    Topology::builder()
+        .client()
+        .backend("v1", &[V1])
+        .backend("v2", &[V2])
+        .build()
+        .context("building the namespaces")
+}
+
+/// Servers on `V1:8080` and `V2:8080` answering with their group's name. Keep them declared
+/// after the topology, so they are dropped before it.
+pub(crate) fn name_servers(topo: &Topology) -> Result<[TcpServer; 2]> {
+    Ok([
+        TcpServer::start(topo.backend("v1"), SocketAddr::new(V1, 8080), "v1")
+            .context("starting backend v1")?,
+        TcpServer::start(topo.backend("v2"), SocketAddr::new(V2, 8080), "v2")
+            .context("starting backend v2")?,
+    ])
 }
 
 /// The config of the demo and the benchmarks: service `web` at `192.0.2.10:80/tcp`, group `v1`

@@ -12,21 +12,17 @@
 //! Backends are the test bed's name-answering servers (`v1`, `v2`).
 
 use std::{
-    net::{IpAddr, Ipv4Addr, SocketAddr},
+    net::SocketAddr,
     time::{Duration, Instant},
 };
 
-use veer_tests::{netns::Topology, servers::TcpServer};
+use veer_tests::netns::Topology;
 
 use crate::{
-    bed::{self, Context as _, Result, Veer, bail},
+    bed::{self, Context as _, Result, V1, V2, VIP, Veer, bail},
     load::{Load, Plan, Snapshot},
     procs::{Haproxy, Nginx},
 };
-
-const V1: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 51, 100, 11));
-const V2: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 51, 100, 21));
-const VIP: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 10)), 80);
 
 /// Load before the event.
 const BEFORE: Duration = Duration::from_secs(2);
@@ -96,17 +92,8 @@ fn under_load(
 }
 
 /// Runs section 4.
-#[expect(
-    clippy::too_many_lines,
-    reason = "the scenarios read top to bottom, one after the other"
-)]
 pub(crate) fn run() -> Result<Vec<Scenario>> {
-    let topo = Topology::builder()
-        .client()
-        .backend("v1", &[V1])
-        .backend("v2", &[V2])
-        .build()
-        .context("building the namespaces")?;
+    let topo = bed::two_group_topology()?;
     topo.client()
         .sysctl(&[("net.ipv4.ip_local_port_range", "1024 65000")])
         .context("client port range")?;
@@ -116,10 +103,7 @@ pub(crate) fn run() -> Result<Vec<Scenario>> {
             ("net.ipv4.tcp_tw_reuse", "1"),
         ])
         .context("node sysctls")?;
-    let _s1 = TcpServer::start(topo.backend("v1"), SocketAddr::new(V1, 8080), "v1")
-        .context("starting backend v1")?;
-    let _s2 = TcpServer::start(topo.backend("v2"), SocketAddr::new(V2, 8080), "v2")
-        .context("starting backend v2")?;
+    let _servers = bed::name_servers(&topo)?;
     let mut out = Vec::new();
 
     {

@@ -16,21 +16,14 @@ use std::{
 use aya::maps::{HashMap as BpfHashMap, Map, MapData};
 use veer::dataplane::maps::addr_words;
 use veer_common::flow::{FlowEntry, FlowKey, STATE_ESTABLISHED};
-use veer_tests::{
-    netns::Topology,
-    servers::{TcpServer, ask_once},
-};
+use veer_tests::servers::ask_once;
 
-use crate::bed::{self, Context as _, Result, Veer, bail};
+use crate::bed::{self, Context as _, Result, VIP, Veer, bail};
 
 /// Conntrack capacity (the default) and the entries written.
 pub(crate) const CONNTRACK_MAX: u32 = 1 << 20;
 /// Synthetic entries written.
 pub(crate) const ENTRIES: u32 = 1_000_000;
-
-const V1: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 51, 100, 11));
-const V2: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 51, 100, 21));
-const VIP: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 10)), 80);
 
 /// Section 5's figures.
 #[derive(Clone, Debug, Default)]
@@ -141,16 +134,8 @@ fn cpu_ticks(pid: u32) -> Result<u64> {
 
 /// Runs section 5.
 pub(crate) fn run() -> Result<Results> {
-    let topo = Topology::builder()
-        .client()
-        .backend("v1", &[V1])
-        .backend("v2", &[V2])
-        .build()
-        .context("building the namespaces")?;
-    let _s1 = TcpServer::start(topo.backend("v1"), SocketAddr::new(V1, 8080), "v1")
-        .context("starting backend v1")?;
-    let _s2 = TcpServer::start(topo.backend("v2"), SocketAddr::new(V2, 8080), "v2")
-        .context("starting backend v2")?;
+    let topo = bed::two_group_topology()?;
+    let _servers = bed::name_servers(&topo)?;
     let veer = Veer::start(
         topo.node(),
         &bed::config(&topo.node_ifnames(), "100", "0", CONNTRACK_MAX),

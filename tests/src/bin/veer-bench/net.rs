@@ -12,7 +12,7 @@ use std::{
 use veer_tests::netns::Topology;
 
 use crate::{
-    bed::{self, Context as _, Result, Veer},
+    bed::{self, Context as _, Result, V1, V2, Veer},
     procs::{CpuTimes, Haproxy, Nginx, Wrk, wrk},
 };
 
@@ -36,8 +36,6 @@ pub(crate) const THREADS: u32 = 2;
 /// wrk connections.
 pub(crate) const CONNS: u32 = 50;
 
-const V1: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 51, 100, 11));
-const V2: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 51, 100, 21));
 const VIP: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 10));
 
 /// The three ways the node handles the load.
@@ -123,12 +121,7 @@ enum Node {
 
 /// Runs section 2.
 pub(crate) fn run() -> Result<Results> {
-    let topo = Topology::builder()
-        .client()
-        .backend("v1", &[V1])
-        .backend("v2", &[V2])
-        .build()
-        .context("building the namespaces")?;
+    let topo = bed::two_group_topology()?;
     let wide_ports = [
         ("net.ipv4.ip_local_port_range", "1024 65000"),
         ("net.ipv4.tcp_tw_reuse", "1"),

@@ -9,25 +9,18 @@
 //! round trips.
 
 use std::{
-    net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream},
+    net::TcpStream,
     time::{Duration, Instant},
 };
 
-use veer_tests::{
-    netns::Topology,
-    servers::{TcpServer, ask_tcp},
-};
+use veer_tests::servers::ask_tcp;
 
-use crate::bed::{self, Context as _, Result, Veer, bail};
+use crate::bed::{self, Context as _, Result, VIP, Veer, bail};
 
 /// Shifts measured (alternating `v1` → `v2` and back).
 pub(crate) const TRIALS: usize = 40;
 /// `veer status` round trips measured.
 pub(crate) const STATUS_CALLS: usize = 50;
-
-const V1: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 51, 100, 11));
-const V2: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 51, 100, 21));
-const VIP: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 10)), 80);
 
 /// Section 3's figures (microseconds).
 #[derive(Clone, Debug, Default)]
@@ -58,16 +51,8 @@ fn us(d: Duration) -> f64 {
 
 /// Runs section 3.
 pub(crate) fn run() -> Result<Results> {
-    let topo = Topology::builder()
-        .client()
-        .backend("v1", &[V1])
-        .backend("v2", &[V2])
-        .build()
-        .context("building the namespaces")?;
-    let _s1 = TcpServer::start(topo.backend("v1"), SocketAddr::new(V1, 8080), "v1")
-        .context("starting backend v1")?;
-    let _s2 = TcpServer::start(topo.backend("v2"), SocketAddr::new(V2, 8080), "v2")
-        .context("starting backend v2")?;
+    let topo = bed::two_group_topology()?;
+    let _servers = bed::name_servers(&topo)?;
     let veer = Veer::start(
         topo.node(),
         &bed::config(&topo.node_ifnames(), "100", "0", 65536),

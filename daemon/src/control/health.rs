@@ -82,8 +82,10 @@ pub struct CheckJob {
 impl Controller {
     /// Every active check the live state asks for.
     pub fn health_jobs(&self) -> Vec<CheckJob> {
-        let state = self.current();
         let mut jobs = Vec::new();
+        let Some(state) = self.live() else {
+            return jobs;
+        };
         for s in &state.services {
             let Some(check) = &s.health else { continue };
             for g in &s.groups {

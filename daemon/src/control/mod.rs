@@ -276,6 +276,11 @@ impl Controller {
         self.store.latest().and_then(|r| r.config_digest.clone())
     }
 
+    /// The live desired state, borrowed (none before the first revision).
+    fn live(&self) -> Option<&DesiredState> {
+        self.store.latest().map(|r| &r.state)
+    }
+
     fn current(&self) -> DesiredState {
         self.store
             .latest()

@@ -282,6 +282,14 @@ impl Controller {
     /// Returns the gate checks to run.
     pub fn rollout_tick(&mut self, now: SystemTime) -> Result<Vec<GateJob>, ControlError> {
         let mut jobs = Vec::new();
+        let running = |r: &Rollout| r.phase == Phase::Running;
+        if !self
+            .store
+            .latest()
+            .is_some_and(|rev| rev.rollouts.iter().any(running))
+        {
+            return Ok(jobs);
+        }
         let state = self.current();
         for r in self
             .rollouts()

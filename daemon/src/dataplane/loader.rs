@@ -250,19 +250,45 @@ pub fn load(opts: &LoadOptions) -> Result<Ebpf, DataplaneError> {
     let mut ebpf = loader.load(EBPF_OBJECT).map_err(|e| DataplaneError::Load {
         source: Box::new(e),
     })?;
-    xdp_mut(&mut ebpf)?
-        .load()
-        .map_err(|e| DataplaneError::ProgramLoad {
-            name: progs::XDP_INGRESS,
-            source: Box::new(e),
-        })?;
-    tc_mut(&mut ebpf)?
-        .load()
-        .map_err(|e| DataplaneError::ProgramLoad {
-            name: progs::TC_REPLY,
-            source: Box::new(e),
-        })?;
+    let xdp = xdp_mut(&mut ebpf)?;
+    load_retrying(progs::XDP_INGRESS, || xdp.load())?;
+    let tc = tc_mut(&mut ebpf)?;
+    load_retrying(progs::TC_REPLY, || tc.load())?;
     Ok(ebpf)
+}
+
+/// Times `BPF_PROG_LOAD` is tried when the verifier gives up with `EAGAIN`.
+const LOAD_ATTEMPTS: u32 = 5;
+
+/// Loads a program, trying again when the kernel answers `EAGAIN`: the verifier stops with it
+/// when a signal is pending for the loading thread (a child process exiting, say), and the load
+/// is sound to repeat (libbpf retries the same way).
+pub fn load_retrying(
+    name: &'static str,
+    mut load: impl FnMut() -> Result<(), aya::programs::ProgramError>,
+) -> Result<(), DataplaneError> {
+    let mut attempt = 1;
+    loop {
+        match load() {
+            Ok(()) => return Ok(()),
+            Err(aya::programs::ProgramError::LoadError { io_error, .. })
+                if io_error.raw_os_error() == Some(libc::EAGAIN) && attempt < LOAD_ATTEMPTS =>
+            {
+                tracing::debug!(
+                    program = name,
+                    attempt,
+                    "verifier interrupted (EAGAIN); loading again"
+                );
+                attempt += 1;
+            }
+            Err(e) => {
+                return Err(DataplaneError::ProgramLoad {
+                    name,
+                    source: Box::new(e),
+                });
+            }
+        }
+    }
 }
 
 /// The XDP program of a loaded object.

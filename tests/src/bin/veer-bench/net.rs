@@ -250,7 +250,8 @@ impl XdpPass {
                         .context("no bench_pass")?
                         .try_into()
                         .context("bench_pass is not XDP")?;
-                    prog.load().context("loading bench_pass")?;
+                    veer::dataplane::loader::load_retrying("bench_pass", || prog.load())
+                        .context("loading bench_pass")?;
                     for i in &ifnames {
                         prog.attach(i, aya::programs::XdpMode::Driver)
                             .context(format!("attaching bench_pass to {i}"))?;

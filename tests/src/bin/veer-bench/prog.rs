@@ -296,8 +296,8 @@ fn measure() -> Result<Results> {
         "bench_floor_ct",
         "bench_ct_fib",
     ] {
-        xdp(&mut base, name)?
-            .load()
+        let prog = xdp(&mut base, name)?;
+        veer::dataplane::loader::load_retrying(name, || prog.load())
             .context(format!("loading {name}"))?;
     }
     let client = sock(CLIENT, 40000);

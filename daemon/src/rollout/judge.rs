@@ -674,10 +674,11 @@ fn latency_check(
 
 /// A duration in nanoseconds with three significant digits: `850 µs`, `1.21 ms`, `98.3 ms`.
 pub fn format_ns(ns: u64) -> String {
+    // Units switch where three digits would round up to 1000 of the smaller one.
     let (value, unit) = match ns {
         0..1_000 => return format!("{ns} ns"),
-        1_000..1_000_000 => (ns as f64 / 1e3, "µs"),
-        1_000_000..1_000_000_000 => (ns as f64 / 1e6, "ms"),
+        1_000..999_500 => (ns as f64 / 1e3, "µs"),
+        999_500..999_500_000 => (ns as f64 / 1e6, "ms"),
         _ => (ns as f64 / 1e9, "s"),
     };
     if value >= 100.0 {
@@ -1240,6 +1241,9 @@ mod tests {
             (850_000, "850 µs"),
             (1_210_000, "1.21 ms"),
             (98_300_000, "98.3 ms"),
+            (999_499, "999 µs"),
+            (999_500, "1.00 ms"),
+            (999_600_000, "1.00 s"),
             (2_500_000_000, "2.50 s"),
         ] {
             assert_eq!(format_ns(ns), text);

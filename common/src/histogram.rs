@@ -216,12 +216,17 @@ impl Histogram {
     }
 
     /// What was recorded since `earlier`, a snapshot of the same counters: the counts of a
-    /// window. A bucket that went backwards (the counters were reset in between) counts 0.
+    /// window. When a bucket went backwards the counters were reset in between (the map was
+    /// recreated, or the slot given to another backend), and everything now in them was
+    /// recorded since: the result is `self`, as Prometheus treats a counter reset.
     #[must_use]
     pub fn since(&self, earlier: &Histogram) -> Histogram {
         let mut out = Histogram::EMPTY;
         for ((o, now), then) in out.counts.iter_mut().zip(&self.counts).zip(&earlier.counts) {
-            *o = now.saturating_sub(*then);
+            match now.checked_sub(*then) {
+                Some(d) => *o = d,
+                None => return *self,
+            }
         }
         out.sum = self.sum.wrapping_sub(earlier.sum);
         out
@@ -405,10 +410,12 @@ mod tests {
         let window = h.since(&earlier);
         assert_eq!(window.count(), 1);
         assert_eq!(window.sum, 1_500);
+        let mut reset = Histogram::EMPTY;
+        reset.record(7_000);
         assert_eq!(
-            earlier.since(&h).count(),
-            0,
-            "a reset counter counts nothing"
+            reset.since(&h),
+            reset,
+            "after a reset, everything counted was counted since"
         );
 
         let mut all = BackendHistograms::default();

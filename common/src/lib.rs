@@ -9,6 +9,7 @@
 pub mod backend;
 pub mod counters;
 pub mod flow;
+pub mod histogram;
 pub mod maps;
 pub mod pin;
 pub mod select;

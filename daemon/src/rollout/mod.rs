@@ -7,6 +7,7 @@
 
 pub mod engine;
 pub mod gate;
+pub mod judge;
 pub mod plan;
 
 pub use engine::{Decision, Observation, Phase, Rollout};

@@ -19,5 +19,6 @@ pub mod metrics;
 pub mod model;
 pub mod paths;
 pub mod rollout;
+pub mod sources;
 pub mod state;
 pub mod supervisor;

@@ -253,13 +253,25 @@ impl fmt::Display for Access {
 }
 
 impl Grant {
-    /// The `etcdctl` command that grants it to `role`.
+    /// The `etcdctl` arguments that grant it to `role` (after `etcdctl` and its connection
+    /// flags).
+    pub fn etcdctl_args(&self, role: &str) -> Vec<String> {
+        let mut args = vec![
+            "role".to_owned(),
+            "grant-permission".to_owned(),
+            role.to_owned(),
+        ];
+        if self.prefix {
+            args.push("--prefix=true".to_owned());
+        }
+        args.push(self.access.as_str().to_owned());
+        args.push(self.key.clone());
+        args
+    }
+
+    /// The `etcdctl` command that grants it to `role`, as the README shows it.
     pub fn etcdctl(&self, role: &str) -> String {
-        let prefix = if self.prefix { " --prefix=true" } else { "" };
-        format!(
-            "etcdctl role grant-permission {role}{prefix} {} {}",
-            self.access, self.key
-        )
+        format!("etcdctl {}", self.etcdctl_args(role).join(" "))
     }
 }
 

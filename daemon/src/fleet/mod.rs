@@ -36,6 +36,16 @@ pub use status::{
 pub use view::{Document, DocumentError, NodeView, Range, RolloutDocuments};
 pub use waves::{DEFAULT_WAVES, WaveSize, WaveSpec, WavesError, plan_waves};
 
+/// `t` without its sub-millisecond part: what a document's timestamp keeps of it.
+pub fn whole_millis(t: std::time::SystemTime) -> std::time::SystemTime {
+    let since = t
+        .duration_since(std::time::SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    let ms = since.as_millis();
+    std::time::SystemTime::UNIX_EPOCH
+        + std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(u64::MAX))
+}
+
 /// RFC 3339 timestamps with milliseconds in the documents (`2025-01-02T03:04:05.678Z`), so
 /// propagation lag can be read off two of them.
 pub(crate) mod rfc3339_millis {

@@ -320,6 +320,8 @@ pub fn start<'a>(
     statuses: impl IntoIterator<Item = &'a NodeStatus>,
     now: SystemTime,
 ) -> Result<(FleetRollout, Progress), WavesError> {
+    // The documents keep milliseconds: the plan in memory is the plan etcd will hold.
+    let now = super::whole_millis(now);
     let (nodes, excluded) = candidates(request.service, request.to, statuses);
     let waves = plan_waves(&request.spec, &nodes, request.canary)?;
     let rollout = FleetRollout {

@@ -353,6 +353,21 @@ mod tests {
     }
 
     #[test]
+    fn the_readme_lists_exactly_these_grants() {
+        let readme = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"));
+        let listed: Vec<&str> = readme
+            .lines()
+            .filter(|l| l.starts_with("etcdctl role grant-permission"))
+            .collect();
+        let l = KeyLayout::new("/veer").unwrap();
+        let expected: Vec<String> = [Role::Node(n("edge-1")), Role::Driver, Role::Operator]
+            .iter()
+            .flat_map(|r| l.grants(r).into_iter().map(|g| g.etcdctl(&r.name())))
+            .collect();
+        assert_eq!(listed, expected, "README.md's Fleet section is out of date");
+    }
+
+    #[test]
     fn operators_and_drivers_never_write_statuses() {
         let l = KeyLayout::new("/veer").unwrap();
         for role in [Role::Operator, Role::Driver] {

@@ -4,7 +4,7 @@
 //! How one runs:
 //!
 //! 1. `veer fleet rollout start` reads every node's status, keeps the nodes that can take part
-//!    ([`candidates`]), splits them into waves ([`plan_waves`](super::plan_waves)) and writes the
+//!    ([`candidates`]), splits them into waves ([`plan_waves`]) and writes the
 //!    plan (`rollouts/<service>/plan`) and a progress at wave 0 (`rollouts/<service>/progress`).
 //! 2. Every node watches both keys. [`directive`] tells it what to do: nodes of the waves that
 //!    have started run the per-node plan (steps, pause, gates, as `veer rollout start`) and

@@ -126,6 +126,12 @@ impl Run {
                     if matches!(e, EtcdError::LeaseLost { .. }) {
                         lease = None;
                     }
+                    // Once per failure streak at `warn`; the retries after it at `debug`.
+                    if self.state.borrow().error.is_none() {
+                        tracing::warn!("status writer: {}", super::error_chain(&e));
+                    } else {
+                        tracing::debug!("status writer: {}", super::error_chain(&e));
+                    }
                     let e = Arc::new(e);
                     self.state.send_modify(|s| s.error = Some(e));
                     tokio::time::sleep(self.backoff.next_delay()).await;

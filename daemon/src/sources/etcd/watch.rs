@@ -157,13 +157,21 @@ impl Run {
                 }
                 Ended::Failed(e) => {
                     let delay = self.backoff.next_delay();
-                    tracing::warn!(
-                        "etcd source: {}; retrying in {}",
-                        super::error_chain(&e),
-                        humantime::format_duration(Duration::from_millis(
-                            u64::try_from(delay.as_millis()).unwrap_or(u64::MAX)
-                        ))
-                    );
+                    let delay_text = humantime::format_duration(Duration::from_millis(
+                        u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+                    ));
+                    // Once per outage at `warn`; the retries after it at `debug`.
+                    if self.tx.borrow().stale_since.is_none() {
+                        tracing::warn!(
+                            "etcd source stale: {}; retrying in {delay_text}",
+                            super::error_chain(&e)
+                        );
+                    } else {
+                        tracing::debug!(
+                            "etcd source still stale: {}; retrying in {delay_text}",
+                            super::error_chain(&e)
+                        );
+                    }
                     let e = Arc::new(e);
                     self.tx.send_modify(|s| {
                         s.stale_since.get_or_insert_with(SystemTime::now);
@@ -199,9 +207,10 @@ impl Run {
             if r.prefix { o.with_prefix() } else { o }
         };
         let mut watch = client.watch_client();
-        let stream = match watch.watch(ranges[0].key.as_str(), Some(options(0))).await {
+        let opening = watch.watch(ranges[0].key.as_str(), Some(options(0)));
+        let stream = match self.fleet.call("watch", &ranges[0].key, opening).await {
             Ok(s) => s,
-            Err(e) => return self.fleet.error("watch", &ranges[0].key, e).into(),
+            Err(e) => return e.into(),
         };
         let (mut requests, mut responses) = stream.split();
         for (i, range) in ranges.iter().enumerate().skip(1) {
@@ -309,6 +318,9 @@ impl Run {
             if resp.created() {
                 if creating.is_empty() {
                     // Every watch is live again.
+                    if self.tx.borrow().stale_since.is_some() {
+                        tracing::info!("etcd source in sync again at revision {header}");
+                    }
                     self.backoff.reset();
                     let now = SystemTime::now();
                     self.publish(|s| {

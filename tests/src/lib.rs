@@ -7,10 +7,17 @@
 //! - `netns`: uniquely named network namespaces wired with veth pairs for the roles of a test, torn
 //!   down on drop even when the test panics.
 //! - `servers`: TCP/UDP servers that answer with their own name, run inside a namespace.
+//! - `etcd`: a real etcd on loopback (plain, TLS-only with client certificates, or with users and
+//!   the fleet roles), stopped and removed on drop; a proxy to cut one client off.
 //!
 //! Everything here needs root; helpers panic with the missing prerequisite rather than skip.
 
+// The etcd tests' runtime is a dev-dependency, which the library's own unit-test build sees too.
+#[cfg(test)]
+use tokio as _;
+
 pub mod daemon;
+pub mod etcd;
 pub mod netns;
 pub mod node;
 pub mod packet;

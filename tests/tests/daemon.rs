@@ -2,7 +2,7 @@
 //! the client namespace to backends that answer with their name.
 
 // This binary links every dependency of `veer-tests`.
-use {aya as _, rand as _, veer as _, veer_common as _};
+use {aya as _, rand as _, rcgen as _, tokio as _, veer as _, veer_common as _};
 
 use std::{
     net::{IpAddr, Ipv4Addr, SocketAddr},

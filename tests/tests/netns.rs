@@ -9,7 +9,9 @@
 use aya as _;
 use libc as _;
 use rand as _;
+use rcgen as _;
 use serde_json as _;
+use tokio as _;
 use veer_common as _;
 
 use std::collections::HashSet;

@@ -4,7 +4,7 @@
 use std::net::{IpAddr, SocketAddr};
 
 // This binary links every dependency of `veer-tests`.
-use {libc as _, serde_json as _};
+use {libc as _, rcgen as _, serde_json as _, tokio as _};
 
 use veer_common::{PROTO_TCP, PROTO_UDP, counters::Reason};
 use veer_tests::{

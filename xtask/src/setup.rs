@@ -1,6 +1,7 @@
 //! Idempotent installation of what a fresh Debian machine lacks for veer: the nightly `rust-src`
-//! component and `bpf-linker` built against LLVM 22 (the eBPF build), and the tools the tests
-//! drive (`ip`, `ethtool`, `nsenter`, `sysctl`). Each step says what it found or did.
+//! component and `bpf-linker` built against LLVM 22 (the eBPF build), `protoc` (the `etcd-client`
+//! crate generates its gRPC code at build time), and the tools the tests drive (`ip`, `ethtool`,
+//! `nsenter`, `sysctl`, `etcd`). Each step says what it found or did.
 
 use std::{path::Path, process::Command};
 
@@ -14,7 +15,7 @@ const LLVM_MAJOR: u32 = 22;
 const BPF_LINKER_VERSION: &str = "0.13.0";
 /// Debian packages the test bed uses, with the command that shows each is present.
 /// (`setpriv`, for the non-root peer test, comes with util-linux.)
-const TEST_TOOLS: [(&str, &str); 6] = [
+const TEST_TOOLS: [(&str, &str); 9] = [
     ("ip", "iproute2"),
     ("ethtool", "ethtool"),
     ("nsenter", "util-linux"),
@@ -22,7 +23,21 @@ const TEST_TOOLS: [(&str, &str); 6] = [
     ("bpftool", "bpftool"),
     // The `prometheus:` rollout gate is tested against a real server.
     ("prometheus", "prometheus"),
+    // The fleet tests start a real etcd (Debian 12 ships 3.4); `etcdctl` is packaged apart and
+    // is what an operator uses to set up the roles the README documents.
+    ("etcd", "etcd-server"),
+    ("etcdctl", "etcd-client"),
+    // Build tool, not a test tool: `etcd-client`'s build script runs `protoc` (prost-build no
+    // longer bundles it), and the etcd protos import `google/protobuf/*.proto`, which Debian
+    // ships in `libprotobuf-dev` (only recommended by `protobuf-compiler`, and setup installs
+    // without recommends).
+    ("protoc", "protobuf-compiler"),
 ];
+/// `google/protobuf/descriptor.proto`, imported by the etcd protos.
+const PROTOBUF_INCLUDE: (&str, &str) = (
+    "/usr/include/google/protobuf/descriptor.proto",
+    "libprotobuf-dev",
+);
 
 /// Runs every setup step.
 pub(crate) fn run() -> anyhow::Result<()> {
@@ -40,6 +55,12 @@ pub(crate) fn run() -> anyhow::Result<()> {
         } else {
             missing.push(pkg);
         }
+    }
+    let (proto, pkg) = PROTOBUF_INCLUDE;
+    if Path::new(proto).exists() {
+        println!("setup: {pkg} is installed");
+    } else {
+        missing.push(pkg);
     }
     apt_install(&missing)?;
     bpf_linker(&llvm_dir)

@@ -10,7 +10,9 @@
 //! a long-lived connection broke or moved.
 
 // This binary links every dependency of `veer-tests`.
-use {aya as _, rand as _, veer as _, veer_common as _};
+#[cfg(test)]
+use tokio as _;
+use {aya as _, rand as _, rcgen as _, veer as _, veer_common as _};
 
 #[path = "veer-bench/bed.rs"]
 #[expect(dead_code, reason = "shared with veer-bench, which uses all of it")]

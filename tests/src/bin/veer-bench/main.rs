@@ -15,6 +15,9 @@
 
 // This binary links every dependency of `veer-tests`.
 use rand as _;
+use rcgen as _;
+#[cfg(test)]
+use tokio as _;
 
 mod bed;
 mod downtime;

@@ -13,6 +13,7 @@ pub mod cli;
 pub mod config;
 pub mod control;
 pub mod dataplane;
+pub mod error;
 pub mod health;
 pub mod metrics;
 pub mod model;

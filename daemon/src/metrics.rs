@@ -240,10 +240,7 @@ fn respond(req: &Request<Incoming>, ctl: &Mutex<Controller>) -> Response<Full<by
                 .unwrap_or_else(std::sync::PoisonError::into_inner),
         ) {
             Ok(text) => (StatusCode::OK, text),
-            Err(e) => (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                crate::cli::exit::chain(&e),
-            ),
+            Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, crate::error::chain(&e)),
         }
     } else {
         (StatusCode::NOT_FOUND, "veer serves /metrics\n".to_owned())

@@ -12,8 +12,8 @@ use super::protocol::{
     VersionResponse,
 };
 use crate::{
-    cli::exit::chain,
     control::{Applied, ControlError, Controller},
+    error::chain,
     state::Origin,
 };
 

@@ -190,7 +190,7 @@ impl Controller {
                 (NodeConfig::default(), None)
             }
             Err(e) if store.latest().is_some() => {
-                tracing::error!(error = %crate::cli::exit::chain(&e), "config file rejected; keeping the last committed revision");
+                tracing::error!(error = %crate::error::chain(&e), "config file rejected; keeping the last committed revision");
                 (NodeConfig::default(), None)
             }
             Err(e) => return Err(ControlError::Start(Box::new(e))),
@@ -352,7 +352,7 @@ impl Controller {
             }
             Err(e) => {
                 if let Err(undo) = self.dataplane.apply(&current, &self.health.down(&current)) {
-                    tracing::error!(error = %crate::cli::exit::chain(&undo), "putting the previous state back failed");
+                    tracing::error!(error = %crate::error::chain(&undo), "putting the previous state back failed");
                 }
                 Err(e.into())
             }

@@ -74,8 +74,7 @@ fn lock(ctl: &Mutex<Controller>) -> std::sync::MutexGuard<'_, Controller> {
 /// Runs every service's active checks at its interval, each bounded by its timeout, and feeds
 /// the results to the controller.
 async fn health_checks(ctl: Arc<Mutex<Controller>>, mut stop: watch::Receiver<bool>) {
-    let (tx, mut rx) =
-        mpsc::channel::<(crate::dataplane::sync::BackendRef, Result<(), String>)>(1024);
+    let (tx, mut rx) = mpsc::channel::<(crate::model::BackendRef, Result<(), String>)>(1024);
     let mut due: std::collections::HashMap<String, tokio::time::Instant> =
         std::collections::HashMap::new();
     let mut tick = tokio::time::interval(HEALTH_TICK);

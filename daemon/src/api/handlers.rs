@@ -123,7 +123,7 @@ fn declares_exec_gates(text: &str) -> bool {
             .any(|p| {
                 p.gates
                     .iter()
-                    .any(|g| matches!(g, crate::rollout::gate::Gate::Exec(_)))
+                    .any(|g| matches!(g, crate::model::gate::Gate::Exec(_)))
             })
     })
 }
@@ -235,10 +235,10 @@ fn flows(q: &[(String, String)], ctl: &Mutex<Controller>) -> Response<Body> {
 }
 
 /// Whether a rollout plan runs commands.
-fn runs_commands(plan: &crate::rollout::Plan) -> bool {
+fn runs_commands(plan: &crate::model::Plan) -> bool {
     plan.gates
         .iter()
-        .any(|g| matches!(g, crate::rollout::gate::Gate::Exec(_)))
+        .any(|g| matches!(g, crate::model::gate::Gate::Exec(_)))
 }
 
 /// Routes one request.

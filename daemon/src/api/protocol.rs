@@ -7,9 +7,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::{Protocol, Weight};
 
-/// API version in every path (`/v1/...`).
-pub const VERSION: &str = "v1";
-
 /// `GET /v1/status`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Status {
@@ -257,7 +254,7 @@ pub struct RolloutStartRequest {
     /// Service.
     pub service: String,
     /// The plan.
-    pub plan: crate::rollout::Plan,
+    pub plan: crate::model::Plan,
 }
 
 /// Attempts and failures of the target group in the current step.
@@ -293,7 +290,7 @@ pub struct RolloutStatus {
     /// Why it was paused, rolled back or aborted.
     pub reason: Option<String>,
     /// The plan.
-    pub plan: crate::rollout::Plan,
+    pub plan: crate::model::Plan,
 }
 
 /// Conntrack use in `Status`.

@@ -8,12 +8,8 @@ use std::{
 use super::{Global, block_on, exit::Failure, output, status};
 use crate::{
     api::protocol::{ApplyResponse, RolloutStartRequest, RolloutStatus, Status},
-    model::Weight,
-    rollout::{
-        Phase, Plan,
-        gate::Gate,
-        plan::{DEFAULT_STEPS, OnFailure},
-    },
+    model::{OnFailure, Plan, Weight, gate::Gate, plan::DEFAULT_STEPS},
+    rollout::Phase,
 };
 
 /// How often `--wait` looks.

@@ -9,98 +9,11 @@ mod validate;
 use std::{
     fmt,
     path::{Path, PathBuf},
-    time::Duration,
 };
 
-use crate::{dataplane::loader::XdpAttachMode, model::DesiredState};
+use crate::model::{DesiredState, NodeConfig};
 
 pub use validate::{ConfigErrorKind, parse_prefix};
-
-/// Idle timeouts of conntrack entries, by state.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Timeouts {
-    /// TCP flow that has not completed its handshake.
-    #[serde(with = "humantime_serde_compat")]
-    pub tcp_syn: Duration,
-    /// Established TCP flow.
-    #[serde(with = "humantime_serde_compat")]
-    pub tcp_established: Duration,
-    /// TCP flow that has seen FIN or RST.
-    #[serde(with = "humantime_serde_compat")]
-    pub tcp_closing: Duration,
-    /// UDP flow.
-    #[serde(with = "humantime_serde_compat")]
-    pub udp: Duration,
-}
-
-impl Default for Timeouts {
-    fn default() -> Self {
-        Self {
-            tcp_syn: Duration::from_secs(30),
-            tcp_established: Duration::from_hours(1),
-            tcp_closing: Duration::from_secs(10),
-            udp: Duration::from_mins(1),
-        }
-    }
-}
-
-/// Durations as humantime strings in JSON (`"1h"`), for serde's `with`.
-pub mod duration_text {
-    use std::time::Duration;
-
-    use serde::{Deserialize as _, Deserializer, Serializer};
-
-    /// Serializes as `"1h 2m"`.
-    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&humantime::format_duration(*d).to_string())
-    }
-
-    /// Parses `"500ms"`, `"1h"`.
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let text = String::deserialize(d)?;
-        humantime::parse_duration(&text).map_err(serde::de::Error::custom)
-    }
-}
-
-/// Durations as humantime strings in JSON (`"1h"`).
-mod humantime_serde_compat {
-    use std::time::Duration;
-
-    use serde::{Deserialize as _, Deserializer, Serializer};
-
-    pub(super) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&humantime::format_duration(*d).to_string())
-    }
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let text = String::deserialize(d)?;
-        humantime::parse_duration(&text).map_err(serde::de::Error::custom)
-    }
-}
-
-/// Node settings.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct NodeConfig {
-    /// Interfaces the programs attach to.
-    pub interfaces: Vec<String>,
-    /// XDP attach mode.
-    pub xdp_mode: XdpAttachMode,
-    /// Conntrack capacity (entries).
-    pub conntrack_max: u32,
-    /// Idle timeouts.
-    pub timeouts: Timeouts,
-}
-
-impl Default for NodeConfig {
-    fn default() -> Self {
-        Self {
-            interfaces: Vec::new(),
-            xdp_mode: XdpAttachMode::Auto,
-            conntrack_max: veer_common::maps::DEFAULT_CONNTRACK_MAX,
-            timeouts: Timeouts::default(),
-        }
-    }
-}
 
 /// A validated config file.
 #[derive(Clone, Debug, PartialEq, Eq)]

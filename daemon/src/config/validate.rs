@@ -11,18 +11,11 @@ use std::{
 use toml::Spanned;
 use veer_common::maps::MAX_GROUPS_PER_SERVICE;
 
-use super::{Config, ConfigError, Location, NodeConfig, Timeouts, schema};
-use crate::{
-    dataplane::loader::XdpAttachMode,
-    model::{
-        Backend, CheckKind, DesiredState, Group, HealthCheck, Pin, Protocol, Service, Weight,
-        WeightError, host_bits_zero,
-    },
-    rollout::{
-        Plan,
-        gate::Gate,
-        plan::{DEFAULT_STEPS, OnFailure},
-    },
+use super::{Config, ConfigError, Location, schema};
+use crate::model::{
+    Backend, CheckKind, DesiredState, Group, HealthCheck, NodeConfig, OnFailure, Pin, Plan,
+    PlanError, Protocol, Service, Timeouts, Weight, WeightError, XdpAttachMode, gate::Gate,
+    host_bits_zero, plan::DEFAULT_STEPS,
 };
 
 /// What is wrong with a config file.
@@ -574,7 +567,7 @@ fn rollout(
     // The plan's own rules, except "already there": a declared rollout that completed stays
     // in the file.
     match plan.validate(service) {
-        Ok(()) | Err(crate::rollout::PlanError::AlreadyThere { .. }) => Ok(plan),
+        Ok(()) | Err(PlanError::AlreadyThere { .. }) => Ok(plan),
         Err(e) => loc.err(
             raw.span(),
             ConfigErrorKind::BadRollout {

@@ -10,9 +10,8 @@ use veer_common::flow::FlowKey;
 
 use super::{ControlError, Controller};
 use crate::{
-    dataplane::sync::{BackendRef, Down},
     health::state::Tracker,
-    model::{DesiredState, HealthCheck},
+    model::{BackendRef, DesiredState, Down, HealthCheck},
 };
 
 /// Health state of the node's backends.

@@ -23,14 +23,11 @@ use crate::{
         BackendStatus, FlowInfo, GroupStatus, HistoryEntry, PinStatus, RevisionInfo, ServiceStatus,
         Status,
     },
-    config::{self, NodeConfig},
+    config,
     dataplane::{
-        Dataplane, DataplaneError, flows,
-        loader::LoadOptions,
-        maps::words_addr,
-        sync::{self, SyncError},
+        Dataplane, DataplaneError, flows, loader::LoadOptions, maps::words_addr, sync::SyncError,
     },
-    model::{DesiredState, Pin, Weight},
+    model::{DesiredState, Down, NodeConfig, Pin, Weight},
     paths,
     rollout::Rollout,
     state::{Origin, Store, StoreError},
@@ -124,7 +121,7 @@ pub enum ControlError {
     },
     /// A rollout that cannot start.
     #[error(transparent)]
-    RolloutPlan(#[from] crate::rollout::PlanError),
+    RolloutPlan(#[from] crate::model::PlanError),
     /// A rollout request for a service without one.
     #[error("service `{service}` has no rollout in progress")]
     NoRollout {
@@ -221,7 +218,7 @@ impl Controller {
         };
         if let Some(rev) = this.store.latest() {
             let (state, ids, number) = (rev.state.clone(), rev.ids.clone(), rev.number);
-            let written = this.dataplane.reconcile(&state, ids, &sync::Down::new())?;
+            let written = this.dataplane.reconcile(&state, ids, &Down::new())?;
             tracing::info!(
                 revision = number,
                 ops = written,
@@ -394,7 +391,7 @@ impl Controller {
         } else {
             None
         };
-        let declared: Vec<(String, crate::rollout::Plan)> = state
+        let declared: Vec<(String, crate::model::Plan)> = state
             .services
             .iter()
             .filter_map(|s| Some((s.name.clone(), s.rollout.clone()?)))
@@ -413,7 +410,7 @@ impl Controller {
                     tracing::info!(%service, revision = a.revision, "rollout declared in the config started");
                     applied = a;
                 }
-                Err(ControlError::RolloutPlan(crate::rollout::PlanError::AlreadyThere {
+                Err(ControlError::RolloutPlan(crate::model::PlanError::AlreadyThere {
                     ..
                 })) => {}
                 Err(e) => return Err(e),

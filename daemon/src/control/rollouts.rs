@@ -9,11 +9,10 @@ use std::{
 use super::{Applied, ControlError, Controller};
 use crate::{
     api::protocol::{RolloutStatus, StepCounts},
-    model::{DesiredState, Weight},
+    model::{DesiredState, Plan, Weight, gate::Gate},
     rollout::{
-        Decision, Observation, Phase, Plan, Rollout,
+        Decision, Observation, Phase, Rollout,
         engine::{Counts, WaitReason},
-        gate::Gate,
     },
     state::Origin,
 };

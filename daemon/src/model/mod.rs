@@ -1,11 +1,20 @@
 //! The desired state of the node as plain data: services, their groups and weights, backends and
-//! source-prefix pins. Pure: no maps, no I/O. The config file, the CLI and rollouts all produce a
-//! `DesiredState`; `dataplane::sync` makes the kernel match it.
+//! source-prefix pins, rollout plans and node settings, and the ids the kernel knows them by.
+//! Pure: no maps, no I/O. The config file, the CLI and rollouts all produce a `DesiredState`;
+//! `dataplane::sync` makes the kernel match it.
 
+pub mod gate;
+pub mod human;
+mod ids;
+mod node;
+pub mod plan;
 mod weight;
 
 use std::{collections::HashSet, fmt, net::IpAddr, net::SocketAddr};
 
+pub use ids::{BackendRef, Down, GroupRef, Ids};
+pub use node::{NodeConfig, Timeouts, XdpAttachMode};
+pub use plan::{OnFailure, Plan, PlanError};
 pub use weight::{Weight, WeightError};
 
 use veer_common::maps::MAX_GROUPS_PER_SERVICE;
@@ -74,7 +83,7 @@ pub struct Service {
     /// A rollout the config file declares: started when the file is applied, unless the same
     /// plan already ran or runs for the service.
     #[serde(default)]
-    pub rollout: Option<crate::rollout::Plan>,
+    pub rollout: Option<Plan>,
 }
 
 /// How a service's backends are checked.
@@ -83,10 +92,10 @@ pub struct HealthCheck {
     /// TCP connect, or HTTP GET.
     pub kind: CheckKind,
     /// Time between checks of a backend.
-    #[serde(with = "crate::config::duration_text")]
+    #[serde(with = "human::duration")]
     pub interval: std::time::Duration,
     /// How long one check may take.
-    #[serde(with = "crate::config::duration_text")]
+    #[serde(with = "human::duration")]
     pub timeout: std::time::Duration,
     /// Consecutive successes that bring a down backend up.
     pub rise: u32,

@@ -5,8 +5,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
-use super::plan::{OnFailure, Plan, weights_at};
-use crate::model::Weight;
+use crate::model::{OnFailure, Plan, Weight, plan::weights_at};
 
 /// Where a rollout is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -54,7 +53,7 @@ pub struct Rollout {
     /// Every group's weight before the rollout (what a rollback restores).
     pub original: Vec<(String, Weight)>,
     /// When the current step began.
-    #[serde(with = "crate::state::rfc3339")]
+    #[serde(with = "crate::model::human::rfc3339")]
     pub step_started: SystemTime,
     /// The target group's counters when the current step began.
     pub baseline: Counts,

@@ -13,7 +13,7 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use crate::{dataplane::sync::Ids, model::DesiredState};
+use crate::model::{DesiredState, Ids};
 
 /// Revisions kept on disk; older ones are pruned.
 pub(super) const KEEP: usize = 1000;
@@ -71,7 +71,7 @@ pub struct Revision {
     /// 1, 2, 3 ...
     pub number: u64,
     /// When it was committed.
-    #[serde(with = "rfc3339")]
+    #[serde(with = "crate::model::human::rfc3339")]
     pub time: SystemTime,
     /// Where it came from.
     pub origin: Origin,
@@ -88,20 +88,6 @@ pub struct Revision {
     /// Rollouts and their progress (the finished ones stay for `rollout status`).
     #[serde(default)]
     pub rollouts: Vec<crate::rollout::Rollout>,
-}
-
-pub(crate) mod rfc3339 {
-    use std::time::SystemTime;
-
-    use serde::{Deserialize as _, Deserializer, Serializer};
-
-    pub(crate) fn serialize<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&humantime::format_rfc3339_seconds(*t).to_string())
-    }
-
-    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<SystemTime, D::Error> {
-        humantime::parse_rfc3339(&String::deserialize(d)?).map_err(serde::de::Error::custom)
-    }
 }
 
 /// A failure of the store.

@@ -4,8 +4,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::gate::Gate;
-use crate::model::{Service, Weight};
+use super::{Service, Weight, gate::Gate};
 
 /// Default steps, in percent of new flows to the target group.
 pub const DEFAULT_STEPS: [u32; 5] = [1, 5, 25, 50, 100];
@@ -29,7 +28,7 @@ pub struct Plan {
     /// The target group's share at each step, increasing, ending at 100.
     pub steps: Vec<Weight>,
     /// How long each step is watched before the next.
-    #[serde(with = "crate::config::duration_text")]
+    #[serde(with = "super::human::duration")]
     pub pause: Duration,
     /// Largest failed/attempted share of the target group's new flows in a step (basis points).
     pub max_failure_rate: Weight,
@@ -39,7 +38,7 @@ pub struct Plan {
     #[serde(default)]
     pub gates: Vec<Gate>,
     /// How long one extra gate may take.
-    #[serde(with = "crate::config::duration_text")]
+    #[serde(with = "super::human::duration")]
     pub gate_timeout: Duration,
     /// What a breach does.
     #[serde(default)]

@@ -16,9 +16,11 @@ use prometheus_client::{
     metrics::{counter::Counter, family::Family, gauge::Gauge, info::Info},
     registry::Registry,
 };
-use veer_common::counters::Reason;
 
-use crate::control::Controller;
+use crate::{
+    control::{ControlError, Controller, Effects, Readings, views::StatusView},
+    error::chain,
+};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BackendLabels {
@@ -52,7 +54,7 @@ struct ReasonLabels {
 }
 
 /// The text exposition of every metric now.
-pub fn render(ctl: &Controller) -> Result<String, crate::control::ControlError> {
+pub fn render<N: Effects + Readings>(ctl: &Controller<N>) -> Result<String, ControlError> {
     let status = ctl.status(None)?;
     let mut reg = Registry::with_prefix("veer");
     reg.register(
@@ -75,7 +77,7 @@ pub fn render(ctl: &Controller) -> Result<String, crate::control::ControlError> 
 }
 
 /// Per backend and per group series.
-fn backend_metrics(reg: &mut Registry, status: &crate::api::protocol::Status) {
+fn backend_metrics(reg: &mut Registry, status: &StatusView) {
     let packets = Family::<BackendLabels, Counter>::default();
     let bytes = Family::<BackendLabels, Counter>::default();
     let new_flows = Family::<BackendLabels, Counter>::default();
@@ -95,7 +97,7 @@ fn backend_metrics(reg: &mut Registry, status: &crate::api::protocol::Status) {
                 let l = BackendLabels {
                     service: s.name.clone(),
                     group: g.name.clone(),
-                    backend: b.address.to_string(),
+                    backend: b.addr.to_string(),
                 };
                 packets.get_or_create(&l).inc_by(b.packets);
                 bytes.get_or_create(&l).inc_by(b.bytes);
@@ -128,7 +130,7 @@ fn backend_metrics(reg: &mut Registry, status: &crate::api::protocol::Status) {
 }
 
 /// Per service rollout series.
-fn rollout_metrics(reg: &mut Registry, ctl: &Controller) {
+fn rollout_metrics<N: Effects + Readings>(reg: &mut Registry, ctl: &Controller<N>) {
     let step = Family::<ServiceLabels, Gauge>::default();
     let share = Family::<ServiceLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
     let state = Family::<RolloutLabels, Gauge>::default();
@@ -172,14 +174,13 @@ fn rollout_metrics(reg: &mut Registry, ctl: &Controller) {
 }
 
 /// Reason counters and conntrack use.
-fn dataplane_metrics(
+fn dataplane_metrics<N: Effects + Readings>(
     reg: &mut Registry,
-    ctl: &Controller,
-    status: &crate::api::protocol::Status,
-) -> Result<(), crate::control::ControlError> {
+    ctl: &Controller<N>,
+    status: &StatusView,
+) -> Result<(), ControlError> {
     let reasons = Family::<ReasonLabels, Counter>::default();
-    for r in Reason::ALL {
-        let n = ctl.dataplane().maps().reason_count(r)?;
+    for (r, n) in ctl.reasons()? {
         let verdict = if r.is_drop() { "drop" } else { "pass" };
         reasons
             .get_or_create(&ReasonLabels {
@@ -195,10 +196,10 @@ fn dataplane_metrics(
     );
 
     let entries: Gauge = Gauge::default();
-    entries.set(i64::try_from(status.conntrack.entries).unwrap_or(i64::MAX));
+    entries.set(i64::try_from(status.conntrack_entries).unwrap_or(i64::MAX));
     reg.register("conntrack_entries", "Entries in the conntrack map", entries);
     let capacity: Gauge = Gauge::default();
-    capacity.set(i64::from(status.conntrack.capacity));
+    capacity.set(i64::from(status.conntrack_capacity));
     reg.register(
         "conntrack_capacity",
         "Capacity of the conntrack map",
@@ -240,7 +241,7 @@ fn respond(req: &Request<Incoming>, ctl: &Mutex<Controller>) -> Response<Full<by
                 .unwrap_or_else(std::sync::PoisonError::into_inner),
         ) {
             Ok(text) => (StatusCode::OK, text),
-            Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, crate::error::chain(&e)),
+            Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, chain(&e)),
         }
     } else {
         (StatusCode::NOT_FOUND, "veer serves /metrics\n".to_owned())

@@ -139,7 +139,7 @@ async fn rollouts(ctl: Arc<Mutex<Controller>>, mut stop: watch::Receiver<bool>) 
                         break;
                     }
                 }
-                lock(&ctl).gate_result(&job.service, job.step, outcome);
+                lock(&ctl).gate_result(job.key, outcome);
             });
         }
     }

@@ -5,7 +5,17 @@ use std::net::{IpAddr, SocketAddr};
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Protocol, Weight};
+use crate::{
+    control::{
+        Answer,
+        views::{
+            BackendView, FlowView, FlowsView, GroupView, RevisionView, RolloutView, ServiceView,
+            StatusView, Waiting,
+        },
+    },
+    model::{Plan, Protocol, Weight},
+    rollout::Phase,
+};
 
 /// `GET /v1/status`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -254,7 +264,7 @@ pub struct RolloutStartRequest {
     /// Service.
     pub service: String,
     /// The plan.
-    pub plan: crate::model::Plan,
+    pub plan: Plan,
 }
 
 /// Attempts and failures of the target group in the current step.
@@ -274,7 +284,7 @@ pub struct RolloutStatus {
     /// Target group.
     pub to: String,
     /// `running`, `paused`, `completed`, `rolled_back`, `aborted`.
-    pub phase: crate::rollout::Phase,
+    pub phase: Phase,
     /// Current step, 1-based.
     pub step: usize,
     /// Target shares of every step.
@@ -290,7 +300,7 @@ pub struct RolloutStatus {
     /// Why it was paused, rolled back or aborted.
     pub reason: Option<String>,
     /// The plan.
-    pub plan: crate::model::Plan,
+    pub plan: Plan,
 }
 
 /// Conntrack use in `Status`.
@@ -300,4 +310,139 @@ pub struct ConntrackStatus {
     pub entries: u64,
     /// Capacity.
     pub capacity: u32,
+}
+
+impl From<&RevisionView> for RevisionInfo {
+    fn from(r: &RevisionView) -> Self {
+        Self {
+            number: r.number,
+            time: humantime::format_rfc3339_seconds(r.time).to_string(),
+            origin: r.origin.word().to_owned(),
+            summary: r.summary.clone(),
+        }
+    }
+}
+
+impl From<&BackendView> for BackendStatus {
+    fn from(b: &BackendView) -> Self {
+        Self {
+            address: b.addr,
+            healthy: b.healthy,
+            active_flows: b.active_flows,
+            new_flows: b.new_flows,
+            failed_flows: b.failed_flows,
+            packets: b.packets,
+            bytes: b.bytes,
+        }
+    }
+}
+
+impl From<&GroupView> for GroupStatus {
+    fn from(g: &GroupView) -> Self {
+        Self {
+            name: g.name.clone(),
+            weight: g.weight,
+            active_flows: g.active_flows,
+            backends: g.backends.iter().map(BackendStatus::from).collect(),
+        }
+    }
+}
+
+impl From<&ServiceView> for ServiceStatus {
+    fn from(s: &ServiceView) -> Self {
+        Self {
+            name: s.name.clone(),
+            vip: s.vip,
+            port: s.port,
+            protocol: s.protocol,
+            groups: s.groups.iter().map(GroupStatus::from).collect(),
+            pins: s
+                .pins
+                .iter()
+                .map(|p| PinStatus {
+                    prefix: format!("{}/{}", p.prefix, p.len),
+                    group: p.group.clone(),
+                })
+                .collect(),
+            packets: s.counters.packets,
+            bytes: s.counters.bytes,
+            new_flows: s.counters.new_flows,
+            midflow_misses: s.counters.midflow_misses,
+        }
+    }
+}
+
+impl From<&StatusView> for Status {
+    fn from(s: &StatusView) -> Self {
+        Self {
+            revision: s.revision.as_ref().map(RevisionInfo::from),
+            interfaces: s.interfaces.clone(),
+            conntrack: ConntrackStatus {
+                entries: s.conntrack_entries,
+                capacity: s.conntrack_capacity,
+            },
+            services: s.services.iter().map(ServiceStatus::from).collect(),
+        }
+    }
+}
+
+impl From<&FlowView> for FlowInfo {
+    fn from(f: &FlowView) -> Self {
+        Self {
+            client: f.client,
+            vip: f.vip,
+            protocol: f.protocol.as_str().to_owned(),
+            service: f.service.clone(),
+            group: f.group.clone(),
+            backend: f.backend,
+            state: f.state.as_str().to_owned(),
+            idle_seconds: f.idle.as_secs(),
+        }
+    }
+}
+
+impl From<&FlowsView> for FlowsResponse {
+    fn from(f: &FlowsView) -> Self {
+        Self {
+            flows: f.flows.iter().map(FlowInfo::from).collect(),
+            matched: f.matched,
+        }
+    }
+}
+
+impl From<&RolloutView> for RolloutStatus {
+    fn from(v: &RolloutView) -> Self {
+        let r = &v.rollout;
+        Self {
+            service: r.service.clone(),
+            to: r.plan.to.clone(),
+            phase: r.phase,
+            step: r.step + 1,
+            steps: r.plan.steps.clone(),
+            share: r.share(),
+            weights: v.weights.clone(),
+            in_step: StepCounts {
+                attempted: v.in_step.attempted,
+                failed: v.in_step.failed,
+            },
+            waiting: v.waiting.map(|w| match w {
+                Waiting::Pause { left } => format!("next step in {}s", left.as_secs()),
+                Waiting::MinFlows { seen, needed } => {
+                    format!("waiting for {seen} of {needed} new flows")
+                }
+                Waiting::Gates => "checking gates".to_owned(),
+            }),
+            reason: r.reason.clone(),
+            plan: r.plan.clone(),
+        }
+    }
+}
+
+impl From<&Answer> for ApplyResponse {
+    fn from(a: &Answer) -> Self {
+        Self {
+            revision: a.revision,
+            changed: a.changed,
+        }
+    }
 }

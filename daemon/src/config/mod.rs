@@ -13,7 +13,7 @@ use std::{
 
 use crate::model::{DesiredState, NodeConfig};
 
-pub use validate::{ConfigErrorKind, parse_prefix};
+pub use validate::ConfigErrorKind;
 
 /// A validated config file.
 #[derive(Clone, Debug, PartialEq, Eq)]

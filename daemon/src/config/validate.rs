@@ -15,7 +15,7 @@ use super::{Config, ConfigError, Location, schema};
 use crate::model::{
     Backend, CheckKind, DesiredState, Group, HealthCheck, NodeConfig, OnFailure, Pin, Plan,
     PlanError, Protocol, Service, Timeouts, Weight, WeightError, XdpAttachMode, gate::Gate,
-    host_bits_zero, plan::DEFAULT_STEPS,
+    parse_prefix, plan::DEFAULT_STEPS,
 };
 
 /// What is wrong with a config file.
@@ -854,15 +854,6 @@ fn group(
         weight,
         backends,
     })
-}
-
-/// Parses `"203.0.113.0/24"`; `None` unless the host bits are zero.
-pub fn parse_prefix(s: &str) -> Option<(IpAddr, u8)> {
-    let (addr, len) = s.split_once('/')?;
-    let addr: IpAddr = addr.parse().ok()?;
-    let len: u8 = len.parse().ok()?;
-    let max = if addr.is_ipv4() { 32 } else { 128 };
-    (len <= max && host_bits_zero(addr, len)).then_some((addr, len))
 }
 
 #[cfg(test)]

@@ -379,6 +379,16 @@ pub fn host_bits_zero(addr: IpAddr, len: u8) -> bool {
     }
 }
 
+/// Parses a network prefix (`"203.0.113.0/24"`, `"2001:db8::/32"`); `None` unless it is one,
+/// with its host bits zero.
+pub fn parse_prefix(s: &str) -> Option<(IpAddr, u8)> {
+    let (addr, len) = s.split_once('/')?;
+    let addr: IpAddr = addr.parse().ok()?;
+    let len: u8 = len.parse().ok()?;
+    let max = if addr.is_ipv4() { 32 } else { 128 };
+    (len <= max && host_bits_zero(addr, len)).then_some((addr, len))
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;

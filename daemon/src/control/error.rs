@@ -1,0 +1,114 @@
+//! Why an operation was refused or failed.
+
+use crate::{
+    config,
+    dataplane::{DataplaneError, sync::SyncError},
+    model::{PlanError, StateError},
+    state::StoreError,
+};
+
+/// Why an operation was refused or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// The request names a service that does not exist.
+    #[error("no service `{service}`")]
+    UnknownService {
+        /// Name.
+        service: String,
+    },
+    /// The request names a group the service does not have.
+    #[error("service `{service}` has no group `{group}`")]
+    UnknownGroup {
+        /// Service.
+        service: String,
+        /// Group.
+        group: String,
+    },
+    /// No such revision.
+    #[error("no revision {number} (see `veer history`)")]
+    UnknownRevision {
+        /// Number.
+        number: u64,
+    },
+    /// Nothing to roll back to.
+    #[error("there is no revision before {current} to roll back to")]
+    NothingToRollBack {
+        /// The live revision.
+        current: u64,
+    },
+    /// The service did not exist at the revision rolled back to.
+    #[error("service `{service}` did not exist at revision {number}")]
+    ServiceNotAtRevision {
+        /// Service.
+        service: String,
+        /// Revision.
+        number: u64,
+    },
+    /// A bad weight, prefix or similar in a request.
+    #[error("{what}: {reason}")]
+    BadRequest {
+        /// What was wrong (`prefix 203.0.113.1/24`).
+        what: String,
+        /// Why.
+        reason: String,
+    },
+    /// No pin with that prefix.
+    #[error("service `{service}` has no pin for {prefix}")]
+    UnknownPin {
+        /// Service.
+        service: String,
+        /// Prefix.
+        prefix: String,
+    },
+    /// A drain that would leave the service with no group taking new flows.
+    #[error(
+        "draining `{group}` would leave service `{service}` with no group taking new connections; shift weight to another group first, or pass --force to drop new connections"
+    )]
+    DrainLastGroup {
+        /// Service.
+        service: String,
+        /// Group.
+        group: String,
+    },
+    /// The desired state a request leads to breaks a rule of the model.
+    #[error(transparent)]
+    Invalid(#[from] StateError),
+    /// The config file is invalid.
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    /// The config file could not be read or is invalid (at start, or on reload).
+    #[error(transparent)]
+    ConfigFile(Box<config::LoadError>),
+    /// Applying to the maps failed (the previous state is in force).
+    #[error(transparent)]
+    Sync(#[from] SyncError),
+    /// The dataplane failed.
+    #[error(transparent)]
+    Dataplane(#[from] DataplaneError),
+    /// The store failed.
+    #[error("recording the revision failed; the previous state was put back")]
+    Store(#[from] StoreError),
+    /// A manual change to a service whose rollout is in progress.
+    #[error(
+        "service `{service}` has a rollout in progress; pause or abort it first (veer rollout abort {service})"
+    )]
+    RolloutInProgress {
+        /// Service.
+        service: String,
+    },
+    /// A rollout that cannot start.
+    #[error(transparent)]
+    RolloutPlan(#[from] PlanError),
+    /// A rollout request for a service without one.
+    #[error("service `{service}` has no rollout in progress")]
+    NoRollout {
+        /// Service.
+        service: String,
+    },
+}
+
+impl From<config::LoadError> for ControlError {
+    fn from(e: config::LoadError) -> Self {
+        Self::ConfigFile(Box::new(e))
+    }
+}

@@ -1,19 +1,27 @@
-//! The config file (`/etc/veer/veer.toml`): parsed strictly, validated completely, turned into a
-//! `Config` (node settings and a `DesiredState`). A rejected file changes nothing and says
-//! exactly what is wrong and where: `veer.toml:12:10: service "web", group "v2": weight 120 is
-//! out of range 0..=100`.
+//! The config file (`/etc/veer/veer.toml`): parsed strictly, turned into a `Config` (node
+//! settings and a `DesiredState`) and checked by the model's rules. A rejected file changes
+//! nothing and says exactly what is wrong and where: `veer.toml:12:10: service "web", group
+//! "v2", `weight`: 120 is out of range 0..=100`.
+//!
+//! `schema` is the file as written (serde, a span on every value), `convert` turns it into the
+//! model (parsing values) and runs the model's rules, `spans` locates a broken rule in the file,
+//! and `render` writes a `Config` back as a file.
 
+mod convert;
+mod render;
 mod schema;
-mod validate;
+mod spans;
+#[cfg(test)]
+mod tests;
 
 use std::{
     fmt,
     path::{Path, PathBuf},
 };
 
-use crate::model::{DesiredState, NodeConfig};
+use crate::model::{DesiredState, NodeConfig, Violation, WeightError};
 
-pub use validate::ConfigErrorKind;
+pub use render::to_toml;
 
 /// A validated config file.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -46,6 +54,75 @@ pub struct ConfigError {
     pub kind: ConfigErrorKind,
 }
 
+/// What is wrong with a config file.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigErrorKind {
+    /// Not valid TOML, a wrong type, or an unknown key (the parser's words).
+    #[error("{message}")]
+    Syntax {
+        /// The TOML parser's message.
+        message: String,
+    },
+    /// An integer its field's type cannot hold.
+    #[error("`{field}`: {value} is out of range {range}")]
+    OutOfRange {
+        /// Field.
+        field: &'static str,
+        /// Value given.
+        value: String,
+        /// Allowed range.
+        range: String,
+    },
+    /// A value not among the choices.
+    #[error("`{field}`: `{value}` is not one of {choices}")]
+    BadChoice {
+        /// Field.
+        field: &'static str,
+        /// Value given.
+        value: String,
+        /// Allowed values.
+        choices: &'static str,
+    },
+    /// A malformed address, prefix or duration.
+    #[error("`{field}`: `{value}` is not {expected}")]
+    BadValue {
+        /// Field.
+        field: &'static str,
+        /// Value given.
+        value: String,
+        /// What was expected.
+        expected: &'static str,
+    },
+    /// A weight that is not a percentage.
+    #[error("service `{service}`, group `{group}`, `weight`: {source}")]
+    BadWeight {
+        /// Service.
+        service: String,
+        /// Group.
+        group: String,
+        /// Why.
+        source: WeightError,
+    },
+    /// A value of `[service.rollout]` that does not parse.
+    #[error("service `{service}`, rollout `{field}`: {reason}")]
+    BadRollout {
+        /// Service.
+        service: String,
+        /// Field.
+        field: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// A rule of the model is broken (the location is the part of the file it names).
+    #[error("{source}{}", first_line.map(|l| format!(" (first on line {l})")).unwrap_or_default())]
+    Invalid {
+        /// The rule and where in the state.
+        source: Violation,
+        /// For a name or an address used twice: the line it is first used on.
+        first_line: Option<usize>,
+    },
+}
+
 /// Reading the file failed.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
@@ -75,7 +152,7 @@ pub fn load(path: &Path) -> Result<(Config, String), LoadError> {
 
 /// Validates config `text` (`file` only names it in errors).
 pub fn parse(file: &Path, text: &str) -> Result<Config, ConfigError> {
-    validate::parse(file, text)
+    convert::parse(file, text)
 }
 
 impl fmt::Display for Location {

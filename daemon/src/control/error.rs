@@ -3,7 +3,7 @@
 use crate::{
     config,
     dataplane::{DataplaneError, sync::SyncError},
-    model::{PlanError, StateError},
+    model::{PlanError, Violation},
     state::StoreError,
 };
 
@@ -72,7 +72,7 @@ pub enum ControlError {
     },
     /// The desired state a request leads to breaks a rule of the model.
     #[error(transparent)]
-    Invalid(#[from] StateError),
+    Invalid(#[from] Violation),
     /// The config file is invalid.
     #[error(transparent)]
     Config(#[from] config::ConfigError),

@@ -21,8 +21,9 @@ use super::{
 use crate::{
     dataplane::{DataplaneError, flows::Upkeep},
     model::{
-        Backend, DesiredState, Down, Group, HealthCheck, Ids, NodeConfig, OnFailure, Plan,
-        Protocol, Service, StateError, Timeouts, Weight,
+        DesiredState, Down, HealthCheck, Ids, NodeConfig, OnFailure, Plan, StateError, Timeouts,
+        Weight,
+        fixtures::{dual_stack, group, w},
     },
     rollout::Phase,
     state::{Origin, Revision, StoreError},
@@ -132,60 +133,6 @@ impl Readings for FakeNode {
 
     fn flows(&self) -> Result<FlowTable, ControlError> {
         Ok(FlowTable::default())
-    }
-}
-
-fn w(text: &str) -> Weight {
-    Weight::from_percent_str(text).unwrap()
-}
-
-fn group(name: &str, weight: &str, backends: &[&str]) -> Group {
-    Group {
-        name: name.into(),
-        weight: w(weight),
-        backends: backends
-            .iter()
-            .map(|b| Backend {
-                addr: b.parse().unwrap(),
-            })
-            .collect(),
-    }
-}
-
-fn service(name: &str, vip: &str, groups: Vec<Group>) -> Service {
-    Service {
-        name: name.into(),
-        vip: vip.parse().unwrap(),
-        port: 80,
-        protocol: Protocol::Tcp,
-        groups,
-        pins: vec![],
-        health: None,
-        rollout: None,
-    }
-}
-
-/// `web` (IPv4) and `web6` (IPv6), each over v1 (100) and v2 (0).
-fn dual_stack() -> DesiredState {
-    DesiredState {
-        services: vec![
-            service(
-                "web",
-                "192.0.2.10",
-                vec![
-                    group("v1", "100", &["198.51.100.11:8080"]),
-                    group("v2", "0", &["198.51.100.21:8080"]),
-                ],
-            ),
-            service(
-                "web6",
-                "2001:db8::10",
-                vec![
-                    group("v1", "100", &["[2001:db8:b::11]:8080"]),
-                    group("v2", "0", &["[2001:db8:b::21]:8080"]),
-                ],
-            ),
-        ],
     }
 }
 
@@ -391,8 +338,8 @@ mod operator_changes {
             .unwrap_err();
         assert!(
             matches!(
-                e,
-                ControlError::Invalid(StateError::WeightWithoutBackends { .. })
+                &e,
+                ControlError::Invalid(v) if matches!(v.error, StateError::WeightWithoutBackends { .. })
             ),
             "{e}"
         );
@@ -556,7 +503,7 @@ mod sources {
             )
             .unwrap_err();
         assert!(
-            matches!(e, ControlError::Invalid(StateError::FamilyMismatch { .. })),
+            matches!(&e, ControlError::Invalid(v) if matches!(v.error, StateError::FamilyMismatch { .. })),
             "{e}"
         );
         assert_eq!(ctl.head().number, 1);

@@ -124,7 +124,7 @@ pub struct Plan {
 pub enum PlanError {
     /// The state breaks a rule of the model.
     #[error(transparent)]
-    Invalid(#[from] crate::model::StateError),
+    Invalid(#[from] crate::model::Violation),
     /// Out of ids of a kind.
     #[error("no free {kind} id: at most {max} are supported")]
     IdsExhausted {

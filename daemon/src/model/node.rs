@@ -33,6 +33,11 @@ pub struct Timeouts {
     pub udp: Duration,
 }
 
+impl Timeouts {
+    /// Shortest idle timeout.
+    pub const MIN: Duration = Duration::from_secs(1);
+}
+
 impl Default for Timeouts {
     fn default() -> Self {
         Self {
@@ -55,6 +60,13 @@ pub struct NodeConfig {
     pub conntrack_max: u32,
     /// Idle timeouts.
     pub timeouts: Timeouts,
+}
+
+impl NodeConfig {
+    /// Smallest conntrack.
+    pub const MIN_CONNTRACK: u32 = 1024;
+    /// Largest conntrack.
+    pub const MAX_CONNTRACK: u32 = 1 << 26;
 }
 
 impl Default for NodeConfig {

@@ -259,7 +259,7 @@ pub(super) fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> Result<(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::tests::web;
+    use crate::model::fixtures::web;
 
     fn tmpdir(name: &str) -> PathBuf {
         let d = std::env::temp_dir().join(format!("veer-store-{name}-{}", std::process::id()));

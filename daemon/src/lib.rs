@@ -15,6 +15,7 @@ pub mod control;
 pub mod dataplane;
 pub mod error;
 pub mod health;
+pub mod http;
 pub mod metrics;
 pub mod model;
 pub mod paths;

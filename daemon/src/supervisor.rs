@@ -18,7 +18,10 @@ use crate::{
     api::server::{self, Access, SocketError},
     control::{self, ControlError, Controller},
     error::chain,
+    health::check::{self, CheckError},
     metrics,
+    model::BackendRef,
+    rollout::{self, GateFailure},
 };
 
 /// Why the daemon could not start (or stopped with an error).
@@ -74,7 +77,7 @@ fn lock(ctl: &Mutex<Controller>) -> std::sync::MutexGuard<'_, Controller> {
 /// Runs every service's active checks at its interval, each bounded by its timeout, and feeds
 /// the results to the controller.
 async fn health_checks(ctl: Arc<Mutex<Controller>>, mut stop: watch::Receiver<bool>) {
-    let (tx, mut rx) = mpsc::channel::<(crate::model::BackendRef, Result<(), String>)>(1024);
+    let (tx, mut rx) = mpsc::channel::<(BackendRef, Result<(), CheckError>)>(1024);
     let mut due: std::collections::HashMap<String, tokio::time::Instant> =
         std::collections::HashMap::new();
     let mut tick = tokio::time::interval(HEALTH_TICK);
@@ -83,8 +86,7 @@ async fn health_checks(ctl: Arc<Mutex<Controller>>, mut stop: watch::Receiver<bo
         tokio::select! {
             _ = stop.wait_for(|s| *s) => return,
             Some((backend, result)) = rx.recv() => {
-                let why = result.as_ref().err().cloned();
-                if let Err(e) = lock(&ctl).health_result(&backend, result.is_ok(), why.as_deref()) {
+                if let Err(e) = lock(&ctl).health_result(&backend, &result) {
                     tracing::warn!(error = %chain(&e), "applying a health change failed");
                 }
             }
@@ -100,7 +102,7 @@ async fn health_checks(ctl: Arc<Mutex<Controller>>, mut stop: watch::Receiver<bo
                     started.insert((service, job.check.interval));
                     let tx = tx.clone();
                     tokio::spawn(async move {
-                        let r = crate::health::check::run(&job.check.kind, job.addr, job.check.timeout).await.map_err(|e| e.to_string());
+                        let r = check::run(&job.check.kind, job.addr, job.check.timeout).await;
                         // The receiver is gone only when the daemon stops.
                         drop(tx.send((job.backend, r)).await);
                     });
@@ -134,8 +136,11 @@ async fn rollouts(ctl: Arc<Mutex<Controller>>, mut stop: watch::Receiver<bool>) 
             tokio::spawn(async move {
                 let mut outcome = Ok(());
                 for gate in &job.gates {
-                    if let Err(why) = crate::rollout::gate::check(gate, job.timeout).await {
-                        outcome = Err((gate.to_string(), why));
+                    if let Err(e) = rollout::gate::check(gate, job.timeout).await {
+                        outcome = Err(GateFailure {
+                            gate: gate.to_string(),
+                            why: chain(&e),
+                        });
                         break;
                     }
                 }

@@ -28,8 +28,9 @@ use crate::{
     config,
     dataplane::flows::Upkeep,
     error::chain,
+    health::check::CheckError,
     model::{BackendRef, DesiredState, NodeConfig},
-    rollout::{Decision, Rollout, engine::WaitReason},
+    rollout::{Decision, GateFailure, Rollout, engine::WaitReason},
     state::Origin,
 };
 
@@ -227,7 +228,7 @@ impl<N: Effects + Readings> Controller<N> {
     }
 
     /// Records the outcome of a step's extra gates.
-    pub fn gate_result(&mut self, key: GateKey, result: Result<(), (String, String)>) {
+    pub fn gate_result(&mut self, key: GateKey, result: Result<(), GateFailure>) {
         self.gates.insert(key, GateState::Done(result));
     }
 
@@ -274,8 +275,7 @@ impl<N: Effects + Readings> Controller<N> {
     pub fn health_result(
         &mut self,
         backend: &BackendRef,
-        ok: bool,
-        why: Option<&str>,
+        outcome: &Result<(), CheckError>,
     ) -> Result<(), ControlError> {
         let head = self.head();
         let Some(check) = head
@@ -285,13 +285,19 @@ impl<N: Effects + Readings> Controller<N> {
         else {
             return Ok(());
         };
-        if !self.health.observe(&head.state, backend, &check, ok) {
+        if !self
+            .health
+            .observe(&head.state, backend, &check, outcome.is_ok())
+        {
             return Ok(());
         }
-        if self.health.is_up(backend) {
-            tracing::info!(service = %backend.0, group = %backend.1, backend = %backend.2, "backend up: back in its group's table");
-        } else {
-            tracing::warn!(service = %backend.0, group = %backend.1, backend = %backend.2, reason = why.unwrap_or("check failed"), "backend down: out of its group's table for new flows");
+        match outcome {
+            Ok(()) => {
+                tracing::info!(service = %backend.0, group = %backend.1, backend = %backend.2, "backend up: back in its group's table");
+            }
+            Err(e) => {
+                tracing::warn!(service = %backend.0, group = %backend.1, backend = %backend.2, reason = %chain(e), "backend down: out of its group's table for new flows");
+            }
         }
         self.node.apply(&head.state, &self.health.down(&head.state))
     }

@@ -10,7 +10,7 @@ use std::{
 use super::{change::Head, request::Request};
 use crate::{
     model::GroupRef,
-    rollout::{Observation, Rollout, engine::Counts},
+    rollout::{GateFailure, Observation, Rollout, engine::Counts},
 };
 
 /// Identifies one watch of one step: (service, step index, when the step began). A resumed or
@@ -22,13 +22,13 @@ pub(super) fn gate_key(rollout: &Rollout) -> GateKey {
     (rollout.service.clone(), rollout.step, rollout.step_started)
 }
 
-/// A step's extra gates: being checked, or checked (`Err((gate, why))` on the first failure).
+/// A step's extra gates: being checked, or checked (the first failure, if any).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum GateState {
     /// Handed out as a `GateJob`, no outcome yet.
     Pending,
     /// Checked.
-    Done(Result<(), (String, String)>),
+    Done(Result<(), GateFailure>),
 }
 
 /// What the core reads besides the head: counters, health and gate outcomes of the groups that

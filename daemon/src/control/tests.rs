@@ -20,12 +20,13 @@ use super::{
 };
 use crate::{
     dataplane::{DataplaneError, flows::Upkeep},
+    health::check::CheckError,
     model::{
         DesiredState, Down, HealthCheck, Ids, NodeConfig, OnFailure, Plan, StateError, Timeouts,
         Weight,
         fixtures::{dual_stack, group, w},
     },
-    rollout::Phase,
+    rollout::{GateFailure, Phase},
     state::{Origin, Revision, StoreError},
 };
 
@@ -205,6 +206,13 @@ fn plan(steps: &[&str]) -> Plan {
         gate_timeout: Duration::from_secs(5),
         on_failure: OnFailure::Rollback,
         hold_on_restart: false,
+    }
+}
+
+fn failed(gate: &str, why: &str) -> GateFailure {
+    GateFailure {
+        gate: gate.into(),
+        why: why.into(),
     }
 }
 
@@ -735,7 +743,7 @@ mod rollouts {
         // An outcome for another watch of the step does not count.
         let mut stale = jobs[0].key.clone();
         stale.2 = at(3);
-        ctl.gate_result(stale, Err(("exec:true".into(), "exit status: 1".into())));
+        ctl.gate_result(stale, Err(failed("exec:true", "exit status: 1")));
         ctl.rollout_tick(at(13)).unwrap();
         assert_eq!(ctl.head().rollouts[0].phase, Phase::Running);
         ctl.gate_result(jobs[0].key.clone(), Ok(()));
@@ -744,7 +752,7 @@ mod rollouts {
         let jobs = ctl.rollout_tick(at(25)).unwrap();
         ctl.gate_result(
             jobs[0].key.clone(),
-            Err(("exec:true".into(), "exit status: 1".into())),
+            Err(failed("exec:true", "exit status: 1")),
         );
         ctl.rollout_tick(at(26)).unwrap();
         let r = &ctl.head().rollouts[0];
@@ -819,18 +827,23 @@ mod effects {
         let jobs = ctl.health_jobs();
         assert_eq!(jobs.len(), 2, "web's two backends; web6 has no check");
         let v1 = jobs[0].backend.clone();
-        ctl.health_result(&v1, false, Some("refused")).unwrap();
+        let refused = || {
+            Err(CheckError::Timeout {
+                timeout: Duration::from_millis(500),
+            })
+        };
+        ctl.health_result(&v1, &refused()).unwrap();
         assert!(
             ctl.node().applied.last().unwrap().1.is_empty(),
             "one failure is not enough"
         );
-        ctl.health_result(&v1, false, Some("refused")).unwrap();
+        ctl.health_result(&v1, &refused()).unwrap();
         assert!(ctl.node().applied.last().unwrap().1.contains(&v1));
         let status = ctl.status(Some("web")).unwrap();
         assert!(!status.services[0].groups[0].backends[0].healthy);
         assert_eq!(ctl.head().number, 1, "health is no revision");
         for _ in 0..2 {
-            ctl.health_result(&v1, true, None).unwrap();
+            ctl.health_result(&v1, &Ok(())).unwrap();
         }
         assert!(ctl.node().applied.last().unwrap().1.is_empty());
     }

@@ -68,8 +68,17 @@ pub struct Observation {
     pub counts: Counts,
     /// Backends of the target group that are up.
     pub target_up: usize,
-    /// Outcome of this step's extra gates, once evaluated: `Err((gate, why))` on the first failure.
-    pub gates: Option<Result<(), (String, String)>>,
+    /// Outcome of this step's extra gates, once evaluated: the first failure, if any.
+    pub gates: Option<Result<(), GateFailure>>,
+}
+
+/// The gate of a step that failed, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GateFailure {
+    /// The gate, as written (`exec:check`, `http://...`).
+    pub gate: String,
+    /// Why it failed.
+    pub why: String,
 }
 
 /// What to do.
@@ -230,7 +239,7 @@ impl Rollout {
         }
         match &obs.gates {
             None if !self.plan.gates.is_empty() => return Decision::EvaluateGates,
-            Some(Err((gate, why))) => return self.breach(gate, why.clone()),
+            Some(Err(failure)) => return self.breach(&failure.gate, failure.why.clone()),
             _ => {}
         }
         if self.step + 1 >= self.plan.steps.len() {
@@ -374,7 +383,10 @@ mod tests {
             r.decide(&o, at(11)),
             Decision::Advance { next: 1, .. }
         ));
-        o.gates = Some(Err(("exec:check".into(), "exit status 1".into())));
+        o.gates = Some(Err(GateFailure {
+            gate: "exec:check".into(),
+            why: "exit status 1".into(),
+        }));
         assert!(matches!(r.decide(&o, at(11)), Decision::Breach { .. }));
     }
 

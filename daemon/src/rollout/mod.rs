@@ -9,4 +9,4 @@
 pub mod engine;
 pub mod gate;
 
-pub use engine::{Decision, Observation, Phase, Rollout};
+pub use engine::{Decision, GateFailure, Observation, Phase, Rollout};

@@ -9,7 +9,9 @@ use std::{
     time::{Duration, Instant},
 };
 
+use veer::model::{CheckKind, HealthCheck, Plan, Weight};
 use veer_tests::{
+    config::{ConfigBuilder, Family, group, service, web},
     daemon::{Daemon, Held, Load},
     netns::Topology,
     servers::{TcpServer, ask_once},
@@ -20,43 +22,20 @@ const V2: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 51, 100, 21));
 const TIMEOUT: Duration = Duration::from_secs(5);
 
 fn vip() -> SocketAddr {
-    "192.0.2.10:80".parse().unwrap()
+    Family::V4.vip()
 }
 
-/// The config of the issue, attached to every node interface of `topo`.
+/// The bed's node settings: attached to every node interface of `topo`, a conntrack of 65,536
+/// entries, closing flows kept an hour (so a drain that ends sooner ends on FIN or RST).
+fn node(topo: &Topology) -> ConfigBuilder {
+    ConfigBuilder::new(topo.node_ifnames())
+        .conntrack_max(65_536)
+        .tcp_closing(Duration::from_hours(1))
+}
+
+/// `web` over v1 and v2 at `v1`/`v2` percent, attached to every node interface of `topo`.
 fn config(topo: &Topology, v1: &str, v2: &str) -> String {
-    let ifaces: Vec<String> = topo
-        .node_ifnames()
-        .iter()
-        .map(|i| format!("\"{i}\""))
-        .collect();
-    format!(
-        r#"[node]
-interfaces = [{}]
-xdp_mode = "auto"
-conntrack_max = 65536
-
-[node.timeouts]
-tcp_closing = "1h"
-
-[[service]]
-name = "web"
-vip = "192.0.2.10"
-port = 80
-protocol = "tcp"
-
-[[service.group]]
-name = "v1"
-weight = {v1}
-backends = ["198.51.100.11:8080"]
-
-[[service.group]]
-name = "v2"
-weight = {v2}
-backends = ["198.51.100.21:8080"]
-"#,
-        ifaces.join(", ")
-    )
+    node(topo).service(web(Family::V4, v1, v2)).to_toml()
 }
 
 /// Topology, backends answering "v1"/"v2", and a daemon at `v1`/`v2`. Field order drops the
@@ -75,24 +54,24 @@ fn bed(v1: &str, v2: &str) -> Bed {
 /// Like `bed`, with v2's server on `v2_port`: another port than 8080 leaves v2's backend
 /// refusing connections (RST), as a stopped service does.
 fn bed_with_v2_port(v1: &str, v2: &str, v2_port: u16) -> Bed {
-    build_bed(v1, v2, v2_port, None)
+    build_bed(Family::V4, v1, v2, v2_port, &[])
 }
 
-fn build_bed(v1: &str, v2: &str, v2_port: u16, metrics: Option<&str>) -> Bed {
+/// The bed in `family`: backends answering "v1" and "v2" (v2 on `v2_port`), and a daemon at
+/// `v1`/`v2` started with `args` (`--metrics off` unless they say).
+fn build_bed(family: Family, v1: &str, v2: &str, v2_port: u16, args: &[&str]) -> Bed {
+    let (a1, a2) = (family.backend("v1"), family.backend("v2"));
     let topo = Topology::builder()
         .client()
-        .backend("v1", &[V1])
-        .backend("v2", &[V2])
+        .backend("v1", &[a1])
+        .backend("v2", &[a2])
         .build()
         .unwrap();
-    let s1 = TcpServer::start(topo.backend("v1"), SocketAddr::new(V1, 8080), "v1").unwrap();
-    let s2 = TcpServer::start(topo.backend("v2"), SocketAddr::new(V2, v2_port), "v2").unwrap();
-    let daemon = match metrics {
-        Some(addr) => Daemon::start_with_metrics(&topo, &config(&topo, v1, v2), addr),
-        None => Daemon::start(&topo, &config(&topo, v1, v2)),
-    };
+    let s1 = TcpServer::start(topo.backend("v1"), SocketAddr::new(a1, 8080), "v1").unwrap();
+    let s2 = TcpServer::start(topo.backend("v2"), SocketAddr::new(a2, v2_port), "v2").unwrap();
+    let config = node(&topo).service(web(family, v1, v2)).to_toml();
     Bed {
-        daemon,
+        daemon: Daemon::start_with(&topo, &config, args),
         _s1: s1,
         _s2: s2,
         topo,
@@ -221,7 +200,9 @@ mod apply {
             [("v1".into(), 70.0), ("v2".into(), 30.0)]
         );
         // A broken file (on SIGHUP too) is reported and changes nothing.
-        b.daemon.write_config(&config(&b.topo, "70", "300"));
+        let broken = config(&b.topo, "70", "30").replace("weight = 30\n", "weight = 300\n");
+        assert!(broken.contains("weight = 300"));
+        b.daemon.write_config(&broken);
         b.daemon.signal(libc::SIGHUP);
         let deadline = Instant::now() + Duration::from_secs(10);
         while !b.daemon.log().contains("config reload rejected") {
@@ -255,17 +236,15 @@ mod refusals {
     fn bad_input_is_refused_with_the_exact_message_and_changes_nothing() {
         let b = bed("100", "0");
         let bad = b.daemon.state_dir().join("../bad.toml");
-        std::fs::write(
-            &bad,
-            config(&b.topo, "100", "0").replace("port = 80", "port = 80\ncolour = \"red\""),
-        )
-        .unwrap();
+        let text = config(&b.topo, "100", "0").replace("port = 80", "port = 80\ncolour = \"red\"");
+        std::fs::write(&bad, &text).unwrap();
+        let line = 1 + text.lines().position(|l| l.starts_with("colour")).unwrap();
         let out = b.daemon.cli(&["apply", "-f", bad.to_str().unwrap()]);
         assert_eq!(out.status.code(), Some(1));
         assert_eq!(
             stderr(&out),
             format!(
-                "veer: {}:13:1: unknown field `colour`, expected one of `name`, `vip`, `port`, `protocol`, `group`, `pin`, `health`, `rollout`",
+                "veer: {}:{line}:1: unknown field `colour`, expected one of `name`, `vip`, `port`, `protocol`, `group`, `pin`, `health`, `rollout`",
                 bad.display()
             )
         );
@@ -320,20 +299,9 @@ mod refusals {
 
     #[test]
     fn a_socket_group_member_may_operate_but_not_make_the_daemon_run_commands() {
-        let topo = Topology::builder()
-            .client()
-            .backend("v1", &[V1])
-            .backend("v2", &[V2])
-            .build()
-            .unwrap();
-        let _s1 = TcpServer::start(topo.backend("v1"), SocketAddr::new(V1, 8080), "v1").unwrap();
-        let _s2 = TcpServer::start(topo.backend("v2"), SocketAddr::new(V2, 8080), "v2").unwrap();
         // gid 65534 (nogroup): the member is uid 65534 with that primary group.
-        let daemon = Daemon::start_with(
-            &topo,
-            &config(&topo, "100", "0"),
-            &["--socket-group", "65534"],
-        );
+        let b = build_bed(Family::V4, "100", "0", 8080, &["--socket-group", "65534"]);
+        let daemon = &b.daemon;
         std::fs::set_permissions(
             daemon.socket.parent().unwrap(),
             std::os::unix::fs::PermissionsExt::from_mode(0o755),
@@ -442,22 +410,21 @@ mod live {
         assert_eq!(b.daemon.revision(), 5);
     }
 
-    #[test]
-    fn a_crashed_daemon_leaves_traffic_flowing_and_its_successor_adopts_everything() {
-        let mut b = bed("100", "0");
-        b.daemon.ok(&["shift", "web", "v1=50", "v2=50"]);
-        let mut held = Held::open(b.topo.client(), vip(), 30);
-        let load = Load::new_connections(b.topo.client(), vip(), 20_000, Duration::from_mins(1));
+    /// A live shift, then `kill -9` under load: traffic keeps flowing with no daemon, the next
+    /// daemon adopts the links, keeps the shift (the file still says 100/0) and conntrack, and
+    /// steers new flows by a shift made after the restart, failing no request.
+    fn a_crashed_daemon_is_succeeded_without_a_failed_request(family: Family) {
+        let mut b = build_bed(family, "100", "0", 8080, &[]);
+        let (service, vip) = (family.service(), family.vip());
+        b.daemon.ok(&["shift", service, "v1=50", "v2=50"]);
+        let mut held = Held::open(b.topo.client(), vip, 30);
+        let load = Load::new_connections(b.topo.client(), vip, 20_000, Duration::from_mins(1));
         std::thread::sleep(Duration::from_millis(300));
         b.daemon.kill9();
         std::thread::sleep(Duration::from_millis(500));
         held.check("with no daemon");
         b.daemon.spawn();
         held.check("after the restart");
-        std::thread::sleep(Duration::from_millis(300));
-        let report = load.finish();
-        assert_load_clean(&report, "kill -9 and restart");
-        // The live change survived (the config file still says 100/0) and conntrack did too.
         let s = b.daemon.json(&["status"]);
         assert_eq!(s["revision"]["number"], 2);
         assert_eq!(weights(&s), [("v1".into(), 50.0), ("v2".into(), 50.0)]);
@@ -470,6 +437,28 @@ mod live {
             .sum();
         assert!(active >= 30, "active flows after restart: {active}");
         assert!(b.daemon.log().contains("how=Adopted"), "{}", b.daemon.log());
+        b.daemon.ok(&["shift", service, "v1=0", "v2=100"]);
+        std::thread::sleep(Duration::from_millis(300));
+        let report = load.finish();
+        assert_load_clean(&report, &format!("{family:?}: kill -9, restart and shift"));
+        held.check("after the restart and a shift");
+        for i in 0..10 {
+            assert_eq!(
+                ask_once(b.topo.client(), vip, TIMEOUT).unwrap(),
+                "v2",
+                "new {family:?} connection {i}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_crashed_daemon_is_succeeded_without_a_failed_request_ipv4() {
+        a_crashed_daemon_is_succeeded_without_a_failed_request(Family::V4);
+    }
+
+    #[test]
+    fn a_crashed_daemon_is_succeeded_without_a_failed_request_ipv6() {
+        a_crashed_daemon_is_succeeded_without_a_failed_request(Family::V6);
     }
 
     #[test]
@@ -612,31 +601,12 @@ mod live {
 mod dual_stack {
     use super::*;
 
-    const V1_6: &str = "2001:db8:b::11";
-    const V2_6: &str = "2001:db8:b::21";
-
     /// web (IPv4) and web6 (IPv6), both over v1 and v2.
     fn config(topo: &Topology, v1: &str, v2: &str) -> String {
-        format!(
-            r#"{}
-[[service]]
-name = "web6"
-vip = "2001:db8::10"
-port = 80
-protocol = "tcp"
-
-[[service.group]]
-name = "v1"
-weight = {v1}
-backends = ["[2001:db8:b::11]:8080"]
-
-[[service.group]]
-name = "v2"
-weight = {v2}
-backends = ["[2001:db8:b::21]:8080"]
-"#,
-            super::config(topo, v1, v2)
-        )
+        node(topo)
+            .service(web(Family::V4, v1, v2))
+            .service(web(Family::V6, v1, v2))
+            .to_toml()
     }
 
     struct Bed6 {
@@ -646,8 +616,7 @@ backends = ["[2001:db8:b::21]:8080"]
     }
 
     fn bed6(v1: &str, v2: &str) -> Bed6 {
-        let a1: IpAddr = V1_6.parse().unwrap();
-        let a2: IpAddr = V2_6.parse().unwrap();
+        let (a1, a2) = (Family::V6.backend("v1"), Family::V6.backend("v2"));
         let topo = Topology::builder()
             .client()
             .backend("v1", &[V1, a1])
@@ -666,10 +635,6 @@ backends = ["[2001:db8:b::21]:8080"]
             _servers: servers,
             topo,
         }
-    }
-
-    fn vip6() -> SocketAddr {
-        "[2001:db8::10]:80".parse().unwrap()
     }
 
     #[test]
@@ -699,7 +664,7 @@ backends = ["[2001:db8:b::21]:8080"]
                 "IPv4 connection {i}"
             );
             assert_eq!(
-                ask_once(b.topo.client(), vip6(), TIMEOUT).unwrap(),
+                ask_once(b.topo.client(), Family::V6.vip(), TIMEOUT).unwrap(),
                 "v2",
                 "IPv6 connection {i}"
             );
@@ -713,29 +678,6 @@ backends = ["[2001:db8:b::21]:8080"]
         let out = b.daemon.cli(&["shift", "web,web6", "v3=10"]);
         assert_eq!(stderr(&out), "veer: service `web` has no group `v3`");
         assert_eq!(b.daemon.revision(), 2);
-    }
-
-    #[test]
-    fn a_daemon_restart_under_ipv6_load_fails_no_request() {
-        let mut b = bed6("50", "50");
-        let mut held = Held::open(b.topo.client(), vip6(), 20);
-        let load = Load::new_connections(b.topo.client(), vip6(), 20_000, Duration::from_mins(1));
-        std::thread::sleep(Duration::from_millis(300));
-        b.daemon.kill9();
-        held.check("IPv6, no daemon");
-        b.daemon.spawn();
-        b.daemon.ok(&["shift", "web6", "v1=0", "v2=100"]);
-        std::thread::sleep(Duration::from_millis(300));
-        let report = load.finish();
-        assert_load_clean(&report, "IPv6 kill -9, restart and shift");
-        held.check("IPv6, after restart and shift");
-        for i in 0..10 {
-            assert_eq!(
-                ask_once(b.topo.client(), vip6(), TIMEOUT).unwrap(),
-                "v2",
-                "new IPv6 connection {i}"
-            );
-        }
     }
 }
 
@@ -1002,37 +944,23 @@ mod health {
         let _a = TcpServer::start(topo.backend("v1"), SocketAddr::new(V1, 8080), "v1a").unwrap();
         let b_server =
             TcpServer::start(topo.backend("v1"), SocketAddr::new(V1B, 8080), "v1b").unwrap();
-        let ifaces: Vec<String> = topo
-            .node_ifnames()
-            .iter()
-            .map(|i| format!("\"{i}\""))
-            .collect();
-        let config = format!(
-            r#"[node]
-interfaces = [{}]
-
-[[service]]
-name = "web"
-vip = "192.0.2.10"
-port = 80
-protocol = "tcp"
-
-[service.health]
-kind = "http"
-path = "/healthz"
-expect_status = 200
-interval = "200ms"
-timeout = "100ms"
-rise = 2
-fall = 2
-
-[[service.group]]
-name = "v1"
-weight = 100
-backends = ["198.51.100.11:8080", "198.51.100.12:8080"]
-"#,
-            ifaces.join(", ")
-        );
+        let backends = [SocketAddr::new(V1, 8080), SocketAddr::new(V1B, 8080)];
+        let config = ConfigBuilder::new(topo.node_ifnames())
+            .service(service("web", vip(), vec![group("v1", "100", &backends)]))
+            .health(
+                "web",
+                HealthCheck {
+                    kind: CheckKind::Http {
+                        path: "/healthz".into(),
+                        expect_status: 200,
+                    },
+                    interval: Duration::from_millis(200),
+                    timeout: Duration::from_millis(100),
+                    rise: 2,
+                    fall: 2,
+                },
+            )
+            .to_toml();
         let daemon = Daemon::start(&topo, &config);
         let answers = |n: usize| -> std::collections::HashMap<String, usize> {
             let mut m = std::collections::HashMap::new();
@@ -1109,7 +1037,7 @@ fn node_get(topo: &Topology, addr: &str, path: &str) -> Option<String> {
 const METRICS: &str = "127.0.0.1:9464";
 
 fn bed_with_metrics(v1: &str, v2: &str) -> Bed {
-    build_bed(v1, v2, 8080, Some(METRICS))
+    build_bed(Family::V4, v1, v2, 8080, &["--metrics", METRICS])
 }
 
 /// The value of a metric line (name and labels exactly as exposed).
@@ -1390,11 +1318,14 @@ mod gates {
     fn a_rollout_declared_in_the_config_starts_when_it_is_applied_and_only_once() {
         let b = bed("100", "0");
         let file = b.daemon.state_dir().join("../rollout.toml");
-        let text = config(&b.topo, "100", "0").replacen(
-            "protocol = \"tcp\"\n",
-            "protocol = \"tcp\"\n\n[service.rollout]\nto = \"v2\"\nsteps = [50, 100]\npause = \"1s\"\nmin_flows = 0\n",
-            1,
-        );
+        let mut plan = Plan::to("v2");
+        plan.steps = vec![Weight::percent(50), Weight::percent(100)];
+        plan.pause = Duration::from_secs(1);
+        plan.min_flows = 0;
+        let text = node(&b.topo)
+            .service(web(Family::V4, "100", "0"))
+            .rollout("web", plan)
+            .to_toml();
         std::fs::write(&file, &text).unwrap();
         b.daemon.ok(&["apply", "-f", file.to_str().unwrap()]);
         let deadline = Instant::now() + Duration::from_secs(20);

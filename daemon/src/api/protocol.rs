@@ -26,14 +26,14 @@ pub struct Status {
     pub interfaces: Vec<String>,
     /// Conntrack use.
     pub conntrack: ConntrackStatus,
-    /// Services.
+    /// Every service, in the order of the state.
     pub services: Vec<ServiceStatus>,
 }
 
 /// A revision, briefly.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RevisionInfo {
-    /// Number.
+    /// Revision number (1, 2, 3 ...).
     pub number: u64,
     /// RFC 3339 time.
     pub time: String,
@@ -46,15 +46,15 @@ pub struct RevisionInfo {
 /// A service in `Status`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServiceStatus {
-    /// Name.
+    /// The name, unique where it lives.
     pub name: String,
-    /// VIP.
+    /// Virtual IP of the service.
     pub vip: IpAddr,
-    /// Port.
+    /// Service port.
     pub port: u16,
     /// `tcp` or `udp`.
     pub protocol: Protocol,
-    /// Groups.
+    /// Groups, in the order of the state.
     pub groups: Vec<GroupStatus>,
     /// Source-prefix pins.
     pub pins: Vec<PinStatus>,
@@ -71,13 +71,13 @@ pub struct ServiceStatus {
 /// A group in `Status`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GroupStatus {
-    /// Name.
+    /// The name, unique where it lives.
     pub name: String,
     /// Weight in percent.
     pub weight: Weight,
     /// Sum of the backends' active flows.
     pub active_flows: u64,
-    /// Backends.
+    /// Backends, in the order of the state.
     pub backends: Vec<BackendStatus>,
 }
 
@@ -105,7 +105,7 @@ pub struct BackendStatus {
 pub struct PinStatus {
     /// `203.0.113.0/24`.
     pub prefix: String,
-    /// Group.
+    /// Name of the group.
     pub group: String,
 }
 
@@ -130,7 +130,7 @@ pub struct ApplyResponse {
 /// One group's new weight.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct GroupWeight {
-    /// Group.
+    /// Name of the group.
     pub group: String,
     /// Weight in percent.
     pub weight: Weight,
@@ -149,9 +149,9 @@ pub struct ShiftRequest {
 /// `POST /v1/drain`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct DrainRequest {
-    /// Service.
+    /// Name of the service.
     pub service: String,
-    /// Group.
+    /// Name of the group.
     pub group: String,
     /// Drain even the last group taking new flows.
     #[serde(default)]
@@ -161,18 +161,18 @@ pub struct DrainRequest {
 /// `POST /v1/pin`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct PinRequest {
-    /// Service.
+    /// Name of the service.
     pub service: String,
     /// Client prefix.
     pub prefix: String,
-    /// Group.
+    /// Name of the group.
     pub group: String,
 }
 
 /// `POST /v1/unpin`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct UnpinRequest {
-    /// Service.
+    /// Name of the service.
     pub service: String,
     /// Client prefix.
     pub prefix: String,
@@ -217,7 +217,7 @@ pub struct FlowInfo {
     pub service: Option<String>,
     /// Group the backend was picked from (when it still exists).
     pub group: Option<String>,
-    /// Backend.
+    /// Address and port of the backend.
     pub backend: SocketAddr,
     /// `syn`, `established`, `closing`, `udp`.
     pub state: String,
@@ -261,7 +261,7 @@ pub struct ErrorDetail {
 /// `POST /v1/rollouts`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct RolloutStartRequest {
-    /// Service.
+    /// Name of the service.
     pub service: String,
     /// The plan.
     pub plan: Plan,
@@ -279,7 +279,7 @@ pub struct StepCounts {
 /// `GET /v1/rollouts/SERVICE`: the service's latest rollout.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RolloutStatus {
-    /// Service.
+    /// Name of the service.
     pub service: String,
     /// Target group.
     pub to: String,
@@ -308,7 +308,7 @@ pub struct RolloutStatus {
 pub struct ConntrackStatus {
     /// Entries (every state).
     pub entries: u64,
-    /// Capacity.
+    /// Entries the map can hold.
     pub capacity: u32,
 }
 

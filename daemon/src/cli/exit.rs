@@ -9,7 +9,7 @@
 
 use std::process::ExitCode;
 
-/// Success.
+/// Exit code 0: the command did what was asked (or it was already so).
 pub const OK: u8 = 0;
 /// An error.
 pub const ERROR: u8 = 1;

@@ -33,7 +33,7 @@ pub(super) enum Args {
 /// A service name.
 #[derive(Debug, clap::Args)]
 pub(super) struct ServiceArg {
-    /// Service.
+    /// Name of the service.
     service: String,
 }
 
@@ -49,7 +49,7 @@ enum FailureMode {
 /// `veer rollout start`.
 #[derive(Debug, clap::Args)]
 pub(super) struct StartArgs {
-    /// Service.
+    /// Name of the service.
     service: String,
     /// Group that ends with all new flows.
     #[arg(long)]

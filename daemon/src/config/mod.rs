@@ -47,9 +47,9 @@ pub struct Location {
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("{}:{}:{}: {kind}", location.file.display(), location.line, location.column)]
 pub struct ConfigError {
-    /// Where.
+    /// Where in the file.
     pub location: Location,
-    /// What.
+    /// What is wrong.
     #[source]
     pub kind: ConfigErrorKind,
 }
@@ -66,7 +66,7 @@ pub enum ConfigErrorKind {
     /// An integer its field's type cannot hold.
     #[error("`{field}`: {value} is out of range {range}")]
     OutOfRange {
-        /// Field.
+        /// The key, as written in the file.
         field: &'static str,
         /// Value given.
         value: String,
@@ -76,7 +76,7 @@ pub enum ConfigErrorKind {
     /// A value not among the choices.
     #[error("`{field}`: `{value}` is not one of {choices}")]
     BadChoice {
-        /// Field.
+        /// The key, as written in the file.
         field: &'static str,
         /// Value given.
         value: String,
@@ -86,7 +86,7 @@ pub enum ConfigErrorKind {
     /// A malformed address, prefix or duration.
     #[error("`{field}`: `{value}` is not {expected}")]
     BadValue {
-        /// Field.
+        /// The key, as written in the file.
         field: &'static str,
         /// Value given.
         value: String,
@@ -96,21 +96,21 @@ pub enum ConfigErrorKind {
     /// A weight that is not a percentage.
     #[error("service `{service}`, group `{group}`, `weight`: {source}")]
     BadWeight {
-        /// Service.
+        /// Name of the service.
         service: String,
-        /// Group.
+        /// Name of the group, in its service.
         group: String,
-        /// Why.
+        /// Why the text is not a weight.
         source: WeightError,
     },
     /// A value of `[service.rollout]` that does not parse.
     #[error("service `{service}`, rollout `{field}`: {reason}")]
     BadRollout {
-        /// Service.
+        /// Name of the service.
         service: String,
-        /// Field.
+        /// The key, as written in the file.
         field: &'static str,
-        /// Why.
+        /// What is wrong, in words.
         reason: String,
     },
     /// A rule of the model is broken (the location is the part of the file it names).

@@ -11,7 +11,7 @@ pub(super) struct File {
     /// Node settings.
     #[serde(default)]
     pub(super) node: Option<Spanned<Node>>,
-    /// Services.
+    /// `[[service]]` tables, in order.
     #[serde(default)]
     pub(super) service: Vec<Spanned<Service>>,
 }

@@ -13,21 +13,21 @@ pub enum ControlError {
     /// The request names a service that does not exist.
     #[error("no service `{service}`")]
     UnknownService {
-        /// Name.
+        /// Name of the service.
         service: String,
     },
     /// The request names a group the service does not have.
     #[error("service `{service}` has no group `{group}`")]
     UnknownGroup {
-        /// Service.
+        /// Name of the service.
         service: String,
-        /// Group.
+        /// Name of the group, in its service.
         group: String,
     },
     /// No such revision.
     #[error("no revision {number} (see `veer history`)")]
     UnknownRevision {
-        /// Number.
+        /// Revision number.
         number: u64,
     },
     /// Nothing to roll back to.
@@ -39,9 +39,9 @@ pub enum ControlError {
     /// The service did not exist at the revision rolled back to.
     #[error("service `{service}` did not exist at revision {number}")]
     ServiceNotAtRevision {
-        /// Service.
+        /// Name of the service.
         service: String,
-        /// Revision.
+        /// Revision number.
         number: u64,
     },
     /// A bad weight, prefix or similar in a request.
@@ -49,15 +49,15 @@ pub enum ControlError {
     BadRequest {
         /// What was wrong (`prefix 203.0.113.1/24`).
         what: String,
-        /// Why.
+        /// What is wrong, in words.
         reason: String,
     },
     /// No pin with that prefix.
     #[error("service `{service}` has no pin for {prefix}")]
     UnknownPin {
-        /// Service.
+        /// Name of the service.
         service: String,
-        /// Prefix.
+        /// The prefix as given (`203.0.113.0/24`).
         prefix: String,
     },
     /// A drain that would leave the service with no group taking new flows.
@@ -65,9 +65,9 @@ pub enum ControlError {
         "draining `{group}` would leave service `{service}` with no group taking new connections; shift weight to another group first, or pass --force to drop new connections"
     )]
     DrainLastGroup {
-        /// Service.
+        /// Name of the service.
         service: String,
-        /// Group.
+        /// Name of the group, in its service.
         group: String,
     },
     /// The desired state a request leads to breaks a rule of the model.
@@ -93,7 +93,7 @@ pub enum ControlError {
         "service `{service}` has a rollout in progress; pause or abort it first (veer rollout abort {service})"
     )]
     RolloutInProgress {
-        /// Service.
+        /// Name of the service.
         service: String,
     },
     /// A rollout that cannot start.
@@ -102,7 +102,7 @@ pub enum ControlError {
     /// A rollout request for a service without one.
     #[error("service `{service}` has no rollout in progress")]
     NoRollout {
-        /// Service.
+        /// Name of the service.
         service: String,
     },
 }

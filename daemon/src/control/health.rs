@@ -31,7 +31,7 @@ pub struct CheckJob {
     pub backend: BackendRef,
     /// Where to connect.
     pub addr: SocketAddr,
-    /// How.
+    /// The check to run.
     pub check: HealthCheck,
 }
 

@@ -27,7 +27,7 @@ pub(super) fn gate_key(rollout: &Rollout) -> GateKey {
 pub enum GateState {
     /// Handed out as a `GateJob`, no outcome yet.
     Pending,
-    /// Checked.
+    /// Checked: the first failure, if any.
     Done(Result<(), GateFailure>),
 }
 

@@ -25,34 +25,34 @@ pub enum Request {
     },
     /// Set the weights of some groups of one or more services (a dual-stack pair) at once.
     Shift {
-        /// Services.
+        /// Services changed together (a dual-stack pair) in one revision.
         services: Vec<String>,
         /// New weights; groups not named keep theirs.
         weights: Vec<(String, Weight)>,
     },
     /// Weight 0 for a group.
     Drain {
-        /// Service.
+        /// Name of the service.
         service: String,
-        /// Group.
+        /// Name of the group, in its service.
         group: String,
         /// Drain even the last group taking new flows.
         force: bool,
     },
     /// Send a client prefix to a group whatever the weights.
     Pin {
-        /// Service.
+        /// Name of the service.
         service: String,
         /// Prefix (`203.0.113.0/24`).
         prefix: String,
-        /// Group.
+        /// Name of the group, in its service.
         group: String,
     },
     /// Remove a pin.
     Unpin {
-        /// Service.
+        /// Name of the service.
         service: String,
-        /// Prefix.
+        /// The prefix as given (`203.0.113.0/24`).
         prefix: String,
     },
     /// Re-apply an earlier revision (whole, or one service of it).
@@ -64,24 +64,24 @@ pub enum Request {
     },
     /// Start a rollout.
     RolloutStart {
-        /// Service.
+        /// Name of the service.
         service: String,
         /// The plan.
         plan: Plan,
     },
     /// Hold a running rollout.
     RolloutPause {
-        /// Service.
+        /// Name of the service.
         service: String,
     },
     /// Continue a paused rollout.
     RolloutResume {
-        /// Service.
+        /// Name of the service.
         service: String,
     },
     /// Stop a rollout and restore the weights from before it.
     RolloutAbort {
-        /// Service.
+        /// Name of the service.
         service: String,
     },
 }

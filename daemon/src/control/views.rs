@@ -29,7 +29,7 @@ use crate::{
 /// A revision, briefly.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RevisionView {
-    /// Number.
+    /// Revision number (1, 2, 3 ...).
     pub number: u64,
     /// When it was committed.
     pub time: SystemTime,
@@ -61,20 +61,20 @@ pub struct StatusView {
     pub conntrack_entries: u64,
     /// Conntrack capacity.
     pub conntrack_capacity: u32,
-    /// Services.
+    /// Every service, in the order of the state.
     pub services: Vec<ServiceView>,
 }
 
 /// A service and its counters.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServiceView {
-    /// Name.
+    /// The name, unique where it lives.
     pub name: String,
-    /// VIP.
+    /// Virtual IP of the service.
     pub vip: IpAddr,
-    /// Port.
+    /// Service port.
     pub port: u16,
-    /// Protocol.
+    /// TCP or UDP.
     pub protocol: Protocol,
     /// Groups, in order.
     pub groups: Vec<GroupView>,
@@ -87,13 +87,13 @@ pub struct ServiceView {
 /// A group and its backends.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GroupView {
-    /// Name.
+    /// The name, unique where it lives.
     pub name: String,
-    /// Weight.
+    /// Share of new flows, in percent.
     pub weight: Weight,
     /// Sum of the backends' active flows.
     pub active_flows: u64,
-    /// Backends.
+    /// Backends, in the order of the state.
     pub backends: Vec<BackendView>,
 }
 
@@ -125,7 +125,7 @@ pub enum FlowState {
     Established,
     /// TCP, FIN or RST seen.
     Closing,
-    /// UDP.
+    /// UDP (IP protocol 17).
     Udp,
     /// A state this build does not know.
     Unknown(u8),
@@ -161,15 +161,15 @@ pub struct FlowView {
     pub client: SocketAddr,
     /// VIP and port it talks to.
     pub vip: SocketAddr,
-    /// Protocol.
+    /// TCP or UDP.
     pub protocol: Protocol,
     /// Service (when it still exists).
     pub service: Option<String>,
     /// Group the backend was picked from (when it still exists).
     pub group: Option<String>,
-    /// Backend.
+    /// Address and port of the backend.
     pub backend: SocketAddr,
-    /// State.
+    /// Where the flow is in its life.
     pub state: FlowState,
     /// Time since the last packet.
     pub idle: Duration,
@@ -196,7 +196,7 @@ pub enum Waiting {
     MinFlows {
         /// Seen so far in the step.
         seen: u64,
-        /// Needed.
+        /// New flows the step needs (`min_flows`).
         needed: u64,
     },
     /// The extra gates are being checked.

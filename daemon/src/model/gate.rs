@@ -59,9 +59,9 @@ pub enum Gate {
         base: String,
         /// `PromQL`.
         query: String,
-        /// Comparison.
+        /// How the value is compared with the threshold.
         op: Op,
-        /// Threshold.
+        /// What the value is compared with.
         value: f64,
     },
 }

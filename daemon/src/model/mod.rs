@@ -30,9 +30,9 @@ pub use weight::{Weight, WeightError};
 )]
 #[serde(rename_all = "lowercase")]
 pub enum Protocol {
-    /// TCP.
+    /// TCP (IP protocol 6).
     Tcp,
-    /// UDP.
+    /// UDP (IP protocol 17).
     Udp,
 }
 
@@ -76,7 +76,7 @@ pub struct Service {
     pub vip: IpAddr,
     /// Service port.
     pub port: u16,
-    /// Protocol.
+    /// TCP or UDP.
     pub protocol: Protocol,
     /// Groups in order; new flows are split between them by weight.
     pub groups: Vec<Group>,

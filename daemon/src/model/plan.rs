@@ -51,9 +51,9 @@ pub enum PlanError {
     /// The target group does not exist.
     #[error("service `{service}` has no group `{group}`")]
     UnknownGroup {
-        /// Service.
+        /// Name of the service.
         service: String,
-        /// Group.
+        /// Name of the group, in its service.
         group: String,
     },
     /// Steps must increase and end at 100.
@@ -81,15 +81,15 @@ pub enum PlanError {
     /// The target has no backend.
     #[error("group `{group}` has no backends to roll out to")]
     EmptyTarget {
-        /// Group.
+        /// Name of the group, in its service.
         group: String,
     },
     /// Nothing to move.
     #[error("service `{service}` already sends all new flows to `{group}`")]
     AlreadyThere {
-        /// Service.
+        /// Name of the service.
         service: String,
-        /// Group.
+        /// Name of the group, in its service.
         group: String,
     },
 }

@@ -115,7 +115,7 @@ pub enum Place {
     Service {
         /// Service index.
         service: usize,
-        /// Field.
+        /// Which field of the service.
         field: ServiceField,
     },
     /// A field of a group.
@@ -124,7 +124,7 @@ pub enum Place {
         service: usize,
         /// Group index.
         group: usize,
-        /// Field.
+        /// Which field of the group.
         field: GroupField,
     },
     /// A backend.
@@ -142,21 +142,21 @@ pub enum Place {
         service: usize,
         /// Pin index.
         pin: usize,
-        /// Field.
+        /// Which field of the pin.
         field: PinField,
     },
     /// A field of a service's health check.
     Health {
         /// Service index.
         service: usize,
-        /// Field.
+        /// Which field of the health check.
         field: HealthField,
     },
     /// A field of a service's declared rollout.
     Rollout {
         /// Service index.
         service: usize,
-        /// Field.
+        /// Which field of the plan.
         field: RolloutField,
     },
     /// One of the node's interfaces.
@@ -171,7 +171,7 @@ pub enum Place {
 #[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
 #[error("{error}")]
 pub struct Violation {
-    /// Where.
+    /// Where in the state.
     pub at: Place,
     /// For a name or an address used twice: where it was first used.
     pub first: Option<Place>,
@@ -194,7 +194,7 @@ pub enum StateError {
     /// Two services share a name.
     #[error("service `{name}` is defined twice")]
     DuplicateService {
-        /// Name.
+        /// The name, as given.
         name: String,
     },
     /// Two services share VIP, port and protocol.
@@ -210,27 +210,27 @@ pub enum StateError {
     /// A VIP that is not a unicast address.
     #[error("service `{service}`: VIP {vip} is not a unicast address")]
     BadVip {
-        /// Service.
+        /// Name of the service.
         service: String,
-        /// VIP.
+        /// The service's virtual IP.
         vip: IpAddr,
     },
     /// Port 0.
     #[error("service `{service}`: port 0 is not a valid service port")]
     PortZero {
-        /// Service.
+        /// Name of the service.
         service: String,
     },
     /// A service without groups.
     #[error("service `{service}` has no groups")]
     NoGroups {
-        /// Service.
+        /// Name of the service.
         service: String,
     },
     /// Too many groups.
     #[error("service `{service}` has {count} groups; at most {max} are supported")]
     TooManyGroups {
-        /// Service.
+        /// Name of the service.
         service: String,
         /// Groups given.
         count: usize,
@@ -240,19 +240,19 @@ pub enum StateError {
     /// Two groups of a service share a name.
     #[error("service `{service}`: group `{group}` is defined twice")]
     DuplicateGroup {
-        /// Service.
+        /// Name of the service.
         service: String,
-        /// Group.
+        /// Name of the group, in its service.
         group: String,
     },
     /// A backend on port 0.
     #[error("service `{service}`, group `{group}`: backend {backend} has port 0")]
     BackendPortZero {
-        /// Service.
+        /// Name of the service.
         service: String,
-        /// Group.
+        /// Name of the group, in its service.
         group: String,
-        /// Backend.
+        /// Address and port of the backend.
         backend: SocketAddr,
     },
     /// A backend of another address family than the VIP.
@@ -260,23 +260,23 @@ pub enum StateError {
         "service `{service}`, group `{group}`: backend {backend} is not of the VIP's address family ({vip}); veer does not translate between IPv4 and IPv6"
     )]
     FamilyMismatch {
-        /// Service.
+        /// Name of the service.
         service: String,
-        /// Group.
+        /// Name of the group, in its service.
         group: String,
-        /// Backend.
+        /// Address and port of the backend.
         backend: SocketAddr,
-        /// VIP.
+        /// The service's virtual IP.
         vip: IpAddr,
     },
     /// A backend appears twice in a group.
     #[error("service `{service}`, group `{group}`: backend {backend} is listed twice")]
     DuplicateBackend {
-        /// Service.
+        /// Name of the service.
         service: String,
-        /// Group.
+        /// Name of the group, in its service.
         group: String,
-        /// Backend.
+        /// Address and port of the backend.
         backend: SocketAddr,
     },
     /// A group with weight and no backend.
@@ -284,11 +284,11 @@ pub enum StateError {
         "service `{service}`, group `{group}` has weight {weight} but no backends; give it backends or weight 0"
     )]
     WeightWithoutBackends {
-        /// Service.
+        /// Name of the service.
         service: String,
-        /// Group.
+        /// Name of the group, in its service.
         group: String,
-        /// Weight.
+        /// Its weight, in percent.
         weight: Weight,
     },
     /// A pin's prefix of the other address family.
@@ -296,13 +296,13 @@ pub enum StateError {
         "service `{service}`: pin prefix {prefix}/{len} is not of the VIP's address family ({vip})"
     )]
     PinFamilyMismatch {
-        /// Service.
+        /// Name of the service.
         service: String,
-        /// Prefix.
+        /// Network address of the prefix.
         prefix: IpAddr,
-        /// Length.
+        /// Prefix length, in bits.
         len: u8,
-        /// VIP.
+        /// The service's virtual IP.
         vip: IpAddr,
     },
     /// A pin's prefix is malformed (length, host bits).
@@ -310,11 +310,11 @@ pub enum StateError {
         "service `{service}`: pin {prefix}/{len} is not a network prefix with its host bits zero"
     )]
     BadPin {
-        /// Service.
+        /// Name of the service.
         service: String,
-        /// Prefix.
+        /// Network address of the prefix.
         prefix: IpAddr,
-        /// Length.
+        /// Prefix length, in bits.
         len: u8,
     },
     /// A pin names a group the service does not have.
@@ -322,52 +322,52 @@ pub enum StateError {
         "service `{service}`: pin {prefix}/{len} names group `{group}`, which the service does not have"
     )]
     PinUnknownGroup {
-        /// Service.
+        /// Name of the service.
         service: String,
-        /// Prefix.
+        /// Network address of the prefix.
         prefix: IpAddr,
-        /// Length.
+        /// Prefix length, in bits.
         len: u8,
-        /// Group.
+        /// Name of the group, in its service.
         group: String,
     },
     /// Two pins of one prefix.
     #[error("service `{service}`: prefix {prefix}/{len} is pinned twice")]
     DuplicatePin {
-        /// Service.
+        /// Name of the service.
         service: String,
-        /// Prefix.
+        /// Network address of the prefix.
         prefix: IpAddr,
-        /// Length.
+        /// Prefix length, in bits.
         len: u8,
     },
     /// A health check that cannot work as written.
     #[error("service `{service}`, health check: {reason}")]
     BadHealthCheck {
-        /// Service.
+        /// Name of the service.
         service: String,
-        /// Why.
+        /// What is wrong, in words.
         reason: String,
     },
     /// A declared rollout that cannot run (the plan's error names what is wrong).
     #[error("{source}")]
     BadRollout {
-        /// Service.
+        /// Name of the service.
         service: String,
-        /// Why.
+        /// The plan's own error.
         #[source]
         source: PlanError,
     },
     /// An interface name the kernel cannot have.
     #[error("interface name `{name}` is not valid (1 to 15 bytes, no '/' or spaces: IFNAMSIZ)")]
     BadInterface {
-        /// Name.
+        /// The name, as given.
         name: String,
     },
     /// An interface named twice.
     #[error("interface `{name}` is named twice")]
     DuplicateInterface {
-        /// Name.
+        /// The name, as given.
         name: String,
     },
     /// A conntrack capacity out of range.
@@ -383,7 +383,7 @@ pub enum StateError {
     /// An idle timeout below the minimum.
     #[error("[node.timeouts] {field} {value} is shorter than the {min} minimum")]
     TimeoutTooShort {
-        /// Which.
+        /// Which timeout (`tcp_syn`, `udp` ...).
         field: &'static str,
         /// The value.
         value: String,

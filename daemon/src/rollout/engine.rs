@@ -42,13 +42,13 @@ pub struct Counts {
 /// A rollout and its progress (persisted with every revision).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Rollout {
-    /// Service.
+    /// Name of the service.
     pub service: String,
     /// The plan.
     pub plan: Plan,
     /// Index of the current step in `plan.steps`.
     pub step: usize,
-    /// Phase.
+    /// Running, paused, completed, rolled back or aborted.
     pub phase: Phase,
     /// Every group's weight before the rollout (what a rollback restores).
     pub original: Vec<(String, Weight)>,
@@ -101,7 +101,7 @@ pub enum Decision {
     Breach {
         /// Which gate.
         gate: String,
-        /// Why.
+        /// Why it failed, in words.
         why: String,
         /// Weights to apply.
         weights: Vec<(String, Weight)>,

@@ -107,7 +107,7 @@ pub enum StoreError {
     /// Encoding a revision failed.
     #[error("encoding revision {number} failed")]
     Encode {
-        /// Revision.
+        /// Revision number.
         number: u64,
         /// The encoder's error.
         #[source]

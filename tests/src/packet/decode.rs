@@ -146,7 +146,7 @@ pub struct Ipv4Header {
     pub tos: u8,
     /// Total length of the datagram in bytes.
     pub total_len: u16,
-    /// Identification.
+    /// Identification (fragment reassembly id).
     pub id: u16,
     /// The three flag bits: 0b100 reserved, 0b010 DF, 0b001 MF.
     pub flags: u8,
@@ -211,9 +211,9 @@ pub struct TcpHeader {
     pub reserved: u8,
     /// Flag byte (see [`tcp_flags`](mod@super::tcp_flags)).
     pub flags: u8,
-    /// Window.
+    /// Receive window.
     pub window: u16,
-    /// Checksum.
+    /// Checksum, as found.
     pub checksum: u16,
     /// Urgent pointer.
     pub urgent: u16,

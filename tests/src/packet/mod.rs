@@ -59,7 +59,7 @@ pub mod tcp_flags {
 pub mod ethertype {
     /// IPv4.
     pub const IPV4: u16 = 0x0800;
-    /// ARP.
+    /// ARP (`0x0806`).
     pub const ARP: u16 = 0x0806;
     /// 802.1Q VLAN tag (the only tag [`decode`](fn@super::decode) understands).
     pub const VLAN: u16 = 0x8100;
@@ -71,15 +71,15 @@ pub mod ethertype {
 
 /// IP protocol numbers (IPv4 protocol / IPv6 next header) used in tests.
 pub mod ipproto {
-    /// ICMP.
+    /// ICMP (1).
     pub const ICMP: u8 = 1;
-    /// TCP.
+    /// TCP (6).
     pub const TCP: u8 = 6;
-    /// UDP.
+    /// UDP (17).
     pub const UDP: u8 = 17;
     /// IPv6 fragment extension header.
     pub const IPV6_FRAGMENT: u8 = 44;
-    /// GRE.
+    /// GRE (47).
     pub const GRE: u8 = 47;
     /// `ICMPv6`.
     pub const ICMPV6: u8 = 58;

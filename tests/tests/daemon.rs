@@ -182,6 +182,73 @@ mod apply {
         assert_eq!(new, 20);
     }
 
+    /// `text` as a person might re-save it: a comment, blank lines and trailing spaces added,
+    /// keys of a table in another order. It means exactly what `text` means.
+    fn cosmetic_edit(text: &str) -> String {
+        let mut out = String::from("# edited by hand: nothing but comments and layout\n\n");
+        let mut lines = text.lines().peekable();
+        while let Some(line) = lines.next() {
+            if line.starts_with("vip = ")
+                && let Some(port) = lines.next_if(|l| l.starts_with("port = "))
+            {
+                out.push_str(port);
+                out.push_str("   # the service port\n");
+                out.push_str(line);
+                out.push('\n');
+                continue;
+            }
+            out.push_str(line);
+            out.push_str(if line.is_empty() { "\n\n" } else { "  \n" });
+        }
+        out
+    }
+
+    /// How many reloads the daemon has logged (applied, unchanged or rejected).
+    fn reloads(d: &Daemon) -> usize {
+        d.log().matches("config reload").count()
+    }
+
+    #[test]
+    fn an_edit_that_changes_only_comments_layout_or_key_order_keeps_a_live_shift() {
+        let b = bed("100", "0");
+        b.daemon.ok(&["shift", "web", "v1=50", "v2=50"]);
+        let text = config(&b.topo, "100", "0");
+        let edited = cosmetic_edit(&text);
+        assert_ne!(edited, text);
+        assert!(edited.find("port = 80").unwrap() < edited.find("vip = ").unwrap());
+        let before = reloads(&b.daemon);
+        b.daemon.write_config(&edited);
+        b.daemon.signal(libc::SIGHUP);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while reloads(&b.daemon) == before {
+            assert!(
+                Instant::now() < deadline,
+                "the edit was not reloaded:\n{}",
+                b.daemon.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        // Let a second trigger (the file change and SIGHUP) be handled too.
+        std::thread::sleep(Duration::from_millis(500));
+        let s = b.daemon.json(&["status"]);
+        assert_eq!(s["revision"]["number"], 2, "{}", b.daemon.log());
+        assert_eq!(weights(&s), [("v1".into(), 50.0), ("v2".into(), 50.0)]);
+        let mut answers = std::collections::HashSet::new();
+        for _ in 0..40 {
+            answers.insert(ask_once(b.topo.client(), vip(), TIMEOUT).unwrap());
+        }
+        assert_eq!(answers.len(), 2, "new flows still split 50/50: {answers:?}");
+        // A restart reads the edited file too, and keeps the shift.
+        let mut b = b;
+        b.daemon.stop();
+        b.daemon.spawn();
+        assert_eq!(b.daemon.revision(), 2);
+        assert_eq!(
+            weights(&b.daemon.json(&["status"])),
+            [("v1".into(), 50.0), ("v2".into(), 50.0)]
+        );
+    }
+
     #[test]
     fn a_config_file_change_is_applied_and_a_broken_one_ignored() {
         let b = bed("100", "0");

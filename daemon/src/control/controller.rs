@@ -193,21 +193,43 @@ impl<N: Effects + Readings> Controller<N> {
         self.apply_file(cfg, &text)
     }
 
-    /// Applies config file content that was read and parsed.
+    /// Applies config file content that was read and parsed, unless it means what the file
+    /// meant when it was last applied: comments, layout and key order never change traffic.
     pub(super) fn apply_file(
         &mut self,
         cfg: config::Config,
         text: &str,
     ) -> Result<Answer, ControlError> {
+        let head = self.head();
+        // Revisions written before the file was compared by meaning hold the digest of its
+        // text: that same text is still what was last applied.
+        if head.config.is_some() && head.config == Some(core::digest(text.as_bytes())) {
+            return Ok(self.unchanged(&cfg.node));
+        }
         let request = Request::Apply {
+            mark: Some(core::meaning(&cfg.state)),
             node: cfg.node,
             state: cfg.state,
             origin: Origin::Config {
                 path: self.config_path.clone(),
             },
-            mark: Some(core::digest(text.as_bytes())),
         };
         self.apply(&request, SystemTime::now())
+    }
+
+    /// The answer to a source whose desired state is already in force.
+    fn unchanged(&self, node: &NodeConfig) -> Answer {
+        if node != &self.running {
+            tracing::warn!("[node] settings changed; they take effect at the next daemon start");
+        }
+        tracing::info!(
+            "config unchanged since it was last applied; the live revision stays in force"
+        );
+        Answer {
+            revision: self.head().number,
+            changed: false,
+            note: None,
+        }
     }
 
     /// Applies a source's desired state (`Request::Apply`): as `execute`, and says when its node

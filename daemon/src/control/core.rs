@@ -334,6 +334,16 @@ pub fn summarize(old: &DesiredState, new: &DesiredState) -> String {
     }
 }
 
+/// What a desired state means, as a digest: equal for two states that steer alike, whatever
+/// the text they were written in (comments, layout, key order) and the order of their services.
+pub fn meaning(state: &DesiredState) -> String {
+    let mut services: Vec<&crate::model::Service> = state.services.iter().collect();
+    services.sort_by(|a, b| a.name.cmp(&b.name));
+    // Infallible: the model's types serialize to JSON (plain data, string map keys).
+    let json = serde_json::to_vec(&services).unwrap_or_default();
+    digest(&json)
+}
+
 /// SHA-256 of `bytes`, hex.
 pub fn digest(bytes: &[u8]) -> String {
     Sha256::digest(bytes)

@@ -500,6 +500,48 @@ mod sources {
     }
 
     #[test]
+    fn the_file_is_compared_by_meaning_not_text() {
+        let cfg = |state: DesiredState| crate::config::Config {
+            node: NodeConfig::default(),
+            state,
+        };
+        let mut ctl = Controller::new(
+            FakeNode::default(),
+            NodeConfig::default(),
+            PathBuf::from("/etc/veer/veer.toml"),
+        );
+        changed(&ctl.apply_file(cfg(dual_stack()), "# one text").unwrap(), 1);
+        ctl.execute(&shift(&["web"], &[("v2", "50")]), at(1)).unwrap();
+        // Another text, services in another order: the same meaning, the shift stays.
+        let mut reordered = dual_stack();
+        reordered.services.reverse();
+        let a = ctl.apply_file(cfg(reordered), "# another text").unwrap();
+        assert_eq!((a.revision, a.changed), (2, false));
+        assert_eq!(weights(&ctl, "web"), pair("100", "50"));
+        // A change of meaning is applied whole.
+        let mut more = dual_stack();
+        more.services[1].groups[1].weight = w("1");
+        changed(&ctl.apply_file(cfg(more), "# another text").unwrap(), 3);
+        assert_eq!(weights(&ctl, "web"), pair("100", "0"));
+    }
+
+    #[test]
+    fn a_revision_marked_by_the_text_of_the_file_keeps_that_text_applied() {
+        let text = "# the file as an older veer applied it";
+        let mut ctl = controller(dual_stack());
+        ctl.node_mut().revisions[0].config_digest = Some(core::digest(text.as_bytes()));
+        ctl.execute(&shift(&["web"], &[("v2", "50")]), at(1)).unwrap();
+        let cfg = crate::config::Config {
+            node: NodeConfig::default(),
+            state: dual_stack(),
+        };
+        assert!(!ctl.apply_file(cfg.clone(), text).unwrap().changed);
+        assert_eq!(weights(&ctl, "web"), pair("100", "50"));
+        changed(&ctl.apply_file(cfg, "# edited").unwrap(), 3);
+        assert_eq!(ctl.head().config, Some(core::meaning(&dual_stack())));
+    }
+
+    #[test]
     fn another_source_goes_through_the_same_rules() {
         let mut ctl = controller(dual_stack());
         let mut bad = dual_stack();

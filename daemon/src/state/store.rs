@@ -83,7 +83,9 @@ pub struct Revision {
     pub state: DesiredState,
     /// The numeric ids the state was applied with, so a restarted daemon keeps them.
     pub ids: Ids,
-    /// SHA-256 of the config file text this revision (or an earlier one) applied last.
+    /// What the config file meant (`control::core::meaning` of its services) when this
+    /// revision or an earlier one last applied it. Revisions written before veer compared
+    /// meanings hold the SHA-256 of the file's text instead.
     pub config_digest: Option<String>,
     /// Rollouts and their progress (the finished ones stay for `rollout status`).
     #[serde(default)]

@@ -16,6 +16,7 @@ pub mod dataplane;
 pub mod error;
 pub mod health;
 pub mod http;
+pub mod lock;
 pub mod metrics;
 pub mod model;
 pub mod paths;

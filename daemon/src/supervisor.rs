@@ -173,6 +173,7 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
 }
 
 async fn run_async(opts: DaemonOptions) -> Result<(), DaemonError> {
+    server::ensure_unused(&opts.socket)?;
     let ctl = Controller::start(opts.control.clone())?;
     let config_path = ctl.config_path().to_owned();
     let ctl = Arc::new(Mutex::new(ctl));

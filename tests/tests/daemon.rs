@@ -364,6 +364,84 @@ mod refusals {
         );
     }
 
+    /// What is pinned: every map's content (`bpftool map dump`) and identity (`map show`),
+    /// every link's program (`link show`), and the state directory's files. `VEER_REASONS` is
+    /// left out: it counts the kernel's own chatter on the bed's links (IPv6 neighbour
+    /// discovery), which no daemon writes.
+    fn node_state(d: &Daemon) -> std::collections::BTreeMap<String, String> {
+        let bpftool = |args: &[&str], path: &std::path::Path| {
+            let out = std::process::Command::new("bpftool")
+                .args(args)
+                .arg(path)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "bpftool {args:?} {}", path.display());
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+        let mut snapshot = std::collections::BTreeMap::new();
+        let files = |dir: &std::path::Path| {
+            let mut v: Vec<std::path::PathBuf> = std::fs::read_dir(dir)
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .filter(|p| p.is_file())
+                .collect();
+            v.sort();
+            v
+        };
+        for map in files(&d.pin_dir) {
+            if map.ends_with("VEER_REASONS") {
+                continue;
+            }
+            let shown = bpftool(&["-j", "map", "show", "pinned"], &map);
+            let dumped = bpftool(&["-j", "map", "dump", "pinned"], &map);
+            snapshot.insert(map.display().to_string(), format!("{shown}{dumped}"));
+        }
+        for link in files(&d.pin_dir.join("links")) {
+            snapshot.insert(
+                link.display().to_string(),
+                bpftool(&["-j", "link", "show", "pinned"], &link),
+            );
+        }
+        for file in files(&d.state_dir().join("revisions")) {
+            snapshot.insert(
+                file.display().to_string(),
+                std::fs::read_to_string(&file).unwrap(),
+            );
+        }
+        assert!(snapshot.len() > 10, "{snapshot:?}");
+        snapshot
+    }
+
+    #[test]
+    fn a_second_daemon_on_the_same_pins_and_state_exits_having_changed_nothing() {
+        let b = bed("90", "10");
+        let before = node_state(&b.daemon);
+        // On another socket: only the locks stop it.
+        let other = b.daemon.state_dir().join("../second.sock");
+        let (code, log) = b.daemon.second(&other, Duration::from_secs(20));
+        assert_eq!(code, Some(1), "{log}");
+        assert!(
+            log.contains(&format!(
+                "is locked by another veer daemon (pid {})",
+                b.daemon.pid()
+            )),
+            "{log}"
+        );
+        assert_eq!(node_state(&b.daemon), before, "{log}");
+        // On the same socket.
+        let (code, log) = b.daemon.second(&b.daemon.socket, Duration::from_secs(20));
+        assert_eq!(code, Some(1), "{log}");
+        assert!(log.contains("another veer daemon answers on it"), "{log}");
+        assert_eq!(node_state(&b.daemon), before, "{log}");
+        // The first one goes on as before.
+        assert_eq!(b.daemon.revision(), 1);
+        let mut answers = std::collections::HashSet::new();
+        for _ in 0..40 {
+            answers.insert(ask_once(b.topo.client(), vip(), TIMEOUT).unwrap());
+        }
+        assert_eq!(answers.len(), 2, "{answers:?}");
+    }
+
     #[test]
     fn a_socket_group_member_may_operate_but_not_make_the_daemon_run_commands() {
         // gid 65534 (nogroup): the member is uid 65534 with that primary group.

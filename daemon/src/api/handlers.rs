@@ -72,7 +72,7 @@ fn control_error(e: &ControlError) -> Response<Body> {
         ControlError::Sync(_) | ControlError::Dataplane(_) => {
             (StatusCode::INTERNAL_SERVER_ERROR, "dataplane")
         }
-        ControlError::Store(_) | ControlError::ConfigFile(_) => {
+        ControlError::Store(_) | ControlError::ConfigFile(_) | ControlError::Lock(_) => {
             (StatusCode::INTERNAL_SERVER_ERROR, "store")
         }
     };

@@ -85,6 +85,9 @@ pub enum ControlError {
     /// The dataplane failed.
     #[error(transparent)]
     Dataplane(#[from] DataplaneError),
+    /// Another daemon holds the state or pin directory.
+    #[error(transparent)]
+    Lock(#[from] crate::lock::LockError),
     /// The store failed.
     #[error("recording the revision failed; the previous state was put back")]
     Store(#[from] StoreError),

@@ -13,6 +13,7 @@ use super::{
 use crate::{
     config,
     dataplane::{Dataplane, flows, flows::Upkeep, links, loader::LoadOptions},
+    lock::{self, Locks},
     model::{DesiredState, Down, Ids, NodeConfig, Timeouts},
     paths,
     state::{Revision, Store},
@@ -29,10 +30,12 @@ pub struct Options {
     pub pin_dir: PathBuf,
 }
 
-/// The dataplane and the revision store of this node.
+/// The dataplane and the revision store of this node, and the locks that make them this
+/// daemon's alone.
 pub struct Node {
     dataplane: Dataplane,
     store: Store,
+    _locks: Locks,
 }
 
 impl Effects for Node {
@@ -108,6 +111,8 @@ impl Node {
     /// Loads (or adopts) the pinned programs and maps, attaches (or adopts) the links, and
     /// reconciles the maps with the last committed revision.
     pub(super) fn start(opts: &Options) -> Result<Started, ControlError> {
+        // Before anything is read or touched: another daemon on the same state or pins wins.
+        let locks = lock::acquire(&opts.state_dir, &opts.pin_dir)?;
         let store = Store::open(&opts.state_dir)?;
         let (node, file) = match config::load(&opts.config) {
             Ok((c, text)) => (c.node.clone(), Some((c, text))),
@@ -147,6 +152,14 @@ impl Node {
                 "maps reconciled with the last committed revision"
             );
         }
-        Ok((Self { dataplane, store }, node, file))
+        Ok((
+            Self {
+                dataplane,
+                store,
+                _locks: locks,
+            },
+            node,
+            file,
+        ))
     }
 }

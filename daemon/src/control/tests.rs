@@ -511,7 +511,8 @@ mod sources {
             PathBuf::from("/etc/veer/veer.toml"),
         );
         changed(&ctl.apply_file(cfg(dual_stack()), "# one text").unwrap(), 1);
-        ctl.execute(&shift(&["web"], &[("v2", "50")]), at(1)).unwrap();
+        ctl.execute(&shift(&["web"], &[("v2", "50")]), at(1))
+            .unwrap();
         // Another text, services in another order: the same meaning, the shift stays.
         let mut reordered = dual_stack();
         reordered.services.reverse();
@@ -530,7 +531,8 @@ mod sources {
         let text = "# the file as an older veer applied it";
         let mut ctl = controller(dual_stack());
         ctl.node_mut().revisions[0].config_digest = Some(core::digest(text.as_bytes()));
-        ctl.execute(&shift(&["web"], &[("v2", "50")]), at(1)).unwrap();
+        ctl.execute(&shift(&["web"], &[("v2", "50")]), at(1))
+            .unwrap();
         let cfg = crate::config::Config {
             node: NodeConfig::default(),
             state: dual_stack(),

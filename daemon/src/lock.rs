@@ -1,0 +1,179 @@
+//! Exclusive locks on what a daemon owns: its state directory (a `lock` file in it) and its pin
+//! directory (the directory itself; bpffs holds no regular files). `veer daemon` takes both
+//! before it reads a revision, loads a program or touches a map, so a second daemon pointed at
+//! the same node state exits having changed nothing. The kernel drops the locks when the
+//! process ends, however it ends (`flock(2)`).
+
+use std::{
+    fs::{self, File, OpenOptions},
+    io,
+    os::{
+        fd::AsRawFd as _,
+        unix::fs::{DirBuilderExt as _, MetadataExt as _, OpenOptionsExt as _},
+    },
+    path::{Path, PathBuf},
+};
+
+/// `BPF_FS_MAGIC` from `include/uapi/linux/magic.h`.
+const BPF_FS_MAGIC: i64 = 0xCAFE_4A11;
+
+/// The locks a daemon holds; dropping them releases them.
+#[derive(Debug)]
+pub struct Locks {
+    _state: File,
+    _pins: Option<File>,
+}
+
+/// Why the locks could not be taken.
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    /// Another process holds one.
+    #[error(
+        "{what} {} is locked by another veer daemon{}; stop it first (systemctl stop veer), or give this one its own --state-dir and --pin-dir",
+        path.display(),
+        holder.map(|pid| format!(" (pid {pid})")).unwrap_or_default()
+    )]
+    Held {
+        /// `state directory` or `pin directory`.
+        what: &'static str,
+        /// The directory.
+        path: PathBuf,
+        /// The holder's pid, when `/proc/locks` names it.
+        holder: Option<u32>,
+    },
+    /// Creating, opening or locking failed for another reason.
+    #[error("{op} {} failed", path.display())]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// The path.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+fn io_error(op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> LockError {
+    let path = path.to_owned();
+    move |source| LockError::Io { op, path, source }
+}
+
+/// Locks `state_dir` (creating it, mode 0700) and `pin_dir`. A pin directory that does not
+/// exist yet is created first when bpffs is mounted above it; where bpffs is not mounted yet no
+/// pin can exist, and only the state directory is locked.
+pub fn acquire(state_dir: &Path, pin_dir: &Path) -> Result<Locks, LockError> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(state_dir)
+        .map_err(io_error("creating", state_dir))?;
+    let path = state_dir.join("lock");
+    let state = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&path)
+        .map_err(io_error("opening", &path))?;
+    exclusive(&state, "state directory", state_dir, &path)?;
+    let pins = if pin_dir.is_dir() || pin_dir.parent().is_some_and(is_bpffs) {
+        fs::create_dir_all(pin_dir).map_err(io_error("creating", pin_dir))?;
+        let dir = File::open(pin_dir).map_err(io_error("opening", pin_dir))?;
+        exclusive(&dir, "pin directory", pin_dir, pin_dir)?;
+        Some(dir)
+    } else {
+        tracing::debug!(pin_dir = %pin_dir.display(), "no bpffs above the pin directory yet: nothing pinned to lock");
+        None
+    };
+    Ok(Locks {
+        _state: state,
+        _pins: pins,
+    })
+}
+
+/// `flock(LOCK_EX | LOCK_NB)` on `file` (which is `locked`, standing for `dir`).
+fn exclusive(file: &File, what: &'static str, dir: &Path, locked: &Path) -> Result<(), LockError> {
+    // SAFETY: flock on a descriptor we own; it only takes or refuses an advisory lock.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+        return Ok(());
+    }
+    let source = io::Error::last_os_error();
+    if source.raw_os_error() == Some(libc::EWOULDBLOCK) {
+        return Err(LockError::Held {
+            what,
+            path: dir.to_owned(),
+            holder: holder(locked),
+        });
+    }
+    Err(LockError::Io {
+        op: "locking",
+        path: locked.to_owned(),
+        source,
+    })
+}
+
+/// The pid `/proc/locks` names for the `flock` on `path` (lines like
+/// `1: FLOCK  ADVISORY  WRITE 4242 00:1f:12345 0 EOF`).
+fn holder(path: &Path) -> Option<u32> {
+    let inode = fs::metadata(path).ok()?.ino();
+    let locks = fs::read_to_string("/proc/locks").ok()?;
+    locks.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let (kind, pid, device) = (fields.get(1)?, fields.get(4)?, fields.get(5)?);
+        let ino: u64 = device.rsplit(':').next()?.parse().ok()?;
+        (*kind == "FLOCK" && ino == inode)
+            .then(|| pid.parse().ok())
+            .flatten()
+    })
+}
+
+fn is_bpffs(path: &Path) -> bool {
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else {
+        return false;
+    };
+    // SAFETY: statfs writes into the zeroed struct we pass; `c` is a valid C string.
+    unsafe {
+        let mut st: libc::statfs = std::mem::zeroed();
+        libc::statfs(c.as_ptr(), &raw mut st) == 0 && st.f_type as i64 == BPF_FS_MAGIC
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_holder_is_refused_and_named_until_the_first_lets_go() {
+        let base = std::env::temp_dir().join(format!("veer-lock-{}", std::process::id()));
+        drop(fs::remove_dir_all(&base));
+        let (state, pins) = (base.join("state"), base.join("pins"));
+        fs::create_dir_all(&pins).unwrap();
+        let first = acquire(&state, &pins).unwrap();
+        let e = acquire(&state, &pins).unwrap_err();
+        assert!(
+            matches!(&e, LockError::Held { what: "state directory", holder: Some(pid), .. } if *pid == std::process::id()),
+            "{e:?}"
+        );
+        assert!(
+            e.to_string()
+                .contains(&format!("(pid {})", std::process::id()))
+        );
+        // Another state directory, the same pins: refused too.
+        let e = acquire(&base.join("other"), &pins).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                LockError::Held {
+                    what: "pin directory",
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        drop(first);
+        acquire(&state, &pins).unwrap();
+        fs::remove_dir_all(&base).unwrap();
+    }
+}

@@ -18,7 +18,10 @@ use prometheus_client::{
 };
 
 use crate::{
-    control::{ControlError, Controller, Effects, Readings, views::StatusView},
+    control::{
+        ControlError, Controller, Effects, Readings,
+        views::{ConfigView, StatusView},
+    },
     error::chain,
 };
 
@@ -66,6 +69,7 @@ pub fn render<N: Effects + Readings>(ctl: &Controller<N>) -> Result<String, Cont
     revision.set(status.revision.as_ref().map_or(0, |r| r.number as i64));
     reg.register("revision", "Live revision number", revision);
 
+    config_metrics(&mut reg, &status.config);
     backend_metrics(&mut reg, &status);
     rollout_metrics(&mut reg, ctl);
     dataplane_metrics(&mut reg, ctl, &status)?;
@@ -74,6 +78,81 @@ pub fn render<N: Effects + Readings>(ctl: &Controller<N>) -> Result<String, Cont
     // Infallible: writing into a String cannot fail.
     encode(&mut out, &reg).unwrap_or_else(|_| unreachable!("fmt::Write to a String"));
     Ok(out)
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReloadErrorLabels {
+    file: String,
+    line: String,
+    column: String,
+    message: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SettingLabels {
+    setting: String,
+}
+
+/// The config file: when it was last applied, whether the last reload was refused (and where),
+/// and the `[node]` settings that wait for a restart.
+fn config_metrics(reg: &mut Registry, c: &ConfigView) {
+    let when: Gauge<f64, std::sync::atomic::AtomicU64> = Gauge::default();
+    when.set(
+        c.last_good
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0.0, |d| d.as_secs_f64()),
+    );
+    reg.register(
+        "config_last_reload_success_timestamp_seconds",
+        "When the config file was last applied or found in force (start, SIGHUP, change); 0 before",
+        when,
+    );
+    let ok: Gauge = Gauge::default();
+    ok.set(i64::from(c.last_error.is_none()));
+    reg.register(
+        "config_last_reload_successful",
+        "0 while the last reload of the config file was refused, 1 otherwise",
+        ok,
+    );
+    let error = Family::<ReloadErrorLabels, Gauge>::default();
+    if let Some(e) = &c.last_error {
+        let (file, line, column) = e.location.as_ref().map_or_else(
+            || (c.path.display().to_string(), String::new(), String::new()),
+            |l| {
+                (
+                    l.file.display().to_string(),
+                    l.line.to_string(),
+                    l.column.to_string(),
+                )
+            },
+        );
+        error
+            .get_or_create(&ReloadErrorLabels {
+                file,
+                line,
+                column,
+                message: e.message.clone(),
+            })
+            .set(1);
+    }
+    reg.register(
+        "config_last_reload_error_info",
+        "1 for the refused reload of the config file, with where and why, while it stands",
+        error,
+    );
+    let pending = Family::<SettingLabels, Gauge>::default();
+    for change in &c.pending_restart {
+        pending
+            .get_or_create(&SettingLabels {
+                setting: change.setting.clone(),
+            })
+            .set(1);
+    }
+    reg.register(
+        "config_pending_restart",
+        "1 for each [node] setting asked for that waits for a daemon restart",
+        pending,
+    );
 }
 
 /// Per backend and per group series.

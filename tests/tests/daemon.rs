@@ -1199,6 +1199,167 @@ fn metric(text: &str, series: &str) -> Option<f64> {
 mod metrics {
     use super::*;
 
+    /// Waits (at most 10 s) until the daemon's status says `done`.
+    fn until(b: &Bed, what: &str, done: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let s = b.daemon.json(&["status"]);
+            if done(&s) {
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what}: {}\n{}",
+                s["config"],
+                b.daemon.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    #[test]
+    fn refused_reloads_and_settings_waiting_for_a_restart_show_in_apply_status_and_metrics() {
+        let b = bed_with_metrics("100", "0");
+        let path = b.daemon.config.display().to_string();
+        let s = b.daemon.json(&["status"]);
+        assert_eq!(s["config"]["path"], path.as_str());
+        assert!(s["config"]["last_error"].is_null(), "{}", s["config"]);
+        assert_eq!(s["config"]["pending_restart"], serde_json::json!([]));
+        let first = s["config"]["last_reload"].as_str().unwrap().to_owned();
+        let text = scrape(&b);
+        let started = metric(&text, "veer_config_last_reload_success_timestamp_seconds").unwrap();
+        assert!(started > 1.0e9, "{text}");
+        assert_eq!(
+            metric(&text, "veer_config_last_reload_successful"),
+            Some(1.0)
+        );
+
+        a_node_change_waits_for_a_restart(&b);
+        a_refused_reload_is_located(&b, &first, started);
+        // Mended: the refusal is gone, the reload time moves, nothing waits for a restart.
+        b.daemon.write_config(&config(&b.topo, "100", "0"));
+        b.daemon.signal(libc::SIGHUP);
+        let s = until(&b, "the mended file", |s| {
+            s["config"]["last_error"].is_null()
+        });
+        assert_eq!(s["config"]["pending_restart"], serde_json::json!([]));
+        let text = scrape(&b);
+        assert_eq!(
+            metric(&text, "veer_config_last_reload_successful"),
+            Some(1.0)
+        );
+        assert!(
+            metric(&text, "veer_config_last_reload_success_timestamp_seconds").unwrap() > started
+        );
+        assert!(
+            !text.contains("veer_config_last_reload_error_info{"),
+            "{text}"
+        );
+    }
+
+    fn scrape(b: &Bed) -> String {
+        node_get(&b.topo, METRICS, "/metrics").expect("scrape /metrics")
+    }
+
+    /// `veer apply` of a file whose only change is `[node]`: nothing applied, and apply, status
+    /// and the metrics say what waits for a restart.
+    fn a_node_change_waits_for_a_restart(b: &Bed) {
+        // A [node] change waits for a restart, and the answer says so.
+        let bigger = b.daemon.state_dir().join("../bigger.toml");
+        let bigger_text = node(&b.topo)
+            .conntrack_max(131_072)
+            .service(web(Family::V4, "100", "0"))
+            .to_toml();
+        std::fs::write(&bigger, bigger_text).unwrap();
+        let waiting = serde_json::json!([
+            {"setting": "conntrack_max", "running": "65536", "wanted": "131072"}
+        ]);
+        let r = b.daemon.json(&["apply", "-f", bigger.to_str().unwrap()]);
+        assert_eq!(
+            (&r["changed"], &r["pending_restart"]),
+            (&false.into(), &waiting),
+            "{r}"
+        );
+        let out = b.daemon.ok(&["apply", "-f", bigger.to_str().unwrap()]);
+        assert!(
+            out.contains(
+                "[node] settings wait for a daemon restart: conntrack_max 65536 -> 131072"
+            ),
+            "{out}"
+        );
+        assert_eq!(
+            b.daemon.json(&["status"])["config"]["pending_restart"],
+            waiting
+        );
+        let human = b.daemon.ok(&["status"]);
+        assert!(
+            human.contains(
+                "[node] settings wait for a daemon restart: conntrack_max 65536 -> 131072"
+            ),
+            "{human}"
+        );
+        assert_eq!(
+            metric(
+                &scrape(b),
+                r#"veer_config_pending_restart{setting="conntrack_max"}"#
+            ),
+            Some(1.0)
+        );
+    }
+
+    /// A refused reload: where and why in apply, status and the metrics, and the good reload
+    /// that stays in force.
+    fn a_refused_reload_is_located(b: &Bed, first: &str, started: f64) {
+        let path = b.daemon.config.display().to_string();
+        // A refused reload: where and why, and the good reload that stays in force.
+        let broken = config(&b.topo, "100", "0").replace("weight = 0\n", "weight = 300\n");
+        let line = 1 + broken.lines().position(|l| l == "weight = 300").unwrap();
+        b.daemon.write_config(&broken);
+        b.daemon.signal(libc::SIGHUP);
+        let s = until(b, "the refusal", |s| !s["config"]["last_error"].is_null());
+        let e = &s["config"]["last_error"];
+        let message = "service `web`, group `v2`, `weight`: 300 is out of range 0..=100";
+        assert_eq!(
+            (&e["file"], &e["line"], &e["column"], &e["message"]),
+            (
+                &path.as_str().into(),
+                &line.into(),
+                &10.into(),
+                &message.into()
+            ),
+            "{e}"
+        );
+        assert_eq!(s["config"]["last_reload"], first);
+        assert_eq!(s["revision"]["number"], 1, "nothing applied");
+        let human = b.daemon.ok(&["status"]);
+        assert!(
+            human.contains(&format!(
+                ": {path}:{line}:10: {message}; the last good reload ({first}) stays in force"
+            )) && human.contains(&format!("config {path}: REJECTED at ")),
+            "{human}"
+        );
+        let text = scrape(b);
+        assert_eq!(
+            metric(&text, "veer_config_last_reload_successful"),
+            Some(0.0),
+            "{text}"
+        );
+        assert_eq!(
+            metric(&text, "veer_config_last_reload_success_timestamp_seconds"),
+            Some(started)
+        );
+        assert_eq!(
+            metric(
+                &text,
+                &format!(
+                    r#"veer_config_last_reload_error_info{{file="{path}",line="{line}",column="10",message="{message}"}}"#
+                )
+            ),
+            Some(1.0),
+            "{text}"
+        );
+    }
+
     #[test]
     fn metrics_match_the_traffic_sent() {
         let b = bed_with_metrics("100", "0");

@@ -9,17 +9,20 @@ use crate::{
     control::{
         Answer,
         views::{
-            BackendView, FlowView, FlowsView, GroupView, RevisionView, RolloutView, ServiceView,
-            StatusView, Waiting,
+            BackendView, ConfigView, FlowView, FlowsView, GroupView, RevisionView, RolloutView,
+            ServiceView, StatusView, Waiting,
         },
     },
-    model::{Plan, Protocol, Weight},
+    model::{NodeChange, Plan, Protocol, Weight},
     rollout::Phase,
 };
 
 /// `GET /v1/status`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Status {
+    /// The config file: last good reload, last rejection, settings waiting for a restart.
+    #[serde(default)]
+    pub config: ConfigFileStatus,
     /// The live revision (none before the first apply).
     pub revision: Option<RevisionInfo>,
     /// Interfaces the programs are attached to (from the config file).
@@ -125,6 +128,40 @@ pub struct ApplyResponse {
     pub revision: u64,
     /// Whether this request made it (false: already in force).
     pub changed: bool,
+    /// Why nothing changed, when it deserves a word (an abort with no rollout running).
+    #[serde(default)]
+    pub note: Option<String>,
+    /// `[node]` settings the request asked for that wait for a daemon restart.
+    #[serde(default)]
+    pub pending_restart: Vec<NodeChange>,
+}
+
+/// The config file in `Status`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigFileStatus {
+    /// The file the daemon reads.
+    pub path: String,
+    /// When it was last applied or found in force (start, SIGHUP, change), RFC 3339.
+    pub last_reload: Option<String>,
+    /// The last reload that refused it, unless a good one came after.
+    pub last_error: Option<ReloadErrorInfo>,
+    /// `[node]` settings asked for (by the file or `veer apply`) that wait for a daemon restart.
+    pub pending_restart: Vec<NodeChange>,
+}
+
+/// A refused reload.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReloadErrorInfo {
+    /// When, RFC 3339.
+    pub time: String,
+    /// The file, when the file itself is wrong.
+    pub file: Option<String>,
+    /// 1-based line.
+    pub line: Option<usize>,
+    /// 1-based column.
+    pub column: Option<usize>,
+    /// What is wrong.
+    pub message: String,
 }
 
 /// One group's new weight.
@@ -316,7 +353,7 @@ impl From<&RevisionView> for RevisionInfo {
     fn from(r: &RevisionView) -> Self {
         Self {
             number: r.number,
-            time: humantime::format_rfc3339_seconds(r.time).to_string(),
+            time: rfc3339(r.time),
             origin: r.origin.word().to_owned(),
             summary: r.summary.clone(),
         }
@@ -372,9 +409,31 @@ impl From<&ServiceView> for ServiceStatus {
     }
 }
 
+fn rfc3339(t: std::time::SystemTime) -> String {
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+impl From<&ConfigView> for ConfigFileStatus {
+    fn from(c: &ConfigView) -> Self {
+        Self {
+            path: c.path.display().to_string(),
+            last_reload: c.last_good.map(rfc3339),
+            last_error: c.last_error.as_ref().map(|e| ReloadErrorInfo {
+                time: rfc3339(e.time),
+                file: e.location.as_ref().map(|l| l.file.display().to_string()),
+                line: e.location.as_ref().map(|l| l.line),
+                column: e.location.as_ref().map(|l| l.column),
+                message: e.message.clone(),
+            }),
+            pending_restart: c.pending_restart.clone(),
+        }
+    }
+}
+
 impl From<&StatusView> for Status {
     fn from(s: &StatusView) -> Self {
         Self {
+            config: ConfigFileStatus::from(&s.config),
             revision: s.revision.as_ref().map(RevisionInfo::from),
             interfaces: s.interfaces.clone(),
             conntrack: ConntrackStatus {
@@ -443,6 +502,8 @@ impl From<&Answer> for ApplyResponse {
         Self {
             revision: a.revision,
             changed: a.changed,
+            note: a.note.clone(),
+            pending_restart: a.pending_restart.clone(),
         }
     }
 }

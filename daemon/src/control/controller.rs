@@ -18,18 +18,20 @@ use super::{
     effects::{Effects, Readings},
     error::ControlError,
     health::{self, CheckJob, Health},
-    node::{Node, Options},
+    node::{FileAtStart, Node, Options},
     observed::{self, GateKey, GateState, Observations},
     request::Request,
     rollouts::{self, GateJob},
-    views::{self, FlowsView, RevisionView, RolloutView, StatusView, Waiting},
+    views::{
+        self, ConfigView, FlowsView, ReloadError, RevisionView, RolloutView, StatusView, Waiting,
+    },
 };
 use crate::{
     config,
     dataplane::flows::Upkeep,
     error::chain,
     health::check::CheckError,
-    model::{BackendRef, DesiredState, NodeConfig},
+    model::{BackendRef, DesiredState, NodeChange, NodeConfig},
     rollout::{Decision, GateFailure, Rollout, engine::WaitReason},
     state::Origin,
 };
@@ -43,6 +45,19 @@ pub struct Answer {
     pub changed: bool,
     /// Why nothing changed, when it deserves a word.
     pub note: Option<String>,
+    /// Node settings the request asked for that wait for a daemon restart.
+    pub pending_restart: Vec<NodeChange>,
+}
+
+/// What the controller knows of the config file and of the node settings sources ask for.
+#[derive(Clone, Debug, Default)]
+struct FileState {
+    /// When the file was last applied or found in force (at start or on reload).
+    last_good: Option<SystemTime>,
+    /// The last reload (or start) that rejected it, when no good one came after.
+    last_error: Option<ReloadError>,
+    /// The node settings the latest applied source asked for.
+    wanted: Option<NodeConfig>,
 }
 
 /// The daemon's control state: the node it acts on, the node settings it runs with, backend
@@ -53,6 +68,7 @@ pub struct Controller<N = Node> {
     config_path: PathBuf,
     health: Health,
     gates: BTreeMap<GateKey, GateState>,
+    file: FileState,
 }
 
 impl<N: Effects + Readings> Controller<N> {
@@ -65,6 +81,7 @@ impl<N: Effects + Readings> Controller<N> {
             config_path,
             health: Health::default(),
             gates: BTreeMap::new(),
+            file: FileState::default(),
         }
     }
 
@@ -143,6 +160,7 @@ impl<N: Effects + Readings> Controller<N> {
             revision,
             changed,
             note: outcome.note,
+            pending_restart: Vec::new(),
         })
     }
 
@@ -189,8 +207,23 @@ impl<N: Effects + Readings> Controller<N> {
     /// Reads the config file and applies it, unless what it holds is what was last applied from
     /// it. A broken file is an error and changes nothing.
     pub fn reload(&mut self) -> Result<Answer, ControlError> {
-        let (cfg, text) = config::load(&self.config_path)?;
-        self.apply_file(cfg, &text)
+        let now = SystemTime::now();
+        let result = config::load(&self.config_path)
+            .map_err(ControlError::from)
+            .and_then(|(cfg, text)| self.apply_file(cfg, &text));
+        self.record_reload(result.as_ref().map(drop), now);
+        result
+    }
+
+    /// Remembers how a reload of the file (or the start's reading of it) went.
+    fn record_reload(&mut self, result: Result<(), &ControlError>, now: SystemTime) {
+        match result {
+            Ok(()) => {
+                self.file.last_good = Some(now);
+                self.file.last_error = None;
+            }
+            Err(e) => self.file.last_error = Some(ReloadError::of(e, now)),
+        }
     }
 
     /// Applies config file content that was read and parsed, unless it means what the file
@@ -218,10 +251,7 @@ impl<N: Effects + Readings> Controller<N> {
     }
 
     /// The answer to a source whose desired state is already in force.
-    fn unchanged(&self, node: &NodeConfig) -> Answer {
-        if node != &self.running {
-            tracing::warn!("[node] settings changed; they take effect at the next daemon start");
-        }
+    fn unchanged(&mut self, node: &NodeConfig) -> Answer {
         tracing::info!(
             "config unchanged since it was last applied; the live revision stays in force"
         );
@@ -229,22 +259,35 @@ impl<N: Effects + Readings> Controller<N> {
             revision: self.head().number,
             changed: false,
             note: None,
+            pending_restart: self.want(node),
         }
+    }
+
+    /// Records the node settings a source asks for; returns those waiting for a restart.
+    fn want(&mut self, node: &NodeConfig) -> Vec<NodeChange> {
+        let pending = self.running.changes(node);
+        if !pending.is_empty() {
+            let settings: Vec<&str> = pending.iter().map(|c| c.setting.as_str()).collect();
+            tracing::warn!(
+                settings = %settings.join(", "),
+                "[node] settings changed; they take effect at the next daemon start"
+            );
+        }
+        self.file.wanted = Some(node.clone());
+        pending
     }
 
     /// Applies a source's desired state (`Request::Apply`): as `execute`, and says when its node
     /// settings differ from those in force (they wait for a restart).
     pub fn apply(&mut self, request: &Request, now: SystemTime) -> Result<Answer, ControlError> {
-        if let Request::Apply { node, .. } = request
-            && node != &self.running
-        {
-            tracing::warn!("[node] settings changed; they take effect at the next daemon start");
-        }
-        let answer = self.execute(request, now)?;
+        let mut answer = self.execute(request, now)?;
         if !answer.changed {
             tracing::info!(
                 "config unchanged since it was last applied; the live revision stays in force"
             );
+        }
+        if let Request::Apply { node, .. } = request {
+            answer.pending_restart = self.want(node);
         }
         Ok(answer)
     }
@@ -356,12 +399,28 @@ impl<N: Effects + Readings> Controller<N> {
         }
         let census = self.node.census()?;
         Ok(StatusView {
+            config: self.config_view(),
             revision: latest.map(RevisionView::from),
             interfaces: self.running.interfaces.clone(),
             conntrack_entries: census.entries,
             conntrack_capacity: self.running.conntrack_max,
             services: views::services(state, service, &self.node, &self.health, &census.active)?,
         })
+    }
+
+    /// The config file: last good reload, last rejection, node settings waiting for a restart.
+    pub fn config_view(&self) -> ConfigView {
+        ConfigView {
+            path: self.config_path.clone(),
+            last_good: self.file.last_good,
+            last_error: self.file.last_error.clone(),
+            pending_restart: self
+                .file
+                .wanted
+                .as_ref()
+                .map(|w| self.running.changes(w))
+                .unwrap_or_default(),
+        }
     }
 
     /// Every exit of the fast path that did not steer, counted.
@@ -441,8 +500,14 @@ impl Controller<Node> {
         let (node, settings, file) = Node::start(&opts)?;
         let mut this = Self::new(node, settings, opts.config);
         this.hold_rollouts_after_restart()?;
-        if let Some((cfg, text)) = file {
-            this.apply_file(cfg, &text)?;
+        let now = SystemTime::now();
+        match file {
+            FileAtStart::Read(cfg, text) => {
+                this.apply_file(cfg, &text)?;
+                this.record_reload(Ok(()), now);
+            }
+            FileAtStart::Missing => {}
+            FileAtStart::Rejected(e) => this.record_reload(Err(&e.into()), now),
         }
         Ok(this)
     }

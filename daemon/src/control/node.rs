@@ -103,9 +103,18 @@ impl Readings for Node {
     }
 }
 
-/// What a started node runs with: its node settings, and the config file read at start (its
-/// content and text) when there is one to apply.
-pub(super) type Started = (Node, NodeConfig, Option<(config::Config, String)>);
+/// The config file as the start found it.
+pub(super) enum FileAtStart {
+    /// Read and valid: its content and text, to apply.
+    Read(config::Config, String),
+    /// There is none: no services until one is applied.
+    Missing,
+    /// Rejected, with a revision to keep in force: why.
+    Rejected(config::LoadError),
+}
+
+/// What a started node runs with: its node settings, and the config file as the start found it.
+pub(super) type Started = (Node, NodeConfig, FileAtStart);
 
 impl Node {
     /// Loads (or adopts) the pinned programs and maps, attaches (or adopts) the links, and
@@ -115,16 +124,16 @@ impl Node {
         let locks = lock::acquire(&opts.state_dir, &opts.pin_dir)?;
         let store = Store::open(&opts.state_dir)?;
         let (node, file) = match config::load(&opts.config) {
-            Ok((c, text)) => (c.node.clone(), Some((c, text))),
+            Ok((c, text)) => (c.node.clone(), FileAtStart::Read(c, text)),
             Err(config::LoadError::Read { source, .. })
                 if source.kind() == std::io::ErrorKind::NotFound =>
             {
                 tracing::warn!(config = %opts.config.display(), "no config file; starting with no services");
-                (NodeConfig::default(), None)
+                (NodeConfig::default(), FileAtStart::Missing)
             }
             Err(e) if store.latest().is_some() => {
                 tracing::error!(error = %crate::error::chain(&e), "config file rejected; keeping the last committed revision");
-                (NodeConfig::default(), None)
+                (NodeConfig::default(), FileAtStart::Rejected(e))
             }
             Err(e) => return Err(e.into()),
         };

@@ -976,6 +976,67 @@ mod views {
     }
 }
 
+mod file {
+    use super::*;
+
+    #[test]
+    fn reloads_record_the_last_good_one_the_refusal_and_settings_waiting_for_a_restart() {
+        let dir = std::env::temp_dir().join(format!("veer-control-file-{}", std::process::id()));
+        drop(std::fs::remove_dir_all(&dir));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("veer.toml");
+        let file = |node: NodeConfig| crate::config::Config {
+            node,
+            state: dual_stack(),
+        };
+        std::fs::write(&path, crate::config::to_toml(&file(NodeConfig::default()))).unwrap();
+        let mut ctl = Controller::new(FakeNode::default(), NodeConfig::default(), path.clone());
+        changed(&ctl.reload().unwrap(), 1);
+        let good = ctl.config_view();
+        assert!(good.last_good.is_some() && good.last_error.is_none());
+        assert!(good.pending_restart.is_empty());
+
+        let bigger = NodeConfig {
+            conntrack_max: 2 << 20,
+            ..NodeConfig::default()
+        };
+        std::fs::write(&path, crate::config::to_toml(&file(bigger))).unwrap();
+        let a = ctl.reload().unwrap();
+        assert!(!a.changed, "[node] alone applies nothing");
+        assert_eq!(a.pending_restart.len(), 1);
+        assert_eq!(
+            (
+                a.pending_restart[0].setting.as_str(),
+                a.pending_restart[0].wanted.as_str()
+            ),
+            ("conntrack_max", "2097152")
+        );
+        assert_eq!(ctl.config_view().pending_restart, a.pending_restart);
+
+        let last_good = ctl.config_view().last_good;
+        assert!(last_good > good.last_good, "a reload that applies nothing is a good one");
+        std::fs::write(&path, "[node]\nconntrack_max = -1\n").unwrap();
+        assert!(ctl.reload().is_err());
+        let refused = ctl.config_view();
+        let e = refused.last_error.unwrap();
+        let at = e.location.unwrap();
+        assert_eq!((at.file, at.line, at.column), (path.clone(), 2, 17));
+        assert_eq!(
+            e.message,
+            "`conntrack_max`: -1 is out of range 1024..=67108864"
+        );
+        assert_eq!(refused.last_good, last_good, "the good reload stands");
+        assert_eq!(ctl.head().number, 1);
+
+        std::fs::remove_file(&path).unwrap();
+        let e = ctl.reload().unwrap_err();
+        let missing = ctl.config_view().last_error.unwrap();
+        assert!(missing.location.is_none());
+        assert_eq!(missing.message, crate::error::chain(&e));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
+
 mod core_alone {
     use super::*;
 

@@ -5,6 +5,7 @@
 use std::{
     collections::HashMap,
     net::{IpAddr, SocketAddr},
+    path::PathBuf,
     time::{Duration, SystemTime},
 };
 
@@ -20,8 +21,10 @@ use super::{
     health::Health,
 };
 use crate::{
+    config::{LoadError, Location},
     dataplane::maps::words_addr,
-    model::{DesiredState, Pin, Protocol, Weight},
+    error::chain,
+    model::{DesiredState, NodeChange, Pin, Protocol, Weight},
     rollout::{Rollout, engine::Counts},
     state::{Origin, Revision},
 };
@@ -50,9 +53,54 @@ impl From<&Revision> for RevisionView {
     }
 }
 
+/// A reload of the config file (or the start's reading of it) that was refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReloadError {
+    /// When.
+    pub time: SystemTime,
+    /// Where in the file, when the file itself is wrong.
+    pub location: Option<Location>,
+    /// What is wrong (without the location).
+    pub message: String,
+}
+
+impl ReloadError {
+    /// The rejection `e`, at `time`.
+    pub fn of(e: &ControlError, time: SystemTime) -> Self {
+        let invalid = match e {
+            ControlError::Config(c) => Some(c),
+            ControlError::ConfigFile(load) => match load.as_ref() {
+                LoadError::Invalid(c) => Some(c),
+                LoadError::Read { .. } => None,
+            },
+            _ => None,
+        };
+        Self {
+            time,
+            location: invalid.map(|c| c.location.clone()),
+            message: invalid.map_or_else(|| chain(e), |c| c.kind.to_string()),
+        }
+    }
+}
+
+/// What the daemon knows of its config file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigView {
+    /// The file.
+    pub path: PathBuf,
+    /// When it was last applied or found in force (start, SIGHUP, change).
+    pub last_good: Option<SystemTime>,
+    /// The last reload that refused it, unless a good one came after.
+    pub last_error: Option<ReloadError>,
+    /// Node settings asked for (by the file or `veer apply`) that wait for a daemon restart.
+    pub pending_restart: Vec<NodeChange>,
+}
+
 /// The node now.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StatusView {
+    /// The config file.
+    pub config: ConfigView,
     /// The live revision (none before the first).
     pub revision: Option<RevisionView>,
     /// Interfaces the programs are attached to.

@@ -16,7 +16,7 @@ mod weight;
 use std::{fmt, net::IpAddr, net::SocketAddr, time::Duration};
 
 pub use ids::{BackendRef, Down, GroupRef, Ids};
-pub use node::{NodeConfig, Timeouts, XdpAttachMode};
+pub use node::{NodeChange, NodeConfig, Timeouts, XdpAttachMode};
 pub use plan::{OnFailure, Plan, PlanError};
 pub use validate::{
     GroupField, HealthField, NAME_RULE, PinField, Place, RolloutField, ServiceField, StateError,
@@ -208,6 +208,29 @@ impl DesiredState {
 #[cfg(test)]
 mod tests {
     use super::{fixtures::web, *};
+
+    #[test]
+    fn node_changes_name_each_setting_with_both_values() {
+        let running = NodeConfig::default();
+        assert!(running.changes(&running).is_empty());
+        let mut wanted = running.clone();
+        wanted.interfaces = vec!["eth1".into()];
+        wanted.xdp_mode = XdpAttachMode::Native;
+        wanted.timeouts.udp = Duration::from_secs(90);
+        let changes = running.changes(&wanted);
+        let text: Vec<String> = changes
+            .iter()
+            .map(|c| format!("{} {} -> {}", c.setting, c.running, c.wanted))
+            .collect();
+        assert_eq!(
+            text,
+            [
+                "interfaces [] -> [\"eth1\"]",
+                "xdp_mode auto -> native",
+                "timeouts.udp 1m -> 1m 30s"
+            ]
+        );
+    }
 
     #[test]
     fn a_good_state_validates() {

@@ -62,7 +62,57 @@ pub struct NodeConfig {
     pub timeouts: Timeouts,
 }
 
+/// A node setting whose new value waits for a daemon restart.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct NodeChange {
+    /// The key, as in the config file (`conntrack_max`, `timeouts.udp`).
+    pub setting: String,
+    /// The value in force.
+    pub running: String,
+    /// The value asked for.
+    pub wanted: String,
+}
+
 impl NodeConfig {
+    /// The settings `wanted` changes from these, each with both values, in file order.
+    pub fn changes(&self, wanted: &NodeConfig) -> Vec<NodeChange> {
+        let d = |d: Duration| humantime::format_duration(d).to_string();
+        let (r, w) = (&self.timeouts, &wanted.timeouts);
+        [
+            (
+                "interfaces",
+                format!("{:?}", self.interfaces),
+                format!("{:?}", wanted.interfaces),
+            ),
+            (
+                "xdp_mode",
+                format!("{:?}", self.xdp_mode).to_lowercase(),
+                format!("{:?}", wanted.xdp_mode).to_lowercase(),
+            ),
+            (
+                "conntrack_max",
+                self.conntrack_max.to_string(),
+                wanted.conntrack_max.to_string(),
+            ),
+            ("timeouts.tcp_syn", d(r.tcp_syn), d(w.tcp_syn)),
+            (
+                "timeouts.tcp_established",
+                d(r.tcp_established),
+                d(w.tcp_established),
+            ),
+            ("timeouts.tcp_closing", d(r.tcp_closing), d(w.tcp_closing)),
+            ("timeouts.udp", d(r.udp), d(w.udp)),
+        ]
+        .into_iter()
+        .filter(|(_, running, wanted)| running != wanted)
+        .map(|(setting, running, wanted)| NodeChange {
+            setting: setting.to_owned(),
+            running,
+            wanted,
+        })
+        .collect()
+    }
+
     /// Smallest conntrack.
     pub const MIN_CONNTRACK: u32 = 1024;
     /// Largest conntrack.

@@ -3,6 +3,11 @@
 //! before it reads a revision, loads a program or touches a map, so a second daemon pointed at
 //! the same node state exits having changed nothing. The kernel drops the locks when the
 //! process ends, however it ends (`flock(2)`).
+//!
+//! `flock` needs no write permission, only an open descriptor: a lock another user could open
+//! would let any local user keep the daemon from starting. So the lock file is the daemon's
+//! own, mode 0600, and the pin directory is kept at 0700 (others cannot open it), and one that
+//! belongs to another user is refused (whoever owns it could replace the pins).
 
 use std::{
     fs::{self, File, OpenOptions},
@@ -41,6 +46,18 @@ pub enum LockError {
         /// The holder's pid, when `/proc/locks` names it.
         holder: Option<u32>,
     },
+    /// The lock file or pin directory belongs to another user.
+    #[error(
+        "{} belongs to uid {owner}, not to this daemon (uid {uid}); anyone who owns it can block or tamper with veer: remove it, then start again"
+    , path.display())]
+    Foreign {
+        /// The file or directory.
+        path: PathBuf,
+        /// Its owner.
+        owner: u32,
+        /// This process's effective uid.
+        uid: u32,
+    },
     /// Creating, opening or locking failed for another reason.
     #[error("{op} {} failed", path.display())]
     Io {
@@ -77,10 +94,16 @@ pub fn acquire(state_dir: &Path, pin_dir: &Path) -> Result<Locks, LockError> {
         .mode(0o600)
         .open(&path)
         .map_err(io_error("opening", &path))?;
+    private(&state, &path, 0o600)?;
     exclusive(&state, "state directory", state_dir, &path)?;
     let pins = if pin_dir.is_dir() || pin_dir.parent().is_some_and(is_bpffs) {
-        fs::create_dir_all(pin_dir).map_err(io_error("creating", pin_dir))?;
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(pin_dir)
+            .map_err(io_error("creating", pin_dir))?;
         let dir = File::open(pin_dir).map_err(io_error("opening", pin_dir))?;
+        private(&dir, pin_dir, 0o700)?;
         exclusive(&dir, "pin directory", pin_dir, pin_dir)?;
         Some(dir)
     } else {
@@ -91,6 +114,26 @@ pub fn acquire(state_dir: &Path, pin_dir: &Path) -> Result<Locks, LockError> {
         _state: state,
         _pins: pins,
     })
+}
+
+/// Refuses `file` (at `path`) unless this process owns it, and takes its mode down to `mode`
+/// when others may open it.
+fn private(file: &File, path: &Path, mode: u32) -> Result<(), LockError> {
+    let meta = file.metadata().map_err(io_error("reading", path))?;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let uid = unsafe { libc::geteuid() };
+    if meta.uid() != uid {
+        return Err(LockError::Foreign {
+            path: path.to_owned(),
+            owner: meta.uid(),
+            uid,
+        });
+    }
+    if meta.mode() & 0o077 != 0 {
+        file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(mode))
+            .map_err(io_error("restricting the mode of", path))?;
+    }
+    Ok(())
 }
 
 /// `flock(LOCK_EX | LOCK_NB)` on `file` (which is `locked`, standing for `dir`).
@@ -174,6 +217,15 @@ mod tests {
         );
         drop(first);
         acquire(&state, &pins).unwrap();
+        // Nobody else may open what is locked.
+        for (path, mode) in [(state.join("lock"), 0o600), (pins.clone(), 0o700)] {
+            assert_eq!(
+                fs::metadata(&path).unwrap().mode() & 0o777,
+                mode,
+                "{}",
+                path.display()
+            );
+        }
         fs::remove_dir_all(&base).unwrap();
     }
 }

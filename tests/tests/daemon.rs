@@ -433,6 +433,23 @@ mod refusals {
         assert_eq!(code, Some(1), "{log}");
         assert!(log.contains("another veer daemon answers on it"), "{log}");
         assert_eq!(node_state(&b.daemon), before, "{log}");
+        // No other user can take these locks (flock(2) needs only a descriptor) to keep a daemon
+        // from starting.
+        for locked in [b.daemon.pin_dir.clone(), b.daemon.state_dir().join("lock")] {
+            let out = std::process::Command::new("setpriv")
+                .args(["--reuid", "65534", "--regid", "65534", "--clear-groups"])
+                .args(["flock", "--nonblock", "--shared"])
+                .arg(&locked)
+                .arg("true")
+                .output()
+                .unwrap();
+            assert!(
+                !out.status.success() && stderr(&out).contains("Permission denied"),
+                "{}: {}",
+                locked.display(),
+                stderr(&out)
+            );
+        }
         // The first one goes on as before.
         assert_eq!(b.daemon.revision(), 1);
         let mut answers = std::collections::HashSet::new();

@@ -20,6 +20,7 @@ pub mod lock;
 pub mod metrics;
 pub mod model;
 pub mod paths;
+pub mod privileges;
 pub mod rollout;
 pub mod state;
 pub mod supervisor;

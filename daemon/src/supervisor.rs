@@ -21,12 +21,16 @@ use crate::{
     health::check::{self, CheckError},
     metrics,
     model::BackendRef,
+    privileges::{self, MissingPrivileges},
     rollout::{self, GateFailure},
 };
 
 /// Why the daemon could not start (or stopped with an error).
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
+    /// This process may not load programs or create maps.
+    #[error(transparent)]
+    Privileges(#[from] MissingPrivileges),
     /// The async runtime could not be created.
     #[error("starting the daemon's runtime failed")]
     Runtime {
@@ -165,6 +169,7 @@ pub struct DaemonOptions {
 
 /// Runs the daemon until SIGINT or SIGTERM.
 pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
+    privileges::check()?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

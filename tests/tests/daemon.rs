@@ -459,6 +459,75 @@ mod refusals {
         assert_eq!(answers.len(), 2, "{answers:?}");
     }
 
+    /// Directories removed when dropped, pass or fail (those that exist).
+    struct TempDirs(Vec<std::path::PathBuf>);
+
+    impl Drop for TempDirs {
+        fn drop(&mut self) {
+            for dir in self.0.iter().filter(|d| d.exists()) {
+                if let Err(e) = std::fs::remove_dir_all(dir) {
+                    eprintln!("veer-tests: cannot remove {}: {e}", dir.display());
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_daemon_without_root_says_which_capabilities_it_lacks_and_touches_nothing() {
+        veer_tests::require_root();
+        let dir = std::env::temp_dir().join(format!("veer-noroot-{}", std::process::id()));
+        // /sys/fs/bpf may be world-writable: a daemon that fails late could leave its pin dir.
+        let pin_dir =
+            std::path::PathBuf::from(format!("/sys/fs/bpf/veer-noroot-{}", std::process::id()));
+        let _cleanup = TempDirs(vec![dir.clone(), pin_dir.clone()]);
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = dir.join("veer.toml");
+        let text = ConfigBuilder::new(Vec::<String>::new())
+            .service(web(Family::V4, "100", "0"))
+            .to_toml();
+        std::fs::write(&config, text).unwrap();
+        for path in [&dir, &config] {
+            std::os::unix::fs::chown(path, Some(65534), Some(65534)).unwrap();
+        }
+        let (state, socket) = (dir.join("state"), dir.join("veer.sock"));
+        let run = |caps: &[&str]| {
+            std::process::Command::new("setpriv")
+                .args(["--reuid", "65534", "--regid", "65534", "--clear-groups"])
+                .args(caps)
+                .arg(veer_tests::daemon::veer_bin())
+                .arg("--socket")
+                .arg(&socket)
+                .args(["daemon", "--metrics", "off", "--config"])
+                .arg(&config)
+                .arg("--state-dir")
+                .arg(&state)
+                .arg("--pin-dir")
+                .arg(&pin_dir)
+                .output()
+                .unwrap()
+        };
+        for (caps, lacks) in [
+            (&[][..], "CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN"),
+            (
+                &["--inh-caps", "+net_admin", "--ambient-caps", "+net_admin"][..],
+                "CAP_BPF, CAP_SYS_ADMIN",
+            ),
+        ] {
+            let out = run(caps);
+            assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+            assert_eq!(
+                stderr(&out),
+                format!(
+                    "veer: veer daemon needs root, or CAP_BPF + CAP_NET_ADMIN + CAP_SYS_ADMIN; this process (uid 65534) lacks {lacks}: run it as root (sudo veer daemon, or dist/veer.service)"
+                ),
+                "{caps:?}"
+            );
+            for created in [&state, &socket, &pin_dir] {
+                assert!(!created.exists(), "{} was created", created.display());
+            }
+        }
+    }
+
     #[test]
     fn a_socket_group_member_may_operate_but_not_make_the_daemon_run_commands() {
         // gid 65534 (nogroup): the member is uid 65534 with that primary group.

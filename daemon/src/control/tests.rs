@@ -1014,7 +1014,10 @@ mod file {
         assert_eq!(ctl.config_view().pending_restart, a.pending_restart);
 
         let last_good = ctl.config_view().last_good;
-        assert!(last_good > good.last_good, "a reload that applies nothing is a good one");
+        assert!(
+            last_good > good.last_good,
+            "a reload that applies nothing is a good one"
+        );
         std::fs::write(&path, "[node]\nconntrack_max = -1\n").unwrap();
         assert!(ctl.reload().is_err());
         let refused = ctl.config_view();

@@ -1071,15 +1071,31 @@ mod rollouts {
             weights(&b.daemon.json(&["status"])),
             [("v1".into(), 90.0), ("v2".into(), 10.0)]
         );
+        // Every hint is one that works from where the rollout stands.
         let out = b.daemon.cli(&["shift", "web", "v2=50"]);
         assert_eq!(
             stderr(&out),
-            "veer: service `web` has a rollout in progress; pause or abort it first (veer rollout abort web)"
+            "veer: service `web` has a rollout to `v2` in progress (step 1/3); wait for it to finish, or abort it first (veer rollout abort web)"
         );
         let out = b.daemon.cli(&["rollout", "start", "web", "--to", "v2"]);
         assert_eq!(out.status.code(), Some(1), "a second rollout is refused");
         b.daemon.ok(&["rollout", "pause", "web"]);
         assert_eq!(rollout_json(&b)["phase"], "paused");
+        let out = b.daemon.cli(&["shift", "web", "v2=50"]);
+        assert_eq!(
+            (out.status.code(), stderr(&out).as_str()),
+            (
+                Some(1),
+                "veer: service `web` has a paused rollout to `v2` (step 1/3); abort it (veer rollout abort web), or resume it and let it finish (veer rollout resume web)"
+            )
+        );
+        let out = b.daemon.cli(&["drain", "web", "v1", "--force"]);
+        assert!(
+            stderr(&out).contains("has a paused rollout"),
+            "{}",
+            stderr(&out)
+        );
+        b.daemon.ok(&["rollout", "pause", "web"]);
         b.daemon.ok(&["rollout", "resume", "web"]);
         assert_eq!(rollout_json(&b)["phase"], "running");
         b.daemon.ok(&["rollout", "abort", "web"]);
@@ -1092,6 +1108,33 @@ mod rollouts {
             weights(&b.daemon.json(&["status"])),
             [("v1".into(), 100.0), ("v2".into(), 0.0)]
         );
+        // Aborting what is not running is what a script re-running it wants: done already.
+        let revision = b.daemon.revision();
+        let out = b.daemon.cli(&["rollout", "abort", "web"]);
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            format!(
+                "rollout web: nothing to abort (the latest rollout was aborted); revision {revision} stays in force"
+            )
+        );
+        let r = b.daemon.json(&["rollout", "abort", "web"]);
+        assert_eq!(
+            (&r["changed"], &r["revision"], &r["note"]),
+            (
+                &false.into(),
+                &revision.into(),
+                &"rollout web: nothing to abort (the latest rollout was aborted)".into()
+            ),
+            "{r}"
+        );
+        assert_eq!(b.daemon.revision(), revision);
+        let out = b.daemon.cli(&["rollout", "abort", "shop"]);
+        assert_eq!(
+            (out.status.code(), stderr(&out).as_str()),
+            (Some(1), "veer: no service `shop`")
+        );
+        // Pausing or resuming what is not running cannot be done: an error.
         let out = b.daemon.cli(&["rollout", "pause", "web"]);
         assert_eq!(
             stderr(&out),

@@ -66,9 +66,9 @@ fn control_error(e: &ControlError) -> Response<Body> {
         | ControlError::Invalid(_)
         | ControlError::Sync(SyncError::Plan(_)) => (StatusCode::BAD_REQUEST, "bad_request"),
         ControlError::Config(_) => (StatusCode::BAD_REQUEST, "invalid_config"),
-        ControlError::DrainLastGroup { .. } | ControlError::RolloutInProgress { .. } => {
-            (StatusCode::CONFLICT, "conflict")
-        }
+        ControlError::DrainLastGroup { .. }
+        | ControlError::RolloutInProgress { .. }
+        | ControlError::RolloutPaused { .. } => (StatusCode::CONFLICT, "conflict"),
         ControlError::Sync(_) | ControlError::Dataplane(_) => {
             (StatusCode::INTERNAL_SERVER_ERROR, "dataplane")
         }

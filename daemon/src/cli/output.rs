@@ -41,10 +41,10 @@ pub fn print<T: Serialize>(
 /// The answer to a change, and the `[node]` settings it asked for that wait for a restart.
 pub fn applied(format: Format, r: &ApplyResponse, what: &str) -> Result<(), Failure> {
     print(format, r, || {
-        let mut text = if r.changed {
-            format!("{what}: revision {}", r.revision)
-        } else {
-            format!("{what}: no change, revision {} stays in force", r.revision)
+        let mut text = match (&r.note, r.changed) {
+            (_, true) => format!("{what}: revision {}", r.revision),
+            (Some(note), false) => format!("{note}; revision {} stays in force", r.revision),
+            (None, false) => format!("{what}: no change, revision {} stays in force", r.revision),
         };
         if !r.pending_restart.is_empty() {
             text.push('\n');

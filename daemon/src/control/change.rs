@@ -145,9 +145,7 @@ fn refuse_weight_changes(
             })
         };
         if weights(current) != weights(desired) {
-            return Err(ControlError::RolloutInProgress {
-                service: r.service.clone(),
-            });
+            return Err(ControlError::in_the_way(r));
         }
     }
     Ok(())

@@ -4,6 +4,7 @@ use crate::{
     config,
     dataplane::{DataplaneError, sync::SyncError},
     model::{PlanError, Violation},
+    rollout::{Phase, Rollout},
     state::StoreError,
 };
 
@@ -91,13 +92,34 @@ pub enum ControlError {
     /// The store failed.
     #[error("recording the revision failed; the previous state was put back")]
     Store(#[from] StoreError),
-    /// A manual change to a service whose rollout is in progress.
+    /// A manual change (or another rollout) for a service whose rollout is running: its next
+    /// step would overwrite the weights.
     #[error(
-        "service `{service}` has a rollout in progress; pause or abort it first (veer rollout abort {service})"
+        "service `{service}` has a rollout to `{to}` in progress (step {step}/{steps}); wait for it to finish, or abort it first (veer rollout abort {service})"
     )]
     RolloutInProgress {
         /// Name of the service.
         service: String,
+        /// The rollout's target group.
+        to: String,
+        /// Its current step, 1-based.
+        step: usize,
+        /// Its number of steps.
+        steps: usize,
+    },
+    /// The same, for a paused rollout: it holds the weights until it is resumed or aborted.
+    #[error(
+        "service `{service}` has a paused rollout to `{to}` (step {step}/{steps}); abort it (veer rollout abort {service}), or resume it and let it finish (veer rollout resume {service})"
+    )]
+    RolloutPaused {
+        /// Name of the service.
+        service: String,
+        /// The rollout's target group.
+        to: String,
+        /// Its current step, 1-based.
+        step: usize,
+        /// Its number of steps.
+        steps: usize,
     },
     /// A rollout that cannot start.
     #[error(transparent)]
@@ -108,6 +130,29 @@ pub enum ControlError {
         /// Name of the service.
         service: String,
     },
+}
+
+impl ControlError {
+    /// Why `rollout`, which is not over, stands in the way of a change.
+    pub(super) fn in_the_way(rollout: &Rollout) -> Self {
+        let (service, to) = (rollout.service.clone(), rollout.plan.to.clone());
+        let (step, steps) = (rollout.step + 1, rollout.plan.steps.len());
+        if rollout.phase == Phase::Paused {
+            Self::RolloutPaused {
+                service,
+                to,
+                step,
+                steps,
+            }
+        } else {
+            Self::RolloutInProgress {
+                service,
+                to,
+                step,
+                steps,
+            }
+        }
+    }
 }
 
 impl From<config::LoadError> for ControlError {

@@ -92,10 +92,8 @@ pub(super) fn start(
 ) -> Result<Option<Change>, ControlError> {
     let svc = head.service(service)?;
     plan.validate(svc)?;
-    if head.active_rollout(service).is_some() {
-        return Err(ControlError::RolloutInProgress {
-            service: service.to_owned(),
-        });
+    if let Some(r) = head.active_rollout(service) {
+        return Err(ControlError::in_the_way(r));
     }
     let original: Vec<(String, Weight)> = svc
         .groups
@@ -160,9 +158,22 @@ pub(super) fn resume(
     finish(head, rollout_change(head, rollouts, service, None, summary))
 }
 
-/// Stops a rollout and restores the weights from before it.
+/// Stops a rollout and restores the weights from before it. With no rollout running or paused
+/// there is nothing to stop: what the abort asks for is already so, and the outcome says so.
 pub(super) fn abort(head: &Head, service: &str) -> Result<Outcome, ControlError> {
-    let i = active_index(head, service)?;
+    head.service(service)?;
+    let Ok(i) = active_index(head, service) else {
+        let latest = match head.latest_rollout(service).map(|r| r.phase) {
+            Some(Phase::Completed) => "the latest rollout completed",
+            Some(Phase::RolledBack) => "the latest rollout was rolled back",
+            Some(Phase::Aborted) => "the latest rollout was aborted",
+            _ => "it has had none",
+        };
+        return Ok(Outcome {
+            changes: Vec::new(),
+            note: Some(format!("rollout {service}: nothing to abort ({latest})")),
+        });
+    };
     let mut rollouts = head.rollouts.clone();
     rollouts[i].phase = Phase::Aborted;
     rollouts[i].reason = Some("aborted by an operator".to_owned());

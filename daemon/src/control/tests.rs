@@ -580,7 +580,7 @@ mod sources {
             )
             .unwrap_err();
         assert!(
-            matches!(&e, ControlError::RolloutInProgress { service } if service == "web"),
+            matches!(&e, ControlError::RolloutInProgress { service, .. } if service == "web"),
             "{e}"
         );
         assert_eq!(
@@ -765,6 +765,85 @@ mod rollouts {
                 .unwrap(),
             4,
         );
+    }
+
+    #[test]
+    fn a_paused_rollout_refuses_manual_weights_with_a_hint_that_works_when_paused() {
+        let mut ctl = started();
+        let running = ctl
+            .execute(&shift(&["web"], &[("v2", "50")]), at(1))
+            .unwrap_err();
+        assert!(
+            running
+                .to_string()
+                .contains("wait for it to finish, or abort it first"),
+            "{running}"
+        );
+        let pause = Request::RolloutPause {
+            service: "web".into(),
+        };
+        ctl.execute(&pause, at(1)).unwrap();
+        let paused = ctl
+            .execute(&shift(&["web"], &[("v2", "50")]), at(2))
+            .unwrap_err();
+        assert!(
+            matches!(&paused, ControlError::RolloutPaused { to, step: 1, steps: 3, .. } if to == "v2"),
+            "{paused}"
+        );
+        assert!(
+            paused.to_string().ends_with(
+                "abort it (veer rollout abort web), or resume it and let it finish (veer rollout resume web)"
+            ),
+            "{paused}"
+        );
+    }
+
+    #[test]
+    fn an_abort_with_nothing_running_changes_nothing_and_says_so() {
+        let mut ctl = controller(dual_stack());
+        let abort = |service: &str| Request::RolloutAbort {
+            service: service.into(),
+        };
+        let a = ctl.execute(&abort("web"), at(0)).unwrap();
+        assert_eq!(
+            (a.changed, a.note.as_deref()),
+            (
+                false,
+                Some("rollout web: nothing to abort (it has had none)")
+            )
+        );
+        ctl.execute(
+            &Request::RolloutStart {
+                service: "web".into(),
+                plan: plan(&["100"]),
+            },
+            at(1),
+        )
+        .unwrap();
+        changed(&ctl.execute(&abort("web"), at(2)).unwrap(), 3);
+        let again = ctl.execute(&abort("web"), at(3)).unwrap();
+        assert_eq!(
+            (again.revision, again.changed, again.note.as_deref()),
+            (
+                3,
+                false,
+                Some("rollout web: nothing to abort (the latest rollout was aborted)")
+            )
+        );
+        assert!(matches!(
+            ctl.execute(&abort("shop"), at(4)),
+            Err(ControlError::UnknownService { .. })
+        ));
+        // Pause and resume of nothing cannot be done: errors.
+        assert!(matches!(
+            ctl.execute(
+                &Request::RolloutPause {
+                    service: "web".into()
+                },
+                at(4)
+            ),
+            Err(ControlError::NoRollout { .. })
+        ));
     }
 
     #[test]

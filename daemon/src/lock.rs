@@ -187,10 +187,20 @@ fn is_bpffs(path: &Path) -> bool {
 mod tests {
     use super::*;
 
+    /// A directory removed when dropped, pass or fail.
+    struct TempDir(PathBuf);
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            drop(fs::remove_dir_all(&self.0));
+        }
+    }
+
     #[test]
     fn a_second_holder_is_refused_and_named_until_the_first_lets_go() {
         let base = std::env::temp_dir().join(format!("veer-lock-{}", std::process::id()));
         drop(fs::remove_dir_all(&base));
+        let _cleanup = TempDir(base.clone());
         let (state, pins) = (base.join("state"), base.join("pins"));
         fs::create_dir_all(&pins).unwrap();
         let first = acquire(&state, &pins).unwrap();

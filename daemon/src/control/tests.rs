@@ -1058,11 +1058,21 @@ mod views {
 mod file {
     use super::*;
 
+    /// A directory removed when dropped, pass or fail.
+    struct TempDir(PathBuf);
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            drop(std::fs::remove_dir_all(&self.0));
+        }
+    }
+
     #[test]
     fn reloads_record_the_last_good_one_the_refusal_and_settings_waiting_for_a_restart() {
         let dir = std::env::temp_dir().join(format!("veer-control-file-{}", std::process::id()));
         drop(std::fs::remove_dir_all(&dir));
         std::fs::create_dir_all(&dir).unwrap();
+        let _cleanup = TempDir(dir.clone());
         let path = dir.join("veer.toml");
         let file = |node: NodeConfig| crate::config::Config {
             node,
@@ -1115,7 +1125,6 @@ mod file {
         let missing = ctl.config_view().last_error.unwrap();
         assert!(missing.location.is_none());
         assert_eq!(missing.message, crate::error::chain(&e));
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
 

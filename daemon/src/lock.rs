@@ -19,8 +19,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-/// `BPF_FS_MAGIC` from `include/uapi/linux/magic.h`.
-const BPF_FS_MAGIC: i64 = 0xCAFE_4A11;
+use crate::dataplane::loader::is_bpffs;
 
 /// The locks a daemon holds; dropping them releases them.
 #[derive(Debug)]
@@ -170,17 +169,6 @@ fn holder(path: &Path) -> Option<u32> {
             .then(|| pid.parse().ok())
             .flatten()
     })
-}
-
-fn is_bpffs(path: &Path) -> bool {
-    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else {
-        return false;
-    };
-    // SAFETY: statfs writes into the zeroed struct we pass; `c` is a valid C string.
-    unsafe {
-        let mut st: libc::statfs = std::mem::zeroed();
-        libc::statfs(c.as_ptr(), &raw mut st) == 0 && st.f_type as i64 == BPF_FS_MAGIC
-    }
 }
 
 #[cfg(test)]

@@ -85,18 +85,14 @@ impl<N: Effects + Readings> Controller<N> {
         }
     }
 
-    /// The node settings in force.
-    pub fn node_settings(&self) -> &NodeConfig {
-        &self.running
-    }
-
     /// The config file `reload` reads.
     pub fn config_path(&self) -> &Path {
         &self.config_path
     }
 
-    /// The node (the dataplane and the store, or a fake).
-    pub fn node(&self) -> &N {
+    /// The node, as a test reads it.
+    #[cfg(test)]
+    pub(super) fn node(&self) -> &N {
         &self.node
     }
 
@@ -300,14 +296,16 @@ impl<N: Effects + Readings> Controller<N> {
     /// Decides every running rollout; commits advances, completions and breaches as revisions.
     /// Returns the gate checks to run.
     pub fn rollout_tick(&mut self, now: SystemTime) -> Result<Vec<GateJob>, ControlError> {
-        let head = self.head();
-        if !head
-            .rollouts
-            .iter()
-            .any(|r| r.phase == crate::rollout::Phase::Running)
+        let running = |r: &Rollout| r.phase == crate::rollout::Phase::Running;
+        if !self
+            .node
+            .revisions()
+            .last()
+            .is_some_and(|rev| rev.rollouts.iter().any(running))
         {
             return Ok(Vec::new());
         }
+        let head = self.head();
         let observed = self.observe(&head, None)?;
         let tick = rollouts::tick(&head, &observed, now)?;
         for job in &tick.gate_jobs {

@@ -16,9 +16,14 @@ use prometheus_client::{
     metrics::{counter::Counter, family::Family, gauge::Gauge, info::Info},
     registry::Registry,
 };
-use veer_common::counters::Reason;
 
-use crate::control::Controller;
+use crate::{
+    control::{
+        ControlError, Controller, Effects, Readings,
+        views::{ConfigView, StatusView},
+    },
+    error::chain,
+};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BackendLabels {
@@ -52,7 +57,7 @@ struct ReasonLabels {
 }
 
 /// The text exposition of every metric now.
-pub fn render(ctl: &Controller) -> Result<String, crate::control::ControlError> {
+pub fn render<N: Effects + Readings>(ctl: &Controller<N>) -> Result<String, ControlError> {
     let status = ctl.status(None)?;
     let mut reg = Registry::with_prefix("veer");
     reg.register(
@@ -64,6 +69,7 @@ pub fn render(ctl: &Controller) -> Result<String, crate::control::ControlError> 
     revision.set(status.revision.as_ref().map_or(0, |r| r.number as i64));
     reg.register("revision", "Live revision number", revision);
 
+    config_metrics(&mut reg, &status.config);
     backend_metrics(&mut reg, &status);
     rollout_metrics(&mut reg, ctl);
     dataplane_metrics(&mut reg, ctl, &status)?;
@@ -74,8 +80,83 @@ pub fn render(ctl: &Controller) -> Result<String, crate::control::ControlError> 
     Ok(out)
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReloadErrorLabels {
+    file: String,
+    line: String,
+    column: String,
+    message: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SettingLabels {
+    setting: String,
+}
+
+/// The config file: when it was last applied, whether the last reload was refused (and where),
+/// and the `[node]` settings that wait for a restart.
+fn config_metrics(reg: &mut Registry, c: &ConfigView) {
+    let when: Gauge<f64, std::sync::atomic::AtomicU64> = Gauge::default();
+    when.set(
+        c.last_good
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0.0, |d| d.as_secs_f64()),
+    );
+    reg.register(
+        "config_last_reload_success_timestamp_seconds",
+        "When the config file was last applied or found in force (start, SIGHUP, change); 0 before",
+        when,
+    );
+    let ok: Gauge = Gauge::default();
+    ok.set(i64::from(c.last_error.is_none()));
+    reg.register(
+        "config_last_reload_successful",
+        "0 while the last reload of the config file was refused, 1 otherwise",
+        ok,
+    );
+    let error = Family::<ReloadErrorLabels, Gauge>::default();
+    if let Some(e) = &c.last_error {
+        let (file, line, column) = e.location.as_ref().map_or_else(
+            || (c.path.display().to_string(), String::new(), String::new()),
+            |l| {
+                (
+                    l.file.display().to_string(),
+                    l.line.to_string(),
+                    l.column.to_string(),
+                )
+            },
+        );
+        error
+            .get_or_create(&ReloadErrorLabels {
+                file,
+                line,
+                column,
+                message: e.message.clone(),
+            })
+            .set(1);
+    }
+    reg.register(
+        "config_last_reload_error_info",
+        "1 for the refused reload of the config file, with where and why, while it stands",
+        error,
+    );
+    let pending = Family::<SettingLabels, Gauge>::default();
+    for change in &c.pending_restart {
+        pending
+            .get_or_create(&SettingLabels {
+                setting: change.setting.clone(),
+            })
+            .set(1);
+    }
+    reg.register(
+        "config_pending_restart",
+        "1 for each [node] setting asked for that waits for a daemon restart",
+        pending,
+    );
+}
+
 /// Per backend and per group series.
-fn backend_metrics(reg: &mut Registry, status: &crate::api::protocol::Status) {
+fn backend_metrics(reg: &mut Registry, status: &StatusView) {
     let packets = Family::<BackendLabels, Counter>::default();
     let bytes = Family::<BackendLabels, Counter>::default();
     let new_flows = Family::<BackendLabels, Counter>::default();
@@ -95,7 +176,7 @@ fn backend_metrics(reg: &mut Registry, status: &crate::api::protocol::Status) {
                 let l = BackendLabels {
                     service: s.name.clone(),
                     group: g.name.clone(),
-                    backend: b.address.to_string(),
+                    backend: b.addr.to_string(),
                 };
                 packets.get_or_create(&l).inc_by(b.packets);
                 bytes.get_or_create(&l).inc_by(b.bytes);
@@ -128,7 +209,7 @@ fn backend_metrics(reg: &mut Registry, status: &crate::api::protocol::Status) {
 }
 
 /// Per service rollout series.
-fn rollout_metrics(reg: &mut Registry, ctl: &Controller) {
+fn rollout_metrics<N: Effects + Readings>(reg: &mut Registry, ctl: &Controller<N>) {
     let step = Family::<ServiceLabels, Gauge>::default();
     let share = Family::<ServiceLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
     let state = Family::<RolloutLabels, Gauge>::default();
@@ -172,14 +253,13 @@ fn rollout_metrics(reg: &mut Registry, ctl: &Controller) {
 }
 
 /// Reason counters and conntrack use.
-fn dataplane_metrics(
+fn dataplane_metrics<N: Effects + Readings>(
     reg: &mut Registry,
-    ctl: &Controller,
-    status: &crate::api::protocol::Status,
-) -> Result<(), crate::control::ControlError> {
+    ctl: &Controller<N>,
+    status: &StatusView,
+) -> Result<(), ControlError> {
     let reasons = Family::<ReasonLabels, Counter>::default();
-    for r in Reason::ALL {
-        let n = ctl.dataplane().maps().reason_count(r)?;
+    for (r, n) in ctl.reasons()? {
         let verdict = if r.is_drop() { "drop" } else { "pass" };
         reasons
             .get_or_create(&ReasonLabels {
@@ -195,10 +275,10 @@ fn dataplane_metrics(
     );
 
     let entries: Gauge = Gauge::default();
-    entries.set(i64::try_from(status.conntrack.entries).unwrap_or(i64::MAX));
+    entries.set(i64::try_from(status.conntrack_entries).unwrap_or(i64::MAX));
     reg.register("conntrack_entries", "Entries in the conntrack map", entries);
     let capacity: Gauge = Gauge::default();
-    capacity.set(i64::from(status.conntrack.capacity));
+    capacity.set(i64::from(status.conntrack_capacity));
     reg.register(
         "conntrack_capacity",
         "Capacity of the conntrack map",
@@ -240,10 +320,7 @@ fn respond(req: &Request<Incoming>, ctl: &Mutex<Controller>) -> Response<Full<by
                 .unwrap_or_else(std::sync::PoisonError::into_inner),
         ) {
             Ok(text) => (StatusCode::OK, text),
-            Err(e) => (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                crate::cli::exit::chain(&e),
-            ),
+            Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, chain(&e)),
         }
     } else {
         (StatusCode::NOT_FOUND, "veer serves /metrics\n".to_owned())

@@ -15,11 +15,56 @@ use tokio::{
 };
 
 use crate::{
-    api::server::{self, Access},
-    cli::exit::{Failure, chain},
-    control::{self, Controller},
+    api::server::{self, Access, SocketError},
+    control::{self, ControlError, Controller},
+    error::chain,
+    health::check::{self, CheckError},
     metrics,
+    model::BackendRef,
+    privileges::{self, MissingPrivileges},
+    rollout::{self, GateFailure},
 };
+
+/// Why the daemon could not start (or stopped with an error).
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// This process may not load programs or create maps.
+    #[error(transparent)]
+    Privileges(#[from] MissingPrivileges),
+    /// The async runtime could not be created.
+    #[error("starting the daemon's runtime failed")]
+    Runtime {
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The control layer could not start (programs, maps, revisions, config file).
+    #[error(transparent)]
+    Start(#[from] ControlError),
+    /// The control socket could not be set up.
+    #[error(transparent)]
+    Socket(#[from] SocketError),
+    /// The metrics listener could not be bound.
+    #[error(
+        "binding the metrics listener on {addr} failed (pass --metrics off, or another address)"
+    )]
+    Metrics {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A signal handler could not be installed.
+    #[error("installing the {signal} handler failed")]
+    Signal {
+        /// Which signal.
+        signal: &'static str,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+}
 
 /// How often idle flows are expired and counted.
 pub const UPKEEP_INTERVAL: Duration = Duration::from_secs(1);
@@ -36,8 +81,7 @@ fn lock(ctl: &Mutex<Controller>) -> std::sync::MutexGuard<'_, Controller> {
 /// Runs every service's active checks at its interval, each bounded by its timeout, and feeds
 /// the results to the controller.
 async fn health_checks(ctl: Arc<Mutex<Controller>>, mut stop: watch::Receiver<bool>) {
-    let (tx, mut rx) =
-        mpsc::channel::<(crate::dataplane::sync::BackendRef, Result<(), String>)>(1024);
+    let (tx, mut rx) = mpsc::channel::<(BackendRef, Result<(), CheckError>)>(1024);
     let mut due: std::collections::HashMap<String, tokio::time::Instant> =
         std::collections::HashMap::new();
     let mut tick = tokio::time::interval(HEALTH_TICK);
@@ -46,8 +90,7 @@ async fn health_checks(ctl: Arc<Mutex<Controller>>, mut stop: watch::Receiver<bo
         tokio::select! {
             _ = stop.wait_for(|s| *s) => return,
             Some((backend, result)) = rx.recv() => {
-                let why = result.as_ref().err().cloned();
-                if let Err(e) = lock(&ctl).health_result(&backend, result.is_ok(), why.as_deref()) {
+                if let Err(e) = lock(&ctl).health_result(&backend, &result) {
                     tracing::warn!(error = %chain(&e), "applying a health change failed");
                 }
             }
@@ -63,7 +106,7 @@ async fn health_checks(ctl: Arc<Mutex<Controller>>, mut stop: watch::Receiver<bo
                     started.insert((service, job.check.interval));
                     let tx = tx.clone();
                     tokio::spawn(async move {
-                        let r = crate::health::check::run(&job.check.kind, job.addr, job.check.timeout).await.map_err(|e| e.to_string());
+                        let r = check::run(&job.check.kind, job.addr, job.check.timeout).await;
                         // The receiver is gone only when the daemon stops.
                         drop(tx.send((job.backend, r)).await);
                     });
@@ -97,12 +140,15 @@ async fn rollouts(ctl: Arc<Mutex<Controller>>, mut stop: watch::Receiver<bool>) 
             tokio::spawn(async move {
                 let mut outcome = Ok(());
                 for gate in &job.gates {
-                    if let Err(why) = crate::rollout::gate::check(gate, job.timeout).await {
-                        outcome = Err((gate.to_string(), why));
+                    if let Err(e) = rollout::gate::check(gate, job.timeout).await {
+                        outcome = Err(GateFailure {
+                            gate: gate.to_string(),
+                            why: chain(&e),
+                        });
                         break;
                     }
                 }
-                lock(&ctl).gate_result(&job.service, job.step, outcome);
+                lock(&ctl).gate_result(job.key, outcome);
             });
         }
     }
@@ -122,19 +168,21 @@ pub struct DaemonOptions {
 }
 
 /// Runs the daemon until SIGINT or SIGTERM.
-pub fn run(opts: DaemonOptions) -> Result<(), Failure> {
+pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
+    privileges::check()?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| Failure::error(&e))?;
+        .map_err(|source| DaemonError::Runtime { source })?;
     rt.block_on(run_async(opts))
 }
 
-async fn run_async(opts: DaemonOptions) -> Result<(), Failure> {
-    let ctl = Controller::start(opts.control.clone()).map_err(|e| Failure::error(&e))?;
+async fn run_async(opts: DaemonOptions) -> Result<(), DaemonError> {
+    server::ensure_unused(&opts.socket)?;
+    let ctl = Controller::start(opts.control.clone())?;
     let config_path = ctl.config_path().to_owned();
     let ctl = Arc::new(Mutex::new(ctl));
-    let listener = server::bind(&opts.socket, opts.access).map_err(|e| Failure::error(&e))?;
+    let listener = server::bind(&opts.socket, opts.access)?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         // An error means the sender is gone: stop as well.
@@ -149,7 +197,9 @@ async fn run_async(opts: DaemonOptions) -> Result<(), Failure> {
         stopped(stop_rx.clone()),
     ));
     if let Some(addr) = opts.metrics {
-        let l = metrics::bind(addr).await.map_err(|e| Failure::error(&e))?;
+        let l = metrics::bind(addr)
+            .await
+            .map_err(|source| DaemonError::Metrics { addr, source })?;
         tracing::info!(%addr, "metrics on http://{addr}/metrics");
         tasks.spawn(metrics::serve(
             l,
@@ -165,9 +215,15 @@ async fn run_async(opts: DaemonOptions) -> Result<(), Failure> {
     tasks.spawn(reloader(Arc::clone(&ctl), reload_rx, stop_rx.clone()));
 
     tracing::info!(socket = %opts.socket.display(), "veer daemon ready");
-    let mut term = signal(SignalKind::terminate()).map_err(|e| Failure::error(&e))?;
-    let mut int = signal(SignalKind::interrupt()).map_err(|e| Failure::error(&e))?;
-    let mut hup = signal(SignalKind::hangup()).map_err(|e| Failure::error(&e))?;
+    let handler = |kind, signal_name| {
+        signal(kind).map_err(|source| DaemonError::Signal {
+            signal: signal_name,
+            source,
+        })
+    };
+    let mut term = handler(SignalKind::terminate(), "SIGTERM")?;
+    let mut int = handler(SignalKind::interrupt(), "SIGINT")?;
+    let mut hup = handler(SignalKind::hangup(), "SIGHUP")?;
     loop {
         tokio::select! {
             _ = term.recv() => break,

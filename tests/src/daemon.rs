@@ -156,6 +156,46 @@ impl Daemon {
         }
     }
 
+    /// Runs another `veer daemon` on this daemon's config, state directory and pin directory
+    /// (answering on `socket`) in the same namespace, and waits at most `within` for it to
+    /// exit; one still running then is killed. Returns its exit code (`None`: it had to be
+    /// killed) and everything it logged.
+    pub fn second(&self, socket: &Path, within: Duration) -> (Option<i32>, String) {
+        let log = self.dir.join("second-daemon.log");
+        let file = std::fs::File::create(&log).unwrap_or_else(|e| panic!("{e}"));
+        let mut child = Command::new("nsenter")
+            .arg(format!("--net={}", self.node.display()))
+            .arg("--")
+            .arg(veer_bin())
+            .arg("--socket")
+            .arg(socket)
+            .args(["daemon", "--metrics", "off", "--config"])
+            .arg(&self.config)
+            .arg("--state-dir")
+            .arg(self.state_dir())
+            .arg("--pin-dir")
+            .arg(&self.pin_dir)
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().unwrap_or_else(|e| panic!("{e}")))
+            .stderr(file)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting a second veer daemon: {e}"));
+        let deadline = Instant::now() + within;
+        let code = loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                break status.code();
+            }
+            if Instant::now() >= deadline {
+                // Still running: it is ours to stop, and the test fails on `None`.
+                drop(child.kill());
+                drop(child.wait());
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        (code, std::fs::read_to_string(&log).unwrap_or_default())
+    }
+
     /// `kill -9` (a crash).
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -189,6 +229,11 @@ impl Daemon {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// The daemon's pid (`nsenter` execs it), 0 when it is not running.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
     }
 
     /// Sends a signal to the daemon.

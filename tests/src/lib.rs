@@ -1,5 +1,7 @@
 //! veer's test bed, shared by the test binaries under `tests/tests/`.
 //!
+//! - `config`: config files built as values (`ConfigBuilder`, the bed's `web` service in either
+//!   `Family`) and written by veer's own writer.
 //! - `packet`: builds Ethernet/VLAN/IPv4/IPv6/TCP/UDP frames with correct checksums, verifies the
 //!   checksums of output frames, and diffs two frames field by field.
 //! - `prog`: loads veer's kernel object, seeds its maps with domain helpers and runs a program on
@@ -16,6 +18,7 @@
 #[cfg(test)]
 use tokio as _;
 
+pub mod config;
 pub mod daemon;
 pub mod etcd;
 pub mod netns;

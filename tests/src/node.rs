@@ -2,8 +2,8 @@
 //! kernel object with private maps, attaches it to every node interface, applies desired states.
 
 use veer::{
-    dataplane::{Dataplane, loader::XdpAttachMode},
-    model::DesiredState,
+    dataplane::Dataplane,
+    model::{DesiredState, Down, XdpAttachMode},
 };
 
 use crate::netns::{EnteredNetns, Topology};
@@ -52,7 +52,7 @@ impl SteeredNode {
     /// Applies `state`, panicking with the reason if it fails.
     pub fn apply(&mut self, state: &DesiredState) {
         self.dataplane
-            .apply(state, &veer::dataplane::sync::Down::new())
+            .apply(state, &Down::new())
             .unwrap_or_else(|e| panic!("applying {state:?}: {}", crate::prog::error_chain(&e)));
     }
 }

@@ -85,7 +85,7 @@ pub enum Seed {
     Group {
         /// Group id.
         id: u32,
-        /// Backends.
+        /// (backend id, address) of every backend of the group.
         backends: Vec<(u32, SocketAddr)>,
     },
     /// A source-prefix pin.

@@ -9,7 +9,9 @@ use std::{
     time::{Duration, Instant},
 };
 
+use veer::model::{CheckKind, HealthCheck, Plan, Weight};
 use veer_tests::{
+    config::{ConfigBuilder, Family, group, service, web},
     daemon::{Daemon, Held, Load},
     netns::Topology,
     servers::{TcpServer, ask_once},
@@ -20,43 +22,20 @@ const V2: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 51, 100, 21));
 const TIMEOUT: Duration = Duration::from_secs(5);
 
 fn vip() -> SocketAddr {
-    "192.0.2.10:80".parse().unwrap()
+    Family::V4.vip()
 }
 
-/// The config of the issue, attached to every node interface of `topo`.
+/// The bed's node settings: attached to every node interface of `topo`, a conntrack of 65,536
+/// entries, closing flows kept an hour (so a drain that ends sooner ends on FIN or RST).
+fn node(topo: &Topology) -> ConfigBuilder {
+    ConfigBuilder::new(topo.node_ifnames())
+        .conntrack_max(65_536)
+        .tcp_closing(Duration::from_hours(1))
+}
+
+/// `web` over v1 and v2 at `v1`/`v2` percent, attached to every node interface of `topo`.
 fn config(topo: &Topology, v1: &str, v2: &str) -> String {
-    let ifaces: Vec<String> = topo
-        .node_ifnames()
-        .iter()
-        .map(|i| format!("\"{i}\""))
-        .collect();
-    format!(
-        r#"[node]
-interfaces = [{}]
-xdp_mode = "auto"
-conntrack_max = 65536
-
-[node.timeouts]
-tcp_closing = "1h"
-
-[[service]]
-name = "web"
-vip = "192.0.2.10"
-port = 80
-protocol = "tcp"
-
-[[service.group]]
-name = "v1"
-weight = {v1}
-backends = ["198.51.100.11:8080"]
-
-[[service.group]]
-name = "v2"
-weight = {v2}
-backends = ["198.51.100.21:8080"]
-"#,
-        ifaces.join(", ")
-    )
+    node(topo).service(web(Family::V4, v1, v2)).to_toml()
 }
 
 /// Topology, backends answering "v1"/"v2", and a daemon at `v1`/`v2`. Field order drops the
@@ -75,24 +54,24 @@ fn bed(v1: &str, v2: &str) -> Bed {
 /// Like `bed`, with v2's server on `v2_port`: another port than 8080 leaves v2's backend
 /// refusing connections (RST), as a stopped service does.
 fn bed_with_v2_port(v1: &str, v2: &str, v2_port: u16) -> Bed {
-    build_bed(v1, v2, v2_port, None)
+    build_bed(Family::V4, v1, v2, v2_port, &[])
 }
 
-fn build_bed(v1: &str, v2: &str, v2_port: u16, metrics: Option<&str>) -> Bed {
+/// The bed in `family`: backends answering "v1" and "v2" (v2 on `v2_port`), and a daemon at
+/// `v1`/`v2` started with `args` (`--metrics off` unless they say).
+fn build_bed(family: Family, v1: &str, v2: &str, v2_port: u16, args: &[&str]) -> Bed {
+    let (a1, a2) = (family.backend("v1"), family.backend("v2"));
     let topo = Topology::builder()
         .client()
-        .backend("v1", &[V1])
-        .backend("v2", &[V2])
+        .backend("v1", &[a1])
+        .backend("v2", &[a2])
         .build()
         .unwrap();
-    let s1 = TcpServer::start(topo.backend("v1"), SocketAddr::new(V1, 8080), "v1").unwrap();
-    let s2 = TcpServer::start(topo.backend("v2"), SocketAddr::new(V2, v2_port), "v2").unwrap();
-    let daemon = match metrics {
-        Some(addr) => Daemon::start_with_metrics(&topo, &config(&topo, v1, v2), addr),
-        None => Daemon::start(&topo, &config(&topo, v1, v2)),
-    };
+    let s1 = TcpServer::start(topo.backend("v1"), SocketAddr::new(a1, 8080), "v1").unwrap();
+    let s2 = TcpServer::start(topo.backend("v2"), SocketAddr::new(a2, v2_port), "v2").unwrap();
+    let config = node(&topo).service(web(family, v1, v2)).to_toml();
     Bed {
-        daemon,
+        daemon: Daemon::start_with(&topo, &config, args),
         _s1: s1,
         _s2: s2,
         topo,
@@ -203,6 +182,73 @@ mod apply {
         assert_eq!(new, 20);
     }
 
+    /// `text` as a person might re-save it: a comment, blank lines and trailing spaces added,
+    /// keys of a table in another order. It means exactly what `text` means.
+    fn cosmetic_edit(text: &str) -> String {
+        let mut out = String::from("# edited by hand: nothing but comments and layout\n\n");
+        let mut lines = text.lines().peekable();
+        while let Some(line) = lines.next() {
+            if line.starts_with("vip = ")
+                && let Some(port) = lines.next_if(|l| l.starts_with("port = "))
+            {
+                out.push_str(port);
+                out.push_str("   # the service port\n");
+                out.push_str(line);
+                out.push('\n');
+                continue;
+            }
+            out.push_str(line);
+            out.push_str(if line.is_empty() { "\n\n" } else { "  \n" });
+        }
+        out
+    }
+
+    /// How many reloads the daemon has logged (applied, unchanged or rejected).
+    fn reloads(d: &Daemon) -> usize {
+        d.log().matches("config reload").count()
+    }
+
+    #[test]
+    fn an_edit_that_changes_only_comments_layout_or_key_order_keeps_a_live_shift() {
+        let b = bed("100", "0");
+        b.daemon.ok(&["shift", "web", "v1=50", "v2=50"]);
+        let text = config(&b.topo, "100", "0");
+        let edited = cosmetic_edit(&text);
+        assert_ne!(edited, text);
+        assert!(edited.find("port = 80").unwrap() < edited.find("vip = ").unwrap());
+        let before = reloads(&b.daemon);
+        b.daemon.write_config(&edited);
+        b.daemon.signal(libc::SIGHUP);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while reloads(&b.daemon) == before {
+            assert!(
+                Instant::now() < deadline,
+                "the edit was not reloaded:\n{}",
+                b.daemon.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        // Let a second trigger (the file change and SIGHUP) be handled too.
+        std::thread::sleep(Duration::from_millis(500));
+        let s = b.daemon.json(&["status"]);
+        assert_eq!(s["revision"]["number"], 2, "{}", b.daemon.log());
+        assert_eq!(weights(&s), [("v1".into(), 50.0), ("v2".into(), 50.0)]);
+        let mut answers = std::collections::HashSet::new();
+        for _ in 0..40 {
+            answers.insert(ask_once(b.topo.client(), vip(), TIMEOUT).unwrap());
+        }
+        assert_eq!(answers.len(), 2, "new flows still split 50/50: {answers:?}");
+        // A restart reads the edited file too, and keeps the shift.
+        let mut b = b;
+        b.daemon.stop();
+        b.daemon.spawn();
+        assert_eq!(b.daemon.revision(), 2);
+        assert_eq!(
+            weights(&b.daemon.json(&["status"])),
+            [("v1".into(), 50.0), ("v2".into(), 50.0)]
+        );
+    }
+
     #[test]
     fn a_config_file_change_is_applied_and_a_broken_one_ignored() {
         let b = bed("100", "0");
@@ -221,7 +267,9 @@ mod apply {
             [("v1".into(), 70.0), ("v2".into(), 30.0)]
         );
         // A broken file (on SIGHUP too) is reported and changes nothing.
-        b.daemon.write_config(&config(&b.topo, "70", "300"));
+        let broken = config(&b.topo, "70", "30").replace("weight = 30\n", "weight = 300\n");
+        assert!(broken.contains("weight = 300"));
+        b.daemon.write_config(&broken);
         b.daemon.signal(libc::SIGHUP);
         let deadline = Instant::now() + Duration::from_secs(10);
         while !b.daemon.log().contains("config reload rejected") {
@@ -255,17 +303,15 @@ mod refusals {
     fn bad_input_is_refused_with_the_exact_message_and_changes_nothing() {
         let b = bed("100", "0");
         let bad = b.daemon.state_dir().join("../bad.toml");
-        std::fs::write(
-            &bad,
-            config(&b.topo, "100", "0").replace("port = 80", "port = 80\ncolour = \"red\""),
-        )
-        .unwrap();
+        let text = config(&b.topo, "100", "0").replace("port = 80", "port = 80\ncolour = \"red\"");
+        std::fs::write(&bad, &text).unwrap();
+        let line = 1 + text.lines().position(|l| l.starts_with("colour")).unwrap();
         let out = b.daemon.cli(&["apply", "-f", bad.to_str().unwrap()]);
         assert_eq!(out.status.code(), Some(1));
         assert_eq!(
             stderr(&out),
             format!(
-                "veer: {}:13:1: unknown field `colour`, expected one of `name`, `vip`, `port`, `protocol`, `group`, `pin`, `health`, `rollout`",
+                "veer: {}:{line}:1: unknown field `colour`, expected one of `name`, `vip`, `port`, `protocol`, `group`, `pin`, `health`, `rollout`",
                 bad.display()
             )
         );
@@ -318,22 +364,175 @@ mod refusals {
         );
     }
 
+    /// What is pinned: every map's content (`bpftool map dump`) and identity (`map show`),
+    /// every link's program (`link show`), and the state directory's files. `VEER_REASONS` is
+    /// left out: it counts the kernel's own chatter on the bed's links (IPv6 neighbour
+    /// discovery), which no daemon writes.
+    fn node_state(d: &Daemon) -> std::collections::BTreeMap<String, String> {
+        let bpftool = |args: &[&str], path: &std::path::Path| {
+            let out = std::process::Command::new("bpftool")
+                .args(args)
+                .arg(path)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "bpftool {args:?} {}", path.display());
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+        let mut snapshot = std::collections::BTreeMap::new();
+        let files = |dir: &std::path::Path| {
+            let mut v: Vec<std::path::PathBuf> = std::fs::read_dir(dir)
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .filter(|p| p.is_file())
+                .collect();
+            v.sort();
+            v
+        };
+        for map in files(&d.pin_dir) {
+            if map.ends_with("VEER_REASONS") {
+                continue;
+            }
+            let shown = bpftool(&["-j", "map", "show", "pinned"], &map);
+            let dumped = bpftool(&["-j", "map", "dump", "pinned"], &map);
+            snapshot.insert(map.display().to_string(), format!("{shown}{dumped}"));
+        }
+        for link in files(&d.pin_dir.join("links")) {
+            snapshot.insert(
+                link.display().to_string(),
+                bpftool(&["-j", "link", "show", "pinned"], &link),
+            );
+        }
+        for file in files(&d.state_dir().join("revisions")) {
+            snapshot.insert(
+                file.display().to_string(),
+                std::fs::read_to_string(&file).unwrap(),
+            );
+        }
+        assert!(snapshot.len() > 10, "{snapshot:?}");
+        snapshot
+    }
+
+    #[test]
+    fn a_second_daemon_on_the_same_pins_and_state_exits_having_changed_nothing() {
+        let b = bed("90", "10");
+        let before = node_state(&b.daemon);
+        // On another socket: only the locks stop it.
+        let other = b.daemon.state_dir().join("../second.sock");
+        let (code, log) = b.daemon.second(&other, Duration::from_secs(20));
+        assert_eq!(code, Some(1), "{log}");
+        assert!(
+            log.contains(&format!(
+                "is locked by another veer daemon (pid {})",
+                b.daemon.pid()
+            )),
+            "{log}"
+        );
+        assert_eq!(node_state(&b.daemon), before, "{log}");
+        // On the same socket.
+        let (code, log) = b.daemon.second(&b.daemon.socket, Duration::from_secs(20));
+        assert_eq!(code, Some(1), "{log}");
+        assert!(log.contains("another veer daemon answers on it"), "{log}");
+        assert_eq!(node_state(&b.daemon), before, "{log}");
+        // No other user can take these locks (flock(2) needs only a descriptor) to keep a daemon
+        // from starting.
+        for locked in [b.daemon.pin_dir.clone(), b.daemon.state_dir().join("lock")] {
+            let out = std::process::Command::new("setpriv")
+                .args(["--reuid", "65534", "--regid", "65534", "--clear-groups"])
+                .args(["flock", "--nonblock", "--shared"])
+                .arg(&locked)
+                .arg("true")
+                .output()
+                .unwrap();
+            assert!(
+                !out.status.success() && stderr(&out).contains("Permission denied"),
+                "{}: {}",
+                locked.display(),
+                stderr(&out)
+            );
+        }
+        // The first one goes on as before.
+        assert_eq!(b.daemon.revision(), 1);
+        let mut answers = std::collections::HashSet::new();
+        for _ in 0..40 {
+            answers.insert(ask_once(b.topo.client(), vip(), TIMEOUT).unwrap());
+        }
+        assert_eq!(answers.len(), 2, "{answers:?}");
+    }
+
+    /// Directories removed when dropped, pass or fail (those that exist).
+    struct TempDirs(Vec<std::path::PathBuf>);
+
+    impl Drop for TempDirs {
+        fn drop(&mut self) {
+            for dir in self.0.iter().filter(|d| d.exists()) {
+                if let Err(e) = std::fs::remove_dir_all(dir) {
+                    eprintln!("veer-tests: cannot remove {}: {e}", dir.display());
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_daemon_without_root_says_which_capabilities_it_lacks_and_touches_nothing() {
+        veer_tests::require_root();
+        let dir = std::env::temp_dir().join(format!("veer-noroot-{}", std::process::id()));
+        // /sys/fs/bpf may be world-writable: a daemon that fails late could leave its pin dir.
+        let pin_dir =
+            std::path::PathBuf::from(format!("/sys/fs/bpf/veer-noroot-{}", std::process::id()));
+        let _cleanup = TempDirs(vec![dir.clone(), pin_dir.clone()]);
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = dir.join("veer.toml");
+        let text = ConfigBuilder::new(Vec::<String>::new())
+            .service(web(Family::V4, "100", "0"))
+            .to_toml();
+        std::fs::write(&config, text).unwrap();
+        for path in [&dir, &config] {
+            std::os::unix::fs::chown(path, Some(65534), Some(65534)).unwrap();
+        }
+        let (state, socket) = (dir.join("state"), dir.join("veer.sock"));
+        let run = |caps: &[&str]| {
+            std::process::Command::new("setpriv")
+                .args(["--reuid", "65534", "--regid", "65534", "--clear-groups"])
+                .args(caps)
+                .arg(veer_tests::daemon::veer_bin())
+                .arg("--socket")
+                .arg(&socket)
+                .args(["daemon", "--metrics", "off", "--config"])
+                .arg(&config)
+                .arg("--state-dir")
+                .arg(&state)
+                .arg("--pin-dir")
+                .arg(&pin_dir)
+                .output()
+                .unwrap()
+        };
+        for (caps, lacks) in [
+            (&[][..], "CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN"),
+            (
+                &["--inh-caps", "+net_admin", "--ambient-caps", "+net_admin"][..],
+                "CAP_BPF, CAP_SYS_ADMIN",
+            ),
+        ] {
+            let out = run(caps);
+            assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+            assert_eq!(
+                stderr(&out),
+                format!(
+                    "veer: veer daemon needs root, or CAP_BPF + CAP_NET_ADMIN + CAP_SYS_ADMIN; this process (uid 65534) lacks {lacks}: run it as root (sudo veer daemon, or dist/veer.service)"
+                ),
+                "{caps:?}"
+            );
+            for created in [&state, &socket, &pin_dir] {
+                assert!(!created.exists(), "{} was created", created.display());
+            }
+        }
+    }
+
     #[test]
     fn a_socket_group_member_may_operate_but_not_make_the_daemon_run_commands() {
-        let topo = Topology::builder()
-            .client()
-            .backend("v1", &[V1])
-            .backend("v2", &[V2])
-            .build()
-            .unwrap();
-        let _s1 = TcpServer::start(topo.backend("v1"), SocketAddr::new(V1, 8080), "v1").unwrap();
-        let _s2 = TcpServer::start(topo.backend("v2"), SocketAddr::new(V2, 8080), "v2").unwrap();
         // gid 65534 (nogroup): the member is uid 65534 with that primary group.
-        let daemon = Daemon::start_with(
-            &topo,
-            &config(&topo, "100", "0"),
-            &["--socket-group", "65534"],
-        );
+        let b = build_bed(Family::V4, "100", "0", 8080, &["--socket-group", "65534"]);
+        let daemon = &b.daemon;
         std::fs::set_permissions(
             daemon.socket.parent().unwrap(),
             std::os::unix::fs::PermissionsExt::from_mode(0o755),
@@ -442,22 +641,21 @@ mod live {
         assert_eq!(b.daemon.revision(), 5);
     }
 
-    #[test]
-    fn a_crashed_daemon_leaves_traffic_flowing_and_its_successor_adopts_everything() {
-        let mut b = bed("100", "0");
-        b.daemon.ok(&["shift", "web", "v1=50", "v2=50"]);
-        let mut held = Held::open(b.topo.client(), vip(), 30);
-        let load = Load::new_connections(b.topo.client(), vip(), 20_000, Duration::from_mins(1));
+    /// A live shift, then `kill -9` under load: traffic keeps flowing with no daemon, the next
+    /// daemon adopts the links, keeps the shift (the file still says 100/0) and conntrack, and
+    /// steers new flows by a shift made after the restart, failing no request.
+    fn a_crashed_daemon_is_succeeded_without_a_failed_request(family: Family) {
+        let mut b = build_bed(family, "100", "0", 8080, &[]);
+        let (service, vip) = (family.service(), family.vip());
+        b.daemon.ok(&["shift", service, "v1=50", "v2=50"]);
+        let mut held = Held::open(b.topo.client(), vip, 30);
+        let load = Load::new_connections(b.topo.client(), vip, 20_000, Duration::from_mins(1));
         std::thread::sleep(Duration::from_millis(300));
         b.daemon.kill9();
         std::thread::sleep(Duration::from_millis(500));
         held.check("with no daemon");
         b.daemon.spawn();
         held.check("after the restart");
-        std::thread::sleep(Duration::from_millis(300));
-        let report = load.finish();
-        assert_load_clean(&report, "kill -9 and restart");
-        // The live change survived (the config file still says 100/0) and conntrack did too.
         let s = b.daemon.json(&["status"]);
         assert_eq!(s["revision"]["number"], 2);
         assert_eq!(weights(&s), [("v1".into(), 50.0), ("v2".into(), 50.0)]);
@@ -470,6 +668,28 @@ mod live {
             .sum();
         assert!(active >= 30, "active flows after restart: {active}");
         assert!(b.daemon.log().contains("how=Adopted"), "{}", b.daemon.log());
+        b.daemon.ok(&["shift", service, "v1=0", "v2=100"]);
+        std::thread::sleep(Duration::from_millis(300));
+        let report = load.finish();
+        assert_load_clean(&report, &format!("{family:?}: kill -9, restart and shift"));
+        held.check("after the restart and a shift");
+        for i in 0..10 {
+            assert_eq!(
+                ask_once(b.topo.client(), vip, TIMEOUT).unwrap(),
+                "v2",
+                "new {family:?} connection {i}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_crashed_daemon_is_succeeded_without_a_failed_request_ipv4() {
+        a_crashed_daemon_is_succeeded_without_a_failed_request(Family::V4);
+    }
+
+    #[test]
+    fn a_crashed_daemon_is_succeeded_without_a_failed_request_ipv6() {
+        a_crashed_daemon_is_succeeded_without_a_failed_request(Family::V6);
     }
 
     #[test]
@@ -612,31 +832,12 @@ mod live {
 mod dual_stack {
     use super::*;
 
-    const V1_6: &str = "2001:db8:b::11";
-    const V2_6: &str = "2001:db8:b::21";
-
     /// web (IPv4) and web6 (IPv6), both over v1 and v2.
     fn config(topo: &Topology, v1: &str, v2: &str) -> String {
-        format!(
-            r#"{}
-[[service]]
-name = "web6"
-vip = "2001:db8::10"
-port = 80
-protocol = "tcp"
-
-[[service.group]]
-name = "v1"
-weight = {v1}
-backends = ["[2001:db8:b::11]:8080"]
-
-[[service.group]]
-name = "v2"
-weight = {v2}
-backends = ["[2001:db8:b::21]:8080"]
-"#,
-            super::config(topo, v1, v2)
-        )
+        node(topo)
+            .service(web(Family::V4, v1, v2))
+            .service(web(Family::V6, v1, v2))
+            .to_toml()
     }
 
     struct Bed6 {
@@ -646,8 +847,7 @@ backends = ["[2001:db8:b::21]:8080"]
     }
 
     fn bed6(v1: &str, v2: &str) -> Bed6 {
-        let a1: IpAddr = V1_6.parse().unwrap();
-        let a2: IpAddr = V2_6.parse().unwrap();
+        let (a1, a2) = (Family::V6.backend("v1"), Family::V6.backend("v2"));
         let topo = Topology::builder()
             .client()
             .backend("v1", &[V1, a1])
@@ -666,10 +866,6 @@ backends = ["[2001:db8:b::21]:8080"]
             _servers: servers,
             topo,
         }
-    }
-
-    fn vip6() -> SocketAddr {
-        "[2001:db8::10]:80".parse().unwrap()
     }
 
     #[test]
@@ -699,7 +895,7 @@ backends = ["[2001:db8:b::21]:8080"]
                 "IPv4 connection {i}"
             );
             assert_eq!(
-                ask_once(b.topo.client(), vip6(), TIMEOUT).unwrap(),
+                ask_once(b.topo.client(), Family::V6.vip(), TIMEOUT).unwrap(),
                 "v2",
                 "IPv6 connection {i}"
             );
@@ -713,29 +909,6 @@ backends = ["[2001:db8:b::21]:8080"]
         let out = b.daemon.cli(&["shift", "web,web6", "v3=10"]);
         assert_eq!(stderr(&out), "veer: service `web` has no group `v3`");
         assert_eq!(b.daemon.revision(), 2);
-    }
-
-    #[test]
-    fn a_daemon_restart_under_ipv6_load_fails_no_request() {
-        let mut b = bed6("50", "50");
-        let mut held = Held::open(b.topo.client(), vip6(), 20);
-        let load = Load::new_connections(b.topo.client(), vip6(), 20_000, Duration::from_mins(1));
-        std::thread::sleep(Duration::from_millis(300));
-        b.daemon.kill9();
-        held.check("IPv6, no daemon");
-        b.daemon.spawn();
-        b.daemon.ok(&["shift", "web6", "v1=0", "v2=100"]);
-        std::thread::sleep(Duration::from_millis(300));
-        let report = load.finish();
-        assert_load_clean(&report, "IPv6 kill -9, restart and shift");
-        held.check("IPv6, after restart and shift");
-        for i in 0..10 {
-            assert_eq!(
-                ask_once(b.topo.client(), vip6(), TIMEOUT).unwrap(),
-                "v2",
-                "new IPv6 connection {i}"
-            );
-        }
     }
 }
 
@@ -898,15 +1071,31 @@ mod rollouts {
             weights(&b.daemon.json(&["status"])),
             [("v1".into(), 90.0), ("v2".into(), 10.0)]
         );
+        // Every hint is one that works from where the rollout stands.
         let out = b.daemon.cli(&["shift", "web", "v2=50"]);
         assert_eq!(
             stderr(&out),
-            "veer: service `web` has a rollout in progress; pause or abort it first (veer rollout abort web)"
+            "veer: service `web` has a rollout to `v2` in progress (step 1/3); wait for it to finish, or abort it first (veer rollout abort web)"
         );
         let out = b.daemon.cli(&["rollout", "start", "web", "--to", "v2"]);
         assert_eq!(out.status.code(), Some(1), "a second rollout is refused");
         b.daemon.ok(&["rollout", "pause", "web"]);
         assert_eq!(rollout_json(&b)["phase"], "paused");
+        let out = b.daemon.cli(&["shift", "web", "v2=50"]);
+        assert_eq!(
+            (out.status.code(), stderr(&out).as_str()),
+            (
+                Some(1),
+                "veer: service `web` has a paused rollout to `v2` (step 1/3); abort it (veer rollout abort web), or resume it and let it finish (veer rollout resume web)"
+            )
+        );
+        let out = b.daemon.cli(&["drain", "web", "v1", "--force"]);
+        assert!(
+            stderr(&out).contains("has a paused rollout"),
+            "{}",
+            stderr(&out)
+        );
+        b.daemon.ok(&["rollout", "pause", "web"]);
         b.daemon.ok(&["rollout", "resume", "web"]);
         assert_eq!(rollout_json(&b)["phase"], "running");
         b.daemon.ok(&["rollout", "abort", "web"]);
@@ -919,6 +1108,33 @@ mod rollouts {
             weights(&b.daemon.json(&["status"])),
             [("v1".into(), 100.0), ("v2".into(), 0.0)]
         );
+        // Aborting what is not running is what a script re-running it wants: done already.
+        let revision = b.daemon.revision();
+        let out = b.daemon.cli(&["rollout", "abort", "web"]);
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            format!(
+                "rollout web: nothing to abort (the latest rollout was aborted); revision {revision} stays in force"
+            )
+        );
+        let r = b.daemon.json(&["rollout", "abort", "web"]);
+        assert_eq!(
+            (&r["changed"], &r["revision"], &r["note"]),
+            (
+                &false.into(),
+                &revision.into(),
+                &"rollout web: nothing to abort (the latest rollout was aborted)".into()
+            ),
+            "{r}"
+        );
+        assert_eq!(b.daemon.revision(), revision);
+        let out = b.daemon.cli(&["rollout", "abort", "shop"]);
+        assert_eq!(
+            (out.status.code(), stderr(&out).as_str()),
+            (Some(1), "veer: no service `shop`")
+        );
+        // Pausing or resuming what is not running cannot be done: an error.
         let out = b.daemon.cli(&["rollout", "pause", "web"]);
         assert_eq!(
             stderr(&out),
@@ -1002,37 +1218,23 @@ mod health {
         let _a = TcpServer::start(topo.backend("v1"), SocketAddr::new(V1, 8080), "v1a").unwrap();
         let b_server =
             TcpServer::start(topo.backend("v1"), SocketAddr::new(V1B, 8080), "v1b").unwrap();
-        let ifaces: Vec<String> = topo
-            .node_ifnames()
-            .iter()
-            .map(|i| format!("\"{i}\""))
-            .collect();
-        let config = format!(
-            r#"[node]
-interfaces = [{}]
-
-[[service]]
-name = "web"
-vip = "192.0.2.10"
-port = 80
-protocol = "tcp"
-
-[service.health]
-kind = "http"
-path = "/healthz"
-expect_status = 200
-interval = "200ms"
-timeout = "100ms"
-rise = 2
-fall = 2
-
-[[service.group]]
-name = "v1"
-weight = 100
-backends = ["198.51.100.11:8080", "198.51.100.12:8080"]
-"#,
-            ifaces.join(", ")
-        );
+        let backends = [SocketAddr::new(V1, 8080), SocketAddr::new(V1B, 8080)];
+        let config = ConfigBuilder::new(topo.node_ifnames())
+            .service(service("web", vip(), vec![group("v1", "100", &backends)]))
+            .health(
+                "web",
+                HealthCheck {
+                    kind: CheckKind::Http {
+                        path: "/healthz".into(),
+                        expect_status: 200,
+                    },
+                    interval: Duration::from_millis(200),
+                    timeout: Duration::from_millis(100),
+                    rise: 2,
+                    fall: 2,
+                },
+            )
+            .to_toml();
         let daemon = Daemon::start(&topo, &config);
         let answers = |n: usize| -> std::collections::HashMap<String, usize> {
             let mut m = std::collections::HashMap::new();
@@ -1109,7 +1311,7 @@ fn node_get(topo: &Topology, addr: &str, path: &str) -> Option<String> {
 const METRICS: &str = "127.0.0.1:9464";
 
 fn bed_with_metrics(v1: &str, v2: &str) -> Bed {
-    build_bed(v1, v2, 8080, Some(METRICS))
+    build_bed(Family::V4, v1, v2, 8080, &["--metrics", METRICS])
 }
 
 /// The value of a metric line (name and labels exactly as exposed).
@@ -1125,6 +1327,167 @@ fn metric(text: &str, series: &str) -> Option<f64> {
 
 mod metrics {
     use super::*;
+
+    /// Waits (at most 10 s) until the daemon's status says `done`.
+    fn until(b: &Bed, what: &str, done: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let s = b.daemon.json(&["status"]);
+            if done(&s) {
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what}: {}\n{}",
+                s["config"],
+                b.daemon.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    #[test]
+    fn refused_reloads_and_settings_waiting_for_a_restart_show_in_apply_status_and_metrics() {
+        let b = bed_with_metrics("100", "0");
+        let path = b.daemon.config.display().to_string();
+        let s = b.daemon.json(&["status"]);
+        assert_eq!(s["config"]["path"], path.as_str());
+        assert!(s["config"]["last_error"].is_null(), "{}", s["config"]);
+        assert_eq!(s["config"]["pending_restart"], serde_json::json!([]));
+        let first = s["config"]["last_reload"].as_str().unwrap().to_owned();
+        let text = scrape(&b);
+        let started = metric(&text, "veer_config_last_reload_success_timestamp_seconds").unwrap();
+        assert!(started > 1.0e9, "{text}");
+        assert_eq!(
+            metric(&text, "veer_config_last_reload_successful"),
+            Some(1.0)
+        );
+
+        a_node_change_waits_for_a_restart(&b);
+        a_refused_reload_is_located(&b, &first, started);
+        // Mended: the refusal is gone, the reload time moves, nothing waits for a restart.
+        b.daemon.write_config(&config(&b.topo, "100", "0"));
+        b.daemon.signal(libc::SIGHUP);
+        let s = until(&b, "the mended file", |s| {
+            s["config"]["last_error"].is_null()
+        });
+        assert_eq!(s["config"]["pending_restart"], serde_json::json!([]));
+        let text = scrape(&b);
+        assert_eq!(
+            metric(&text, "veer_config_last_reload_successful"),
+            Some(1.0)
+        );
+        assert!(
+            metric(&text, "veer_config_last_reload_success_timestamp_seconds").unwrap() > started
+        );
+        assert!(
+            !text.contains("veer_config_last_reload_error_info{"),
+            "{text}"
+        );
+    }
+
+    fn scrape(b: &Bed) -> String {
+        node_get(&b.topo, METRICS, "/metrics").expect("scrape /metrics")
+    }
+
+    /// `veer apply` of a file whose only change is `[node]`: nothing applied, and apply, status
+    /// and the metrics say what waits for a restart.
+    fn a_node_change_waits_for_a_restart(b: &Bed) {
+        // A [node] change waits for a restart, and the answer says so.
+        let bigger = b.daemon.state_dir().join("../bigger.toml");
+        let bigger_text = node(&b.topo)
+            .conntrack_max(131_072)
+            .service(web(Family::V4, "100", "0"))
+            .to_toml();
+        std::fs::write(&bigger, bigger_text).unwrap();
+        let waiting = serde_json::json!([
+            {"setting": "conntrack_max", "running": "65536", "wanted": "131072"}
+        ]);
+        let r = b.daemon.json(&["apply", "-f", bigger.to_str().unwrap()]);
+        assert_eq!(
+            (&r["changed"], &r["pending_restart"]),
+            (&false.into(), &waiting),
+            "{r}"
+        );
+        let out = b.daemon.ok(&["apply", "-f", bigger.to_str().unwrap()]);
+        assert!(
+            out.contains(
+                "[node] settings wait for a daemon restart: conntrack_max 65536 -> 131072"
+            ),
+            "{out}"
+        );
+        assert_eq!(
+            b.daemon.json(&["status"])["config"]["pending_restart"],
+            waiting
+        );
+        let human = b.daemon.ok(&["status"]);
+        assert!(
+            human.contains(
+                "[node] settings wait for a daemon restart: conntrack_max 65536 -> 131072"
+            ),
+            "{human}"
+        );
+        assert_eq!(
+            metric(
+                &scrape(b),
+                r#"veer_config_pending_restart{setting="conntrack_max"}"#
+            ),
+            Some(1.0)
+        );
+    }
+
+    /// A refused reload: where and why in apply, status and the metrics, and the good reload
+    /// that stays in force.
+    fn a_refused_reload_is_located(b: &Bed, first: &str, started: f64) {
+        let path = b.daemon.config.display().to_string();
+        // A refused reload: where and why, and the good reload that stays in force.
+        let broken = config(&b.topo, "100", "0").replace("weight = 0\n", "weight = 300\n");
+        let line = 1 + broken.lines().position(|l| l == "weight = 300").unwrap();
+        b.daemon.write_config(&broken);
+        b.daemon.signal(libc::SIGHUP);
+        let s = until(b, "the refusal", |s| !s["config"]["last_error"].is_null());
+        let e = &s["config"]["last_error"];
+        let message = "service `web`, group `v2`, `weight`: 300 is out of range 0..=100";
+        assert_eq!(
+            (&e["file"], &e["line"], &e["column"], &e["message"]),
+            (
+                &path.as_str().into(),
+                &line.into(),
+                &10.into(),
+                &message.into()
+            ),
+            "{e}"
+        );
+        assert_eq!(s["config"]["last_reload"], first);
+        assert_eq!(s["revision"]["number"], 1, "nothing applied");
+        let human = b.daemon.ok(&["status"]);
+        assert!(
+            human.contains(&format!(
+                ": {path}:{line}:10: {message}; the last good reload ({first}) stays in force"
+            )) && human.contains(&format!("config {path}: REJECTED at ")),
+            "{human}"
+        );
+        let text = scrape(b);
+        assert_eq!(
+            metric(&text, "veer_config_last_reload_successful"),
+            Some(0.0),
+            "{text}"
+        );
+        assert_eq!(
+            metric(&text, "veer_config_last_reload_success_timestamp_seconds"),
+            Some(started)
+        );
+        assert_eq!(
+            metric(
+                &text,
+                &format!(
+                    r#"veer_config_last_reload_error_info{{file="{path}",line="{line}",column="10",message="{message}"}}"#
+                )
+            ),
+            Some(1.0),
+            "{text}"
+        );
+    }
 
     #[test]
     fn metrics_match_the_traffic_sent() {
@@ -1390,11 +1753,14 @@ mod gates {
     fn a_rollout_declared_in_the_config_starts_when_it_is_applied_and_only_once() {
         let b = bed("100", "0");
         let file = b.daemon.state_dir().join("../rollout.toml");
-        let text = config(&b.topo, "100", "0").replacen(
-            "protocol = \"tcp\"\n",
-            "protocol = \"tcp\"\n\n[service.rollout]\nto = \"v2\"\nsteps = [50, 100]\npause = \"1s\"\nmin_flows = 0\n",
-            1,
-        );
+        let mut plan = Plan::to("v2");
+        plan.steps = vec![Weight::percent(50), Weight::percent(100)];
+        plan.pause = Duration::from_secs(1);
+        plan.min_flows = 0;
+        let text = node(&b.topo)
+            .service(web(Family::V4, "100", "0"))
+            .rollout("web", plan)
+            .to_toml();
         std::fs::write(&file, &text).unwrap();
         b.daemon.ok(&["apply", "-f", file.to_str().unwrap()]);
         let deadline = Instant::now() + Duration::from_secs(20);

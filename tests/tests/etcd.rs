@@ -805,7 +805,7 @@ mod election_tests {
                     to: "v2",
                     spec: veer::fleet::WaveSpec::default(),
                     canary: None,
-                    node_plan: veer::rollout::Plan {
+                    node_plan: veer::model::Plan {
                         to: "v2".into(),
                         steps: vec![veer::model::Weight::FULL],
                         pause: Duration::from_secs(1),
@@ -813,7 +813,7 @@ mod election_tests {
                         min_flows: 0,
                         gates: vec![],
                         gate_timeout: Duration::from_secs(1),
-                        on_failure: veer::rollout::plan::OnFailure::Rollback,
+                        on_failure: veer::model::OnFailure::Rollback,
                         hold_on_restart: false,
                     },
                     missing: veer::fleet::MissingNode::RollBack,
@@ -890,7 +890,7 @@ mod tls_tests {
                 ..etcd.options(PREFIX)
             };
             let e = fleet(&wrong_ca).config().await.unwrap_err();
-            let chain = veer::sources::etcd::error_chain(&e);
+            let chain = veer::error::chain(&e);
             assert!(e.is_unreachable(), "{chain}");
             assert!(chain.contains("--etcd-cacert"), "{chain}");
             assert!(chain.contains(&etcd.endpoint()), "{chain}");

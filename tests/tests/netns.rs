@@ -388,9 +388,8 @@ mod steering {
         time::{Duration, Instant},
     };
 
-    use veer::{
-        dataplane::loader::XdpAttachMode,
-        model::{Backend, DesiredState, Group, Pin, Protocol, Service, Weight},
+    use veer::model::{
+        Backend, DesiredState, Group, Pin, Protocol, Service, Weight, XdpAttachMode,
     };
     use veer_tests::{
         netns::Topology,

@@ -90,12 +90,3 @@ fn install_tools() -> anyhow::Result<()> {
     }
     result
 }
-
-/// Cargo's target directory: `$CARGO_TARGET_DIR` (relative to the workspace root when relative),
-/// else `target/` at the workspace root.
-pub(crate) fn target_dir() -> std::path::PathBuf {
-    match std::env::var_os("CARGO_TARGET_DIR") {
-        Some(dir) if !dir.is_empty() => exec::workspace_root().join(dir),
-        _ => exec::workspace_root().join("target"),
-    }
-}

@@ -79,5 +79,14 @@ pub(crate) fn build_test_program(bin: &str) -> anyhow::Result<std::path::PathBuf
         "--bin",
         bin,
     ])?;
-    Ok(crate::bench::target_dir().join("release").join(bin))
+    Ok(target_dir().join("release").join(bin))
+}
+
+/// Cargo's target directory: `$CARGO_TARGET_DIR` (relative to the workspace root when relative),
+/// else `target/` at the workspace root.
+pub(crate) fn target_dir() -> std::path::PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) if !dir.is_empty() => workspace_root().join(dir),
+        _ => workspace_root().join("target"),
+    }
 }

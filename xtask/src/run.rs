@@ -18,7 +18,7 @@ pub(crate) struct Options {
 /// Builds and runs veer; exits with veer's exit code.
 pub(crate) fn run(opts: &Options) -> anyhow::Result<()> {
     exec::cargo(&["build", "--release", "--locked", "--package", "veer"])?;
-    let veer = exec::workspace_root().join("target/release/veer");
+    let veer = exec::target_dir().join("release/veer");
     let status = Command::new(&veer)
         .args(&opts.args)
         .status()

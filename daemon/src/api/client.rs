@@ -19,13 +19,13 @@ pub enum ClientError {
     /// The socket exists but this user may not use it.
     #[error("permission denied on {}: only root (or the daemon's --socket-group) may use veer's control socket", socket.display())]
     Forbidden {
-        /// Socket.
+        /// Path of the control socket.
         socket: PathBuf,
     },
     /// No daemon answers on the socket.
     #[error("cannot reach veer daemon at {}: is it running? (`systemctl status veer`, or `veer daemon`)", socket.display())]
     Connect {
-        /// Socket.
+        /// Path of the control socket.
         socket: PathBuf,
         /// The OS error.
         #[source]
@@ -34,7 +34,7 @@ pub enum ClientError {
     /// The HTTP exchange failed.
     #[error("talking to veer daemon at {} failed", socket.display())]
     Http {
-        /// Socket.
+        /// Path of the control socket.
         socket: PathBuf,
         /// The HTTP error.
         #[source]
@@ -43,7 +43,7 @@ pub enum ClientError {
     /// No answer in time.
     #[error("veer daemon at {} did not answer within {}s", socket.display(), TIMEOUT.as_secs())]
     Timeout {
-        /// Socket.
+        /// Path of the control socket.
         socket: PathBuf,
     },
     /// The daemon refused or failed the request.

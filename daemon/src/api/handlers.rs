@@ -7,13 +7,16 @@ use hyper::{Method, Request, Response, StatusCode, body::Incoming};
 use serde::{Serialize, de::DeserializeOwned};
 
 use super::protocol::{
-    ApplyRequest, ApplyResponse, DrainRequest, ErrorBody, ErrorDetail, FlowsResponse,
-    HistoryResponse, PinRequest, RollbackRequest, RolloutStartRequest, ShiftRequest, UnpinRequest,
-    VersionResponse,
+    ApplyRequest, ApplyResponse, DrainRequest, ErrorBody, ErrorDetail, FlowsResponse, HistoryEntry,
+    HistoryResponse, PinRequest, RevisionInfo, RollbackRequest, RolloutStartRequest, RolloutStatus,
+    ShiftRequest, Status, UnpinRequest, VersionResponse,
 };
 use crate::{
-    cli::exit::chain,
-    control::{Applied, ControlError, Controller},
+    config,
+    control::{self, Answer, ControlError, Controller},
+    dataplane::sync::SyncError,
+    error::chain,
+    model::{Plan, gate::Gate},
     state::Origin,
 };
 
@@ -60,34 +63,37 @@ fn control_error(e: &ControlError) -> Response<Body> {
         ControlError::BadRequest { .. }
         | ControlError::NothingToRollBack { .. }
         | ControlError::RolloutPlan(_)
-        | ControlError::Sync(crate::dataplane::sync::SyncError::Plan(_)) => {
-            (StatusCode::BAD_REQUEST, "bad_request")
-        }
+        | ControlError::Invalid(_)
+        | ControlError::Sync(SyncError::Plan(_)) => (StatusCode::BAD_REQUEST, "bad_request"),
         ControlError::Config(_) => (StatusCode::BAD_REQUEST, "invalid_config"),
-        ControlError::DrainLastGroup { .. } | ControlError::RolloutInProgress { .. } => {
-            (StatusCode::CONFLICT, "conflict")
-        }
+        ControlError::DrainLastGroup { .. }
+        | ControlError::RolloutInProgress { .. }
+        | ControlError::RolloutPaused { .. } => (StatusCode::CONFLICT, "conflict"),
         ControlError::Sync(_) | ControlError::Dataplane(_) => {
             (StatusCode::INTERNAL_SERVER_ERROR, "dataplane")
         }
-        ControlError::Store(_) | ControlError::Start(_) => {
+        ControlError::Store(_) | ControlError::ConfigFile(_) | ControlError::Lock(_) => {
             (StatusCode::INTERNAL_SERVER_ERROR, "store")
         }
     };
     error(status, kind, chain(e))
 }
 
-fn applied(r: Result<Applied, ControlError>) -> Response<Body> {
+fn applied(r: Result<Answer, ControlError>) -> Response<Body> {
     match r {
-        Ok(a) => json(
-            StatusCode::OK,
-            &ApplyResponse {
-                revision: a.revision,
-                changed: a.changed,
-            },
-        ),
+        Ok(a) => json(StatusCode::OK, &ApplyResponse::from(&a)),
         Err(e) => control_error(&e),
     }
+}
+
+/// Carries `request` out now.
+fn execute(ctl: &Mutex<Controller>, request: &control::Request) -> Response<Body> {
+    applied(lock(ctl).execute(request, SystemTime::now()))
+}
+
+fn lock(ctl: &Mutex<Controller>) -> std::sync::MutexGuard<'_, Controller> {
+    ctl.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 async fn body<T: DeserializeOwned>(req: Request<Incoming>) -> Result<T, Response<Body>> {
@@ -109,22 +115,6 @@ async fn body<T: DeserializeOwned>(req: Request<Incoming>) -> Result<T, Response
             "bad_request",
             format!("request body: {e}"),
         )
-    })
-}
-
-/// Whether config text declares a rollout with an `exec:` gate (invalid text: no, the apply
-/// itself will refuse it with the exact error).
-fn declares_exec_gates(text: &str) -> bool {
-    crate::config::parse(Path::new("-"), text).is_ok_and(|c| {
-        c.state
-            .services
-            .iter()
-            .filter_map(|s| s.rollout.as_ref())
-            .any(|p| {
-                p.gates
-                    .iter()
-                    .any(|g| matches!(g, crate::rollout::gate::Gate::Exec(_)))
-            })
     })
 }
 
@@ -178,19 +168,16 @@ fn param<'a>(q: &'a [(String, String)], key: &str) -> Option<&'a str> {
 
 /// `GET /v1/rollouts/SERVICE`, `POST /v1/rollouts/SERVICE/{pause,resume,abort}`.
 fn rollout_route(method: &Method, rest: &str, ctl: &Mutex<Controller>) -> Response<Body> {
-    let mut ctl = ctl
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let (service, action) = rest.split_once('/').unwrap_or((rest, ""));
     let service = percent_decode(service);
     match (method, action) {
-        (&Method::GET, "") => match ctl.rollout_status(&service, SystemTime::now()) {
-            Ok(s) => json(StatusCode::OK, &s),
+        (&Method::GET, "") => match lock(ctl).rollout_status(&service, SystemTime::now()) {
+            Ok(v) => json(StatusCode::OK, &RolloutStatus::from(&v)),
             Err(e) => control_error(&e),
         },
-        (&Method::POST, "pause") => applied(ctl.rollout_pause(&service)),
-        (&Method::POST, "resume") => applied(ctl.rollout_resume(&service, SystemTime::now())),
-        (&Method::POST, "abort") => applied(ctl.rollout_abort(&service)),
+        (&Method::POST, "pause") => execute(ctl, &control::Request::RolloutPause { service }),
+        (&Method::POST, "resume") => execute(ctl, &control::Request::RolloutResume { service }),
+        (&Method::POST, "abort") => execute(ctl, &control::Request::RolloutAbort { service }),
         (m, a) => error(
             StatusCode::NOT_FOUND,
             "not_found",
@@ -224,21 +211,132 @@ fn flows(q: &[(String, String)], ctl: &Mutex<Controller>) -> Response<Body> {
             );
         }
     };
-    match ctl
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .flows(param(q, "service"), backend, limit)
-    {
-        Ok((flows, matched)) => json(StatusCode::OK, &FlowsResponse { flows, matched }),
+    match lock(ctl).flows(param(q, "service"), backend, limit) {
+        Ok(f) => json(StatusCode::OK, &FlowsResponse::from(&f)),
         Err(e) => control_error(&e),
     }
 }
 
 /// Whether a rollout plan runs commands.
-fn runs_commands(plan: &crate::rollout::Plan) -> bool {
-    plan.gates
+fn runs_commands(plan: &Plan) -> bool {
+    plan.gates.iter().any(|g| matches!(g, Gate::Exec(_)))
+}
+
+/// `POST /v1/apply`: the text is parsed here (an invalid file answers `invalid_config` with its
+/// location), then applied like any other source's desired state.
+fn apply(r: &ApplyRequest, ctl: &Mutex<Controller>, root: bool) -> Response<Body> {
+    let path = Path::new(&r.path).to_owned();
+    let cfg = match config::parse(&path, &r.config) {
+        Ok(c) => c,
+        Err(e) => return control_error(&ControlError::Config(e)),
+    };
+    let runs = cfg
+        .state
+        .services
         .iter()
-        .any(|g| matches!(g, crate::rollout::gate::Gate::Exec(_)))
+        .filter_map(|s| s.rollout.as_ref())
+        .any(runs_commands);
+    if runs && !root {
+        return error(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "only root may apply a config whose rollouts have exec: gates (they run commands as the daemon's user)".to_owned(),
+        );
+    }
+    let request = control::Request::Apply {
+        node: cfg.node,
+        state: cfg.state,
+        origin: Origin::Apply { path },
+        mark: None,
+    };
+    applied(lock(ctl).apply(&request, SystemTime::now()))
+}
+
+/// `POST` of a change: decodes the body into a control request and carries it out.
+async fn change(
+    path: &str,
+    req: Request<Incoming>,
+    ctl: &Mutex<Controller>,
+    root: bool,
+) -> Response<Body> {
+    match path {
+        "/v1/apply" => match body::<ApplyRequest>(req).await {
+            Ok(r) => apply(&r, ctl, root),
+            Err(resp) => resp,
+        },
+        "/v1/shift" => match body::<ShiftRequest>(req).await {
+            Ok(r) => execute(
+                ctl,
+                &control::Request::Shift {
+                    services: r.services,
+                    weights: r.weights.into_iter().map(|w| (w.group, w.weight)).collect(),
+                },
+            ),
+            Err(resp) => resp,
+        },
+        "/v1/drain" => match body::<DrainRequest>(req).await {
+            Ok(r) => execute(
+                ctl,
+                &control::Request::Drain {
+                    service: r.service,
+                    group: r.group,
+                    force: r.force,
+                },
+            ),
+            Err(resp) => resp,
+        },
+        "/v1/pin" => match body::<PinRequest>(req).await {
+            Ok(r) => execute(
+                ctl,
+                &control::Request::Pin {
+                    service: r.service,
+                    prefix: r.prefix,
+                    group: r.group,
+                },
+            ),
+            Err(resp) => resp,
+        },
+        "/v1/unpin" => match body::<UnpinRequest>(req).await {
+            Ok(r) => execute(
+                ctl,
+                &control::Request::Unpin {
+                    service: r.service,
+                    prefix: r.prefix,
+                },
+            ),
+            Err(resp) => resp,
+        },
+        "/v1/rollback" => match body::<RollbackRequest>(req).await {
+            Ok(r) => execute(
+                ctl,
+                &control::Request::Rollback {
+                    service: r.service,
+                    to: r.to,
+                },
+            ),
+            Err(resp) => resp,
+        },
+        "/v1/rollouts" => match body::<RolloutStartRequest>(req).await {
+            Ok(r) if !root && runs_commands(&r.plan) => error(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "only root may start a rollout with exec: gates (they run commands as the daemon's user)".to_owned(),
+            ),
+            Ok(r) => execute(
+                ctl,
+                &control::Request::RolloutStart {
+                    service: r.service,
+                    plan: r.plan,
+                },
+            ),
+            Err(resp) => resp,
+        },
+        p => error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no endpoint POST {p} (see the API table in `veer --help`)"),
+        ),
+    }
 }
 
 /// Routes one request.
@@ -253,19 +351,21 @@ pub(super) async fn handle(
     let path = req.uri().path().to_owned();
     let method = req.method().clone();
     let q = query(&req);
-    let lock = || {
-        ctl.lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    };
     match (method, path.as_str()) {
-        (Method::GET, "/v1/status") => match lock().status(param(&q, "service")) {
-            Ok(s) => json(StatusCode::OK, &s),
+        (Method::GET, "/v1/status") => match lock(ctl).status(param(&q, "service")) {
+            Ok(s) => json(StatusCode::OK, &Status::from(&s)),
             Err(e) => control_error(&e),
         },
         (Method::GET, "/v1/history") => json(
             StatusCode::OK,
             &HistoryResponse {
-                revisions: lock().history(param(&q, "service")),
+                revisions: lock(ctl)
+                    .history(param(&q, "service"))
+                    .iter()
+                    .map(|r| HistoryEntry {
+                        revision: RevisionInfo::from(r),
+                    })
+                    .collect(),
             },
         ),
         (Method::GET, "/v1/version") => json(
@@ -275,50 +375,7 @@ pub(super) async fn handle(
             },
         ),
         (Method::GET, "/v1/flows") => flows(&q, ctl),
-        (Method::POST, "/v1/apply") => match body::<ApplyRequest>(req).await {
-            Ok(r) if !root && declares_exec_gates(&r.config) => error(
-                StatusCode::FORBIDDEN,
-                "forbidden",
-                "only root may apply a config whose rollouts have exec: gates (they run commands as the daemon's user)".to_owned(),
-            ),
-            Ok(r) => {
-                let path = Path::new(&r.path).to_owned();
-                applied(lock().apply_config(&r.config, &path, Origin::Apply { path: path.clone() }))
-            }
-            Err(resp) => resp,
-        },
-        (Method::POST, "/v1/shift") => match body::<ShiftRequest>(req).await {
-            Ok(r) => {
-                let weights: Vec<_> = r.weights.into_iter().map(|w| (w.group, w.weight)).collect();
-                applied(lock().shift(&r.services, &weights))
-            }
-            Err(resp) => resp,
-        },
-        (Method::POST, "/v1/drain") => match body::<DrainRequest>(req).await {
-            Ok(r) => applied(lock().drain(&r.service, &r.group, r.force)),
-            Err(resp) => resp,
-        },
-        (Method::POST, "/v1/pin") => match body::<PinRequest>(req).await {
-            Ok(r) => applied(lock().pin(&r.service, &r.prefix, &r.group)),
-            Err(resp) => resp,
-        },
-        (Method::POST, "/v1/unpin") => match body::<UnpinRequest>(req).await {
-            Ok(r) => applied(lock().unpin(&r.service, &r.prefix)),
-            Err(resp) => resp,
-        },
-        (Method::POST, "/v1/rollback") => match body::<RollbackRequest>(req).await {
-            Ok(r) => applied(lock().rollback(r.service.as_deref(), r.to)),
-            Err(resp) => resp,
-        },
-        (Method::POST, "/v1/rollouts") => match body::<RolloutStartRequest>(req).await {
-            Ok(r) if !root && runs_commands(&r.plan) => error(
-                StatusCode::FORBIDDEN,
-                "forbidden",
-                "only root may start a rollout with exec: gates (they run commands as the daemon's user)".to_owned(),
-            ),
-            Ok(r) => applied(lock().rollout_start(&r.service, r.plan, SystemTime::now())),
-            Err(resp) => resp,
-        },
+        (Method::POST, p) if !p.starts_with("/v1/rollouts/") => change(p, req, ctl, root).await,
         (m, p) if p.starts_with("/v1/rollouts/") => {
             rollout_route(&m, &p["/v1/rollouts/".len()..], ctl)
         }

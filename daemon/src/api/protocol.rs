@@ -5,28 +5,38 @@ use std::net::{IpAddr, SocketAddr};
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Protocol, Weight};
-
-/// API version in every path (`/v1/...`).
-pub const VERSION: &str = "v1";
+use crate::{
+    control::{
+        Answer,
+        views::{
+            BackendView, ConfigView, FlowView, FlowsView, GroupView, RevisionView, RolloutView,
+            ServiceView, StatusView, Waiting,
+        },
+    },
+    model::{NodeChange, Plan, Protocol, Weight},
+    rollout::Phase,
+};
 
 /// `GET /v1/status`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Status {
+    /// The config file: last good reload, last rejection, settings waiting for a restart.
+    #[serde(default)]
+    pub config: ConfigFileStatus,
     /// The live revision (none before the first apply).
     pub revision: Option<RevisionInfo>,
     /// Interfaces the programs are attached to (from the config file).
     pub interfaces: Vec<String>,
     /// Conntrack use.
     pub conntrack: ConntrackStatus,
-    /// Services.
+    /// Every service, in the order of the state.
     pub services: Vec<ServiceStatus>,
 }
 
 /// A revision, briefly.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RevisionInfo {
-    /// Number.
+    /// Revision number (1, 2, 3 ...).
     pub number: u64,
     /// RFC 3339 time.
     pub time: String,
@@ -39,15 +49,15 @@ pub struct RevisionInfo {
 /// A service in `Status`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServiceStatus {
-    /// Name.
+    /// The name, unique where it lives.
     pub name: String,
-    /// VIP.
+    /// Virtual IP of the service.
     pub vip: IpAddr,
-    /// Port.
+    /// Service port.
     pub port: u16,
     /// `tcp` or `udp`.
     pub protocol: Protocol,
-    /// Groups.
+    /// Groups, in the order of the state.
     pub groups: Vec<GroupStatus>,
     /// Source-prefix pins.
     pub pins: Vec<PinStatus>,
@@ -64,13 +74,13 @@ pub struct ServiceStatus {
 /// A group in `Status`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GroupStatus {
-    /// Name.
+    /// The name, unique where it lives.
     pub name: String,
     /// Weight in percent.
     pub weight: Weight,
     /// Sum of the backends' active flows.
     pub active_flows: u64,
-    /// Backends.
+    /// Backends, in the order of the state.
     pub backends: Vec<BackendStatus>,
 }
 
@@ -98,7 +108,7 @@ pub struct BackendStatus {
 pub struct PinStatus {
     /// `203.0.113.0/24`.
     pub prefix: String,
-    /// Group.
+    /// Name of the group.
     pub group: String,
 }
 
@@ -118,12 +128,46 @@ pub struct ApplyResponse {
     pub revision: u64,
     /// Whether this request made it (false: already in force).
     pub changed: bool,
+    /// Why nothing changed, when it deserves a word (an abort with no rollout running).
+    #[serde(default)]
+    pub note: Option<String>,
+    /// `[node]` settings the request asked for that wait for a daemon restart.
+    #[serde(default)]
+    pub pending_restart: Vec<NodeChange>,
+}
+
+/// The config file in `Status`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigFileStatus {
+    /// The file the daemon reads.
+    pub path: String,
+    /// When it was last applied or found in force (start, SIGHUP, change), RFC 3339.
+    pub last_reload: Option<String>,
+    /// The last reload that refused it, unless a good one came after.
+    pub last_error: Option<ReloadErrorInfo>,
+    /// `[node]` settings asked for (by the file or `veer apply`) that wait for a daemon restart.
+    pub pending_restart: Vec<NodeChange>,
+}
+
+/// A refused reload.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReloadErrorInfo {
+    /// When, RFC 3339.
+    pub time: String,
+    /// The file, when the file itself is wrong.
+    pub file: Option<String>,
+    /// 1-based line.
+    pub line: Option<usize>,
+    /// 1-based column.
+    pub column: Option<usize>,
+    /// What is wrong.
+    pub message: String,
 }
 
 /// One group's new weight.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct GroupWeight {
-    /// Group.
+    /// Name of the group.
     pub group: String,
     /// Weight in percent.
     pub weight: Weight,
@@ -142,9 +186,9 @@ pub struct ShiftRequest {
 /// `POST /v1/drain`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct DrainRequest {
-    /// Service.
+    /// Name of the service.
     pub service: String,
-    /// Group.
+    /// Name of the group.
     pub group: String,
     /// Drain even the last group taking new flows.
     #[serde(default)]
@@ -154,18 +198,18 @@ pub struct DrainRequest {
 /// `POST /v1/pin`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct PinRequest {
-    /// Service.
+    /// Name of the service.
     pub service: String,
     /// Client prefix.
     pub prefix: String,
-    /// Group.
+    /// Name of the group.
     pub group: String,
 }
 
 /// `POST /v1/unpin`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct UnpinRequest {
-    /// Service.
+    /// Name of the service.
     pub service: String,
     /// Client prefix.
     pub prefix: String,
@@ -210,7 +254,7 @@ pub struct FlowInfo {
     pub service: Option<String>,
     /// Group the backend was picked from (when it still exists).
     pub group: Option<String>,
-    /// Backend.
+    /// Address and port of the backend.
     pub backend: SocketAddr,
     /// `syn`, `established`, `closing`, `udp`.
     pub state: String,
@@ -254,10 +298,10 @@ pub struct ErrorDetail {
 /// `POST /v1/rollouts`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct RolloutStartRequest {
-    /// Service.
+    /// Name of the service.
     pub service: String,
     /// The plan.
-    pub plan: crate::rollout::Plan,
+    pub plan: Plan,
 }
 
 /// Attempts and failures of the target group in the current step.
@@ -272,12 +316,12 @@ pub struct StepCounts {
 /// `GET /v1/rollouts/SERVICE`: the service's latest rollout.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RolloutStatus {
-    /// Service.
+    /// Name of the service.
     pub service: String,
     /// Target group.
     pub to: String,
     /// `running`, `paused`, `completed`, `rolled_back`, `aborted`.
-    pub phase: crate::rollout::Phase,
+    pub phase: Phase,
     /// Current step, 1-based.
     pub step: usize,
     /// Target shares of every step.
@@ -293,7 +337,7 @@ pub struct RolloutStatus {
     /// Why it was paused, rolled back or aborted.
     pub reason: Option<String>,
     /// The plan.
-    pub plan: crate::rollout::Plan,
+    pub plan: Plan,
 }
 
 /// Conntrack use in `Status`.
@@ -301,6 +345,165 @@ pub struct RolloutStatus {
 pub struct ConntrackStatus {
     /// Entries (every state).
     pub entries: u64,
-    /// Capacity.
+    /// Entries the map can hold.
     pub capacity: u32,
+}
+
+impl From<&RevisionView> for RevisionInfo {
+    fn from(r: &RevisionView) -> Self {
+        Self {
+            number: r.number,
+            time: rfc3339(r.time),
+            origin: r.origin.word().to_owned(),
+            summary: r.summary.clone(),
+        }
+    }
+}
+
+impl From<&BackendView> for BackendStatus {
+    fn from(b: &BackendView) -> Self {
+        Self {
+            address: b.addr,
+            healthy: b.healthy,
+            active_flows: b.active_flows,
+            new_flows: b.new_flows,
+            failed_flows: b.failed_flows,
+            packets: b.packets,
+            bytes: b.bytes,
+        }
+    }
+}
+
+impl From<&GroupView> for GroupStatus {
+    fn from(g: &GroupView) -> Self {
+        Self {
+            name: g.name.clone(),
+            weight: g.weight,
+            active_flows: g.active_flows,
+            backends: g.backends.iter().map(BackendStatus::from).collect(),
+        }
+    }
+}
+
+impl From<&ServiceView> for ServiceStatus {
+    fn from(s: &ServiceView) -> Self {
+        Self {
+            name: s.name.clone(),
+            vip: s.vip,
+            port: s.port,
+            protocol: s.protocol,
+            groups: s.groups.iter().map(GroupStatus::from).collect(),
+            pins: s
+                .pins
+                .iter()
+                .map(|p| PinStatus {
+                    prefix: format!("{}/{}", p.prefix, p.len),
+                    group: p.group.clone(),
+                })
+                .collect(),
+            packets: s.counters.packets,
+            bytes: s.counters.bytes,
+            new_flows: s.counters.new_flows,
+            midflow_misses: s.counters.midflow_misses,
+        }
+    }
+}
+
+fn rfc3339(t: std::time::SystemTime) -> String {
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+impl From<&ConfigView> for ConfigFileStatus {
+    fn from(c: &ConfigView) -> Self {
+        Self {
+            path: c.path.display().to_string(),
+            last_reload: c.last_good.map(rfc3339),
+            last_error: c.last_error.as_ref().map(|e| ReloadErrorInfo {
+                time: rfc3339(e.time),
+                file: e.location.as_ref().map(|l| l.file.display().to_string()),
+                line: e.location.as_ref().map(|l| l.line),
+                column: e.location.as_ref().map(|l| l.column),
+                message: e.message.clone(),
+            }),
+            pending_restart: c.pending_restart.clone(),
+        }
+    }
+}
+
+impl From<&StatusView> for Status {
+    fn from(s: &StatusView) -> Self {
+        Self {
+            config: ConfigFileStatus::from(&s.config),
+            revision: s.revision.as_ref().map(RevisionInfo::from),
+            interfaces: s.interfaces.clone(),
+            conntrack: ConntrackStatus {
+                entries: s.conntrack_entries,
+                capacity: s.conntrack_capacity,
+            },
+            services: s.services.iter().map(ServiceStatus::from).collect(),
+        }
+    }
+}
+
+impl From<&FlowView> for FlowInfo {
+    fn from(f: &FlowView) -> Self {
+        Self {
+            client: f.client,
+            vip: f.vip,
+            protocol: f.protocol.as_str().to_owned(),
+            service: f.service.clone(),
+            group: f.group.clone(),
+            backend: f.backend,
+            state: f.state.as_str().to_owned(),
+            idle_seconds: f.idle.as_secs(),
+        }
+    }
+}
+
+impl From<&FlowsView> for FlowsResponse {
+    fn from(f: &FlowsView) -> Self {
+        Self {
+            flows: f.flows.iter().map(FlowInfo::from).collect(),
+            matched: f.matched,
+        }
+    }
+}
+
+impl From<&RolloutView> for RolloutStatus {
+    fn from(v: &RolloutView) -> Self {
+        let r = &v.rollout;
+        Self {
+            service: r.service.clone(),
+            to: r.plan.to.clone(),
+            phase: r.phase,
+            step: r.step + 1,
+            steps: r.plan.steps.clone(),
+            share: r.share(),
+            weights: v.weights.clone(),
+            in_step: StepCounts {
+                attempted: v.in_step.attempted,
+                failed: v.in_step.failed,
+            },
+            waiting: v.waiting.map(|w| match w {
+                Waiting::Pause { left } => format!("next step in {}s", left.as_secs()),
+                Waiting::MinFlows { seen, needed } => {
+                    format!("waiting for {seen} of {needed} new flows")
+                }
+                Waiting::Gates => "checking gates".to_owned(),
+            }),
+            reason: r.reason.clone(),
+            plan: r.plan.clone(),
+        }
+    }
+}
+
+impl From<&Answer> for ApplyResponse {
+    fn from(a: &Answer) -> Self {
+        Self {
+            revision: a.revision,
+            changed: a.changed,
+            note: a.note.clone(),
+            pending_restart: a.pending_restart.clone(),
+        }
+    }
 }

@@ -41,6 +41,19 @@ pub struct SocketError {
     pub source: std::io::Error,
 }
 
+/// Fails when another daemon answers on `path` (checked again when binding; a daemon checks
+/// early so that it gives up before it touches anything).
+pub fn ensure_unused(path: &Path) -> Result<(), SocketError> {
+    if path.exists() && std::os::unix::net::UnixStream::connect(path).is_ok() {
+        return Err(SocketError {
+            path: path.to_owned(),
+            op: "another veer daemon answers on it",
+            source: std::io::Error::from(std::io::ErrorKind::AddrInUse),
+        });
+    }
+    Ok(())
+}
+
 /// Binds the socket: creates its directory, replaces a stale socket file, sets permissions.
 pub fn bind(path: &Path, access: Access) -> Result<UnixListener, SocketError> {
     let err = |op| {
@@ -51,13 +64,7 @@ pub fn bind(path: &Path, access: Access) -> Result<UnixListener, SocketError> {
         std::fs::create_dir_all(dir).map_err(err("creating its directory"))?;
     }
     if path.exists() {
-        if std::os::unix::net::UnixStream::connect(path).is_ok() {
-            return Err(SocketError {
-                path: path.to_owned(),
-                op: "another veer daemon answers on it",
-                source: std::io::Error::from(std::io::ErrorKind::AddrInUse),
-            });
-        }
+        ensure_unused(path)?;
         std::fs::remove_file(path).map_err(err("removing a stale socket"))?;
     }
     // Bind with a umask that never lets the socket be wider than 0600 for an instant.

@@ -5,7 +5,7 @@ use clap::CommandFactory as _;
 /// Arguments of `veer completions`.
 #[derive(Debug, clap::Args)]
 pub(super) struct Args {
-    /// Shell.
+    /// The shell to write completions for.
     shell: clap_complete::Shell,
 }
 

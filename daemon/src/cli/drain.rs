@@ -11,7 +11,7 @@ const POLL: Duration = Duration::from_millis(250);
 /// Arguments of `veer drain`.
 #[derive(Debug, clap::Args)]
 pub(super) struct Args {
-    /// Service.
+    /// Name of the service.
     service: String,
     /// Group to drain.
     group: String,

@@ -9,7 +9,7 @@
 
 use std::process::ExitCode;
 
-/// Success.
+/// Exit code 0: the command did what was asked (or it was already so).
 pub const OK: u8 = 0;
 /// An error.
 pub const ERROR: u8 = 1;
@@ -27,28 +27,12 @@ pub struct Failure {
     pub message: String,
 }
 
-/// An error and its causes on one line: `what: because: because`.
-pub fn chain(e: &dyn std::error::Error) -> String {
-    let mut message = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let text = c.to_string();
-        // `#[error(transparent)]` and `{source}`-in-message errors repeat their cause.
-        if !message.ends_with(&text) {
-            message.push_str(": ");
-            message.push_str(&text);
-        }
-        cur = c.source();
-    }
-    message
-}
-
 impl Failure {
     /// An error (exit 1) from any error, with its chain of causes.
     pub fn error(e: &dyn std::error::Error) -> Self {
         Self {
             code: ERROR,
-            message: chain(e),
+            message: crate::error::chain(e),
         }
     }
 

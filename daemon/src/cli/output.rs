@@ -3,7 +3,10 @@
 use serde::Serialize;
 
 use super::exit::Failure;
-use crate::api::{client::ClientError, protocol::ApplyResponse};
+use crate::{
+    api::{client::ClientError, protocol::ApplyResponse},
+    model::NodeChange,
+};
 
 /// `--output`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -35,15 +38,32 @@ pub fn print<T: Serialize>(
     Ok(())
 }
 
-/// The answer to a change.
+/// The answer to a change, and the `[node]` settings it asked for that wait for a restart.
 pub fn applied(format: Format, r: &ApplyResponse, what: &str) -> Result<(), Failure> {
     print(format, r, || {
-        if r.changed {
-            format!("{what}: revision {}", r.revision)
-        } else {
-            format!("{what}: no change, revision {} stays in force", r.revision)
+        let mut text = match (&r.note, r.changed) {
+            (_, true) => format!("{what}: revision {}", r.revision),
+            (Some(note), false) => format!("{note}; revision {} stays in force", r.revision),
+            (None, false) => format!("{what}: no change, revision {} stays in force", r.revision),
+        };
+        if !r.pending_restart.is_empty() {
+            text.push('\n');
+            text.push_str(&pending_restart(&r.pending_restart));
         }
+        text
     })
+}
+
+/// `[node] settings wait for a daemon restart: conntrack_max 65536 -> 131072, ...`.
+pub fn pending_restart(changes: &[NodeChange]) -> String {
+    let list: Vec<String> = changes
+        .iter()
+        .map(|c| format!("{} {} -> {}", c.setting, c.running, c.wanted))
+        .collect();
+    format!(
+        "[node] settings wait for a daemon restart: {}",
+        list.join(", ")
+    )
 }
 
 /// A client error as a failure (exit 1, the daemon's message).

@@ -6,7 +6,7 @@ use crate::api::protocol::{ApplyResponse, PinRequest, UnpinRequest};
 /// Arguments of `veer pin`.
 #[derive(Debug, clap::Args)]
 pub(super) struct PinArgs {
-    /// Service.
+    /// Name of the service.
     service: String,
     /// Client prefix (e.g. 203.0.113.0/24).
     prefix: String,
@@ -17,13 +17,13 @@ pub(super) struct PinArgs {
 /// Arguments of `veer unpin`.
 #[derive(Debug, clap::Args)]
 pub(super) struct UnpinArgs {
-    /// Service.
+    /// Name of the service.
     service: String,
     /// Client prefix.
     prefix: String,
 }
 
-/// Pins.
+/// Sends the pin; prints the revision.
 pub(super) fn run_pin(a: &PinArgs, g: &Global) -> Result<(), Failure> {
     let req = PinRequest {
         service: a.service.clone(),
@@ -39,7 +39,7 @@ pub(super) fn run_pin(a: &PinArgs, g: &Global) -> Result<(), Failure> {
     )
 }
 
-/// Unpins.
+/// Sends the unpin; prints the revision.
 pub(super) fn run_unpin(a: &UnpinArgs, g: &Global) -> Result<(), Failure> {
     let req = UnpinRequest {
         service: a.service.clone(),

@@ -8,12 +8,8 @@ use std::{
 use super::{Global, block_on, exit::Failure, output, status};
 use crate::{
     api::protocol::{ApplyResponse, RolloutStartRequest, RolloutStatus, Status},
-    model::Weight,
-    rollout::{
-        Phase, Plan,
-        gate::Gate,
-        plan::{DEFAULT_STEPS, OnFailure},
-    },
+    model::{OnFailure, Plan, Weight, gate::Gate},
+    rollout::Phase,
 };
 
 /// How often `--wait` looks.
@@ -37,7 +33,7 @@ pub(super) enum Args {
 /// A service name.
 #[derive(Debug, clap::Args)]
 pub(super) struct ServiceArg {
-    /// Service.
+    /// Name of the service.
     service: String,
 }
 
@@ -53,30 +49,30 @@ enum FailureMode {
 /// `veer rollout start`.
 #[derive(Debug, clap::Args)]
 pub(super) struct StartArgs {
-    /// Service.
+    /// Name of the service.
     service: String,
     /// Group that ends with all new flows.
     #[arg(long)]
     to: String,
     /// The group's share (percent) at each step, ending at 100.
-    #[arg(long, value_delimiter = ',', default_values_t = DEFAULT_STEPS.map(|s| s.to_string()))]
+    #[arg(long, value_delimiter = ',', default_values_t = Plan::DEFAULT_STEPS.map(|s| s.to_string()))]
     steps: Vec<String>,
     /// How long each step is watched.
-    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
-    pause: Duration,
+    #[arg(long, default_value_t = Plan::DEFAULT_PAUSE.into())]
+    pause: humantime::Duration,
     /// Largest failed/attempted share of the group's new flows in a step (e.g. 1%).
-    #[arg(long, default_value = "1%")]
+    #[arg(long, default_value_t = format!("{}%", Plan::DEFAULT_MAX_FAILURE_RATE))]
     max_failure_rate: String,
     /// New flows a step needs before it is judged and may end.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = Plan::DEFAULT_MIN_FLOWS)]
     min_flows: u64,
     /// Extra gate checked at the end of each step: `exec:CMD`, `http://URL`, or
     /// `prometheus:BASE_URL QUERY OP NUMBER` (repeat for several).
     #[arg(long = "gate")]
     gates: Vec<String>,
     /// How long one gate may take.
-    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
-    gate_timeout: Duration,
+    #[arg(long, default_value_t = Plan::DEFAULT_GATE_TIMEOUT.into())]
+    gate_timeout: humantime::Duration,
     /// What a breach does.
     #[arg(long, value_enum, default_value_t = FailureMode::Rollback)]
     on_failure: FailureMode,
@@ -131,7 +127,7 @@ fn start(a: &StartArgs, g: &Global) -> Result<(), Failure> {
             .iter()
             .map(|s| percent("steps", s))
             .collect::<Result<_, _>>()?,
-        pause: a.pause,
+        pause: a.pause.into(),
         max_failure_rate: percent("max-failure-rate", &a.max_failure_rate)?,
         min_flows: a.min_flows,
         gates: a
@@ -140,7 +136,7 @@ fn start(a: &StartArgs, g: &Global) -> Result<(), Failure> {
             .map(|s| s.parse::<Gate>())
             .collect::<Result<_, _>>()
             .map_err(|e| Failure::usage(e.to_string()))?,
-        gate_timeout: a.gate_timeout,
+        gate_timeout: a.gate_timeout.into(),
         on_failure: match a.on_failure {
             FailureMode::Rollback => OnFailure::Rollback,
             FailureMode::StepBack => OnFailure::StepBack,

@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 
 use super::{Global, block_on, exit::Failure, output};
-use crate::api::protocol::Status;
+use crate::api::protocol::{ConfigFileStatus, Status};
 
 /// Arguments of `veer status`.
 #[derive(Debug, clap::Args)]
@@ -44,6 +44,30 @@ pub(super) fn run(args: &Args, g: &Global) -> Result<(), Failure> {
     output::print(g.output, &s, || human(&s))
 }
 
+/// The config file's lines: last good reload, a rejection since, settings waiting for a restart.
+fn config(out: &mut String, c: &ConfigFileStatus) {
+    let last = c.last_reload.as_deref().unwrap_or("never");
+    match &c.last_error {
+        None => {
+            let _ = writeln!(out, "config {}: applied {last}", c.path);
+        }
+        Some(e) => {
+            let at = match (&e.file, e.line, e.column) {
+                (Some(f), Some(l), Some(col)) => format!("{f}:{l}:{col}: "),
+                _ => String::new(),
+            };
+            let _ = writeln!(
+                out,
+                "config {}: REJECTED at {}: {at}{}; the last good reload ({last}) stays in force",
+                c.path, e.time, e.message
+            );
+        }
+    }
+    if !c.pending_restart.is_empty() {
+        let _ = writeln!(out, "{}", output::pending_restart(&c.pending_restart));
+    }
+}
+
 fn human(s: &Status) -> String {
     let mut out = match &s.revision {
         Some(r) => format!(
@@ -52,6 +76,7 @@ fn human(s: &Status) -> String {
         ),
         None => "no revision yet: apply a config (veer apply -f FILE)\n".to_owned(),
     };
+    config(&mut out, &s.config);
     let _ = writeln!(
         out,
         "conntrack: {} of {} entries",

@@ -34,7 +34,7 @@ pub(super) fn run(args: &Args, g: &Global) -> Result<(), Failure> {
                         "file": c.location.file, "line": c.location.line, "column": c.location.column, "message": c.kind.to_string(),
                     }),
                     config::LoadError::Read { .. } => {
-                        serde_json::json!({ "file": args.file, "message": super::exit::chain(&e) })
+                        serde_json::json!({ "file": args.file, "message": crate::error::chain(&e) })
                     }
                 };
                 output::print(

@@ -1,106 +1,27 @@
-//! The config file (`/etc/veer/veer.toml`): parsed strictly, validated completely, turned into a
-//! `Config` (node settings and a `DesiredState`). A rejected file changes nothing and says
-//! exactly what is wrong and where: `veer.toml:12:10: service "web", group "v2": weight 120 is
-//! out of range 0..=100`.
+//! The config file (`/etc/veer/veer.toml`): parsed strictly, turned into a `Config` (node
+//! settings and a `DesiredState`) and checked by the model's rules. A rejected file changes
+//! nothing and says exactly what is wrong and where: `veer.toml:12:10: service "web", group
+//! "v2", `weight`: 120 is out of range 0..=100`.
+//!
+//! `schema` is the file as written (serde, a span on every value), `convert` turns it into the
+//! model (parsing values) and runs the model's rules, `spans` locates a broken rule in the file,
+//! and `render` writes a `Config` back as a file.
 
+mod convert;
+mod render;
 mod schema;
-mod validate;
+mod spans;
+#[cfg(test)]
+mod tests;
 
 use std::{
     fmt,
     path::{Path, PathBuf},
-    time::Duration,
 };
 
-use crate::{dataplane::loader::XdpAttachMode, model::DesiredState};
+use crate::model::{DesiredState, NodeConfig, Violation, WeightError};
 
-pub use validate::{ConfigErrorKind, parse_prefix};
-
-/// Idle timeouts of conntrack entries, by state.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Timeouts {
-    /// TCP flow that has not completed its handshake.
-    #[serde(with = "humantime_serde_compat")]
-    pub tcp_syn: Duration,
-    /// Established TCP flow.
-    #[serde(with = "humantime_serde_compat")]
-    pub tcp_established: Duration,
-    /// TCP flow that has seen FIN or RST.
-    #[serde(with = "humantime_serde_compat")]
-    pub tcp_closing: Duration,
-    /// UDP flow.
-    #[serde(with = "humantime_serde_compat")]
-    pub udp: Duration,
-}
-
-impl Default for Timeouts {
-    fn default() -> Self {
-        Self {
-            tcp_syn: Duration::from_secs(30),
-            tcp_established: Duration::from_hours(1),
-            tcp_closing: Duration::from_secs(10),
-            udp: Duration::from_mins(1),
-        }
-    }
-}
-
-/// Durations as humantime strings in JSON (`"1h"`), for serde's `with`.
-pub mod duration_text {
-    use std::time::Duration;
-
-    use serde::{Deserialize as _, Deserializer, Serializer};
-
-    /// Serializes as `"1h 2m"`.
-    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&humantime::format_duration(*d).to_string())
-    }
-
-    /// Parses `"500ms"`, `"1h"`.
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let text = String::deserialize(d)?;
-        humantime::parse_duration(&text).map_err(serde::de::Error::custom)
-    }
-}
-
-/// Durations as humantime strings in JSON (`"1h"`).
-mod humantime_serde_compat {
-    use std::time::Duration;
-
-    use serde::{Deserialize as _, Deserializer, Serializer};
-
-    pub(super) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&humantime::format_duration(*d).to_string())
-    }
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let text = String::deserialize(d)?;
-        humantime::parse_duration(&text).map_err(serde::de::Error::custom)
-    }
-}
-
-/// Node settings.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct NodeConfig {
-    /// Interfaces the programs attach to.
-    pub interfaces: Vec<String>,
-    /// XDP attach mode.
-    pub xdp_mode: XdpAttachMode,
-    /// Conntrack capacity (entries).
-    pub conntrack_max: u32,
-    /// Idle timeouts.
-    pub timeouts: Timeouts,
-}
-
-impl Default for NodeConfig {
-    fn default() -> Self {
-        Self {
-            interfaces: Vec::new(),
-            xdp_mode: XdpAttachMode::Auto,
-            conntrack_max: veer_common::maps::DEFAULT_CONNTRACK_MAX,
-            timeouts: Timeouts::default(),
-        }
-    }
-}
+pub use render::to_toml;
 
 /// A validated config file.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -126,11 +47,80 @@ pub struct Location {
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("{}:{}:{}: {kind}", location.file.display(), location.line, location.column)]
 pub struct ConfigError {
-    /// Where.
+    /// Where in the file.
     pub location: Location,
-    /// What.
+    /// What is wrong.
     #[source]
     pub kind: ConfigErrorKind,
+}
+
+/// What is wrong with a config file.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigErrorKind {
+    /// Not valid TOML, a wrong type, or an unknown key (the parser's words).
+    #[error("{message}")]
+    Syntax {
+        /// The TOML parser's message.
+        message: String,
+    },
+    /// An integer its field's type cannot hold.
+    #[error("`{field}`: {value} is out of range {range}")]
+    OutOfRange {
+        /// The key, as written in the file.
+        field: &'static str,
+        /// Value given.
+        value: String,
+        /// Allowed range.
+        range: String,
+    },
+    /// A value not among the choices.
+    #[error("`{field}`: `{value}` is not one of {choices}")]
+    BadChoice {
+        /// The key, as written in the file.
+        field: &'static str,
+        /// Value given.
+        value: String,
+        /// Allowed values.
+        choices: &'static str,
+    },
+    /// A malformed address, prefix or duration.
+    #[error("`{field}`: `{value}` is not {expected}")]
+    BadValue {
+        /// The key, as written in the file.
+        field: &'static str,
+        /// Value given.
+        value: String,
+        /// What was expected.
+        expected: &'static str,
+    },
+    /// A weight that is not a percentage.
+    #[error("service `{service}`, group `{group}`, `weight`: {source}")]
+    BadWeight {
+        /// Name of the service.
+        service: String,
+        /// Name of the group, in its service.
+        group: String,
+        /// Why the text is not a weight.
+        source: WeightError,
+    },
+    /// A value of `[service.rollout]` that does not parse.
+    #[error("service `{service}`, rollout `{field}`: {reason}")]
+    BadRollout {
+        /// Name of the service.
+        service: String,
+        /// The key, as written in the file.
+        field: &'static str,
+        /// What is wrong, in words.
+        reason: String,
+    },
+    /// A rule of the model is broken (the location is the part of the file it names).
+    #[error("{source}{}", first_line.map(|l| format!(" (first on line {l})")).unwrap_or_default())]
+    Invalid {
+        /// The rule and where in the state.
+        source: Violation,
+        /// For a name or an address used twice: the line it is first used on.
+        first_line: Option<usize>,
+    },
 }
 
 /// Reading the file failed.
@@ -162,7 +152,7 @@ pub fn load(path: &Path) -> Result<(Config, String), LoadError> {
 
 /// Validates config `text` (`file` only names it in errors).
 pub fn parse(file: &Path, text: &str) -> Result<Config, ConfigError> {
-    validate::parse(file, text)
+    convert::parse(file, text)
 }
 
 impl fmt::Display for Location {

@@ -10,14 +10,14 @@ use toml::Spanned;
 pub(super) struct File {
     /// Node settings.
     #[serde(default)]
-    pub(super) node: Node,
-    /// Services.
+    pub(super) node: Option<Spanned<Node>>,
+    /// `[[service]]` tables, in order.
     #[serde(default)]
     pub(super) service: Vec<Spanned<Service>>,
 }
 
 /// `[node]`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct Node {
     /// Interfaces to attach to.
@@ -35,7 +35,7 @@ pub(super) struct Node {
 }
 
 /// `[node.timeouts]`: durations like `"1h"`, `"30s"`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct Timeouts {
     pub(super) tcp_syn: Option<Spanned<String>>,

@@ -1,5 +1,6 @@
-//! Backend health in the control layer: the rise/fall state of every checked backend, the set
-//! of backends kept out of the tables, and passive failure signals from conntrack upkeep.
+//! Backend health in the control layer, pure: the rise/fall state of every checked backend, the
+//! backends kept out of the tables, the checks the live state asks for, and passive failure
+//! signals (connection attempts left unanswered) from conntrack upkeep.
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
@@ -8,11 +9,9 @@ use std::{
 
 use veer_common::flow::FlowKey;
 
-use super::{ControlError, Controller};
 use crate::{
-    dataplane::sync::{BackendRef, Down},
     health::state::Tracker,
-    model::{DesiredState, HealthCheck},
+    model::{BackendRef, DesiredState, Down, HealthCheck},
 };
 
 /// Health state of the node's backends.
@@ -23,6 +22,35 @@ pub(super) struct Health {
     /// per backend id, counted once per flow.
     unanswered: HashMap<u32, u64>,
     counted: HashSet<FlowKey>,
+}
+
+/// One active check to run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CheckJob {
+    /// The backend.
+    pub backend: BackendRef,
+    /// Where to connect.
+    pub addr: SocketAddr,
+    /// The check to run.
+    pub check: HealthCheck,
+}
+
+/// Every active check `state` asks for.
+pub(super) fn jobs(state: &DesiredState) -> Vec<CheckJob> {
+    let mut jobs = Vec::new();
+    for s in &state.services {
+        let Some(check) = &s.health else { continue };
+        for g in &s.groups {
+            for b in &g.backends {
+                jobs.push(CheckJob {
+                    backend: (s.name.clone(), g.name.clone(), b.addr),
+                    addr: b.addr,
+                    check: check.clone(),
+                });
+            }
+        }
+    }
+    jobs
 }
 
 impl Health {
@@ -47,9 +75,40 @@ impl Health {
         self.trackers.get(r).is_none_or(Tracker::is_up)
     }
 
+    /// Backends of `service`'s group `group` in `state` that take new flows.
+    pub(super) fn up_in(&self, state: &DesiredState, service: &str, group: &str) -> usize {
+        state
+            .service(service)
+            .and_then(|s| s.group(group))
+            .map_or(0, |g| {
+                g.backends
+                    .iter()
+                    .filter(|b| self.is_up(&(service.to_owned(), group.to_owned(), b.addr)))
+                    .count()
+            })
+    }
+
     /// Unanswered connection attempts of backend `id`.
     pub(super) fn unanswered(&self, id: u32) -> u64 {
         self.unanswered.get(&id).copied().unwrap_or(0)
+    }
+
+    /// Records one check result of a backend checked by `check`; returns whether the backend
+    /// went down or came back. Backends `state` no longer names are forgotten.
+    pub(super) fn observe(
+        &mut self,
+        state: &DesiredState,
+        backend: &BackendRef,
+        check: &HealthCheck,
+        ok: bool,
+    ) -> bool {
+        let tracker = self.trackers.entry(backend.clone()).or_default();
+        if !tracker.observe(ok, check.rise, check.fall) {
+            return false;
+        }
+        let known: HashSet<BackendRef> = jobs(state).into_iter().map(|j| j.backend).collect();
+        self.trackers.retain(|r, _| known.contains(r));
+        true
     }
 
     /// Records the SYN entries stuck past the connect timeout (each flow once); `present` is
@@ -65,69 +124,5 @@ impl Health {
             }
         }
         self.counted.retain(|k| present.contains(k));
-    }
-}
-
-/// One active check to run.
-#[derive(Clone, Debug)]
-pub struct CheckJob {
-    /// The backend.
-    pub backend: BackendRef,
-    /// Where to connect.
-    pub addr: SocketAddr,
-    /// How.
-    pub check: HealthCheck,
-}
-
-impl Controller {
-    /// Every active check the live state asks for.
-    pub fn health_jobs(&self) -> Vec<CheckJob> {
-        let mut jobs = Vec::new();
-        let Some(state) = self.live() else {
-            return jobs;
-        };
-        for s in &state.services {
-            let Some(check) = &s.health else { continue };
-            for g in &s.groups {
-                for b in &g.backends {
-                    jobs.push(CheckJob {
-                        backend: (s.name.clone(), g.name.clone(), b.addr),
-                        addr: b.addr,
-                        check: check.clone(),
-                    });
-                }
-            }
-        }
-        jobs
-    }
-
-    /// Records one check result; when the backend goes down or comes back, the tables change
-    /// (no revision: health is not an operator change, but it is logged).
-    pub fn health_result(
-        &mut self,
-        backend: &BackendRef,
-        ok: bool,
-        why: Option<&str>,
-    ) -> Result<(), ControlError> {
-        let state = self.current();
-        let Some(check) = state.service(&backend.0).and_then(|s| s.health.clone()) else {
-            return Ok(());
-        };
-        let tracker = self.health.trackers.entry(backend.clone()).or_default();
-        if !tracker.observe(ok, check.rise, check.fall) {
-            return Ok(());
-        }
-        if tracker.is_up() {
-            tracing::info!(service = %backend.0, group = %backend.1, backend = %backend.2, "backend up: back in its group's table");
-        } else {
-            tracing::warn!(service = %backend.0, group = %backend.1, backend = %backend.2, reason = why.unwrap_or("check failed"), "backend down: out of its group's table for new flows");
-        }
-        // Forget backends that left the state.
-        let known: HashSet<BackendRef> =
-            self.health_jobs().into_iter().map(|j| j.backend).collect();
-        self.health.trackers.retain(|r, _| known.contains(r));
-        let down = self.health.down(&state);
-        self.dataplane.apply(&state, &down)?;
-        Ok(())
     }
 }

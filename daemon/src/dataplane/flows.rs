@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use veer_common::flow::{FlowEntry, FlowKey, STATE_CLOSING, STATE_ESTABLISHED, STATE_SYN};
 
 use super::{DataplaneError, maps::Maps};
-use crate::config::Timeouts;
+use crate::model::Timeouts;
 
 /// `CLOCK_MONOTONIC` in nanoseconds: the clock of `bpf_ktime_get_ns`.
 pub fn monotonic_ns() -> u64 {

@@ -21,8 +21,9 @@ use veer_common::maps::progs;
 
 use super::{
     DataplaneError,
-    loader::{XdpAttachMode, tc_mut, xdp_mut},
+    loader::{tc_mut, xdp_mut},
 };
+use crate::model::XdpAttachMode;
 
 /// What attaching to one interface did.
 #[derive(Clone, Debug, PartialEq, Eq)]

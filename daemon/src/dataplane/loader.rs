@@ -17,7 +17,7 @@ use aya::{
 use veer_common::maps::{self, LAYOUT_VERSION, progs};
 
 use super::DataplaneError;
-use crate::EBPF_OBJECT;
+use crate::{EBPF_OBJECT, model::XdpAttachMode};
 
 /// How the kernel object is loaded.
 #[derive(Clone, Debug)]
@@ -35,18 +35,6 @@ impl Default for LoadOptions {
             conntrack_max: maps::DEFAULT_CONNTRACK_MAX,
         }
     }
-}
-
-/// XDP attach mode, as the config file names it.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum XdpAttachMode {
-    /// Native where the driver supports it, generic otherwise.
-    #[default]
-    Auto,
-    /// Native (driver) mode only.
-    Native,
-    /// Generic (skb) mode only.
-    Generic,
 }
 
 /// The shape every pinned map must have: (name, type, key size, value size, max entries or
@@ -199,7 +187,7 @@ fn prepare_pin_dir(dir: &Path) -> Result<(), DataplaneError> {
 /// `BPF_FS_MAGIC` from `include/uapi/linux/magic.h`.
 const BPF_FS_MAGIC: i64 = 0xCAFE_4A11;
 
-fn is_bpffs(path: &Path) -> bool {
+pub(crate) fn is_bpffs(path: &Path) -> bool {
     let Ok(c) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else {
         return false;
     };

@@ -133,11 +133,6 @@ impl Maps {
             .map_err(op("update", maps::LAYOUT))
     }
 
-    /// The `LAYOUT_VERSION` recorded with the maps (0 when never written).
-    pub fn layout_version(&self) -> Result<u32, DataplaneError> {
-        self.layout.get(&0, 0).map_err(op("lookup", maps::LAYOUT))
-    }
-
     /// Creates or replaces a service's split (one atomic element swap).
     pub fn set_service(
         &mut self,
@@ -280,24 +275,6 @@ impl Maps {
         let mut out = Vec::new();
         self.for_each_flow(|k, v| out.push((*k, *v)))?;
         Ok(out)
-    }
-
-    /// The conntrack entry of a flow (client-side key), if any.
-    pub fn flow(&self, key: &FlowKey) -> Result<Option<FlowEntry>, DataplaneError> {
-        match self.conntrack.get(key, 0) {
-            Ok(e) => Ok(Some(e)),
-            Err(MapError::KeyNotFound) => Ok(None),
-            Err(e) => Err(op("lookup", maps::CONNTRACK)(e)),
-        }
-    }
-
-    /// The reverse-NAT entry of a reply tuple, if any.
-    pub fn revnat(&self, key: &FlowKey) -> Result<Option<RevNatValue>, DataplaneError> {
-        match self.revnat.get(key, 0) {
-            Ok(e) => Ok(Some(e)),
-            Err(MapError::KeyNotFound) => Ok(None),
-            Err(e) => Err(op("lookup", maps::REVNAT)(e)),
-        }
     }
 
     /// Removes a flow and its reverse-NAT entry (expiry). Missing entries are not an error.

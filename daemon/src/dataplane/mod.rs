@@ -14,7 +14,7 @@ use std::{collections::HashMap, path::PathBuf, time::Instant};
 
 use aya::{Ebpf, programs::XdpMode};
 
-use crate::model::DesiredState;
+use crate::model::{DesiredState, Down, Ids, XdpAttachMode};
 
 /// A loaded kernel object, its maps, and the state applied to them.
 pub struct Dataplane {
@@ -42,7 +42,7 @@ impl Dataplane {
     pub fn attach_pinned(
         &mut self,
         interface: &str,
-        mode: loader::XdpAttachMode,
+        mode: XdpAttachMode,
         links_dir: &std::path::Path,
     ) -> Result<links::Attached, DataplaneError> {
         let attached = links::attach_pinned(&mut self.ebpf, interface, mode, links_dir)?;
@@ -56,8 +56,8 @@ impl Dataplane {
     pub fn reconcile(
         &mut self,
         desired: &DesiredState,
-        ids: sync::Ids,
-        down: &sync::Down,
+        ids: Ids,
+        down: &Down,
     ) -> Result<usize, sync::SyncError> {
         let plan = sync::reconcile_plan(desired, ids, down, Instant::now())?;
         let mut stale = Vec::new();
@@ -111,7 +111,7 @@ impl Dataplane {
     pub fn attach(
         &mut self,
         interface: &str,
-        mode: loader::XdpAttachMode,
+        mode: XdpAttachMode,
     ) -> Result<XdpMode, DataplaneError> {
         let used = loader::attach(&mut self.ebpf, interface, mode)?;
         self.maps.add_tx_port(ifindex(interface)?)?;
@@ -120,11 +120,7 @@ impl Dataplane {
 
     /// Makes the maps match `desired` without touching established flows. Returns the number of
     /// map operations it took (0: nothing changed).
-    pub fn apply(
-        &mut self,
-        desired: &DesiredState,
-        down: &sync::Down,
-    ) -> Result<usize, sync::SyncError> {
+    pub fn apply(&mut self, desired: &DesiredState, down: &Down) -> Result<usize, sync::SyncError> {
         let (next, ops) =
             sync::apply(&mut self.maps, &self.applied, desired, down, Instant::now())?;
         self.applied = next;

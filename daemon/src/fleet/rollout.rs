@@ -49,7 +49,7 @@ use super::{
     status::{NodeStatus, RolloutPhase},
     waves::{WaveSpec, WavesError, plan_waves},
 };
-use crate::rollout::Plan;
+use crate::model::Plan;
 
 /// Default wait for a node of a started wave that does not report.
 pub const DEFAULT_NODE_TIMEOUT: Duration = Duration::from_mins(5);
@@ -740,7 +740,7 @@ mod tests {
             min_flows: 1,
             gates: vec![],
             gate_timeout: Duration::from_secs(5),
-            on_failure: crate::rollout::plan::OnFailure::Rollback,
+            on_failure: crate::model::OnFailure::Rollback,
             hold_on_restart: false,
         }
     }

@@ -187,7 +187,7 @@ mod tests {
                 mod_revision: 40,
             }),
             local_revision: 7,
-            state_hash: state_hash(&crate::model::tests::web()),
+            state_hash: state_hash(&crate::model::fixtures::web()),
             errors: vec![StatusError {
                 key: "/veer/config".into(),
                 mod_revision: 41,
@@ -260,7 +260,7 @@ mod tests {
 
     #[test]
     fn the_state_hash_follows_the_state() {
-        let a = crate::model::tests::web();
+        let a = crate::model::fixtures::web();
         let mut b = a.clone();
         assert_eq!(state_hash(&a), state_hash(&b));
         assert_eq!(state_hash(&a).len(), 64);

@@ -1,28 +1,41 @@
-//! Active checks: a TCP connect, or an HTTP/1.1 `GET` whose status must match. Run from the
-//! daemon's network namespace, each bounded by the check's timeout.
+//! Active checks: a TCP connect, or an HTTP/1.1 `GET` (through the daemon's one client,
+//! `crate::http`) whose status must match. Run from the daemon's network namespace, each
+//! bounded by the check's timeout.
 
 use std::{net::SocketAddr, time::Duration};
 
-use tokio::{
-    io::{AsyncReadExt as _, AsyncWriteExt as _},
-    net::TcpStream,
-};
+use tokio::net::TcpStream;
 
-use crate::model::CheckKind;
+use crate::{
+    http::{self, HttpError},
+    model::CheckKind,
+};
 
 /// Why a check failed.
 #[derive(Debug, thiserror::Error)]
 pub enum CheckError {
     /// No answer in time.
-    #[error("no answer within {0:?}")]
-    Timeout(Duration),
-    /// Connecting, writing or reading failed.
-    #[error("{0}")]
-    Io(#[from] std::io::Error),
+    #[error("no answer within {}", humantime::format_duration(*timeout))]
+    Timeout {
+        /// The check's timeout.
+        timeout: Duration,
+    },
+    /// The TCP connection was refused or failed.
+    #[error("connecting to {addr} failed")]
+    Connect {
+        /// The backend.
+        addr: SocketAddr,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The HTTP request got no answer.
+    #[error(transparent)]
+    Http(#[from] HttpError),
     /// The HTTP answer was not the expected status.
     #[error("HTTP status {found}, expected {expected}")]
     Status {
-        /// What came back (0: no status line).
+        /// What came back.
         found: u16,
         /// What was expected.
         expected: u16,
@@ -33,63 +46,80 @@ pub enum CheckError {
 pub async fn run(kind: &CheckKind, addr: SocketAddr, timeout: Duration) -> Result<(), CheckError> {
     tokio::time::timeout(timeout, once(kind, addr))
         .await
-        .map_err(|_| CheckError::Timeout(timeout))?
+        .map_err(|_| CheckError::Timeout { timeout })?
 }
 
 async fn once(kind: &CheckKind, addr: SocketAddr) -> Result<(), CheckError> {
-    let mut stream = TcpStream::connect(addr).await?;
-    let CheckKind::Http {
-        path,
-        expect_status,
-    } = kind
-    else {
-        return Ok(());
-    };
-    let request = format!(
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: veer-health\r\nConnection: close\r\n\r\n"
-    );
-    stream.write_all(request.as_bytes()).await?;
-    let mut buf = vec![0u8; 1024];
-    let mut len = 0;
-    while len < buf.len() && !buf[..len].contains(&b'\n') {
-        let n = stream.read(&mut buf[len..]).await?;
-        if n == 0 {
-            break;
+    match kind {
+        CheckKind::Tcp => {
+            TcpStream::connect(addr)
+                .await
+                .map_err(|source| CheckError::Connect { addr, source })?;
+            Ok(())
         }
-        len += n;
+        CheckKind::Http {
+            path,
+            expect_status,
+        } => {
+            let answer = http::get(&format!("http://{addr}{path}"), "veer-health", 0).await?;
+            if answer.status == *expect_status {
+                Ok(())
+            } else {
+                Err(CheckError::Status {
+                    found: answer.status,
+                    expected: *expect_status,
+                })
+            }
+        }
     }
-    let found = status(&buf[..len]).unwrap_or(0);
-    if found == *expect_status {
-        Ok(())
-    } else {
-        Err(CheckError::Status {
-            found,
-            expected: *expect_status,
-        })
-    }
-}
-
-/// The status code of an HTTP/1.x status line.
-fn status(head: &[u8]) -> Option<u16> {
-    let line = head.split(|b| *b == b'\n').next()?;
-    let text = std::str::from_utf8(line).ok()?;
-    let mut parts = text.split_whitespace();
-    parts.next().filter(|v| v.starts_with("HTTP/1."))?;
-    parts.next()?.parse().ok()
 }
 
 #[cfg(test)]
 mod tests {
-    use super::status;
+    use super::*;
 
-    #[test]
-    fn status_lines_parse() {
-        assert_eq!(
-            status(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n"),
-            Some(200)
-        );
-        assert_eq!(status(b"HTTP/1.0 503 Service Unavailable\r\n"), Some(503));
-        assert_eq!(status(b"SSH-2.0-OpenSSH\r\n"), None);
-        assert_eq!(status(b""), None);
+    async fn answering(status: u16) -> SocketAddr {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                let mut buf = [0u8; 1024];
+                // A client gone early only ends this answer.
+                drop(s.read(&mut buf).await);
+                let answer = format!("HTTP/1.1 {status} X\r\nContent-Length: 0\r\n\r\n");
+                drop(s.write_all(answer.as_bytes()).await);
+            }
+        });
+        addr
+    }
+
+    fn http(path: &str, expect_status: u16) -> CheckKind {
+        CheckKind::Http {
+            path: path.into(),
+            expect_status,
+        }
+    }
+
+    #[tokio::test]
+    async fn checks_pass_and_fail_with_the_reason() {
+        let t = Duration::from_secs(5);
+        let up = answering(200).await;
+        assert!(run(&CheckKind::Tcp, up, t).await.is_ok());
+        assert!(run(&http("/healthz", 200), up, t).await.is_ok());
+        let e = run(&http("/healthz", 204), up, t).await.unwrap_err();
+        assert_eq!(e.to_string(), "HTTP status 200, expected 204");
+        let closed = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap()
+        };
+        assert!(matches!(
+            run(&CheckKind::Tcp, closed, t).await,
+            Err(CheckError::Connect { .. })
+        ));
+        assert!(matches!(
+            run(&http("/", 200), closed, t).await,
+            Err(CheckError::Http(HttpError::Connect { .. }))
+        ));
     }
 }

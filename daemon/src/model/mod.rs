@@ -1,14 +1,28 @@
 //! The desired state of the node as plain data: services, their groups and weights, backends and
-//! source-prefix pins. Pure: no maps, no I/O. The config file, the CLI and rollouts all produce a
-//! `DesiredState`; `dataplane::sync` makes the kernel match it.
+//! source-prefix pins, rollout plans and node settings, and the ids the kernel knows them by.
+//! Pure: no maps, no I/O. The config file, the CLI and rollouts all produce a `DesiredState`;
+//! `dataplane::sync` makes the kernel match it.
 
+#[cfg(test)]
+pub(crate) mod fixtures;
+pub mod gate;
+pub mod human;
+mod ids;
+mod node;
+pub mod plan;
+mod validate;
 mod weight;
 
-use std::{collections::HashSet, fmt, net::IpAddr, net::SocketAddr};
+use std::{fmt, net::IpAddr, net::SocketAddr, time::Duration};
 
+pub use ids::{BackendRef, Down, GroupRef, Ids};
+pub use node::{NodeChange, NodeConfig, Timeouts, XdpAttachMode};
+pub use plan::{OnFailure, Plan, PlanError};
+pub use validate::{
+    GroupField, HealthField, NAME_RULE, PinField, Place, RolloutField, ServiceField, StateError,
+    TimeoutField, Violation, host_bits_zero, parse_prefix, valid_name,
+};
 pub use weight::{Weight, WeightError};
-
-use veer_common::maps::MAX_GROUPS_PER_SERVICE;
 
 /// Transport protocol of a service.
 #[derive(
@@ -16,9 +30,9 @@ use veer_common::maps::MAX_GROUPS_PER_SERVICE;
 )]
 #[serde(rename_all = "lowercase")]
 pub enum Protocol {
-    /// TCP.
+    /// TCP (IP protocol 6).
     Tcp,
-    /// UDP.
+    /// UDP (IP protocol 17).
     Udp,
 }
 
@@ -62,7 +76,7 @@ pub struct Service {
     pub vip: IpAddr,
     /// Service port.
     pub port: u16,
-    /// Protocol.
+    /// TCP or UDP.
     pub protocol: Protocol,
     /// Groups in order; new flows are split between them by weight.
     pub groups: Vec<Group>,
@@ -74,7 +88,7 @@ pub struct Service {
     /// A rollout the config file declares: started when the file is applied, unless the same
     /// plan already ran or runs for the service.
     #[serde(default)]
-    pub rollout: Option<crate::rollout::Plan>,
+    pub rollout: Option<Plan>,
 }
 
 /// How a service's backends are checked.
@@ -83,15 +97,49 @@ pub struct HealthCheck {
     /// TCP connect, or HTTP GET.
     pub kind: CheckKind,
     /// Time between checks of a backend.
-    #[serde(with = "crate::config::duration_text")]
-    pub interval: std::time::Duration,
+    #[serde(with = "human::duration")]
+    pub interval: Duration,
     /// How long one check may take.
-    #[serde(with = "crate::config::duration_text")]
-    pub timeout: std::time::Duration,
+    #[serde(with = "human::duration")]
+    pub timeout: Duration,
     /// Consecutive successes that bring a down backend up.
     pub rise: u32,
     /// Consecutive failures that take an up backend down.
     pub fall: u32,
+}
+
+impl HealthCheck {
+    /// Time between checks when not said.
+    pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(2);
+    /// How long one check may take when not said.
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1);
+    /// Successes that bring a backend up when not said.
+    pub const DEFAULT_RISE: u32 = 2;
+    /// Failures that take a backend down when not said.
+    pub const DEFAULT_FALL: u32 = 3;
+    /// Path an HTTP check asks for when not said.
+    pub const DEFAULT_PATH: &str = "/";
+    /// Status an HTTP check expects when not said.
+    pub const DEFAULT_EXPECT_STATUS: u16 = 200;
+    /// Shortest interval.
+    pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
+    /// Shortest timeout.
+    pub const MIN_TIMEOUT: Duration = Duration::from_millis(10);
+    /// What `rise` and `fall` may be.
+    pub const COUNTS: std::ops::RangeInclusive<u32> = 1..=100;
+    /// What `expect_status` may be.
+    pub const STATUSES: std::ops::RangeInclusive<u16> = 100..=599;
+
+    /// A check of `kind` with the default interval, timeout, rise and fall.
+    pub fn new(kind: CheckKind) -> Self {
+        Self {
+            kind,
+            interval: Self::DEFAULT_INTERVAL,
+            timeout: Self::DEFAULT_TIMEOUT,
+            rise: Self::DEFAULT_RISE,
+            fall: Self::DEFAULT_FALL,
+        }
+    }
 }
 
 /// What a health check does.
@@ -138,109 +186,6 @@ pub struct Pin {
     pub group: String,
 }
 
-/// Why a desired state cannot be applied.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum StateError {
-    /// Two services share a name.
-    #[error("service name `{name}` is used twice")]
-    DuplicateService {
-        /// Name.
-        name: String,
-    },
-    /// Two services share VIP, port and protocol.
-    #[error("services `{first}` and `{second}` both use {endpoint}")]
-    DuplicateEndpoint {
-        /// First service.
-        first: String,
-        /// Second service.
-        second: String,
-        /// `vip:port/proto`.
-        endpoint: String,
-    },
-    /// Two groups of a service share a name.
-    #[error("service `{service}`: group name `{group}` is used twice")]
-    DuplicateGroup {
-        /// Service.
-        service: String,
-        /// Group.
-        group: String,
-    },
-    /// A backend appears twice in a group.
-    #[error("service `{service}`, group `{group}`: backend {backend} is listed twice")]
-    DuplicateBackend {
-        /// Service.
-        service: String,
-        /// Group.
-        group: String,
-        /// Backend.
-        backend: SocketAddr,
-    },
-    /// Too many groups.
-    #[error("service `{service}` has {count} groups; at most {max} are supported")]
-    TooManyGroups {
-        /// Service.
-        service: String,
-        /// Groups given.
-        count: usize,
-        /// The limit.
-        max: usize,
-    },
-    /// A backend of another address family than the VIP.
-    #[error(
-        "service `{service}`, group `{group}`: backend {backend} is not of the VIP's address family ({vip}); veer does not translate between IPv4 and IPv6"
-    )]
-    FamilyMismatch {
-        /// Service.
-        service: String,
-        /// Group.
-        group: String,
-        /// Backend.
-        backend: SocketAddr,
-        /// VIP.
-        vip: IpAddr,
-    },
-    /// A group with weight and no backend.
-    #[error("service `{service}`, group `{group}` has weight {weight} but no backends")]
-    WeightWithoutBackends {
-        /// Service.
-        service: String,
-        /// Group.
-        group: String,
-        /// Weight.
-        weight: Weight,
-    },
-    /// A pin names a group the service does not have.
-    #[error("service `{service}`: pin {prefix}/{len} names unknown group `{group}`")]
-    PinUnknownGroup {
-        /// Service.
-        service: String,
-        /// Prefix.
-        prefix: IpAddr,
-        /// Length.
-        len: u8,
-        /// Group.
-        group: String,
-    },
-    /// A pin's prefix is malformed or of the wrong family.
-    #[error(
-        "service `{service}`: pin {prefix}/{len} is not a valid prefix of the VIP's address family"
-    )]
-    BadPin {
-        /// Service.
-        service: String,
-        /// Prefix.
-        prefix: IpAddr,
-        /// Length.
-        len: u8,
-    },
-    /// Port 0.
-    #[error("service `{service}`: port 0 is not a valid service port")]
-    PortZero {
-        /// Service.
-        service: String,
-    },
-}
-
 impl Service {
     /// `vip:port/proto`, IPv6 in brackets.
     pub fn endpoint(&self) -> String {
@@ -258,150 +203,33 @@ impl DesiredState {
     pub fn service(&self, name: &str) -> Option<&Service> {
         self.services.iter().find(|s| s.name == name)
     }
-
-    /// Checks every rule a state must keep to be applied. Returns the first broken one.
-    pub fn validate(&self) -> Result<(), StateError> {
-        let mut names = HashSet::new();
-        let mut endpoints: Vec<(&str, String)> = Vec::new();
-        for s in &self.services {
-            if !names.insert(s.name.as_str()) {
-                return Err(StateError::DuplicateService {
-                    name: s.name.clone(),
-                });
-            }
-            let ep = s.endpoint();
-            if let Some((first, _)) = endpoints.iter().find(|(_, e)| *e == ep) {
-                return Err(StateError::DuplicateEndpoint {
-                    first: (*first).to_owned(),
-                    second: s.name.clone(),
-                    endpoint: ep,
-                });
-            }
-            endpoints.push((&s.name, ep));
-            s.validate()?;
-        }
-        Ok(())
-    }
-}
-
-impl Service {
-    fn validate(&self) -> Result<(), StateError> {
-        let service = || self.name.clone();
-        if self.port == 0 {
-            return Err(StateError::PortZero { service: service() });
-        }
-        if self.groups.len() > MAX_GROUPS_PER_SERVICE {
-            return Err(StateError::TooManyGroups {
-                service: service(),
-                count: self.groups.len(),
-                max: MAX_GROUPS_PER_SERVICE,
-            });
-        }
-        let mut groups = HashSet::new();
-        for g in &self.groups {
-            if !groups.insert(g.name.as_str()) {
-                return Err(StateError::DuplicateGroup {
-                    service: service(),
-                    group: g.name.clone(),
-                });
-            }
-            if g.backends.is_empty() && !g.weight.is_zero() {
-                return Err(StateError::WeightWithoutBackends {
-                    service: service(),
-                    group: g.name.clone(),
-                    weight: g.weight,
-                });
-            }
-            let mut seen = HashSet::new();
-            for b in &g.backends {
-                if b.addr.is_ipv4() != self.vip.is_ipv4() {
-                    return Err(StateError::FamilyMismatch {
-                        service: service(),
-                        group: g.name.clone(),
-                        backend: b.addr,
-                        vip: self.vip,
-                    });
-                }
-                if !seen.insert(b.addr) {
-                    return Err(StateError::DuplicateBackend {
-                        service: service(),
-                        group: g.name.clone(),
-                        backend: b.addr,
-                    });
-                }
-            }
-        }
-        for p in &self.pins {
-            let max = if self.vip.is_ipv4() { 32 } else { 128 };
-            if p.prefix.is_ipv4() != self.vip.is_ipv4()
-                || p.len > max
-                || !host_bits_zero(p.prefix, p.len)
-            {
-                return Err(StateError::BadPin {
-                    service: service(),
-                    prefix: p.prefix,
-                    len: p.len,
-                });
-            }
-            if self.group(&p.group).is_none() {
-                return Err(StateError::PinUnknownGroup {
-                    service: service(),
-                    prefix: p.prefix,
-                    len: p.len,
-                    group: p.group.clone(),
-                });
-            }
-        }
-        Ok(())
-    }
-}
-
-/// Whether every bit of `addr` past `len` is zero.
-pub fn host_bits_zero(addr: IpAddr, len: u8) -> bool {
-    match addr {
-        IpAddr::V4(a) => {
-            let v = u32::from(a);
-            len >= 32 || v & (u32::MAX >> len) == 0
-        }
-        IpAddr::V6(a) => {
-            let v = u128::from(a);
-            len >= 128 || v & (u128::MAX >> len) == 0
-        }
-    }
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
-    use super::*;
+mod tests {
+    use super::{fixtures::web, *};
 
-    pub(crate) fn web() -> DesiredState {
-        DesiredState {
-            services: vec![Service {
-                name: "web".into(),
-                vip: "192.0.2.10".parse().unwrap(),
-                port: 80,
-                protocol: Protocol::Tcp,
-                groups: vec![
-                    Group {
-                        name: "v1".into(),
-                        weight: Weight::from_percent_str("100").unwrap(),
-                        backends: vec![Backend {
-                            addr: "198.51.100.11:8080".parse().unwrap(),
-                        }],
-                    },
-                    Group {
-                        name: "v2".into(),
-                        weight: Weight::ZERO,
-                        backends: vec![Backend {
-                            addr: "198.51.100.21:8080".parse().unwrap(),
-                        }],
-                    },
-                ],
-                pins: vec![],
-                health: None,
-                rollout: None,
-            }],
-        }
+    #[test]
+    fn node_changes_name_each_setting_with_both_values() {
+        let running = NodeConfig::default();
+        assert!(running.changes(&running).is_empty());
+        let mut wanted = running.clone();
+        wanted.interfaces = vec!["eth1".into()];
+        wanted.xdp_mode = XdpAttachMode::Native;
+        wanted.timeouts.udp = Duration::from_secs(90);
+        let changes = running.changes(&wanted);
+        let text: Vec<String> = changes
+            .iter()
+            .map(|c| format!("{} {} -> {}", c.setting, c.running, c.wanted))
+            .collect();
+        assert_eq!(
+            text,
+            [
+                "interfaces [] -> [\"eth1\"]",
+                "xdp_mode auto -> native",
+                "timeouts.udp 1m -> 1m 30s"
+            ]
+        );
     }
 
     #[test]
@@ -414,7 +242,7 @@ pub(crate) mod tests {
         let mut s = web();
         s.services.push(s.services[0].clone());
         assert!(matches!(
-            s.validate(),
+            s.validate().map_err(|v| v.error),
             Err(StateError::DuplicateService { .. })
         ));
 
@@ -424,24 +252,34 @@ pub(crate) mod tests {
         s.services.push(other);
         assert_eq!(
             s.validate(),
-            Err(StateError::DuplicateEndpoint {
-                first: "web".into(),
-                second: "web2".into(),
-                endpoint: "192.0.2.10:80/tcp".into()
+            Err(Violation {
+                at: Place::Service {
+                    service: 1,
+                    field: ServiceField::Table
+                },
+                first: Some(Place::Service {
+                    service: 0,
+                    field: ServiceField::Table
+                }),
+                error: StateError::DuplicateEndpoint {
+                    service: "web2".into(),
+                    endpoint: "192.0.2.10:80/tcp".into(),
+                    first: "web".into(),
+                }
             })
         );
 
         let mut s = web();
         s.services[0].groups[1].backends[0].addr = "[2001:db8::1]:80".parse().unwrap();
         assert!(matches!(
-            s.validate(),
+            s.validate().map_err(|v| v.error),
             Err(StateError::FamilyMismatch { .. })
         ));
 
         let mut s = web();
         s.services[0].groups[0].backends.clear();
         assert!(matches!(
-            s.validate(),
+            s.validate().map_err(|v| v.error),
             Err(StateError::WeightWithoutBackends { .. })
         ));
 
@@ -452,7 +290,10 @@ pub(crate) mod tests {
             group: "v2".into(),
         });
         assert!(
-            matches!(s.validate(), Err(StateError::BadPin { .. })),
+            matches!(
+                s.validate().map_err(|v| v.error),
+                Err(StateError::BadPin { .. })
+            ),
             "host bits set"
         );
 
@@ -463,15 +304,15 @@ pub(crate) mod tests {
             group: "v9".into(),
         });
         assert!(matches!(
-            s.validate(),
+            s.validate().map_err(|v| v.error),
             Err(StateError::PinUnknownGroup { .. })
         ));
 
         let mut s = web();
         let g = s.services[0].groups[0].clone();
-        s.services[0].groups = vec![g; MAX_GROUPS_PER_SERVICE + 1];
+        s.services[0].groups = vec![g; veer_common::maps::MAX_GROUPS_PER_SERVICE + 1];
         assert!(matches!(
-            s.validate(),
+            s.validate().map_err(|v| v.error),
             Err(StateError::TooManyGroups { .. })
         ));
     }

@@ -41,6 +41,15 @@ impl Weight {
         }
     }
 
+    /// `p` percent; 100 above 100.
+    pub const fn percent(p: u32) -> Weight {
+        if p >= 100 {
+            Weight::FULL
+        } else {
+            Weight(p * 100)
+        }
+    }
+
     /// Basis points.
     pub const fn basis_points(self) -> u32 {
         self.0

@@ -5,8 +5,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
-use super::plan::{OnFailure, Plan, weights_at};
-use crate::model::Weight;
+use crate::model::{OnFailure, Plan, Weight, plan::weights_at};
 
 /// Where a rollout is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -43,18 +42,18 @@ pub struct Counts {
 /// A rollout and its progress (persisted with every revision).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Rollout {
-    /// Service.
+    /// Name of the service.
     pub service: String,
     /// The plan.
     pub plan: Plan,
     /// Index of the current step in `plan.steps`.
     pub step: usize,
-    /// Phase.
+    /// Running, paused, completed, rolled back or aborted.
     pub phase: Phase,
     /// Every group's weight before the rollout (what a rollback restores).
     pub original: Vec<(String, Weight)>,
     /// When the current step began.
-    #[serde(with = "crate::state::rfc3339")]
+    #[serde(with = "crate::model::human::rfc3339")]
     pub step_started: SystemTime,
     /// The target group's counters when the current step began.
     pub baseline: Counts,
@@ -69,8 +68,17 @@ pub struct Observation {
     pub counts: Counts,
     /// Backends of the target group that are up.
     pub target_up: usize,
-    /// Outcome of this step's extra gates, once evaluated: `Err((gate, why))` on the first failure.
-    pub gates: Option<Result<(), (String, String)>>,
+    /// Outcome of this step's extra gates, once evaluated: the first failure, if any.
+    pub gates: Option<Result<(), GateFailure>>,
+}
+
+/// The gate of a step that failed, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GateFailure {
+    /// The gate, as written (`exec:check`, `http://...`).
+    pub gate: String,
+    /// Why it failed.
+    pub why: String,
 }
 
 /// What to do.
@@ -93,7 +101,7 @@ pub enum Decision {
     Breach {
         /// Which gate.
         gate: String,
-        /// Why.
+        /// Why it failed, in words.
         why: String,
         /// Weights to apply.
         weights: Vec<(String, Weight)>,
@@ -231,7 +239,7 @@ impl Rollout {
         }
         match &obs.gates {
             None if !self.plan.gates.is_empty() => return Decision::EvaluateGates,
-            Some(Err((gate, why))) => return self.breach(gate, why.clone()),
+            Some(Err(failure)) => return self.breach(&failure.gate, failure.why.clone()),
             _ => {}
         }
         if self.step + 1 >= self.plan.steps.len() {
@@ -375,7 +383,10 @@ mod tests {
             r.decide(&o, at(11)),
             Decision::Advance { next: 1, .. }
         ));
-        o.gates = Some(Err(("exec:check".into(), "exit status 1".into())));
+        o.gates = Some(Err(GateFailure {
+            gate: "exec:check".into(),
+            why: "exit status 1".into(),
+        }));
         assert!(matches!(r.decide(&o, at(11)), Decision::Breach { .. }));
     }
 

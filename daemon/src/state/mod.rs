@@ -3,5 +3,4 @@
 
 mod store;
 
-pub(crate) use store::rfc3339;
 pub use store::{Origin, Revision, Store, StoreError};

@@ -13,7 +13,7 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use crate::{dataplane::sync::Ids, model::DesiredState};
+use crate::model::{DesiredState, Ids};
 
 /// Revisions kept on disk; older ones are pruned.
 pub(super) const KEEP: usize = 1000;
@@ -71,7 +71,7 @@ pub struct Revision {
     /// 1, 2, 3 ...
     pub number: u64,
     /// When it was committed.
-    #[serde(with = "rfc3339")]
+    #[serde(with = "crate::model::human::rfc3339")]
     pub time: SystemTime,
     /// Where it came from.
     pub origin: Origin,
@@ -83,25 +83,13 @@ pub struct Revision {
     pub state: DesiredState,
     /// The numeric ids the state was applied with, so a restarted daemon keeps them.
     pub ids: Ids,
-    /// SHA-256 of the config file text this revision (or an earlier one) applied last.
+    /// What the config file meant (`control::core::meaning` of its services) when this
+    /// revision or an earlier one last applied it. Revisions written before veer compared
+    /// meanings hold the SHA-256 of the file's text instead.
     pub config_digest: Option<String>,
     /// Rollouts and their progress (the finished ones stay for `rollout status`).
     #[serde(default)]
     pub rollouts: Vec<crate::rollout::Rollout>,
-}
-
-pub(crate) mod rfc3339 {
-    use std::time::SystemTime;
-
-    use serde::{Deserialize as _, Deserializer, Serializer};
-
-    pub(crate) fn serialize<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&humantime::format_rfc3339_seconds(*t).to_string())
-    }
-
-    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<SystemTime, D::Error> {
-        humantime::parse_rfc3339(&String::deserialize(d)?).map_err(serde::de::Error::custom)
-    }
 }
 
 /// A failure of the store.
@@ -121,7 +109,7 @@ pub enum StoreError {
     /// Encoding a revision failed.
     #[error("encoding revision {number} failed")]
     Encode {
-        /// Revision.
+        /// Revision number.
         number: u64,
         /// The encoder's error.
         #[source]
@@ -273,7 +261,7 @@ pub(super) fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> Result<(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::tests::web;
+    use crate::model::fixtures::web;
 
     fn tmpdir(name: &str) -> PathBuf {
         let d = std::env::temp_dir().join(format!("veer-store-{name}-{}", std::process::id()));

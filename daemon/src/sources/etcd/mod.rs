@@ -31,19 +31,3 @@ pub use error::EtcdError;
 pub use options::{Connector, DEFAULT_PREFIX, EtcdOptions};
 pub use status::{StatusWriter, WriterState};
 pub use watch::{SourceState, Watcher, WatcherOptions};
-
-/// An error and its causes on one line (`what: because: because`), for logs and tests.
-// TODO(#12): use the shared helper once the reshape gives error plumbing its low `error.rs`.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut message = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        let text = c.to_string();
-        if !message.ends_with(&text) {
-            message.push_str(": ");
-            message.push_str(&text);
-        }
-        cause = c.source();
-    }
-    message
-}

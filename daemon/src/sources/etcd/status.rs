@@ -128,9 +128,9 @@ impl Run {
                     }
                     // Once per failure streak at `warn`; the retries after it at `debug`.
                     if self.state.borrow().error.is_none() {
-                        tracing::warn!("status writer: {}", super::error_chain(&e));
+                        tracing::warn!("status writer: {}", crate::error::chain(&e));
                     } else {
-                        tracing::debug!("status writer: {}", super::error_chain(&e));
+                        tracing::debug!("status writer: {}", crate::error::chain(&e));
                     }
                     let e = Arc::new(e);
                     self.state.send_modify(|s| s.error = Some(e));

@@ -164,12 +164,12 @@ impl Run {
                     if self.tx.borrow().stale_since.is_none() {
                         tracing::warn!(
                             "etcd source stale: {}; retrying in {delay_text}",
-                            super::error_chain(&e)
+                            crate::error::chain(&e)
                         );
                     } else {
                         tracing::debug!(
                             "etcd source still stale: {}; retrying in {delay_text}",
-                            super::error_chain(&e)
+                            crate::error::chain(&e)
                         );
                     }
                     let e = Arc::new(e);

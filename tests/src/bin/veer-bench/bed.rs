@@ -22,6 +22,7 @@ use std::{
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use veer_tests::{
+    config::{ConfigBuilder, Family, web},
     netns::{Netns, Topology},
     servers::TcpServer,
 };
@@ -313,31 +314,10 @@ pub(crate) fn name_servers(topo: &Topology) -> Result<[TcpServer; 2]> {
 /// The config of the demo and the benchmarks: service `web` at `192.0.2.10:80/tcp`, group `v1`
 /// (`198.51.100.11:8080`) and group `v2` (`198.51.100.21:8080`), attached to `interfaces`.
 pub(crate) fn config(interfaces: &[String], v1: &str, v2: &str, conntrack_max: u32) -> String {
-    let ifaces: Vec<String> = interfaces.iter().map(|i| format!("\"{i}\"")).collect();
-    format!(
-        r#"[node]
-interfaces = [{}]
-xdp_mode = "auto"
-conntrack_max = {conntrack_max}
-
-[[service]]
-name = "web"
-vip = "192.0.2.10"
-port = 80
-protocol = "tcp"
-
-[[service.group]]
-name = "v1"
-weight = {v1}
-backends = ["198.51.100.11:8080"]
-
-[[service.group]]
-name = "v2"
-weight = {v2}
-backends = ["198.51.100.21:8080"]
-"#,
-        ifaces.join(", ")
-    )
+    ConfigBuilder::new(interfaces)
+        .conntrack_max(conntrack_max)
+        .service(web(Family::V4, v1, v2))
+        .to_toml()
 }
 
 /// A `veer daemon` in a node namespace with its own socket, state directory and pin directory

@@ -20,7 +20,7 @@ use crate::{
 pub(crate) const RUN_SECS: u32 = 10;
 /// Seconds of warm-up per setup and repetition (not counted).
 pub(crate) const WARM_SECS: u32 = 2;
-/// Repetitions.
+/// Runs of each measurement (the report keeps the median).
 pub(crate) const REPS: usize = 3;
 
 /// Repetitions and seconds per run of this run (`--quick`: 1 and 3).
@@ -70,7 +70,7 @@ impl Setup {
 /// One wrk run and the machine's CPU time during it.
 #[derive(Clone, Debug)]
 pub(crate) struct Measure {
-    /// Setup.
+    /// How the node handles the load.
     pub(crate) setup: Setup,
     /// `Connection: close` (new connection per request).
     pub(crate) close: bool,

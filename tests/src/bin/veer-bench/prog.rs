@@ -85,7 +85,7 @@ const NEIGHBOURS: [(&str, &str); 3] = [
 /// One measured row.
 #[derive(Clone, Debug)]
 pub(crate) struct Row {
-    /// Program.
+    /// Name of the program measured.
     pub(crate) program: &'static str,
     /// What the frame is.
     pub(crate) case: &'static str,

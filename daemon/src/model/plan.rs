@@ -4,11 +4,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::gate::Gate;
-use crate::model::{Service, Weight};
-
-/// Default steps, in percent of new flows to the target group.
-pub const DEFAULT_STEPS: [u32; 5] = [1, 5, 25, 50, 100];
+use super::{Service, Weight, gate::Gate};
 
 /// What to do when a gate fails.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -29,7 +25,7 @@ pub struct Plan {
     /// The target group's share at each step, increasing, ending at 100.
     pub steps: Vec<Weight>,
     /// How long each step is watched before the next.
-    #[serde(with = "crate::config::duration_text")]
+    #[serde(with = "super::human::duration")]
     pub pause: Duration,
     /// Largest failed/attempted share of the target group's new flows in a step (basis points).
     pub max_failure_rate: Weight,
@@ -39,7 +35,7 @@ pub struct Plan {
     #[serde(default)]
     pub gates: Vec<Gate>,
     /// How long one extra gate may take.
-    #[serde(with = "crate::config::duration_text")]
+    #[serde(with = "super::human::duration")]
     pub gate_timeout: Duration,
     /// What a breach does.
     #[serde(default)]
@@ -50,39 +46,86 @@ pub struct Plan {
 }
 
 /// Why a plan cannot start.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PlanError {
     /// The target group does not exist.
     #[error("service `{service}` has no group `{group}`")]
     UnknownGroup {
-        /// Service.
+        /// Name of the service.
         service: String,
-        /// Group.
+        /// Name of the group, in its service.
         group: String,
     },
     /// Steps must increase and end at 100.
-    #[error("steps must increase strictly and end at 100 (got {steps})")]
+    #[error("rollout steps must increase strictly and end at 100 (got {steps})")]
     BadSteps {
         /// The steps given.
         steps: String,
     },
+    /// A step watched for less than `Plan::MIN_PAUSE`.
+    #[error("rollout pause {pause} is shorter than the {min} minimum")]
+    PauseTooShort {
+        /// The pause given.
+        pause: String,
+        /// The minimum.
+        min: String,
+    },
+    /// A gate given less than `Plan::MIN_GATE_TIMEOUT`.
+    #[error("rollout gate timeout {timeout} is shorter than the {min} minimum")]
+    GateTimeoutTooShort {
+        /// The timeout given.
+        timeout: String,
+        /// The minimum.
+        min: String,
+    },
     /// The target has no backend.
     #[error("group `{group}` has no backends to roll out to")]
     EmptyTarget {
-        /// Group.
+        /// Name of the group, in its service.
         group: String,
     },
     /// Nothing to move.
     #[error("service `{service}` already sends all new flows to `{group}`")]
     AlreadyThere {
-        /// Service.
+        /// Name of the service.
         service: String,
-        /// Group.
+        /// Name of the group, in its service.
         group: String,
     },
 }
 
 impl Plan {
+    /// Steps when none are given, in percent of new flows to the target group.
+    pub const DEFAULT_STEPS: [u32; 5] = [1, 5, 25, 50, 100];
+    /// How long each step is watched when not said.
+    pub const DEFAULT_PAUSE: Duration = Duration::from_secs(30);
+    /// Largest failure rate of a step when not said: 1%.
+    pub const DEFAULT_MAX_FAILURE_RATE: Weight = Weight::percent(1);
+    /// New flows a step needs before it is judged, when not said.
+    pub const DEFAULT_MIN_FLOWS: u64 = 10;
+    /// How long one extra gate may take when not said.
+    pub const DEFAULT_GATE_TIMEOUT: Duration = Duration::from_secs(10);
+    /// Shortest pause: a step is watched at least this long.
+    pub const MIN_PAUSE: Duration = Duration::from_secs(1);
+    /// Shortest gate timeout.
+    pub const MIN_GATE_TIMEOUT: Duration = Duration::from_millis(100);
+
+    /// A plan to `to` with every default: the default steps, pause, failure rate, flows and
+    /// gate timeout, no extra gates, rollback on failure, resume after a restart.
+    pub fn to(group: &str) -> Self {
+        Self {
+            to: group.to_owned(),
+            steps: Self::DEFAULT_STEPS.map(Weight::percent).to_vec(),
+            pause: Self::DEFAULT_PAUSE,
+            max_failure_rate: Self::DEFAULT_MAX_FAILURE_RATE,
+            min_flows: Self::DEFAULT_MIN_FLOWS,
+            gates: Vec::new(),
+            gate_timeout: Self::DEFAULT_GATE_TIMEOUT,
+            on_failure: OnFailure::default(),
+            hold_on_restart: false,
+        }
+    }
+
     /// Checks the plan against the service.
     pub fn validate(&self, service: &Service) -> Result<(), PlanError> {
         let target = service
@@ -109,6 +152,18 @@ impl Plan {
                     .map(ToString::to_string)
                     .collect::<Vec<_>>()
                     .join(","),
+            });
+        }
+        if self.pause < Self::MIN_PAUSE {
+            return Err(PlanError::PauseTooShort {
+                pause: humantime::format_duration(self.pause).to_string(),
+                min: humantime::format_duration(Self::MIN_PAUSE).to_string(),
+            });
+        }
+        if self.gate_timeout < Self::MIN_GATE_TIMEOUT {
+            return Err(PlanError::GateTimeoutTooShort {
+                timeout: humantime::format_duration(self.gate_timeout).to_string(),
+                min: humantime::format_duration(Self::MIN_GATE_TIMEOUT).to_string(),
             });
         }
         let others = service

@@ -1,0 +1,341 @@
+//! The config file's messages, each with its `file:line:column`, over files written by `render`
+//! from model values (no TOML pasted here but the examples that must fail to parse).
+
+use std::{path::Path, time::Duration};
+
+use super::{Config, parse, to_toml};
+use crate::model::{
+    CheckKind, HealthCheck, NodeConfig, Pin, Plan, Protocol, Timeouts, XdpAttachMode,
+    fixtures::{group, w, web},
+};
+
+/// `web` at 192.0.2.10:80/tcp: v1 (100) on two backends, v2 (0) on one; attached to eth0.
+fn good() -> Config {
+    let mut state = web();
+    state.services[0].groups[0] = group("v1", "100", &["198.51.100.11:8080", "198.51.100.12:8080"]);
+    Config {
+        node: NodeConfig {
+            interfaces: vec!["eth0".into()],
+            ..NodeConfig::default()
+        },
+        state,
+    }
+}
+
+fn good_text() -> String {
+    to_toml(&good())
+}
+
+fn error(text: &str) -> String {
+    parse(Path::new("veer.toml"), text).unwrap_err().to_string()
+}
+
+#[test]
+fn the_shipped_example_is_valid() {
+    let c = parse(
+        Path::new("examples/veer.toml"),
+        include_str!("../../../examples/veer.toml"),
+    )
+    .unwrap();
+    assert_eq!(c.state.services[0].pins.len(), 1);
+    // The example writes the defaults out: they must be the model's.
+    assert_eq!(c.node.timeouts, Timeouts::default());
+    assert_eq!(c.state.services[0].rollout, Some(Plan::to("v2")));
+    assert_eq!(
+        c.state.services[0].health,
+        Some(HealthCheck::new(CheckKind::Http {
+            path: "/healthz".into(),
+            expect_status: HealthCheck::DEFAULT_EXPECT_STATUS,
+        }))
+    );
+    assert_eq!(parse(Path::new("x"), &to_toml(&c)).unwrap(), c);
+}
+
+#[test]
+fn a_written_config_reads_back_as_itself() {
+    let mut c = good();
+    c.node.interfaces.push("veth-\"odd\"".into());
+    c.node.xdp_mode = XdpAttachMode::Generic;
+    c.node.conntrack_max = 65_536;
+    c.node.timeouts.tcp_closing = Duration::from_hours(1);
+    c.node.timeouts.udp = Duration::from_millis(1500);
+    let web = &mut c.state.services[0];
+    web.groups[0].weight = w("87.5");
+    web.groups[1].weight = w("12.5");
+    web.pins.push(Pin {
+        prefix: "203.0.113.0".parse().unwrap(),
+        len: 24,
+        group: "v2".into(),
+    });
+    web.health = Some(HealthCheck::new(CheckKind::Http {
+        path: "/healthz".into(),
+        expect_status: 204,
+    }));
+    let mut plan = Plan::to("v2");
+    plan.steps = vec![w("10"), w("100")];
+    plan.max_failure_rate = w("0.5");
+    plan.gates = vec![
+        "exec:test -f /run/ok".parse().unwrap(),
+        "prometheus:http://127.0.0.1:9090 up >= 1".parse().unwrap(),
+    ];
+    plan.hold_on_restart = true;
+    web.rollout = Some(plan);
+    let mut web6 = web.clone();
+    web6.name = "web6".into();
+    web6.vip = "2001:db8::10".parse().unwrap();
+    web6.protocol = Protocol::Udp;
+    web6.groups = vec![
+        group("v1", "100", &["[2001:db8:b::11]:53"]),
+        group("v2", "0", &["[2001:db8:b::21]:53"]),
+    ];
+    web6.pins = vec![Pin {
+        prefix: "2001:db8:c::".parse().unwrap(),
+        len: 48,
+        group: "v1".into(),
+    }];
+    web6.health = Some(HealthCheck::new(CheckKind::Tcp));
+    web6.rollout = None;
+    c.state.services.push(web6);
+    assert_eq!(parse(Path::new("x"), &to_toml(&c)), Ok(c));
+}
+
+/// (what in the good file, replaced by what, the message).
+const MISTAKES: &[(&str, &str, &str)] = &[
+    (
+        "weight = 100",
+        "weight = 120",
+        "veer.toml:20:10: service `web`, group `v1`, `weight`: 120 is out of range 0..=100",
+    ),
+    (
+        "weight = 0\n",
+        "weight = 0.001\n",
+        "veer.toml:25:10: service `web`, group `v2`, `weight`: `0.001` is not a percentage with at most two decimals (e.g. 90, 12.5, 0.01)",
+    ),
+    (
+        "port = 80",
+        "port = 80\ncolour = \"red\"",
+        "veer.toml:16:1: unknown field `colour`, expected one of `name`, `vip`, `port`, `protocol`, `group`, `pin`, `health`, `rollout`",
+    ),
+    (
+        "vip = \"192.0.2.10\"",
+        "vip = \"192.0.2.300\"",
+        "veer.toml:14:7: `vip`: `192.0.2.300` is not an IPv4 or IPv6 address",
+    ),
+    (
+        "vip = \"192.0.2.10\"",
+        "vip = \"224.0.0.1\"",
+        "veer.toml:14:7: service `web`: VIP 224.0.0.1 is not a unicast address",
+    ),
+    (
+        "protocol = \"tcp\"",
+        "protocol = \"sctp\"",
+        "veer.toml:16:12: `protocol`: `sctp` is not one of tcp, udp",
+    ),
+    (
+        "\"198.51.100.21:8080\"]",
+        "\"[2001:db8::21]:8080\"]",
+        "veer.toml:26:13: service `web`, group `v2`: backend [2001:db8::21]:8080 is not of the VIP's address family (192.0.2.10); veer does not translate between IPv4 and IPv6",
+    ),
+    (
+        "name = \"v2\"",
+        "name = \"v1\"",
+        "veer.toml:24:8: service `web`: group `v1` is defined twice (first on line 19)",
+    ),
+    (
+        "name = \"v2\"",
+        "name = \"v 2\"",
+        "veer.toml:24:8: group name `v 2` is not valid (1 to 64 characters of A-Z a-z 0-9 _ - .)",
+    ),
+    (
+        "\"198.51.100.12:8080\"]",
+        "\"198.51.100.11:8080\"]",
+        "veer.toml:21:35: service `web`, group `v1`: backend 198.51.100.11:8080 is listed twice (first on line 21)",
+    ),
+    (
+        "backends = [\"198.51.100.11:8080\", \"198.51.100.12:8080\"]",
+        "backends = []",
+        "veer.toml:20:10: service `web`, group `v1` has weight 100 but no backends; give it backends or weight 0",
+    ),
+    (
+        "xdp_mode = \"auto\"",
+        "xdp_mode = \"fast\"",
+        "veer.toml:3:12: `xdp_mode`: `fast` is not one of auto, native, generic",
+    ),
+    (
+        "port = 80",
+        "port = 0",
+        "veer.toml:15:8: service `web`: port 0 is not a valid service port",
+    ),
+    (
+        "port = 80",
+        "port = 70000",
+        "veer.toml:15:8: `port`: 70000 is out of range 1..=65535",
+    ),
+    (
+        "conntrack_max = 1048576",
+        "conntrack_max = 100",
+        "veer.toml:4:17: conntrack_max 100 is out of range 1024..=67108864",
+    ),
+    (
+        "interfaces = [\"eth0\"]",
+        "interfaces = [\"eth0\", \"eth1\", \"eth0\"]",
+        "veer.toml:2:31: interface `eth0` is named twice (first on line 2)",
+    ),
+    (
+        "udp = \"1m\"",
+        "udp = \"500ms\"",
+        "veer.toml:10:7: [node.timeouts] udp 500ms is shorter than the 1s minimum",
+    ),
+    (
+        "udp = \"1m\"",
+        "udp = \"soon\"",
+        "veer.toml:10:7: `udp`: `soon` is not a duration (e.g. \"30s\", \"1h\", \"500ms\")",
+    ),
+];
+
+#[test]
+fn each_mistake_names_file_line_field_and_reason() {
+    let good = good_text();
+    for (from, to, expected) in MISTAKES {
+        assert!(good.contains(from), "{from}");
+        assert_eq!(
+            &error(&good.replacen(from, to, 1)),
+            expected,
+            "{from} -> {to}"
+        );
+    }
+}
+
+#[test]
+fn two_services_on_one_endpoint_or_name_are_refused() {
+    let good = good_text();
+    let service = &good[good.find("[[service]]").unwrap()..];
+    let twice = format!("{good}\n{}", service.replace("\"web\"", "\"web2\""));
+    assert_eq!(
+        error(&twice),
+        "veer.toml:28:1: service `web2` uses 192.0.2.10:80/tcp, already used by service `web` (first on line 12)"
+    );
+    let same_name = format!("{good}\n{}", service.replace("port = 80", "port = 81"));
+    assert_eq!(
+        error(&same_name),
+        "veer.toml:29:8: service `web` is defined twice (first on line 13)"
+    );
+}
+
+#[test]
+fn pins_are_checked() {
+    let pin = |p: &str, g: &str| {
+        format!(
+            "{}\n[[service.pin]]\nprefix = \"{p}\"\ngroup = \"{g}\"\n",
+            good_text()
+        )
+    };
+    assert!(parse(Path::new("veer.toml"), &pin("203.0.113.0/24", "v2")).is_ok());
+    assert_eq!(
+        error(&pin("203.0.113.1/24", "v2")),
+        "veer.toml:29:10: `prefix`: `203.0.113.1/24` is not a network prefix with its host bits zero (e.g. \"203.0.113.0/24\")"
+    );
+    assert_eq!(
+        error(&pin("203.0.113.0/24", "v9")),
+        "veer.toml:30:9: service `web`: pin 203.0.113.0/24 names group `v9`, which the service does not have"
+    );
+    assert_eq!(
+        error(&pin("2001:db8::/32", "v2")),
+        "veer.toml:29:10: service `web`: pin prefix 2001:db8::/32 is not of the VIP's address family (192.0.2.10)"
+    );
+}
+
+#[test]
+fn syntax_errors_are_located() {
+    assert!(
+        error("[node\n").starts_with("veer.toml:1:"),
+        "{}",
+        error("[node\n")
+    );
+    assert!(
+        error("[[service]]\nname = \"web\"\n").contains("missing field"),
+        "{}",
+        error("[[service]]\nname = \"web\"\n")
+    );
+}
+
+#[test]
+fn a_declared_rollout_and_a_health_check_take_their_defaults_and_are_checked() {
+    let with = |extra: &str| {
+        good_text().replacen(
+            "protocol = \"tcp\"\n",
+            &format!("protocol = \"tcp\"\n{extra}"),
+            1,
+        )
+    };
+    let c = parse(
+        Path::new("veer.toml"),
+        &with("[service.rollout]\nto = \"v2\"\nsteps = [10, 50, 100]\npause = \"5s\"\nmax_failure_rate = \"0.5%\"\ngates = [\"exec:true\"]\n[service.health]\nkind = \"http\"\npath = \"/ready\"\n"),
+    )
+    .unwrap();
+    let plan = c.state.services[0].rollout.clone().unwrap();
+    assert_eq!(
+        plan.steps
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>(),
+        ["10", "50", "100"]
+    );
+    assert_eq!(plan.max_failure_rate.basis_points(), 50);
+    assert_eq!(plan.pause, Duration::from_secs(5));
+    assert_eq!(
+        (plan.min_flows, plan.gate_timeout),
+        (Plan::DEFAULT_MIN_FLOWS, Plan::DEFAULT_GATE_TIMEOUT)
+    );
+    let h = c.state.services[0].health.clone().unwrap();
+    assert_eq!((h.rise, h.fall, h.interval), (2, 3, Duration::from_secs(2)));
+    let defaults = parse(
+        Path::new("veer.toml"),
+        &with("[service.rollout]\nto = \"v2\"\n"),
+    )
+    .unwrap();
+    assert_eq!(
+        defaults.state.services[0].rollout,
+        Some(Plan::to("v2")),
+        "the plan's defaults are the CLI's"
+    );
+    assert_eq!(
+        error(&with("[service.rollout]\nto = \"v3\"\n")),
+        "veer.toml:18:6: service `web` has no group `v3`"
+    );
+    assert_eq!(
+        error(&with("[service.rollout]\nto = \"v2\"\nsteps = [50, 10]\n")),
+        "veer.toml:19:9: rollout steps must increase strictly and end at 100 (got 50,10)"
+    );
+    assert_eq!(
+        error(&with("[service.rollout]\nto = \"v2\"\npause = \"10ms\"\n")),
+        "veer.toml:19:9: rollout pause 10ms is shorter than the 1s minimum"
+    );
+    assert!(
+        error(&with("[service.health]\nkind = \"icmp\"\n"))
+            .contains("`kind`: `icmp` is not one of tcp, http")
+    );
+    assert_eq!(
+        error(&with(
+            "[service.health]\nkind = \"tcp\"\ninterval = \"1s\"\ntimeout = \"2s\"\n"
+        )),
+        "veer.toml:20:11: service `web`, health check: timeout 2s must be at most the interval (1s)"
+    );
+    // A default breaking a rule is reported at the table that left it out.
+    assert_eq!(
+        error(&with(
+            "[service.health]\nkind = \"tcp\"\ninterval = \"500ms\"\n"
+        )),
+        "veer.toml:17:1: service `web`, health check: timeout 1s must be at most the interval (500ms)"
+    );
+}
+
+#[test]
+fn timeouts_parse() {
+    let mut c = good();
+    c.node.timeouts.udp = Duration::from_secs(30);
+    c.node.timeouts.tcp_established = Duration::from_hours(2);
+    let back = parse(Path::new("veer.toml"), &to_toml(&c)).unwrap();
+    assert_eq!(back.node.timeouts.udp, Duration::from_secs(30));
+    assert_eq!(back.node.timeouts.tcp_established, Duration::from_hours(2));
+}

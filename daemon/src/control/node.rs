@@ -1,0 +1,174 @@
+//! The real node: veer's dataplane (programs, links, maps) and the revision store, behind
+//! `Effects` and `Readings`, and the daemon's start, which loads or adopts them.
+
+use std::path::PathBuf;
+
+use veer_common::counters::{BackendCounters, Reason, ServiceCounters};
+
+use super::{
+    change::Change,
+    effects::{Census, Effects, FlowTable, Readings},
+    error::ControlError,
+};
+use crate::{
+    config,
+    dataplane::{Dataplane, flows, flows::Upkeep, links, loader::LoadOptions},
+    lock::{self, Locks},
+    model::{DesiredState, Down, Ids, NodeConfig, Timeouts},
+    paths,
+    state::{Revision, Store},
+};
+
+/// Where the control layer keeps things.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Config file.
+    pub config: PathBuf,
+    /// State directory.
+    pub state_dir: PathBuf,
+    /// Pin directory.
+    pub pin_dir: PathBuf,
+}
+
+/// The dataplane and the revision store of this node, and the locks that make them this
+/// daemon's alone.
+pub struct Node {
+    dataplane: Dataplane,
+    store: Store,
+    _locks: Locks,
+}
+
+impl Effects for Node {
+    fn apply(&mut self, state: &DesiredState, down: &Down) -> Result<(), ControlError> {
+        self.dataplane.apply(state, down)?;
+        Ok(())
+    }
+
+    fn commit(&mut self, change: &Change) -> Result<u64, ControlError> {
+        let ids = self.dataplane.applied().ids.clone();
+        let revision = self.store.commit(
+            change.origin.clone(),
+            change.summary.clone(),
+            change.state.clone(),
+            ids,
+            change.config.clone(),
+            change.rollouts.clone(),
+        )?;
+        Ok(revision.number)
+    }
+
+    fn revisions(&self) -> &[Revision] {
+        self.store.all()
+    }
+
+    fn upkeep(&mut self, timeouts: &Timeouts) -> Result<Upkeep, ControlError> {
+        Ok(flows::upkeep(
+            self.dataplane.maps_mut(),
+            timeouts,
+            flows::monotonic_ns(),
+        )?)
+    }
+}
+
+impl Readings for Node {
+    fn ids(&self) -> &Ids {
+        &self.dataplane.applied().ids
+    }
+
+    fn backend_counters(&self, id: u32) -> Result<BackendCounters, ControlError> {
+        Ok(self.dataplane.maps().backend_counters(id)?)
+    }
+
+    fn service_counters(&self, id: u32) -> Result<ServiceCounters, ControlError> {
+        Ok(self.dataplane.maps().service_counters(id)?)
+    }
+
+    fn census(&self) -> Result<Census, ControlError> {
+        let (active, entries) = flows::census(self.dataplane.maps())?;
+        Ok(Census { active, entries })
+    }
+
+    fn reasons(&self) -> Result<Vec<(Reason, u64)>, ControlError> {
+        Reason::ALL
+            .iter()
+            .map(|r| Ok((*r, self.dataplane.maps().reason_count(*r)?)))
+            .collect()
+    }
+
+    fn flows(&self) -> Result<FlowTable, ControlError> {
+        Ok(FlowTable {
+            entries: self.dataplane.maps().flows()?,
+            now_ns: flows::monotonic_ns(),
+        })
+    }
+}
+
+/// The config file as the start found it.
+pub(super) enum FileAtStart {
+    /// Read and valid: its content and text, to apply.
+    Read(config::Config, String),
+    /// There is none: no services until one is applied.
+    Missing,
+    /// Rejected, with a revision to keep in force: why.
+    Rejected(config::LoadError),
+}
+
+/// What a started node runs with: its node settings, and the config file as the start found it.
+pub(super) type Started = (Node, NodeConfig, FileAtStart);
+
+impl Node {
+    /// Loads (or adopts) the pinned programs and maps, attaches (or adopts) the links, and
+    /// reconciles the maps with the last committed revision.
+    pub(super) fn start(opts: &Options) -> Result<Started, ControlError> {
+        // Before anything is read or touched: another daemon on the same state or pins wins.
+        let locks = lock::acquire(&opts.state_dir, &opts.pin_dir)?;
+        let store = Store::open(&opts.state_dir)?;
+        let (node, file) = match config::load(&opts.config) {
+            Ok((c, text)) => (c.node.clone(), FileAtStart::Read(c, text)),
+            Err(config::LoadError::Read { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                tracing::warn!(config = %opts.config.display(), "no config file; starting with no services");
+                (NodeConfig::default(), FileAtStart::Missing)
+            }
+            Err(e) if store.latest().is_some() => {
+                tracing::error!(error = %crate::error::chain(&e), "config file rejected; keeping the last committed revision");
+                (NodeConfig::default(), FileAtStart::Rejected(e))
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let mut dataplane = Dataplane::load(&LoadOptions {
+            pin_dir: Some(opts.pin_dir.clone()),
+            conntrack_max: node.conntrack_max,
+        })?;
+        let links_dir = opts.pin_dir.join(paths::LINKS_SUBDIR);
+        let mut interfaces = node.interfaces.clone();
+        for pinned in links::pinned_interfaces(&links_dir) {
+            if !interfaces.contains(&pinned) {
+                tracing::warn!(interface = %pinned, "links pinned for an interface the config does not name; adopting them (veer teardown removes them)");
+                interfaces.push(pinned);
+            }
+        }
+        for ifname in &interfaces {
+            let how = dataplane.attach_pinned(ifname, node.xdp_mode, &links_dir)?;
+            tracing::info!(interface = %ifname, ?how, "attached");
+        }
+        if let Some(rev) = store.latest() {
+            let written = dataplane.reconcile(&rev.state, rev.ids.clone(), &Down::new())?;
+            tracing::info!(
+                revision = rev.number,
+                ops = written,
+                "maps reconciled with the last committed revision"
+            );
+        }
+        Ok((
+            Self {
+                dataplane,
+                store,
+                _locks: locks,
+            },
+            node,
+            file,
+        ))
+    }
+}

@@ -1,0 +1,83 @@
+//! What the core reads besides the live revision: the counters and health of the groups that
+//! rollouts watch, and the outcomes of their gates. The controller gathers them
+//! (`wanted_groups` says which) before the core decides.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    time::SystemTime,
+};
+
+use super::{change::Head, request::Request};
+use crate::{
+    model::GroupRef,
+    rollout::{GateFailure, Observation, Rollout, engine::Counts},
+};
+
+/// Identifies one watch of one step: (service, step index, when the step began). A resumed or
+/// restarted step begins anew, so an outcome of its earlier watch never counts for it.
+pub type GateKey = (String, usize, SystemTime);
+
+/// The key of `rollout`'s current step.
+pub(super) fn gate_key(rollout: &Rollout) -> GateKey {
+    (rollout.service.clone(), rollout.step, rollout.step_started)
+}
+
+/// A step's extra gates: being checked, or checked (the first failure, if any).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum GateState {
+    /// Handed out as a `GateJob`, no outcome yet.
+    Pending,
+    /// Checked: the first failure, if any.
+    Done(Result<(), GateFailure>),
+}
+
+/// What the core reads besides the head: counters, health and gate outcomes of the groups that
+/// rollouts watch. The controller gathers them (`wanted_groups` says which) before deciding.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Observations {
+    /// New flows given to each group's backends and how many of them failed (absolute counters).
+    pub counts: BTreeMap<GroupRef, Counts>,
+    /// Backends of each group that take new flows (health).
+    pub up: BTreeMap<GroupRef, usize>,
+    /// Extra gates of rollout steps: being checked, or checked with this outcome.
+    pub gates: BTreeMap<GateKey, GateState>,
+}
+
+impl Observations {
+    /// What the rollout engine sees of `rollout` now (gate outcomes only once they are known).
+    pub fn of(&self, rollout: &Rollout) -> Observation {
+        let group = (rollout.service.clone(), rollout.plan.to.clone());
+        Observation {
+            counts: self.counts.get(&group).copied().unwrap_or_default(),
+            target_up: self.up.get(&group).copied().unwrap_or(0),
+            gates: match self.gates.get(&gate_key(rollout)) {
+                Some(GateState::Done(outcome)) => Some(outcome.clone()),
+                _ => None,
+            },
+        }
+    }
+}
+
+/// The groups whose counters and health `request` (or a rollout tick, without one) may read:
+/// the target of every rollout that is not over, and of a rollout the request starts.
+pub(super) fn wanted_groups(request: Option<&Request>, head: &Head) -> BTreeSet<GroupRef> {
+    let mut groups: BTreeSet<GroupRef> = head
+        .rollouts
+        .iter()
+        .filter(|r| !r.phase.is_final())
+        .map(|r| (r.service.clone(), r.plan.to.clone()))
+        .collect();
+    match request {
+        Some(Request::RolloutStart { service, plan }) => {
+            groups.insert((service.clone(), plan.to.clone()));
+        }
+        Some(Request::Apply { state, .. }) => groups.extend(
+            state
+                .services
+                .iter()
+                .filter_map(|s| Some((s.name.clone(), s.rollout.as_ref()?.to.clone()))),
+        ),
+        _ => {}
+    }
+    groups
+}

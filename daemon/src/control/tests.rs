@@ -1,0 +1,1167 @@
+//! Control decisions, checked without root: a fake node stands in for the kernel and the store
+//! (`Effects` and `Readings`), so what the core decides and what the controller carries out are
+//! observed directly.
+
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    path::PathBuf,
+    time::{Duration, SystemTime},
+};
+
+use veer_common::counters::{BackendCounters, Reason, ServiceCounters};
+
+use super::{
+    Answer, ControlError, Controller, Request,
+    change::{Change, Head},
+    core::{self, Live},
+    effects::{Census, Effects, FlowTable, Readings},
+    observed::Observations,
+};
+use crate::{
+    dataplane::{DataplaneError, flows::Upkeep},
+    health::check::CheckError,
+    model::{
+        DesiredState, Down, HealthCheck, Ids, NodeConfig, OnFailure, Plan, StateError, Timeouts,
+        Weight,
+        fixtures::{dual_stack, group, w},
+    },
+    rollout::{GateFailure, Phase},
+    state::{Origin, Revision, StoreError},
+};
+
+/// The kernel and the store, in memory.
+#[derive(Default)]
+struct FakeNode {
+    revisions: Vec<Revision>,
+    /// Every state the kernel was made to hold, with the backends kept out, in order.
+    applied: Vec<(DesiredState, Down)>,
+    ids: Ids,
+    counters: HashMap<u32, BackendCounters>,
+    fail_apply: bool,
+    fail_commit: bool,
+}
+
+impl FakeNode {
+    fn kernel(&self) -> &DesiredState {
+        &self.applied.last().expect("something was applied").0
+    }
+}
+
+impl Effects for FakeNode {
+    fn apply(&mut self, state: &DesiredState, down: &Down) -> Result<(), ControlError> {
+        if self.fail_apply {
+            return Err(DataplaneError::UnknownInterface {
+                name: "fake0".into(),
+            }
+            .into());
+        }
+        for s in &state.services {
+            let next = self.ids.services.len() as u32 + 1;
+            self.ids.services.entry(s.name.clone()).or_insert(next);
+            for g in &s.groups {
+                for b in &g.backends {
+                    let next = self.ids.backends.len() as u32 + 1;
+                    self.ids
+                        .backends
+                        .entry((s.name.clone(), g.name.clone(), b.addr))
+                        .or_insert(next);
+                }
+            }
+        }
+        self.applied.push((state.clone(), down.clone()));
+        Ok(())
+    }
+
+    fn commit(&mut self, change: &Change) -> Result<u64, ControlError> {
+        if self.fail_commit {
+            return Err(StoreError::Io {
+                op: "writing",
+                path: "/fake/revisions".into(),
+                source: std::io::Error::other("disk full"),
+            }
+            .into());
+        }
+        let number = self.revisions.last().map_or(1, |r| r.number + 1);
+        self.revisions.push(Revision {
+            number,
+            time: SystemTime::UNIX_EPOCH + Duration::from_secs(number),
+            origin: change.origin.clone(),
+            summary: change.summary.clone(),
+            services: change
+                .state
+                .services
+                .iter()
+                .map(|s| s.name.clone())
+                .collect(),
+            state: change.state.clone(),
+            ids: self.ids.clone(),
+            config_digest: change.config.clone(),
+            rollouts: change.rollouts.clone(),
+        });
+        Ok(number)
+    }
+
+    fn revisions(&self) -> &[Revision] {
+        &self.revisions
+    }
+
+    fn upkeep(&mut self, _: &Timeouts) -> Result<Upkeep, ControlError> {
+        Ok(Upkeep::default())
+    }
+}
+
+impl Readings for FakeNode {
+    fn ids(&self) -> &Ids {
+        &self.ids
+    }
+
+    fn backend_counters(&self, id: u32) -> Result<BackendCounters, ControlError> {
+        Ok(self.counters.get(&id).copied().unwrap_or_default())
+    }
+
+    fn service_counters(&self, _: u32) -> Result<ServiceCounters, ControlError> {
+        Ok(ServiceCounters::default())
+    }
+
+    fn census(&self) -> Result<Census, ControlError> {
+        Ok(Census::default())
+    }
+
+    fn reasons(&self) -> Result<Vec<(Reason, u64)>, ControlError> {
+        Ok(Reason::ALL.iter().map(|r| (*r, 0)).collect())
+    }
+
+    fn flows(&self) -> Result<FlowTable, ControlError> {
+        Ok(FlowTable::default())
+    }
+}
+
+fn at(secs: u64) -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000 + secs)
+}
+
+fn apply_request(state: DesiredState, origin: Origin, mark: Option<&str>) -> Request {
+    Request::Apply {
+        node: NodeConfig::default(),
+        state,
+        origin,
+        mark: mark.map(str::to_owned),
+    }
+}
+
+fn file() -> Origin {
+    Origin::Config {
+        path: "/etc/veer/veer.toml".into(),
+    }
+}
+
+/// A controller whose node holds `state` as revision 1 (from the config file).
+fn controller(state: DesiredState) -> Controller<FakeNode> {
+    let mut ctl = Controller::new(
+        FakeNode::default(),
+        NodeConfig::default(),
+        PathBuf::from("/etc/veer/veer.toml"),
+    );
+    let a = ctl
+        .execute(&apply_request(state, file(), Some("file-1")), at(0))
+        .unwrap();
+    assert_eq!((a.revision, a.changed), (1, true));
+    ctl
+}
+
+fn shift(services: &[&str], weights: &[(&str, &str)]) -> Request {
+    Request::Shift {
+        services: services.iter().map(|s| (*s).to_owned()).collect(),
+        weights: weights
+            .iter()
+            .map(|(g, v)| ((*g).to_owned(), w(v)))
+            .collect(),
+    }
+}
+
+fn weights(ctl: &Controller<FakeNode>, service: &str) -> Vec<(String, Weight)> {
+    ctl.head()
+        .state
+        .service(service)
+        .unwrap()
+        .groups
+        .iter()
+        .map(|g| (g.name.clone(), g.weight))
+        .collect()
+}
+
+fn pair(v1: &str, v2: &str) -> Vec<(String, Weight)> {
+    vec![("v1".into(), w(v1)), ("v2".into(), w(v2))]
+}
+
+fn plan(steps: &[&str]) -> Plan {
+    Plan {
+        to: "v2".into(),
+        steps: steps.iter().map(|s| w(s)).collect(),
+        pause: Duration::from_secs(10),
+        max_failure_rate: w("1"),
+        min_flows: 20,
+        gates: vec![],
+        gate_timeout: Duration::from_secs(5),
+        on_failure: OnFailure::Rollback,
+        hold_on_restart: false,
+    }
+}
+
+fn failed(gate: &str, why: &str) -> GateFailure {
+    GateFailure {
+        gate: gate.into(),
+        why: why.into(),
+    }
+}
+
+fn changed(a: &Answer, revision: u64) {
+    assert_eq!((a.revision, a.changed), (revision, true), "{a:?}");
+}
+
+mod operator_changes {
+    use super::*;
+
+    #[test]
+    fn a_shift_sets_the_named_groups_and_keeps_the_others() {
+        let mut ctl = controller(dual_stack());
+        changed(
+            &ctl.execute(&shift(&["web"], &[("v2", "10")]), at(1))
+                .unwrap(),
+            2,
+        );
+        assert_eq!(weights(&ctl, "web"), pair("100", "10"));
+        assert_eq!(
+            weights(&ctl, "web6"),
+            pair("100", "0"),
+            "other services untouched"
+        );
+        assert_eq!(
+            ctl.node().kernel(),
+            &ctl.head().state,
+            "the kernel holds it"
+        );
+        assert_eq!(ctl.history(None)[0].summary, "shift web: v1=100 v2=10");
+    }
+
+    #[test]
+    fn a_dual_stack_shift_is_one_revision_and_one_kernel_update() {
+        let mut ctl = controller(dual_stack());
+        let applies = ctl.node().applied.len();
+        let a = ctl
+            .execute(
+                &shift(&["web", "web6"], &[("v1", "0"), ("v2", "100")]),
+                at(1),
+            )
+            .unwrap();
+        changed(&a, 2);
+        assert_eq!(ctl.node().applied.len(), applies + 1, "one atomic apply");
+        assert_eq!(ctl.node().revisions.len(), 2, "one revision");
+        for s in ["web", "web6"] {
+            assert_eq!(weights(&ctl, s), pair("0", "100"), "{s}");
+        }
+        assert_eq!(
+            ctl.history(Some("web6"))[0].summary,
+            "shift web: v1=0 v2=100; web6: v1=0 v2=100"
+        );
+    }
+
+    #[test]
+    fn a_dual_stack_shift_naming_a_group_one_side_lacks_changes_neither() {
+        let mut state = dual_stack();
+        state.services[0]
+            .groups
+            .push(group("v3", "0", &["198.51.100.31:8080"]));
+        let mut ctl = controller(state);
+        let applies = ctl.node().applied.len();
+        let e = ctl
+            .execute(&shift(&["web", "web6"], &[("v3", "10")]), at(1))
+            .unwrap_err();
+        assert_eq!(e.to_string(), "service `web6` has no group `v3`");
+        assert_eq!(
+            ctl.node().applied.len(),
+            applies,
+            "nothing reached the kernel"
+        );
+        assert_eq!(ctl.head().number, 1);
+    }
+
+    #[test]
+    fn an_unknown_group_or_service_is_refused_by_name() {
+        let mut ctl = controller(dual_stack());
+        let e = ctl
+            .execute(&shift(&["web"], &[("v9", "10")]), at(1))
+            .unwrap_err();
+        assert!(
+            matches!(&e, ControlError::UnknownGroup { service, group } if service == "web" && group == "v9")
+        );
+        let e = ctl
+            .execute(&shift(&["shop"], &[("v1", "10")]), at(1))
+            .unwrap_err();
+        assert_eq!(e.to_string(), "no service `shop`");
+        let drain = Request::Drain {
+            service: "web".into(),
+            group: "v9".into(),
+            force: false,
+        };
+        assert!(matches!(
+            ctl.execute(&drain, at(1)),
+            Err(ControlError::UnknownGroup { .. })
+        ));
+        assert_eq!(ctl.head().number, 1);
+    }
+
+    #[test]
+    fn draining_the_last_group_taking_flows_is_refused_unless_forced() {
+        let mut ctl = controller(dual_stack());
+        let drain = |force| Request::Drain {
+            service: "web".into(),
+            group: "v1".into(),
+            force,
+        };
+        assert!(matches!(
+            ctl.execute(&drain(false), at(1)),
+            Err(ControlError::DrainLastGroup { .. })
+        ));
+        assert_eq!(ctl.head().number, 1);
+        changed(&ctl.execute(&drain(true), at(2)).unwrap(), 2);
+        assert_eq!(weights(&ctl, "web"), pair("0", "0"));
+        // Once v2 takes flows, draining v1 needs no force; draining it again changes nothing.
+        let mut ctl = controller(dual_stack());
+        ctl.execute(&shift(&["web"], &[("v2", "50")]), at(1))
+            .unwrap();
+        changed(&ctl.execute(&drain(false), at(2)).unwrap(), 3);
+        let again = ctl.execute(&drain(false), at(3)).unwrap();
+        assert_eq!((again.revision, again.changed), (3, false));
+    }
+
+    #[test]
+    fn weight_for_a_group_without_backends_breaks_the_model_rule() {
+        let mut state = dual_stack();
+        state.services[0].groups.push(group("v3", "0", &[]));
+        let mut ctl = controller(state);
+        let e = ctl
+            .execute(&shift(&["web"], &[("v3", "10")]), at(1))
+            .unwrap_err();
+        assert!(
+            matches!(
+                &e,
+                ControlError::Invalid(v) if matches!(v.error, StateError::WeightWithoutBackends { .. })
+            ),
+            "{e}"
+        );
+        assert_eq!(ctl.head().number, 1);
+    }
+
+    #[test]
+    fn a_pin_replaces_the_pin_of_its_prefix_and_checks_family_and_prefix() {
+        let mut ctl = controller(dual_stack());
+        let pin = |prefix: &str, group: &str| Request::Pin {
+            service: "web".into(),
+            prefix: prefix.into(),
+            group: group.into(),
+        };
+        changed(
+            &ctl.execute(&pin("203.0.113.0/24", "v2"), at(1)).unwrap(),
+            2,
+        );
+        changed(
+            &ctl.execute(&pin("203.0.113.0/24", "v1"), at(2)).unwrap(),
+            3,
+        );
+        let pins = &ctl.head().state.services[0].pins;
+        assert_eq!(pins.len(), 1);
+        assert_eq!(pins[0].group, "v1");
+        assert_eq!(
+            ctl.execute(&pin("203.0.113.1/24", "v1"), at(3))
+                .unwrap_err()
+                .to_string(),
+            "prefix `203.0.113.1/24`: not a network prefix with its host bits zero (e.g. 203.0.113.0/24)"
+        );
+        assert_eq!(
+            ctl.execute(&pin("2001:db8::/32", "v1"), at(3))
+                .unwrap_err()
+                .to_string(),
+            "prefix 2001:db8::/32: not of the VIP's address family (192.0.2.10)"
+        );
+        let unpin = |prefix: &str| Request::Unpin {
+            service: "web".into(),
+            prefix: prefix.into(),
+        };
+        assert!(matches!(
+            ctl.execute(&unpin("198.51.100.0/24"), at(3)),
+            Err(ControlError::UnknownPin { .. })
+        ));
+        changed(&ctl.execute(&unpin("203.0.113.0/24"), at(4)).unwrap(), 4);
+        assert!(ctl.head().state.services[0].pins.is_empty());
+    }
+}
+
+mod rollbacks {
+    use super::*;
+
+    #[test]
+    fn a_rollback_goes_to_the_previous_revision_by_default() {
+        let mut ctl = controller(dual_stack());
+        let back = Request::Rollback {
+            service: None,
+            to: None,
+        };
+        assert!(matches!(
+            ctl.execute(&back, at(1)),
+            Err(ControlError::NothingToRollBack { current: 1 })
+        ));
+        ctl.execute(&shift(&["web"], &[("v2", "10")]), at(1))
+            .unwrap();
+        changed(&ctl.execute(&back, at(2)).unwrap(), 3);
+        assert_eq!(weights(&ctl, "web"), pair("100", "0"));
+        assert!(matches!(
+            ctl.history(None)[0].origin,
+            Origin::Rollback { to: 1 }
+        ));
+    }
+
+    #[test]
+    fn rolling_back_one_service_keeps_the_others_as_they_are() {
+        let mut ctl = controller(dual_stack());
+        ctl.execute(
+            &shift(&["web", "web6"], &[("v1", "50"), ("v2", "50")]),
+            at(1),
+        )
+        .unwrap();
+        let back = Request::Rollback {
+            service: Some("web6".into()),
+            to: Some(1),
+        };
+        changed(&ctl.execute(&back, at(2)).unwrap(), 3);
+        assert_eq!(
+            weights(&ctl, "web6"),
+            pair("100", "0"),
+            "taken from revision 1"
+        );
+        assert_eq!(weights(&ctl, "web"), pair("50", "50"), "left as it is");
+        assert_eq!(ctl.history(None)[0].summary, "rollback web6 to revision 1");
+    }
+
+    #[test]
+    fn a_rollback_to_a_revision_or_service_that_is_not_there_is_refused() {
+        let mut ctl = controller(dual_stack());
+        let back = |service: Option<&str>, to| Request::Rollback {
+            service: service.map(str::to_owned),
+            to: Some(to),
+        };
+        assert_eq!(
+            ctl.execute(&back(None, 7), at(1)).unwrap_err().to_string(),
+            "no revision 7 (see `veer history`)"
+        );
+        let mut state = dual_stack();
+        state.services.pop();
+        ctl.execute(&apply_request(state, file(), Some("file-2")), at(1))
+            .unwrap();
+        let mut ctl2 = controller(DesiredState::default());
+        ctl2.execute(&apply_request(dual_stack(), file(), Some("file-2")), at(1))
+            .unwrap();
+        assert!(matches!(
+            ctl2.execute(&back(Some("web6"), 1), at(2)),
+            Err(ControlError::ServiceNotAtRevision { number: 1, .. })
+        ));
+        // A service removed since comes back with a whole-service rollback.
+        changed(&ctl.execute(&back(Some("web6"), 1), at(2)).unwrap(), 3);
+        assert!(ctl.head().state.service("web6").is_some());
+    }
+}
+
+mod sources {
+    use super::*;
+
+    #[test]
+    fn the_same_file_content_applied_again_changes_nothing() {
+        let mut ctl = controller(dual_stack());
+        ctl.execute(&shift(&["web"], &[("v2", "50")]), at(1))
+            .unwrap();
+        let a = ctl
+            .execute(&apply_request(dual_stack(), file(), Some("file-1")), at(2))
+            .unwrap();
+        assert_eq!((a.revision, a.changed), (2, false));
+        assert_eq!(
+            weights(&ctl, "web"),
+            pair("100", "50"),
+            "the live shift stays"
+        );
+        // New content from the file is applied whole, and becomes the file's mark.
+        changed(
+            &ctl.execute(&apply_request(dual_stack(), file(), Some("file-2")), at(3))
+                .unwrap(),
+            3,
+        );
+        assert_eq!(weights(&ctl, "web"), pair("100", "0"));
+        assert_eq!(ctl.head().config.as_deref(), Some("file-2"));
+    }
+
+    #[test]
+    fn the_file_is_compared_by_meaning_not_text() {
+        let cfg = |state: DesiredState| crate::config::Config {
+            node: NodeConfig::default(),
+            state,
+        };
+        let mut ctl = Controller::new(
+            FakeNode::default(),
+            NodeConfig::default(),
+            PathBuf::from("/etc/veer/veer.toml"),
+        );
+        changed(&ctl.apply_file(cfg(dual_stack()), "# one text").unwrap(), 1);
+        ctl.execute(&shift(&["web"], &[("v2", "50")]), at(1))
+            .unwrap();
+        // Another text, services in another order: the same meaning, the shift stays.
+        let mut reordered = dual_stack();
+        reordered.services.reverse();
+        let a = ctl.apply_file(cfg(reordered), "# another text").unwrap();
+        assert_eq!((a.revision, a.changed), (2, false));
+        assert_eq!(weights(&ctl, "web"), pair("100", "50"));
+        // A change of meaning is applied whole.
+        let mut more = dual_stack();
+        more.services[1].groups[1].weight = w("1");
+        changed(&ctl.apply_file(cfg(more), "# another text").unwrap(), 3);
+        assert_eq!(weights(&ctl, "web"), pair("100", "0"));
+    }
+
+    #[test]
+    fn a_revision_marked_by_the_text_of_the_file_keeps_that_text_applied() {
+        let text = "# the file as an older veer applied it";
+        let mut ctl = controller(dual_stack());
+        ctl.node_mut().revisions[0].config_digest = Some(core::digest(text.as_bytes()));
+        ctl.execute(&shift(&["web"], &[("v2", "50")]), at(1))
+            .unwrap();
+        let cfg = crate::config::Config {
+            node: NodeConfig::default(),
+            state: dual_stack(),
+        };
+        assert!(!ctl.apply_file(cfg.clone(), text).unwrap().changed);
+        assert_eq!(weights(&ctl, "web"), pair("100", "50"));
+        changed(&ctl.apply_file(cfg, "# edited").unwrap(), 3);
+        assert_eq!(ctl.head().config, Some(core::meaning(&dual_stack())));
+    }
+
+    #[test]
+    fn another_source_goes_through_the_same_rules() {
+        let mut ctl = controller(dual_stack());
+        let mut bad = dual_stack();
+        bad.services[1].groups[0].backends[0].addr = "198.51.100.99:80".parse().unwrap();
+        let e = ctl
+            .execute(
+                &apply_request(bad, Origin::Apply { path: "x".into() }, None),
+                at(1),
+            )
+            .unwrap_err();
+        assert!(
+            matches!(&e, ControlError::Invalid(v) if matches!(v.error, StateError::FamilyMismatch { .. })),
+            "{e}"
+        );
+        assert_eq!(ctl.head().number, 1);
+        assert_eq!(ctl.node().applied.len(), 1);
+    }
+
+    #[test]
+    fn an_apply_that_touches_weights_a_rollout_owns_is_refused_whole() {
+        let mut ctl = controller(dual_stack());
+        let start = Request::RolloutStart {
+            service: "web".into(),
+            plan: plan(&["10", "50", "100"]),
+        };
+        changed(&ctl.execute(&start, at(1)).unwrap(), 2);
+        let mut other = dual_stack();
+        other.services[0].groups[1].weight = w("50");
+        other.services[1].groups[1].weight = w("50");
+        let e = ctl
+            .execute(
+                &apply_request(other, Origin::Apply { path: "x".into() }, None),
+                at(2),
+            )
+            .unwrap_err();
+        assert!(
+            matches!(&e, ControlError::RolloutInProgress { service, .. } if service == "web"),
+            "{e}"
+        );
+        assert_eq!(
+            weights(&ctl, "web6"),
+            pair("100", "0"),
+            "not even the other service"
+        );
+        assert_eq!(ctl.head().number, 2);
+        // A file that leaves the rollout's weights alone is applied.
+        let mut fine = dual_stack();
+        fine.services[0].groups[0].weight = w("90");
+        fine.services[0].groups[1].weight = w("10");
+        fine.services[1].groups[1].weight = w("50");
+        changed(
+            &ctl.execute(
+                &apply_request(fine, Origin::Apply { path: "x".into() }, None),
+                at(3),
+            )
+            .unwrap(),
+            3,
+        );
+        assert_eq!(weights(&ctl, "web6"), pair("100", "50"));
+    }
+
+    #[test]
+    fn a_declared_rollout_starts_once_and_keeps_the_weights_it_set() {
+        let mut declared = dual_stack();
+        declared.services[0].rollout = Some(plan(&["50", "100"]));
+        let mut ctl = controller(DesiredState::default());
+        let a = ctl
+            .execute(&apply_request(declared.clone(), file(), Some("d1")), at(1))
+            .unwrap();
+        changed(&a, 3);
+        assert_eq!(ctl.history(None)[1].origin, file(), "the file first");
+        assert_eq!(
+            ctl.history(None)[0].origin,
+            Origin::Rollout,
+            "then its rollout"
+        );
+        assert_eq!(weights(&ctl, "web"), pair("50", "50"));
+        // The same plan again (another edit of the file) neither restarts it nor resets the
+        // weights it owns.
+        let mut edited = declared;
+        edited.services[1].groups[1].weight = w("5");
+        changed(
+            &ctl.execute(&apply_request(edited, file(), Some("d2")), at(2))
+                .unwrap(),
+            4,
+        );
+        assert_eq!(weights(&ctl, "web"), pair("50", "50"));
+        assert_eq!(weights(&ctl, "web6"), pair("100", "5"));
+        assert_eq!(ctl.head().rollouts.len(), 1);
+    }
+}
+
+mod rollouts {
+    use super::*;
+
+    fn started() -> Controller<FakeNode> {
+        let mut ctl = controller(dual_stack());
+        let start = Request::RolloutStart {
+            service: "web".into(),
+            plan: plan(&["10", "50", "100"]),
+        };
+        changed(&ctl.execute(&start, at(0)).unwrap(), 2);
+        ctl
+    }
+
+    /// Sets the counters of `web`'s v2 backend.
+    fn v2_counts(ctl: &mut Controller<FakeNode>, new_flows: u64, failed_flows: u64) {
+        let id = ctl.node_mut().ids.backends[&(
+            "web".to_owned(),
+            "v2".to_owned(),
+            "198.51.100.21:8080".parse::<SocketAddr>().unwrap(),
+        )];
+        ctl.node_mut().counters.insert(
+            id,
+            BackendCounters {
+                new_flows,
+                failed_flows,
+                ..BackendCounters::default()
+            },
+        );
+    }
+
+    #[test]
+    fn a_start_takes_the_first_step_at_once_and_blocks_manual_weight_changes() {
+        let mut ctl = started();
+        assert_eq!(weights(&ctl, "web"), pair("90", "10"));
+        let e = ctl
+            .execute(&shift(&["web"], &[("v2", "50")]), at(1))
+            .unwrap_err();
+        assert!(matches!(e, ControlError::RolloutInProgress { .. }), "{e}");
+        // Other services are free.
+        changed(
+            &ctl.execute(&shift(&["web6"], &[("v2", "50")]), at(1))
+                .unwrap(),
+            3,
+        );
+        let again = Request::RolloutStart {
+            service: "web".into(),
+            plan: plan(&["100"]),
+        };
+        assert!(matches!(
+            ctl.execute(&again, at(1)),
+            Err(ControlError::RolloutInProgress { .. })
+        ));
+    }
+
+    #[test]
+    fn the_tick_advances_after_the_pause_and_enough_flows_then_completes() {
+        let mut ctl = started();
+        v2_counts(&mut ctl, 50, 0);
+        assert!(ctl.rollout_tick(at(5)).unwrap().is_empty());
+        assert_eq!(ctl.head().number, 2, "the pause is not over");
+        ctl.rollout_tick(at(11)).unwrap();
+        assert_eq!(weights(&ctl, "web"), pair("50", "50"));
+        assert_eq!(ctl.head().rollouts[0].step, 1);
+        v2_counts(&mut ctl, 100, 0);
+        ctl.rollout_tick(at(22)).unwrap();
+        v2_counts(&mut ctl, 150, 0);
+        ctl.rollout_tick(at(33)).unwrap();
+        assert_eq!(ctl.head().rollouts[0].phase, Phase::Completed);
+        assert_eq!(weights(&ctl, "web"), pair("0", "100"));
+        assert!(ctl.history(None)[0].summary.ends_with("completed"));
+    }
+
+    #[test]
+    fn a_failure_rate_breach_restores_the_weights_from_before() {
+        let mut ctl = started();
+        v2_counts(&mut ctl, 30, 3);
+        ctl.rollout_tick(at(1)).unwrap();
+        let r = &ctl.head().rollouts[0];
+        assert_eq!(r.phase, Phase::RolledBack);
+        assert!(
+            r.reason
+                .as_deref()
+                .unwrap()
+                .starts_with("failure-rate: 3 of 30")
+        );
+        assert_eq!(weights(&ctl, "web"), pair("100", "0"));
+    }
+
+    #[test]
+    fn pause_and_resume_are_idempotent_and_a_resumed_step_starts_over() {
+        let mut ctl = started();
+        let pause = Request::RolloutPause {
+            service: "web".into(),
+        };
+        let resume = Request::RolloutResume {
+            service: "web".into(),
+        };
+        changed(&ctl.execute(&pause, at(1)).unwrap(), 3);
+        assert!(!ctl.execute(&pause, at(2)).unwrap().changed);
+        v2_counts(&mut ctl, 50, 0);
+        ctl.rollout_tick(at(30)).unwrap();
+        assert_eq!(ctl.head().number, 3, "a paused rollout does not step");
+        changed(&ctl.execute(&resume, at(40)).unwrap(), 4);
+        assert!(!ctl.execute(&resume, at(41)).unwrap().changed);
+        let r = &ctl.head().rollouts[0];
+        assert_eq!((r.step_started, r.baseline.attempted), (at(40), 50));
+        ctl.rollout_tick(at(45)).unwrap();
+        assert_eq!(
+            ctl.head().number,
+            4,
+            "the resumed step waits its pause again"
+        );
+    }
+
+    #[test]
+    fn an_abort_restores_the_weights_from_before_the_rollout() {
+        let mut ctl = started();
+        let abort = Request::RolloutAbort {
+            service: "web".into(),
+        };
+        changed(&ctl.execute(&abort, at(1)).unwrap(), 3);
+        assert_eq!(weights(&ctl, "web"), pair("100", "0"));
+        assert_eq!(ctl.head().rollouts[0].phase, Phase::Aborted);
+        // Manual changes are free again.
+        changed(
+            &ctl.execute(&shift(&["web"], &[("v2", "5")]), at(2))
+                .unwrap(),
+            4,
+        );
+    }
+
+    #[test]
+    fn a_paused_rollout_refuses_manual_weights_with_a_hint_that_works_when_paused() {
+        let mut ctl = started();
+        let running = ctl
+            .execute(&shift(&["web"], &[("v2", "50")]), at(1))
+            .unwrap_err();
+        assert!(
+            running
+                .to_string()
+                .contains("wait for it to finish, or abort it first"),
+            "{running}"
+        );
+        let pause = Request::RolloutPause {
+            service: "web".into(),
+        };
+        ctl.execute(&pause, at(1)).unwrap();
+        let paused = ctl
+            .execute(&shift(&["web"], &[("v2", "50")]), at(2))
+            .unwrap_err();
+        assert!(
+            matches!(&paused, ControlError::RolloutPaused { to, step: 1, steps: 3, .. } if to == "v2"),
+            "{paused}"
+        );
+        assert!(
+            paused.to_string().ends_with(
+                "abort it (veer rollout abort web), or resume it and let it finish (veer rollout resume web)"
+            ),
+            "{paused}"
+        );
+    }
+
+    #[test]
+    fn an_abort_with_nothing_running_changes_nothing_and_says_so() {
+        let mut ctl = controller(dual_stack());
+        let abort = |service: &str| Request::RolloutAbort {
+            service: service.into(),
+        };
+        let a = ctl.execute(&abort("web"), at(0)).unwrap();
+        assert_eq!(
+            (a.changed, a.note.as_deref()),
+            (
+                false,
+                Some("rollout web: nothing to abort (it has had none)")
+            )
+        );
+        ctl.execute(
+            &Request::RolloutStart {
+                service: "web".into(),
+                plan: plan(&["100"]),
+            },
+            at(1),
+        )
+        .unwrap();
+        changed(&ctl.execute(&abort("web"), at(2)).unwrap(), 3);
+        let again = ctl.execute(&abort("web"), at(3)).unwrap();
+        assert_eq!(
+            (again.revision, again.changed, again.note.as_deref()),
+            (
+                3,
+                false,
+                Some("rollout web: nothing to abort (the latest rollout was aborted)")
+            )
+        );
+        assert!(matches!(
+            ctl.execute(&abort("shop"), at(4)),
+            Err(ControlError::UnknownService { .. })
+        ));
+        // Pause and resume of nothing cannot be done: errors.
+        assert!(matches!(
+            ctl.execute(
+                &Request::RolloutPause {
+                    service: "web".into()
+                },
+                at(4)
+            ),
+            Err(ControlError::NoRollout { .. })
+        ));
+    }
+
+    #[test]
+    fn gates_are_handed_out_once_per_step_and_their_outcome_decides() {
+        let mut ctl = controller(dual_stack());
+        let mut p = plan(&["50", "100"]);
+        p.gates = vec!["exec:true".parse().unwrap()];
+        p.min_flows = 0;
+        let start = Request::RolloutStart {
+            service: "web".into(),
+            plan: p,
+        };
+        ctl.execute(&start, at(0)).unwrap();
+        let jobs = ctl.rollout_tick(at(11)).unwrap();
+        assert_eq!(jobs.len(), 1);
+        assert!(
+            ctl.rollout_tick(at(12)).unwrap().is_empty(),
+            "already being checked"
+        );
+        // An outcome for another watch of the step does not count.
+        let mut stale = jobs[0].key.clone();
+        stale.2 = at(3);
+        ctl.gate_result(stale, Err(failed("exec:true", "exit status: 1")));
+        ctl.rollout_tick(at(13)).unwrap();
+        assert_eq!(ctl.head().rollouts[0].phase, Phase::Running);
+        ctl.gate_result(jobs[0].key.clone(), Ok(()));
+        ctl.rollout_tick(at(14)).unwrap();
+        assert_eq!(weights(&ctl, "web"), pair("0", "100"));
+        let jobs = ctl.rollout_tick(at(25)).unwrap();
+        ctl.gate_result(
+            jobs[0].key.clone(),
+            Err(failed("exec:true", "exit status: 1")),
+        );
+        ctl.rollout_tick(at(26)).unwrap();
+        let r = &ctl.head().rollouts[0];
+        assert_eq!(r.phase, Phase::RolledBack);
+        assert_eq!(r.reason.as_deref(), Some("exec:true: exit status: 1"));
+        assert_eq!(weights(&ctl, "web"), pair("100", "0"));
+    }
+
+    #[test]
+    fn a_plan_that_asks_to_hold_after_a_restart_holds() {
+        let mut ctl = controller(dual_stack());
+        let mut p = plan(&["10", "100"]);
+        p.hold_on_restart = true;
+        ctl.execute(
+            &Request::RolloutStart {
+                service: "web".into(),
+                plan: p,
+            },
+            at(0),
+        )
+        .unwrap();
+        ctl.hold_rollouts_after_restart().unwrap();
+        let r = &ctl.head().rollouts[0];
+        assert_eq!(r.phase, Phase::Paused);
+        assert_eq!(weights(&ctl, "web"), pair("90", "10"), "held at its step");
+    }
+}
+
+mod effects {
+    use super::*;
+
+    #[test]
+    fn a_failed_commit_puts_the_previous_state_back_in_the_kernel() {
+        let mut ctl = controller(dual_stack());
+        ctl.node_mut().fail_commit = true;
+        let e = ctl
+            .execute(&shift(&["web"], &[("v2", "10")]), at(1))
+            .unwrap_err();
+        assert_eq!(
+            crate::error::chain(&e),
+            "recording the revision failed; the previous state was put back: writing /fake/revisions failed: disk full"
+        );
+        let applied = &ctl.node().applied;
+        assert_eq!(applied.len(), 3, "the change, then the undo");
+        assert_eq!(applied[1].0.services[0].groups[1].weight, w("10"));
+        assert_eq!(ctl.node().kernel(), &dual_stack(), "back to revision 1");
+        assert_eq!(ctl.head().number, 1);
+    }
+
+    #[test]
+    fn a_failed_apply_commits_nothing() {
+        let mut ctl = controller(dual_stack());
+        ctl.node_mut().fail_apply = true;
+        assert!(matches!(
+            ctl.execute(&shift(&["web"], &[("v2", "10")]), at(1)),
+            Err(ControlError::Dataplane(_))
+        ));
+        assert_eq!(ctl.head().number, 1);
+    }
+
+    #[test]
+    fn a_backend_failing_its_checks_leaves_the_table_after_fall_and_comes_back_after_rise() {
+        let mut state = dual_stack();
+        state.services[0].health = Some(HealthCheck {
+            kind: crate::model::CheckKind::Tcp,
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_millis(500),
+            rise: 2,
+            fall: 2,
+        });
+        let mut ctl = controller(state);
+        let jobs = ctl.health_jobs();
+        assert_eq!(jobs.len(), 2, "web's two backends; web6 has no check");
+        let v1 = jobs[0].backend.clone();
+        let refused = || {
+            Err(CheckError::Timeout {
+                timeout: Duration::from_millis(500),
+            })
+        };
+        ctl.health_result(&v1, &refused()).unwrap();
+        assert!(
+            ctl.node().applied.last().unwrap().1.is_empty(),
+            "one failure is not enough"
+        );
+        ctl.health_result(&v1, &refused()).unwrap();
+        assert!(ctl.node().applied.last().unwrap().1.contains(&v1));
+        let status = ctl.status(Some("web")).unwrap();
+        assert!(!status.services[0].groups[0].backends[0].healthy);
+        assert_eq!(ctl.head().number, 1, "health is no revision");
+        for _ in 0..2 {
+            ctl.health_result(&v1, &Ok(())).unwrap();
+        }
+        assert!(ctl.node().applied.last().unwrap().1.is_empty());
+    }
+}
+
+mod views {
+    use super::*;
+
+    #[test]
+    fn status_counts_per_backend_and_refuses_an_unknown_service() {
+        let mut ctl = controller(dual_stack());
+        let id = ctl.node_mut().ids.backends[&(
+            "web".to_owned(),
+            "v1".to_owned(),
+            "198.51.100.11:8080".parse::<SocketAddr>().unwrap(),
+        )];
+        ctl.node_mut().counters.insert(
+            id,
+            BackendCounters {
+                packets: 12,
+                bytes: 3400,
+                new_flows: 3,
+                failed_flows: 1,
+            },
+        );
+        let s = ctl.status(None).unwrap();
+        assert_eq!(s.revision.as_ref().unwrap().number, 1);
+        let b = &s.services[0].groups[0].backends[0];
+        assert_eq!(
+            (b.packets, b.bytes, b.new_flows, b.failed_flows),
+            (12, 3400, 3, 1)
+        );
+        assert_eq!(s.services.len(), 2);
+        assert!(matches!(
+            ctl.status(Some("shop")),
+            Err(ControlError::UnknownService { .. })
+        ));
+    }
+
+    #[test]
+    fn rollout_status_says_what_the_step_waits_for() {
+        let mut ctl = controller(dual_stack());
+        ctl.execute(
+            &Request::RolloutStart {
+                service: "web".into(),
+                plan: plan(&["10", "100"]),
+            },
+            at(0),
+        )
+        .unwrap();
+        let v = ctl.rollout_status("web", at(4)).unwrap();
+        assert_eq!(
+            v.waiting,
+            Some(super::super::views::Waiting::Pause {
+                left: Duration::from_secs(6)
+            })
+        );
+        let v = ctl.rollout_status("web", at(11)).unwrap();
+        assert_eq!(
+            v.waiting,
+            Some(super::super::views::Waiting::MinFlows {
+                seen: 0,
+                needed: 20
+            })
+        );
+        assert!(matches!(
+            ctl.rollout_status("web6", at(1)),
+            Err(ControlError::NoRollout { .. })
+        ));
+    }
+
+    #[test]
+    fn metrics_render_from_the_views() {
+        let ctl = controller(dual_stack());
+        let text = crate::metrics::render(&ctl).unwrap();
+        assert!(text.contains("veer_revision 1"), "{text}");
+        assert!(
+            text.contains(r#"veer_group_weight_percent{service="web6",group="v1"} 100"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"veer_packets_not_steered_total{reason="no_backend",verdict="drop"} 0"#
+            )
+        );
+    }
+}
+
+mod file {
+    use super::*;
+
+    /// A directory removed when dropped, pass or fail.
+    struct TempDir(PathBuf);
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            drop(std::fs::remove_dir_all(&self.0));
+        }
+    }
+
+    #[test]
+    fn reloads_record_the_last_good_one_the_refusal_and_settings_waiting_for_a_restart() {
+        let dir = std::env::temp_dir().join(format!("veer-control-file-{}", std::process::id()));
+        drop(std::fs::remove_dir_all(&dir));
+        std::fs::create_dir_all(&dir).unwrap();
+        let _cleanup = TempDir(dir.clone());
+        let path = dir.join("veer.toml");
+        let file = |node: NodeConfig| crate::config::Config {
+            node,
+            state: dual_stack(),
+        };
+        std::fs::write(&path, crate::config::to_toml(&file(NodeConfig::default()))).unwrap();
+        let mut ctl = Controller::new(FakeNode::default(), NodeConfig::default(), path.clone());
+        changed(&ctl.reload().unwrap(), 1);
+        let good = ctl.config_view();
+        assert!(good.last_good.is_some() && good.last_error.is_none());
+        assert!(good.pending_restart.is_empty());
+
+        let bigger = NodeConfig {
+            conntrack_max: 2 << 20,
+            ..NodeConfig::default()
+        };
+        std::fs::write(&path, crate::config::to_toml(&file(bigger))).unwrap();
+        let a = ctl.reload().unwrap();
+        assert!(!a.changed, "[node] alone applies nothing");
+        assert_eq!(a.pending_restart.len(), 1);
+        assert_eq!(
+            (
+                a.pending_restart[0].setting.as_str(),
+                a.pending_restart[0].wanted.as_str()
+            ),
+            ("conntrack_max", "2097152")
+        );
+        assert_eq!(ctl.config_view().pending_restart, a.pending_restart);
+
+        let last_good = ctl.config_view().last_good;
+        assert!(
+            last_good > good.last_good,
+            "a reload that applies nothing is a good one"
+        );
+        std::fs::write(&path, "[node]\nconntrack_max = -1\n").unwrap();
+        assert!(ctl.reload().is_err());
+        let refused = ctl.config_view();
+        let e = refused.last_error.unwrap();
+        let at = e.location.unwrap();
+        assert_eq!((at.file, at.line, at.column), (path.clone(), 2, 17));
+        assert_eq!(
+            e.message,
+            "`conntrack_max`: -1 is out of range 1024..=67108864"
+        );
+        assert_eq!(refused.last_good, last_good, "the good reload stands");
+        assert_eq!(ctl.head().number, 1);
+
+        std::fs::remove_file(&path).unwrap();
+        let e = ctl.reload().unwrap_err();
+        let missing = ctl.config_view().last_error.unwrap();
+        assert!(missing.location.is_none());
+        assert_eq!(missing.message, crate::error::chain(&e));
+    }
+}
+
+mod core_alone {
+    use super::*;
+
+    #[test]
+    fn decide_reads_only_its_inputs() {
+        let head = Head {
+            number: 4,
+            state: dual_stack(),
+            rollouts: vec![],
+            config: None,
+        };
+        let live = Live {
+            head: &head,
+            history: &[],
+            observed: &Observations::default(),
+            now: at(0),
+        };
+        let outcome = core::decide(&shift(&["web6"], &[("v2", "25")]), &live).unwrap();
+        assert_eq!(outcome.changes.len(), 1);
+        let c = &outcome.changes[0];
+        assert_eq!(c.origin, Origin::Shift);
+        assert_eq!(c.state.services[1].groups[1].weight, w("25"));
+        assert_eq!(head.after(c).number, 5);
+        // Deciding twice gives the same answer: nothing was changed by the first.
+        assert_eq!(
+            core::decide(&shift(&["web6"], &[("v2", "25")]), &live).unwrap(),
+            outcome
+        );
+        assert!(
+            core::decide(&shift(&["web6"], &[("v2", "0")]), &live)
+                .unwrap()
+                .changes
+                .is_empty(),
+            "already in force"
+        );
+    }
+}

@@ -1,0 +1,396 @@
+//! What the control layer shows: the live revision, services with their counters, conntrack
+//! entries, history and rollouts, as domain values. The API and the metrics turn them into
+//! their own formats; nothing here knows JSON field names or metric names.
+
+use std::{
+    collections::HashMap,
+    net::{IpAddr, SocketAddr},
+    path::PathBuf,
+    time::{Duration, SystemTime},
+};
+
+use veer_common::{
+    PROTO_TCP,
+    counters::ServiceCounters,
+    flow::{STATE_CLOSING, STATE_ESTABLISHED, STATE_SYN, STATE_UDP},
+};
+
+use super::{
+    effects::{FlowTable, Readings},
+    error::ControlError,
+    health::Health,
+};
+use crate::{
+    config::{LoadError, Location},
+    dataplane::maps::words_addr,
+    error::chain,
+    model::{DesiredState, NodeChange, Pin, Protocol, Weight},
+    rollout::{Rollout, engine::Counts},
+    state::{Origin, Revision},
+};
+
+/// A revision, briefly.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RevisionView {
+    /// Revision number (1, 2, 3 ...).
+    pub number: u64,
+    /// When it was committed.
+    pub time: SystemTime,
+    /// Where it came from.
+    pub origin: Origin,
+    /// What changed.
+    pub summary: String,
+}
+
+impl From<&Revision> for RevisionView {
+    fn from(r: &Revision) -> Self {
+        Self {
+            number: r.number,
+            time: r.time,
+            origin: r.origin.clone(),
+            summary: r.summary.clone(),
+        }
+    }
+}
+
+/// A reload of the config file (or the start's reading of it) that was refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReloadError {
+    /// When.
+    pub time: SystemTime,
+    /// Where in the file, when the file itself is wrong.
+    pub location: Option<Location>,
+    /// What is wrong (without the location).
+    pub message: String,
+}
+
+impl ReloadError {
+    /// The rejection `e`, at `time`.
+    pub fn of(e: &ControlError, time: SystemTime) -> Self {
+        let invalid = match e {
+            ControlError::Config(c) => Some(c),
+            ControlError::ConfigFile(load) => match load.as_ref() {
+                LoadError::Invalid(c) => Some(c),
+                LoadError::Read { .. } => None,
+            },
+            _ => None,
+        };
+        Self {
+            time,
+            location: invalid.map(|c| c.location.clone()),
+            message: invalid.map_or_else(|| chain(e), |c| c.kind.to_string()),
+        }
+    }
+}
+
+/// What the daemon knows of its config file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigView {
+    /// The file.
+    pub path: PathBuf,
+    /// When it was last applied or found in force (start, SIGHUP, change).
+    pub last_good: Option<SystemTime>,
+    /// The last reload that refused it, unless a good one came after.
+    pub last_error: Option<ReloadError>,
+    /// Node settings asked for (by the file or `veer apply`) that wait for a daemon restart.
+    pub pending_restart: Vec<NodeChange>,
+}
+
+/// The node now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StatusView {
+    /// The config file.
+    pub config: ConfigView,
+    /// The live revision (none before the first).
+    pub revision: Option<RevisionView>,
+    /// Interfaces the programs are attached to.
+    pub interfaces: Vec<String>,
+    /// Conntrack entries (every state).
+    pub conntrack_entries: u64,
+    /// Conntrack capacity.
+    pub conntrack_capacity: u32,
+    /// Every service, in the order of the state.
+    pub services: Vec<ServiceView>,
+}
+
+/// A service and its counters.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceView {
+    /// The name, unique where it lives.
+    pub name: String,
+    /// Virtual IP of the service.
+    pub vip: IpAddr,
+    /// Service port.
+    pub port: u16,
+    /// TCP or UDP.
+    pub protocol: Protocol,
+    /// Groups, in order.
+    pub groups: Vec<GroupView>,
+    /// Source-prefix pins.
+    pub pins: Vec<Pin>,
+    /// What the kernel counted for it.
+    pub counters: ServiceCounters,
+}
+
+/// A group and its backends.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupView {
+    /// The name, unique where it lives.
+    pub name: String,
+    /// Share of new flows, in percent.
+    pub weight: Weight,
+    /// Sum of the backends' active flows.
+    pub active_flows: u64,
+    /// Backends, in the order of the state.
+    pub backends: Vec<BackendView>,
+}
+
+/// A backend and its counters.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BackendView {
+    /// Address and port.
+    pub addr: SocketAddr,
+    /// Takes new flows (passes its health checks, or has none).
+    pub healthy: bool,
+    /// Conntrack entries in SYN, established or UDP state.
+    pub active_flows: u64,
+    /// Flows given to it.
+    pub new_flows: u64,
+    /// Connection attempts it refused (RST answering the SYN) or left unanswered.
+    pub failed_flows: u64,
+    /// Packets steered to it or reverse-NATed from it.
+    pub packets: u64,
+    /// Bytes of those packets.
+    pub bytes: u64,
+}
+
+/// Where a flow is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FlowState {
+    /// TCP, handshake not completed.
+    Syn,
+    /// TCP, established.
+    Established,
+    /// TCP, FIN or RST seen.
+    Closing,
+    /// UDP (IP protocol 17).
+    Udp,
+    /// A state this build does not know.
+    Unknown(u8),
+}
+
+impl FlowState {
+    fn of(state: u8) -> Self {
+        match state {
+            STATE_SYN => Self::Syn,
+            STATE_ESTABLISHED => Self::Established,
+            STATE_CLOSING => Self::Closing,
+            STATE_UDP => Self::Udp,
+            other => Self::Unknown(other),
+        }
+    }
+
+    /// `syn`, `established`, `closing`, `udp`, `unknown`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Syn => "syn",
+            Self::Established => "established",
+            Self::Closing => "closing",
+            Self::Udp => "udp",
+            Self::Unknown(_) => "unknown",
+        }
+    }
+}
+
+/// One conntrack entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FlowView {
+    /// Client address and port.
+    pub client: SocketAddr,
+    /// VIP and port it talks to.
+    pub vip: SocketAddr,
+    /// TCP or UDP.
+    pub protocol: Protocol,
+    /// Service (when it still exists).
+    pub service: Option<String>,
+    /// Group the backend was picked from (when it still exists).
+    pub group: Option<String>,
+    /// Address and port of the backend.
+    pub backend: SocketAddr,
+    /// Where the flow is in its life.
+    pub state: FlowState,
+    /// Time since the last packet.
+    pub idle: Duration,
+}
+
+/// Conntrack entries matching a query, at most the limit asked for.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FlowsView {
+    /// The entries.
+    pub flows: Vec<FlowView>,
+    /// How many matched in all.
+    pub matched: usize,
+}
+
+/// What a running rollout's step waits for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Waiting {
+    /// The pause is not over.
+    Pause {
+        /// Time left.
+        left: Duration,
+    },
+    /// Too few new flows to the target to judge the step.
+    MinFlows {
+        /// Seen so far in the step.
+        seen: u64,
+        /// New flows the step needs (`min_flows`).
+        needed: u64,
+    },
+    /// The extra gates are being checked.
+    Gates,
+}
+
+/// A service's latest rollout and where it stands.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RolloutView {
+    /// The rollout (plan, step, phase, reason).
+    pub rollout: Rollout,
+    /// Every group's weight now.
+    pub weights: Vec<(String, Weight)>,
+    /// The target's attempts and failures in this step.
+    pub in_step: Counts,
+    /// What the step waits for, when running.
+    pub waiting: Option<Waiting>,
+}
+
+/// The services of `state` (or only `only`) with what `readings` count for them.
+pub(super) fn services<R: Readings>(
+    state: &DesiredState,
+    only: Option<&str>,
+    readings: &R,
+    health: &Health,
+    active: &HashMap<u32, u64>,
+) -> Result<Vec<ServiceView>, ControlError> {
+    let ids = readings.ids();
+    let mut services = Vec::new();
+    for s in state
+        .services
+        .iter()
+        .filter(|s| only.is_none_or(|n| n == s.name))
+    {
+        let mut groups = Vec::new();
+        for g in &s.groups {
+            let mut backends = Vec::new();
+            for b in &g.backends {
+                let key = (s.name.clone(), g.name.clone(), b.addr);
+                let id = ids.backends.get(&key).copied().unwrap_or(0);
+                let c = readings.backend_counters(id)?;
+                backends.push(BackendView {
+                    addr: b.addr,
+                    healthy: health.is_up(&key),
+                    active_flows: active.get(&id).copied().unwrap_or(0),
+                    new_flows: c.new_flows,
+                    failed_flows: c.failed_flows + health.unanswered(id),
+                    packets: c.packets,
+                    bytes: c.bytes,
+                });
+            }
+            groups.push(GroupView {
+                name: g.name.clone(),
+                weight: g.weight,
+                active_flows: backends.iter().map(|b| b.active_flows).sum(),
+                backends,
+            });
+        }
+        let sid = ids.services.get(&s.name).copied().unwrap_or(0);
+        services.push(ServiceView {
+            name: s.name.clone(),
+            vip: s.vip,
+            port: s.port,
+            protocol: s.protocol,
+            groups,
+            pins: s.pins.clone(),
+            counters: readings.service_counters(sid)?,
+        });
+    }
+    Ok(services)
+}
+
+/// Attempts and failures (refused or unanswered) of a group's backends, as counters.
+pub(super) fn group_counts<R: Readings>(
+    readings: &R,
+    health: &Health,
+    service: &str,
+    group: &str,
+) -> Result<Counts, ControlError> {
+    let mut c = Counts::default();
+    for ((s, g, _), id) in &readings.ids().backends {
+        if s == service && g == group {
+            let k = readings.backend_counters(*id)?;
+            c.attempted += k.new_flows;
+            c.failed += k.failed_flows + health.unanswered(*id);
+        }
+    }
+    Ok(c)
+}
+
+/// The entries of `table` of one service (by id) and/or one backend, at most `limit`.
+pub(super) fn flows<R: Readings>(
+    table: FlowTable,
+    readings: &R,
+    service_id: Option<u32>,
+    backend: Option<SocketAddr>,
+    limit: usize,
+) -> FlowsView {
+    let ids = readings.ids();
+    let names: HashMap<u32, &str> = ids
+        .services
+        .iter()
+        .map(|(n, id)| (*id, n.as_str()))
+        .collect();
+    let groups: HashMap<u32, &str> = ids
+        .groups
+        .iter()
+        .map(|((_, g), id)| (*id, g.as_str()))
+        .collect();
+    let mut out = FlowsView::default();
+    for (key, e) in table.entries {
+        if service_id.is_some_and(|id| id != e.service_id) {
+            continue;
+        }
+        let backend_addr = SocketAddr::new(
+            words_addr(e.backend_addr, key.family),
+            u16::from_be(e.backend_port),
+        );
+        if backend.is_some_and(|b| b != backend_addr) {
+            continue;
+        }
+        out.matched += 1;
+        if out.flows.len() < limit {
+            out.flows.push(FlowView {
+                client: SocketAddr::new(
+                    words_addr(key.src_addr, key.family),
+                    u16::from_be(key.src_port),
+                ),
+                vip: SocketAddr::new(
+                    words_addr(key.dst_addr, key.family),
+                    u16::from_be(key.dst_port),
+                ),
+                protocol: if key.proto == PROTO_TCP {
+                    Protocol::Tcp
+                } else {
+                    Protocol::Udp
+                },
+                service: names.get(&e.service_id).map(|s| (*s).to_owned()),
+                group: groups.get(&e.group_id).map(|s| (*s).to_owned()),
+                backend: backend_addr,
+                state: FlowState::of(e.state),
+                idle: Duration::from_secs(
+                    table.now_ns.saturating_sub(e.last_seen_ns) / 1_000_000_000,
+                ),
+            });
+        }
+    }
+    out
+}

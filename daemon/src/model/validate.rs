@@ -1,0 +1,865 @@
+//! The rules a desired state and node settings keep, checked once, here, for every producer:
+//! the config file, `veer apply`, the operator's verbs and rollouts. A broken rule is a
+//! `Violation`: the rule (`StateError`, whose message names the service, group, backend ...) and
+//! its `Place` in the state, so a producer that has a location for that place (the config file's
+//! line and column, a key in a config center) can point at it.
+
+use std::{
+    collections::HashMap,
+    net::{IpAddr, SocketAddr},
+    time::Duration,
+};
+
+use veer_common::maps::MAX_GROUPS_PER_SERVICE;
+
+use super::{
+    CheckKind, DesiredState, HealthCheck, NodeConfig, PlanError, Service, Timeouts, Weight,
+};
+
+/// Which field of a `[[service]]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ServiceField {
+    /// The service as a whole.
+    Table,
+    /// `name`.
+    Name,
+    /// `vip`.
+    Vip,
+    /// `port`.
+    Port,
+}
+
+/// Which field of a group.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GroupField {
+    /// The group as a whole.
+    Table,
+    /// `name`.
+    Name,
+    /// `weight`.
+    Weight,
+}
+
+/// Which field of a pin.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PinField {
+    /// `prefix`.
+    Prefix,
+    /// `group`.
+    Group,
+}
+
+/// Which field of a health check.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HealthField {
+    /// The check as a whole.
+    Table,
+    /// `path`.
+    Path,
+    /// `expect_status`.
+    ExpectStatus,
+    /// `interval`.
+    Interval,
+    /// `timeout`.
+    Timeout,
+    /// `rise`.
+    Rise,
+    /// `fall`.
+    Fall,
+}
+
+/// Which field of a rollout plan.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RolloutField {
+    /// The plan as a whole.
+    Table,
+    /// `to`.
+    To,
+    /// `steps`.
+    Steps,
+    /// `pause`.
+    Pause,
+    /// `gate_timeout`.
+    GateTimeout,
+}
+
+/// Which idle timeout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TimeoutField {
+    /// `tcp_syn`.
+    TcpSyn,
+    /// `tcp_established`.
+    TcpEstablished,
+    /// `tcp_closing`.
+    TcpClosing,
+    /// `udp`.
+    Udp,
+}
+
+impl TimeoutField {
+    /// The key's name.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::TcpSyn => "tcp_syn",
+            Self::TcpEstablished => "tcp_established",
+            Self::TcpClosing => "tcp_closing",
+            Self::Udp => "udp",
+        }
+    }
+}
+
+/// Where in a desired state (services by index, in order) or in node settings a rule is broken.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Place {
+    /// A field of a service.
+    Service {
+        /// Service index.
+        service: usize,
+        /// Which field of the service.
+        field: ServiceField,
+    },
+    /// A field of a group.
+    Group {
+        /// Service index.
+        service: usize,
+        /// Group index.
+        group: usize,
+        /// Which field of the group.
+        field: GroupField,
+    },
+    /// A backend.
+    Backend {
+        /// Service index.
+        service: usize,
+        /// Group index.
+        group: usize,
+        /// Backend index.
+        backend: usize,
+    },
+    /// A field of a pin.
+    Pin {
+        /// Service index.
+        service: usize,
+        /// Pin index.
+        pin: usize,
+        /// Which field of the pin.
+        field: PinField,
+    },
+    /// A field of a service's health check.
+    Health {
+        /// Service index.
+        service: usize,
+        /// Which field of the health check.
+        field: HealthField,
+    },
+    /// A field of a service's declared rollout.
+    Rollout {
+        /// Service index.
+        service: usize,
+        /// Which field of the plan.
+        field: RolloutField,
+    },
+    /// One of the node's interfaces.
+    Interface(usize),
+    /// The conntrack capacity.
+    ConntrackMax,
+    /// An idle timeout.
+    Timeout(TimeoutField),
+}
+
+/// A broken rule and where it is broken.
+#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
+#[error("{error}")]
+pub struct Violation {
+    /// Where in the state.
+    pub at: Place,
+    /// For a name or an address used twice: where it was first used.
+    pub first: Option<Place>,
+    /// The rule.
+    #[source]
+    pub error: StateError,
+}
+
+/// The rules.
+#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
+pub enum StateError {
+    /// A malformed service or group name.
+    #[error("{what} name `{name}` is not valid ({NAME_RULE})")]
+    BadName {
+        /// `service` or `group`.
+        what: &'static str,
+        /// The name.
+        name: String,
+    },
+    /// Two services share a name.
+    #[error("service `{name}` is defined twice")]
+    DuplicateService {
+        /// The name, as given.
+        name: String,
+    },
+    /// Two services share VIP, port and protocol.
+    #[error("service `{service}` uses {endpoint}, already used by service `{first}`")]
+    DuplicateEndpoint {
+        /// The later service.
+        service: String,
+        /// `vip:port/proto`.
+        endpoint: String,
+        /// The service using it first.
+        first: String,
+    },
+    /// A VIP that is not a unicast address.
+    #[error("service `{service}`: VIP {vip} is not a unicast address")]
+    BadVip {
+        /// Name of the service.
+        service: String,
+        /// The service's virtual IP.
+        vip: IpAddr,
+    },
+    /// Port 0.
+    #[error("service `{service}`: port 0 is not a valid service port")]
+    PortZero {
+        /// Name of the service.
+        service: String,
+    },
+    /// A service without groups.
+    #[error("service `{service}` has no groups")]
+    NoGroups {
+        /// Name of the service.
+        service: String,
+    },
+    /// Too many groups.
+    #[error("service `{service}` has {count} groups; at most {max} are supported")]
+    TooManyGroups {
+        /// Name of the service.
+        service: String,
+        /// Groups given.
+        count: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// Two groups of a service share a name.
+    #[error("service `{service}`: group `{group}` is defined twice")]
+    DuplicateGroup {
+        /// Name of the service.
+        service: String,
+        /// Name of the group, in its service.
+        group: String,
+    },
+    /// A backend on port 0.
+    #[error("service `{service}`, group `{group}`: backend {backend} has port 0")]
+    BackendPortZero {
+        /// Name of the service.
+        service: String,
+        /// Name of the group, in its service.
+        group: String,
+        /// Address and port of the backend.
+        backend: SocketAddr,
+    },
+    /// A backend of another address family than the VIP.
+    #[error(
+        "service `{service}`, group `{group}`: backend {backend} is not of the VIP's address family ({vip}); veer does not translate between IPv4 and IPv6"
+    )]
+    FamilyMismatch {
+        /// Name of the service.
+        service: String,
+        /// Name of the group, in its service.
+        group: String,
+        /// Address and port of the backend.
+        backend: SocketAddr,
+        /// The service's virtual IP.
+        vip: IpAddr,
+    },
+    /// A backend appears twice in a group.
+    #[error("service `{service}`, group `{group}`: backend {backend} is listed twice")]
+    DuplicateBackend {
+        /// Name of the service.
+        service: String,
+        /// Name of the group, in its service.
+        group: String,
+        /// Address and port of the backend.
+        backend: SocketAddr,
+    },
+    /// A group with weight and no backend.
+    #[error(
+        "service `{service}`, group `{group}` has weight {weight} but no backends; give it backends or weight 0"
+    )]
+    WeightWithoutBackends {
+        /// Name of the service.
+        service: String,
+        /// Name of the group, in its service.
+        group: String,
+        /// Its weight, in percent.
+        weight: Weight,
+    },
+    /// A pin's prefix of the other address family.
+    #[error(
+        "service `{service}`: pin prefix {prefix}/{len} is not of the VIP's address family ({vip})"
+    )]
+    PinFamilyMismatch {
+        /// Name of the service.
+        service: String,
+        /// Network address of the prefix.
+        prefix: IpAddr,
+        /// Prefix length, in bits.
+        len: u8,
+        /// The service's virtual IP.
+        vip: IpAddr,
+    },
+    /// A pin's prefix is malformed (length, host bits).
+    #[error(
+        "service `{service}`: pin {prefix}/{len} is not a network prefix with its host bits zero"
+    )]
+    BadPin {
+        /// Name of the service.
+        service: String,
+        /// Network address of the prefix.
+        prefix: IpAddr,
+        /// Prefix length, in bits.
+        len: u8,
+    },
+    /// A pin names a group the service does not have.
+    #[error(
+        "service `{service}`: pin {prefix}/{len} names group `{group}`, which the service does not have"
+    )]
+    PinUnknownGroup {
+        /// Name of the service.
+        service: String,
+        /// Network address of the prefix.
+        prefix: IpAddr,
+        /// Prefix length, in bits.
+        len: u8,
+        /// Name of the group, in its service.
+        group: String,
+    },
+    /// Two pins of one prefix.
+    #[error("service `{service}`: prefix {prefix}/{len} is pinned twice")]
+    DuplicatePin {
+        /// Name of the service.
+        service: String,
+        /// Network address of the prefix.
+        prefix: IpAddr,
+        /// Prefix length, in bits.
+        len: u8,
+    },
+    /// A health check that cannot work as written.
+    #[error("service `{service}`, health check: {reason}")]
+    BadHealthCheck {
+        /// Name of the service.
+        service: String,
+        /// What is wrong, in words.
+        reason: String,
+    },
+    /// A declared rollout that cannot run (the plan's error names what is wrong).
+    #[error("{source}")]
+    BadRollout {
+        /// Name of the service.
+        service: String,
+        /// The plan's own error.
+        #[source]
+        source: PlanError,
+    },
+    /// An interface name the kernel cannot have.
+    #[error("interface name `{name}` is not valid (1 to 15 bytes, no '/' or spaces: IFNAMSIZ)")]
+    BadInterface {
+        /// The name, as given.
+        name: String,
+    },
+    /// An interface named twice.
+    #[error("interface `{name}` is named twice")]
+    DuplicateInterface {
+        /// The name, as given.
+        name: String,
+    },
+    /// A conntrack capacity out of range.
+    #[error(
+        "conntrack_max {value} is out of range {}..={}",
+        NodeConfig::MIN_CONNTRACK,
+        NodeConfig::MAX_CONNTRACK
+    )]
+    ConntrackMax {
+        /// The value.
+        value: u32,
+    },
+    /// An idle timeout below the minimum.
+    #[error("[node.timeouts] {field} {value} is shorter than the {min} minimum")]
+    TimeoutTooShort {
+        /// Which timeout (`tcp_syn`, `udp` ...).
+        field: &'static str,
+        /// The value.
+        value: String,
+        /// The minimum.
+        min: String,
+    },
+}
+
+/// What a service or group name may be.
+pub const NAME_RULE: &str = "1 to 64 characters of A-Z a-z 0-9 _ - .";
+
+/// Whether `s` keeps `NAME_RULE`.
+pub fn valid_name(s: &str) -> bool {
+    (1..=64).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b))
+}
+
+fn text(d: Duration) -> String {
+    humantime::format_duration(d).to_string()
+}
+
+/// A violation at `at`.
+fn at(at: Place, error: StateError) -> Violation {
+    Violation {
+        at,
+        first: None,
+        error,
+    }
+}
+
+/// A name or address used twice: at `at`, first at `first`.
+fn twice(at: Place, first: Place, error: StateError) -> Violation {
+    Violation {
+        at,
+        first: Some(first),
+        error,
+    }
+}
+
+impl DesiredState {
+    /// Checks every rule a state must keep to be applied. Returns the first one broken, in the
+    /// order of the services, and within a service in the order of its fields.
+    pub fn validate(&self) -> Result<(), Violation> {
+        let mut names: HashMap<&str, usize> = HashMap::new();
+        let mut endpoints: HashMap<String, usize> = HashMap::new();
+        for (i, s) in self.services.iter().enumerate() {
+            let name = Place::Service {
+                service: i,
+                field: ServiceField::Name,
+            };
+            if !valid_name(&s.name) {
+                return Err(at(
+                    name,
+                    StateError::BadName {
+                        what: "service",
+                        name: s.name.clone(),
+                    },
+                ));
+            }
+            if let Some(&first) = names.get(s.name.as_str()) {
+                return Err(twice(
+                    name,
+                    Place::Service {
+                        service: first,
+                        field: ServiceField::Name,
+                    },
+                    StateError::DuplicateService {
+                        name: s.name.clone(),
+                    },
+                ));
+            }
+            names.insert(&s.name, i);
+            let endpoint = s.endpoint();
+            if let Some(&first) = endpoints.get(&endpoint) {
+                return Err(twice(
+                    Place::Service {
+                        service: i,
+                        field: ServiceField::Table,
+                    },
+                    Place::Service {
+                        service: first,
+                        field: ServiceField::Table,
+                    },
+                    StateError::DuplicateEndpoint {
+                        service: s.name.clone(),
+                        endpoint,
+                        first: self.services[first].name.clone(),
+                    },
+                ));
+            }
+            endpoints.insert(endpoint, i);
+            s.validate(i)?;
+        }
+        Ok(())
+    }
+}
+
+impl Service {
+    fn validate(&self, i: usize) -> Result<(), Violation> {
+        let service = || self.name.clone();
+        let field = |field| Place::Service { service: i, field };
+        if self.vip.is_unspecified() || self.vip.is_multicast() {
+            return Err(at(
+                field(ServiceField::Vip),
+                StateError::BadVip {
+                    service: service(),
+                    vip: self.vip,
+                },
+            ));
+        }
+        if self.port == 0 {
+            return Err(at(
+                field(ServiceField::Port),
+                StateError::PortZero { service: service() },
+            ));
+        }
+        if self.groups.is_empty() {
+            return Err(at(
+                field(ServiceField::Name),
+                StateError::NoGroups { service: service() },
+            ));
+        }
+        if self.groups.len() > MAX_GROUPS_PER_SERVICE {
+            return Err(at(
+                Place::Group {
+                    service: i,
+                    group: MAX_GROUPS_PER_SERVICE,
+                    field: GroupField::Table,
+                },
+                StateError::TooManyGroups {
+                    service: service(),
+                    count: self.groups.len(),
+                    max: MAX_GROUPS_PER_SERVICE,
+                },
+            ));
+        }
+        self.validate_groups(i)?;
+        self.validate_pins(i)?;
+        if let Some(h) = &self.health {
+            h.validate().map_err(|(field, reason)| {
+                at(
+                    Place::Health { service: i, field },
+                    StateError::BadHealthCheck {
+                        service: service(),
+                        reason,
+                    },
+                )
+            })?;
+        }
+        if let Some(plan) = &self.rollout {
+            // A declared rollout that completed stays in the file: "already there" is fine.
+            match plan.validate(self) {
+                Ok(()) | Err(PlanError::AlreadyThere { .. }) => {}
+                Err(source) => {
+                    let field = match source {
+                        PlanError::UnknownGroup { .. } | PlanError::EmptyTarget { .. } => {
+                            RolloutField::To
+                        }
+                        PlanError::BadSteps { .. } => RolloutField::Steps,
+                        PlanError::PauseTooShort { .. } => RolloutField::Pause,
+                        PlanError::GateTimeoutTooShort { .. } => RolloutField::GateTimeout,
+                        PlanError::AlreadyThere { .. } => RolloutField::Table,
+                    };
+                    return Err(at(
+                        Place::Rollout { service: i, field },
+                        StateError::BadRollout {
+                            service: service(),
+                            source,
+                        },
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_groups(&self, i: usize) -> Result<(), Violation> {
+        let service = || self.name.clone();
+        let mut groups: HashMap<&str, usize> = HashMap::new();
+        for (j, g) in self.groups.iter().enumerate() {
+            let place = |field| Place::Group {
+                service: i,
+                group: j,
+                field,
+            };
+            if !valid_name(&g.name) {
+                return Err(at(
+                    place(GroupField::Name),
+                    StateError::BadName {
+                        what: "group",
+                        name: g.name.clone(),
+                    },
+                ));
+            }
+            if let Some(&first) = groups.get(g.name.as_str()) {
+                return Err(twice(
+                    place(GroupField::Name),
+                    Place::Group {
+                        service: i,
+                        group: first,
+                        field: GroupField::Name,
+                    },
+                    StateError::DuplicateGroup {
+                        service: service(),
+                        group: g.name.clone(),
+                    },
+                ));
+            }
+            groups.insert(&g.name, j);
+            let mut seen: HashMap<SocketAddr, usize> = HashMap::new();
+            for (k, b) in g.backends.iter().enumerate() {
+                let backend = Place::Backend {
+                    service: i,
+                    group: j,
+                    backend: k,
+                };
+                let error = if b.addr.port() == 0 {
+                    Some(StateError::BackendPortZero {
+                        service: service(),
+                        group: g.name.clone(),
+                        backend: b.addr,
+                    })
+                } else if b.addr.is_ipv4() != self.vip.is_ipv4() {
+                    Some(StateError::FamilyMismatch {
+                        service: service(),
+                        group: g.name.clone(),
+                        backend: b.addr,
+                        vip: self.vip,
+                    })
+                } else {
+                    None
+                };
+                if let Some(error) = error {
+                    return Err(at(backend, error));
+                }
+                if let Some(&first) = seen.get(&b.addr) {
+                    return Err(twice(
+                        backend,
+                        Place::Backend {
+                            service: i,
+                            group: j,
+                            backend: first,
+                        },
+                        StateError::DuplicateBackend {
+                            service: service(),
+                            group: g.name.clone(),
+                            backend: b.addr,
+                        },
+                    ));
+                }
+                seen.insert(b.addr, k);
+            }
+            if g.backends.is_empty() && !g.weight.is_zero() {
+                return Err(at(
+                    place(GroupField::Weight),
+                    StateError::WeightWithoutBackends {
+                        service: service(),
+                        group: g.name.clone(),
+                        weight: g.weight,
+                    },
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_pins(&self, i: usize) -> Result<(), Violation> {
+        let service = || self.name.clone();
+        let mut pins: HashMap<(IpAddr, u8), usize> = HashMap::new();
+        for (p, pin) in self.pins.iter().enumerate() {
+            let place = |field| Place::Pin {
+                service: i,
+                pin: p,
+                field,
+            };
+            let max = if self.vip.is_ipv4() { 32 } else { 128 };
+            if pin.prefix.is_ipv4() != self.vip.is_ipv4() {
+                return Err(at(
+                    place(PinField::Prefix),
+                    StateError::PinFamilyMismatch {
+                        service: service(),
+                        prefix: pin.prefix,
+                        len: pin.len,
+                        vip: self.vip,
+                    },
+                ));
+            }
+            if pin.len > max || !host_bits_zero(pin.prefix, pin.len) {
+                return Err(at(
+                    place(PinField::Prefix),
+                    StateError::BadPin {
+                        service: service(),
+                        prefix: pin.prefix,
+                        len: pin.len,
+                    },
+                ));
+            }
+            if self.group(&pin.group).is_none() {
+                return Err(at(
+                    place(PinField::Group),
+                    StateError::PinUnknownGroup {
+                        service: service(),
+                        prefix: pin.prefix,
+                        len: pin.len,
+                        group: pin.group.clone(),
+                    },
+                ));
+            }
+            if let Some(&first) = pins.get(&(pin.prefix, pin.len)) {
+                return Err(twice(
+                    place(PinField::Prefix),
+                    Place::Pin {
+                        service: i,
+                        pin: first,
+                        field: PinField::Prefix,
+                    },
+                    StateError::DuplicatePin {
+                        service: service(),
+                        prefix: pin.prefix,
+                        len: pin.len,
+                    },
+                ));
+            }
+            pins.insert((pin.prefix, pin.len), p);
+        }
+        Ok(())
+    }
+}
+
+impl HealthCheck {
+    /// Checks the bounds of the check; on failure, the field and why.
+    fn validate(&self) -> Result<(), (HealthField, String)> {
+        if self.interval < Self::MIN_INTERVAL {
+            return Err((
+                HealthField::Interval,
+                format!(
+                    "interval {} is shorter than the {} minimum",
+                    text(self.interval),
+                    text(Self::MIN_INTERVAL)
+                ),
+            ));
+        }
+        if self.timeout < Self::MIN_TIMEOUT {
+            return Err((
+                HealthField::Timeout,
+                format!(
+                    "timeout {} is shorter than the {} minimum",
+                    text(self.timeout),
+                    text(Self::MIN_TIMEOUT)
+                ),
+            ));
+        }
+        if self.timeout > self.interval {
+            return Err((
+                HealthField::Timeout,
+                format!(
+                    "timeout {} must be at most the interval ({})",
+                    text(self.timeout),
+                    text(self.interval)
+                ),
+            ));
+        }
+        for (field, name, n) in [
+            (HealthField::Rise, "rise", self.rise),
+            (HealthField::Fall, "fall", self.fall),
+        ] {
+            if !Self::COUNTS.contains(&n) {
+                return Err((
+                    field,
+                    format!(
+                        "{name} {n} is out of range {}..={}",
+                        Self::COUNTS.start(),
+                        Self::COUNTS.end()
+                    ),
+                ));
+            }
+        }
+        if let CheckKind::Http {
+            path,
+            expect_status,
+        } = &self.kind
+        {
+            if !path.starts_with('/') || path.contains(char::is_whitespace) {
+                return Err((
+                    HealthField::Path,
+                    format!(
+                        "path `{path}` is not an absolute path without spaces (e.g. \"/healthz\")"
+                    ),
+                ));
+            }
+            if !Self::STATUSES.contains(expect_status) {
+                return Err((
+                    HealthField::ExpectStatus,
+                    format!(
+                        "expect_status {expect_status} is out of range {}..={}",
+                        Self::STATUSES.start(),
+                        Self::STATUSES.end()
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl NodeConfig {
+    /// Checks the node settings.
+    pub fn validate(&self) -> Result<(), Violation> {
+        let mut seen: HashMap<&str, usize> = HashMap::new();
+        for (k, name) in self.interfaces.iter().enumerate() {
+            if name.is_empty() || name.len() > 15 || name.contains(['/', ' ', '\0']) {
+                return Err(at(
+                    Place::Interface(k),
+                    StateError::BadInterface { name: name.clone() },
+                ));
+            }
+            if let Some(&first) = seen.get(name.as_str()) {
+                return Err(twice(
+                    Place::Interface(k),
+                    Place::Interface(first),
+                    StateError::DuplicateInterface { name: name.clone() },
+                ));
+            }
+            seen.insert(name, k);
+        }
+        if !(Self::MIN_CONNTRACK..=Self::MAX_CONNTRACK).contains(&self.conntrack_max) {
+            return Err(at(
+                Place::ConntrackMax,
+                StateError::ConntrackMax {
+                    value: self.conntrack_max,
+                },
+            ));
+        }
+        let t = &self.timeouts;
+        for (field, value) in [
+            (TimeoutField::TcpSyn, t.tcp_syn),
+            (TimeoutField::TcpEstablished, t.tcp_established),
+            (TimeoutField::TcpClosing, t.tcp_closing),
+            (TimeoutField::Udp, t.udp),
+        ] {
+            if value < Timeouts::MIN {
+                return Err(at(
+                    Place::Timeout(field),
+                    StateError::TimeoutTooShort {
+                        field: field.as_str(),
+                        value: text(value),
+                        min: text(Timeouts::MIN),
+                    },
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Whether every bit of `addr` past `len` is zero.
+pub fn host_bits_zero(addr: IpAddr, len: u8) -> bool {
+    match addr {
+        IpAddr::V4(a) => {
+            let v = u32::from(a);
+            len >= 32 || v & (u32::MAX >> len) == 0
+        }
+        IpAddr::V6(a) => {
+            let v = u128::from(a);
+            len >= 128 || v & (u128::MAX >> len) == 0
+        }
+    }
+}
+
+/// Parses a network prefix (`"203.0.113.0/24"`, `"2001:db8::/32"`); `None` unless it is one,
+/// with its host bits zero.
+pub fn parse_prefix(s: &str) -> Option<(IpAddr, u8)> {
+    let (addr, len) = s.split_once('/')?;
+    let addr: IpAddr = addr.parse().ok()?;
+    let len: u8 = len.parse().ok()?;
+    let max = if addr.is_ipv4() { 32 } else { 128 };
+    (len <= max && host_bits_zero(addr, len)).then_some((addr, len))
+}

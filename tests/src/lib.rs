@@ -17,11 +17,13 @@ pub mod packet;
 pub mod prog;
 pub mod servers;
 
-/// How tests load veer's kernel object: private maps, and a conntrack of 65,536 entries rather
-/// than the production million (each load preallocates its LRU maps, and tests load many at once).
+/// How tests load veer's kernel object: private maps, and flow tables of 65,536 entries each
+/// rather than the production sizes (each load preallocates its flow tables, and tests load many
+/// at once).
 pub const TEST_LOAD: veer::dataplane::loader::LoadOptions = veer::dataplane::loader::LoadOptions {
     pin_dir: None,
     conntrack_max: 65_536,
+    conntrack_new_max: 65_536,
 };
 
 /// Panics unless the process runs as root: the test bed never skips silently.

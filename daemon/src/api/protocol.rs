@@ -57,8 +57,16 @@ pub struct ServiceStatus {
     pub bytes: u64,
     /// Flows created.
     pub new_flows: u64,
-    /// Flows created by a TCP non-SYN (entry evicted or older than veer).
+    /// TCP segments with ACK and no entry (evicted, or older than veer): steered by the flow
+    /// hash and tracked unconfirmed until the backend answers.
     pub midflow_misses: u64,
+    /// Flows confirmed and moved into the table of confirmed flows.
+    pub promotions: u64,
+    /// Promotions refused because that table was full (each attempt).
+    pub promotions_refused: u64,
+    /// TCP segments with an invalid flag combination (dropped without a flow, forwarded
+    /// unchanged with one; never an entry or a state change).
+    pub invalid_tcp: u64,
 }
 
 /// A group in `Status`.
@@ -85,7 +93,11 @@ pub struct BackendStatus {
     pub active_flows: u64,
     /// Flows given to it.
     pub new_flows: u64,
-    /// Connection attempts it refused (RST answering the SYN) or left unanswered.
+    /// Connection attempts it answered with a SYN-ACK.
+    pub answered_flows: u64,
+    /// Connection attempts it refused (RST answering the SYN).
+    pub refused_flows: u64,
+    /// Connection attempts it refused or left unanswered for 3 s.
     pub failed_flows: u64,
     /// Packets steered to it or reverse-NATed from it.
     pub packets: u64,
@@ -212,7 +224,7 @@ pub struct FlowInfo {
     pub group: Option<String>,
     /// Backend.
     pub backend: SocketAddr,
-    /// `syn`, `established`, `closing`, `udp`.
+    /// `syn`, `syn_acked`, `midflow`, `established`, `closing`, `udp`.
     pub state: String,
     /// Seconds since the last packet (1 s resolution).
     pub idle_seconds: u64,
@@ -299,8 +311,12 @@ pub struct RolloutStatus {
 /// Conntrack use in `Status`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConntrackStatus {
-    /// Entries (every state).
+    /// Entries in the table of confirmed flows (`VEER_FLOWS`).
     pub entries: u64,
-    /// Capacity.
+    /// Its capacity (`conntrack_max`).
     pub capacity: u32,
+    /// Entries in the table of new flows (`VEER_NEWFLOWS`: handshakes, mid-flow misses, UDP).
+    pub new_entries: u64,
+    /// Its capacity (`conntrack_new_max`).
+    pub new_capacity: u32,
 }

@@ -85,8 +85,11 @@ pub struct NodeConfig {
     pub interfaces: Vec<String>,
     /// XDP attach mode.
     pub xdp_mode: XdpAttachMode,
-    /// Conntrack capacity (entries).
+    /// Capacity of the table of confirmed flows, `VEER_FLOWS` (entries).
     pub conntrack_max: u32,
+    /// Capacity of the table of new flows, `VEER_NEWFLOWS` (entries): handshakes, mid-flow
+    /// misses, UDP flows.
+    pub conntrack_new_max: u32,
     /// Idle timeouts.
     pub timeouts: Timeouts,
 }
@@ -97,6 +100,7 @@ impl Default for NodeConfig {
             interfaces: Vec::new(),
             xdp_mode: XdpAttachMode::Auto,
             conntrack_max: veer_common::maps::DEFAULT_CONNTRACK_MAX,
+            conntrack_new_max: veer_common::maps::DEFAULT_NEWFLOWS_MAX,
             timeouts: Timeouts::default(),
         }
     }

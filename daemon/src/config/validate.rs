@@ -209,6 +209,10 @@ impl Locator<'_> {
 /// Shortest conntrack timeout.
 const SEC: Duration = Duration::from_secs(1);
 
+/// Longest conntrack timeout: flow entries keep time in 32-bit ticks of about a millisecond, whose
+/// ages are exact up to 24.8 days (`veer_common::flow::ticks_since`).
+const MAX_CONNTRACK_TIMEOUT: Duration = Duration::from_hours(24 * 20);
+
 const NAME_RULE: &str = "1 to 64 characters of A-Z a-z 0-9 _ - .";
 
 /// A service or group name, checked against `NAME_RULE`.
@@ -276,8 +280,17 @@ pub(super) fn parse(file: &Path, text: &str) -> Result<Config, ConfigError> {
     let state = DesiredState { services };
     // The model's own rules are all checked above with locations; this is a backstop.
     if let Err(e) = state.validate() {
+        // A rule across services points at the service that broke it.
+        let span = match &e {
+            crate::model::StateError::BackendInTooManyServices { services, .. } => raw
+                .service
+                .iter()
+                .find(|s| Some(s.get_ref().name.get_ref()) == services.last())
+                .map_or(0..0, Spanned::span),
+            _ => 0..0,
+        };
         return loc.err(
-            0..0,
+            span,
             ConfigErrorKind::Syntax {
                 message: e.to_string(),
             },
@@ -332,9 +345,55 @@ fn node(loc: &Locator<'_>, raw: &schema::Node) -> Result<NodeConfig, ConfigError
             }
         };
     }
-    if let Some(max) = &raw.conntrack_max {
+    flow_table_sizes(loc, raw, &mut node)?;
+    if let Some(t) = &raw.timeouts {
+        let t = t.get_ref();
+        let d = Timeouts::default();
+        let timeout = |field, raw: Option<&Spanned<String>>, default| {
+            let v = duration(loc, field, raw, default, SEC)?;
+            match raw {
+                Some(raw) if v > MAX_CONNTRACK_TIMEOUT => loc.err(
+                    raw.span(),
+                    ConfigErrorKind::BadValue {
+                        field,
+                        value: raw.get_ref().clone(),
+                        expected: "a conntrack timeout of at most 20 days (the flow clock's range)",
+                    },
+                ),
+                _ => Ok(v),
+            }
+        };
+        node.timeouts = Timeouts {
+            tcp_syn: timeout("tcp_syn", t.tcp_syn.as_ref(), d.tcp_syn)?,
+            tcp_established: timeout(
+                "tcp_established",
+                t.tcp_established.as_ref(),
+                d.tcp_established,
+            )?,
+            tcp_closing: timeout("tcp_closing", t.tcp_closing.as_ref(), d.tcp_closing)?,
+            udp: timeout("udp", t.udp.as_ref(), d.udp)?,
+        };
+    }
+    Ok(node)
+}
+
+/// `conntrack_max` and `conntrack_new_max`.
+fn flow_table_sizes(
+    loc: &Locator<'_>,
+    raw: &schema::Node,
+    node: &mut NodeConfig,
+) -> Result<(), ConfigError> {
+    for (field, raw, out) in [
+        ("conntrack_max", &raw.conntrack_max, &mut node.conntrack_max),
+        (
+            "conntrack_new_max",
+            &raw.conntrack_new_max,
+            &mut node.conntrack_new_max,
+        ),
+    ] {
+        let Some(max) = raw else { continue };
         let v = *max.get_ref();
-        node.conntrack_max = u32::try_from(v)
+        *out = u32::try_from(v)
             .ok()
             .filter(|v| (1024..=1 << 26).contains(v))
             .map_or_else(
@@ -342,7 +401,7 @@ fn node(loc: &Locator<'_>, raw: &schema::Node) -> Result<NodeConfig, ConfigError
                     loc.err(
                         max.span(),
                         ConfigErrorKind::OutOfRange {
-                            field: "conntrack_max",
+                            field,
                             value: v.to_string(),
                             range: "1024..=67108864",
                         },
@@ -351,29 +410,7 @@ fn node(loc: &Locator<'_>, raw: &schema::Node) -> Result<NodeConfig, ConfigError
                 Ok,
             )?;
     }
-    if let Some(t) = &raw.timeouts {
-        let t = t.get_ref();
-        let d = Timeouts::default();
-        node.timeouts = Timeouts {
-            tcp_syn: duration(loc, "tcp_syn", t.tcp_syn.as_ref(), d.tcp_syn, SEC)?,
-            tcp_established: duration(
-                loc,
-                "tcp_established",
-                t.tcp_established.as_ref(),
-                d.tcp_established,
-                Duration::from_secs(1),
-            )?,
-            tcp_closing: duration(
-                loc,
-                "tcp_closing",
-                t.tcp_closing.as_ref(),
-                d.tcp_closing,
-                SEC,
-            )?,
-            udp: duration(loc, "udp", t.udp.as_ref(), d.udp, SEC)?,
-        };
-    }
-    Ok(node)
+    Ok(())
 }
 
 fn duration(
@@ -1100,6 +1137,71 @@ backends = ["198.51.100.21:8080"]
         assert!(
             error(&t.replace("\"30s\"", "\"soon\""))
                 .contains("`udp`: `soon` is not a long enough duration")
+        );
+        assert!(
+            error(&t.replace("\"2h\"", "\"21days\"")).contains(
+                "`tcp_established`: `21days` is not a conntrack timeout of at most 20 days"
+            ),
+            "{}",
+            error(&t.replace("\"2h\"", "\"21days\""))
+        );
+        assert_eq!(
+            parse(Path::new("veer.toml"), &t.replace("\"2h\"", "\"20days\""))
+                .unwrap()
+                .node
+                .timeouts
+                .tcp_established,
+            Duration::from_hours(480)
+        );
+    }
+
+    #[test]
+    fn a_backend_in_five_services_is_refused_where_the_fifth_is() {
+        use std::fmt::Write as _;
+        let mut t = String::from("[node]\ninterfaces = [\"eth0\"]\n");
+        for i in 1..=5 {
+            let _ = write!(
+                t,
+                "\n[[service]]\nname = \"web{i}\"\nvip = \"192.0.2.{i}\"\nport = 80\n\
+                 protocol = \"tcp\"\n\n[[service.group]]\nname = \"v1\"\nweight = 100\n\
+                 backends = [\"198.51.100.11:8080\"]\n"
+            );
+        }
+        let e = error(&t);
+        // The fifth `[[service]]` header is the line before its name (lines count from 1).
+        let header = t.lines().position(|l| l == "name = \"web5\"").unwrap();
+        assert!(
+            e.starts_with(&format!("veer.toml:{header}:")),
+            "points at the fifth service (line {header}): {e}"
+        );
+        assert!(
+            e.contains(
+                "backend 198.51.100.11:8080/tcp serves 5 services (web1, web2, web3, web4, web5)"
+            ),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn both_flow_tables_are_sized_in_node() {
+        let t = GOOD.replacen(
+            "conntrack_max = 1048576",
+            "conntrack_max = 4096\nconntrack_new_max = 2048",
+            1,
+        );
+        let c = parse(Path::new("veer.toml"), &t).unwrap();
+        assert_eq!(
+            (c.node.conntrack_max, c.node.conntrack_new_max),
+            (4096, 2048)
+        );
+        let c = parse(Path::new("veer.toml"), GOOD).unwrap();
+        assert_eq!(
+            c.node.conntrack_new_max,
+            veer_common::maps::DEFAULT_NEWFLOWS_MAX
+        );
+        assert!(
+            error(&t.replace("2048", "100"))
+                .contains("`conntrack_new_max`: 100 is out of range 1024..=67108864")
         );
     }
 }

@@ -195,22 +195,11 @@ impl Controller {
             }
             Err(e) => return Err(ControlError::Start(Box::new(e))),
         };
-        let mut dataplane = Dataplane::load(&LoadOptions {
+        let dataplane = Dataplane::load(&LoadOptions {
             pin_dir: Some(opts.pin_dir.clone()),
             conntrack_max: node.conntrack_max,
+            conntrack_new_max: node.conntrack_new_max,
         })?;
-        let links_dir = opts.pin_dir.join(paths::LINKS_SUBDIR);
-        let mut interfaces = node.interfaces.clone();
-        for pinned in crate::dataplane::links::pinned_interfaces(&links_dir) {
-            if !interfaces.contains(&pinned) {
-                tracing::warn!(interface = %pinned, "links pinned for an interface the config does not name; adopting them (veer teardown removes them)");
-                interfaces.push(pinned);
-            }
-        }
-        for ifname in &interfaces {
-            let how = dataplane.attach_pinned(ifname, node.xdp_mode, &links_dir)?;
-            tracing::info!(interface = %ifname, ?how, "attached");
-        }
         let mut this = Self {
             dataplane,
             store,
@@ -219,6 +208,8 @@ impl Controller {
             health: health::Health::default(),
             gates: rollouts::GateResults::default(),
         };
+        // The maps match the last revision before this build's programs run on the links (a
+        // backend's replies need its VIPs from the first packet on).
         if let Some(rev) = this.store.latest() {
             let (state, ids, number) = (rev.state.clone(), rev.ids.clone(), rev.number);
             let written = this.dataplane.reconcile(&state, ids, &sync::Down::new())?;
@@ -228,6 +219,21 @@ impl Controller {
                 "maps reconciled with the last committed revision"
             );
         }
+        let links_dir = this.opts.pin_dir.join(paths::LINKS_SUBDIR);
+        let mut interfaces = this.node.interfaces.clone();
+        for pinned in crate::dataplane::links::pinned_interfaces(&links_dir) {
+            if !interfaces.contains(&pinned) {
+                tracing::warn!(interface = %pinned, "links pinned for an interface the config does not name; adopting them (veer teardown removes them)");
+                interfaces.push(pinned);
+            }
+        }
+        for ifname in &interfaces {
+            let how = this
+                .dataplane
+                .attach_pinned(ifname, this.node.xdp_mode, &links_dir)?;
+            tracing::info!(interface = %ifname, ?how, "attached");
+        }
+        this.dataplane.finish_migration()?;
         this.hold_rollouts_after_restart()?;
         if let Some(text) = config_text {
             this.apply_config_if_changed(&text)?;
@@ -645,7 +651,8 @@ impl Controller {
             });
         }
         let ids = &self.dataplane.applied().ids;
-        let (active, entries) = flows::census(self.dataplane.maps())?;
+        let census = flows::census(self.dataplane.maps())?;
+        let active = &census.active;
         let maps = self.dataplane.maps();
         let mut services = Vec::new();
         for s in state
@@ -668,7 +675,9 @@ impl Controller {
                         healthy: self.health.is_up(&(s.name.clone(), g.name.clone(), b.addr)),
                         active_flows: active.get(&id).copied().unwrap_or(0),
                         new_flows: c.new_flows,
-                        failed_flows: c.failed_flows + self.health.unanswered(id),
+                        answered_flows: c.answered_flows,
+                        refused_flows: c.refused_flows,
+                        failed_flows: c.refused_flows + self.health.unanswered(id),
                         packets: c.packets,
                         bytes: c.bytes,
                     });
@@ -700,14 +709,19 @@ impl Controller {
                 bytes: sc.bytes,
                 new_flows: sc.new_flows,
                 midflow_misses: sc.midflow_misses,
+                promotions: sc.promotions,
+                promotions_refused: sc.promotions_refused,
+                invalid_tcp: sc.invalid_tcp,
             });
         }
         Ok(Status {
             revision: self.store.latest().map(revision_info),
             interfaces: self.node.interfaces.clone(),
             conntrack: crate::api::protocol::ConntrackStatus {
-                entries,
+                entries: census.flows,
                 capacity: self.node.conntrack_max,
+                new_entries: census.new_flows,
+                new_capacity: self.node.conntrack_new_max,
             },
             services,
         })
@@ -723,32 +737,36 @@ impl Controller {
     ) -> Result<(Vec<FlowInfo>, usize), ControlError> {
         let state = self.current();
         let ids = &self.dataplane.applied().ids;
-        let service_id = match service {
-            Some(name) => {
-                state
-                    .service(name)
-                    .ok_or_else(|| ControlError::UnknownService {
-                        service: name.to_owned(),
-                    })?;
-                ids.services.get(name).copied()
-            }
+        let wanted = match service {
+            Some(name) => Some(state.service(name).map(sync::service_key).ok_or_else(|| {
+                ControlError::UnknownService {
+                    service: name.to_owned(),
+                }
+            })?),
             None => None,
         };
-        let names: HashMap<u32, &str> = ids
+        let services: HashMap<_, &str> = state
             .services
             .iter()
-            .map(|(n, id)| (*id, n.as_str()))
+            .map(|s| (sync::service_key(s), s.name.as_str()))
             .collect();
+        // Backend ids are per service, group and address: an entry's id names its group.
         let groups: HashMap<u32, &str> = ids
-            .groups
+            .backends
             .iter()
-            .map(|((_, g), id)| (*id, g.as_str()))
+            .map(|((_, g, _), id)| (*id, g.as_str()))
             .collect();
-        let now = flows::monotonic_ns();
+        let now = flows::now_tick();
         let mut out = Vec::new();
         let mut matched = 0;
         for (key, e) in self.dataplane.maps().flows()? {
-            if service_id.is_some_and(|id| id != e.service_id) {
+            let service_key = veer_common::service::ServiceKey {
+                addr: key.dst_addr,
+                port: key.dst_port,
+                proto: key.proto,
+                family: key.family,
+            };
+            if wanted.is_some_and(|w| w != service_key) {
                 continue;
             }
             let backend_addr = SocketAddr::new(
@@ -760,6 +778,7 @@ impl Controller {
             }
             matched += 1;
             if out.len() < limit {
+                let service = services.get(&service_key).map(|s| (*s).to_owned());
                 out.push(FlowInfo {
                     client: SocketAddr::new(
                         words_addr(key.src_addr, key.family),
@@ -775,11 +794,17 @@ impl Controller {
                         "udp"
                     }
                     .to_owned(),
-                    service: names.get(&e.service_id).map(|s| (*s).to_owned()),
-                    group: groups.get(&e.group_id).map(|s| (*s).to_owned()),
+                    group: service
+                        .is_some()
+                        .then(|| groups.get(&e.backend_id).map(|s| (*s).to_owned()))
+                        .flatten(),
+                    service,
                     backend: backend_addr,
                     state: state_name(e.state).to_owned(),
-                    idle_seconds: now.saturating_sub(e.last_seen_ns) / 1_000_000_000,
+                    idle_seconds: flows::ticks_to_secs(veer_common::flow::ticks_since(
+                        now,
+                        e.last_seen,
+                    )),
                 });
             }
         }
@@ -789,16 +814,20 @@ impl Controller {
     /// One conntrack upkeep pass (expiry by the configured timeouts).
     pub fn upkeep(&mut self) -> Result<flows::Upkeep, ControlError> {
         let timeouts = self.node.timeouts;
-        let u = flows::upkeep(self.dataplane.maps_mut(), &timeouts, flows::monotonic_ns())?;
+        let u = self.dataplane.upkeep(&timeouts, flows::now_tick())?;
         self.health.record_unanswered(&u.unanswered, &u.syn);
         Ok(u)
     }
 }
 
 fn state_name(state: u8) -> &'static str {
-    use veer_common::flow::{STATE_CLOSING, STATE_ESTABLISHED, STATE_SYN, STATE_UDP};
+    use veer_common::flow::{
+        STATE_CLOSING, STATE_ESTABLISHED, STATE_MIDFLOW, STATE_SYN, STATE_SYN_ACKED, STATE_UDP,
+    };
     match state {
         STATE_SYN => "syn",
+        STATE_SYN_ACKED => "syn_acked",
+        STATE_MIDFLOW => "midflow",
         STATE_ESTABLISHED => "established",
         STATE_CLOSING => "closing",
         STATE_UDP => "udp",

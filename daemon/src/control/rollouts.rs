@@ -90,15 +90,28 @@ fn weights_text(weights: &[(String, Weight)]) -> String {
 }
 
 impl Controller {
-    /// Attempts and failures (refused or unanswered) of `group`'s backends, as counters.
+    /// Judged connection attempts and failures of `group`'s backends, as counters. A failure is
+    /// the backend's: an RST answering the SYN, or no answer within the connect timeout. An
+    /// attempt is judged once the backend answered it either way, so a client that never
+    /// completes its handshake (a spoofed SYN) is neither. UDP has no such signal: its new
+    /// flows are its attempts, and none fails.
     fn group_counts(&self, service: &str, group: &str) -> Result<Counts, ControlError> {
         let ids = &self.dataplane.applied().ids;
+        let udp = self
+            .live()
+            .and_then(|st| st.service(service))
+            .is_some_and(|s| s.protocol == crate::model::Protocol::Udp);
         let mut c = Counts::default();
         for ((s, g, _), id) in &ids.backends {
             if s == service && g == group {
                 let k = self.dataplane.maps().backend_counters(*id)?;
-                c.attempted += k.new_flows;
-                c.failed += k.failed_flows + self.health.unanswered(*id);
+                if udp {
+                    c.attempted += k.new_flows;
+                } else {
+                    let failed = k.refused_flows + self.health.unanswered(*id);
+                    c.attempted += k.answered_flows + failed;
+                    c.failed += failed;
+                }
             }
         }
         Ok(c)

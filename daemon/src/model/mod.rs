@@ -239,6 +239,22 @@ pub enum StateError {
         /// Service.
         service: String,
     },
+    /// A backend serves more services than its replies can be matched against.
+    #[error(
+        "backend {backend}/{protocol} serves {} services ({}); at most {max} services can share a backend address and port",
+        services.len(),
+        services.join(", ")
+    )]
+    BackendInTooManyServices {
+        /// Backend.
+        backend: SocketAddr,
+        /// Protocol.
+        protocol: Protocol,
+        /// The services, in order.
+        services: Vec<String>,
+        /// The limit.
+        max: usize,
+    },
 }
 
 impl Service {
@@ -280,7 +296,32 @@ impl DesiredState {
             endpoints.push((&s.name, ep));
             s.validate()?;
         }
-        Ok(())
+        self.validate_shared_backends()
+    }
+
+    /// A reply finds its flow by trying each service its backend serves
+    /// (`veer_common::flow::MAX_VIPS_PER_BACKEND` at most).
+    fn validate_shared_backends(&self) -> Result<(), StateError> {
+        let max = veer_common::flow::MAX_VIPS_PER_BACKEND;
+        let mut by_backend: std::collections::BTreeMap<(SocketAddr, Protocol), Vec<&str>> =
+            std::collections::BTreeMap::new();
+        for s in &self.services {
+            for b in s.groups.iter().flat_map(|g| &g.backends) {
+                let services = by_backend.entry((b.addr, s.protocol)).or_default();
+                if !services.contains(&s.name.as_str()) {
+                    services.push(&s.name);
+                }
+            }
+        }
+        match by_backend.into_iter().find(|(_, v)| v.len() > max) {
+            Some(((backend, protocol), services)) => Err(StateError::BackendInTooManyServices {
+                backend,
+                protocol,
+                services: services.into_iter().map(str::to_owned).collect(),
+                max,
+            }),
+            None => Ok(()),
+        }
     }
 }
 
@@ -474,5 +515,33 @@ pub(crate) mod tests {
             s.validate(),
             Err(StateError::TooManyGroups { .. })
         ));
+    }
+
+    #[test]
+    fn a_backend_serves_at_most_four_services() {
+        let mut s = web();
+        for i in 1..4u8 {
+            let mut other = s.services[0].clone();
+            other.name = format!("web{i}");
+            other.vip = IpAddr::from([192, 0, 2, 10 + i]);
+            s.services.push(other);
+        }
+        assert_eq!(s.validate(), Ok(()), "four services share both backends");
+        // The same backend address and port in a UDP service is another backend.
+        let mut udp = s.services[0].clone();
+        udp.name = "dns".into();
+        udp.protocol = Protocol::Udp;
+        s.services.push(udp);
+        assert_eq!(s.validate(), Ok(()));
+        let mut fifth = s.services[0].clone();
+        fifth.name = "web5".into();
+        fifth.vip = "192.0.2.20".parse().unwrap();
+        s.services.push(fifth);
+        let err = s.validate().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "backend 198.51.100.11:8080/tcp serves 5 services (web, web1, web2, web3, web5); \
+             at most 4 services can share a backend address and port"
+        );
     }
 }

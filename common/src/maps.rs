@@ -67,8 +67,9 @@ pub mod v1 {
     /// Layout 1's reverse NAT: reply `FlowKey` -> `RevNatValue` (LRU hash).
     pub const REVNAT: &str = "VEER_REVNAT";
     /// Suffix a migration gives the pins of layout 1 whose names layout 2 reuses with another
-    /// shape (`VEER_BE_STATS.v1` ...), so the new maps can be pinned under the names.
-    pub const SET_ASIDE_SUFFIX: &str = ".v1";
+    /// shape (`VEER_BE_STATS_V1` ...), so the new maps can be pinned under the names (bpffs
+    /// refuses names with a dot).
+    pub const SET_ASIDE_SUFFIX: &str = "_V1";
 }
 
 /// Program names.

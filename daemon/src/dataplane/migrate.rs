@@ -5,7 +5,7 @@
 //!
 //! 1. `prepare`, before the object is loaded: the layout-1 pins whose names layout 2 reuses
 //!    with another shape (`VEER_BE_STATS`, `VEER_SVC_STATS`, `VEER_REASONS`) are set aside
-//!    (renamed `NAME.v1`; bpffs renames atomically), so the loader pins new maps under the names.
+//!    (renamed `NAME_V1`; bpffs renames atomically), so the loader pins new maps under the names.
 //!    The old programs keep running on the old maps meanwhile.
 //! 2. `copy`, once the new maps exist: counters are copied into the maps this load created,
 //!    every flow into the new tables (established flows into `VEER_FLOWS`), and the VIP of every

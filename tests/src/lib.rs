@@ -7,10 +7,14 @@
 //! - `netns`: uniquely named network namespaces wired with veth pairs for the roles of a test, torn
 //!   down on drop even when the test panics.
 //! - `servers`: TCP/UDP servers that answer with their own name, run inside a namespace.
+//! - `forge`: forged packets from a namespace (spoofed floods, segments on others' tuples).
+//! - `legacy`: pinned maps of an older layout, made by hand, for migration tests.
 //!
 //! Everything here needs root; helpers panic with the missing prerequisite rather than skip.
 
 pub mod daemon;
+pub mod forge;
+pub mod legacy;
 pub mod netns;
 pub mod node;
 pub mod packet;

@@ -1621,7 +1621,16 @@ mod upkeep {
             .expire_flow(FlowTable::Flows, &key(CLIENT, VIP), &seen)
             .unwrap();
         assert_eq!(kept, veer::dataplane::maps::Expiry::Kept(live));
-        assert!(h.maps.flow(&key(CLIENT, VIP)).unwrap().is_some());
+        // The flow lives on: after a shift its next packet still goes to v1.
+        h.seed(&web((0, 10_000)));
+        let more = PacketBuilder::tcp(sa(CLIENT), sa(VIP))
+            .tcp_flags(tcp_flags::ACK)
+            .payload(b"y");
+        veer_tests::packet::assert_frames_eq(
+            "the refreshed flow's next packet",
+            &steered(&more, CLIENT, V1),
+            &h.run(Program::Xdp, &more.build()).output,
+        );
         // Untouched, it goes.
         let other = "203.0.113.8:40000";
         let seen = idle_flow(&mut h, other);

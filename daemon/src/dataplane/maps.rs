@@ -129,7 +129,8 @@ impl Maps {
     /// Stops `veer_xdp` redirecting to interface `ifindex`. Missing is fine.
     pub fn remove_tx_port(&mut self, ifindex: u32) -> Result<(), DataplaneError> {
         match self.tx_ports.remove(ifindex) {
-            Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
+            Ok(()) => Ok(()),
+            Err(e) if is_missing(&e) => Ok(()),
             Err(source) => Err(op("delete", maps::TX_PORTS)(source)),
         }
     }
@@ -353,7 +354,8 @@ impl Maps {
     /// Deletes a flow's entry from `table`. Missing is fine.
     pub fn remove_flow(&mut self, table: FlowTable, key: &FlowKey) -> Result<(), DataplaneError> {
         match self.table_mut(table).remove(key) {
-            Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
+            Ok(()) => Ok(()),
+            Err(e) if is_missing(&e) => Ok(()),
             Err(e) => Err(op("delete", table.name())(e)),
         }
     }
@@ -379,7 +381,7 @@ impl Maps {
         }
         match map.remove(key) {
             Ok(()) => Ok(Expiry::Deleted),
-            Err(MapError::KeyNotFound) => Ok(Expiry::Gone),
+            Err(e) if is_missing(&e) => Ok(Expiry::Gone),
             Err(e) => Err(op("delete", table.name())(e)),
         }
     }
@@ -422,7 +424,8 @@ impl Maps {
         if list.is_empty() {
             if current.is_some() {
                 match self.be_vips.remove(&key) {
-                    Ok(()) | Err(MapError::KeyNotFound) => {}
+                    Ok(()) => {}
+                    Err(e) if is_missing(&e) => {}
                     Err(e) => return Err(op("delete", maps::BE_VIPS)(e)),
                 }
             }
@@ -516,6 +519,18 @@ impl Maps {
             .get(&(reason as u32), 0)
             .map_err(op("lookup", maps::REASONS))?;
         Ok(v.iter().sum())
+    }
+}
+
+/// Whether a map operation failed only because the key was not there: aya reports a missing key
+/// as `KeyNotFound` on lookups but as the system call's `ENOENT` on deletes.
+fn is_missing(e: &MapError) -> bool {
+    match e {
+        MapError::KeyNotFound => true,
+        MapError::SyscallError(aya::sys::SyscallError { io_error, .. }) => {
+            io_error.raw_os_error() == Some(libc::ENOENT)
+        }
+        _ => false,
     }
 }
 

@@ -516,41 +516,8 @@ mod upgrade {
         PerCpuArray::try_from(Map::PerCpuArray(data)).unwrap()
     }
 
-    /// Rewrites the pins under `dir` as a veer of layout 1 would have left them, with the same
-    /// flows and counters. The programs still attached keep running on their own maps.
-    /// Returns the packets counted for backend `id` (the counters the migration must carry).
-    fn turn_into_layout_1(dir: &Path, id: u32) -> u64 {
-        let flows: Vec<(FlowKey, FlowEntry)> = [maps::FLOWS, maps::NEWFLOWS]
-            .iter()
-            .flat_map(|name| {
-                pinned_hash::<FlowKey, FlowEntry>(&dir.join(name))
-                    .iter()
-                    .map(Result::unwrap)
-                    .collect::<Vec<_>>()
-            })
-            .collect();
-        assert!(
-            flows
-                .iter()
-                .filter(|(_, e)| e.state == STATE_ESTABLISHED)
-                .count()
-                >= HELD,
-            "{flows:?}"
-        );
-        let stats: PerCpuValues<BackendCounters> =
-            pinned_per_cpu::<BackendCounters>(&dir.join(maps::BE_STATS))
-                .get(&id, 0)
-                .unwrap();
-        for name in [
-            maps::FLOWS,
-            maps::NEWFLOWS,
-            maps::BE_VIPS,
-            maps::BE_STATS,
-            maps::SVC_STATS,
-            maps::REASONS,
-        ] {
-            std::fs::remove_file(dir.join(name)).unwrap();
-        }
+    /// Creates and pins the maps layout 1 had and layout 2 has not, or has in another shape.
+    fn create_layout_1_maps(dir: &Path) {
         let create = |name: &str, ty, key: usize, value: usize, max| {
             legacy::create_pinned(&dir.join(name), name, ty, key as u32, value as u32, max)
                 .unwrap_or_else(|e| panic!("creating {name}: {e}"));
@@ -590,6 +557,44 @@ mod upgrade {
             8,
             v1::REASONS,
         );
+    }
+
+    /// Rewrites the pins under `dir` as a veer of layout 1 would have left them, with the same
+    /// flows and counters. The programs still attached keep running on their own maps.
+    /// Returns the packets counted for backend `id` (the counters the migration must carry).
+    fn turn_into_layout_1(dir: &Path, id: u32) -> u64 {
+        let flows: Vec<(FlowKey, FlowEntry)> = [maps::FLOWS, maps::NEWFLOWS]
+            .iter()
+            .flat_map(|name| {
+                pinned_hash::<FlowKey, FlowEntry>(&dir.join(name))
+                    .iter()
+                    .map(Result::unwrap)
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        assert!(
+            flows
+                .iter()
+                .filter(|(_, e)| e.state == STATE_ESTABLISHED)
+                .count()
+                >= HELD,
+            "{flows:?}"
+        );
+        let be_counters: PerCpuValues<BackendCounters> =
+            pinned_per_cpu::<BackendCounters>(&dir.join(maps::BE_STATS))
+                .get(&id, 0)
+                .unwrap();
+        for name in [
+            maps::FLOWS,
+            maps::NEWFLOWS,
+            maps::BE_VIPS,
+            maps::BE_STATS,
+            maps::SVC_STATS,
+            maps::REASONS,
+        ] {
+            std::fs::remove_file(dir.join(name)).unwrap();
+        }
+        create_layout_1_maps(dir);
         let mut ct = pinned_hash::<FlowKey, v1::FlowEntry>(&dir.join(maps::v1::CONNTRACK));
         let mut rev = pinned_hash::<FlowKey, RevNatValue>(&dir.join(maps::v1::REVNAT));
         for (key, e) in &flows {
@@ -618,7 +623,7 @@ mod upgrade {
             rev.insert(key.reply(e), vip, 0).unwrap();
         }
         let mut be = pinned_per_cpu::<v1::BackendCounters>(&dir.join(maps::BE_STATS));
-        let old: Vec<v1::BackendCounters> = stats
+        let old: Vec<v1::BackendCounters> = be_counters
             .iter()
             .map(|c| v1::BackendCounters {
                 packets: c.packets,
@@ -633,7 +638,7 @@ mod upgrade {
         ))
         .unwrap();
         layout.set(0, 1, 0).unwrap();
-        stats.iter().map(|c| c.packets).sum()
+        be_counters.iter().map(|c| c.packets).sum()
     }
 
     #[test]

@@ -34,13 +34,13 @@ use aya::{
     maps::{HashMap as BpfHashMap, MapData},
     programs::{SchedClassifier, TestRun as _, TestRunOptions, Xdp},
 };
+use veer::dataplane::maps::FlowTable;
 use veer::dataplane::{
     self,
     loader::{self, LoadOptions},
     maglev,
     maps::{Maps, addr_words},
 };
-use veer::dataplane::maps::FlowTable;
 use veer_common::{
     FAMILY_V4, PROTO_TCP,
     backend::BackendValue,
@@ -107,7 +107,13 @@ pub(crate) struct Results {
     pub(crate) steady: Vec<Row>,
     /// Single runs (repeat = 1).
     pub(crate) single: Vec<Row>,
+    /// Conntrack upkeep's delete of one expired entry (`Maps::expire_flow`: read again,
+    /// compare, delete), in ns, sorted: the window in which a refresh is still lost.
+    pub(crate) expiry_ns: Vec<f64>,
 }
+
+/// Expired entries deleted to time `Maps::expire_flow`.
+pub(crate) const EXPIRIES: u32 = 20_000;
 
 impl Results {
     /// The steady-state median of `program` on `case`.
@@ -419,8 +425,8 @@ fn measure() -> Result<Results> {
     for (name, case, frame, expect) in [
         ("bench_pass", "any frame", &ack_a, XDP_PASS),
         ("bench_floor", "TCP to A (fixed rewrite)", &ack_a, XDP_TX),
-        ("bench_floor_ct", "established (LRU hit)", &ack_a, XDP_TX),
-        ("bench_ct_fib", "established (LRU hit)", &ack_a, XDP_TX),
+        ("bench_floor_ct", "established (hash hit)", &ack_a, XDP_TX),
+        ("bench_ct_fib", "established (hash hit)", &ack_a, XDP_TX),
     ] {
         let mut samples = Vec::new();
         for _ in 0..SAMPLES {
@@ -617,7 +623,11 @@ fn measure() -> Result<Results> {
         ("veer_xdp", "new flow (SYN, conntrack miss)", miss),
         ("veer_xdp", "established (conntrack hit)", hit),
         ("veer_tc_reply", "reply, same ack (compare)", reply_same),
-        ("veer_tc_reply", "reply, new ack (compare + store)", reply_new),
+        (
+            "veer_tc_reply",
+            "reply, new ack (compare + store)",
+            reply_new,
+        ),
     ] {
         let m = median(&v);
         println!("  {program:<15} {case:<32} {m:>7.1} ns (single run, median of {SINGLE_SHOTS})");
@@ -628,12 +638,50 @@ fn measure() -> Result<Results> {
             samples: vec![m],
         });
     }
+    let expiry_ns = expiries(&mut maps)?;
+    println!(
+        "  upkeep: re-read + delete of an expired entry {:.1} µs (median of {EXPIRIES})",
+        median(&expiry_ns) / 1e3
+    );
     drop(base);
     drop(maps);
     drop(veer);
     drop(entered);
     drop(ns);
-    Ok(Results { steady, single })
+    Ok(Results {
+        steady,
+        single,
+        expiry_ns,
+    })
+}
+
+/// Times `Maps::expire_flow` on [`EXPIRIES`] expired entries of `VEER_FLOWS`; returns each
+/// call's ns, sorted.
+fn expiries(maps: &mut Maps) -> Result<Vec<f64>> {
+    let seen = FlowEntry {
+        state: STATE_ESTABLISHED,
+        backend_id: 3,
+        last_seen: veer::dataplane::flows::now_tick().wrapping_sub(1 << 22),
+        ..FlowEntry::default()
+    };
+    let key = |i: u32| flow_key(sock([203, 0, 113, 200], 1024 + i as u16), sock(VIP, 80));
+    for i in 0..EXPIRIES {
+        maps.insert_flow(FlowTable::Flows, key(i), seen, 0)
+            .context("writing an expired entry")?;
+    }
+    let mut v = Vec::with_capacity(EXPIRIES as usize);
+    for i in 0..EXPIRIES {
+        let t = std::time::Instant::now();
+        let r = maps
+            .expire_flow(FlowTable::Flows, &key(i), &seen)
+            .map_err(|e| veer_tests::prog::error_chain(&e))?;
+        v.push(t.elapsed().as_nanos() as f64);
+        if r != veer::dataplane::maps::Expiry::Deleted {
+            bail!("an expired entry was not deleted: {r:?}");
+        }
+    }
+    v.sort_by(f64::total_cmp);
+    Ok(v)
 }
 
 /// Runs `prog` once on each of [`SINGLE_SHOTS`] frames; returns each run's ns.

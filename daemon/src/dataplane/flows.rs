@@ -56,11 +56,6 @@ pub fn ticks_to_secs(ticks: u32) -> u64 {
     (u64::from(ticks) << TICK_SHIFT) / 1_000_000_000
 }
 
-/// Whether an entry counts as an active flow.
-pub fn is_active(e: &FlowEntry) -> bool {
-    e.is_active()
-}
-
 /// How long an entry in `state` may stay idle, in ticks.
 fn timeout_ticks(state: u8, t: &Timeouts) -> u64 {
     let d = match state {
@@ -258,7 +253,7 @@ mod tests {
             !is_expired(&e(STATE_SYN), start - 10, &t),
             "an entry touched after `now` was read is not expired"
         );
-        assert!(!is_active(&e(STATE_CLOSING)));
+        assert!(!e(STATE_CLOSING).is_active());
         for state in [
             STATE_UDP,
             STATE_SYN,
@@ -266,7 +261,7 @@ mod tests {
             STATE_MIDFLOW,
             STATE_ESTABLISHED,
         ] {
-            assert!(is_active(&e(state)), "state {state}");
+            assert!(e(state).is_active(), "state {state}");
         }
     }
 

@@ -142,11 +142,6 @@ impl Maps {
             .map_err(op("update", maps::LAYOUT))
     }
 
-    /// The `LAYOUT_VERSION` recorded with the maps (0 when never written).
-    pub fn layout_version(&self) -> Result<u32, DataplaneError> {
-        self.layout.get(&0, 0).map_err(op("lookup", maps::LAYOUT))
-    }
-
     /// Creates or replaces a service's split (one atomic element swap).
     pub fn set_service(
         &mut self,

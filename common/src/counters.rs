@@ -10,14 +10,16 @@ pub struct BackendCounters {
     pub packets: u64,
     /// Bytes of those packets, L2 header included.
     pub bytes: u64,
-    /// Flows given to the backend.
+    /// Flows given to the backend (entries created for it).
     pub new_flows: u64,
-    /// Flows whose connection attempt the backend refused (RST answering the SYN).
-    pub failed_flows: u64,
+    /// Connection attempts the backend answered with a SYN-ACK.
+    pub answered_flows: u64,
+    /// Connection attempts the backend refused: an RST answering the SYN.
+    pub refused_flows: u64,
 }
-const _: () = assert!(size_of::<BackendCounters>() == 32);
+const _: () = assert!(size_of::<BackendCounters>() == 40);
 
-/// Per-CPU counters of one service.
+/// Per-CPU counters of one service: its traffic, and what new flows and floods cost it.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ServiceCounters {
@@ -25,13 +27,22 @@ pub struct ServiceCounters {
     pub packets: u64,
     /// Bytes of those packets, L2 header included.
     pub bytes: u64,
-    /// New flows created.
+    /// Entries created in `VEER_NEWFLOWS` (SYNs, mid-flow misses, UDP flows).
     pub new_flows: u64,
-    /// New flows created by a TCP packet that was not a SYN (its conntrack entry was evicted,
-    /// or the flow predates the programs). They get the backend the flow hash picks now.
+    /// TCP segments with ACK and no entry (evicted, or a flow older than the programs): steered
+    /// by the flow hash, tracked unconfirmed until the backend answers.
     pub midflow_misses: u64,
+    /// Flows confirmed and moved into `VEER_FLOWS`.
+    pub promotions: u64,
+    /// Confirmed flows refused by a full `VEER_FLOWS` (each attempt: a refused flow stays in
+    /// `VEER_NEWFLOWS` and tries again at most about once a second).
+    pub promotions_refused: u64,
+    /// TCP segments with a flag combination no TCP accepts (SYN+FIN, SYN+RST, no flags, FIN or
+    /// data without ACK ...): dropped when no flow has their tuple, else forwarded unchanged to
+    /// the flow's backend; never an entry or a state change.
+    pub invalid_tcp: u64,
 }
-const _: () = assert!(size_of::<ServiceCounters>() == 32);
+const _: () = assert!(size_of::<ServiceCounters>() == 56);
 
 pod!(BackendCounters, ServiceCounters);
 
@@ -41,7 +52,8 @@ impl core::ops::AddAssign for BackendCounters {
         self.packets += o.packets;
         self.bytes += o.bytes;
         self.new_flows += o.new_flows;
-        self.failed_flows += o.failed_flows;
+        self.answered_flows += o.answered_flows;
+        self.refused_flows += o.refused_flows;
     }
 }
 
@@ -52,6 +64,9 @@ impl core::ops::AddAssign for ServiceCounters {
         self.bytes += o.bytes;
         self.new_flows += o.new_flows;
         self.midflow_misses += o.midflow_misses;
+        self.promotions += o.promotions;
+        self.promotions_refused += o.promotions_refused;
+        self.invalid_tcp += o.invalid_tcp;
     }
 }
 
@@ -103,14 +118,18 @@ pub enum Reason {
     /// Rewriting a TC packet failed midway (`bpf_skb_store_bytes` or a checksum helper).
     /// Dropped, as the packet may be half rewritten.
     RewriteFailed = 8,
-    /// Creating the conntrack or reverse-NAT entry failed. The packet is still steered (the flow
-    /// hash gives the same backend while weights are unchanged).
+    /// Creating a flow entry failed. The packet is still steered (the flow hash gives the same
+    /// backend while weights are unchanged).
     ConntrackFull = 9,
+    /// A TCP segment with a flag combination no TCP accepts (SYN+FIN, SYN+RST, no flags, FIN or
+    /// data without ACK ...) and no flow for its tuple. Dropped: the backend would discard it, and
+    /// it must not create an entry.
+    InvalidTcp = 10,
 }
 
 impl Reason {
     /// Every reason, in discriminant order.
-    pub const ALL: [Reason; 10] = [
+    pub const ALL: [Reason; 11] = [
         Reason::NotIp,
         Reason::Fragment,
         Reason::Truncated,
@@ -121,6 +140,7 @@ impl Reason {
         Reason::FibFailed,
         Reason::RewriteFailed,
         Reason::ConntrackFull,
+        Reason::InvalidTcp,
     ];
 
     /// Number of reasons (size of `VEER_REASONS`).
@@ -139,12 +159,16 @@ impl Reason {
             Reason::FibFailed => "fib_failed",
             Reason::RewriteFailed => "rewrite_failed",
             Reason::ConntrackFull => "conntrack_full",
+            Reason::InvalidTcp => "invalid_tcp",
         }
     }
 
     /// Whether the packet is dropped (as opposed to passed on).
     pub const fn is_drop(self) -> bool {
-        matches!(self, Reason::NoBackend | Reason::RewriteFailed)
+        matches!(
+            self,
+            Reason::NoBackend | Reason::RewriteFailed | Reason::InvalidTcp
+        )
     }
 
     /// The XDP verdict for a packet leaving with this reason.

@@ -6,6 +6,7 @@
 //! Nothing here allocates: the crate is `no_std` and builds for the BPF target.
 #![no_std]
 
+pub mod addr;
 pub mod backend;
 pub mod counters;
 pub mod flow;

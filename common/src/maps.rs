@@ -1,14 +1,30 @@
-//! Names, capacities and the layout version of every pinned map, and the names of the programs.
+//! Names, capacities, shapes (`SPECS`) and the layout version of every pinned map, and the names
+//! of the programs.
 //!
 //! Kernel object names are cut to 15 bytes (`BPF_OBJ_NAME_LEN - 1`) silently, so every name here
-//! is checked against that limit at compile time.
+//! is checked against that limit at compile time. `SPECS` is what the loader checks pinned maps
+//! against; the kernel programs declare the same shapes in `ebpf/src/maps.rs`, and a test loads
+//! the object and compares the two.
+
+use crate::{
+    backend::BackendValue,
+    counters::{BackendCounters, Reason, ServiceCounters},
+    flow::{BackendKey, BackendVips, FlowEntry, FlowKey},
+    pin::PinKey,
+    service::{ServiceKey, ServiceValue},
+};
 
 /// Directory under the bpffs mount (`/sys/fs/bpf`) holding veer's pinned maps and links.
 pub const PIN_DIR: &str = "veer";
 
 /// Version of the layout of every pinned map. Bump it whenever a key, a value, a map type or a
-/// capacity changes; the daemon refuses (or migrates) pins of another version.
-pub const LAYOUT_VERSION: u32 = 1;
+/// capacity changes; the daemon migrates pins of an older version it knows and refuses others.
+///
+/// - 1: one LRU `VEER_CONNTRACK` for every flow, and `VEER_REVNAT` beside it.
+/// - 2: `VEER_FLOWS` (confirmed TCP flows, never evicted) and `VEER_NEWFLOWS` (LRU), replies
+///   found through `VEER_BE_VIPS`; TCP validation state in the entry; counters of answered and
+///   refused connection attempts and of what floods cost; `InvalidTcp`.
+pub const LAYOUT_VERSION: u32 = 2;
 
 /// Services: `ServiceKey` -> `ServiceValue`.
 pub const SERVICES: &str = "VEER_SERVICES";
@@ -16,10 +32,14 @@ pub const SERVICES: &str = "VEER_SERVICES";
 pub const BACKENDS: &str = "VEER_BACKENDS";
 /// Maglev tables: array of maps, group id -> inner array (slot -> `BackendId`).
 pub const MAGLEV: &str = "VEER_MAGLEV";
-/// Conntrack: client-side `FlowKey` -> `FlowEntry` (LRU hash).
-pub const CONNTRACK: &str = "VEER_CONNTRACK";
-/// Reverse NAT: backend-side `FlowKey` of the reply -> `RevNatValue` (LRU hash).
-pub const REVNAT: &str = "VEER_REVNAT";
+/// Confirmed TCP flows: client-side `FlowKey` -> `FlowEntry` (plain hash: nothing evicts an
+/// entry; only the daemon's expiry removes one).
+pub const FLOWS: &str = "VEER_FLOWS";
+/// Everything else: TCP flows in their handshake, mid-flow misses awaiting confirmation, UDP
+/// flows, and confirmed flows `VEER_FLOWS` had no room for (LRU hash: a flood evicts only these).
+pub const NEWFLOWS: &str = "VEER_NEWFLOWS";
+/// The VIPs a backend's replies may belong to: `BackendKey` -> `BackendVips` (desired state).
+pub const BE_VIPS: &str = "VEER_BE_VIPS";
 /// Source-prefix pins: LPM trie of `PinKey` -> group id.
 pub const PINS: &str = "VEER_PINS";
 /// Per-CPU counters per backend: `BackendId` -> `BackendCounters`.
@@ -35,10 +55,22 @@ pub const LAYOUT: &str = "VEER_LAYOUT";
 pub const TX_PORTS: &str = "VEER_TX_PORTS";
 
 /// Every pinned map name, for layout checks and teardown.
-pub const ALL: [&str; 11] = [
-    SERVICES, BACKENDS, MAGLEV, CONNTRACK, REVNAT, PINS, BE_STATS, SVC_STATS, REASONS, LAYOUT,
-    TX_PORTS,
+pub const ALL: [&str; 12] = [
+    SERVICES, BACKENDS, MAGLEV, FLOWS, NEWFLOWS, BE_VIPS, PINS, BE_STATS, SVC_STATS, REASONS,
+    LAYOUT, TX_PORTS,
 ];
+
+/// Names of layout 1 that layout 2 no longer has (pins a migration reads, then removes).
+pub mod v1 {
+    /// Layout 1's conntrack: client-side `FlowKey` -> `flow::v1::FlowEntry` (LRU hash).
+    pub const CONNTRACK: &str = "VEER_CONNTRACK";
+    /// Layout 1's reverse NAT: reply `FlowKey` -> `RevNatValue` (LRU hash).
+    pub const REVNAT: &str = "VEER_REVNAT";
+    /// Suffix a migration gives the pins of layout 1 whose names layout 2 reuses with another
+    /// shape (`VEER_BE_STATS_V1` ...), so the new maps can be pinned under the names (bpffs
+    /// refuses names with a dot).
+    pub const SET_ASIDE_SUFFIX: &str = "_V1";
+}
 
 /// Program names.
 pub mod progs {
@@ -60,8 +92,11 @@ pub const MAX_BACKENDS: u32 = 65536;
 pub const MAX_PINS: u32 = 16384;
 /// Interfaces veer can attach to on one node.
 pub const MAX_TX_PORTS: u32 = 64;
-/// Default conntrack capacity (entries); the daemon can size it at load.
+/// Default capacity of `VEER_FLOWS` (confirmed flows); `conntrack_max` in `[node]`.
 pub const DEFAULT_CONNTRACK_MAX: u32 = 1 << 20;
+/// Default capacity of `VEER_NEWFLOWS` (handshakes, mid-flow misses, UDP, refused promotions);
+/// `conntrack_new_max` in `[node]`.
+pub const DEFAULT_NEWFLOWS_MAX: u32 = 1 << 16;
 
 /// Slots in a group's Maglev table: a prime.
 ///
@@ -72,6 +107,166 @@ pub const DEFAULT_CONNTRACK_MAX: u32 = 1 << 20;
 /// smaller table is the better trade; `LAYOUT_VERSION` guards any change.
 pub const MAGLEV_TABLE_SIZE: u32 = 16381;
 
+/// Kinds of map veer pins (`BPF_MAP_TYPE_*`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MapKind {
+    /// `BPF_MAP_TYPE_HASH`.
+    Hash,
+    /// `BPF_MAP_TYPE_LRU_HASH`.
+    LruHash,
+    /// `BPF_MAP_TYPE_ARRAY`.
+    Array,
+    /// `BPF_MAP_TYPE_PERCPU_ARRAY`.
+    PerCpuArray,
+    /// `BPF_MAP_TYPE_ARRAY_OF_MAPS`.
+    ArrayOfMaps,
+    /// `BPF_MAP_TYPE_LPM_TRIE`.
+    LpmTrie,
+    /// `BPF_MAP_TYPE_DEVMAP_HASH`.
+    DevMapHash,
+}
+
+/// How many entries a map holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Capacity {
+    /// Fixed by this layout.
+    Fixed(u32),
+    /// `conntrack_max`, set at load.
+    Flows,
+    /// `conntrack_new_max`, set at load.
+    NewFlows,
+}
+
+/// The shape of a pinned map.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MapSpec {
+    /// Name (pin file and kernel object name).
+    pub name: &'static str,
+    /// Kind.
+    pub kind: MapKind,
+    /// Key size in bytes.
+    pub key_size: u32,
+    /// Value size in bytes.
+    pub value_size: u32,
+    /// Capacity.
+    pub capacity: Capacity,
+}
+
+const fn spec(
+    name: &'static str,
+    kind: MapKind,
+    key_size: usize,
+    value_size: usize,
+    capacity: Capacity,
+) -> MapSpec {
+    MapSpec {
+        name,
+        kind,
+        key_size: key_size as u32,
+        value_size: value_size as u32,
+        capacity,
+    }
+}
+
+/// The shape of every pinned map of this layout, in `ALL`'s order.
+pub const SPECS: [MapSpec; 12] = [
+    spec(
+        SERVICES,
+        MapKind::Hash,
+        size_of::<ServiceKey>(),
+        size_of::<ServiceValue>(),
+        Capacity::Fixed(MAX_SERVICES),
+    ),
+    spec(
+        BACKENDS,
+        MapKind::Hash,
+        4,
+        size_of::<BackendValue>(),
+        Capacity::Fixed(MAX_BACKENDS),
+    ),
+    spec(
+        MAGLEV,
+        MapKind::ArrayOfMaps,
+        4,
+        4,
+        Capacity::Fixed(MAX_GROUPS),
+    ),
+    spec(
+        FLOWS,
+        MapKind::Hash,
+        size_of::<FlowKey>(),
+        size_of::<FlowEntry>(),
+        Capacity::Flows,
+    ),
+    spec(
+        NEWFLOWS,
+        MapKind::LruHash,
+        size_of::<FlowKey>(),
+        size_of::<FlowEntry>(),
+        Capacity::NewFlows,
+    ),
+    spec(
+        BE_VIPS,
+        MapKind::Hash,
+        size_of::<BackendKey>(),
+        size_of::<BackendVips>(),
+        Capacity::Fixed(MAX_BACKENDS),
+    ),
+    // The LPM trie's key is the prefix length (u32) and the data.
+    spec(
+        PINS,
+        MapKind::LpmTrie,
+        4 + size_of::<PinKey>(),
+        4,
+        Capacity::Fixed(MAX_PINS),
+    ),
+    spec(
+        BE_STATS,
+        MapKind::PerCpuArray,
+        4,
+        size_of::<BackendCounters>(),
+        Capacity::Fixed(MAX_BACKENDS),
+    ),
+    spec(
+        SVC_STATS,
+        MapKind::PerCpuArray,
+        4,
+        size_of::<ServiceCounters>(),
+        Capacity::Fixed(MAX_SERVICES),
+    ),
+    spec(
+        REASONS,
+        MapKind::PerCpuArray,
+        4,
+        8,
+        Capacity::Fixed(Reason::COUNT),
+    ),
+    spec(LAYOUT, MapKind::Array, 4, 4, Capacity::Fixed(1)),
+    // A devmap value is the ifindex and a program fd (`struct bpf_devmap_val`).
+    spec(
+        TX_PORTS,
+        MapKind::DevMapHash,
+        4,
+        8,
+        Capacity::Fixed(MAX_TX_PORTS),
+    ),
+];
+
+const fn same_name(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
 const fn fits_kernel_name(name: &str) -> bool {
     name.len() <= 15
 }
@@ -81,6 +276,12 @@ const _: () = {
         assert!(fits_kernel_name(ALL[i]));
         i += 1;
     }
+    let mut i = 0;
+    while i < SPECS.len() {
+        assert!(same_name(SPECS[i].name, ALL[i]));
+        i += 1;
+    }
+    assert!(fits_kernel_name(v1::CONNTRACK) && fits_kernel_name(v1::REVNAT));
     assert!(fits_kernel_name(progs::XDP_INGRESS));
     assert!(fits_kernel_name(progs::TC_REPLY));
 };

@@ -17,6 +17,8 @@ use prometheus_client::{
     registry::Registry,
 };
 
+use veer_common::counters::ServiceCounters;
+
 use crate::{
     control::{
         ControlError, Controller, Effects, Readings,
@@ -196,12 +198,12 @@ fn backend_metrics(reg: &mut Registry, status: &StatusView) {
     reg.register("backend_new_flows", "Flows given to a backend", new_flows);
     reg.register(
         "backend_failed_flows",
-        "Connection attempts a backend refused (RST answering the SYN)",
+        "Connection attempts a backend refused (RST answering the SYN) or left unanswered for 3 s",
         failed,
     );
     reg.register(
         "backend_active_flows",
-        "Conntrack entries of a backend in SYN, established or UDP state",
+        "Flows of a backend that are not closing, in either flow table",
         active,
     );
     reg.register("backend_healthy", "1 when a backend passes its health checks (or has none), 0 when it is out of its group's table", healthy);
@@ -276,16 +278,75 @@ fn dataplane_metrics<N: Effects + Readings>(
 
     let entries: Gauge = Gauge::default();
     entries.set(i64::try_from(status.conntrack_entries).unwrap_or(i64::MAX));
-    reg.register("conntrack_entries", "Entries in the conntrack map", entries);
+    reg.register(
+        "conntrack_entries",
+        "Entries in the table of confirmed flows (VEER_FLOWS)",
+        entries,
+    );
     let capacity: Gauge = Gauge::default();
     capacity.set(i64::from(status.conntrack_capacity));
     reg.register(
         "conntrack_capacity",
-        "Capacity of the conntrack map",
+        "Capacity of the table of confirmed flows (conntrack_max)",
         capacity,
     );
+    let new_entries: Gauge = Gauge::default();
+    new_entries.set(i64::try_from(status.conntrack_new_entries).unwrap_or(i64::MAX));
+    reg.register(
+        "conntrack_new_entries",
+        "Entries in the table of new flows (VEER_NEWFLOWS: handshakes, mid-flow misses, UDP)",
+        new_entries,
+    );
+    let new_capacity: Gauge = Gauge::default();
+    new_capacity.set(i64::from(status.conntrack_new_capacity));
+    reg.register(
+        "conntrack_new_capacity",
+        "Capacity of the table of new flows (conntrack_new_max)",
+        new_capacity,
+    );
+    service_flow_metrics(reg, status);
 
     Ok(())
+}
+
+/// A per-service counter series: name, help, and how to read it from a service's status.
+type ServiceSeries = (&'static str, &'static str, fn(&ServiceCounters) -> u64);
+
+/// What new flows and floods cost each service.
+fn service_flow_metrics(reg: &mut Registry, status: &StatusView) {
+    let families: [ServiceSeries; 4] = [
+        (
+            "service_new_flows",
+            "Entries created in the table of new flows (SYNs, mid-flow misses, UDP flows)",
+            |s| s.new_flows,
+        ),
+        (
+            "service_promotions",
+            "Flows confirmed and moved into the table of confirmed flows",
+            |s| s.promotions,
+        ),
+        (
+            "service_promotions_refused",
+            "Confirmed flows the full table of confirmed flows had no room for (each attempt)",
+            |s| s.promotions_refused,
+        ),
+        (
+            "service_invalid_tcp",
+            "TCP segments with an invalid flag combination (never an entry or a state change)",
+            |s| s.invalid_tcp,
+        ),
+    ];
+    for (name, help, value) in families {
+        let family = Family::<ServiceLabels, Counter>::default();
+        for s in &status.services {
+            family
+                .get_or_create(&ServiceLabels {
+                    service: s.name.clone(),
+                })
+                .inc_by(value(&s.counters));
+        }
+        reg.register(name, help, family);
+    }
 }
 
 /// Serves `GET /metrics` on `listener` until `shutdown` resolves.

@@ -259,7 +259,13 @@ async fn upkeep(ctl: Arc<Mutex<Controller>>, mut stop: watch::Receiver<bool>) {
         wait = UPKEEP_INTERVAL.max(started.elapsed() * 10);
         match result {
             Ok(u) if u.expired > 0 => {
-                tracing::debug!(expired = u.expired, entries = u.entries, "conntrack upkeep");
+                tracing::debug!(
+                    expired = u.expired,
+                    refreshed = u.refreshed,
+                    flows = u.census.flows,
+                    new_flows = u.census.new_flows,
+                    "conntrack upkeep"
+                );
             }
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %chain(&e), "conntrack upkeep failed"),

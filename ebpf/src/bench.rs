@@ -6,9 +6,9 @@
 //! - `bench_floor`: the least a DNAT load balancer does: parse Ethernet/IPv4 (IHL-aware)/TCP,
 //!   rewrite destination address and port, update the IP and TCP checksums incrementally (veer's
 //!   own `csum` module), swap the MACs, `XDP_TX`.
-//! - `bench_floor_ct`: `bench_floor` plus one lookup in an LRU hash shaped like veer's conntrack
-//!   (`FlowKey` -> `FlowEntry`, same capacity); the entry's backend is the rewrite target, a miss
-//!   passes the packet.
+//! - `bench_floor_ct`: `bench_floor` plus one lookup in a hash shaped like veer's table of
+//!   confirmed flows (`VEER_FLOWS`: `FlowKey` -> `FlowEntry`, same type and capacity); the entry's
+//!   backend is the rewrite target, a miss passes the packet.
 //! - `bench_ct_fib`: `bench_floor_ct` plus `bpf_fib_lookup` for the new destination and the MAC
 //!   rewrite from its answer (`XDP_TX`): the forwarding step veer does and the floor does not.
 //!
@@ -29,7 +29,7 @@ use core::mem::{size_of, zeroed};
 use aya_ebpf::{
     EbpfContext as _,
     bindings::{BPF_FIB_LKUP_RET_SUCCESS, bpf_fib_lookup as FibParams, xdp_action},
-    btf_maps::LruHashMap,
+    btf_maps::HashMap,
     helpers::bpf_fib_lookup,
     macros::{btf_map, xdp},
     programs::XdpContext,
@@ -40,10 +40,9 @@ use veer_common::{
     maps::DEFAULT_CONNTRACK_MAX,
 };
 
-/// Stand-in for veer's conntrack: same key, value, type and default capacity.
+/// Stand-in for veer's `VEER_FLOWS`: same key, value, type and default capacity.
 #[btf_map]
-static BENCH_CT: LruHashMap<FlowKey, FlowEntry, { DEFAULT_CONNTRACK_MAX as usize }> =
-    LruHashMap::new();
+static BENCH_CT: HashMap<FlowKey, FlowEntry, { DEFAULT_CONNTRACK_MAX as usize }> = HashMap::new();
 
 const ETH_HLEN: usize = 14;
 const ETH_P_IP: u16 = 0x0800;

@@ -2,7 +2,10 @@
 
 use veer_common::counters::{BackendCounters, Reason, ServiceCounters};
 
-use crate::maps::{VEER_BE_STATS, VEER_REASONS, VEER_SVC_STATS};
+use crate::{
+    conntrack::event,
+    maps::{VEER_BE_STATS, VEER_REASONS, VEER_SVC_STATS},
+};
 
 /// Counts one packet leaving with `reason`.
 #[inline(always)]
@@ -13,30 +16,53 @@ pub(crate) fn reason(reason: Reason) {
     }
 }
 
-/// Counts a steered packet for its backend. `new_flow` when it created the flow, `refused` when
-/// it is the backend's RST answering the flow's SYN.
+/// Counts a steered client packet for its service and backend, with what happened to its flow
+/// (`conntrack::event` bits).
 #[inline(always)]
-pub(crate) fn backend(id: u32, bytes: u64, new_flow: bool, refused: bool) {
+pub(crate) fn request(service_id: u32, backend_id: u32, bytes: u64, events: u8) {
+    service(service_id, 1, bytes, events);
+    backend(backend_id, bytes, events);
+}
+
+/// Counts a reverse-NATed reply for its backend, and what happened to its flow for its service.
+#[inline(always)]
+pub(crate) fn reply(service_id: u32, backend_id: u32, bytes: u64, events: u8) {
+    if events & (event::PROMOTED | event::PROMOTION_REFUSED) != 0 {
+        service(service_id, 0, 0, events);
+    }
+    backend(backend_id, bytes, events);
+}
+
+/// Counts flow events of a packet that was not steered (an invalid segment dropped).
+#[inline(always)]
+pub(crate) fn service_events(service_id: u32, events: u8) {
+    service(service_id, 0, 0, events);
+}
+
+#[inline(always)]
+fn backend(id: u32, bytes: u64, events: u8) {
     if let Some(c) = VEER_BE_STATS.get_ptr_mut(id) {
         // SAFETY: per-CPU array slot, only this CPU writes it while the program runs.
         let c: &mut BackendCounters = unsafe { &mut *c };
         c.packets += 1;
         c.bytes += bytes;
-        c.new_flows += u64::from(new_flow);
-        c.failed_flows += u64::from(refused);
+        c.new_flows += u64::from(events & event::NEW_FLOW != 0);
+        c.answered_flows += u64::from(events & event::ANSWERED != 0);
+        c.refused_flows += u64::from(events & event::REFUSED != 0);
     }
 }
 
-/// Counts a packet to a service. `new_flow` when it created a flow, `midflow` when that flow was
-/// a TCP non-SYN with no conntrack entry.
 #[inline(always)]
-pub(crate) fn service(id: u32, bytes: u64, new_flow: bool, midflow: bool) {
+fn service(id: u32, packets: u64, bytes: u64, events: u8) {
     if let Some(c) = VEER_SVC_STATS.get_ptr_mut(id) {
         // SAFETY: per-CPU array slot, only this CPU writes it while the program runs.
         let c: &mut ServiceCounters = unsafe { &mut *c };
-        c.packets += 1;
+        c.packets += packets;
         c.bytes += bytes;
-        c.new_flows += u64::from(new_flow);
-        c.midflow_misses += u64::from(midflow);
+        c.new_flows += u64::from(events & event::NEW_FLOW != 0);
+        c.midflow_misses += u64::from(events & event::MIDFLOW_MISS != 0);
+        c.promotions += u64::from(events & event::PROMOTED != 0);
+        c.promotions_refused += u64::from(events & event::PROMOTION_REFUSED != 0);
+        c.invalid_tcp += u64::from(events & event::INVALID != 0);
     }
 }

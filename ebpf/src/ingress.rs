@@ -2,10 +2,13 @@
 //! parse -> service -> conntrack (hit keeps the flow's backend) -> selection on a miss -> DNAT ->
 //! counters -> forward.
 
-use aya_ebpf::{helpers::bpf_ktime_get_ns, programs::XdpContext};
-use veer_common::{PROTO_TCP, counters::Reason};
+use aya_ebpf::programs::XdpContext;
+use veer_common::counters::Reason;
 
-use crate::{conntrack, counters, forward, nat, parse, select, service};
+use crate::{
+    conntrack::{self, Request},
+    counters, forward, nat, parse, select, service,
+};
 
 /// Returns: the XDP verdict for a steered packet, or the `Reason` it was not steered.
 #[inline(always)]
@@ -13,22 +16,18 @@ pub(crate) fn run(ctx: &XdpContext) -> Result<u32, Reason> {
     let (start, end) = (ctx.data(), ctx.data_end());
     let h = parse::parse(start, end)?;
     let svc = service::lookup(&h.key)?;
-    // SAFETY: plain helper call.
-    let now = unsafe { bpf_ktime_get_ns() };
-    let (flow, new_flow) = match conntrack::lookup(&h.key).filter(|e| !conntrack::is_reused(*e, &h))
-    {
-        Some(entry) => {
-            conntrack::touch_request(entry, &h, now);
-            // SAFETY: valid for this program run (see `conntrack`); copied out.
-            (unsafe { *entry }, false)
-        }
-        None => (conntrack::create(&h, select::pick(svc, &h.key)?, now), true),
+    let now = conntrack::now();
+    let (flow, events) = match conntrack::request(&h, svc.service_id, now)? {
+        Request::Known(flow, events) => (flow, events),
+        Request::Select(create) => conntrack::create(&h, create, select::pick(svc, &h.key)?, now),
     };
     nat::dnat(start, end, &h, &flow.backend_addr, flow.backend_port)?;
-    let bytes = (end - start) as u64;
-    let midflow = new_flow && h.key.proto == PROTO_TCP && !h.is_syn();
-    counters::service(svc.service_id, bytes, new_flow, midflow);
-    counters::backend(flow.backend_id, bytes, new_flow, false);
+    counters::request(
+        svc.service_id,
+        flow.backend_id,
+        (end - start) as u64,
+        events,
+    );
     let mut dnat_h = h;
     dnat_h.key.dst_port = flow.backend_port;
     forward::forward(ctx, &dnat_h, &flow.backend_addr)

@@ -1,5 +1,6 @@
-//! Every map of veer's kernel programs. Names are the `common::maps` constants (asserted in
-//! `tests`); capacities come from `common::maps`, and the daemon may resize conntrack at load.
+//! Every map of veer's kernel programs. Names and shapes are `common::maps::SPECS` (a test loads
+//! the object and compares); capacities come from `common::maps`, and the daemon sizes the two
+//! flow tables at load.
 
 use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
@@ -9,10 +10,10 @@ use aya_ebpf::{
 use veer_common::{
     backend::BackendValue,
     counters::{BackendCounters, Reason, ServiceCounters},
-    flow::{FlowEntry, FlowKey, RevNatValue},
+    flow::{BackendKey, BackendVips, FlowEntry, FlowKey},
     maps::{
-        DEFAULT_CONNTRACK_MAX, MAGLEV_TABLE_SIZE, MAX_BACKENDS, MAX_GROUPS, MAX_PINS, MAX_SERVICES,
-        MAX_TX_PORTS,
+        DEFAULT_CONNTRACK_MAX, DEFAULT_NEWFLOWS_MAX, MAGLEV_TABLE_SIZE, MAX_BACKENDS, MAX_GROUPS,
+        MAX_PINS, MAX_SERVICES, MAX_TX_PORTS,
     },
     pin::PinKey,
     service::{ServiceKey, ServiceValue},
@@ -51,23 +52,29 @@ pub(crate) static VEER_MAGLEV: ArrayOfMaps<
 #[btf_map]
 pub(crate) static VEER_PINS: LpmTrie<PinKey, u32, { MAX_PINS as usize }> = LpmTrie::new();
 
+/// The VIPs each backend serves, for replies to find their flow. `BPF_F_NO_PREALLOC`, as
+/// `VEER_SERVICES`: an update swaps the element under RCU.
+#[btf_map]
+pub(crate) static VEER_BE_VIPS: HashMap<
+    BackendKey,
+    BackendVips,
+    { MAX_BACKENDS as usize },
+    { BPF_F_NO_PREALLOC as usize },
+> = HashMap::new();
+
 // ---- Flow state, written by the programs -------------------------------------------------------
 
-/// Conntrack: client-side tuple -> the flow's backend.
+/// Confirmed TCP flows: client-side tuple -> the flow. A plain preallocated hash: nothing evicts
+/// an entry, so no flood can take a confirmed flow away; only the daemon's expiry removes one.
 #[btf_map]
-pub(crate) static VEER_CONNTRACK: LruHashMap<
-    FlowKey,
-    FlowEntry,
-    { DEFAULT_CONNTRACK_MAX as usize },
-> = LruHashMap::new();
+pub(crate) static VEER_FLOWS: HashMap<FlowKey, FlowEntry, { DEFAULT_CONNTRACK_MAX as usize }> =
+    HashMap::new();
 
-/// Reverse NAT: backend-side tuple of a reply -> VIP and port to restore.
+/// Every other flow (handshakes, mid-flow misses, UDP, confirmed flows `VEER_FLOWS` had no room
+/// for): client-side tuple -> the flow. LRU: a flood evicts entries of this table only.
 #[btf_map]
-pub(crate) static VEER_REVNAT: LruHashMap<
-    FlowKey,
-    RevNatValue,
-    { DEFAULT_CONNTRACK_MAX as usize },
-> = LruHashMap::new();
+pub(crate) static VEER_NEWFLOWS: LruHashMap<FlowKey, FlowEntry, { DEFAULT_NEWFLOWS_MAX as usize }> =
+    LruHashMap::new();
 
 // ---- Counters ----------------------------------------------------------------------------------
 

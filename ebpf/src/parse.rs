@@ -42,6 +42,10 @@ pub(crate) struct Headers {
     pub(crate) key: FlowKey,
     /// TCP flags (0 for UDP).
     pub(crate) tcp_flags: u8,
+    /// TCP sequence number (0 for UDP). Host byte order.
+    pub(crate) tcp_seq: u32,
+    /// TCP acknowledgment number (0 for UDP). Host byte order.
+    pub(crate) tcp_ack: u32,
     /// Whether a UDP checksum is present (IPv4 allows 0 = none; always true for TCP and IPv6).
     pub(crate) l4_csum_present: bool,
 }
@@ -51,25 +55,6 @@ impl Headers {
     #[inline(always)]
     pub(crate) fn l4_csum_off(&self) -> usize {
         self.l4_off + if self.key.proto == PROTO_TCP { 16 } else { 6 }
-    }
-
-    /// Whether this is a TCP SYN without ACK (a connection attempt).
-    #[inline(always)]
-    pub(crate) fn is_syn(&self) -> bool {
-        self.key.proto == PROTO_TCP
-            && self.tcp_flags & (tcp_flags::SYN | tcp_flags::ACK) == tcp_flags::SYN
-    }
-
-    /// Whether this is a TCP segment with FIN or RST.
-    #[inline(always)]
-    pub(crate) fn is_fin_or_rst(&self) -> bool {
-        self.key.proto == PROTO_TCP && self.tcp_flags & (tcp_flags::FIN | tcp_flags::RST) != 0
-    }
-
-    /// Whether this is a TCP RST.
-    #[inline(always)]
-    pub(crate) fn is_rst(&self) -> bool {
-        self.key.proto == PROTO_TCP && self.tcp_flags & tcp_flags::RST != 0
     }
 }
 
@@ -178,6 +163,10 @@ fn skip_ipv6_options(
 /// Returns: the headers of a TCP or UDP packet over IPv4/IPv6 that is not a fragment, or
 /// `NotIp`, `Fragment`, `Truncated` (a header, or a length field, runs past the frame) or
 /// `NotTcpUdp`.
+#[expect(
+    clippy::too_many_lines,
+    reason = "one linear walk down the headers, each step next to its bounds check"
+)]
 #[inline(always)]
 pub(crate) fn parse(start: usize, end: usize) -> Result<Headers, Reason> {
     let mut l3_off = ETH_HLEN;
@@ -241,7 +230,7 @@ pub(crate) fn parse(start: usize, end: usize) -> Result<Headers, Reason> {
         }
         _ => return Err(Reason::NotIp),
     };
-    let (src_port, dst_port, tcp_flags, l4_csum_present) = match proto {
+    let (src_port, dst_port, tcp_flags, tcp_seq, tcp_ack, l4_csum_present) = match proto {
         PROTO_TCP => {
             let tcp = read::<[u8; TCP_MIN_HLEN]>(start, end, l4_off)?;
             if ((tcp[12] >> 4) as usize) * 4 < TCP_MIN_HLEN {
@@ -251,6 +240,8 @@ pub(crate) fn parse(start: usize, end: usize) -> Result<Headers, Reason> {
                 u16::from_ne_bytes([tcp[0], tcp[1]]),
                 u16::from_ne_bytes([tcp[2], tcp[3]]),
                 tcp[13],
+                u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]),
+                u32::from_be_bytes([tcp[8], tcp[9], tcp[10], tcp[11]]),
                 true,
             )
         }
@@ -259,6 +250,8 @@ pub(crate) fn parse(start: usize, end: usize) -> Result<Headers, Reason> {
             (
                 u16::from_ne_bytes([udp[0], udp[1]]),
                 u16::from_ne_bytes([udp[2], udp[3]]),
+                0,
+                0,
                 0,
                 family == FAMILY_V6 || udp[6] != 0 || udp[7] != 0,
             )
@@ -278,6 +271,8 @@ pub(crate) fn parse(start: usize, end: usize) -> Result<Headers, Reason> {
             _pad: [0; 2],
         },
         tcp_flags,
+        tcp_seq,
+        tcp_ack,
         l4_csum_present,
     })
 }

@@ -36,18 +36,18 @@ fn backend_in(group: u32, hash: u32) -> Option<u32> {
     }
 }
 
-/// Returns: a conntrack entry (state and time unset) naming the backend a new flow goes to, or
+/// Returns: a flow entry (state and times unset) naming the backend a new flow goes to, or
 /// `NoBackend` when no group can take it.
 #[inline(always)]
 pub(crate) fn pick(svc: &ServiceValue, key: &FlowKey) -> Result<FlowEntry, Reason> {
     let hash = flow_hash(key);
     // A pin to a group with no backend falls back to the weights rather than dropping.
     let pinned = pinned_group(svc, key).and_then(|g| Some((g, backend_in(g, hash)?)));
-    let (group, backend_id) = if let Some(found) = pinned {
-        found
+    let backend_id = if let Some((_, id)) = pinned {
+        id
     } else {
         let (_, group) = pick_group(svc, hash).ok_or(Reason::NoBackend)?;
-        (group, backend_in(group, hash).ok_or(Reason::NoBackend)?)
+        backend_in(group, hash).ok_or(Reason::NoBackend)?
     };
     // SAFETY: `BPF_F_NO_PREALLOC` map; the value is copied out at once.
     let backend = unsafe { VEER_BACKENDS.get(backend_id) }.ok_or(Reason::NoBackend)?;
@@ -55,10 +55,11 @@ pub(crate) fn pick(svc: &ServiceValue, key: &FlowKey) -> Result<FlowEntry, Reaso
         backend_addr: backend.addr,
         backend_port: backend.port,
         state: 0,
-        _pad: 0,
+        flags: 0,
         backend_id,
-        group_id: group,
-        service_id: svc.service_id,
-        last_seen_ns: 0,
+        last_seen: 0,
+        created: 0,
+        backend_isn: 0,
+        backend_ack: 0,
     })
 }

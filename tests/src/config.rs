@@ -99,6 +99,27 @@ pub fn web(family: Family, v1: &str, v2: &str) -> Service {
     )
 }
 
+/// The bed's UDP service in `family`: `dns` (`dns6` in IPv6) on the VIP's port 53, `v1` and
+/// `v2`, one backend each on port 5353, at `v1` and `v2` percent.
+pub fn dns(family: Family, v1: &str, v2: &str) -> Service {
+    let backend = |g| [SocketAddr::new(family.backend(g), 5353)];
+    let name = match family {
+        Family::V4 => "dns",
+        Family::V6 => "dns6",
+    };
+    Service {
+        protocol: Protocol::Udp,
+        ..service(
+            name,
+            SocketAddr::new(family.vip().ip(), 53),
+            vec![
+                group("v1", v1, &backend("v1")),
+                group("v2", v2, &backend("v2")),
+            ],
+        )
+    }
+}
+
 /// A config file being built: node settings at veer's defaults, no services.
 #[derive(Clone, Debug)]
 pub struct ConfigBuilder {
@@ -185,6 +206,7 @@ mod tests {
             .tcp_closing(Duration::from_hours(1))
             .service(web(Family::V4, "90", "10"))
             .service(web(Family::V6, "100", "0"))
+            .service(dns(Family::V4, "100", "0"))
             .rollout("web", Plan::to("v2"));
         let text = built.to_toml();
         let parsed = veer::config::parse(std::path::Path::new("veer.toml"), &text)
@@ -192,6 +214,10 @@ mod tests {
         assert_eq!(parsed, built.build());
         assert!(
             text.contains("backends = [\"[2001:db8:b::21]:8080\"]"),
+            "{text}"
+        );
+        assert!(
+            text.contains("name = \"dns\"\nvip = \"192.0.2.10\"\nport = 53\nprotocol = \"udp\""),
             "{text}"
         );
     }

@@ -11,6 +11,8 @@
 //! - `servers`: TCP/UDP servers that answer with their own name, run inside a namespace.
 //! - `etcd`: a real etcd on loopback (plain, TLS-only with client certificates, or with users and
 //!   the fleet roles), stopped and removed on drop; a proxy to cut one client off.
+//! - `forge`: forged packets from a namespace (spoofed floods, segments on others' tuples).
+//! - `legacy`: pinned maps of an older layout, made by hand, for migration tests.
 //!
 //! Everything here needs root; helpers panic with the missing prerequisite rather than skip.
 
@@ -21,17 +23,21 @@ use tokio as _;
 pub mod config;
 pub mod daemon;
 pub mod etcd;
+pub mod forge;
+pub mod legacy;
 pub mod netns;
 pub mod node;
 pub mod packet;
 pub mod prog;
 pub mod servers;
 
-/// How tests load veer's kernel object: private maps, and a conntrack of 65,536 entries rather
-/// than the production million (each load preallocates its LRU maps, and tests load many at once).
+/// How tests load veer's kernel object: private maps, and flow tables of 65,536 entries each
+/// rather than the production sizes (each load preallocates its flow tables, and tests load many
+/// at once).
 pub const TEST_LOAD: veer::dataplane::loader::LoadOptions = veer::dataplane::loader::LoadOptions {
     pin_dir: None,
     conntrack_max: 65_536,
+    conntrack_new_max: 65_536,
 };
 
 /// Panics unless the process runs as root: the test bed never skips silently.

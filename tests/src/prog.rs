@@ -18,19 +18,21 @@
 //! Test cases are data (`Case`): program, map seeds, input, expected verdict and output; a
 //! mismatch prints a field-level diff of the frames (`packet::diff`).
 
-use std::net::{IpAddr, SocketAddr};
+use std::{
+    collections::BTreeMap,
+    net::{IpAddr, SocketAddr},
+};
 
 use aya::{
     Ebpf,
     programs::{TestRun as _, TestRunOptions},
 };
-use veer::dataplane::{
-    loader, maglev,
-    maps::{Maps, addr_words},
-};
+use veer::dataplane::{loader, maglev, maps::Maps};
 use veer_common::{
     FAMILY_V4, FAMILY_V6,
+    addr::{addr_words, family_of},
     backend::BackendValue,
+    flow::{BackendKey, RevNatValue},
     maps::{MAGLEV_TABLE_SIZE, MAX_GROUPS_PER_SERVICE},
     select::cumulative_weights,
     service::{ServiceKey, ServiceValue},
@@ -206,6 +208,10 @@ pub struct Harness {
     ebpf: Ebpf,
     /// The maps, through the daemon's handles.
     pub maps: Maps,
+    /// Backends of each seeded group, and the groups of each seeded service (VIP, protocol), to
+    /// write the VIPs each backend serves as the daemon's sync does.
+    groups: BTreeMap<u32, Vec<(u32, SocketAddr)>>,
+    services: BTreeMap<u32, (SocketAddr, u8, Vec<u32>)>,
     // Field order: the thread leaves the namespace before it is deleted.
     _entered: EnteredNetns,
     _ns: Netns,
@@ -219,6 +225,11 @@ impl Harness {
         reason = "building a harness creates a namespace and loads programs; not a default value"
     )]
     pub fn new() -> Self {
+        Self::with(&crate::TEST_LOAD)
+    }
+
+    /// Like `new`, loading the object with `opts` (private maps: `pin_dir` must be `None`).
+    pub fn with(opts: &loader::LoadOptions) -> Self {
         crate::require_root();
         let ns =
             Netns::create("prog").unwrap_or_else(|e| panic!("creating the harness netns: {e}"));
@@ -254,7 +265,7 @@ impl Harness {
         let entered = ns
             .enter_current_thread()
             .unwrap_or_else(|e| panic!("entering the harness netns: {e}"));
-        let mut ebpf = loader::load(&crate::TEST_LOAD)
+        let mut ebpf = loader::load(opts)
             .unwrap_or_else(|e| panic!("loading veer's kernel object: {}", error_chain(&e)));
         let mut maps = Maps::take(&mut ebpf).unwrap_or_else(|e| panic!("{}", error_chain(&e)));
         let vb0 = veer::dataplane::ifindex("vb0").unwrap_or_else(|e| panic!("{e}"));
@@ -263,6 +274,8 @@ impl Harness {
         Self {
             ebpf,
             maps,
+            groups: BTreeMap::new(),
+            services: BTreeMap::new(),
             _entered: entered,
             _ns: ns,
         }
@@ -277,16 +290,25 @@ impl Harness {
                     vip,
                     proto,
                     groups,
-                } => self.maps.set_service(
-                    ServiceKey {
-                        addr: addr_words(vip.ip()),
-                        port: vip.port().to_be(),
-                        proto: *proto,
-                        family: if vip.is_ipv4() { FAMILY_V4 } else { FAMILY_V6 },
-                    },
-                    service_value(*id, groups),
-                ),
-                Seed::Group { id, backends } => self.seed_group(*id, backends),
+                } => {
+                    self.services.insert(
+                        *id,
+                        (*vip, *proto, groups.iter().map(|(g, _)| *g).collect()),
+                    );
+                    self.maps.set_service(
+                        ServiceKey {
+                            addr: addr_words(vip.ip()),
+                            port: vip.port().to_be(),
+                            proto: *proto,
+                            family: if vip.is_ipv4() { FAMILY_V4 } else { FAMILY_V6 },
+                        },
+                        service_value(*id, groups),
+                    )
+                }
+                Seed::Group { id, backends } => {
+                    self.groups.insert(*id, backends.clone());
+                    self.seed_group(*id, backends)
+                }
                 Seed::Pin {
                     service,
                     prefix,
@@ -295,6 +317,29 @@ impl Harness {
                 } => self.maps.set_pin(*service, *prefix, *len, *group),
             };
             r.unwrap_or_else(|e| panic!("seeding {seed:?}: {}", error_chain(&e)));
+        }
+        self.seed_vips();
+    }
+
+    /// Writes the VIPs each seeded backend serves (what `dataplane::sync` writes from a state).
+    fn seed_vips(&mut self) {
+        for (id, (vip, proto, groups)) in &self.services {
+            let rev = RevNatValue {
+                vip: addr_words(vip.ip()),
+                port: vip.port().to_be(),
+                _pad: [0; 2],
+            };
+            for (_, addr) in groups.iter().filter_map(|g| self.groups.get(g)).flatten() {
+                let key = BackendKey {
+                    addr: addr_words(addr.ip()),
+                    port: addr.port().to_be(),
+                    proto: *proto,
+                    family: family_of(addr.ip()),
+                };
+                self.maps
+                    .merge_backend_vips(key, &[(rev, *id)], |_| true)
+                    .unwrap_or_else(|e| panic!("seeding the VIPs of {addr}: {}", error_chain(&e)));
+            }
         }
     }
 

@@ -67,8 +67,19 @@ pub struct ServiceStatus {
     pub bytes: u64,
     /// Flows created.
     pub new_flows: u64,
-    /// Flows created by a TCP non-SYN (entry evicted or older than veer).
+    /// TCP segments with ACK and no entry (evicted, or older than veer): steered by the flow
+    /// hash and tracked unconfirmed until the backend answers.
     pub midflow_misses: u64,
+    /// Flows confirmed and moved into the table of confirmed flows.
+    #[serde(default)]
+    pub promotions: u64,
+    /// Promotions refused because that table was full (each attempt).
+    #[serde(default)]
+    pub promotions_refused: u64,
+    /// TCP segments with an invalid flag combination (dropped without a flow, forwarded
+    /// unchanged with one; never an entry or a state change).
+    #[serde(default)]
+    pub invalid_tcp: u64,
 }
 
 /// A group in `Status`.
@@ -95,7 +106,13 @@ pub struct BackendStatus {
     pub active_flows: u64,
     /// Flows given to it.
     pub new_flows: u64,
-    /// Connection attempts it refused (RST answering the SYN) or left unanswered.
+    /// Connection attempts it answered with a SYN-ACK.
+    #[serde(default)]
+    pub answered_flows: u64,
+    /// Connection attempts it refused (RST answering the SYN).
+    #[serde(default)]
+    pub refused_flows: u64,
+    /// Connection attempts it refused or left unanswered for 3 s.
     pub failed_flows: u64,
     /// Packets steered to it or reverse-NATed from it.
     pub packets: u64,
@@ -256,7 +273,7 @@ pub struct FlowInfo {
     pub group: Option<String>,
     /// Address and port of the backend.
     pub backend: SocketAddr,
-    /// `syn`, `established`, `closing`, `udp`.
+    /// `syn`, `syn_acked`, `midflow`, `established`, `closing`, `udp`.
     pub state: String,
     /// Seconds since the last packet (1 s resolution).
     pub idle_seconds: u64,
@@ -307,7 +324,8 @@ pub struct RolloutStartRequest {
 /// Attempts and failures of the target group in the current step.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StepCounts {
-    /// New flows given to the target group.
+    /// Connection attempts to the target group its backends answered or failed (UDP: new
+    /// flows given to it).
     pub attempted: u64,
     /// Of those, refused or unanswered.
     pub failed: u64,
@@ -343,10 +361,16 @@ pub struct RolloutStatus {
 /// Conntrack use in `Status`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConntrackStatus {
-    /// Entries (every state).
+    /// Entries in the table of confirmed flows (`VEER_FLOWS`).
     pub entries: u64,
-    /// Entries the map can hold.
+    /// Its capacity (`conntrack_max`).
     pub capacity: u32,
+    /// Entries in the table of new flows (`VEER_NEWFLOWS`: handshakes, mid-flow misses, UDP).
+    #[serde(default)]
+    pub new_entries: u64,
+    /// Its capacity (`conntrack_new_max`).
+    #[serde(default)]
+    pub new_capacity: u32,
 }
 
 impl From<&RevisionView> for RevisionInfo {
@@ -367,6 +391,8 @@ impl From<&BackendView> for BackendStatus {
             healthy: b.healthy,
             active_flows: b.active_flows,
             new_flows: b.new_flows,
+            answered_flows: b.answered_flows,
+            refused_flows: b.refused_flows,
             failed_flows: b.failed_flows,
             packets: b.packets,
             bytes: b.bytes,
@@ -405,6 +431,9 @@ impl From<&ServiceView> for ServiceStatus {
             bytes: s.counters.bytes,
             new_flows: s.counters.new_flows,
             midflow_misses: s.counters.midflow_misses,
+            promotions: s.counters.promotions,
+            promotions_refused: s.counters.promotions_refused,
+            invalid_tcp: s.counters.invalid_tcp,
         }
     }
 }
@@ -439,6 +468,8 @@ impl From<&StatusView> for Status {
             conntrack: ConntrackStatus {
                 entries: s.conntrack_entries,
                 capacity: s.conntrack_capacity,
+                new_entries: s.conntrack_new_entries,
+                new_capacity: s.conntrack_new_capacity,
             },
             services: s.services.iter().map(ServiceStatus::from).collect(),
         }

@@ -79,8 +79,11 @@ fn human(s: &Status) -> String {
     config(&mut out, &s.config);
     let _ = writeln!(
         out,
-        "conntrack: {} of {} entries",
-        s.conntrack.entries, s.conntrack.capacity
+        "conntrack: {} of {} entries, new flows {} of {}",
+        s.conntrack.entries,
+        s.conntrack.capacity,
+        s.conntrack.new_entries,
+        s.conntrack.new_capacity
     );
     for svc in &s.services {
         let _ = writeln!(

@@ -151,14 +151,29 @@ fn node(raw: Option<&Spanned<schema::Node>>) -> Result<(NodeConfig, NodeSpans), 
             "auto, native, generic",
         )?;
     }
-    if let Some(max) = &raw.conntrack_max {
-        let range = format!(
-            "{}..={}",
-            NodeConfig::MIN_CONNTRACK,
-            NodeConfig::MAX_CONNTRACK
-        );
-        node.conntrack_max = integer(max, "conntrack_max", range)?;
-        spans.conntrack_max = Some(max.span());
+    for (field, raw, value, span) in [
+        (
+            "conntrack_max",
+            &raw.conntrack_max,
+            &mut node.conntrack_max,
+            &mut spans.conntrack_max,
+        ),
+        (
+            "conntrack_new_max",
+            &raw.conntrack_new_max,
+            &mut node.conntrack_new_max,
+            &mut spans.conntrack_new_max,
+        ),
+    ] {
+        if let Some(max) = raw {
+            let range = format!(
+                "{}..={}",
+                NodeConfig::MIN_CONNTRACK,
+                NodeConfig::MAX_CONNTRACK
+            );
+            *value = integer(max, field, range)?;
+            *span = Some(max.span());
+        }
     }
     if let Some(t) = &raw.timeouts {
         spans.timeouts_table = Some(t.span());

@@ -21,11 +21,12 @@ pub fn to_toml(config: &Config) -> String {
     // Infallible: writing into a String cannot fail.
     let _ = write!(
         out,
-        "[node]\ninterfaces = [{}]\nxdp_mode = {}\nconntrack_max = {}\n\n[node.timeouts]\n\
-         tcp_syn = {}\ntcp_established = {}\ntcp_closing = {}\nudp = {}\n",
+        "[node]\ninterfaces = [{}]\nxdp_mode = {}\nconntrack_max = {}\nconntrack_new_max = {}\n\n\
+         [node.timeouts]\ntcp_syn = {}\ntcp_established = {}\ntcp_closing = {}\nudp = {}\n",
         interfaces.join(", "),
         quote(mode),
         node.conntrack_max,
+        node.conntrack_new_max,
         duration(t.tcp_syn),
         duration(t.tcp_established),
         duration(t.tcp_closing),

@@ -26,9 +26,12 @@ pub(super) struct Node {
     /// `auto`, `native` or `generic`.
     #[serde(default)]
     pub(super) xdp_mode: Option<Spanned<String>>,
-    /// Conntrack capacity.
+    /// Capacity of the table of confirmed flows.
     #[serde(default)]
     pub(super) conntrack_max: Option<Spanned<i64>>,
+    /// Capacity of the table of new flows.
+    #[serde(default)]
+    pub(super) conntrack_new_max: Option<Spanned<i64>>,
     /// Idle timeouts.
     #[serde(default)]
     pub(super) timeouts: Option<Spanned<Timeouts>>,

@@ -40,6 +40,7 @@ pub(super) struct NodeSpans {
     pub(super) table: Range<usize>,
     pub(super) interfaces: Vec<Range<usize>>,
     pub(super) conntrack_max: Option<Range<usize>>,
+    pub(super) conntrack_new_max: Option<Range<usize>>,
     pub(super) timeouts_table: Option<Range<usize>>,
     pub(super) timeouts: Vec<(TimeoutField, Range<usize>)>,
 }
@@ -162,6 +163,11 @@ impl Spans {
             Place::ConntrackMax => self
                 .node
                 .conntrack_max
+                .clone()
+                .unwrap_or_else(|| self.node.table.clone()),
+            Place::ConntrackNewMax => self
+                .node
+                .conntrack_new_max
                 .clone()
                 .unwrap_or_else(|| self.node.table.clone()),
             Place::Timeout(f) => {

@@ -6,7 +6,7 @@ use std::{path::Path, time::Duration};
 use super::{Config, parse, to_toml};
 use crate::model::{
     CheckKind, HealthCheck, NodeConfig, Pin, Plan, Protocol, Timeouts, XdpAttachMode,
-    fixtures::{group, w, web},
+    fixtures::{group, service, w, web},
 };
 
 /// `web` at 192.0.2.10:80/tcp: v1 (100) on two backends, v2 (0) on one; attached to eth0.
@@ -104,57 +104,57 @@ const MISTAKES: &[(&str, &str, &str)] = &[
     (
         "weight = 100",
         "weight = 120",
-        "veer.toml:20:10: service `web`, group `v1`, `weight`: 120 is out of range 0..=100",
+        "veer.toml:21:10: service `web`, group `v1`, `weight`: 120 is out of range 0..=100",
     ),
     (
         "weight = 0\n",
         "weight = 0.001\n",
-        "veer.toml:25:10: service `web`, group `v2`, `weight`: `0.001` is not a percentage with at most two decimals (e.g. 90, 12.5, 0.01)",
+        "veer.toml:26:10: service `web`, group `v2`, `weight`: `0.001` is not a percentage with at most two decimals (e.g. 90, 12.5, 0.01)",
     ),
     (
         "port = 80",
         "port = 80\ncolour = \"red\"",
-        "veer.toml:16:1: unknown field `colour`, expected one of `name`, `vip`, `port`, `protocol`, `group`, `pin`, `health`, `rollout`",
+        "veer.toml:17:1: unknown field `colour`, expected one of `name`, `vip`, `port`, `protocol`, `group`, `pin`, `health`, `rollout`",
     ),
     (
         "vip = \"192.0.2.10\"",
         "vip = \"192.0.2.300\"",
-        "veer.toml:14:7: `vip`: `192.0.2.300` is not an IPv4 or IPv6 address",
+        "veer.toml:15:7: `vip`: `192.0.2.300` is not an IPv4 or IPv6 address",
     ),
     (
         "vip = \"192.0.2.10\"",
         "vip = \"224.0.0.1\"",
-        "veer.toml:14:7: service `web`: VIP 224.0.0.1 is not a unicast address",
+        "veer.toml:15:7: service `web`: VIP 224.0.0.1 is not a unicast address",
     ),
     (
         "protocol = \"tcp\"",
         "protocol = \"sctp\"",
-        "veer.toml:16:12: `protocol`: `sctp` is not one of tcp, udp",
+        "veer.toml:17:12: `protocol`: `sctp` is not one of tcp, udp",
     ),
     (
         "\"198.51.100.21:8080\"]",
         "\"[2001:db8::21]:8080\"]",
-        "veer.toml:26:13: service `web`, group `v2`: backend [2001:db8::21]:8080 is not of the VIP's address family (192.0.2.10); veer does not translate between IPv4 and IPv6",
+        "veer.toml:27:13: service `web`, group `v2`: backend [2001:db8::21]:8080 is not of the VIP's address family (192.0.2.10); veer does not translate between IPv4 and IPv6",
     ),
     (
         "name = \"v2\"",
         "name = \"v1\"",
-        "veer.toml:24:8: service `web`: group `v1` is defined twice (first on line 19)",
+        "veer.toml:25:8: service `web`: group `v1` is defined twice (first on line 20)",
     ),
     (
         "name = \"v2\"",
         "name = \"v 2\"",
-        "veer.toml:24:8: group name `v 2` is not valid (1 to 64 characters of A-Z a-z 0-9 _ - .)",
+        "veer.toml:25:8: group name `v 2` is not valid (1 to 64 characters of A-Z a-z 0-9 _ - .)",
     ),
     (
         "\"198.51.100.12:8080\"]",
         "\"198.51.100.11:8080\"]",
-        "veer.toml:21:35: service `web`, group `v1`: backend 198.51.100.11:8080 is listed twice (first on line 21)",
+        "veer.toml:22:35: service `web`, group `v1`: backend 198.51.100.11:8080 is listed twice (first on line 22)",
     ),
     (
         "backends = [\"198.51.100.11:8080\", \"198.51.100.12:8080\"]",
         "backends = []",
-        "veer.toml:20:10: service `web`, group `v1` has weight 100 but no backends; give it backends or weight 0",
+        "veer.toml:21:10: service `web`, group `v1` has weight 100 but no backends; give it backends or weight 0",
     ),
     (
         "xdp_mode = \"auto\"",
@@ -164,17 +164,27 @@ const MISTAKES: &[(&str, &str, &str)] = &[
     (
         "port = 80",
         "port = 0",
-        "veer.toml:15:8: service `web`: port 0 is not a valid service port",
+        "veer.toml:16:8: service `web`: port 0 is not a valid service port",
     ),
     (
         "port = 80",
         "port = 70000",
-        "veer.toml:15:8: `port`: 70000 is out of range 1..=65535",
+        "veer.toml:16:8: `port`: 70000 is out of range 1..=65535",
     ),
     (
         "conntrack_max = 1048576",
         "conntrack_max = 100",
         "veer.toml:4:17: conntrack_max 100 is out of range 1024..=67108864",
+    ),
+    (
+        "conntrack_new_max = 65536",
+        "conntrack_new_max = 100",
+        "veer.toml:5:21: conntrack_new_max 100 is out of range 1024..=67108864",
+    ),
+    (
+        "tcp_established = \"1h\"",
+        "tcp_established = \"21days\"",
+        "veer.toml:9:19: [node.timeouts] tcp_established 21days is longer than the 20days maximum (flow entries keep time in 32-bit ticks of about a millisecond)",
     ),
     (
         "interfaces = [\"eth0\"]",
@@ -184,12 +194,12 @@ const MISTAKES: &[(&str, &str, &str)] = &[
     (
         "udp = \"1m\"",
         "udp = \"500ms\"",
-        "veer.toml:10:7: [node.timeouts] udp 500ms is shorter than the 1s minimum",
+        "veer.toml:11:7: [node.timeouts] udp 500ms is shorter than the 1s minimum",
     ),
     (
         "udp = \"1m\"",
         "udp = \"soon\"",
-        "veer.toml:10:7: `udp`: `soon` is not a duration (e.g. \"30s\", \"1h\", \"500ms\")",
+        "veer.toml:11:7: `udp`: `soon` is not a duration (e.g. \"30s\", \"1h\", \"500ms\")",
     ),
 ];
 
@@ -213,12 +223,12 @@ fn two_services_on_one_endpoint_or_name_are_refused() {
     let twice = format!("{good}\n{}", service.replace("\"web\"", "\"web2\""));
     assert_eq!(
         error(&twice),
-        "veer.toml:28:1: service `web2` uses 192.0.2.10:80/tcp, already used by service `web` (first on line 12)"
+        "veer.toml:29:1: service `web2` uses 192.0.2.10:80/tcp, already used by service `web` (first on line 13)"
     );
     let same_name = format!("{good}\n{}", service.replace("port = 80", "port = 81"));
     assert_eq!(
         error(&same_name),
-        "veer.toml:29:8: service `web` is defined twice (first on line 13)"
+        "veer.toml:30:8: service `web` is defined twice (first on line 14)"
     );
 }
 
@@ -233,15 +243,15 @@ fn pins_are_checked() {
     assert!(parse(Path::new("veer.toml"), &pin("203.0.113.0/24", "v2")).is_ok());
     assert_eq!(
         error(&pin("203.0.113.1/24", "v2")),
-        "veer.toml:29:10: `prefix`: `203.0.113.1/24` is not a network prefix with its host bits zero (e.g. \"203.0.113.0/24\")"
+        "veer.toml:30:10: `prefix`: `203.0.113.1/24` is not a network prefix with its host bits zero (e.g. \"203.0.113.0/24\")"
     );
     assert_eq!(
         error(&pin("203.0.113.0/24", "v9")),
-        "veer.toml:30:9: service `web`: pin 203.0.113.0/24 names group `v9`, which the service does not have"
+        "veer.toml:31:9: service `web`: pin 203.0.113.0/24 names group `v9`, which the service does not have"
     );
     assert_eq!(
         error(&pin("2001:db8::/32", "v2")),
-        "veer.toml:29:10: service `web`: pin prefix 2001:db8::/32 is not of the VIP's address family (192.0.2.10)"
+        "veer.toml:30:10: service `web`: pin prefix 2001:db8::/32 is not of the VIP's address family (192.0.2.10)"
     );
 }
 
@@ -301,15 +311,15 @@ fn a_declared_rollout_and_a_health_check_take_their_defaults_and_are_checked() {
     );
     assert_eq!(
         error(&with("[service.rollout]\nto = \"v3\"\n")),
-        "veer.toml:18:6: service `web` has no group `v3`"
+        "veer.toml:19:6: service `web` has no group `v3`"
     );
     assert_eq!(
         error(&with("[service.rollout]\nto = \"v2\"\nsteps = [50, 10]\n")),
-        "veer.toml:19:9: rollout steps must increase strictly and end at 100 (got 50,10)"
+        "veer.toml:20:9: rollout steps must increase strictly and end at 100 (got 50,10)"
     );
     assert_eq!(
         error(&with("[service.rollout]\nto = \"v2\"\npause = \"10ms\"\n")),
-        "veer.toml:19:9: rollout pause 10ms is shorter than the 1s minimum"
+        "veer.toml:20:9: rollout pause 10ms is shorter than the 1s minimum"
     );
     assert!(
         error(&with("[service.health]\nkind = \"icmp\"\n"))
@@ -319,14 +329,14 @@ fn a_declared_rollout_and_a_health_check_take_their_defaults_and_are_checked() {
         error(&with(
             "[service.health]\nkind = \"tcp\"\ninterval = \"1s\"\ntimeout = \"2s\"\n"
         )),
-        "veer.toml:20:11: service `web`, health check: timeout 2s must be at most the interval (1s)"
+        "veer.toml:21:11: service `web`, health check: timeout 2s must be at most the interval (1s)"
     );
     // A default breaking a rule is reported at the table that left it out.
     assert_eq!(
         error(&with(
             "[service.health]\nkind = \"tcp\"\ninterval = \"500ms\"\n"
         )),
-        "veer.toml:17:1: service `web`, health check: timeout 1s must be at most the interval (500ms)"
+        "veer.toml:18:1: service `web`, health check: timeout 1s must be at most the interval (500ms)"
     );
 }
 
@@ -338,4 +348,69 @@ fn timeouts_parse() {
     let back = parse(Path::new("veer.toml"), &to_toml(&c)).unwrap();
     assert_eq!(back.node.timeouts.udp, Duration::from_secs(30));
     assert_eq!(back.node.timeouts.tcp_established, Duration::from_hours(2));
+}
+
+#[test]
+fn a_timeout_of_up_to_twenty_days_is_taken() {
+    let mut c = good();
+    c.node.timeouts.tcp_established = Duration::from_hours(480);
+    let back = parse(Path::new("veer.toml"), &to_toml(&c)).unwrap();
+    assert_eq!(
+        back.node.timeouts.tcp_established,
+        Duration::from_hours(480)
+    );
+    c.node.timeouts.udp = Duration::from_hours(480) + Duration::from_secs(1);
+    assert_eq!(
+        error(&to_toml(&c)),
+        "veer.toml:11:7: [node.timeouts] udp 20days 1s is longer than the 20days maximum (flow entries keep time in 32-bit ticks of about a millisecond)"
+    );
+}
+
+#[test]
+fn a_backend_in_five_services_is_refused_where_the_fifth_is() {
+    let mut c = good();
+    c.state.services = (1..=5)
+        .map(|i| {
+            service(
+                &format!("web{i}"),
+                &format!("192.0.2.{i}"),
+                vec![group("v1", "100", &["198.51.100.11:8080"])],
+            )
+        })
+        .collect();
+    let text = to_toml(&c);
+    let e = error(&text);
+    // The fifth `[[service]]` header is the line before its name (lines count from 1).
+    let header = text.lines().position(|l| l == "name = \"web5\"").unwrap();
+    assert_eq!(
+        e,
+        format!(
+            "veer.toml:{header}:1: backend 198.51.100.11:8080/tcp serves 5 services (web1, web2, web3, web4, web5); at most 4 services can share a backend address and port"
+        ),
+        "points at the fifth service (line {header})"
+    );
+}
+
+#[test]
+fn both_flow_tables_are_sized_in_node() {
+    let mut c = good();
+    c.node.conntrack_max = 4096;
+    c.node.conntrack_new_max = 2048;
+    let back = parse(Path::new("veer.toml"), &to_toml(&c)).unwrap();
+    assert_eq!(
+        (back.node.conntrack_max, back.node.conntrack_new_max),
+        (4096, 2048)
+    );
+    let text = good_text().replace("conntrack_new_max = 65536\n", "");
+    assert_eq!(
+        parse(Path::new("veer.toml"), &text)
+            .unwrap()
+            .node
+            .conntrack_new_max,
+        veer_common::maps::DEFAULT_NEWFLOWS_MAX
+    );
+    assert_eq!(
+        error(&good_text().replace("conntrack_new_max = 65536", "conntrack_new_max = -1")),
+        "veer.toml:5:21: `conntrack_new_max`: -1 is out of range 1024..=67108864"
+    );
 }

@@ -127,7 +127,8 @@ impl<N: Effects + Readings> Controller<N> {
             ..Observations::default()
         };
         for (service, group) in observed::wanted_groups(request, head) {
-            let counts = views::group_counts(&self.node, &self.health, &service, &group)?;
+            let counts =
+                observed::group_counts(&self.node, &self.health, &head.state, &service, &group)?;
             let up = self.health.up_in(&head.state, &service, &group);
             observed
                 .counts
@@ -400,8 +401,10 @@ impl<N: Effects + Readings> Controller<N> {
             config: self.config_view(),
             revision: latest.map(RevisionView::from),
             interfaces: self.running.interfaces.clone(),
-            conntrack_entries: census.entries,
+            conntrack_entries: census.flows,
             conntrack_capacity: self.running.conntrack_max,
+            conntrack_new_entries: census.new_flows,
+            conntrack_new_capacity: self.running.conntrack_new_max,
             services: views::services(state, service, &self.node, &self.health, &census.active)?,
         })
     }
@@ -433,15 +436,19 @@ impl<N: Effects + Readings> Controller<N> {
         backend: Option<SocketAddr>,
         limit: usize,
     ) -> Result<FlowsView, ControlError> {
-        let service_id = match service {
-            Some(name) => {
-                self.head().service(name)?;
-                self.node.ids().services.get(name).copied()
-            }
-            None => None,
-        };
+        let head = self.head();
+        if let Some(name) = service {
+            head.service(name)?;
+        }
         let table = self.node.flows()?;
-        Ok(views::flows(table, &self.node, service_id, backend, limit))
+        Ok(views::flows(
+            table,
+            &head.state,
+            &self.node,
+            service,
+            backend,
+            limit,
+        ))
     }
 
     /// The latest rollout of `service` and where it stands at `now`.
@@ -456,7 +463,8 @@ impl<N: Effects + Readings> Controller<N> {
             .ok_or_else(|| ControlError::NoRollout {
                 service: service.to_owned(),
             })?;
-        let counts = views::group_counts(&self.node, &self.health, service, &r.plan.to)?;
+        let counts =
+            observed::group_counts(&self.node, &self.health, &head.state, service, &r.plan.to)?;
         let obs = crate::rollout::Observation {
             counts,
             target_up: self.health.up_in(&head.state, service, &r.plan.to),

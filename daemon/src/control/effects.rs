@@ -3,14 +3,13 @@
 //! and flows. `Node` is the real node; the control tests use a fake, so control decisions are
 //! checked without root.
 
-use std::collections::HashMap;
-
 use veer_common::{
     counters::{BackendCounters, Reason, ServiceCounters},
     flow::{FlowEntry, FlowKey},
 };
 
 use super::{change::Change, error::ControlError};
+pub use crate::dataplane::flows::Census;
 use crate::{
     dataplane::flows::Upkeep,
     model::{DesiredState, Down, Ids, Timeouts},
@@ -34,22 +33,14 @@ pub trait Effects {
     fn upkeep(&mut self, timeouts: &Timeouts) -> Result<Upkeep, ControlError>;
 }
 
-/// Conntrack as counted by one scan.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Census {
-    /// Active flows (SYN, established, UDP) per backend id.
-    pub active: HashMap<u32, u64>,
-    /// Entries in every state.
-    pub entries: u64,
-}
-
-/// Conntrack entries and the clock they are measured against.
+/// Conntrack entries of both flow tables and the clock they are measured against.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct FlowTable {
-    /// Every entry.
+    /// Every entry (a flow caught in both tables mid-promotion, once).
     pub entries: Vec<(FlowKey, FlowEntry)>,
-    /// `CLOCK_MONOTONIC` now, in nanoseconds (the clock of `last_seen_ns`).
-    pub now_ns: u64,
+    /// The tick of the entries' clock now (`veer_common::flow::TICK_SHIFT`, the clock of
+    /// `last_seen`).
+    pub now: u32,
 }
 
 /// What the kernel counts.
@@ -63,7 +54,7 @@ pub trait Readings {
     /// A service's counters, summed over CPUs.
     fn service_counters(&self, id: u32) -> Result<ServiceCounters, ControlError>;
 
-    /// Active flows per backend and entries, from one scan of conntrack.
+    /// Active flows per backend and the entries of each flow table, from one scan.
     fn census(&self) -> Result<Census, ControlError>;
 
     /// Every exit of the fast path that did not steer, counted.

@@ -62,11 +62,7 @@ impl Effects for Node {
     }
 
     fn upkeep(&mut self, timeouts: &Timeouts) -> Result<Upkeep, ControlError> {
-        Ok(flows::upkeep(
-            self.dataplane.maps_mut(),
-            timeouts,
-            flows::monotonic_ns(),
-        )?)
+        Ok(self.dataplane.upkeep(timeouts, flows::now_tick())?)
     }
 }
 
@@ -84,8 +80,7 @@ impl Readings for Node {
     }
 
     fn census(&self) -> Result<Census, ControlError> {
-        let (active, entries) = flows::census(self.dataplane.maps())?;
-        Ok(Census { active, entries })
+        Ok(flows::census(self.dataplane.maps())?)
     }
 
     fn reasons(&self) -> Result<Vec<(Reason, u64)>, ControlError> {
@@ -98,7 +93,7 @@ impl Readings for Node {
     fn flows(&self) -> Result<FlowTable, ControlError> {
         Ok(FlowTable {
             entries: self.dataplane.maps().flows()?,
-            now_ns: flows::monotonic_ns(),
+            now: flows::now_tick(),
         })
     }
 }
@@ -117,8 +112,9 @@ pub(super) enum FileAtStart {
 pub(super) type Started = (Node, NodeConfig, FileAtStart);
 
 impl Node {
-    /// Loads (or adopts) the pinned programs and maps, attaches (or adopts) the links, and
-    /// reconciles the maps with the last committed revision.
+    /// Loads (or adopts) the pinned programs and maps (migrating pins of an older layout),
+    /// reconciles the maps with the last committed revision, attaches (or adopts) the links, and
+    /// ends a migration once this build's programs run on every link.
     pub(super) fn start(opts: &Options) -> Result<Started, ControlError> {
         // Before anything is read or touched: another daemon on the same state or pins wins.
         let locks = lock::acquire(&opts.state_dir, &opts.pin_dir)?;
@@ -140,7 +136,18 @@ impl Node {
         let mut dataplane = Dataplane::load(&LoadOptions {
             pin_dir: Some(opts.pin_dir.clone()),
             conntrack_max: node.conntrack_max,
+            conntrack_new_max: node.conntrack_new_max,
         })?;
+        // The maps match the last revision before this build's programs run on the links (a
+        // backend's replies need its VIPs from the first packet on).
+        if let Some(rev) = store.latest() {
+            let written = dataplane.reconcile(&rev.state, rev.ids.clone(), &Down::new())?;
+            tracing::info!(
+                revision = rev.number,
+                ops = written,
+                "maps reconciled with the last committed revision"
+            );
+        }
         let links_dir = opts.pin_dir.join(paths::LINKS_SUBDIR);
         let mut interfaces = node.interfaces.clone();
         for pinned in links::pinned_interfaces(&links_dir) {
@@ -153,14 +160,7 @@ impl Node {
             let how = dataplane.attach_pinned(ifname, node.xdp_mode, &links_dir)?;
             tracing::info!(interface = %ifname, ?how, "attached");
         }
-        if let Some(rev) = store.latest() {
-            let written = dataplane.reconcile(&rev.state, rev.ids.clone(), &Down::new())?;
-            tracing::info!(
-                revision = rev.number,
-                ops = written,
-                "maps reconciled with the last committed revision"
-            );
-        }
+        dataplane.finish_migration()?;
         Ok((
             Self {
                 dataplane,

@@ -1,15 +1,20 @@
 //! What the core reads besides the live revision: the counters and health of the groups that
 //! rollouts watch, and the outcomes of their gates. The controller gathers them
-//! (`wanted_groups` says which) before the core decides.
+//! (`wanted_groups` says which, `group_counts` reads a group's judged attempts) before the core
+//! decides.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
     time::SystemTime,
 };
 
-use super::{change::Head, request::Request};
+use veer_common::counters::BackendCounters;
+
+use super::{
+    change::Head, effects::Readings, error::ControlError, health::Health, request::Request,
+};
 use crate::{
-    model::GroupRef,
+    model::{DesiredState, GroupRef, Protocol},
     rollout::{GateFailure, Observation, Rollout, engine::Counts},
 };
 
@@ -35,7 +40,8 @@ pub enum GateState {
 /// rollouts watch. The controller gathers them (`wanted_groups` says which) before deciding.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Observations {
-    /// New flows given to each group's backends and how many of them failed (absolute counters).
+    /// Judged connection attempts of each group's backends and how many of them failed
+    /// (absolute counters, `group_counts`).
     pub counts: BTreeMap<GroupRef, Counts>,
     /// Backends of each group that take new flows (health).
     pub up: BTreeMap<GroupRef, usize>,
@@ -80,4 +86,50 @@ pub(super) fn wanted_groups(request: Option<&Request>, head: &Head) -> BTreeSet<
         _ => {}
     }
     groups
+}
+
+/// One backend's judged connection attempts and failures, from its counters and the attempts
+/// upkeep found it left unanswered. A failure is the backend's: an RST answering the SYN, or no
+/// answer within the connect timeout. A TCP attempt is judged once the backend answered it
+/// either way, so a client that never completes its handshake (a spoofed SYN) is neither an
+/// attempt nor a failure. UDP has no such signal: its new flows are its attempts, and none fails.
+pub(super) fn judged(protocol: Protocol, c: &BackendCounters, unanswered: u64) -> Counts {
+    match protocol {
+        Protocol::Udp => Counts {
+            attempted: c.new_flows,
+            failed: 0,
+        },
+        Protocol::Tcp => {
+            let failed = c.refused_flows + unanswered;
+            Counts {
+                attempted: c.answered_flows + failed,
+                failed,
+            }
+        }
+    }
+}
+
+/// Judged attempts and failures of `group`'s backends (`judged`), as counters; `state` says
+/// the service's protocol.
+pub(super) fn group_counts<R: Readings>(
+    readings: &R,
+    health: &Health,
+    state: &DesiredState,
+    service: &str,
+    group: &str,
+) -> Result<Counts, ControlError> {
+    let protocol = state.service(service).map_or(Protocol::Tcp, |s| s.protocol);
+    let mut c = Counts::default();
+    for ((s, g, _), id) in &readings.ids().backends {
+        if s == service && g == group {
+            let k = judged(
+                protocol,
+                &readings.backend_counters(*id)?,
+                health.unanswered(*id),
+            );
+            c.attempted += k.attempted;
+            c.failed += k.failed;
+        }
+    }
+    Ok(c)
 }

@@ -38,6 +38,9 @@ struct FakeNode {
     applied: Vec<(DesiredState, Down)>,
     ids: Ids,
     counters: HashMap<u32, BackendCounters>,
+    service_counters: HashMap<u32, ServiceCounters>,
+    census: Census,
+    flows: FlowTable,
     fail_apply: bool,
     fail_commit: bool,
 }
@@ -120,12 +123,12 @@ impl Readings for FakeNode {
         Ok(self.counters.get(&id).copied().unwrap_or_default())
     }
 
-    fn service_counters(&self, _: u32) -> Result<ServiceCounters, ControlError> {
-        Ok(ServiceCounters::default())
+    fn service_counters(&self, id: u32) -> Result<ServiceCounters, ControlError> {
+        Ok(self.service_counters.get(&id).copied().unwrap_or_default())
     }
 
     fn census(&self) -> Result<Census, ControlError> {
-        Ok(Census::default())
+        Ok(self.census.clone())
     }
 
     fn reasons(&self) -> Result<Vec<(Reason, u64)>, ControlError> {
@@ -133,7 +136,7 @@ impl Readings for FakeNode {
     }
 
     fn flows(&self) -> Result<FlowTable, ControlError> {
-        Ok(FlowTable::default())
+        Ok(self.flows.clone())
     }
 }
 
@@ -649,20 +652,76 @@ mod rollouts {
         ctl
     }
 
-    /// Sets the counters of `web`'s v2 backend.
-    fn v2_counts(ctl: &mut Controller<FakeNode>, new_flows: u64, failed_flows: u64) {
-        let id = ctl.node_mut().ids.backends[&(
+    /// The id of `web`'s v2 backend.
+    fn v2(ctl: &Controller<FakeNode>) -> u32 {
+        ctl.node().ids.backends[&(
             "web".to_owned(),
             "v2".to_owned(),
             "198.51.100.21:8080".parse::<SocketAddr>().unwrap(),
-        )];
+        )]
+    }
+
+    /// Sets the counters of `web`'s v2 backend: `attempted` connection attempts it answered or
+    /// refused, `refused` of them refused.
+    fn v2_counts(ctl: &mut Controller<FakeNode>, attempted: u64, refused: u64) {
+        let id = v2(ctl);
         ctl.node_mut().counters.insert(
             id,
             BackendCounters {
-                new_flows,
-                failed_flows,
+                new_flows: attempted,
+                answered_flows: attempted - refused,
+                refused_flows: refused,
                 ..BackendCounters::default()
             },
+        );
+    }
+
+    #[test]
+    fn only_attempts_the_backend_answered_or_failed_are_judged() {
+        use crate::{model::Protocol, rollout::engine::Counts};
+
+        let mut ctl = started();
+        // 10,000 spoofed SYNs: new flows the backend never had to answer, since no client
+        // completes them. They are neither attempts nor failures.
+        let id = v2(&ctl);
+        ctl.node_mut().counters.insert(
+            id,
+            BackendCounters {
+                new_flows: 10_000,
+                ..BackendCounters::default()
+            },
+        );
+        ctl.rollout_tick(at(11)).unwrap();
+        let r = &ctl.head().rollouts[0];
+        assert_eq!((r.phase, r.step), (Phase::Running, 0), "{r:?}");
+        assert_eq!(
+            ctl.rollout_status("web", at(12)).unwrap().waiting,
+            Some(super::super::views::Waiting::MinFlows {
+                seen: 0,
+                needed: 20
+            })
+        );
+        // A TCP attempt counts once the backend answered it either way; left unanswered for
+        // the connect timeout it is a failure too. UDP's new flows are its attempts.
+        let c = BackendCounters {
+            new_flows: 100,
+            answered_flows: 5,
+            refused_flows: 2,
+            ..BackendCounters::default()
+        };
+        assert_eq!(
+            super::super::observed::judged(Protocol::Tcp, &c, 3),
+            Counts {
+                attempted: 10,
+                failed: 5
+            }
+        );
+        assert_eq!(
+            super::super::observed::judged(Protocol::Udp, &c, 3),
+            Counts {
+                attempted: 100,
+                failed: 0
+            }
         );
     }
 
@@ -989,15 +1048,43 @@ mod views {
                 packets: 12,
                 bytes: 3400,
                 new_flows: 3,
-                failed_flows: 1,
+                answered_flows: 2,
+                refused_flows: 1,
             },
         );
+        ctl.node_mut().census = Census {
+            active: HashMap::from([(id, 2)]),
+            flows: 7,
+            new_flows: 5,
+        };
         let s = ctl.status(None).unwrap();
         assert_eq!(s.revision.as_ref().unwrap().number, 1);
         let b = &s.services[0].groups[0].backends[0];
         assert_eq!(
-            (b.packets, b.bytes, b.new_flows, b.failed_flows),
-            (12, 3400, 3, 1)
+            (
+                b.packets,
+                b.bytes,
+                b.new_flows,
+                b.answered_flows,
+                b.refused_flows,
+                b.failed_flows,
+                b.active_flows
+            ),
+            (12, 3400, 3, 2, 1, 1, 2)
+        );
+        assert_eq!(
+            (
+                s.conntrack_entries,
+                s.conntrack_capacity,
+                s.conntrack_new_entries,
+                s.conntrack_new_capacity
+            ),
+            (
+                7,
+                veer_common::maps::DEFAULT_CONNTRACK_MAX,
+                5,
+                veer_common::maps::DEFAULT_NEWFLOWS_MAX
+            )
         );
         assert_eq!(s.services.len(), 2);
         assert!(matches!(
@@ -1038,10 +1125,151 @@ mod views {
         ));
     }
 
+    fn sock(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    /// Three entries on `web`'s VIP and port: one of `web`'s TCP flows on v2, idle 5000 ticks
+    /// of 2^20 ns (5.24 s); a UDP flow (no service has that endpoint over UDP); a TCP flow whose
+    /// backend id now names another service's backend.
+    fn three_flows(ctl: &mut Controller<FakeNode>) {
+        use veer_common::{
+            FAMILY_V4, PROTO_TCP, PROTO_UDP,
+            addr::addr_words,
+            flow::{FlowEntry, FlowKey, STATE_ESTABLISHED, STATE_SYN_ACKED, STATE_UDP},
+        };
+
+        let id = |s: &str, g: &str, b: &str| {
+            ctl.node().ids.backends[&(s.to_owned(), g.to_owned(), sock(b))]
+        };
+        let (web_v2, web6_v1) = (
+            id("web", "v2", "198.51.100.21:8080"),
+            id("web6", "v1", "[2001:db8:b::11]:8080"),
+        );
+        let key = |client: &str, proto| FlowKey {
+            src_addr: addr_words(sock(client).ip()),
+            dst_addr: addr_words(sock("192.0.2.10:80").ip()),
+            src_port: sock(client).port().to_be(),
+            dst_port: 80u16.to_be(),
+            proto,
+            family: FAMILY_V4,
+            _pad: [0; 2],
+        };
+        let entry = |backend: &str, backend_id, state, last_seen| FlowEntry {
+            backend_addr: addr_words(sock(backend).ip()),
+            backend_port: sock(backend).port().to_be(),
+            state,
+            backend_id,
+            last_seen,
+            ..FlowEntry::default()
+        };
+        let now = 100_000;
+        ctl.node_mut().flows = FlowTable {
+            entries: vec![
+                (
+                    key("203.0.113.2:40000", PROTO_TCP),
+                    entry("198.51.100.21:8080", web_v2, STATE_ESTABLISHED, now - 5000),
+                ),
+                (
+                    key("203.0.113.2:40001", PROTO_UDP),
+                    entry("198.51.100.11:8080", web_v2, STATE_UDP, now),
+                ),
+                (
+                    key("203.0.113.3:40002", PROTO_TCP),
+                    entry("198.51.100.11:8080", web6_v1, STATE_SYN_ACKED, now),
+                ),
+            ],
+            now,
+        };
+    }
+
+    #[test]
+    fn flows_name_their_service_by_vip_and_their_group_by_backend_id() {
+        let mut ctl = controller(dual_stack());
+        three_flows(&mut ctl);
+        let all = ctl.flows(None, None, 10).unwrap();
+        assert_eq!((all.matched, all.flows.len()), (3, 3));
+        let web = ctl.flows(Some("web"), None, 10).unwrap();
+        assert_eq!(web.matched, 2);
+        let f = web
+            .flows
+            .iter()
+            .find(|f| f.client == sock("203.0.113.2:40000"))
+            .unwrap();
+        assert_eq!(
+            (
+                f.service.as_deref(),
+                f.group.as_deref(),
+                f.backend,
+                f.vip,
+                f.state.as_str(),
+                f.idle.as_secs()
+            ),
+            (
+                Some("web"),
+                Some("v2"),
+                sock("198.51.100.21:8080"),
+                sock("192.0.2.10:80"),
+                "established",
+                5
+            )
+        );
+        let other = web
+            .flows
+            .iter()
+            .find(|f| f.client == sock("203.0.113.3:40002"))
+            .unwrap();
+        assert_eq!(
+            (
+                other.service.as_deref(),
+                other.group.as_deref(),
+                other.state.as_str()
+            ),
+            (Some("web"), None, "syn_acked")
+        );
+        let udp = all
+            .flows
+            .iter()
+            .find(|f| f.client == sock("203.0.113.2:40001"))
+            .unwrap();
+        assert_eq!((udp.service.as_deref(), udp.group.as_deref()), (None, None));
+        let one = ctl.flows(Some("web"), None, 1).unwrap();
+        assert_eq!((one.matched, one.flows.len()), (2, 1));
+        let v2 = ctl
+            .flows(None, Some(sock("198.51.100.21:8080")), 10)
+            .unwrap();
+        assert_eq!(v2.matched, 1);
+        assert!(matches!(
+            ctl.flows(Some("shop"), None, 10),
+            Err(ControlError::UnknownService { .. })
+        ));
+    }
+
     #[test]
     fn metrics_render_from_the_views() {
-        let ctl = controller(dual_stack());
+        let mut ctl = controller(dual_stack());
+        let web = ctl.node().ids.services["web"];
+        ctl.node_mut().service_counters.insert(
+            web,
+            ServiceCounters {
+                promotions: 4,
+                promotions_refused: 1,
+                invalid_tcp: 9,
+                ..ServiceCounters::default()
+            },
+        );
+        ctl.node_mut().census.new_flows = 3;
         let text = crate::metrics::render(&ctl).unwrap();
+        for series in [
+            r#"veer_service_promotions_total{service="web"} 4"#,
+            r#"veer_service_promotions_refused_total{service="web"} 1"#,
+            r#"veer_service_invalid_tcp_total{service="web"} 9"#,
+            r#"veer_service_invalid_tcp_total{service="web6"} 0"#,
+            "veer_conntrack_new_entries 3",
+            "veer_conntrack_new_capacity 65536",
+        ] {
+            assert!(text.contains(series), "{series} in {text}");
+        }
         assert!(text.contains("veer_revision 1"), "{text}");
         assert!(
             text.contains(r#"veer_group_weight_percent{service="web6",group="v1"} 100"#),

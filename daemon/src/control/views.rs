@@ -11,8 +11,12 @@ use std::{
 
 use veer_common::{
     PROTO_TCP,
+    addr::words_addr,
     counters::ServiceCounters,
-    flow::{STATE_CLOSING, STATE_ESTABLISHED, STATE_SYN, STATE_UDP},
+    flow::{
+        STATE_CLOSING, STATE_ESTABLISHED, STATE_MIDFLOW, STATE_SYN, STATE_SYN_ACKED, STATE_UDP,
+        TICK_SHIFT, ticks_since,
+    },
 };
 
 use super::{
@@ -22,7 +26,6 @@ use super::{
 };
 use crate::{
     config::{LoadError, Location},
-    dataplane::maps::words_addr,
     error::chain,
     model::{DesiredState, NodeChange, Pin, Protocol, Weight},
     rollout::{Rollout, engine::Counts},
@@ -105,10 +108,14 @@ pub struct StatusView {
     pub revision: Option<RevisionView>,
     /// Interfaces the programs are attached to.
     pub interfaces: Vec<String>,
-    /// Conntrack entries (every state).
+    /// Entries in the table of confirmed flows (`VEER_FLOWS`).
     pub conntrack_entries: u64,
-    /// Conntrack capacity.
+    /// Its capacity (`conntrack_max`).
     pub conntrack_capacity: u32,
+    /// Entries in the table of new flows (`VEER_NEWFLOWS`: handshakes, mid-flow misses, UDP).
+    pub conntrack_new_entries: u64,
+    /// Its capacity (`conntrack_new_max`).
+    pub conntrack_new_capacity: u32,
     /// Every service, in the order of the state.
     pub services: Vec<ServiceView>,
 }
@@ -152,11 +159,15 @@ pub struct BackendView {
     pub addr: SocketAddr,
     /// Takes new flows (passes its health checks, or has none).
     pub healthy: bool,
-    /// Conntrack entries in SYN, established or UDP state.
+    /// Its flows that are not closing, in either flow table.
     pub active_flows: u64,
     /// Flows given to it.
     pub new_flows: u64,
-    /// Connection attempts it refused (RST answering the SYN) or left unanswered.
+    /// Connection attempts it answered with a SYN-ACK.
+    pub answered_flows: u64,
+    /// Connection attempts it refused (RST answering the SYN).
+    pub refused_flows: u64,
+    /// Connection attempts it refused or left unanswered for 3 s.
     pub failed_flows: u64,
     /// Packets steered to it or reverse-NATed from it.
     pub packets: u64,
@@ -167,9 +178,14 @@ pub struct BackendView {
 /// Where a flow is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FlowState {
-    /// TCP, handshake not completed.
+    /// TCP, the client's SYN forwarded, the backend has not answered.
     Syn,
-    /// TCP, established.
+    /// TCP, the backend answered with a SYN-ACK, the client has not acknowledged it.
+    SynAcked,
+    /// TCP, a segment met no entry and was steered by the flow hash; unconfirmed until the
+    /// backend answers.
+    Midflow,
+    /// TCP, confirmed.
     Established,
     /// TCP, FIN or RST seen.
     Closing,
@@ -183,6 +199,8 @@ impl FlowState {
     fn of(state: u8) -> Self {
         match state {
             STATE_SYN => Self::Syn,
+            STATE_SYN_ACKED => Self::SynAcked,
+            STATE_MIDFLOW => Self::Midflow,
             STATE_ESTABLISHED => Self::Established,
             STATE_CLOSING => Self::Closing,
             STATE_UDP => Self::Udp,
@@ -190,10 +208,12 @@ impl FlowState {
         }
     }
 
-    /// `syn`, `established`, `closing`, `udp`, `unknown`.
+    /// `syn`, `syn_acked`, `midflow`, `established`, `closing`, `udp`, `unknown`.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Syn => "syn",
+            Self::SynAcked => "syn_acked",
+            Self::Midflow => "midflow",
             Self::Established => "established",
             Self::Closing => "closing",
             Self::Udp => "udp",
@@ -211,9 +231,9 @@ pub struct FlowView {
     pub vip: SocketAddr,
     /// TCP or UDP.
     pub protocol: Protocol,
-    /// Service (when it still exists).
+    /// Service (when one still has the flow's VIP, port and protocol).
     pub service: Option<String>,
-    /// Group the backend was picked from (when it still exists).
+    /// Group the backend was picked from (when it is still the service's).
     pub group: Option<String>,
     /// Address and port of the backend.
     pub backend: SocketAddr,
@@ -291,7 +311,9 @@ pub(super) fn services<R: Readings>(
                     healthy: health.is_up(&key),
                     active_flows: active.get(&id).copied().unwrap_or(0),
                     new_flows: c.new_flows,
-                    failed_flows: c.failed_flows + health.unanswered(id),
+                    answered_flows: c.answered_flows,
+                    refused_flows: c.refused_flows,
+                    failed_flows: c.refused_flows + health.unanswered(id),
                     packets: c.packets,
                     bytes: c.bytes,
                 });
@@ -317,46 +339,47 @@ pub(super) fn services<R: Readings>(
     Ok(services)
 }
 
-/// Attempts and failures (refused or unanswered) of a group's backends, as counters.
-pub(super) fn group_counts<R: Readings>(
-    readings: &R,
-    health: &Health,
-    service: &str,
-    group: &str,
-) -> Result<Counts, ControlError> {
-    let mut c = Counts::default();
-    for ((s, g, _), id) in &readings.ids().backends {
-        if s == service && g == group {
-            let k = readings.backend_counters(*id)?;
-            c.attempted += k.new_flows;
-            c.failed += k.failed_flows + health.unanswered(*id);
-        }
-    }
-    Ok(c)
-}
-
-/// The entries of `table` of one service (by id) and/or one backend, at most `limit`.
+/// The entries of `table` of one service (by name) and/or one backend, at most `limit`. A flow's
+/// service is the one of `state` with its VIP, port and protocol; its group, the one its backend
+/// id names in that service.
 pub(super) fn flows<R: Readings>(
     table: FlowTable,
+    state: &DesiredState,
     readings: &R,
-    service_id: Option<u32>,
+    service: Option<&str>,
     backend: Option<SocketAddr>,
     limit: usize,
 ) -> FlowsView {
-    let ids = readings.ids();
-    let names: HashMap<u32, &str> = ids
+    let services: HashMap<(SocketAddr, Protocol), &str> = state
         .services
         .iter()
-        .map(|(n, id)| (*id, n.as_str()))
+        .map(|s| {
+            (
+                (SocketAddr::new(s.vip, s.port), s.protocol),
+                s.name.as_str(),
+            )
+        })
         .collect();
-    let groups: HashMap<u32, &str> = ids
-        .groups
+    // Backend ids are per service, group and address: an entry's id names its group.
+    let groups: HashMap<u32, (&str, &str)> = readings
+        .ids()
+        .backends
         .iter()
-        .map(|((_, g), id)| (*id, g.as_str()))
+        .map(|((s, g, _), id)| (*id, (s.as_str(), g.as_str())))
         .collect();
     let mut out = FlowsView::default();
     for (key, e) in table.entries {
-        if service_id.is_some_and(|id| id != e.service_id) {
+        let vip = SocketAddr::new(
+            words_addr(key.dst_addr, key.family),
+            u16::from_be(key.dst_port),
+        );
+        let protocol = if key.proto == PROTO_TCP {
+            Protocol::Tcp
+        } else {
+            Protocol::Udp
+        };
+        let owner = services.get(&(vip, protocol)).copied();
+        if service.is_some_and(|wanted| owner != Some(wanted)) {
             continue;
         }
         let backend_addr = SocketAddr::new(
@@ -368,26 +391,23 @@ pub(super) fn flows<R: Readings>(
         }
         out.matched += 1;
         if out.flows.len() < limit {
+            let group = groups
+                .get(&e.backend_id)
+                .filter(|(s, _)| owner == Some(*s))
+                .map(|(_, g)| (*g).to_owned());
             out.flows.push(FlowView {
                 client: SocketAddr::new(
                     words_addr(key.src_addr, key.family),
                     u16::from_be(key.src_port),
                 ),
-                vip: SocketAddr::new(
-                    words_addr(key.dst_addr, key.family),
-                    u16::from_be(key.dst_port),
-                ),
-                protocol: if key.proto == PROTO_TCP {
-                    Protocol::Tcp
-                } else {
-                    Protocol::Udp
-                },
-                service: names.get(&e.service_id).map(|s| (*s).to_owned()),
-                group: groups.get(&e.group_id).map(|s| (*s).to_owned()),
+                vip,
+                protocol,
+                service: owner.map(str::to_owned),
+                group,
                 backend: backend_addr,
                 state: FlowState::of(e.state),
-                idle: Duration::from_secs(
-                    table.now_ns.saturating_sub(e.last_seen_ns) / 1_000_000_000,
+                idle: Duration::from_nanos(
+                    u64::from(ticks_since(table.now, e.last_seen)) << TICK_SHIFT,
                 ),
             });
         }

@@ -1,8 +1,9 @@
 //! Loading veer's kernel object and attaching its programs.
 //!
 //! With a pin directory, every map is pinned (or, when already pinned, reused) by name under it,
-//! after the existing pins' layouts are checked against this build: aya reuses a pinned map
-//! without looking at its shape, so a changed layout would otherwise be used silently.
+//! after the existing pins' layouts are checked against this build (`common::maps::SPECS`): aya
+//! reuses a pinned map without looking at its shape, so a changed layout would otherwise be used
+//! silently. Pins of an older layout are migrated first (`migrate`), never reset.
 
 use std::{
     fs,
@@ -14,7 +15,7 @@ use aya::{
     maps::{MapInfo, MapType},
     programs::{SchedClassifier, TcAttachType, Xdp, XdpMode, tc},
 };
-use veer_common::maps::{self, LAYOUT_VERSION, progs};
+use veer_common::maps::{self, Capacity, LAYOUT_VERSION, MapKind, MapSpec, progs};
 
 use super::DataplaneError;
 use crate::{EBPF_OBJECT, model::XdpAttachMode};
@@ -24,8 +25,10 @@ use crate::{EBPF_OBJECT, model::XdpAttachMode};
 pub struct LoadOptions {
     /// Pin (or adopt) maps under this directory; `None` for private maps (tests, tools).
     pub pin_dir: Option<PathBuf>,
-    /// Capacity of the conntrack and reverse-NAT maps (entries).
+    /// Capacity of `VEER_FLOWS`, the confirmed flows (entries).
     pub conntrack_max: u32,
+    /// Capacity of `VEER_NEWFLOWS`, the handshakes, mid-flow misses and UDP flows (entries).
+    pub conntrack_new_max: u32,
 }
 
 impl Default for LoadOptions {
@@ -33,144 +36,119 @@ impl Default for LoadOptions {
         Self {
             pin_dir: None,
             conntrack_max: maps::DEFAULT_CONNTRACK_MAX,
+            conntrack_new_max: maps::DEFAULT_NEWFLOWS_MAX,
         }
     }
 }
 
-/// The shape every pinned map must have: (name, type, key size, value size, max entries or
-/// `None` when configurable).
-fn expected_layout(conntrack_max: u32) -> Vec<(&'static str, MapType, u32, u32, u32)> {
-    use veer_common::{
-        backend::BackendValue,
-        counters::{BackendCounters, Reason, ServiceCounters},
-        flow::{FlowEntry, FlowKey, RevNatValue},
-        pin::PinKey,
-        service::{ServiceKey, ServiceValue},
+impl LoadOptions {
+    /// The entries a map of `capacity` holds with these options.
+    pub fn entries(&self, capacity: Capacity) -> u32 {
+        match capacity {
+            Capacity::Fixed(n) => n,
+            Capacity::Flows => self.conntrack_max,
+            Capacity::NewFlows => self.conntrack_new_max,
+        }
+    }
+}
+
+/// aya's name for a map kind.
+pub fn map_type(kind: MapKind) -> MapType {
+    match kind {
+        MapKind::Hash => MapType::Hash,
+        MapKind::LruHash => MapType::LruHash,
+        MapKind::Array => MapType::Array,
+        MapKind::PerCpuArray => MapType::PerCpuArray,
+        MapKind::ArrayOfMaps => MapType::ArrayOfMaps,
+        MapKind::LpmTrie => MapType::LpmTrie,
+        MapKind::DevMapHash => MapType::DevMapHash,
+    }
+}
+
+/// The `[node]` key that sets a capacity, if one does.
+fn capacity_key(capacity: Capacity) -> Option<&'static str> {
+    match capacity {
+        Capacity::Fixed(_) => None,
+        Capacity::Flows => Some("conntrack_max"),
+        Capacity::NewFlows => Some("conntrack_new_max"),
+    }
+}
+
+/// Checks the pin of one map against its spec.
+fn check_pin(path: &Path, spec: &MapSpec, opts: &LoadOptions) -> Result<(), DataplaneError> {
+    let (ty, max) = (map_type(spec.kind), opts.entries(spec.capacity));
+    let mismatch = |found: String| DataplaneError::PinnedMapLayout {
+        path: path.to_owned(),
+        expected: format!(
+            "{ty:?} key {} value {} max_entries {max}",
+            spec.key_size, spec.value_size
+        ),
+        found,
     };
-    let sz = |n: usize| n as u32;
-    vec![
-        (
-            maps::SERVICES,
-            MapType::Hash,
-            sz(size_of::<ServiceKey>()),
-            sz(size_of::<ServiceValue>()),
-            maps::MAX_SERVICES,
-        ),
-        (
-            maps::BACKENDS,
-            MapType::Hash,
-            4,
-            sz(size_of::<BackendValue>()),
-            maps::MAX_BACKENDS,
-        ),
-        (maps::MAGLEV, MapType::ArrayOfMaps, 4, 4, maps::MAX_GROUPS),
-        (
-            maps::PINS,
-            MapType::LpmTrie,
-            4 + sz(size_of::<PinKey>()),
-            4,
-            maps::MAX_PINS,
-        ),
-        (
-            maps::CONNTRACK,
-            MapType::LruHash,
-            sz(size_of::<FlowKey>()),
-            sz(size_of::<FlowEntry>()),
-            conntrack_max,
-        ),
-        (
-            maps::REVNAT,
-            MapType::LruHash,
-            sz(size_of::<FlowKey>()),
-            sz(size_of::<RevNatValue>()),
-            conntrack_max,
-        ),
-        (
-            maps::BE_STATS,
-            MapType::PerCpuArray,
-            4,
-            sz(size_of::<BackendCounters>()),
-            maps::MAX_BACKENDS,
-        ),
-        (
-            maps::SVC_STATS,
-            MapType::PerCpuArray,
-            4,
-            sz(size_of::<ServiceCounters>()),
-            maps::MAX_SERVICES,
-        ),
-        (maps::REASONS, MapType::PerCpuArray, 4, 8, Reason::COUNT),
-        (maps::LAYOUT, MapType::Array, 4, 4, 1),
-        (
-            maps::TX_PORTS,
-            MapType::DevMapHash,
-            4,
-            8,
-            maps::MAX_TX_PORTS,
-        ),
-    ]
+    let info = MapInfo::from_pin(path).map_err(|e| mismatch(format!("no readable map ({e})")))?;
+    let found_ty = info
+        .map_type()
+        .map_err(|e| mismatch(format!("an unknown map type ({e})")))?;
+    if found_ty != ty || info.key_size() != spec.key_size || info.value_size() != spec.value_size {
+        return Err(mismatch(format!(
+            "{found_ty:?} key {} value {} max_entries {}",
+            info.key_size(),
+            info.value_size(),
+            info.max_entries()
+        )));
+    }
+    if info.max_entries() != max {
+        return Err(match capacity_key(spec.capacity) {
+            Some(key) => DataplaneError::PinnedCapacity {
+                path: path.to_owned(),
+                key,
+                pinned: info.max_entries(),
+                configured: max,
+            },
+            None => mismatch(format!("max_entries {}", info.max_entries())),
+        });
+    }
+    Ok(())
 }
 
-/// Checks every existing pin under `dir` against this build's layout.
-fn check_pinned_layout(dir: &Path, conntrack_max: u32) -> Result<(), DataplaneError> {
-    for (name, ty, key, value, max) in expected_layout(conntrack_max) {
-        let path = dir.join(name);
-        if !path.exists() {
-            continue;
-        }
-        let mismatch = |found: String| DataplaneError::PinnedMapLayout {
-            path: path.clone(),
-            expected: format!("{ty:?} key {key} value {value} max_entries {max}"),
-            found,
-        };
-        let info =
-            MapInfo::from_pin(&path).map_err(|e| mismatch(format!("no readable map ({e})")))?;
-        let found_ty = info
-            .map_type()
-            .map_err(|e| mismatch(format!("an unknown map type ({e})")))?;
-        if found_ty != ty
-            || info.key_size() != key
-            || info.value_size() != value
-            || info.max_entries() != max
-        {
-            return Err(mismatch(format!(
-                "{found_ty:?} key {} value {} max_entries {}",
-                info.key_size(),
-                info.value_size(),
-                info.max_entries()
-            )));
+/// The `LAYOUT_VERSION` recorded in the pins under `dir` (0 when there is none).
+pub(super) fn pinned_layout_version(dir: &Path) -> Result<u32, DataplaneError> {
+    let layout = dir.join(maps::LAYOUT);
+    if !layout.exists() {
+        return Ok(0);
+    }
+    let unreadable = |e: &dyn std::fmt::Display| DataplaneError::PinnedMapLayout {
+        path: layout.clone(),
+        expected: format!("layout version {LAYOUT_VERSION}"),
+        found: format!("no readable map ({e})"),
+    };
+    let data = aya::maps::MapData::from_pin(&layout).map_err(|e| unreadable(&e))?;
+    let arr = aya::maps::Array::<_, u32>::try_from(aya::maps::Map::Array(data))
+        .map_err(|e| unreadable(&e))?;
+    Ok(arr.get(&0, 0).unwrap_or(0))
+}
+
+/// Checks every existing pin under `dir` against this build's layout. Pins of an older layout
+/// must have been set aside by `migrate::prepare` already.
+fn check_pinned_layout(dir: &Path, opts: &LoadOptions) -> Result<(), DataplaneError> {
+    for spec in &maps::SPECS {
+        let path = dir.join(spec.name);
+        if path.exists() {
+            check_pin(&path, spec, opts)?;
         }
     }
-    // The layout version itself, when the pins say one.
-    let layout = dir.join(maps::LAYOUT);
-    if layout.exists() {
-        let data =
-            aya::maps::MapData::from_pin(&layout).map_err(|e| DataplaneError::PinnedMapLayout {
-                path: layout.clone(),
-                expected: format!("layout version {LAYOUT_VERSION}"),
-                found: format!("no readable map ({e})"),
-            })?;
-        let arr =
-            aya::maps::Array::<_, u32>::try_from(aya::maps::Map::Array(data)).map_err(|e| {
-                DataplaneError::MapMissing {
-                    name: maps::LAYOUT,
-                    source: Some(e),
-                }
-            })?;
-        let found = arr.get(&0, 0).unwrap_or(0);
-        if found != 0 && found != LAYOUT_VERSION {
-            return Err(DataplaneError::PinnedMapLayout {
-                path: layout,
-                expected: format!("layout version {LAYOUT_VERSION}"),
-                found: format!("layout version {found}"),
-            });
-        }
+    let found = pinned_layout_version(dir)?;
+    if found > LAYOUT_VERSION {
+        return Err(DataplaneError::PinnedLayoutNewer {
+            path: dir.join(maps::LAYOUT),
+            found,
+        });
     }
     Ok(())
 }
 
 /// Makes sure bpffs is mounted at the parent of `dir` (normally `/sys/fs/bpf`) and `dir` exists.
-fn prepare_pin_dir(dir: &Path) -> Result<(), DataplaneError> {
+pub(super) fn prepare_pin_dir(dir: &Path) -> Result<(), DataplaneError> {
     let err = |source| DataplaneError::PinDir {
         path: dir.to_owned(),
         source,
@@ -226,11 +204,11 @@ pub fn load(opts: &LoadOptions) -> Result<Ebpf, DataplaneError> {
     }
     let mut loader = EbpfLoader::new();
     loader
-        .map_max_entries(maps::CONNTRACK, opts.conntrack_max)
-        .map_max_entries(maps::REVNAT, opts.conntrack_max);
+        .map_max_entries(maps::FLOWS, opts.conntrack_max)
+        .map_max_entries(maps::NEWFLOWS, opts.conntrack_new_max);
     if let Some(dir) = &opts.pin_dir {
         prepare_pin_dir(dir)?;
-        check_pinned_layout(dir, opts.conntrack_max)?;
+        check_pinned_layout(dir, opts)?;
         for name in maps::ALL {
             loader.map_pin_path(name, dir.join(name));
         }

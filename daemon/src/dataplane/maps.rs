@@ -15,9 +15,10 @@ use aya::{
     },
 };
 use veer_common::{
+    addr::{addr_words, words_addr},
     backend::BackendValue,
     counters::{BackendCounters, Reason, ServiceCounters},
-    flow::{FlowEntry, FlowKey, RevNatValue},
+    flow::{BackendKey, BackendVips, FlowEntry, FlowKey, MAX_VIPS_PER_BACKEND, RevNatValue},
     maps::{self, LAYOUT_VERSION, MAGLEV_TABLE_SIZE},
     pin::PinKey,
     service::{ServiceKey, ServiceValue},
@@ -31,8 +32,9 @@ pub struct Maps {
     backends: HashMap<MapData, u32, BackendValue>,
     maglev: ArrayOfMaps<MapData, Array<MapData, u32>>,
     pins: LpmTrie<MapData, PinKey, u32>,
-    conntrack: HashMap<MapData, FlowKey, FlowEntry>,
-    revnat: HashMap<MapData, FlowKey, RevNatValue>,
+    flows: HashMap<MapData, FlowKey, FlowEntry>,
+    newflows: HashMap<MapData, FlowKey, FlowEntry>,
+    be_vips: HashMap<MapData, BackendKey, BackendVips>,
     backend_stats: PerCpuArray<MapData, BackendCounters>,
     service_stats: PerCpuArray<MapData, ServiceCounters>,
     reasons: PerCpuArray<MapData, u64>,
@@ -57,29 +59,34 @@ fn op(op: &'static str, map: &'static str) -> impl FnOnce(MapError) -> Dataplane
     move |source| DataplaneError::Map { op, map, source }
 }
 
-/// Converts an address to the key layout: network byte order, IPv4 in word 0.
-pub fn addr_words(addr: IpAddr) -> [u32; 4] {
-    match addr {
-        IpAddr::V4(a) => [u32::from_ne_bytes(a.octets()), 0, 0, 0],
-        IpAddr::V6(a) => {
-            let o = a.octets();
-            let w = |i: usize| u32::from_ne_bytes([o[i], o[i + 1], o[i + 2], o[i + 3]]);
-            [w(0), w(4), w(8), w(12)]
+/// The two flow tables.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FlowTable {
+    /// `VEER_FLOWS`: confirmed TCP flows, never evicted.
+    Flows,
+    /// `VEER_NEWFLOWS`: handshakes, mid-flow misses, UDP, refused promotions (LRU).
+    New,
+}
+
+impl FlowTable {
+    /// The map's name.
+    pub const fn name(self) -> &'static str {
+        match self {
+            FlowTable::Flows => maps::FLOWS,
+            FlowTable::New => maps::NEWFLOWS,
         }
     }
 }
 
-/// Converts key-layout words back to an address of `family`.
-pub fn words_addr(words: [u32; 4], family: u8) -> IpAddr {
-    if family == veer_common::FAMILY_V4 {
-        IpAddr::from(words[0].to_ne_bytes())
-    } else {
-        let mut o = [0u8; 16];
-        for (i, w) in words.iter().enumerate() {
-            o[i * 4..i * 4 + 4].copy_from_slice(&w.to_ne_bytes());
-        }
-        IpAddr::from(o)
-    }
+/// What `Maps::expire_flow` did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Expiry {
+    /// The entry was still as seen by the scan, and is deleted.
+    Deleted,
+    /// The entry changed since the scan (a packet refreshed it): kept, as it is now.
+    Kept(FlowEntry),
+    /// The entry was gone already.
+    Gone,
 }
 
 /// Sums per-CPU values.
@@ -98,8 +105,9 @@ impl Maps {
             backends: take(ebpf, maps::BACKENDS)?,
             maglev: take(ebpf, maps::MAGLEV)?,
             pins: take(ebpf, maps::PINS)?,
-            conntrack: take(ebpf, maps::CONNTRACK)?,
-            revnat: take(ebpf, maps::REVNAT)?,
+            flows: take(ebpf, maps::FLOWS)?,
+            newflows: take(ebpf, maps::NEWFLOWS)?,
+            be_vips: take(ebpf, maps::BE_VIPS)?,
             backend_stats: take(ebpf, maps::BE_STATS)?,
             service_stats: take(ebpf, maps::SVC_STATS)?,
             reasons: take(ebpf, maps::REASONS)?,
@@ -121,7 +129,8 @@ impl Maps {
     /// Stops `veer_xdp` redirecting to interface `ifindex`. Missing is fine.
     pub fn remove_tx_port(&mut self, ifindex: u32) -> Result<(), DataplaneError> {
         match self.tx_ports.remove(ifindex) {
-            Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
+            Ok(()) => Ok(()),
+            Err(e) if is_missing(&e) => Ok(()),
             Err(source) => Err(op("delete", maps::TX_PORTS)(source)),
         }
     }
@@ -247,61 +256,213 @@ impl Maps {
             .map_err(op("iterate", maps::BACKENDS))
     }
 
-    /// Calls `f` on every conntrack entry (the kernel keeps changing the map meanwhile: each
-    /// bucket is read consistently, not the whole map at one instant). Reads in batches; entry
-    /// by entry only where the kernel refuses batches.
-    pub fn for_each_flow(
+    fn table(&self, table: FlowTable) -> &HashMap<MapData, FlowKey, FlowEntry> {
+        match table {
+            FlowTable::Flows => &self.flows,
+            FlowTable::New => &self.newflows,
+        }
+    }
+
+    fn table_mut(&mut self, table: FlowTable) -> &mut HashMap<MapData, FlowKey, FlowEntry> {
+        match table {
+            FlowTable::Flows => &mut self.flows,
+            FlowTable::New => &mut self.newflows,
+        }
+    }
+
+    /// Calls `f` on every entry of `table` (the kernel keeps changing the map meanwhile: each
+    /// bucket is read consistently, not the whole map at one instant). Reads in batches; entry by
+    /// entry only where the kernel refuses batches.
+    pub fn for_each_in(
         &self,
+        table: FlowTable,
         mut f: impl FnMut(&FlowKey, &FlowEntry),
     ) -> Result<(), DataplaneError> {
         use aya::maps::IterableMap as _;
-        match super::batch::for_each(super::batch::fd_of(self.conntrack.map()), &mut f) {
+        let map = self.table(table);
+        match super::batch::for_each(super::batch::fd_of(map.map()), &mut f) {
             Ok(()) => return Ok(()),
-            Err(e) => tracing::debug!(error = %e.0, "batch read of conntrack refused; iterating"),
+            Err(e) => {
+                tracing::debug!(error = %e.0, map = table.name(), "batch read refused; iterating");
+            }
         }
-        for item in &self.conntrack {
+        for item in map {
             match item {
                 Ok((k, v)) => f(&k, &v),
                 // An entry deleted between get_next_key and lookup: skip it.
                 Err(MapError::KeyNotFound) => {}
-                Err(e) => return Err(op("iterate", maps::CONNTRACK)(e)),
+                Err(e) => return Err(op("iterate", table.name())(e)),
             }
         }
         Ok(())
     }
 
-    /// Every conntrack entry, collected (bounded callers should use `for_each_flow`).
+    /// Calls `f` on every flow entry of both tables: `VEER_NEWFLOWS` first, then `VEER_FLOWS`.
+    /// In that order a flow promoted during the scan (inserted into `VEER_FLOWS`, then deleted
+    /// from `VEER_NEWFLOWS`) is seen at least once, possibly twice (once per table).
+    pub fn for_each_flow(
+        &self,
+        mut f: impl FnMut(FlowTable, &FlowKey, &FlowEntry),
+    ) -> Result<(), DataplaneError> {
+        for table in [FlowTable::New, FlowTable::Flows] {
+            self.for_each_in(table, |k, e| f(table, k, e))?;
+        }
+        Ok(())
+    }
+
+    /// Every flow entry of both tables, collected (bounded callers should use
+    /// `for_each_flow`); a flow caught in both tables mid-promotion is listed once, from
+    /// `VEER_FLOWS`.
     pub fn flows(&self) -> Result<Vec<(FlowKey, FlowEntry)>, DataplaneError> {
-        let mut out = Vec::new();
-        self.for_each_flow(|k, v| out.push((*k, *v)))?;
-        Ok(out)
+        let mut out: std::collections::HashMap<FlowKey, FlowEntry> =
+            std::collections::HashMap::new();
+        self.for_each_flow(|_, k, e| {
+            out.insert(*k, *e);
+        })?;
+        Ok(out.into_iter().collect())
     }
 
-    /// Removes a flow and its reverse-NAT entry (expiry). Missing entries are not an error.
-    pub fn remove_flow(&mut self, key: &FlowKey, entry: &FlowEntry) -> Result<(), DataplaneError> {
-        let reply = FlowKey {
-            src_addr: entry.backend_addr,
-            dst_addr: key.src_addr,
-            src_port: entry.backend_port,
-            dst_port: key.src_port,
-            proto: key.proto,
-            family: key.family,
-            _pad: [0; 2],
-        };
-        for (map, name, k) in [
-            (&mut self.revnat as &mut dyn RemoveKey, maps::REVNAT, &reply),
-            (
-                &mut self.conntrack as &mut dyn RemoveKey,
-                maps::CONNTRACK,
-                key,
-            ),
-        ] {
-            match map.remove_key(k) {
-                Ok(()) | Err(MapError::KeyNotFound) => {}
-                Err(e) => return Err(op("delete", name)(e)),
+    /// The entry of a flow (client-side key) and its table, `VEER_FLOWS` first.
+    pub fn flow(&self, key: &FlowKey) -> Result<Option<(FlowTable, FlowEntry)>, DataplaneError> {
+        for table in [FlowTable::Flows, FlowTable::New] {
+            match self.table(table).get(key, 0) {
+                Ok(e) => return Ok(Some((table, e))),
+                Err(MapError::KeyNotFound) => {}
+                Err(e) => return Err(op("lookup", table.name())(e)),
             }
         }
-        Ok(())
+        Ok(None)
+    }
+
+    /// Writes a flow entry (migration, tests, benchmarks). `flags` are `BPF_ANY`,
+    /// `BPF_NOEXIST` ...; the kernel's answer is returned as is (`E2BIG` when the table is full).
+    pub fn insert_flow(
+        &mut self,
+        table: FlowTable,
+        key: FlowKey,
+        entry: FlowEntry,
+        flags: u64,
+    ) -> Result<(), MapError> {
+        self.table_mut(table).insert(key, entry, flags)
+    }
+
+    /// Deletes a flow's entry from `table`. Missing is fine.
+    pub fn remove_flow(&mut self, table: FlowTable, key: &FlowKey) -> Result<(), DataplaneError> {
+        match self.table_mut(table).remove(key) {
+            Ok(()) => Ok(()),
+            Err(e) if is_missing(&e) => Ok(()),
+            Err(e) => Err(op("delete", table.name())(e)),
+        }
+    }
+
+    /// Deletes a flow whose entry a scan saw as `seen` and found expired, unless it changed
+    /// since: it is read again right before the delete, and a packet that refreshed it (or moved
+    /// it to another state) in between keeps it. What is left is the window between that read
+    /// and the delete, two system calls apart (README, "Conntrack upkeep").
+    pub fn expire_flow(
+        &mut self,
+        table: FlowTable,
+        key: &FlowKey,
+        seen: &FlowEntry,
+    ) -> Result<Expiry, DataplaneError> {
+        let map = self.table_mut(table);
+        let now = match map.get(key, 0) {
+            Ok(e) => e,
+            Err(MapError::KeyNotFound) => return Ok(Expiry::Gone),
+            Err(e) => return Err(op("lookup", table.name())(e)),
+        };
+        if now.last_seen != seen.last_seen || now.state != seen.state {
+            return Ok(Expiry::Kept(now));
+        }
+        match map.remove(key) {
+            Ok(()) => Ok(Expiry::Deleted),
+            Err(e) if is_missing(&e) => Ok(Expiry::Gone),
+            Err(e) => Err(op("delete", table.name())(e)),
+        }
+    }
+
+    /// Merges `desired` (in order) into backend `key`'s VIPs: the desired ones first, then those
+    /// the map holds already and `keep` accepts (a removed service's flows may still need them),
+    /// at most `MAX_VIPS_PER_BACKEND`; written only when it changes, and deleted when nothing
+    /// is left. Returns the VIPs that did not fit.
+    pub fn merge_backend_vips(
+        &mut self,
+        key: BackendKey,
+        desired: &[(RevNatValue, u32)],
+        keep: impl Fn(&RevNatValue) -> bool,
+    ) -> Result<Vec<RevNatValue>, DataplaneError> {
+        let current = match self.be_vips.get(&key, 0) {
+            Ok(v) => Some(v),
+            Err(MapError::KeyNotFound) => None,
+            Err(e) => return Err(op("lookup", maps::BE_VIPS)(e)),
+        };
+        let mut list: Vec<(RevNatValue, u32)> = Vec::new();
+        for d in desired {
+            if !list.iter().any(|(v, _)| v == &d.0) {
+                list.push(*d);
+            }
+        }
+        if let Some(c) = &current {
+            let n = (c.count as usize).min(MAX_VIPS_PER_BACKEND);
+            for (v, sid) in c.vips[..n].iter().zip(&c.service_ids[..n]) {
+                if keep(v) && !list.iter().any(|(l, _)| l == v) {
+                    list.push((*v, *sid));
+                }
+            }
+        }
+        let overflow = list
+            .iter()
+            .skip(MAX_VIPS_PER_BACKEND)
+            .map(|(v, _)| *v)
+            .collect();
+        list.truncate(MAX_VIPS_PER_BACKEND);
+        if list.is_empty() {
+            if current.is_some() {
+                match self.be_vips.remove(&key) {
+                    Ok(()) => {}
+                    Err(e) if is_missing(&e) => {}
+                    Err(e) => return Err(op("delete", maps::BE_VIPS)(e)),
+                }
+            }
+            return Ok(overflow);
+        }
+        let mut value = BackendVips {
+            count: list.len() as u32,
+            ..BackendVips::default()
+        };
+        for (i, (v, sid)) in list.iter().enumerate() {
+            value.vips[i] = *v;
+            value.service_ids[i] = *sid;
+        }
+        if current != Some(value) {
+            self.be_vips
+                .insert(key, value, 0)
+                .map_err(op("update", maps::BE_VIPS))?;
+        }
+        Ok(overflow)
+    }
+
+    /// Every backend's VIPs.
+    pub fn backend_vips(&self) -> Result<Vec<(BackendKey, BackendVips)>, DataplaneError> {
+        self.be_vips
+            .iter()
+            .collect::<Result<_, _>>()
+            .map_err(op("iterate", maps::BE_VIPS))
+    }
+
+    /// Per-backend counters, for a migration to carry them over.
+    pub(super) fn backend_stats_mut(&mut self) -> &mut PerCpuArray<MapData, BackendCounters> {
+        &mut self.backend_stats
+    }
+
+    /// Per-service counters, for a migration to carry them over.
+    pub(super) fn service_stats_mut(&mut self) -> &mut PerCpuArray<MapData, ServiceCounters> {
+        &mut self.service_stats
+    }
+
+    /// Reason counters, for a migration to carry them over.
+    pub(super) fn reasons_mut(&mut self) -> &mut PerCpuArray<MapData, u64> {
+        &mut self.reasons
     }
 
     /// Zeroes a backend id's counters (before the id is given to a new backend).
@@ -356,13 +517,15 @@ impl Maps {
     }
 }
 
-/// Removal through one interface for the two flow maps.
-trait RemoveKey {
-    fn remove_key(&mut self, key: &FlowKey) -> Result<(), MapError>;
-}
-impl<V: aya::Pod> RemoveKey for HashMap<MapData, FlowKey, V> {
-    fn remove_key(&mut self, key: &FlowKey) -> Result<(), MapError> {
-        self.remove(key)
+/// Whether a map operation failed only because the key was not there: aya reports a missing key
+/// as `KeyNotFound` on lookups but as the system call's `ENOENT` on deletes.
+fn is_missing(e: &MapError) -> bool {
+    match e {
+        MapError::KeyNotFound => true,
+        MapError::SyscallError(aya::sys::SyscallError { io_error, .. }) => {
+            io_error.raw_os_error() == Some(libc::ENOENT)
+        }
+        _ => false,
     }
 }
 
@@ -374,27 +537,4 @@ fn pin_key(service_id: u32, prefix: IpAddr, len: u8) -> Key<PinKey> {
             addr: addr_words(prefix),
         },
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use std::net::IpAddr;
-
-    use super::*;
-
-    #[test]
-    fn addresses_round_trip_through_key_words() {
-        for a in ["192.0.2.10", "2001:db8::10", "0.0.0.0", "::1"] {
-            let ip: IpAddr = a.parse().unwrap();
-            let family = if ip.is_ipv4() {
-                veer_common::FAMILY_V4
-            } else {
-                veer_common::FAMILY_V6
-            };
-            assert_eq!(words_addr(addr_words(ip), family), ip);
-        }
-        // Word 0 holds the address bytes in wire order.
-        let w = addr_words("192.0.2.10".parse().unwrap());
-        assert_eq!(w[0].to_ne_bytes(), [192, 0, 2, 10]);
-    }
 }

@@ -1,6 +1,7 @@
 //! The kernel side as user space sees it: loading and attaching the programs (`loader`), typed
 //! access to their maps (`maps`), the pure Maglev builder (`maglev`), making the maps match a
-//! desired state (`sync`), and `Dataplane`, which owns all of it.
+//! desired state (`sync`, `vips`), conntrack upkeep (`flows`), carrying pinned maps of an older
+//! layout over (`migrate`), and `Dataplane`, which owns all of it.
 
 pub mod batch;
 pub mod flows;
@@ -8,7 +9,9 @@ pub mod links;
 pub mod loader;
 pub mod maglev;
 pub mod maps;
+pub mod migrate;
 pub mod sync;
+pub mod vips;
 
 use std::{collections::HashMap, path::PathBuf, time::Instant};
 
@@ -22,19 +25,84 @@ pub struct Dataplane {
     ebpf: Ebpf,
     maps: maps::Maps,
     applied: sync::Applied,
+    /// Pinned maps of an older layout being carried over (until `finish_migration`).
+    legacy: Option<migrate::Legacy>,
+    /// The VIPs live flows needed at the previous upkeep pass (a VIP is dropped from a
+    /// backend only when two passes in a row found no flow needing it).
+    live_vips: flows::LiveVips,
 }
 
 impl Dataplane {
-    /// Loads the programs and maps (see `loader::load`).
+    /// Loads the programs and maps (see `loader::load`). Pinned maps of an older layout are
+    /// migrated: their flows and counters are copied into this layout's maps now, and again,
+    /// for what the old programs did meanwhile, by `finish_migration` once the programs are
+    /// swapped on the links.
     pub fn load(opts: &loader::LoadOptions) -> Result<Self, DataplaneError> {
+        let legacy = match &opts.pin_dir {
+            Some(dir) => {
+                loader::prepare_pin_dir(dir)?;
+                migrate::prepare(dir)?
+            }
+            None => None,
+        };
         let mut ebpf = loader::load(opts)?;
         let mut maps = maps::Maps::take(&mut ebpf)?;
+        if let Some(legacy) = &legacy {
+            let copied = migrate::copy(legacy, &mut maps)?;
+            tracing::info!(
+                from = legacy.version(),
+                to = veer_common::maps::LAYOUT_VERSION,
+                confirmed = copied.flows,
+                new = copied.new_flows,
+                skipped = copied.skipped,
+                "pinned maps of an older layout: flows and counters copied into this layout's maps"
+            );
+        }
         maps.write_layout_version()?;
         Ok(Self {
             ebpf,
             maps,
             applied: sync::Applied::default(),
+            legacy,
+            live_vips: flows::LiveVips::default(),
         })
+    }
+
+    /// Ends a migration started by `load`, once this build's programs run on every link: copies
+    /// the flows the old programs created or confirmed since `load`, then removes the old pins.
+    /// Nothing to do when no migration is pending.
+    pub fn finish_migration(&mut self) -> Result<(), DataplaneError> {
+        if let Some(legacy) = self.legacy.take() {
+            let copied = migrate::finish(legacy, &mut self.maps)?;
+            tracing::info!(
+                confirmed = copied.flows,
+                new = copied.new_flows,
+                "migration finished: the old pins are removed"
+            );
+        }
+        Ok(())
+    }
+
+    /// One conntrack upkeep pass (`flows::upkeep`), then the backends' VIPs pruned to what the
+    /// desired state and the live flows need.
+    pub fn upkeep(
+        &mut self,
+        timeouts: &crate::model::Timeouts,
+        now: u32,
+    ) -> Result<flows::Upkeep, DataplaneError> {
+        let u = flows::upkeep(&mut self.maps, timeouts, now)?;
+        let desired = vips::desired(&self.applied.state, &self.applied.ids);
+        for (key, _) in self.maps.backend_vips()? {
+            let live = |v: &veer_common::flow::RevNatValue| {
+                [&u.live_vips, &self.live_vips]
+                    .iter()
+                    .any(|l| l.get(&key).is_some_and(|s| s.contains(&(v.vip, v.port))))
+            };
+            let want = desired.get(&key).map_or(&[][..], Vec::as_slice);
+            self.maps.merge_backend_vips(key, want, live)?;
+        }
+        self.live_vips.clone_from(&u.live_vips);
+        Ok(u)
     }
 
     /// Attaches to `interface` with links pinned under `links_dir`, or adopts the links already
@@ -142,10 +210,9 @@ impl Dataplane {
         &mut self.maps
     }
 
-    /// Active flows (SYN, established or UDP: not closing) per backend id, from one scan of the
-    /// conntrack map.
+    /// Active flows (anything not closing) per backend id, from one scan of both flow tables.
     pub fn active_flows(&self) -> Result<HashMap<u32, u64>, DataplaneError> {
-        Ok(flows::census(&self.maps)?.0)
+        Ok(flows::census(&self.maps)?.active)
     }
 }
 
@@ -249,11 +316,12 @@ pub enum DataplaneError {
         /// Name.
         name: String,
     },
-    /// A pinned map exists with a layout that does not match this build.
+    /// A pinned map exists with a layout that does not match this build and that veer cannot
+    /// carry over.
     #[error(
-        "pinned map {path} has {found}, this build of veer expects {expected}; \
-         run `veer teardown` to remove the old pins (this drops established flows) \
-         or run the veer version that created them"
+        "pinned map {path} has {found}, this build of veer expects {expected}; veer leaves \
+         pinned state it cannot carry over untouched: run the veer version that created these \
+         pins (removing them with `veer teardown` drops every established flow)"
     )]
     PinnedMapLayout {
         /// Pin path.
@@ -262,6 +330,45 @@ pub enum DataplaneError {
         expected: String,
         /// What the pin has.
         found: String,
+    },
+    /// A pinned flow table holds another number of entries than the config asks for.
+    #[error(
+        "pinned map {path} holds {pinned} entries and the config asks for {configured} \
+         (`{key}` in [node]); set `{key} = {pinned}` to run on the pinned maps with every \
+         established flow (a new size takes a `veer teardown`, which drops them all)"
+    )]
+    PinnedCapacity {
+        /// Pin path.
+        path: PathBuf,
+        /// The `[node]` key.
+        key: &'static str,
+        /// Entries of the pinned map.
+        pinned: u32,
+        /// Entries the config asks for.
+        configured: u32,
+    },
+    /// The pins were made by a newer veer.
+    #[error(
+        "the pins next to {path} have layout version {found}, newer than this build's \
+         ({}); run that veer version or a newer one",
+        veer_common::maps::LAYOUT_VERSION
+    )]
+    PinnedLayoutNewer {
+        /// The layout pin.
+        path: PathBuf,
+        /// Its version.
+        found: u32,
+    },
+    /// Setting aside, opening or removing a pin of an older layout failed.
+    #[error("migrating the pinned maps: {op} {path} failed")]
+    MigrationPin {
+        /// What was being done (`set aside`, `open`, `remove`).
+        op: &'static str,
+        /// The pin.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
     },
     /// Preparing the pin directory (mounting bpffs, creating the directory) failed.
     #[error("preparing the pin directory {path} failed")]

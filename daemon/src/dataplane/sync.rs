@@ -3,7 +3,9 @@
 //! `plan` is pure: from what is applied and what is desired it computes the ids and an ordered
 //! list of map operations. `apply` runs them in the order that keeps every packet consistent:
 //!
-//! 1. backends (new ids only; an id is never rewritten to another address),
+//! 1. backends (new ids only; an id is never rewritten to another address), and the VIPs each
+//!    backend serves (`VEER_BE_VIPS`, merged with what the map holds: a VIP is dropped only by
+//!    conntrack upkeep, once no flow needs it), so a backend's first reply finds its flow,
 //! 2. Maglev tables (a fresh inner map swapped in whole),
 //! 3. services (weights and group ids, one element swap each),
 //! 4. pins,
@@ -11,7 +13,7 @@
 //! 6. backend ids no table names any more are retired, and deleted from the map only after a
 //!    grace period, as a packet may have read an old table just before its swap.
 //!
-//! Established flows are never touched: their conntrack entries carry the backend address.
+//! Established flows are never touched: their flow entries carry the backend address.
 //! If an operation fails, the operations needed to go back are run and the error is returned, so
 //! the previous state stays in force.
 
@@ -23,16 +25,15 @@ use std::{
 
 use veer_common::{
     FAMILY_V4, FAMILY_V6,
+    addr::addr_words,
     backend::BackendValue,
+    flow::{BackendKey, RevNatValue},
     maps::{MAGLEV_TABLE_SIZE, MAX_BACKENDS, MAX_GROUPS, MAX_GROUPS_PER_SERVICE, MAX_SERVICES},
     select::cumulative_weights,
     service::{ServiceKey, ServiceValue},
 };
 
-use super::{
-    DataplaneError, maglev,
-    maps::{Maps, addr_words},
-};
+use super::{DataplaneError, maglev, maps::Maps, vips};
 use crate::model::{DesiredState, Down, Ids, Service};
 
 /// How long a retired backend id stays in the backends map after the last table naming it was
@@ -63,6 +64,14 @@ pub enum Op {
         addr: SocketAddr,
         /// Zero the id's counters first (a new backend; not when reconciling a restart).
         reset_counters: bool,
+    },
+    /// Make a backend's replies find flows to these VIPs (desired ones first; VIPs the map holds
+    /// already stay while flows need them).
+    SetBackendVips {
+        /// The backend as replies name it.
+        key: BackendKey,
+        /// VIPs and service ids, in order.
+        vips: Vec<(RevNatValue, u32)>,
     },
     /// Swap in a group's Maglev table built over these backends.
     SetTable {
@@ -329,6 +338,13 @@ fn plan_with_ids(
             });
         }
     }
+    // ... and the VIPs of backends whose services changed (before any table names them).
+    let old_vips = vips::desired(&current.state, &current.ids);
+    for (key, list) in vips::desired(desired, &ids) {
+        if old_vips.get(&key) != Some(&list) {
+            ops.push(Op::SetBackendVips { key, vips: list });
+        }
+    }
     // 2. Tables whose backend set changed (or new groups).
     let old_tables = tables(&current.state, &current.ids, &current.down);
     for (gid, backends) in tables(desired, &ids, down) {
@@ -442,6 +458,18 @@ pub(super) fn run(maps: &mut Maps, op: &Op) -> Result<(), DataplaneError> {
                     _pad: 0,
                 },
             )
+        }
+        Op::SetBackendVips { key, vips } => {
+            let overflow = maps.merge_backend_vips(*key, vips, |_| true)?;
+            if !overflow.is_empty() {
+                tracing::warn!(
+                    backend = ?veer_common::addr::words_addr(key.addr, key.family),
+                    port = u16::from_be(key.port),
+                    dropped = overflow.len(),
+                    "a backend serves more VIPs than replies can try; flows of the oldest lose their VIP on replies"
+                );
+            }
+            Ok(())
         }
         Op::SetTable { group, backends } => {
             maps.set_maglev_table(*group, &maglev::build(backends, MAGLEV_TABLE_SIZE))
@@ -577,7 +605,20 @@ mod tests {
                 _ => "other",
             })
             .collect();
-        assert_eq!(kinds, ["backend", "backend", "table", "table", "service"]);
+        assert_eq!(
+            kinds,
+            [
+                "backend", "backend", "other", "other", "table", "table", "service"
+            ],
+            "backends and their VIPs, then tables, then services"
+        );
+        assert!(
+            p.ops
+                .iter()
+                .filter(|o| matches!(o, Op::SetBackendVips { .. }))
+                .count()
+                == 2
+        );
     }
 
     #[test]

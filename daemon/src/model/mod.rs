@@ -216,6 +216,7 @@ mod tests {
         let mut wanted = running.clone();
         wanted.interfaces = vec!["eth1".into()];
         wanted.xdp_mode = XdpAttachMode::Native;
+        wanted.conntrack_new_max = 1 << 17;
         wanted.timeouts.udp = Duration::from_secs(90);
         let changes = running.changes(&wanted);
         let text: Vec<String> = changes
@@ -227,6 +228,7 @@ mod tests {
             [
                 "interfaces [] -> [\"eth1\"]",
                 "xdp_mode auto -> native",
+                "conntrack_new_max 65536 -> 131072",
                 "timeouts.udp 1m -> 1m 30s"
             ]
         );
@@ -315,5 +317,41 @@ mod tests {
             s.validate().map_err(|v| v.error),
             Err(StateError::TooManyGroups { .. })
         ));
+    }
+
+    #[test]
+    fn a_backend_serves_at_most_four_services() {
+        let mut s = web();
+        for i in 1..4u8 {
+            let mut other = s.services[0].clone();
+            other.name = format!("web{i}");
+            other.vip = IpAddr::from([192, 0, 2, 10 + i]);
+            s.services.push(other);
+        }
+        assert_eq!(s.validate(), Ok(()), "four services share both backends");
+        // The same backend address and port in a UDP service is another backend.
+        let mut udp = s.services[0].clone();
+        udp.name = "dns".into();
+        udp.protocol = Protocol::Udp;
+        s.services.push(udp);
+        assert_eq!(s.validate(), Ok(()));
+        let mut fifth = s.services[0].clone();
+        fifth.name = "web5".into();
+        fifth.vip = "192.0.2.20".parse().unwrap();
+        s.services.push(fifth);
+        let err = s.validate().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "backend 198.51.100.11:8080/tcp serves 5 services (web, web1, web2, web3, web5); \
+             at most 4 services can share a backend address and port"
+        );
+        assert_eq!(
+            err.at,
+            Place::Service {
+                service: 5,
+                field: ServiceField::Table
+            },
+            "at the service that went over the limit"
+        );
     }
 }

@@ -36,6 +36,9 @@ pub struct Timeouts {
 impl Timeouts {
     /// Shortest idle timeout.
     pub const MIN: Duration = Duration::from_secs(1);
+    /// Longest idle timeout: flow entries keep time in 32-bit ticks of about a millisecond,
+    /// whose ages are exact up to 24.8 days (`veer_common::flow::ticks_since`).
+    pub const MAX: Duration = Duration::from_hours(24 * 20);
 }
 
 impl Default for Timeouts {
@@ -56,8 +59,11 @@ pub struct NodeConfig {
     pub interfaces: Vec<String>,
     /// XDP attach mode.
     pub xdp_mode: XdpAttachMode,
-    /// Conntrack capacity (entries).
+    /// Capacity of the table of confirmed flows, `VEER_FLOWS` (entries).
     pub conntrack_max: u32,
+    /// Capacity of the table of new flows, `VEER_NEWFLOWS` (entries): handshakes, mid-flow
+    /// misses, UDP flows.
+    pub conntrack_new_max: u32,
     /// Idle timeouts.
     pub timeouts: Timeouts,
 }
@@ -94,6 +100,11 @@ impl NodeConfig {
                 self.conntrack_max.to_string(),
                 wanted.conntrack_max.to_string(),
             ),
+            (
+                "conntrack_new_max",
+                self.conntrack_new_max.to_string(),
+                wanted.conntrack_new_max.to_string(),
+            ),
             ("timeouts.tcp_syn", d(r.tcp_syn), d(w.tcp_syn)),
             (
                 "timeouts.tcp_established",
@@ -113,9 +124,9 @@ impl NodeConfig {
         .collect()
     }
 
-    /// Smallest conntrack.
+    /// Smallest flow table (`conntrack_max`, `conntrack_new_max`).
     pub const MIN_CONNTRACK: u32 = 1024;
-    /// Largest conntrack.
+    /// Largest flow table (`conntrack_max`, `conntrack_new_max`).
     pub const MAX_CONNTRACK: u32 = 1 << 26;
 }
 
@@ -125,6 +136,7 @@ impl Default for NodeConfig {
             interfaces: Vec::new(),
             xdp_mode: XdpAttachMode::Auto,
             conntrack_max: veer_common::maps::DEFAULT_CONNTRACK_MAX,
+            conntrack_new_max: veer_common::maps::DEFAULT_NEWFLOWS_MAX,
             timeouts: Timeouts::default(),
         }
     }

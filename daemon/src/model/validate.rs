@@ -5,7 +5,7 @@
 //! line and column, a key in a config center) can point at it.
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeMap, HashMap},
     net::{IpAddr, SocketAddr},
     time::Duration,
 };
@@ -13,7 +13,8 @@ use std::{
 use veer_common::maps::MAX_GROUPS_PER_SERVICE;
 
 use super::{
-    CheckKind, DesiredState, HealthCheck, NodeConfig, PlanError, Service, Timeouts, Weight,
+    CheckKind, DesiredState, HealthCheck, NodeConfig, PlanError, Protocol, Service, Timeouts,
+    Weight,
 };
 
 /// Which field of a `[[service]]`.
@@ -161,8 +162,10 @@ pub enum Place {
     },
     /// One of the node's interfaces.
     Interface(usize),
-    /// The conntrack capacity.
+    /// The capacity of the table of confirmed flows.
     ConntrackMax,
+    /// The capacity of the table of new flows.
+    ConntrackNewMax,
     /// An idle timeout.
     Timeout(TimeoutField),
 }
@@ -370,13 +373,15 @@ pub enum StateError {
         /// The name, as given.
         name: String,
     },
-    /// A conntrack capacity out of range.
+    /// A flow table's capacity out of range.
     #[error(
-        "conntrack_max {value} is out of range {}..={}",
+        "{field} {value} is out of range {}..={}",
         NodeConfig::MIN_CONNTRACK,
         NodeConfig::MAX_CONNTRACK
     )]
-    ConntrackMax {
+    FlowTableSize {
+        /// Which table's key (`conntrack_max`, `conntrack_new_max`).
+        field: &'static str,
         /// The value.
         value: u32,
     },
@@ -389,6 +394,34 @@ pub enum StateError {
         value: String,
         /// The minimum.
         min: String,
+    },
+    /// An idle timeout longer than the flow clock can measure.
+    #[error(
+        "[node.timeouts] {field} {value} is longer than the {max} maximum (flow entries keep time in 32-bit ticks of about a millisecond)"
+    )]
+    TimeoutTooLong {
+        /// Which timeout (`tcp_syn`, `udp` ...).
+        field: &'static str,
+        /// The value.
+        value: String,
+        /// The maximum.
+        max: String,
+    },
+    /// A backend serves more services than its replies can be matched against.
+    #[error(
+        "backend {backend}/{protocol} serves {} services ({}); at most {max} services can share a backend address and port",
+        services.len(),
+        services.join(", ")
+    )]
+    BackendInTooManyServices {
+        /// Address and port of the backend.
+        backend: SocketAddr,
+        /// The protocol of the services.
+        protocol: Protocol,
+        /// Names of the services it serves, in the order of the state.
+        services: Vec<String>,
+        /// The limit (`veer_common::flow::MAX_VIPS_PER_BACKEND`).
+        max: usize,
     },
 }
 
@@ -478,7 +511,46 @@ impl DesiredState {
             endpoints.insert(endpoint, i);
             s.validate(i)?;
         }
-        Ok(())
+        self.validate_shared_backends()
+    }
+
+    /// A reply finds its flow by trying each service its backend serves
+    /// (`veer_common::flow::MAX_VIPS_PER_BACKEND` at most). The violation is at the service
+    /// that went over the limit.
+    fn validate_shared_backends(&self) -> Result<(), Violation> {
+        let max = veer_common::flow::MAX_VIPS_PER_BACKEND;
+        let mut by_backend: BTreeMap<(SocketAddr, Protocol), Vec<usize>> = BTreeMap::new();
+        for (i, s) in self.services.iter().enumerate() {
+            for b in s.groups.iter().flat_map(|g| &g.backends) {
+                let services = by_backend.entry((b.addr, s.protocol)).or_default();
+                if !services.contains(&i) {
+                    services.push(i);
+                }
+            }
+        }
+        // The first service (in the state's order) that takes a backend over the limit.
+        let over = by_backend
+            .into_iter()
+            .filter(|(_, services)| services.len() > max)
+            .min_by_key(|(_, services)| services[max]);
+        match over {
+            Some(((backend, protocol), services)) => Err(at(
+                Place::Service {
+                    service: services[max],
+                    field: ServiceField::Table,
+                },
+                StateError::BackendInTooManyServices {
+                    backend,
+                    protocol,
+                    services: services
+                        .iter()
+                        .map(|&i| self.services[i].name.clone())
+                        .collect(),
+                    max,
+                },
+            )),
+            None => Ok(()),
+        }
     }
 }
 
@@ -810,13 +882,17 @@ impl NodeConfig {
             }
             seen.insert(name, k);
         }
-        if !(Self::MIN_CONNTRACK..=Self::MAX_CONNTRACK).contains(&self.conntrack_max) {
-            return Err(at(
-                Place::ConntrackMax,
-                StateError::ConntrackMax {
-                    value: self.conntrack_max,
-                },
-            ));
+        for (place, field, value) in [
+            (Place::ConntrackMax, "conntrack_max", self.conntrack_max),
+            (
+                Place::ConntrackNewMax,
+                "conntrack_new_max",
+                self.conntrack_new_max,
+            ),
+        ] {
+            if !(Self::MIN_CONNTRACK..=Self::MAX_CONNTRACK).contains(&value) {
+                return Err(at(place, StateError::FlowTableSize { field, value }));
+            }
         }
         let t = &self.timeouts;
         for (field, value) in [
@@ -832,6 +908,16 @@ impl NodeConfig {
                         field: field.as_str(),
                         value: text(value),
                         min: text(Timeouts::MIN),
+                    },
+                ));
+            }
+            if value > Timeouts::MAX {
+                return Err(at(
+                    Place::Timeout(field),
+                    StateError::TimeoutTooLong {
+                        field: field.as_str(),
+                        value: text(value),
+                        max: text(Timeouts::MAX),
                     },
                 ));
             }

@@ -30,12 +30,13 @@ impl Phase {
     }
 }
 
-/// Attempted and failed new flows to the target group, as absolute counters.
+/// Judged connection attempts to the target group and the failed ones, as absolute counters.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Counts {
-    /// New flows given to the target group's backends.
+    /// Connection attempts the target group's backends answered (SYN-ACK) or failed; for UDP,
+    /// the new flows given to them. A client that never completes its handshake makes none.
     pub attempted: u64,
-    /// Of those, refused (RST answering the SYN) or unanswered.
+    /// Of those, refused (RST answering the SYN) or left unanswered for the connect timeout.
     pub failed: u64,
 }
 

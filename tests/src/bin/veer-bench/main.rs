@@ -5,7 +5,8 @@
 //! 3. shift-to-effect time and CLI round trip (`shift`);
 //! 4. failures under load through a cutover, a crash, an upgrade, beside nginx and `HAProxy`
 //!    (`downtime`);
-//! 5. daemon and map memory (`memory`).
+//! 5. daemon and map memory (`memory`);
+//! 6. floods against held flows (`flood`).
 //!
 //! Usage: `veer-bench [--out FILE] [--quick] [--only 1,3]`. Needs root, `wrk`, `haproxy`,
 //! `nginx` and `bpftool` (`cargo xtask bench` installs them) and the `veer` binary beside this
@@ -21,6 +22,7 @@ use tokio as _;
 
 mod bed;
 mod downtime;
+mod flood;
 #[expect(dead_code, reason = "shared with veer-demo, which uses all of it")]
 mod load;
 mod memory;
@@ -62,7 +64,7 @@ fn options() -> Result<Options> {
                     .map_err(|e| format!("--only: {e}"))?;
             }
             "-h" | "--help" => {
-                println!("veer-bench [--out FILE] [--quick] [--only 1,2,3,4,5]");
+                println!("veer-bench [--out FILE] [--quick] [--only 1,2,3,4,5,6]");
                 std::process::exit(0);
             }
             other => bail!("unknown argument {other:?} (try --help)"),
@@ -128,6 +130,7 @@ fn run() -> Result<bool> {
     let prog = section(&opts, 1, "per-packet cost (BPF_PROG_TEST_RUN)", prog::run)?;
     let shift = section(&opts, 3, "shift latency and CLI round trip", shift::run)?;
     let memory = section(&opts, 5, "memory", memory::run)?;
+    let flood = section(&opts, 6, "floods against held flows", flood::run)?;
     let downtime = section(&opts, 4, "zero downtime under load", downtime::run)?;
     let net = section(&opts, 2, "requests per second with wrk", net::run)?;
     let report = report::Report {
@@ -136,6 +139,7 @@ fn run() -> Result<bool> {
         shift,
         downtime,
         memory,
+        flood,
         secs: start.elapsed().as_secs_f64(),
         quick: opts.quick,
     };
@@ -145,6 +149,7 @@ fn run() -> Result<bool> {
         report.shift.is_ok(),
         report.downtime.is_ok(),
         report.memory.is_ok(),
+        report.flood.is_ok(),
     ]
     .iter()
     .all(|ok| *ok);

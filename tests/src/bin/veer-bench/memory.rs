@@ -5,7 +5,8 @@
 //!
 //! The million entries are synthetic: one real connection through the VIP gives an entry, and
 //! copies of it under new client tuples (same backend, established, last seen now) are written
-//! into the daemon's pinned `VEER_CONNTRACK` through the same user-space API the daemon uses.
+//! into the daemon's pinned `VEER_FLOWS` (the table of confirmed flows) through the same
+//! user-space API the daemon uses.
 
 use std::{
     net::{IpAddr, Ipv4Addr, SocketAddr},
@@ -14,8 +15,10 @@ use std::{
 };
 
 use aya::maps::{HashMap as BpfHashMap, Map, MapData};
-use veer::dataplane::maps::addr_words;
-use veer_common::flow::{FlowEntry, FlowKey, STATE_ESTABLISHED};
+use veer_common::{
+    addr::addr_words,
+    flow::{FlowEntry, FlowKey, STATE_ESTABLISHED},
+};
 use veer_tests::servers::ask_once;
 
 use crate::bed::{self, Context as _, Result, VIP, Veer, bail};
@@ -153,18 +156,18 @@ pub(crate) fn run() -> Result<Results> {
     let mut held = held;
     veer_tests::servers::ask_tcp(&mut held).context("asking through the VIP")?;
     ask_once(topo.client(), VIP, Duration::from_secs(2)).context("asking through the VIP")?;
-    let data = MapData::from_pin(veer.pin_dir.join(veer_common::maps::CONNTRACK))
-        .context("opening the pinned conntrack map")?;
+    let data = MapData::from_pin(veer.pin_dir.join(veer_common::maps::FLOWS))
+        .context("opening the pinned table of confirmed flows")?;
     let mut ct: BpfHashMap<MapData, FlowKey, FlowEntry> =
-        BpfHashMap::try_from(Map::LruHashMap(data)).context("conntrack map")?;
+        BpfHashMap::try_from(Map::HashMap(data)).context("table of confirmed flows")?;
     let template = ct
         .iter()
         .filter_map(std::result::Result::ok)
         .map(|(_, v)| v)
         .next()
-        .context("no conntrack entry after a connection through the VIP")?;
+        .context("no confirmed flow after a connection through the VIP")?;
     let start = Instant::now();
-    let now = veer::dataplane::flows::monotonic_ns();
+    let now = veer::dataplane::flows::now_tick();
     for i in 0..ENTRIES {
         if i % 50_000 == 0 {
             bed::check_interrupted()?;
@@ -184,7 +187,8 @@ pub(crate) fn run() -> Result<Results> {
         };
         let entry = FlowEntry {
             state: STATE_ESTABLISHED,
-            last_seen_ns: now,
+            last_seen: now,
+            created: now,
             ..template
         };
         ct.insert(key, entry, 0)

@@ -10,10 +10,14 @@
 //!
 //! - Established flow ("ping-pong"): service A (`198.51.100.11:80`) has one backend, B
 //!   (`198.51.100.12:80`), and service B has one backend, A. The client's flows to A and to B are
-//!   both established, so each run is a conntrack hit that rewrites A to B or B to A, with fib
-//!   lookup and redirect. veer decrements the TTL as a router does, so frames start at TTL 255
+//!   both confirmed (entries in `VEER_FLOWS`, written by the benchmark), so each run is a hit in
+//!   the table of confirmed flows that rewrites A to B or B to A, with fib lookup and redirect. veer decrements the TTL as a router does, so frames start at TTL 255
 //!   and a call runs at most [`REPEAT`] = 250 times; a sample is [`CALLS`] calls.
-//! - Reply: the same two flows seen from the backends: each run reverse-NATs B to A or A to B.
+//! - Reply: the same two flows seen from the backends: each run finds its flow through the
+//!   backend's VIPs (`VEER_BE_VIPS`) and reverse-NATs B to A or A to B. The backend's
+//!   acknowledgment number is the same on every run, so after the first the entry's
+//!   `backend_ack` is compared, not stored; single runs with a new acknowledgment number each
+//!   time measure the store beside single runs with the same one.
 //! - The baselines use the same frames and, for the lookup, the same two flows.
 //! - New flow (conntrack miss): every run must see a flow it has not seen, so each call runs once
 //!   (`repeat = 1`) on a frame from a new source port; the figure is the median over
@@ -30,17 +34,19 @@ use aya::{
     maps::{HashMap as BpfHashMap, MapData},
     programs::{SchedClassifier, TestRun as _, TestRunOptions, Xdp},
 };
+use veer::dataplane::maps::FlowTable;
 use veer::dataplane::{
     self,
     loader::{self, LoadOptions},
     maglev,
-    maps::{Maps, addr_words},
+    maps::Maps,
 };
 use veer_common::{
     FAMILY_V4, PROTO_TCP,
+    addr::addr_words,
     backend::BackendValue,
     counters::Reason,
-    flow::{FlowEntry, FlowKey, STATE_ESTABLISHED},
+    flow::{BackendKey, FlowEntry, FlowKey, RevNatValue, STATE_ESTABLISHED},
     maps::MAGLEV_TABLE_SIZE,
     service::ServiceKey,
 };
@@ -102,7 +108,13 @@ pub(crate) struct Results {
     pub(crate) steady: Vec<Row>,
     /// Single runs (repeat = 1).
     pub(crate) single: Vec<Row>,
+    /// Conntrack upkeep's delete of one expired entry (`Maps::expire_flow`: read again,
+    /// compare, delete), in ns, sorted: the window in which a refresh is still lost.
+    pub(crate) expiry_ns: Vec<f64>,
 }
+
+/// Expired entries deleted to time `Maps::expire_flow`.
+pub(crate) const EXPIRIES: u32 = 20_000;
 
 impl Results {
     /// The steady-state median of `program` on `case`.
@@ -238,6 +250,64 @@ fn seed(maps: &mut Maps) -> Result<()> {
     group(maps, 3, 3, sock(B, 80))?;
     service(maps, 3, sock(B, 80), &[(4, 10000)])?;
     group(maps, 4, 4, sock(A, 80))?;
+    // What the daemon's sync writes beside: the VIPs each backend serves.
+    for (backend, vip, id) in [
+        (sock([198, 51, 100, 11], 8080), sock(VIP, 80), 1),
+        (sock([198, 51, 100, 21], 8080), sock(VIP, 80), 1),
+        (sock(B, 80), sock(A, 80), 2),
+        (sock(A, 80), sock(B, 80), 3),
+    ] {
+        maps.merge_backend_vips(
+            BackendKey {
+                addr: addr_words(backend.ip()),
+                port: backend.port().to_be(),
+                proto: PROTO_TCP,
+                family: FAMILY_V4,
+            },
+            &[(
+                RevNatValue {
+                    vip: addr_words(vip.ip()),
+                    port: vip.port().to_be(),
+                    _pad: [0; 2],
+                },
+                id,
+            )],
+            |_| true,
+        )
+        .map_err(|e| bed::Error::from(veer_tests::prog::error_chain(&e)))?;
+    }
+    Ok(())
+}
+
+/// The client-side key of a flow from `src` to `dst`.
+fn flow_key(src: SocketAddr, dst: SocketAddr) -> FlowKey {
+    FlowKey {
+        src_addr: addr_words(src.ip()),
+        dst_addr: addr_words(dst.ip()),
+        src_port: src.port().to_be(),
+        dst_port: dst.port().to_be(),
+        proto: PROTO_TCP,
+        family: FAMILY_V4,
+        _pad: [0; 2],
+    }
+}
+
+/// Moves the flow of `key` into `VEER_FLOWS`, established (what its handshake would do).
+fn confirm(maps: &mut Maps, key: FlowKey, backend: SocketAddr, id: u32) -> Result<()> {
+    let now = veer::dataplane::flows::now_tick();
+    let entry = FlowEntry {
+        backend_addr: addr_words(backend.ip()),
+        backend_port: backend.port().to_be(),
+        state: STATE_ESTABLISHED,
+        backend_id: id,
+        last_seen: now,
+        created: now,
+        ..FlowEntry::default()
+    };
+    maps.remove_flow(FlowTable::New, &key)
+        .map_err(|e| veer_tests::prog::error_chain(&e))?;
+    maps.insert_flow(FlowTable::Flows, key, entry, 0)
+        .context("writing a confirmed flow")?;
     Ok(())
 }
 
@@ -327,27 +397,9 @@ fn measure() -> Result<Results> {
         }
     }
 
-    // The two established ping-pong flows, created by veer itself: a SYN to A and one to B (each
-    // run once), then the ACK frames below move them to established on their first run.
-    let syn_a = client_frame(client, sock(A, 80), tcp_flags::SYN);
-    let syn_b = client_frame(client, sock(B, 80), tcp_flags::SYN);
-    for f in [&syn_a, &syn_b] {
-        let mut out = vec![0_u8; f.len() + 256];
-        let r = loader::xdp_mut(&mut veer)
-            .map_err(|e| e.to_string())?
-            .test_run(TestRunOptions {
-                data_in: Some(f),
-                data_out: Some(&mut out),
-                ..TestRunOptions::default()
-            })
-            .context("creating a flow")?;
-        if r.return_value != XDP_REDIRECT {
-            bail!(
-                "a SYN to a ping-pong service got verdict {}",
-                r.return_value
-            );
-        }
-    }
+    // The two established ping-pong flows: confirmed entries, as a completed handshake leaves.
+    confirm(&mut maps, flow_key(client, sock(A, 80)), sock(B, 80), 3)?;
+    confirm(&mut maps, flow_key(client, sock(B, 80)), sock(A, 80), 4)?;
     let ack_a = client_frame(client, sock(A, 80), tcp_flags::ACK);
     let reply_b = PacketBuilder::tcp(sock(B, 80), client)
         .tcp_flags(tcp_flags::ACK)
@@ -374,8 +426,8 @@ fn measure() -> Result<Results> {
     for (name, case, frame, expect) in [
         ("bench_pass", "any frame", &ack_a, XDP_PASS),
         ("bench_floor", "TCP to A (fixed rewrite)", &ack_a, XDP_TX),
-        ("bench_floor_ct", "established (LRU hit)", &ack_a, XDP_TX),
-        ("bench_ct_fib", "established (LRU hit)", &ack_a, XDP_TX),
+        ("bench_floor_ct", "established (hash hit)", &ack_a, XDP_TX),
+        ("bench_ct_fib", "established (hash hit)", &ack_a, XDP_TX),
     ] {
         let mut samples = Vec::new();
         for _ in 0..SAMPLES {
@@ -486,6 +538,19 @@ fn measure() -> Result<Results> {
     if created != u64::from(SINGLE_SHOTS) {
         bail!("new flows: {created} created for {SINGLE_SHOTS} SYNs");
     }
+    // The same flows confirmed, as their handshakes would leave them.
+    for i in 0..SINGLE_SHOTS {
+        let k = flow_key(single_src(i), sock(VIP, 80));
+        let (_, e) = maps
+            .flow(&k)
+            .map_err(|e| veer_tests::prog::error_chain(&e))?
+            .context("a new flow left no entry")?;
+        let backend = SocketAddr::new(
+            veer_common::addr::words_addr(e.backend_addr, FAMILY_V4),
+            u16::from_be(e.backend_port),
+        );
+        confirm(&mut maps, k, backend, e.backend_id)?;
+    }
     let hit = attached(
         loader::xdp_mut(&mut veer).map_err(|e| e.to_string())?,
         |p| {
@@ -505,6 +570,47 @@ fn measure() -> Result<Results> {
     if after != u64::from(SINGLE_SHOTS) {
         bail!("established single runs created {} flows", after - created);
     }
+    // Replies of those flows, single runs: the same acknowledgment number as the entry holds
+    // (compared), then a new one each time (compared and stored).
+    let reply_of = |i: u32, ack: u32| {
+        let e = maps
+            .flow(&flow_key(single_src(i), sock(VIP, 80)))
+            .ok()
+            .flatten()
+            .map(|(_, e)| e)
+            .unwrap_or_default();
+        let backend = SocketAddr::new(
+            veer_common::addr::words_addr(e.backend_addr, FAMILY_V4),
+            u16::from_be(e.backend_port),
+        );
+        PacketBuilder::tcp(backend, single_src(i))
+            .tcp_flags(tcp_flags::ACK)
+            .ack(ack)
+            .payload(b"HTTP/1.1 200 OK\r\n\r\n")
+            .build()
+    };
+    let frames_same: Vec<Vec<u8>> = (0..SINGLE_SHOTS).map(|i| reply_of(i, 0)).collect();
+    let frames_new: Vec<Vec<u8>> = (0..SINGLE_SHOTS).map(|i| reply_of(i, i + 1)).collect();
+    let tc = loader::tc_mut(&mut veer).map_err(|e| e.to_string())?;
+    // The first round stores 0 as each flow's acknowledgment number; the measured one compares.
+    single_runs(
+        "reply",
+        &mut |o| tc.test_run(o).map_err(Into::into),
+        &|i| frames_same[i as usize].clone(),
+        TC_ACT_OK,
+    )?;
+    let reply_same = single_runs(
+        "reply, same ack",
+        &mut |o| tc.test_run(o).map_err(Into::into),
+        &|i| frames_same[i as usize].clone(),
+        TC_ACT_OK,
+    )?;
+    let reply_new = single_runs(
+        "reply, new ack",
+        &mut |o| tc.test_run(o).map_err(Into::into),
+        &|i| frames_new[i as usize].clone(),
+        TC_ACT_OK,
+    )?;
     let pass = attached(xdp(&mut base, "bench_pass")?, |p| {
         single_runs(
             "bench_pass",
@@ -517,6 +623,12 @@ fn measure() -> Result<Results> {
         ("bench_pass", "any frame", pass),
         ("veer_xdp", "new flow (SYN, conntrack miss)", miss),
         ("veer_xdp", "established (conntrack hit)", hit),
+        ("veer_tc_reply", "reply, same ack (compare)", reply_same),
+        (
+            "veer_tc_reply",
+            "reply, new ack (compare + store)",
+            reply_new,
+        ),
     ] {
         let m = median(&v);
         println!("  {program:<15} {case:<32} {m:>7.1} ns (single run, median of {SINGLE_SHOTS})");
@@ -527,12 +639,50 @@ fn measure() -> Result<Results> {
             samples: vec![m],
         });
     }
+    let expiry_ns = expiries(&mut maps)?;
+    println!(
+        "  upkeep: re-read + delete of an expired entry {:.1} µs (median of {EXPIRIES})",
+        median(&expiry_ns) / 1e3
+    );
     drop(base);
     drop(maps);
     drop(veer);
     drop(entered);
     drop(ns);
-    Ok(Results { steady, single })
+    Ok(Results {
+        steady,
+        single,
+        expiry_ns,
+    })
+}
+
+/// Times `Maps::expire_flow` on [`EXPIRIES`] expired entries of `VEER_FLOWS`; returns each
+/// call's ns, sorted.
+fn expiries(maps: &mut Maps) -> Result<Vec<f64>> {
+    let seen = FlowEntry {
+        state: STATE_ESTABLISHED,
+        backend_id: 3,
+        last_seen: veer::dataplane::flows::now_tick().wrapping_sub(1 << 22),
+        ..FlowEntry::default()
+    };
+    let key = |i: u32| flow_key(sock([203, 0, 113, 200], 1024 + i as u16), sock(VIP, 80));
+    for i in 0..EXPIRIES {
+        maps.insert_flow(FlowTable::Flows, key(i), seen, 0)
+            .context("writing an expired entry")?;
+    }
+    let mut v = Vec::with_capacity(EXPIRIES as usize);
+    for i in 0..EXPIRIES {
+        let t = std::time::Instant::now();
+        let r = maps
+            .expire_flow(FlowTable::Flows, &key(i), &seen)
+            .map_err(|e| veer_tests::prog::error_chain(&e))?;
+        v.push(t.elapsed().as_nanos() as f64);
+        if r != veer::dataplane::maps::Expiry::Deleted {
+            bail!("an expired entry was not deleted: {r:?}");
+        }
+    }
+    v.sort_by(f64::total_cmp);
+    Ok(v)
 }
 
 /// Runs `prog` once on each of [`SINGLE_SHOTS`] frames; returns each run's ns.

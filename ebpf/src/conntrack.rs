@@ -50,7 +50,7 @@ use veer_common::{
 };
 
 use crate::{
-    counters,
+    counters::{self, event},
     maps::{VEER_BE_VIPS, VEER_FLOWS, VEER_NEWFLOWS},
     parse::{Headers, tcp_flags},
 };
@@ -65,24 +65,6 @@ const EEXIST: i32 = -17;
 
 /// `FlowEntry::flags` bit: `backend_ack` holds an acknowledgment number the backend sent.
 pub(crate) const FLAG_BACKEND_ACK: u8 = 0x01;
-
-/// What happened to a flow on one packet, for the counters (`counters::request`, `reply`).
-pub(crate) mod event {
-    /// An entry was created.
-    pub(crate) const NEW_FLOW: u8 = 1 << 0;
-    /// A TCP segment with ACK met no entry.
-    pub(crate) const MIDFLOW_MISS: u8 = 1 << 1;
-    /// The flow moved into `VEER_FLOWS`.
-    pub(crate) const PROMOTED: u8 = 1 << 2;
-    /// The flow was confirmed but `VEER_FLOWS` had no room.
-    pub(crate) const PROMOTION_REFUSED: u8 = 1 << 3;
-    /// An invalid TCP segment on a flow (forwarded unchanged).
-    pub(crate) const INVALID: u8 = 1 << 4;
-    /// The backend answered the flow's SYN with a SYN-ACK.
-    pub(crate) const ANSWERED: u8 = 1 << 5;
-    /// The backend answered the flow's SYN with an RST.
-    pub(crate) const REFUSED: u8 = 1 << 6;
-}
 
 /// The table an entry was found in.
 #[derive(Clone, Copy, PartialEq, Eq)]

@@ -1,11 +1,27 @@
-//! Per-CPU counters. The only writer of the stats maps.
+//! Per-CPU counters, and the flow events they count (`event`, set by `conntrack`). The only
+//! writer of the stats maps.
 
 use veer_common::counters::{BackendCounters, Reason, ServiceCounters};
 
-use crate::{
-    conntrack::event,
-    maps::{VEER_BE_STATS, VEER_REASONS, VEER_SVC_STATS},
-};
+use crate::maps::{VEER_BE_STATS, VEER_REASONS, VEER_SVC_STATS};
+
+/// What happened to a flow on one packet (set by `conntrack`), for `request` and `reply`.
+pub(crate) mod event {
+    /// An entry was created.
+    pub(crate) const NEW_FLOW: u8 = 1 << 0;
+    /// A TCP segment with ACK met no entry.
+    pub(crate) const MIDFLOW_MISS: u8 = 1 << 1;
+    /// The flow moved into `VEER_FLOWS`.
+    pub(crate) const PROMOTED: u8 = 1 << 2;
+    /// The flow was confirmed but `VEER_FLOWS` had no room.
+    pub(crate) const PROMOTION_REFUSED: u8 = 1 << 3;
+    /// An invalid TCP segment on a flow (forwarded unchanged).
+    pub(crate) const INVALID: u8 = 1 << 4;
+    /// The backend answered the flow's SYN with a SYN-ACK.
+    pub(crate) const ANSWERED: u8 = 1 << 5;
+    /// The backend answered the flow's SYN with an RST.
+    pub(crate) const REFUSED: u8 = 1 << 6;
+}
 
 /// Counts one packet leaving with `reason`.
 #[inline(always)]
@@ -17,7 +33,7 @@ pub(crate) fn reason(reason: Reason) {
 }
 
 /// Counts a steered client packet for its service and backend, with what happened to its flow
-/// (`conntrack::event` bits).
+/// (`event` bits).
 #[inline(always)]
 pub(crate) fn request(service_id: u32, backend_id: u32, bytes: u64, events: u8) {
     service(service_id, 1, bytes, events);

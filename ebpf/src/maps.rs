@@ -1,4 +1,4 @@
-//! Every map of veer's kernel programs. Names and shapes are `common::maps::SPECS` (a test loads
+//! Every map of veer's kernel programs. Names and shapes are `common::specs::SPECS` (a test loads
 //! the object and compares); capacities come from `common::maps`, and the daemon sizes the two
 //! flow tables at load.
 

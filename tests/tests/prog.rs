@@ -1677,10 +1677,10 @@ mod layout {
 
     #[test]
     fn every_map_of_the_object_has_the_shape_its_spec_says() {
-        // The loader checks pinned maps against `common::maps::SPECS`; this checks the kernel
+        // The loader checks pinned maps against `common::specs::SPECS`; this checks the kernel
         // programs declare the same shapes.
         let mut ebpf = loader::load(&veer_tests::TEST_LOAD).unwrap();
-        for spec in &veer_common::maps::SPECS {
+        for spec in &veer_common::specs::SPECS {
             let map = ebpf
                 .map_mut(spec.name)
                 .unwrap_or_else(|| panic!("{} missing from the object", spec.name));

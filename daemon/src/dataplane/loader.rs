@@ -1,7 +1,7 @@
 //! Loading veer's kernel object and attaching its programs.
 //!
 //! With a pin directory, every map is pinned (or, when already pinned, reused) by name under it,
-//! after the existing pins' layouts are checked against this build (`common::maps::SPECS`): aya
+//! after the existing pins' layouts are checked against this build (`common::specs::SPECS`): aya
 //! reuses a pinned map without looking at its shape, so a changed layout would otherwise be used
 //! silently. Pins of an older layout are migrated first (`migrate`), never reset.
 
@@ -15,7 +15,10 @@ use aya::{
     maps::{MapInfo, MapType},
     programs::{SchedClassifier, TcAttachType, Xdp, XdpMode, tc},
 };
-use veer_common::maps::{self, Capacity, LAYOUT_VERSION, MapKind, MapSpec, progs};
+use veer_common::{
+    maps::{self, LAYOUT_VERSION, progs},
+    specs::{Capacity, MapKind, MapSpec, SPECS},
+};
 
 use super::DataplaneError;
 use crate::{EBPF_OBJECT, model::XdpAttachMode};
@@ -131,7 +134,7 @@ pub(super) fn pinned_layout_version(dir: &Path) -> Result<u32, DataplaneError> {
 /// Checks every existing pin under `dir` against this build's layout. Pins of an older layout
 /// must have been set aside by `migrate::prepare` already.
 fn check_pinned_layout(dir: &Path, opts: &LoadOptions) -> Result<(), DataplaneError> {
-    for spec in &maps::SPECS {
+    for spec in &SPECS {
         let path = dir.join(spec.name);
         if path.exists() {
             check_pin(&path, spec, opts)?;

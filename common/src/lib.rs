@@ -13,6 +13,7 @@ pub mod maps;
 pub mod pin;
 pub mod select;
 pub mod service;
+pub mod sock;
 
 /// Implements `aya::Pod` for map keys and values on the user-space side.
 macro_rules! pod {

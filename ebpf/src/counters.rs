@@ -40,3 +40,17 @@ pub(crate) fn service(id: u32, bytes: u64, new_flow: bool, midflow: bool) {
         c.midflow_misses += u64::from(midflow);
     }
 }
+
+/// Counts a flow a socket hook gave a backend (a client on the node): a new flow of the service
+/// and of the backend, without packets or bytes (they do not pass the packet programs).
+#[inline(always)]
+pub(crate) fn new_socket_flow(service_id: u32, backend_id: u32) {
+    if let Some(c) = VEER_SVC_STATS.get_ptr_mut(service_id) {
+        // SAFETY: per-CPU array slot, only this CPU writes it while the program runs.
+        unsafe { (*c).new_flows += 1 };
+    }
+    if let Some(c) = VEER_BE_STATS.get_ptr_mut(backend_id) {
+        // SAFETY: as above.
+        unsafe { (*c).new_flows += 1 };
+    }
+}

@@ -12,10 +12,11 @@ use veer_common::{
     flow::{FlowEntry, FlowKey, RevNatValue},
     maps::{
         DEFAULT_CONNTRACK_MAX, MAGLEV_TABLE_SIZE, MAX_BACKENDS, MAX_GROUPS, MAX_PINS, MAX_SERVICES,
-        MAX_TX_PORTS,
+        MAX_SOCK_FLOWS, MAX_TX_PORTS,
     },
     pin::PinKey,
     service::{ServiceKey, ServiceValue},
+    sock::{SockFlow, SockKey, SockPeer},
 };
 
 // ---- Desired state, written by the daemon ------------------------------------------------------
@@ -89,6 +90,24 @@ pub(crate) static VEER_REASONS: PerCpuArray<u64, { Reason::COUNT as usize }> = P
 #[btf_map]
 pub(crate) static VEER_LAYOUT: Array<u32, 1> = Array::new();
 
-/// Interfaces `veer_xdp` may redirect to (the ones it is attached to), by ifindex.
+/// Interfaces `veer_xdp` may redirect to, by ifindex: the ones veer is attached to that can take
+/// a redirected XDP frame (the daemon keeps it so as links change).
 #[btf_map]
 pub(crate) static VEER_TX_PORTS: DevMapHash<{ MAX_TX_PORTS as usize }> = DevMapHash::new();
+
+// ---- Clients on the node (socket hooks) ----------------------------------------------------------
+
+/// Socket flows: (socket cookie, VIP) -> the backend the socket was given.
+#[btf_map]
+pub(crate) static VEER_SOCK_FLOWS: LruHashMap<SockKey, SockFlow, { MAX_SOCK_FLOWS as usize }> =
+    LruHashMap::new();
+
+/// Their reverse: (socket cookie, backend) -> the VIP to show the application.
+#[btf_map]
+pub(crate) static VEER_SOCK_REV: LruHashMap<SockKey, SockPeer, { MAX_SOCK_FLOWS as usize }> =
+    LruHashMap::new();
+
+/// The network-namespace cookie of the daemon that loaded the programs (`NETNS_COOKIE_GLOBAL`,
+/// written by the loader; 0 = none, and the socket hooks then touch nothing).
+#[unsafe(no_mangle)]
+pub(crate) static VEER_NETNS_COOKIE: u64 = 0;

@@ -17,6 +17,9 @@ pub struct Status {
     pub revision: Option<RevisionInfo>,
     /// Interfaces the programs are attached to (from the config file).
     pub interfaces: Vec<String>,
+    /// Each interface's hook, mode and why; node settings; clients on the node.
+    #[serde(default)]
+    pub dataplane: crate::dataplane::DataplaneReport,
     /// Conntrack use.
     pub conntrack: ConntrackStatus,
     /// Services.

@@ -12,7 +12,10 @@ use std::{
     time::Duration,
 };
 
-use crate::{dataplane::loader::XdpAttachMode, model::DesiredState};
+use crate::{
+    dataplane::{ifaces::HookChoice, loader::XdpAttachMode},
+    model::DesiredState,
+};
 
 pub use validate::{ConfigErrorKind, parse_prefix};
 
@@ -83,12 +86,22 @@ mod humantime_serde_compat {
 pub struct NodeConfig {
     /// Interfaces the programs attach to.
     pub interfaces: Vec<String>,
-    /// XDP attach mode.
+    /// XDP attach mode (where XDP is chosen).
     pub xdp_mode: XdpAttachMode,
+    /// Per-interface overrides of the hook choice (`[node.hooks]`); interfaces not named are
+    /// `auto`.
+    pub hooks: std::collections::BTreeMap<String, HookChoice>,
     /// Conntrack capacity (entries).
     pub conntrack_max: u32,
     /// Idle timeouts.
     pub timeouts: Timeouts,
+}
+
+impl NodeConfig {
+    /// The hook choice of `interface` (`auto` unless `[node.hooks]` names it).
+    pub fn hook_choice(&self, interface: &str) -> HookChoice {
+        self.hooks.get(interface).copied().unwrap_or_default()
+    }
 }
 
 impl Default for NodeConfig {
@@ -96,6 +109,7 @@ impl Default for NodeConfig {
         Self {
             interfaces: Vec::new(),
             xdp_mode: XdpAttachMode::Auto,
+            hooks: std::collections::BTreeMap::new(),
             conntrack_max: veer_common::maps::DEFAULT_CONNTRACK_MAX,
             timeouts: Timeouts::default(),
         }

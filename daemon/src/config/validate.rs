@@ -13,7 +13,7 @@ use veer_common::maps::MAX_GROUPS_PER_SERVICE;
 
 use super::{Config, ConfigError, Location, NodeConfig, Timeouts, schema};
 use crate::{
-    dataplane::loader::XdpAttachMode,
+    dataplane::{ifaces::HookChoice, loader::XdpAttachMode},
     model::{
         Backend, CheckKind, DesiredState, Group, HealthCheck, Pin, Protocol, Service, Weight,
         WeightError, host_bits_zero,
@@ -332,6 +332,9 @@ fn node(loc: &Locator<'_>, raw: &schema::Node) -> Result<NodeConfig, ConfigError
             }
         };
     }
+    if let Some(hooks) = &raw.hooks {
+        node.hooks = node_hooks(loc, hooks.get_ref(), &node.interfaces)?;
+    }
     if let Some(max) = &raw.conntrack_max {
         let v = *max.get_ref();
         node.conntrack_max = u32::try_from(v)
@@ -374,6 +377,42 @@ fn node(loc: &Locator<'_>, raw: &schema::Node) -> Result<NodeConfig, ConfigError
         };
     }
     Ok(node)
+}
+
+/// `[node.hooks]`: each named interface must be in `interfaces`.
+fn node_hooks(
+    loc: &Locator<'_>,
+    raw: &std::collections::BTreeMap<String, toml::Spanned<String>>,
+    interfaces: &[String],
+) -> Result<std::collections::BTreeMap<String, HookChoice>, ConfigError> {
+    let mut out = std::collections::BTreeMap::new();
+    for (name, choice) in raw {
+        let c = match choice.get_ref().as_str() {
+            "auto" => HookChoice::Auto,
+            "xdp" => HookChoice::Xdp,
+            "tc" => HookChoice::Tc,
+            other => {
+                return loc.err(
+                    choice.span(),
+                    ConfigErrorKind::BadChoice {
+                        field: "hooks",
+                        value: other.to_owned(),
+                        choices: "auto, xdp, tc",
+                    },
+                );
+            }
+        };
+        if !interfaces.contains(name) {
+            return loc.err(
+                choice.span(),
+                ConfigErrorKind::Syntax {
+                    message: format!("`hooks`: interface `{name}` is not in `interfaces`"),
+                },
+            );
+        }
+        out.insert(name.clone(), c);
+    }
+    Ok(out)
 }
 
 fn duration(
@@ -912,6 +951,33 @@ backends = ["198.51.100.21:8080"]
         .unwrap();
         assert_eq!(c.state.services[0].pins.len(), 1);
         assert_eq!(c.node.timeouts, Timeouts::default());
+    }
+
+    #[test]
+    fn node_hooks_override_interfaces_named_in_interfaces() {
+        let text = GOOD.replace(
+            "conntrack_max = 1048576",
+            "conntrack_max = 1048576\n\n[node.hooks]\neth0 = \"tc\"",
+        );
+        let c = parse(Path::new("veer.toml"), &text).unwrap();
+        assert_eq!(c.node.hook_choice("eth0"), HookChoice::Tc);
+        assert_eq!(c.node.hook_choice("eth1"), HookChoice::Auto);
+        let bad = GOOD.replace(
+            "conntrack_max = 1048576",
+            "conntrack_max = 1048576\n\n[node.hooks]\neth0 = \"fast\"",
+        );
+        assert_eq!(
+            error(&bad),
+            "veer.toml:8:8: `hooks`: `fast` is not one of auto, xdp, tc"
+        );
+        let unknown = GOOD.replace(
+            "conntrack_max = 1048576",
+            "conntrack_max = 1048576\n\n[node.hooks]\neth9 = \"xdp\"",
+        );
+        assert_eq!(
+            error(&unknown),
+            "veer.toml:8:8: `hooks`: interface `eth9` is not in `interfaces`"
+        );
     }
 
     #[test]

@@ -208,9 +208,14 @@ impl Controller {
             }
         }
         for ifname in &interfaces {
-            let how = dataplane.attach_pinned(ifname, node.xdp_mode, &links_dir)?;
-            tracing::info!(interface = %ifname, ?how, "attached");
+            dataplane.attach_interface(
+                ifname,
+                node.xdp_mode,
+                node.hook_choice(ifname),
+                Some(&links_dir),
+            )?;
         }
+        dataplane.attach_local_clients(Some(&links_dir))?;
         let mut this = Self {
             dataplane,
             store,
@@ -221,6 +226,7 @@ impl Controller {
         };
         if let Some(rev) = this.store.latest() {
             let (state, ids, number) = (rev.state.clone(), rev.ids.clone(), rev.number);
+            this.dataplane.prepare_node(&state)?;
             let written = this.dataplane.reconcile(&state, ids, &sync::Down::new())?;
             tracing::info!(
                 revision = number,
@@ -335,6 +341,7 @@ impl Controller {
             rollouts::refuse_weight_changes(&rollouts, &current, &desired)?;
         }
         let down = self.health.down(&desired);
+        self.dataplane.prepare_node(&desired)?;
         self.dataplane.apply(&desired, &down)?;
         let ids = self.dataplane.applied().ids.clone();
         let word = origin.word();
@@ -645,7 +652,7 @@ impl Controller {
             });
         }
         let ids = &self.dataplane.applied().ids;
-        let (active, entries) = flows::census(self.dataplane.maps())?;
+        let (active, entries) = self.dataplane.census()?;
         let maps = self.dataplane.maps();
         let mut services = Vec::new();
         for s in state
@@ -705,6 +712,7 @@ impl Controller {
         Ok(Status {
             revision: self.store.latest().map(revision_info),
             interfaces: self.node.interfaces.clone(),
+            dataplane: self.dataplane.report(),
             conntrack: crate::api::protocol::ConntrackStatus {
                 entries,
                 capacity: self.node.conntrack_max,
@@ -786,9 +794,20 @@ impl Controller {
         Ok((out, matched))
     }
 
+    /// After a link or address event: attaches again to interfaces that came back, updates the
+    /// XDP redirect targets, and checks the node settings of the live state again.
+    pub fn links_changed(&mut self) -> Result<bool, ControlError> {
+        let changed = self.dataplane.refresh_interfaces()?;
+        if let Some(state) = self.live().cloned() {
+            self.dataplane.prepare_node(&state)?;
+        }
+        Ok(changed)
+    }
+
     /// One conntrack upkeep pass (expiry by the configured timeouts).
     pub fn upkeep(&mut self) -> Result<flows::Upkeep, ControlError> {
         let timeouts = self.node.timeouts;
+        self.dataplane.expire_socket_flows(timeouts.udp)?;
         let u = flows::upkeep(self.dataplane.maps_mut(), &timeouts, flows::monotonic_ns())?;
         self.health.record_unanswered(&u.unanswered, &u.syn);
         Ok(u)

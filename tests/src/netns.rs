@@ -32,26 +32,25 @@
 //!   [`NODE_CLIENT_ADDR`]/24 and [`NODE_CLIENT_ADDR_V6`]/64, and a host route for each extra
 //!   client address. Each backend group gets `n-<name>` (name cut to fit 15 bytes) holding
 //!   [`NODE_BACKEND_ADDR`]/32 (and [`NODE_BACKEND_ADDR_V6`]/128 when the group has IPv6
-//!   addresses), plus a host route per backend address. IPv4 and IPv6 forwarding are on, and
-//!   `rp_filter` is 0 (`all`, `default` and every interface).
+//!   addresses), plus a host route per backend address.
 //! - Backend namespace: `eth0` holds the group's addresses as /32 (/128), with an on-link host
 //!   route to the node's address and a default route through it, per family present. Backends
 //!   answer with their own address to the client's address: replies route back through the node
 //!   (no SNAT), where veer's TC program restores the VIP.
 //! - A topology without backends (local-backend tests) is just node and client; add addresses to
 //!   the node with `topology.node().run(&["ip", "addr", "add", ...])`.
-//! - Every namespace has `lo` up, IPv6 duplicate address detection off (`accept_dad=0`, and
-//!   `nodad` on every address) so addresses are usable at once, and `rp_filter` 0.
+//! - Every namespace has `lo` up, and every address is added `nodad` so it is usable at once (an
+//!   address flag, not a sysctl).
 //!
-//! # Offloads on the veth peers of the node
+//! # Kernel defaults
 //!
-//! The client's and backends' `eth0` get GRO on and TX checksum offload off (`ethtool -K eth0 gro
-//! on tx off`, done here with the `SIOCETHTOOL` ioctl, so the `ethtool` binary is not needed):
-//! - native `XDP_REDIRECT` (and `XDP_TX`) into a veth needs the receiving peer in NAPI mode, which
-//!   a veth enters when GRO is on or when an XDP program is attached to it;
-//! - a frame redirected by XDP loses the skb's `CHECKSUM_PARTIAL` state, so senders must write
-//!   complete checksums for the receiver to accept the redirected frame (and for the program's
-//!   incremental checksum updates to be meaningful).
+//! The bed changes no sysctl and no offload: forwarding is off in the node, `rp_filter`,
+//! `accept_ra` and `accept_local` are what a new namespace gets, and every veth keeps the
+//! kernel's offloads (TX checksum offload on, so local senders hand the node `CHECKSUM_PARTIAL`
+//! skbs; GRO off, so a veth peer has no NAPI and cannot take redirected XDP frames), as a
+//! container runtime leaves them. veer sets, checks or reports what it needs itself. Tests about
+//! a setting change it explicitly: [`Topology::enable_forwarding`] for plain kernel routing
+//! without veer, [`Netns::set_offload`] for the offload matrix.
 //!
 //! # Teardown
 //!
@@ -98,10 +97,26 @@ const MAX_GROUP_NAME_LEN: usize = 32;
 /// Roles a backend group may not be named after: their namespace or interface names are taken.
 const RESERVED_ROLES: [&str; 2] = ["node", "client"];
 
-/// `ETHTOOL_STXCSUM` from `linux/ethtool.h`: set TX checksum offload.
-const ETHTOOL_STXCSUM: u32 = 0x17;
-/// `ETHTOOL_SGRO` from `linux/ethtool.h`: set generic receive offload.
-const ETHTOOL_SGRO: u32 = 0x2c;
+/// A boolean offload of an interface, as `ethtool -K` names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Offload {
+    /// `tx`: TX checksum offload (`ETHTOOL_STXCSUM`). On by default on a veth: a local sender's
+    /// packets leave with `CHECKSUM_PARTIAL`.
+    TxChecksum,
+    /// `gro`: generic receive offload (`ETHTOOL_SGRO`). Off by default on a veth; on, it gives
+    /// the veth NAPI, so its peer can take redirected XDP frames.
+    Gro,
+}
+
+impl Offload {
+    /// The `ETHTOOL_S*` command from `linux/ethtool.h`.
+    fn set_cmd(self) -> u32 {
+        match self {
+            Offload::TxChecksum => 0x17,
+            Offload::Gro => 0x2c,
+        }
+    }
+}
 
 /// Process-wide counter making namespace names unique within this test process.
 static NEXT_ID: AtomicU32 = AtomicU32::new(0);
@@ -301,6 +316,14 @@ impl Netns {
     /// A UDP socket bound to `bind` inside this namespace.
     pub fn udp_socket(&self, bind: SocketAddr) -> io::Result<UdpSocket> {
         self.enter(move || UdpSocket::bind(bind))?
+    }
+
+    /// Turns an offload of interface `ifname` of this namespace on or off, like `ethtool -K`
+    /// (through the `SIOCETHTOOL` ioctl, so the `ethtool` binary is not needed). For tests about
+    /// offloads only: the bed itself keeps the kernel's defaults.
+    pub fn set_offload(&self, ifname: &str, offload: Offload, on: bool) -> io::Result<()> {
+        let ifname = ifname.to_owned();
+        self.enter(move || set_ethtool_flag(&ifname, offload.set_cmd(), on))?
     }
 }
 
@@ -555,21 +578,9 @@ fn addr_add(addr: IpAddr, dev: &str) -> String {
     }
 }
 
-/// Sysctls every namespace of a topology gets before its interfaces exist, so that new
-/// interfaces inherit them through `default`.
-const BASE_SYSCTLS: [(&str, &str); 6] = [
-    ("net.ipv4.conf.all.rp_filter", "0"),
-    ("net.ipv4.conf.default.rp_filter", "0"),
-    ("net.ipv6.conf.all.accept_dad", "0"),
-    ("net.ipv6.conf.default.accept_dad", "0"),
-    ("net.ipv6.conf.all.disable_ipv6", "0"),
-    ("net.ipv6.conf.default.disable_ipv6", "0"),
-];
-
-/// Creates a topology namespace with `lo` up and [`BASE_SYSCTLS`].
+/// Creates a topology namespace with `lo` up, everything else at the kernel's defaults.
 fn topology_ns(name: String) -> io::Result<Netns> {
     let ns = Netns::add(name)?;
-    ns.sysctl(&BASE_SYSCTLS)?;
     ns.run(&["ip", "link", "set", "lo", "up"])?;
     Ok(ns)
 }
@@ -593,15 +604,6 @@ fn add_veth(ns_a: &Netns, a: &str, ns_b: &Netns, b: &str) -> io::Result<()> {
         ns_b.name(),
     ])
     .map(drop)
-}
-
-/// Turns GRO on and TX checksum offload off on a veth peer of the node (see the module docs).
-fn prepare_peer_offloads(ns: &Netns, ifname: &str) -> io::Result<()> {
-    let ifname = ifname.to_owned();
-    ns.enter(move || {
-        set_ethtool_flag(&ifname, ETHTOOL_SGRO, true)?;
-        set_ethtool_flag(&ifname, ETHTOOL_STXCSUM, false)
-    })?
 }
 
 /// The client namespace of a topology.
@@ -729,6 +731,15 @@ impl Topology {
         IpAddr::V6(NODE_CLIENT_ADDR_V6)
     }
 
+    /// Turns IPv4 and IPv6 forwarding on in the node, for tests of plain kernel routing without
+    /// veer (which sets what it needs itself).
+    pub fn enable_forwarding(&self) -> io::Result<()> {
+        self.node.sysctl(&[
+            ("net.ipv4.ip_forward", "1"),
+            ("net.ipv6.conf.all.forwarding", "1"),
+        ])
+    }
+
     /// The names of every namespace of this topology, node first.
     pub fn netns_names(&self) -> Vec<String> {
         std::iter::once(&self.node)
@@ -806,23 +817,11 @@ impl TopologyBuilder {
                 ns,
             });
         }
-        let topology = Topology {
+        Ok(Topology {
             backends,
             client,
             node,
-        };
-
-        let mut node_sysctls = vec![
-            ("net.ipv4.ip_forward".to_owned(), "1"),
-            ("net.ipv6.conf.all.forwarding".to_owned(), "1"),
-        ];
-        for ifname in topology.node_ifnames() {
-            node_sysctls.push((format!("net.ipv4.conf.{ifname}.rp_filter"), "0"));
-        }
-        let node_sysctls: Vec<(&str, &str)> =
-            node_sysctls.iter().map(|(k, v)| (k.as_str(), *v)).collect();
-        topology.node.sysctl(&node_sysctls)?;
-        Ok(topology)
+        })
     }
 
     /// Checks names and addresses; returns the node's interface name for each backend group.
@@ -908,8 +907,7 @@ fn wire_client(node: &Netns, client: &Netns, extra: &[IpAddr]) -> io::Result<()>
         format!("route add 0.0.0.0/0 via {NODE_CLIENT_ADDR} dev {dev}"),
         format!("route add ::/0 via {NODE_CLIENT_ADDR_V6} dev {dev}"),
     ]);
-    client.ip_batch(&client_cmds)?;
-    prepare_peer_offloads(client, PEER_IFNAME)
+    client.ip_batch(&client_cmds)
 }
 
 /// Wires one backend group's namespace to the node (see the module docs).
@@ -953,6 +951,5 @@ fn wire_backend(
             format!("route add ::/0 via {NODE_BACKEND_ADDR_V6} dev {dev}"),
         ]);
     }
-    backend.ip_batch(&backend_cmds)?;
-    prepare_peer_offloads(backend, PEER_IFNAME)
+    backend.ip_batch(&backend_cmds)
 }

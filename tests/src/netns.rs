@@ -87,6 +87,8 @@ pub const NODE_BACKEND_ADDR_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xb, 0, 
 pub const NODE_CLIENT_IFNAME: &str = "n-client";
 /// The interface of the client and of every backend namespace, facing the node.
 pub const PEER_IFNAME: &str = "eth0";
+/// The node's bridge when backends sit behind one ([`TopologyBuilder::backends_behind_bridge`]).
+pub const NODE_BRIDGE_IFNAME: &str = "n-br";
 
 /// Where `ip netns` keeps its namespace handles.
 const NETNS_DIR: &str = "/run/netns";
@@ -631,6 +633,7 @@ pub struct Topology {
     // Dropped in declaration order: backends, client, then the node.
     backends: Vec<Backend>,
     client: Option<Client>,
+    bridged: bool,
     node: Netns,
 }
 
@@ -641,6 +644,7 @@ pub struct TopologyBuilder {
     client: bool,
     client_extra: Vec<IpAddr>,
     backends: Vec<(String, Vec<IpAddr>)>,
+    bridged: bool,
 }
 
 impl Topology {
@@ -695,14 +699,23 @@ impl Topology {
         &self.backend_part(name).node_ifname
     }
 
-    /// Every interface of the node except `lo`: the client-facing one first, then one per
-    /// backend group in the order they were added.
+    /// The interfaces of the node that carry IP (veer attaches there): the client-facing one
+    /// first, then one per backend group in the order they were added, or the bridge when the
+    /// backends sit behind one (its ports carry no address).
     pub fn node_ifnames(&self) -> Vec<String> {
+        let backends: Vec<String> = if self.bridged {
+            vec![NODE_BRIDGE_IFNAME.to_owned()]
+        } else {
+            self.backends
+                .iter()
+                .map(|b| b.node_ifname.clone())
+                .collect()
+        };
         self.client
             .as_ref()
             .map(|_| NODE_CLIENT_IFNAME.to_owned())
             .into_iter()
-            .chain(self.backends.iter().map(|b| b.node_ifname.clone()))
+            .chain(backends)
             .collect()
     }
 
@@ -786,6 +799,15 @@ impl TopologyBuilder {
         self
     }
 
+    /// Puts the backends behind a bridge, docker0-style: the node gets bridge
+    /// [`NODE_BRIDGE_IFNAME`] holding [`NODE_BACKEND_ADDR`]/24 and [`NODE_BACKEND_ADDR_V6`]/64,
+    /// each backend's veth peer in the node is a port of it (no address), and the backends hold
+    /// their addresses in those prefixes, routed through the bridge's addresses.
+    pub fn backends_behind_bridge(mut self) -> Self {
+        self.bridged = true;
+        self
+    }
+
     /// Creates the namespaces, veth pairs, addresses and routes. On error, whatever was
     /// created is removed again.
     ///
@@ -796,6 +818,14 @@ impl TopologyBuilder {
         let prefix = unique_prefix();
 
         let node = topology_ns(format!("{prefix}-node"))?;
+        if self.bridged {
+            node.ip_batch(&[
+                format!("link add {NODE_BRIDGE_IFNAME} type bridge"),
+                format!("addr add {NODE_BACKEND_ADDR}/24 dev {NODE_BRIDGE_IFNAME}"),
+                format!("addr add {NODE_BACKEND_ADDR_V6}/64 dev {NODE_BRIDGE_IFNAME} nodad"),
+                format!("link set {NODE_BRIDGE_IFNAME} up"),
+            ])?;
+        }
         let client = if self.client {
             let ns = topology_ns(format!("{prefix}-client"))?;
             wire_client(&node, &ns, &self.client_extra)?;
@@ -809,7 +839,11 @@ impl TopologyBuilder {
         let mut backends = Vec::with_capacity(self.backends.len());
         for ((name, addrs), node_ifname) in self.backends.into_iter().zip(ifnames) {
             let ns = topology_ns(format!("{prefix}-{name}"))?;
-            wire_backend(&node, &node_ifname, &ns, &addrs)?;
+            if self.bridged {
+                wire_bridged_backend(&node, &node_ifname, &ns, &addrs)?;
+            } else {
+                wire_backend(&node, &node_ifname, &ns, &addrs)?;
+            }
             backends.push(Backend {
                 name,
                 node_ifname,
@@ -820,6 +854,7 @@ impl TopologyBuilder {
         Ok(Topology {
             backends,
             client,
+            bridged: self.bridged,
             node,
         })
     }
@@ -855,7 +890,8 @@ impl TopologyBuilder {
         }
 
         let mut ifnames = Vec::with_capacity(self.backends.len());
-        let mut taken: HashSet<String> = HashSet::from([NODE_CLIENT_IFNAME.to_owned()]);
+        let mut taken: HashSet<String> =
+            HashSet::from([NODE_CLIENT_IFNAME.to_owned(), NODE_BRIDGE_IFNAME.to_owned()]);
         for (name, addrs) in &self.backends {
             validate_role(name)?;
             if RESERVED_ROLES.contains(&name.as_str()) {
@@ -952,4 +988,39 @@ fn wire_backend(
         ]);
     }
     backend.ip_batch(&backend_cmds)
+}
+
+/// Wires one backend group's namespace to the node's bridge (see
+/// [`TopologyBuilder::backends_behind_bridge`]).
+fn wire_bridged_backend(
+    node: &Netns,
+    port: &str,
+    backend: &Netns,
+    addrs: &[IpAddr],
+) -> io::Result<()> {
+    add_veth(node, port, backend, PEER_IFNAME)?;
+    node.ip_batch(&[
+        format!("link set {port} master {NODE_BRIDGE_IFNAME}"),
+        format!("link set {port} up"),
+    ])?;
+    let dev = PEER_IFNAME;
+    let mut cmds: Vec<String> = addrs
+        .iter()
+        .map(|addr| match addr {
+            IpAddr::V4(_) => format!("addr add {addr}/24 dev {dev}"),
+            IpAddr::V6(_) => format!("addr add {addr}/64 dev {dev} nodad"),
+        })
+        .collect();
+    cmds.push(format!("link set {dev} up"));
+    if addrs.iter().any(IpAddr::is_ipv4) {
+        cmds.push(format!(
+            "route add 0.0.0.0/0 via {NODE_BACKEND_ADDR} dev {dev}"
+        ));
+    }
+    if addrs.iter().any(IpAddr::is_ipv6) {
+        cmds.push(format!(
+            "route add ::/0 via {NODE_BACKEND_ADDR_V6} dev {dev}"
+        ));
+    }
+    backend.ip_batch(&cmds)
 }

@@ -76,7 +76,7 @@ impl Packet for TcContext {
             // Truncated (the packet passes untouched).
             let _ = self.pull_data(if len < PULL_LEN { len } else { PULL_LEN });
         }
-        parse::parse(self.data(), self.data_end())
+        parse::parse_frame(self.data(), self.data_end(), len as usize)
     }
 
     #[inline(always)]

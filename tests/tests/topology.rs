@@ -174,9 +174,12 @@ fn udp_socket(from_v6: bool) -> io::Result<UdpSocket> {
     Ok(s)
 }
 
-/// Asks `vip` once on a UDP socket; the answer must come from the VIP (reverse-translated).
+/// Asks `vip` once on a UDP socket (a datagram of `PAD` bytes and more); the answer must come from
+/// the VIP (reverse-translated).
 fn ask_udp_on(s: &UdpSocket, vip: SocketAddr) -> io::Result<String> {
-    s.send_to(b"ping\n", vip)?;
+    let mut datagram = vec![b'p'; PAD];
+    datagram.push(b'\n');
+    s.send_to(&datagram, vip)?;
     let mut buf = [0_u8; 512];
     let (len, from) = s.recv_from(&mut buf)?;
     if from != vip {
@@ -188,6 +191,46 @@ fn ask_udp_on(s: &UdpSocket, vip: SocketAddr) -> io::Result<String> {
     Ok(String::from_utf8_lossy(&buf[..len]).trim().to_owned())
 }
 
+/// Padding that makes every request (and so the TCP responses' head) longer than the headers
+/// veer's TC programs pull into the skb's linear part: a local sender's payload then sits in
+/// pages, as real requests and responses do.
+const PAD: usize = 1000;
+
+/// One HTTP/1.1 `GET` with a `PAD`-byte header on `stream` (keep-alive); returns the body, the
+/// answering server's name.
+fn ask_http_padded(stream: &mut TcpStream) -> io::Result<String> {
+    use std::io::{Read as _, Write as _};
+    let request = format!(
+        "GET / HTTP/1.1\r\nHost: veer-test\r\nX-Pad: {}\r\n\r\n",
+        "p".repeat(PAD)
+    );
+    stream.write_all(request.as_bytes())?;
+    let mut head = Vec::new();
+    let mut byte = [0_u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if stream.read(&mut byte)? == 0 || head.len() > 4096 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!(
+                    "no full response head ({:?})",
+                    String::from_utf8_lossy(&head)
+                ),
+            ));
+        }
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head);
+    let len: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("Content-Length: "))
+        .and_then(|v| v.trim().parse().ok())
+        .filter(|n| *n < 512)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("{head:?}")))?;
+    let mut body = vec![0_u8; len];
+    stream.read_exact(&mut body)?;
+    Ok(String::from_utf8_lossy(&body).trim().to_owned())
+}
+
 /// One new flow to `svc`, from the calling thread's namespace.
 fn new_flow(svc: Svc) -> io::Result<String> {
     if svc.is_udp() {
@@ -196,7 +239,7 @@ fn new_flow(svc: Svc) -> io::Result<String> {
         let mut s = TcpStream::connect_timeout(&svc.vip(), TIMEOUT)?;
         s.set_read_timeout(Some(TIMEOUT))?;
         s.set_write_timeout(Some(TIMEOUT))?;
-        ask_tcp(&mut s)
+        ask_http_padded(&mut s)
     }
 }
 
@@ -229,7 +272,7 @@ enum Held {
 impl Held {
     fn ask(&mut self) -> io::Result<String> {
         match self {
-            Held::Tcp(s) => ask_tcp(s),
+            Held::Tcp(s) => ask_http_padded(s),
             Held::Udp(s, vip) => ask_udp_on(s, *vip),
         }
     }

@@ -105,7 +105,10 @@ impl Report {
             "The test bed is the one of `tests/` (`veer_tests::netns::Topology`): a client \
              namespace (`203.0.113.2`), the node namespace where veer (or the comparison) runs, \
              and one namespace per backend group (`v1` `198.51.100.11`, `v2` `198.51.100.21`), \
-             joined by veth pairs; veer's XDP program runs in native mode on the veths. \
+             joined by veth pairs, at the kernel's default offloads and sysctls (TX checksum \
+             offload on, GRO off, as a container runtime leaves them; the node's forwarding is \
+             turned on for the plain-forwarding baselines only, veer sets what it needs itself). \
+             veer steers the veths from TC (`veer_tc_steer`, see the README's hook table). \
              Client, node, backends and load generator share the same CPUs, so the end-to-end \
              figures measure what each setup costs the whole machine.\n"
         );
@@ -259,8 +262,9 @@ impl Report {
                      *Plain forwarding*: the client asks `v1` directly (`198.51.100.11:8080`), \
                      routed by the node's kernel, no veer. *Plain forwarding + XDP_PASS*: the same, with \
                      `bench_pass` (returns `XDP_PASS`) attached in native mode to every node \
-                     interface, as veer's XDP program is: what running any XDP program on these \
-                     veths costs. *veer*: a real `veer daemon` on the \
+                     interface: what running any XDP program on these veths costs (veer's own \
+                     XDP program ran there before it steered veths from TC). *veer*: a real \
+                     `veer daemon` on the \
                      node, the client asks the VIP, 50/50 between `v1` and `v2`. *HAProxy*: \
                      HAProxy (Debian, `nbthread 2`, HTTP mode, round robin, weights 50/50) \
                      listening on the VIP on the node. *New connections*: `-H \"Connection: \
@@ -354,12 +358,13 @@ impl Report {
                     let veer = med(net::Setup::Veer, close);
                     let _ = writeln!(
                         w,
-                        "\n{}: veer reaches {:.1}% of plain forwarding. Of the {:.1} points \
-                         missing, {:.1} are what any XDP program on these veths costs (plain \
-                         forwarding + `XDP_PASS`: native XDP on a veth turns every skb into an \
-                         XDP buffer and back) and {:.1} are veer's own work (section 1: a fib \
-                         lookup, service and conntrack lookups and per-CPU counters per packet, \
-                         and the TC reverse NAT on every reply).",
+                        "\n{}: veer reaches {:.1}% of plain forwarding. The {:.1} points missing \
+                         are veer's own work on every packet, on TC (its steering program's \
+                         service and conntrack lookups, rewrite through the kernel's checksum \
+                         helpers, fib lookup and redirect, and the reverse NAT on every reply); \
+                         for scale, an `XDP_PASS` program on these veths alone costs {:.1} \
+                         points (native XDP on a veth turns every skb into an XDP buffer and \
+                         back), which veer no longer pays there.",
                         if close {
                             "New connections"
                         } else {
@@ -368,7 +373,6 @@ impl Report {
                         veer / plain * 100.0,
                         100.0 - veer / plain * 100.0,
                         100.0 - xdp / plain * 100.0,
-                        (xdp - veer) / plain * 100.0
                     );
                 }
                 let busy = median(

@@ -34,9 +34,9 @@ pub const LAYOUT: &str = "VEER_LAYOUT";
 /// redirects to, since a device without XDP transmit support would drop a redirected frame.
 pub const TX_PORTS: &str = "VEER_TX_PORTS";
 
-/// Socket-level flows of clients on the node: `SockKey` (cookie, VIP) -> `SockFlow` (LRU hash).
+/// Socket-level flows of clients on the node: `SockKey` (cookie, VIP) -> `SockFlow` (hash).
 pub const SOCK_FLOWS: &str = "VEER_SOCK_FLOWS";
-/// Their reverse mapping: `SockKey` (cookie, backend) -> `SockPeer` (the VIP) (LRU hash).
+/// Their reverse mapping: `SockKey` (cookie, backend) -> `SockPeer` (the VIP) (hash).
 pub const SOCK_REV: &str = "VEER_SOCK_REV";
 
 /// Every pinned map name, for layout checks and teardown.

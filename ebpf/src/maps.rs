@@ -97,15 +97,26 @@ pub(crate) static VEER_TX_PORTS: DevMapHash<{ MAX_TX_PORTS as usize }> = DevMapH
 
 // ---- Clients on the node (socket hooks) ----------------------------------------------------------
 
-/// Socket flows: (socket cookie, VIP) -> the backend the socket was given.
+/// Socket flows: (socket cookie, VIP) -> the backend the socket was given. A plain hash, not an
+/// LRU: many new sockets (a local user opening them by the thousand) never evict a live socket's
+/// flow; when it is full, a new socket is still steered, untracked (`ConntrackFull`). Entries go
+/// when their socket closes (`sock_release`) or, unconnected UDP, by the daemon's idle expiry.
 #[btf_map]
-pub(crate) static VEER_SOCK_FLOWS: LruHashMap<SockKey, SockFlow, { MAX_SOCK_FLOWS as usize }> =
-    LruHashMap::new();
+pub(crate) static VEER_SOCK_FLOWS: HashMap<
+    SockKey,
+    SockFlow,
+    { MAX_SOCK_FLOWS as usize },
+    { BPF_F_NO_PREALLOC as usize },
+> = HashMap::new();
 
 /// Their reverse: (socket cookie, backend) -> the VIP to show the application.
 #[btf_map]
-pub(crate) static VEER_SOCK_REV: LruHashMap<SockKey, SockPeer, { MAX_SOCK_FLOWS as usize }> =
-    LruHashMap::new();
+pub(crate) static VEER_SOCK_REV: HashMap<
+    SockKey,
+    SockPeer,
+    { MAX_SOCK_FLOWS as usize },
+    { BPF_F_NO_PREALLOC as usize },
+> = HashMap::new();
 
 /// The network-namespace cookie of the daemon that loaded the programs (`NETNS_COOKIE_GLOBAL`,
 /// written by the loader; 0 = none, and the socket hooks then touch nothing).

@@ -291,8 +291,8 @@ pub(crate) fn steer(ctx: &SockAddrContext, ipv6: bool) -> Result<(), Reason> {
             port,
             _pad: [0; 2],
         };
-        // A failed insert (the LRU makes that rare) still steers this operation; the next one
-        // selects again, with the same result while weights are unchanged.
+        // A failed insert (the table is full) still steers this operation, untracked; the next
+        // one selects again, with the same result while weights are unchanged.
         if VEER_SOCK_REV.insert(rev_key, peer, 0).is_err()
             || VEER_SOCK_FLOWS.insert(skey, flow, 0).is_err()
         {

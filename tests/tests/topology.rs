@@ -1294,7 +1294,7 @@ backends = ["198.51.100.11:5353"]
             serve(topo.backend("v1"), "v1", REMOTE.v1),
             serve(topo.backend("v2"), "v2", REMOTE.v2),
         );
-        let d = Daemon::start(&topo, &config(&topo, "100", "0", ""));
+        let mut d = Daemon::start(&topo, &config(&topo, "100", "0", ""));
         let mut held: Vec<TcpStream> = (0..3)
             .map(|_| topo.node().tcp_connect(Svc::Tcp4.vip(), TIMEOUT).unwrap())
             .collect();
@@ -1311,8 +1311,13 @@ backends = ["198.51.100.11:5353"]
             "{v1}"
         );
         d.ok(&["shift", "web", "v1=0", "v2=100"]);
+        // A restart (an upgrade) swaps the new build onto the pinned cgroup links.
+        d.stop();
+        d.spawn();
+        assert!(d.log().contains("(9 of 9 links adopted)"), "{}", d.log());
         for c in &mut held {
             assert_eq!(ask_tcp(c).unwrap(), "v1", "a node client moved");
+            assert_eq!(c.peer_addr().unwrap(), Svc::Tcp4.vip());
         }
         assert_eq!(
             ask_once(topo.node(), Svc::Tcp4.vip(), TIMEOUT).unwrap(),
@@ -1336,20 +1341,31 @@ backends = ["198.51.100.11:5353"]
             d.pin_dir.to_str().unwrap(),
         ]);
         let root = veer::dataplane::sockets::cgroup2_root().unwrap();
-        let tree = std::process::Command::new("bpftool")
-            .args(["cgroup", "show"])
-            .arg(&root)
-            .output()
-            .unwrap();
-        let tree = String::from_utf8_lossy(&tree.stdout);
-        for id in ids {
+        // The kernel frees a link whose last reference went in a work item: give it a moment.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let tree = std::process::Command::new("bpftool")
+                .args(["cgroup", "show"])
+                .arg(&root)
+                .output()
+                .unwrap();
+            let tree = String::from_utf8_lossy(&tree.stdout).into_owned();
+            let left: Vec<&String> = ids
+                .iter()
+                .filter(|id| {
+                    tree.lines()
+                        .any(|l| l.split_whitespace().next() == Some(id.as_str()))
+                })
+                .collect();
+            if left.is_empty() {
+                break;
+            }
             assert!(
-                !tree
-                    .lines()
-                    .any(|l| l.split_whitespace().next() == Some(id.as_str())),
-                "program {id} still attached to {}:\n{tree}",
+                Instant::now() < deadline,
+                "programs {left:?} still attached to {} 5 s after teardown:\n{tree}",
                 root.display()
             );
+            std::thread::sleep(Duration::from_millis(50));
         }
     }
 

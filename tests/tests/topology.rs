@@ -1139,11 +1139,23 @@ backends = ["198.51.100.11:5353"]
             serve(topo.backend("v1"), "v1", REMOTE.v1),
             serve(topo.backend("v2"), "v2", REMOTE.v2),
         );
-        let d = Daemon::start(&topo, &config(&topo, "100", "0", ""));
+        let d = Daemon::start_with_metrics(&topo, &config(&topo, "100", "0", ""), "127.0.0.1:9464");
         assert_eq!(
             ask_once(topo.client(), Svc::Tcp4.vip(), TIMEOUT).unwrap(),
             "v1"
         );
+        let metrics = topo
+            .node()
+            .run(&["curl", "-sf", "http://127.0.0.1:9464/metrics"])
+            .unwrap();
+        let metrics = String::from_utf8_lossy(&metrics.stdout);
+        for want in [
+            "veer_interface_hook{interface=\"n-client\",kind=\"veth\",hook=\"tc\",mode=\"tcx\"} 1",
+            "veer_interface_xdp_redirect_target{interface=\"n-v1\",kind=\"veth\",hook=\"tc\",mode=\"tcx\"} 0",
+            "veer_packets_not_steered_total{reason=\"kernel_no_xdp_xmit\",verdict=\"pass\"} 0",
+        ] {
+            assert!(metrics.contains(want), "{want} missing in:\n{metrics}");
+        }
         let s = d.json(&["status"]);
         let c = interface(&s, "n-client");
         assert_eq!(

@@ -90,6 +90,11 @@ pub mod tc_action {
     pub const OK: i32 = 0;
     /// `TC_ACT_SHOT`: drop the packet.
     pub const SHOT: i32 = 2;
+    /// `TC_ACT_UNSPEC`: no verdict; the next program of the hook (tcx, or the next clsact
+    /// filter) runs, and the packet passes when there is none.
+    pub const UNSPEC: i32 = -1;
+    /// `TC_ACT_REDIRECT`: the packet goes where `bpf_redirect`/`bpf_redirect_neigh` sent it.
+    pub const REDIRECT: i32 = 7;
 }
 
 /// Why a packet left the steering path. Every exit that does not steer a packet is one of these,
@@ -118,18 +123,39 @@ pub enum Reason {
     /// Rewriting a TC packet failed midway (`bpf_skb_store_bytes` or a checksum helper).
     /// Dropped, as the packet may be half rewritten.
     RewriteFailed = 8,
-    /// Creating a flow entry failed. The packet is still steered (the flow hash gives the same
-    /// backend while weights are unchanged).
+    /// Creating a flow entry (or a socket flow of a client on the node) failed. The packet or
+    /// socket is still steered (the flow hash gives the same backend while weights are unchanged).
     ConntrackFull = 9,
     /// A TCP segment with a flag combination no TCP accepts (SYN+FIN, SYN+RST, no flags, FIN or
     /// data without ACK ...) and no flow for its tuple. Dropped: the backend would discard it, and
     /// it must not create an entry.
     InvalidTcp = 10,
+    /// Rewritten for its backend, then handed to the kernel because the next hop's neighbour
+    /// (ARP/NDP) entry is not resolved yet (XDP; TC resolves it with `bpf_redirect_neigh`).
+    KernelNoNeigh = 11,
+    /// Rewritten for its backend, then handed to the kernel because the backend is an address of
+    /// the node itself (local delivery).
+    KernelLocal = 12,
+    /// Rewritten for its backend, then handed to the kernel because the route leaves through an
+    /// interface that cannot take a redirected XDP frame (not in `VEER_TX_PORTS`: veer is not
+    /// attached there, or the device has no XDP transmit, e.g. a veth whose peer has neither
+    /// NAPI/GRO nor an XDP program, a bridge, a VLAN device).
+    KernelNoXdpXmit = 13,
+    /// Rewritten for its backend, then handed to the kernel because it carries a VLAN tag (the
+    /// kernel's VLAN devices own tag handling).
+    KernelVlan = 14,
+    /// Rewritten for its backend, then handed to the kernel because its TTL / hop limit would
+    /// expire here (the kernel answers with ICMP time exceeded).
+    KernelTtl = 15,
+    /// Rewritten for its backend, then handed to the kernel because forwarding is off on the
+    /// interface it came in on (`bpf_fib_lookup` refuses to route). veer turns forwarding on
+    /// where it needs it, so this counts a setting changed behind its back.
+    KernelFwdDisabled = 16,
 }
 
 impl Reason {
     /// Every reason, in discriminant order.
-    pub const ALL: [Reason; 11] = [
+    pub const ALL: [Reason; 17] = [
         Reason::NotIp,
         Reason::Fragment,
         Reason::Truncated,
@@ -141,6 +167,12 @@ impl Reason {
         Reason::RewriteFailed,
         Reason::ConntrackFull,
         Reason::InvalidTcp,
+        Reason::KernelNoNeigh,
+        Reason::KernelLocal,
+        Reason::KernelNoXdpXmit,
+        Reason::KernelVlan,
+        Reason::KernelTtl,
+        Reason::KernelFwdDisabled,
     ];
 
     /// Number of reasons (size of `VEER_REASONS`).
@@ -160,6 +192,12 @@ impl Reason {
             Reason::RewriteFailed => "rewrite_failed",
             Reason::ConntrackFull => "conntrack_full",
             Reason::InvalidTcp => "invalid_tcp",
+            Reason::KernelNoNeigh => "kernel_no_neigh",
+            Reason::KernelLocal => "kernel_local",
+            Reason::KernelNoXdpXmit => "kernel_no_xdp_xmit",
+            Reason::KernelVlan => "kernel_vlan",
+            Reason::KernelTtl => "kernel_ttl",
+            Reason::KernelFwdDisabled => "kernel_forwarding_disabled",
         }
     }
 
@@ -177,6 +215,32 @@ impl Reason {
             xdp_action::DROP
         } else {
             xdp_action::PASS
+        }
+    }
+
+    /// Whether the packet leaves exactly as it came (nothing of veer's applies to it).
+    pub const fn is_untouched(self) -> bool {
+        matches!(
+            self,
+            Reason::NotIp
+                | Reason::Fragment
+                | Reason::Truncated
+                | Reason::NotTcpUdp
+                | Reason::NoService
+                | Reason::NoReplyFlow
+        )
+    }
+
+    /// The verdict of the TC steering program for a packet leaving with this reason: an
+    /// untouched packet goes on to the next program of the hook (`veer_tc_reply`, or another
+    /// tool's), a dropped one is shot, and a rewritten one goes to the kernel's stack.
+    pub const fn tc_steer_action(self) -> i32 {
+        if self.is_drop() {
+            tc_action::SHOT
+        } else if self.is_untouched() {
+            tc_action::UNSPEC
+        } else {
+            tc_action::OK
         }
     }
 
@@ -198,6 +262,35 @@ mod tests {
     fn all_is_in_discriminant_order() {
         for (i, r) in Reason::ALL.iter().enumerate() {
             assert_eq!(*r as usize, i, "{r:?}");
+        }
+    }
+
+    #[test]
+    fn steering_verdicts_leave_untouched_packets_to_the_next_program() {
+        use super::tc_action;
+        assert_eq!(Reason::NoService.tc_steer_action(), tc_action::UNSPEC);
+        assert_eq!(Reason::NotIp.tc_steer_action(), tc_action::UNSPEC);
+        assert_eq!(Reason::NoBackend.tc_steer_action(), tc_action::SHOT);
+        assert_eq!(Reason::InvalidTcp.tc_steer_action(), tc_action::SHOT);
+        assert_eq!(Reason::KernelLocal.tc_steer_action(), tc_action::OK);
+        assert_eq!(Reason::FibFailed.tc_steer_action(), tc_action::OK);
+        for r in Reason::ALL {
+            assert!(!(r.is_drop() && r.is_untouched()), "{r:?}");
+        }
+    }
+
+    #[test]
+    fn labels_are_unique_snake_case() {
+        for (i, r) in Reason::ALL.iter().enumerate() {
+            let label = r.as_str();
+            assert!(
+                Reason::ALL[..i].iter().all(|o| o.as_str() != label),
+                "{label} twice"
+            );
+            assert!(
+                label.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'),
+                "{label}"
+            );
         }
     }
 }

@@ -15,6 +15,7 @@ pub mod maps;
 pub mod pin;
 pub mod select;
 pub mod service;
+pub mod sock;
 pub mod specs;
 
 /// Implements `aya::Pod` for map keys and values on the user-space side.

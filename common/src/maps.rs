@@ -13,7 +13,9 @@ pub const PIN_DIR: &str = "veer";
 /// - 1: one LRU `VEER_CONNTRACK` for every flow, and `VEER_REVNAT` beside it.
 /// - 2: `VEER_FLOWS` (confirmed TCP flows, never evicted) and `VEER_NEWFLOWS` (LRU), replies
 ///   found through `VEER_BE_VIPS`; TCP validation state in the entry; counters of answered and
-///   refused connection attempts and of what floods cost; `InvalidTcp`.
+///   refused connection attempts and of what floods cost; `InvalidTcp`; the socket flows of
+///   clients on the node (`VEER_SOCK_FLOWS`, `VEER_SOCK_REV`) and the `Kernel*` reasons. A
+///   migration from layout 1 creates the socket maps empty.
 pub const LAYOUT_VERSION: u32 = 2;
 
 /// Services: `ServiceKey` -> `ServiceValue`.
@@ -44,10 +46,15 @@ pub const LAYOUT: &str = "VEER_LAYOUT";
 /// redirects to, since a device without XDP transmit support would drop a redirected frame.
 pub const TX_PORTS: &str = "VEER_TX_PORTS";
 
+/// Socket-level flows of clients on the node: `SockKey` (cookie, VIP) -> `SockFlow` (hash).
+pub const SOCK_FLOWS: &str = "VEER_SOCK_FLOWS";
+/// Their reverse mapping: `SockKey` (cookie, backend) -> `SockPeer` (the VIP) (hash).
+pub const SOCK_REV: &str = "VEER_SOCK_REV";
+
 /// Every pinned map name, for layout checks and teardown.
-pub const ALL: [&str; 12] = [
+pub const ALL: [&str; 14] = [
     SERVICES, BACKENDS, MAGLEV, FLOWS, NEWFLOWS, BE_VIPS, PINS, BE_STATS, SVC_STATS, REASONS,
-    LAYOUT, TX_PORTS,
+    LAYOUT, TX_PORTS, SOCK_FLOWS, SOCK_REV,
 ];
 
 /// Names of layout 1 that layout 2 no longer has (pins a migration reads, then removes).
@@ -68,7 +75,48 @@ pub mod progs {
     pub const XDP_INGRESS: &str = "veer_xdp";
     /// TC program that reverse-NATs backend replies (ingress) and local-backend replies (egress).
     pub const TC_REPLY: &str = "veer_tc_reply";
+    /// TC program that steers client packets on skb-backed interfaces (veth, bridge, VLAN,
+    /// bond without native XDP ...): the data path of `veer_xdp`, with the kernel's checksum
+    /// helpers and `bpf_redirect`/`bpf_redirect_neigh`.
+    pub const TC_STEER: &str = "veer_tc_steer";
+    /// Socket hooks steering clients on the node itself (cgroup `connect4`/`connect6`: TCP and
+    /// connected UDP; `sendmsg4`/`sendmsg6`: unconnected UDP).
+    pub const SOCK_CONNECT4: &str = "veer_sk_conn4";
+    /// See `SOCK_CONNECT4`.
+    pub const SOCK_CONNECT6: &str = "veer_sk_conn6";
+    /// See `SOCK_CONNECT4`.
+    pub const SOCK_SENDMSG4: &str = "veer_sk_send4";
+    /// See `SOCK_CONNECT4`.
+    pub const SOCK_SENDMSG6: &str = "veer_sk_send6";
+    /// Socket hooks showing the VIP again as the source of UDP replies (`recvmsg4`/`recvmsg6`).
+    pub const SOCK_RECVMSG4: &str = "veer_sk_recv4";
+    /// See `SOCK_RECVMSG4`.
+    pub const SOCK_RECVMSG6: &str = "veer_sk_recv6";
+    /// Socket hooks showing the VIP again as the peer (`getpeername4`/`getpeername6`).
+    pub const SOCK_PEER4: &str = "veer_sk_peer4";
+    /// See `SOCK_PEER4`.
+    pub const SOCK_PEER6: &str = "veer_sk_peer6";
+    /// Socket hook forgetting a socket's flow when it is closed (`sock_release`).
+    pub const SOCK_RELEASE: &str = "veer_sk_release";
+
+    /// Every socket hook program, in the order the daemon attaches them.
+    pub const SOCK: [&str; 9] = [
+        SOCK_CONNECT4,
+        SOCK_CONNECT6,
+        SOCK_SENDMSG4,
+        SOCK_SENDMSG6,
+        SOCK_RECVMSG4,
+        SOCK_RECVMSG6,
+        SOCK_PEER4,
+        SOCK_PEER6,
+        SOCK_RELEASE,
+    ];
 }
+
+/// Name of the read-only global holding the network-namespace cookie of the daemon that loaded
+/// the programs (set at load). The socket hooks act only on sockets of that namespace: other
+/// namespaces on the machine (containers, other daemons) are never touched.
+pub const NETNS_COOKIE_GLOBAL: &str = "VEER_NETNS_COOKIE";
 
 /// Services a node can hold.
 pub const MAX_SERVICES: u32 = 1024;
@@ -87,6 +135,8 @@ pub const DEFAULT_CONNTRACK_MAX: u32 = 1 << 20;
 /// Default capacity of `VEER_NEWFLOWS` (handshakes, mid-flow misses, UDP, refused promotions);
 /// `conntrack_new_max` in `[node]`.
 pub const DEFAULT_NEWFLOWS_MAX: u32 = 1 << 16;
+/// Socket-level flows of clients on the node (entries in each of the two socket maps).
+pub const MAX_SOCK_FLOWS: u32 = 1 << 16;
 
 /// Slots in a group's Maglev table: a prime.
 ///
@@ -109,4 +159,10 @@ const _: () = {
     assert!(fits_kernel_name(v1::CONNTRACK) && fits_kernel_name(v1::REVNAT));
     assert!(fits_kernel_name(progs::XDP_INGRESS));
     assert!(fits_kernel_name(progs::TC_REPLY));
+    assert!(fits_kernel_name(progs::TC_STEER));
+    let mut i = 0;
+    while i < progs::SOCK.len() {
+        assert!(fits_kernel_name(progs::SOCK[i]));
+        i += 1;
+    }
 };

@@ -8,11 +8,12 @@ use crate::{
     flow::{BackendKey, BackendVips, FlowEntry, FlowKey},
     maps::{
         ALL, BACKENDS, BE_STATS, BE_VIPS, FLOWS, LAYOUT, MAGLEV, MAX_BACKENDS, MAX_GROUPS,
-        MAX_PINS, MAX_SERVICES, MAX_TX_PORTS, NEWFLOWS, PINS, REASONS, SERVICES, SVC_STATS,
-        TX_PORTS,
+        MAX_PINS, MAX_SERVICES, MAX_SOCK_FLOWS, MAX_TX_PORTS, NEWFLOWS, PINS, REASONS, SERVICES,
+        SOCK_FLOWS, SOCK_REV, SVC_STATS, TX_PORTS,
     },
     pin::PinKey,
     service::{ServiceKey, ServiceValue},
+    sock::{SockFlow, SockKey, SockPeer},
 };
 
 /// Kinds of map veer pins (`BPF_MAP_TYPE_*`).
@@ -77,7 +78,7 @@ const fn spec(
 }
 
 /// The shape of every pinned map of this layout, in `ALL`'s order.
-pub const SPECS: [MapSpec; 12] = [
+pub const SPECS: [MapSpec; 14] = [
     spec(
         SERVICES,
         MapKind::Hash,
@@ -158,6 +159,20 @@ pub const SPECS: [MapSpec; 12] = [
         8,
         Capacity::Fixed(MAX_TX_PORTS),
     ),
+    spec(
+        SOCK_FLOWS,
+        MapKind::Hash,
+        size_of::<SockKey>(),
+        size_of::<SockFlow>(),
+        Capacity::Fixed(MAX_SOCK_FLOWS),
+    ),
+    spec(
+        SOCK_REV,
+        MapKind::Hash,
+        size_of::<SockKey>(),
+        size_of::<SockPeer>(),
+        Capacity::Fixed(MAX_SOCK_FLOWS),
+    ),
 ];
 
 const fn same_name(a: &str, b: &str) -> bool {
@@ -176,6 +191,7 @@ const fn same_name(a: &str, b: &str) -> bool {
 }
 
 const _: () = {
+    assert!(SPECS.len() == ALL.len());
     let mut i = 0;
     while i < SPECS.len() {
         assert!(same_name(SPECS[i].name, ALL[i]));

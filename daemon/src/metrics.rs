@@ -53,6 +53,14 @@ struct RolloutLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct InterfaceLabels {
+    interface: String,
+    kind: String,
+    hook: String,
+    mode: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabels {
     reason: String,
     verdict: String,
@@ -274,6 +282,31 @@ fn dataplane_metrics<N: Effects + Readings>(
         "packets_not_steered",
         "Packets that left the steering path, by reason and verdict",
         reasons,
+    );
+
+    let hooks = Family::<InterfaceLabels, Gauge>::default();
+    let targets = Family::<InterfaceLabels, Gauge>::default();
+    for i in &status.dataplane.interfaces {
+        let labels = InterfaceLabels {
+            interface: i.name.clone(),
+            kind: i.kind.clone(),
+            hook: i.hook.clone(),
+            mode: i.mode.clone(),
+        };
+        hooks.get_or_create(&labels).set(1);
+        targets
+            .get_or_create(&labels)
+            .set(i64::from(i.xdp_redirect_target));
+    }
+    reg.register(
+        "interface_hook",
+        "1 for each interface veer is attached to, with the hook and mode that steer it",
+        hooks,
+    );
+    reg.register(
+        "interface_xdp_redirect_target",
+        "1 where veer_xdp redirects into the interface, 0 where packets routed there go through the kernel",
+        targets,
     );
 
     let entries: Gauge = Gauge::default();

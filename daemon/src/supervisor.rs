@@ -208,6 +208,7 @@ async fn run_async(opts: DaemonOptions) -> Result<(), DaemonError> {
         ));
     }
     tasks.spawn(upkeep(Arc::clone(&ctl), stop_rx.clone()));
+    tasks.spawn(links_watch(Arc::clone(&ctl), stop_rx.clone()));
     tasks.spawn(health_checks(Arc::clone(&ctl), stop_rx.clone()));
     tasks.spawn(rollouts(Arc::clone(&ctl), stop_rx.clone()));
     let (reload_tx, reload_rx) = mpsc::channel::<&'static str>(8);
@@ -242,6 +243,65 @@ async fn run_async(opts: DaemonOptions) -> Result<(), DaemonError> {
     Ok(())
 }
 
+/// A raw descriptor for `AsyncFd`; the `Watch` that owns it outlives the `AsyncFd`.
+struct Fd(std::os::fd::RawFd);
+
+impl std::os::fd::AsRawFd for Fd {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.0
+    }
+}
+
+/// Follows link, address and XDP-capability events of the node (see `dataplane::netlink::Watch`)
+/// and lets the controller catch up: interfaces created again are attached again, XDP redirect
+/// targets follow what each interface can take, node settings are checked again. Bursts are
+/// folded into one pass.
+async fn links_watch(ctl: Arc<Mutex<Controller>>, mut stop: watch::Receiver<bool>) {
+    use std::os::fd::AsRawFd as _;
+    let w = match crate::dataplane::netlink::Watch::open() {
+        Ok(w) => w,
+        Err(e) => {
+            tracing::warn!(error = %chain(&e), "cannot watch link events; interfaces are looked at again only on apply");
+            return;
+        }
+    };
+    let fds: Vec<tokio::io::unix::AsyncFd<Fd>> = w
+        .fds()
+        .iter()
+        // SAFETY: `w` owns the descriptors, and is declared before `fds`, so it is dropped after
+        // them: each descriptor stays open while registered.
+        .filter_map(|f| unsafe { tokio::io::unix::AsyncFd::register(Fd(f.as_raw_fd())) }.ok())
+        .collect();
+    let Some(first) = fds.first() else {
+        return;
+    };
+    let second = fds.get(1).unwrap_or(first);
+    loop {
+        let mut guard = tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            g = first.readable() => g,
+            g = second.readable() => g,
+        };
+        // Let a burst (a container starting: several links and addresses) arrive, then read it
+        // all and look once.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let any = w.drain();
+        if let Ok(g) = guard.as_mut() {
+            g.clear_ready();
+        }
+        // The other socket may still look ready although `drain` emptied it: the next round
+        // then finds nothing and clears it.
+        if !any {
+            continue;
+        }
+        match lock(&ctl).links_changed() {
+            Ok(true) => tracing::debug!("link event handled"),
+            Ok(false) => {}
+            Err(e) => tracing::error!(error = %chain(&e), "after a link event"),
+        }
+    }
+}
+
 /// Conntrack upkeep: every `UPKEEP_INTERVAL`, or more rarely when a pass is expensive (a very
 /// large map): the daemon spends at most a tenth of its time scanning.
 async fn upkeep(ctl: Arc<Mutex<Controller>>, mut stop: watch::Receiver<bool>) {
@@ -258,9 +318,10 @@ async fn upkeep(ctl: Arc<Mutex<Controller>>, mut stop: watch::Receiver<bool>) {
             .upkeep();
         wait = UPKEEP_INTERVAL.max(started.elapsed() * 10);
         match result {
-            Ok(u) if u.expired > 0 => {
+            Ok(u) if u.expired > 0 || u.socket_flows_expired > 0 => {
                 tracing::debug!(
                     expired = u.expired,
+                    socket_flows_expired = u.socket_flows_expired,
                     refreshed = u.refreshed,
                     flows = u.census.flows,
                     new_flows = u.census.new_flows,

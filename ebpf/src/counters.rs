@@ -82,3 +82,17 @@ fn service(id: u32, packets: u64, bytes: u64, events: u8) {
         c.invalid_tcp += u64::from(events & event::INVALID != 0);
     }
 }
+
+/// Counts a flow a socket hook gave a backend (a client on the node): a new flow of the service
+/// and of the backend, without packets or bytes (they do not pass the packet programs).
+#[inline(always)]
+pub(crate) fn new_socket_flow(service_id: u32, backend_id: u32) {
+    if let Some(c) = VEER_SVC_STATS.get_ptr_mut(service_id) {
+        // SAFETY: per-CPU array slot, only this CPU writes it while the program runs.
+        unsafe { (*c).new_flows += 1 };
+    }
+    if let Some(c) = VEER_BE_STATS.get_ptr_mut(backend_id) {
+        // SAFETY: as above.
+        unsafe { (*c).new_flows += 1 };
+    }
+}

@@ -1,34 +1,32 @@
-//! XDP orchestration for packets from clients, in the order of DESIGN.md's data path:
+//! Steering orchestration for packets from clients, in the order of DESIGN.md's data path:
 //! parse -> service -> conntrack (hit keeps the flow's backend) -> selection on a miss -> DNAT ->
-//! counters -> forward.
+//! counters -> forward. Written once for both hooks (`veer_xdp` and `veer_tc_steer`) against
+//! `packet::Packet`, so conntrack's TCP validation, its two tables and its flow events hold on
+//! both.
 
-use aya_ebpf::programs::XdpContext;
 use veer_common::counters::Reason;
 
 use crate::{
     conntrack::{self, Request},
-    counters, forward, nat, parse, select, service,
+    counters,
+    packet::Packet,
+    select, service,
 };
 
-/// Returns: the XDP verdict for a steered packet, or the `Reason` it was not steered.
+/// Returns: the hook's verdict for a steered packet, or the `Reason` it was not steered (or was
+/// steered and then handed to the kernel).
 #[inline(always)]
-pub(crate) fn run(ctx: &XdpContext) -> Result<u32, Reason> {
-    let (start, end) = (ctx.data(), ctx.data_end());
-    let h = parse::parse(start, end)?;
+pub(crate) fn run<P: Packet>(pkt: &P) -> Result<P::Verdict, Reason> {
+    let mut h = pkt.headers()?;
     let svc = service::lookup(&h.key)?;
     let now = conntrack::now();
     let (flow, events) = match conntrack::request(&h, svc.service_id, now)? {
         Request::Known(flow, events) => (flow, events),
         Request::Select(create) => conntrack::create(&h, create, select::pick(svc, &h.key)?, now),
     };
-    nat::dnat(start, end, &h, &flow.backend_addr, flow.backend_port)?;
-    counters::request(
-        svc.service_id,
-        flow.backend_id,
-        (end - start) as u64,
-        events,
-    );
-    let mut dnat_h = h;
-    dnat_h.key.dst_port = flow.backend_port;
-    forward::forward(ctx, &dnat_h, &flow.backend_addr)
+    pkt.dnat(&h, &flow.backend_addr, flow.backend_port)?;
+    counters::request(svc.service_id, flow.backend_id, pkt.len(), events);
+    // In place rather than a copy: the verifier's stack is 512 bytes for the whole program.
+    h.key.dst_port = flow.backend_port;
+    pkt.forward(&h, &flow.backend_addr)
 }

@@ -13,10 +13,11 @@ use veer_common::{
     flow::{BackendKey, BackendVips, FlowEntry, FlowKey},
     maps::{
         DEFAULT_CONNTRACK_MAX, DEFAULT_NEWFLOWS_MAX, MAGLEV_TABLE_SIZE, MAX_BACKENDS, MAX_GROUPS,
-        MAX_PINS, MAX_SERVICES, MAX_TX_PORTS,
+        MAX_PINS, MAX_SERVICES, MAX_SOCK_FLOWS, MAX_TX_PORTS,
     },
     pin::PinKey,
     service::{ServiceKey, ServiceValue},
+    sock::{SockFlow, SockKey, SockPeer},
 };
 
 // ---- Desired state, written by the daemon ------------------------------------------------------
@@ -96,6 +97,35 @@ pub(crate) static VEER_REASONS: PerCpuArray<u64, { Reason::COUNT as usize }> = P
 #[btf_map]
 pub(crate) static VEER_LAYOUT: Array<u32, 1> = Array::new();
 
-/// Interfaces `veer_xdp` may redirect to (the ones it is attached to), by ifindex.
+/// Interfaces `veer_xdp` may redirect to, by ifindex: the ones veer is attached to that can take
+/// a redirected XDP frame (the daemon keeps it so as links change).
 #[btf_map]
 pub(crate) static VEER_TX_PORTS: DevMapHash<{ MAX_TX_PORTS as usize }> = DevMapHash::new();
+
+// ---- Clients on the node (socket hooks) ----------------------------------------------------------
+
+/// Socket flows: (socket cookie, VIP) -> the backend the socket was given. A plain hash, not an
+/// LRU: many new sockets (a local user opening them by the thousand) never evict a live socket's
+/// flow; when it is full, a new socket is still steered, untracked (`ConntrackFull`). Entries go
+/// when their socket closes (`sock_release`) or, unconnected UDP, by the daemon's idle expiry.
+#[btf_map]
+pub(crate) static VEER_SOCK_FLOWS: HashMap<
+    SockKey,
+    SockFlow,
+    { MAX_SOCK_FLOWS as usize },
+    { BPF_F_NO_PREALLOC as usize },
+> = HashMap::new();
+
+/// Their reverse: (socket cookie, backend) -> the VIP to show the application.
+#[btf_map]
+pub(crate) static VEER_SOCK_REV: HashMap<
+    SockKey,
+    SockPeer,
+    { MAX_SOCK_FLOWS as usize },
+    { BPF_F_NO_PREALLOC as usize },
+> = HashMap::new();
+
+/// The network-namespace cookie of the daemon that loaded the programs (`NETNS_COOKIE_GLOBAL`,
+/// written by the loader; 0 = none, and the socket hooks then touch nothing).
+#[unsafe(no_mangle)]
+pub(crate) static VEER_NETNS_COOKIE: u64 = 0;

@@ -1,6 +1,8 @@
-//! Address translation. `dnat` rewrites a client's packet to its backend (XDP, checksums updated
-//! by hand through `csum`); `reverse` rewrites a backend's reply to come from the VIP (TC, through
-//! the kernel's checksum helpers, which also handle `CHECKSUM_PARTIAL` skbs of local backends).
+//! Address translation. `dnat` rewrites a client's packet to its backend in XDP (checksums
+//! updated by hand through `csum`: a frame off a wire carries complete checksums); `dnat_skb`
+//! does the same for TC steering and `reverse` rewrites a backend's reply to come from the VIP,
+//! both through the kernel's checksum helpers, which know the skb's checksum state and so also
+//! handle the `CHECKSUM_PARTIAL` skbs of local senders (containers, local backends).
 
 use aya_ebpf::programs::TcContext;
 use veer_common::{FAMILY_V4, PROTO_UDP, counters::Reason, flow::RevNatValue};
@@ -66,13 +68,74 @@ pub(crate) fn dnat(
     Ok(())
 }
 
+/// Rewrites a client's skb to its backend (TC steering): destination address and port become
+/// `addr`:`port` (network byte order), through the kernel's checksum helpers, which update a
+/// complete checksum incrementally and leave a `CHECKSUM_PARTIAL` one (a local sender's, the
+/// default on a veth) as the pseudo-header sum the stack or the NIC finishes later.
+///
+/// Returns: `RewriteFailed` if a helper fails (the packet may be half rewritten: drop it).
+#[inline(always)]
+pub(crate) fn dnat_skb(
+    ctx: &TcContext,
+    h: &Headers,
+    addr: &[u32; 4],
+    port: u16,
+) -> Result<(), Reason> {
+    rewrite_skb(
+        ctx,
+        h,
+        Endpoint {
+            addr_off: h.l3_off + dst_addr_off(h.key.family),
+            old_addr: &h.key.dst_addr,
+            port_off: h.l4_off + 2,
+            old_port: h.key.dst_port,
+        },
+        addr,
+        port,
+    )
+}
+
 /// Rewrites a reply's source address and port to the VIP and service port.
 ///
 /// Returns: `RewriteFailed` if a helper fails (the packet may be half rewritten: drop it).
 #[inline(always)]
 pub(crate) fn reverse(ctx: &TcContext, h: &Headers, rev: &RevNatValue) -> Result<(), Reason> {
+    rewrite_skb(
+        ctx,
+        h,
+        Endpoint {
+            addr_off: h.l3_off + src_addr_off(h.key.family),
+            old_addr: &h.key.src_addr,
+            port_off: h.l4_off,
+            old_port: h.key.src_port,
+        },
+        &rev.vip,
+        rev.port,
+    )
+}
+
+/// One side (source or destination) of a packet: where its address and port are, and what they
+/// hold now.
+#[derive(Clone, Copy)]
+struct Endpoint<'a> {
+    addr_off: usize,
+    old_addr: &'a [u32; 4],
+    port_off: usize,
+    old_port: u16,
+}
+
+/// Rewrites one side of an skb to `new_addr`:`new_port` with `bpf_skb_store_bytes` and the
+/// kernel's L3/L4 checksum helpers (`BPF_F_PSEUDO_HDR` for the address, which is part of the L4
+/// pseudo-header; `BPF_F_MARK_MANGLED_0` for UDP, whose 0 means "no checksum").
+#[inline(always)]
+fn rewrite_skb(
+    ctx: &TcContext,
+    h: &Headers,
+    side: Endpoint<'_>,
+    new_addr: &[u32; 4],
+    new_port: u16,
+) -> Result<(), Reason> {
     let fail = |_| Reason::RewriteFailed;
-    let addr_off = h.l3_off + src_addr_off(h.key.family);
     let l4_csum_off = h.l4_csum_off();
     let udp_flag = if h.key.proto == PROTO_UDP {
         BPF_F_MARK_MANGLED_0
@@ -83,7 +146,7 @@ pub(crate) fn reverse(ctx: &TcContext, h: &Headers, rev: &RevNatValue) -> Result
     let mut i = 0;
     while i < 4 {
         if i < words {
-            let (old, new) = (h.key.src_addr[i], rev.vip[i]);
+            let (old, new) = (side.old_addr[i], new_addr[i]);
             if h.l4_csum_present {
                 ctx.l4_csum_replace(
                     l4_csum_off,
@@ -97,19 +160,19 @@ pub(crate) fn reverse(ctx: &TcContext, h: &Headers, rev: &RevNatValue) -> Result
                 ctx.l3_csum_replace(h.l3_off + 10, u64::from(old), u64::from(new), 4)
                     .map_err(fail)?;
             }
-            ctx.store(addr_off + i * 4, &new, 0).map_err(fail)?;
+            ctx.store(side.addr_off + i * 4, &new, 0).map_err(fail)?;
         }
         i += 1;
     }
     if h.l4_csum_present {
         ctx.l4_csum_replace(
             l4_csum_off,
-            u64::from(h.key.src_port),
-            u64::from(rev.port),
+            u64::from(side.old_port),
+            u64::from(new_port),
             udp_flag | 2,
         )
         .map_err(fail)?;
     }
-    ctx.store(h.l4_off, &rev.port, 0).map_err(fail)?;
+    ctx.store(side.port_off, &new_port, 0).map_err(fail)?;
     Ok(())
 }

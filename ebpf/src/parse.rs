@@ -158,17 +158,28 @@ fn skip_ipv6_options(
     Err(Reason::NotTcpUdp)
 }
 
-/// Parses the frame between `start` and `end` (packet pointers).
+/// Parses the frame between `start` and `end` (packet pointers), the whole frame (XDP).
+///
+/// Returns: see `parse_frame`.
+#[inline(always)]
+pub(crate) fn parse(start: usize, end: usize) -> Result<Headers, Reason> {
+    parse_frame(start, end, end - start)
+}
+
+/// Parses a frame of `frame_len` bytes whose first bytes lie between `start` and `end` (packet
+/// pointers). For an skb, `end` is the end of its linear part and `frame_len` its length: the
+/// headers must be linear, the payload may be in pages (a local sender's TCP data is, on any
+/// device with scatter-gather).
 ///
 /// Returns: the headers of a TCP or UDP packet over IPv4/IPv6 that is not a fragment, or
-/// `NotIp`, `Fragment`, `Truncated` (a header, or a length field, runs past the frame) or
-/// `NotTcpUdp`.
+/// `NotIp`, `Fragment`, `Truncated` (a header runs past the linear data, or a length field past
+/// the frame) or `NotTcpUdp`.
 #[expect(
     clippy::too_many_lines,
     reason = "one linear walk down the headers, each step next to its bounds check"
 )]
 #[inline(always)]
-pub(crate) fn parse(start: usize, end: usize) -> Result<Headers, Reason> {
+pub(crate) fn parse_frame(start: usize, end: usize, frame_len: usize) -> Result<Headers, Reason> {
     let mut l3_off = ETH_HLEN;
     let mut ethertype = u16::from_be(read::<u16>(start, end, 12)?);
     if ethertype == ETH_P_8021Q || ethertype == ETH_P_8021AD {
@@ -196,7 +207,7 @@ pub(crate) fn parse(start: usize, end: usize) -> Result<Headers, Reason> {
             if u16::from_be_bytes([ip[6], ip[7]]) & IPV4_FRAG_MASK != 0 {
                 return Err(Reason::Fragment);
             }
-            if total_len < hlen || start + l3_off + total_len > end {
+            if total_len < hlen || l3_off + total_len > frame_len {
                 return Err(Reason::Truncated);
             }
             let word = |i: usize| u32::from_ne_bytes([ip[i], ip[i + 1], ip[i + 2], ip[i + 3]]);
@@ -216,7 +227,7 @@ pub(crate) fn parse(start: usize, end: usize) -> Result<Headers, Reason> {
             }
             let second = ip[1].to_ne_bytes();
             let payload_len = u16::from_be_bytes([second[0], second[1]]) as usize;
-            if start + l3_off + IPV6_HLEN + payload_len > end {
+            if l3_off + IPV6_HLEN + payload_len > frame_len {
                 return Err(Reason::Truncated);
             }
             let (next, l4_off) = skip_ipv6_options(start, end, second[2], l3_off + IPV6_HLEN)?;

@@ -20,7 +20,7 @@ pub(crate) fn run(ctx: &TcContext) -> Result<i32, Reason> {
         // Best effort: a failure leaves the headers where they are and parse says Truncated.
         let _ = ctx.pull_data(if len < PULL_LEN { len } else { PULL_LEN });
     }
-    let h = parse::parse(ctx.data(), ctx.data_end())?;
+    let h = parse::parse_frame(ctx.data(), ctx.data_end(), len as usize)?;
     let flow = conntrack::reply(&h, conntrack::now())?;
     counters::reply(
         flow.service_id,

@@ -32,26 +32,25 @@
 //!   [`NODE_CLIENT_ADDR`]/24 and [`NODE_CLIENT_ADDR_V6`]/64, and a host route for each extra
 //!   client address. Each backend group gets `n-<name>` (name cut to fit 15 bytes) holding
 //!   [`NODE_BACKEND_ADDR`]/32 (and [`NODE_BACKEND_ADDR_V6`]/128 when the group has IPv6
-//!   addresses), plus a host route per backend address. IPv4 and IPv6 forwarding are on, and
-//!   `rp_filter` is 0 (`all`, `default` and every interface).
+//!   addresses), plus a host route per backend address.
 //! - Backend namespace: `eth0` holds the group's addresses as /32 (/128), with an on-link host
 //!   route to the node's address and a default route through it, per family present. Backends
 //!   answer with their own address to the client's address: replies route back through the node
 //!   (no SNAT), where veer's TC program restores the VIP.
 //! - A topology without backends (local-backend tests) is just node and client; add addresses to
 //!   the node with `topology.node().run(&["ip", "addr", "add", ...])`.
-//! - Every namespace has `lo` up, IPv6 duplicate address detection off (`accept_dad=0`, and
-//!   `nodad` on every address) so addresses are usable at once, and `rp_filter` 0.
+//! - Every namespace has `lo` up, and every address is added `nodad` so it is usable at once (an
+//!   address flag, not a sysctl).
 //!
-//! # Offloads on the veth peers of the node
+//! # Kernel defaults
 //!
-//! The client's and backends' `eth0` get GRO on and TX checksum offload off (`ethtool -K eth0 gro
-//! on tx off`, done here with the `SIOCETHTOOL` ioctl, so the `ethtool` binary is not needed):
-//! - native `XDP_REDIRECT` (and `XDP_TX`) into a veth needs the receiving peer in NAPI mode, which
-//!   a veth enters when GRO is on or when an XDP program is attached to it;
-//! - a frame redirected by XDP loses the skb's `CHECKSUM_PARTIAL` state, so senders must write
-//!   complete checksums for the receiver to accept the redirected frame (and for the program's
-//!   incremental checksum updates to be meaningful).
+//! The bed changes no sysctl and no offload: forwarding is off in the node, `rp_filter`,
+//! `accept_ra` and `accept_local` are what a new namespace gets, and every veth keeps the
+//! kernel's offloads (TX checksum offload on, so local senders hand the node `CHECKSUM_PARTIAL`
+//! skbs; GRO off, so a veth peer has no NAPI and cannot take redirected XDP frames), as a
+//! container runtime leaves them. veer sets, checks or reports what it needs itself. Tests about
+//! a setting change it explicitly: [`Topology::enable_forwarding`] for plain kernel routing
+//! without veer, [`Netns::set_offload`] for the offload matrix.
 //!
 //! # Teardown
 //!
@@ -88,6 +87,8 @@ pub const NODE_BACKEND_ADDR_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xb, 0, 
 pub const NODE_CLIENT_IFNAME: &str = "n-client";
 /// The interface of the client and of every backend namespace, facing the node.
 pub const PEER_IFNAME: &str = "eth0";
+/// The node's bridge when backends sit behind one ([`TopologyBuilder::backends_behind_bridge`]).
+pub const NODE_BRIDGE_IFNAME: &str = "n-br";
 
 /// Where `ip netns` keeps its namespace handles.
 const NETNS_DIR: &str = "/run/netns";
@@ -98,10 +99,26 @@ const MAX_GROUP_NAME_LEN: usize = 32;
 /// Roles a backend group may not be named after: their namespace or interface names are taken.
 const RESERVED_ROLES: [&str; 2] = ["node", "client"];
 
-/// `ETHTOOL_STXCSUM` from `linux/ethtool.h`: set TX checksum offload.
-const ETHTOOL_STXCSUM: u32 = 0x17;
-/// `ETHTOOL_SGRO` from `linux/ethtool.h`: set generic receive offload.
-const ETHTOOL_SGRO: u32 = 0x2c;
+/// A boolean offload of an interface, as `ethtool -K` names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Offload {
+    /// `tx`: TX checksum offload (`ETHTOOL_STXCSUM`). On by default on a veth: a local sender's
+    /// packets leave with `CHECKSUM_PARTIAL`.
+    TxChecksum,
+    /// `gro`: generic receive offload (`ETHTOOL_SGRO`). Off by default on a veth; on, it gives
+    /// the veth NAPI, so its peer can take redirected XDP frames.
+    Gro,
+}
+
+impl Offload {
+    /// The `ETHTOOL_S*` command from `linux/ethtool.h`.
+    fn set_cmd(self) -> u32 {
+        match self {
+            Offload::TxChecksum => 0x17,
+            Offload::Gro => 0x2c,
+        }
+    }
+}
 
 /// Process-wide counter making namespace names unique within this test process.
 static NEXT_ID: AtomicU32 = AtomicU32::new(0);
@@ -301,6 +318,14 @@ impl Netns {
     /// A UDP socket bound to `bind` inside this namespace.
     pub fn udp_socket(&self, bind: SocketAddr) -> io::Result<UdpSocket> {
         self.enter(move || UdpSocket::bind(bind))?
+    }
+
+    /// Turns an offload of interface `ifname` of this namespace on or off, like `ethtool -K`
+    /// (through the `SIOCETHTOOL` ioctl, so the `ethtool` binary is not needed). For tests about
+    /// offloads only: the bed itself keeps the kernel's defaults.
+    pub fn set_offload(&self, ifname: &str, offload: Offload, on: bool) -> io::Result<()> {
+        let ifname = ifname.to_owned();
+        self.enter(move || set_ethtool_flag(&ifname, offload.set_cmd(), on))?
     }
 }
 
@@ -555,21 +580,9 @@ fn addr_add(addr: IpAddr, dev: &str) -> String {
     }
 }
 
-/// Sysctls every namespace of a topology gets before its interfaces exist, so that new
-/// interfaces inherit them through `default`.
-const BASE_SYSCTLS: [(&str, &str); 6] = [
-    ("net.ipv4.conf.all.rp_filter", "0"),
-    ("net.ipv4.conf.default.rp_filter", "0"),
-    ("net.ipv6.conf.all.accept_dad", "0"),
-    ("net.ipv6.conf.default.accept_dad", "0"),
-    ("net.ipv6.conf.all.disable_ipv6", "0"),
-    ("net.ipv6.conf.default.disable_ipv6", "0"),
-];
-
-/// Creates a topology namespace with `lo` up and [`BASE_SYSCTLS`].
+/// Creates a topology namespace with `lo` up, everything else at the kernel's defaults.
 fn topology_ns(name: String) -> io::Result<Netns> {
     let ns = Netns::add(name)?;
-    ns.sysctl(&BASE_SYSCTLS)?;
     ns.run(&["ip", "link", "set", "lo", "up"])?;
     Ok(ns)
 }
@@ -593,15 +606,6 @@ fn add_veth(ns_a: &Netns, a: &str, ns_b: &Netns, b: &str) -> io::Result<()> {
         ns_b.name(),
     ])
     .map(drop)
-}
-
-/// Turns GRO on and TX checksum offload off on a veth peer of the node (see the module docs).
-fn prepare_peer_offloads(ns: &Netns, ifname: &str) -> io::Result<()> {
-    let ifname = ifname.to_owned();
-    ns.enter(move || {
-        set_ethtool_flag(&ifname, ETHTOOL_SGRO, true)?;
-        set_ethtool_flag(&ifname, ETHTOOL_STXCSUM, false)
-    })?
 }
 
 /// The client namespace of a topology.
@@ -629,6 +633,7 @@ pub struct Topology {
     // Dropped in declaration order: backends, client, then the node.
     backends: Vec<Backend>,
     client: Option<Client>,
+    bridged: bool,
     node: Netns,
 }
 
@@ -639,6 +644,7 @@ pub struct TopologyBuilder {
     client: bool,
     client_extra: Vec<IpAddr>,
     backends: Vec<(String, Vec<IpAddr>)>,
+    bridged: bool,
 }
 
 impl Topology {
@@ -693,14 +699,23 @@ impl Topology {
         &self.backend_part(name).node_ifname
     }
 
-    /// Every interface of the node except `lo`: the client-facing one first, then one per
-    /// backend group in the order they were added.
+    /// The interfaces of the node that carry IP (veer attaches there): the client-facing one
+    /// first, then one per backend group in the order they were added, or the bridge when the
+    /// backends sit behind one (its ports carry no address).
     pub fn node_ifnames(&self) -> Vec<String> {
+        let backends: Vec<String> = if self.bridged {
+            vec![NODE_BRIDGE_IFNAME.to_owned()]
+        } else {
+            self.backends
+                .iter()
+                .map(|b| b.node_ifname.clone())
+                .collect()
+        };
         self.client
             .as_ref()
             .map(|_| NODE_CLIENT_IFNAME.to_owned())
             .into_iter()
-            .chain(self.backends.iter().map(|b| b.node_ifname.clone()))
+            .chain(backends)
             .collect()
     }
 
@@ -727,6 +742,15 @@ impl Topology {
     /// The node's IPv6 address on the client side, [`NODE_CLIENT_ADDR_V6`].
     pub fn node_addr_v6(&self) -> IpAddr {
         IpAddr::V6(NODE_CLIENT_ADDR_V6)
+    }
+
+    /// Turns IPv4 and IPv6 forwarding on in the node, for tests of plain kernel routing without
+    /// veer (which sets what it needs itself).
+    pub fn enable_forwarding(&self) -> io::Result<()> {
+        self.node.sysctl(&[
+            ("net.ipv4.ip_forward", "1"),
+            ("net.ipv6.conf.all.forwarding", "1"),
+        ])
     }
 
     /// The names of every namespace of this topology, node first.
@@ -775,6 +799,15 @@ impl TopologyBuilder {
         self
     }
 
+    /// Puts the backends behind a bridge, docker0-style: the node gets bridge
+    /// [`NODE_BRIDGE_IFNAME`] holding [`NODE_BACKEND_ADDR`]/24 and [`NODE_BACKEND_ADDR_V6`]/64,
+    /// each backend's veth peer in the node is a port of it (no address), and the backends hold
+    /// their addresses in those prefixes, routed through the bridge's addresses.
+    pub fn backends_behind_bridge(mut self) -> Self {
+        self.bridged = true;
+        self
+    }
+
     /// Creates the namespaces, veth pairs, addresses and routes. On error, whatever was
     /// created is removed again.
     ///
@@ -785,6 +818,14 @@ impl TopologyBuilder {
         let prefix = unique_prefix();
 
         let node = topology_ns(format!("{prefix}-node"))?;
+        if self.bridged {
+            node.ip_batch(&[
+                format!("link add {NODE_BRIDGE_IFNAME} type bridge"),
+                format!("addr add {NODE_BACKEND_ADDR}/24 dev {NODE_BRIDGE_IFNAME}"),
+                format!("addr add {NODE_BACKEND_ADDR_V6}/64 dev {NODE_BRIDGE_IFNAME} nodad"),
+                format!("link set {NODE_BRIDGE_IFNAME} up"),
+            ])?;
+        }
         let client = if self.client {
             let ns = topology_ns(format!("{prefix}-client"))?;
             wire_client(&node, &ns, &self.client_extra)?;
@@ -798,7 +839,11 @@ impl TopologyBuilder {
         let mut backends = Vec::with_capacity(self.backends.len());
         for ((name, addrs), node_ifname) in self.backends.into_iter().zip(ifnames) {
             let ns = topology_ns(format!("{prefix}-{name}"))?;
-            wire_backend(&node, &node_ifname, &ns, &addrs)?;
+            if self.bridged {
+                wire_bridged_backend(&node, &node_ifname, &ns, &addrs)?;
+            } else {
+                wire_backend(&node, &node_ifname, &ns, &addrs)?;
+            }
             backends.push(Backend {
                 name,
                 node_ifname,
@@ -806,23 +851,12 @@ impl TopologyBuilder {
                 ns,
             });
         }
-        let topology = Topology {
+        Ok(Topology {
             backends,
             client,
+            bridged: self.bridged,
             node,
-        };
-
-        let mut node_sysctls = vec![
-            ("net.ipv4.ip_forward".to_owned(), "1"),
-            ("net.ipv6.conf.all.forwarding".to_owned(), "1"),
-        ];
-        for ifname in topology.node_ifnames() {
-            node_sysctls.push((format!("net.ipv4.conf.{ifname}.rp_filter"), "0"));
-        }
-        let node_sysctls: Vec<(&str, &str)> =
-            node_sysctls.iter().map(|(k, v)| (k.as_str(), *v)).collect();
-        topology.node.sysctl(&node_sysctls)?;
-        Ok(topology)
+        })
     }
 
     /// Checks names and addresses; returns the node's interface name for each backend group.
@@ -856,7 +890,8 @@ impl TopologyBuilder {
         }
 
         let mut ifnames = Vec::with_capacity(self.backends.len());
-        let mut taken: HashSet<String> = HashSet::from([NODE_CLIENT_IFNAME.to_owned()]);
+        let mut taken: HashSet<String> =
+            HashSet::from([NODE_CLIENT_IFNAME.to_owned(), NODE_BRIDGE_IFNAME.to_owned()]);
         for (name, addrs) in &self.backends {
             validate_role(name)?;
             if RESERVED_ROLES.contains(&name.as_str()) {
@@ -908,8 +943,7 @@ fn wire_client(node: &Netns, client: &Netns, extra: &[IpAddr]) -> io::Result<()>
         format!("route add 0.0.0.0/0 via {NODE_CLIENT_ADDR} dev {dev}"),
         format!("route add ::/0 via {NODE_CLIENT_ADDR_V6} dev {dev}"),
     ]);
-    client.ip_batch(&client_cmds)?;
-    prepare_peer_offloads(client, PEER_IFNAME)
+    client.ip_batch(&client_cmds)
 }
 
 /// Wires one backend group's namespace to the node (see the module docs).
@@ -953,6 +987,40 @@ fn wire_backend(
             format!("route add ::/0 via {NODE_BACKEND_ADDR_V6} dev {dev}"),
         ]);
     }
-    backend.ip_batch(&backend_cmds)?;
-    prepare_peer_offloads(backend, PEER_IFNAME)
+    backend.ip_batch(&backend_cmds)
+}
+
+/// Wires one backend group's namespace to the node's bridge (see
+/// [`TopologyBuilder::backends_behind_bridge`]).
+fn wire_bridged_backend(
+    node: &Netns,
+    port: &str,
+    backend: &Netns,
+    addrs: &[IpAddr],
+) -> io::Result<()> {
+    add_veth(node, port, backend, PEER_IFNAME)?;
+    node.ip_batch(&[
+        format!("link set {port} master {NODE_BRIDGE_IFNAME}"),
+        format!("link set {port} up"),
+    ])?;
+    let dev = PEER_IFNAME;
+    let mut cmds: Vec<String> = addrs
+        .iter()
+        .map(|addr| match addr {
+            IpAddr::V4(_) => format!("addr add {addr}/24 dev {dev}"),
+            IpAddr::V6(_) => format!("addr add {addr}/64 dev {dev} nodad"),
+        })
+        .collect();
+    cmds.push(format!("link set {dev} up"));
+    if addrs.iter().any(IpAddr::is_ipv4) {
+        cmds.push(format!(
+            "route add 0.0.0.0/0 via {NODE_BACKEND_ADDR} dev {dev}"
+        ));
+    }
+    if addrs.iter().any(IpAddr::is_ipv6) {
+        cmds.push(format!(
+            "route add ::/0 via {NODE_BACKEND_ADDR_V6} dev {dev}"
+        ));
+    }
+    backend.ip_batch(&cmds)
 }

@@ -152,6 +152,8 @@ pub enum Program {
     Xdp,
     /// `veer_tc_reply`.
     Tc,
+    /// `veer_tc_steer`.
+    TcSteer,
 }
 
 /// What a case expects to come out.
@@ -393,6 +395,9 @@ impl Harness {
                 .unwrap_or_else(|e| panic!("{e}"))
                 .test_run(opts),
             Program::Tc => loader::tc_mut(&mut self.ebpf)
+                .unwrap_or_else(|e| panic!("{e}"))
+                .test_run(opts),
+            Program::TcSteer => loader::tc_steer_mut(&mut self.ebpf)
                 .unwrap_or_else(|e| panic!("{e}"))
                 .test_run(opts),
         }?;

@@ -667,7 +667,11 @@ mod live {
             })
             .sum();
         assert!(active >= 30, "active flows after restart: {active}");
-        assert!(b.daemon.log().contains("how=Adopted"), "{}", b.daemon.log());
+        assert!(
+            b.daemon.log().contains("adopted=true"),
+            "{}",
+            b.daemon.log()
+        );
         b.daemon.ok(&["shift", service, "v1=0", "v2=100"]);
         std::thread::sleep(Duration::from_millis(300));
         let report = load.finish();
@@ -695,14 +699,15 @@ mod live {
     #[test]
     fn a_new_build_of_the_programs_replaces_the_old_one_on_the_pinned_links_under_load() {
         let mut b = bed("50", "50");
-        let xdp_prog = |b: &Bed| -> String {
+        // The client-facing veth is steered by TC (see `dataplane::ifaces`).
+        let steer_prog = |b: &Bed| -> String {
             let out = std::process::Command::new("bpftool")
                 .args(["link", "show", "pinned"])
                 .arg(
                     b.daemon
                         .pin_dir
                         .join("links")
-                        .join(format!("veer_xdp_{}", b.topo.node_client_ifname())),
+                        .join(format!("veer_tc_steer_{}", b.topo.node_client_ifname())),
                 )
                 .output()
                 .unwrap();
@@ -713,8 +718,8 @@ mod live {
                 .unwrap_or_default()
                 .to_owned()
         };
-        let before = xdp_prog(&b);
-        assert!(!before.is_empty(), "no pinned XDP link");
+        let before = steer_prog(&b);
+        assert!(!before.is_empty(), "no pinned steering link");
         let mut held = Held::open(b.topo.client(), vip(), 30);
         let load = Load::new_connections(b.topo.client(), vip(), 20_000, Duration::from_mins(1));
         std::thread::sleep(Duration::from_millis(300));
@@ -727,7 +732,7 @@ mod live {
         let report = load.finish();
         assert_load_clean(&report, "program upgrade");
         held.check("after the upgrade");
-        let after = xdp_prog(&b);
+        let after = steer_prog(&b);
         assert_ne!(
             before, after,
             "the link should run the newly loaded program"

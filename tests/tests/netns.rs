@@ -44,7 +44,7 @@ fn listed_netns() -> HashSet<String> {
         .collect()
 }
 
-/// Client plus backend groups v1 (IPv4 and IPv6) and v2 (IPv4).
+/// Client plus backend groups v1 (IPv4 and IPv6) and v2 (IPv4), at kernel defaults.
 fn two_group_topology() -> Topology {
     veer_tests::require_root();
     Topology::builder()
@@ -53,6 +53,14 @@ fn two_group_topology() -> Topology {
         .backend("v2", &[V2])
         .build()
         .expect("build topology")
+}
+
+/// [`two_group_topology`] with the node forwarding like a router: for the bed's own routing
+/// tests, which run without veer.
+fn routed_two_group_topology() -> Topology {
+    let topology = two_group_topology();
+    topology.enable_forwarding().expect("enable forwarding");
+    topology
 }
 
 mod topology {
@@ -64,11 +72,13 @@ mod topology {
     use veer_tests::netns::{NODE_CLIENT_IFNAME, Topology};
     use veer_tests::servers::{TcpServer, UdpServer, ask_once, ask_once_from, ask_udp};
 
-    use super::{TIMEOUT, V1, V1_V6, V2, listed_netns, two_group_topology};
+    use super::{
+        TIMEOUT, V1, V1_V6, V2, listed_netns, routed_two_group_topology, two_group_topology,
+    };
 
     #[test]
     fn topology_routes_client_to_backend_without_veer() {
-        let topology = two_group_topology();
+        let topology = routed_two_group_topology();
         let v1 = TcpServer::start(topology.backend("v1"), SocketAddr::new(V1, 8080), "v1")
             .expect("start v1");
         let v1_v6 = TcpServer::start(topology.backend("v1"), SocketAddr::new(V1_V6, 8080), "v1")
@@ -98,7 +108,7 @@ mod topology {
     }
 
     #[test]
-    fn topology_names_interfaces_and_sets_forwarding() {
+    fn topology_names_interfaces_and_leaves_kernel_defaults() {
         let topology = two_group_topology();
         assert_eq!(topology.node_client_ifname(), NODE_CLIENT_IFNAME);
         assert_eq!(topology.node_backend_ifname("v1"), "n-v1");
@@ -123,10 +133,34 @@ mod topology {
             let out = topology.node().run(&["sysctl", "-n", key]).expect("sysctl");
             String::from_utf8_lossy(&out.stdout).trim().to_owned()
         };
+        // Nothing tuned: what a new namespace gets (rp_filter is inherited from the host).
+        let host = |key: &str| {
+            let out = std::process::Command::new("sysctl")
+                .args(["-n", key])
+                .output()
+                .expect("sysctl on the host");
+            String::from_utf8_lossy(&out.stdout).trim().to_owned()
+        };
+        assert_eq!(sysctl("net.ipv4.ip_forward"), "0");
+        assert_eq!(sysctl("net.ipv6.conf.all.forwarding"), "0");
+        assert_eq!(sysctl("net.ipv6.conf.n-v1.accept_ra"), "1");
+        assert_eq!(
+            sysctl("net.ipv4.conf.all.rp_filter"),
+            host("net.ipv4.conf.all.rp_filter")
+        );
+        // Offloads as the kernel makes a veth: TX checksum offload on, GRO off.
+        let features = topology
+            .client()
+            .run(&["ethtool", "-k", "eth0"])
+            .expect("ethtool -k");
+        let features = String::from_utf8_lossy(&features.stdout);
+        assert!(
+            features.contains("tx-checksumming: on")
+                && features.contains("generic-receive-offload: off"),
+            "{features}"
+        );
+        topology.enable_forwarding().expect("enable forwarding");
         assert_eq!(sysctl("net.ipv4.ip_forward"), "1");
-        assert_eq!(sysctl("net.ipv6.conf.all.forwarding"), "1");
-        assert_eq!(sysctl("net.ipv4.conf.all.rp_filter"), "0");
-        assert_eq!(sysctl("net.ipv4.conf.n-v2.rp_filter"), "0");
     }
 
     #[test]
@@ -138,6 +172,7 @@ mod topology {
             .backend("v1", &[V1])
             .build()
             .expect("build topology");
+        topology.enable_forwarding().expect("enable forwarding");
         let v1 = TcpServer::start(topology.backend("v1"), SocketAddr::new(V1, 8080), "v1")
             .expect("start v1");
         let from = SocketAddr::new(extra, 0);
@@ -238,7 +273,7 @@ mod topology {
         let threads: Vec<_> = (0..4)
             .map(|i| {
                 std::thread::spawn(move || {
-                    let topology = two_group_topology();
+                    let topology = routed_two_group_topology();
                     let name = format!("v1-{i}");
                     let v1 =
                         TcpServer::start(topology.backend("v1"), SocketAddr::new(V1, 8080), &name)
@@ -388,9 +423,7 @@ mod steering {
         time::{Duration, Instant},
     };
 
-    use veer::model::{
-        Backend, DesiredState, Group, Pin, Protocol, Service, Weight, XdpAttachMode,
-    };
+    use veer::model::{Backend, DesiredState, Group, Pin, Protocol, Service, Weight};
     use veer_tests::{
         netns::Topology,
         node::SteeredNode,
@@ -490,7 +523,7 @@ mod steering {
     #[test]
     fn split_accuracy_90_10_over_5000_connections() {
         let (topo, _s1, _s2) = bed();
-        let _node = SteeredNode::start(&topo, XdpAttachMode::Auto, &web("90", "10"));
+        let _node = SteeredNode::start(&topo, &web("90", "10"));
         let (v1, v2) = count_answers(&topo, 5000);
         let share = v2 as f64 / 5000.0 * 100.0;
         assert_eq!(v1 + v2, 5000);
@@ -503,7 +536,7 @@ mod steering {
     #[test]
     fn long_lived_connections_stay_on_v1_across_shifts() {
         let (topo, _s1, _s2) = bed();
-        let mut node = SteeredNode::start(&topo, XdpAttachMode::Auto, &web("100", "0"));
+        let mut node = SteeredNode::start(&topo, &web("100", "0"));
         let mut conns: Vec<_> = (0..50)
             .map(|i| {
                 topo.client()
@@ -567,7 +600,7 @@ mod steering {
                 ],
             )],
         };
-        let mut node = SteeredNode::start(&topo, XdpAttachMode::Auto, &state("50", "50"));
+        let mut node = SteeredNode::start(&topo, &state("50", "50"));
         let dst = sa(&format!("{local}:80"));
         let mut seen = [0; 2];
         for i in 0..100 {
@@ -618,7 +651,7 @@ mod steering {
                 vec![group("v1", "100", &["198.51.100.11:5353"])],
             )],
         };
-        let _node = SteeredNode::start(&topo, XdpAttachMode::Auto, &state);
+        let _node = SteeredNode::start(&topo, &state);
         for i in 0..20 {
             // ask_udp checks the answer comes from the VIP, i.e. was reverse-NATed.
             assert_eq!(
@@ -647,7 +680,7 @@ mod steering {
             len: 29,
             group: "v2".into(),
         });
-        let _node = SteeredNode::start(&topo, XdpAttachMode::Auto, &state);
+        let _node = SteeredNode::start(&topo, &state);
         for i in 0..20 {
             let from_office =
                 ask_once_from(topo.client(), SocketAddr::new(office, 0), vip(80), TIMEOUT)
@@ -706,7 +739,7 @@ mod steering {
         #[test]
         fn split_accuracy_90_10_over_5000_ipv6_connections() {
             let (topo, _s1, _s2) = bed6();
-            let _node = SteeredNode::start(&topo, XdpAttachMode::Auto, &web6("90", "10"));
+            let _node = SteeredNode::start(&topo, &web6("90", "10"));
             let (mut v1, mut v2) = (0, 0);
             let deadline = Instant::now() + Duration::from_mins(2);
             for i in 0..5000 {
@@ -734,7 +767,7 @@ mod steering {
         #[test]
         fn long_lived_ipv6_connections_stay_across_a_shift() {
             let (topo, _s1, _s2) = bed6();
-            let mut node = SteeredNode::start(&topo, XdpAttachMode::Auto, &web6("100", "0"));
+            let mut node = SteeredNode::start(&topo, &web6("100", "0"));
             let mut conns: Vec<_> = (0..30)
                 .map(|i| {
                     topo.client()

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     control::{
-        Answer,
+        Answer, DataplaneReport,
         views::{
             BackendView, ConfigView, FlowView, FlowsView, GroupView, RevisionView, RolloutView,
             ServiceView, StatusView, Waiting,
@@ -27,10 +27,69 @@ pub struct Status {
     pub revision: Option<RevisionInfo>,
     /// Interfaces the programs are attached to (from the config file).
     pub interfaces: Vec<String>,
+    /// Each interface's hook, mode and why; node settings; clients on the node.
+    #[serde(default)]
+    pub dataplane: DataplaneStatus,
     /// Conntrack use.
     pub conntrack: ConntrackStatus,
     /// Every service, in the order of the state.
     pub services: Vec<ServiceStatus>,
+}
+
+/// What steers traffic on the node, in `Status`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DataplaneStatus {
+    /// Every interface veer is attached to.
+    pub interfaces: Vec<InterfaceStatus>,
+    /// The node settings the data path depends on, as last checked.
+    pub node_settings: Vec<NodeSettingStatus>,
+    /// Clients on the node (the socket hooks).
+    pub local_clients: LocalClientsStatus,
+}
+
+/// An interface in `Status`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InterfaceStatus {
+    /// Its name.
+    pub name: String,
+    /// Its index now (0: the interface is gone; veer attaches again when it comes back).
+    pub ifindex: u32,
+    /// Link kind (`veth`, `bridge`, `physical (pci)` ...).
+    pub kind: String,
+    /// `xdp` or `tc`.
+    pub hook: String,
+    /// `native`, `generic`, `tcx` or `clsact`.
+    pub mode: String,
+    /// Why this hook.
+    pub why: String,
+    /// Whether `veer_xdp` redirects into it (`VEER_TX_PORTS`).
+    pub xdp_redirect_target: bool,
+    /// Why (or why not).
+    pub xdp_redirect_why: String,
+}
+
+/// A node setting in `Status`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeSettingStatus {
+    /// The sysctl (`net.ipv4.conf.n-v1.forwarding`).
+    pub key: String,
+    /// Its value now.
+    pub value: String,
+    /// The value veer found before it set it (none: it was already right).
+    pub was: Option<String>,
+    /// Why the data path needs it.
+    pub why: String,
+}
+
+/// Clients on the node in `Status`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LocalClientsStatus {
+    /// Whether their connections to a VIP are steered (the socket hooks are attached).
+    pub steered: bool,
+    /// The cgroup the socket hooks are attached to.
+    pub cgroup: Option<String>,
+    /// Why (or why not).
+    pub why: String,
 }
 
 /// A revision, briefly.
@@ -459,12 +518,53 @@ impl From<&ConfigView> for ConfigFileStatus {
     }
 }
 
+impl From<&DataplaneReport> for DataplaneStatus {
+    fn from(d: &DataplaneReport) -> Self {
+        Self {
+            interfaces: d
+                .interfaces
+                .iter()
+                .map(|i| InterfaceStatus {
+                    name: i.name.clone(),
+                    ifindex: i.ifindex,
+                    kind: i.kind.clone(),
+                    hook: i.hook.clone(),
+                    mode: i.mode.clone(),
+                    why: i.why.clone(),
+                    xdp_redirect_target: i.xdp_redirect_target,
+                    xdp_redirect_why: i.xdp_redirect_why.clone(),
+                })
+                .collect(),
+            node_settings: d
+                .node_settings
+                .iter()
+                .map(|n| NodeSettingStatus {
+                    key: n.key.clone(),
+                    value: n.value.clone(),
+                    was: n.was.clone(),
+                    why: n.why.clone(),
+                })
+                .collect(),
+            local_clients: LocalClientsStatus {
+                steered: d.local_clients.steered,
+                cgroup: d
+                    .local_clients
+                    .cgroup
+                    .as_ref()
+                    .map(|c| c.display().to_string()),
+                why: d.local_clients.why.clone(),
+            },
+        }
+    }
+}
+
 impl From<&StatusView> for Status {
     fn from(s: &StatusView) -> Self {
         Self {
             config: ConfigFileStatus::from(&s.config),
             revision: s.revision.as_ref().map(RevisionInfo::from),
             interfaces: s.interfaces.clone(),
+            dataplane: DataplaneStatus::from(&s.dataplane),
             conntrack: ConntrackStatus {
                 entries: s.conntrack_entries,
                 capacity: s.conntrack_capacity,

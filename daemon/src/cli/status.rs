@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 
 use super::{Global, block_on, exit::Failure, output};
-use crate::api::protocol::{ConfigFileStatus, Status};
+use crate::api::protocol::{ConfigFileStatus, DataplaneStatus, Status};
 
 /// Arguments of `veer status`.
 #[derive(Debug, clap::Args)]
@@ -85,6 +85,7 @@ fn human(s: &Status) -> String {
         s.conntrack.new_entries,
         s.conntrack.new_capacity
     );
+    dataplane(&mut out, &s.dataplane);
     for svc in &s.services {
         let _ = writeln!(
             out,
@@ -142,4 +143,52 @@ fn human(s: &Status) -> String {
         }
     }
     out
+}
+
+/// Interfaces (hook, mode, why), node settings and local clients.
+fn dataplane(out: &mut String, d: &DataplaneStatus) {
+    if !d.interfaces.is_empty() {
+        let rows: Vec<Vec<String>> = d
+            .interfaces
+            .iter()
+            .map(|i| {
+                vec![
+                    i.name.clone(),
+                    i.kind.clone(),
+                    format!("{} {}", i.hook, i.mode),
+                    if i.xdp_redirect_target { "yes" } else { "no" }.to_owned(),
+                ]
+            })
+            .collect();
+        out.push('\n');
+        out.push_str(&output::table(
+            &["INTERFACE", "KIND", "HOOK", "XDP REDIRECT TARGET"],
+            &rows,
+        ));
+        out.push('\n');
+        for i in &d.interfaces {
+            let _ = writeln!(out, "  {}: {}", i.name, i.why);
+            let _ = writeln!(out, "  {}: {}", i.name, i.xdp_redirect_why);
+        }
+    }
+    if !d.node_settings.is_empty() {
+        out.push_str("\nnode settings:\n");
+        for n in &d.node_settings {
+            let how = match &n.was {
+                Some(was) => format!("set by veer, was {was}"),
+                None => "ok".to_owned(),
+            };
+            let _ = writeln!(out, "  {} = {} ({how}): {}", n.key, n.value, n.why);
+        }
+    }
+    let _ = writeln!(
+        out,
+        "\nclients on the node: {}: {}",
+        if d.local_clients.steered {
+            "steered"
+        } else {
+            "not steered"
+        },
+        d.local_clients.why
+    );
 }

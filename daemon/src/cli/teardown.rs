@@ -34,6 +34,7 @@ pub(super) fn run(args: &Args, g: &Global) -> Result<(), Failure> {
     for i in &interfaces {
         links::detach_interface(&links_dir, i);
     }
+    let socket_hooks = crate::dataplane::sockets::detach(&links_dir);
     let mut removed = Vec::new();
     for entry in std::fs::read_dir(&args.pin_dir)
         .into_iter()
@@ -58,10 +59,10 @@ pub(super) fn run(args: &Args, g: &Global) -> Result<(), Failure> {
     }
     output::print(
         g.output,
-        &serde_json::json!({ "detached": interfaces, "unpinned": removed }),
+        &serde_json::json!({ "detached": interfaces, "socket_hooks": socket_hooks, "unpinned": removed }),
         || {
             format!(
-                "detached {} interfaces, removed {} pinned maps",
+                "detached {} interfaces and {socket_hooks} socket hooks, removed {} pinned maps",
                 interfaces.len(),
                 removed.len()
             )

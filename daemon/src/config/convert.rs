@@ -17,9 +17,9 @@ use super::{
     spans::{Fields, GroupSpans, Locator, NodeSpans, ServiceSpans, Spans},
 };
 use crate::model::{
-    Backend, CheckKind, DesiredState, Group, HealthCheck, HealthField, NodeConfig, OnFailure, Pin,
-    Plan, Protocol, RolloutField, Service, TimeoutField, Timeouts, Violation, Weight,
-    XdpAttachMode, gate::Gate, parse_prefix,
+    Backend, CheckKind, DesiredState, Group, HealthCheck, HealthField, HookChoice, NodeConfig,
+    OnFailure, Pin, Plan, Protocol, RolloutField, Service, TimeoutField, Timeouts, Violation,
+    Weight, XdpAttachMode, gate::Gate, parse_prefix,
 };
 
 /// Parses and checks the whole file.
@@ -150,6 +150,22 @@ fn node(raw: Option<&Spanned<schema::Node>>) -> Result<(NodeConfig, NodeSpans), 
             ],
             "auto, native, generic",
         )?;
+    }
+    if let Some(hooks) = &raw.hooks {
+        for (name, raw) in hooks.get_ref() {
+            let c = choice(
+                raw,
+                "hooks",
+                &[
+                    ("auto", HookChoice::Auto),
+                    ("xdp", HookChoice::Xdp),
+                    ("tc", HookChoice::Tc),
+                ],
+                "auto, xdp, tc",
+            )?;
+            node.hooks.insert(name.clone(), c);
+            spans.hooks.push(raw.span());
+        }
     }
     for (field, raw, value, span) in [
         (

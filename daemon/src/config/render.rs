@@ -32,6 +32,12 @@ pub fn to_toml(config: &Config) -> String {
         duration(t.tcp_closing),
         duration(t.udp),
     );
+    if !node.hooks.is_empty() {
+        out.push_str("\n[node.hooks]\n");
+        for (name, choice) in &node.hooks {
+            let _ = writeln!(out, "{} = {}", quote(name), quote(choice.as_str()));
+        }
+    }
     for s in &config.state.services {
         service(&mut out, s);
     }

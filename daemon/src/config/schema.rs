@@ -26,6 +26,9 @@ pub(super) struct Node {
     /// `auto`, `native` or `generic`.
     #[serde(default)]
     pub(super) xdp_mode: Option<Spanned<String>>,
+    /// `[node.hooks]`: interface -> `auto`, `xdp` or `tc`.
+    #[serde(default)]
+    pub(super) hooks: Option<Spanned<std::collections::BTreeMap<String, Spanned<String>>>>,
     /// Capacity of the table of confirmed flows.
     #[serde(default)]
     pub(super) conntrack_max: Option<Spanned<i64>>,

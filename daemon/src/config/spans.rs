@@ -39,6 +39,8 @@ pub(super) type Table<F> = Option<(Range<usize>, Fields<F>)>;
 pub(super) struct NodeSpans {
     pub(super) table: Range<usize>,
     pub(super) interfaces: Vec<Range<usize>>,
+    /// The value of each `[node.hooks]` entry, in interface-name order (as `NodeConfig::hooks`).
+    pub(super) hooks: Vec<Range<usize>>,
     pub(super) conntrack_max: Option<Range<usize>>,
     pub(super) conntrack_new_max: Option<Range<usize>>,
     pub(super) timeouts_table: Option<Range<usize>>,
@@ -157,6 +159,12 @@ impl Spans {
             Place::Interface(k) => self
                 .node
                 .interfaces
+                .get(k)
+                .cloned()
+                .unwrap_or_else(|| self.node.table.clone()),
+            Place::Hook(k) => self
+                .node
+                .hooks
                 .get(k)
                 .cloned()
                 .unwrap_or_else(|| self.node.table.clone()),

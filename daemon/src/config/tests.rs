@@ -5,7 +5,7 @@ use std::{path::Path, time::Duration};
 
 use super::{Config, parse, to_toml};
 use crate::model::{
-    CheckKind, HealthCheck, NodeConfig, Pin, Plan, Protocol, Timeouts, XdpAttachMode,
+    CheckKind, HealthCheck, HookChoice, NodeConfig, Pin, Plan, Protocol, Timeouts, XdpAttachMode,
     fixtures::{group, service, w, web},
 };
 
@@ -56,6 +56,8 @@ fn a_written_config_reads_back_as_itself() {
     let mut c = good();
     c.node.interfaces.push("veth-\"odd\"".into());
     c.node.xdp_mode = XdpAttachMode::Generic;
+    c.node.hooks.insert("veth-\"odd\"".into(), HookChoice::Xdp);
+    c.node.hooks.insert("eth0".into(), HookChoice::Tc);
     c.node.conntrack_max = 65_536;
     c.node.timeouts.tcp_closing = Duration::from_hours(1);
     c.node.timeouts.udp = Duration::from_millis(1500);
@@ -412,5 +414,38 @@ fn both_flow_tables_are_sized_in_node() {
     assert_eq!(
         error(&good_text().replace("conntrack_new_max = 65536", "conntrack_new_max = -1")),
         "veer.toml:5:21: `conntrack_new_max`: -1 is out of range 1024..=67108864"
+    );
+}
+
+#[test]
+fn node_hooks_override_interfaces_named_in_interfaces() {
+    let mut c = good();
+    c.node.interfaces.push("eth0.100".into());
+    c.node.hooks.insert("eth0.100".into(), HookChoice::Tc);
+    let text = to_toml(&c);
+    assert!(
+        text.contains("\n[node.hooks]\n\"eth0.100\" = \"tc\"\n"),
+        "{text}"
+    );
+    let back = parse(Path::new("veer.toml"), &text).unwrap();
+    assert_eq!(back.node.hook_choice("eth0.100"), HookChoice::Tc);
+    assert_eq!(back.node.hook_choice("eth0"), HookChoice::Auto);
+    assert_eq!(back, c);
+    let line = |text: &str, key: &str| text.lines().position(|l| l.starts_with(key)).unwrap() + 1;
+    let bad = text.replace("\"eth0.100\" = \"tc\"", "\"eth0.100\" = \"fast\"");
+    assert_eq!(
+        error(&bad),
+        format!(
+            "veer.toml:{}:14: `hooks`: `fast` is not one of auto, xdp, tc",
+            line(&bad, "\"eth0.100\"")
+        )
+    );
+    let unknown = text.replace("\"eth0.100\" = \"tc\"", "eth9 = \"xdp\"");
+    assert_eq!(
+        error(&unknown),
+        format!(
+            "veer.toml:{}:8: `hooks`: interface `eth9` is not in `interfaces`",
+            line(&unknown, "eth9")
+        )
     );
 }

@@ -366,6 +366,14 @@ impl<N: Effects + Readings> Controller<N> {
         self.node.apply(&head.state, &self.health.down(&head.state))
     }
 
+    /// After a link or address event: interfaces created again are attached again, XDP
+    /// redirect targets follow what each interface can take, and the node settings the live
+    /// state needs are checked again. Returns whether anything changed.
+    pub fn links_changed(&mut self) -> Result<bool, ControlError> {
+        let head = self.head();
+        self.node.refresh_links(&head.state)
+    }
+
     /// One conntrack upkeep pass (expiry by the configured timeouts).
     pub fn upkeep(&mut self) -> Result<Upkeep, ControlError> {
         let u = self.node.upkeep(&self.running.timeouts)?;
@@ -401,6 +409,7 @@ impl<N: Effects + Readings> Controller<N> {
             config: self.config_view(),
             revision: latest.map(RevisionView::from),
             interfaces: self.running.interfaces.clone(),
+            dataplane: self.node.dataplane(),
             conntrack_entries: census.flows,
             conntrack_capacity: self.running.conntrack_max,
             conntrack_new_entries: census.new_flows,

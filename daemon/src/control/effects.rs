@@ -1,7 +1,8 @@
 //! What the controller does to the world, behind two narrow interfaces: `Effects` changes it
-//! (the maps, the revision store, conntrack upkeep) and `Readings` reads the kernel's counters
-//! and flows. `Node` is the real node; the control tests use a fake, so control decisions are
-//! checked without root.
+//! (the maps and the node settings they need, the revision store, conntrack upkeep, the links
+//! after the node's interfaces change) and `Readings` reads the kernel's counters and flows and
+//! how each interface is steered. `Node` is the real node; the control tests use a fake, so
+//! control decisions are checked without root.
 
 use veer_common::{
     counters::{BackendCounters, Reason, ServiceCounters},
@@ -9,7 +10,7 @@ use veer_common::{
 };
 
 use super::{change::Change, error::ControlError};
-pub use crate::dataplane::flows::Census;
+pub use crate::dataplane::{DataplaneReport, InterfaceReport, flows::Census};
 use crate::{
     dataplane::flows::Upkeep,
     model::{DesiredState, Down, Ids, Timeouts},
@@ -19,7 +20,9 @@ use crate::{
 /// Changes to the node.
 pub trait Effects {
     /// Makes the kernel hold `state`, the backends in `down` out of their tables, without
-    /// touching established flows. All or nothing: on error the previous state is in force.
+    /// touching established flows, once the node settings `state` needs are right (set where
+    /// they are veer's to set). All or nothing: on error, a setting refused included, the
+    /// previous state is in force.
     fn apply(&mut self, state: &DesiredState, down: &Down) -> Result<(), ControlError>;
 
     /// Records `change` durably as the next revision, with the ids the kernel now uses, and
@@ -31,6 +34,11 @@ pub trait Effects {
 
     /// One conntrack upkeep pass: idle flows expire by the timeouts of their state.
     fn upkeep(&mut self, timeouts: &Timeouts) -> Result<Upkeep, ControlError>;
+
+    /// After a link or address event: attaches again to interfaces that came back, makes the
+    /// XDP redirect targets follow what each interface can take now, and checks the node
+    /// settings `live` needs again. Returns whether anything changed.
+    fn refresh_links(&mut self, live: &DesiredState) -> Result<bool, ControlError>;
 }
 
 /// Conntrack entries of both flow tables and the clock they are measured against.
@@ -62,4 +70,8 @@ pub trait Readings {
 
     /// Every conntrack entry.
     fn flows(&self) -> Result<FlowTable, ControlError>;
+
+    /// How each interface is steered, the node settings as last checked, and whether clients
+    /// on the node are steered.
+    fn dataplane(&self) -> DataplaneReport;
 }

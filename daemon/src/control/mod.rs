@@ -24,7 +24,7 @@ pub mod views;
 
 pub use change::{Change, Head, Outcome};
 pub use controller::{Answer, Controller};
-pub use effects::{Census, Effects, FlowTable, Readings};
+pub use effects::{Census, DataplaneReport, Effects, FlowTable, InterfaceReport, Readings};
 pub use error::ControlError;
 pub use health::CheckJob;
 pub use node::{Node, Options};

@@ -1,5 +1,6 @@
-//! The real node: veer's dataplane (programs, links, maps) and the revision store, behind
-//! `Effects` and `Readings`, and the daemon's start, which loads or adopts them.
+//! The real node: veer's dataplane (programs, links, maps, the node settings it needs) and the
+//! revision store, behind `Effects` and `Readings`, and the daemon's start, which loads or adopts
+//! them.
 
 use std::path::PathBuf;
 
@@ -7,7 +8,7 @@ use veer_common::counters::{BackendCounters, Reason, ServiceCounters};
 
 use super::{
     change::Change,
-    effects::{Census, Effects, FlowTable, Readings},
+    effects::{Census, DataplaneReport, Effects, FlowTable, Readings},
     error::ControlError,
 };
 use crate::{
@@ -40,6 +41,7 @@ pub struct Node {
 
 impl Effects for Node {
     fn apply(&mut self, state: &DesiredState, down: &Down) -> Result<(), ControlError> {
+        self.dataplane.prepare_node(state)?;
         self.dataplane.apply(state, down)?;
         Ok(())
     }
@@ -64,6 +66,12 @@ impl Effects for Node {
     fn upkeep(&mut self, timeouts: &Timeouts) -> Result<Upkeep, ControlError> {
         Ok(self.dataplane.upkeep(timeouts, flows::now_tick())?)
     }
+
+    fn refresh_links(&mut self, live: &DesiredState) -> Result<bool, ControlError> {
+        let changed = self.dataplane.refresh_interfaces()?;
+        self.dataplane.prepare_node(live)?;
+        Ok(changed)
+    }
 }
 
 impl Readings for Node {
@@ -80,7 +88,7 @@ impl Readings for Node {
     }
 
     fn census(&self) -> Result<Census, ControlError> {
-        Ok(flows::census(self.dataplane.maps())?)
+        Ok(self.dataplane.census()?)
     }
 
     fn reasons(&self) -> Result<Vec<(Reason, u64)>, ControlError> {
@@ -95,6 +103,10 @@ impl Readings for Node {
             entries: self.dataplane.maps().flows()?,
             now: flows::now_tick(),
         })
+    }
+
+    fn dataplane(&self) -> DataplaneReport {
+        self.dataplane.report()
     }
 }
 
@@ -113,8 +125,10 @@ pub(super) type Started = (Node, NodeConfig, FileAtStart);
 
 impl Node {
     /// Loads (or adopts) the pinned programs and maps (migrating pins of an older layout),
-    /// reconciles the maps with the last committed revision, attaches (or adopts) the links, and
-    /// ends a migration once this build's programs run on every link.
+    /// reconciles the maps with the last committed revision, attaches (or adopts) the links of
+    /// every interface with the hook the kernel's report of it calls for and the socket hooks for
+    /// clients on the node, checks the node settings the last revision needs, and ends a
+    /// migration once this build's programs run on every link.
     pub(super) fn start(opts: &Options) -> Result<Started, ControlError> {
         // Before anything is read or touched: another daemon on the same state or pins wins.
         let locks = lock::acquire(&opts.state_dir, &opts.pin_dir)?;
@@ -157,8 +171,16 @@ impl Node {
             }
         }
         for ifname in &interfaces {
-            let how = dataplane.attach_pinned(ifname, node.xdp_mode, &links_dir)?;
-            tracing::info!(interface = %ifname, ?how, "attached");
+            dataplane.attach_interface(
+                ifname,
+                node.xdp_mode,
+                node.hook_choice(ifname),
+                Some(&links_dir),
+            )?;
+        }
+        dataplane.attach_local_clients(Some(&links_dir))?;
+        if let Some(rev) = store.latest() {
+            dataplane.prepare_node(&rev.state)?;
         }
         dataplane.finish_migration()?;
         Ok((

@@ -15,7 +15,7 @@ use super::{
     Answer, ControlError, Controller, Request,
     change::{Change, Head},
     core::{self, Live},
-    effects::{Census, Effects, FlowTable, Readings},
+    effects::{Census, DataplaneReport, Effects, FlowTable, InterfaceReport, Readings},
     observed::Observations,
 };
 use crate::{
@@ -41,6 +41,10 @@ struct FakeNode {
     service_counters: HashMap<u32, ServiceCounters>,
     census: Census,
     flows: FlowTable,
+    /// How the interfaces are steered, as the kernel side reports it.
+    report: DataplaneReport,
+    /// The live state each link event was handled with, in order.
+    refreshed: Vec<DesiredState>,
     fail_apply: bool,
     fail_commit: bool,
 }
@@ -112,6 +116,11 @@ impl Effects for FakeNode {
     fn upkeep(&mut self, _: &Timeouts) -> Result<Upkeep, ControlError> {
         Ok(Upkeep::default())
     }
+
+    fn refresh_links(&mut self, live: &DesiredState) -> Result<bool, ControlError> {
+        self.refreshed.push(live.clone());
+        Ok(true)
+    }
 }
 
 impl Readings for FakeNode {
@@ -137,6 +146,10 @@ impl Readings for FakeNode {
 
     fn flows(&self) -> Result<FlowTable, ControlError> {
         Ok(self.flows.clone())
+    }
+
+    fn dataplane(&self) -> DataplaneReport {
+        self.report.clone()
     }
 }
 
@@ -1087,6 +1100,12 @@ mod views {
             )
         );
         assert_eq!(s.services.len(), 2);
+        assert_eq!(s.dataplane, DataplaneReport::default());
+        ctl.node_mut().report.interfaces.push(client_veth());
+        assert_eq!(
+            ctl.status(None).unwrap().dataplane.interfaces,
+            [client_veth()]
+        );
         assert!(matches!(
             ctl.status(Some("shop")),
             Err(ControlError::UnknownService { .. })
@@ -1245,9 +1264,31 @@ mod views {
         ));
     }
 
+    /// A client veth steered by TC, not an XDP redirect target.
+    fn client_veth() -> InterfaceReport {
+        InterfaceReport {
+            name: "n-client".into(),
+            ifindex: 7,
+            kind: "veth".into(),
+            hook: "tc".into(),
+            mode: "tcx".into(),
+            why: "veth: local senders hand it CHECKSUM_PARTIAL skbs".into(),
+            xdp_redirect_target: false,
+            xdp_redirect_why: "its peer has neither GRO nor an XDP program".into(),
+        }
+    }
+
+    #[test]
+    fn a_link_event_is_handled_with_the_live_state() {
+        let mut ctl = controller(dual_stack());
+        assert!(ctl.links_changed().unwrap());
+        assert_eq!(ctl.node().refreshed, [dual_stack()]);
+    }
+
     #[test]
     fn metrics_render_from_the_views() {
         let mut ctl = controller(dual_stack());
+        ctl.node_mut().report.interfaces.push(client_veth());
         let web = ctl.node().ids.services["web"];
         ctl.node_mut().service_counters.insert(
             web,
@@ -1267,6 +1308,10 @@ mod views {
             r#"veer_service_invalid_tcp_total{service="web6"} 0"#,
             "veer_conntrack_new_entries 3",
             "veer_conntrack_new_capacity 65536",
+            r#"veer_interface_hook{interface="n-client",kind="veth",hook="tc",mode="tcx"} 1"#,
+            r#"veer_interface_xdp_redirect_target{interface="n-client",kind="veth",hook="tc",mode="tcx"} 0"#,
+            r#"veer_packets_not_steered_total{reason="kernel_no_xdp_xmit",verdict="pass"} 0"#,
+            r#"veer_packets_not_steered_total{reason="invalid_tcp",verdict="drop"} 0"#,
         ] {
             assert!(text.contains(series), "{series} in {text}");
         }

@@ -20,7 +20,7 @@ use veer_common::{
 };
 
 use super::{
-    effects::{FlowTable, Readings},
+    effects::{DataplaneReport, FlowTable, Readings},
     error::ControlError,
     health::Health,
 };
@@ -108,6 +108,9 @@ pub struct StatusView {
     pub revision: Option<RevisionView>,
     /// Interfaces the programs are attached to.
     pub interfaces: Vec<String>,
+    /// How each interface is steered (hook, mode, why, XDP redirect target), the node settings
+    /// the data path depends on, and whether clients on the node are steered.
+    pub dataplane: DataplaneReport,
     /// Entries in the table of confirmed flows (`VEER_FLOWS`).
     pub conntrack_entries: u64,
     /// Its capacity (`conntrack_max`).

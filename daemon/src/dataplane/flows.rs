@@ -158,6 +158,8 @@ pub struct Upkeep {
     pub census: Census,
     /// The VIPs live flows need their backends' replies to restore.
     pub live_vips: LiveVips,
+    /// Socket flows of clients on the node expired (unconnected UDP sockets gone idle).
+    pub socket_flows_expired: u64,
 }
 
 /// Removes expired entries of both tables and counts what is left. One streaming scan; only the

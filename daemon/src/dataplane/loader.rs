@@ -13,7 +13,7 @@ use std::{
 use aya::{
     Ebpf, EbpfLoader,
     maps::{MapInfo, MapType},
-    programs::{SchedClassifier, TcAttachType, Xdp, XdpMode, tc},
+    programs::{CgroupSock, CgroupSockAddr, SchedClassifier, Xdp},
 };
 use veer_common::{
     maps::{self, LAYOUT_VERSION, progs},
@@ -21,7 +21,7 @@ use veer_common::{
 };
 
 use super::DataplaneError;
-use crate::{EBPF_OBJECT, model::XdpAttachMode};
+use crate::EBPF_OBJECT;
 
 /// How the kernel object is loaded.
 #[derive(Clone, Debug)]
@@ -200,15 +200,23 @@ fn mount_bpffs(path: &Path) -> std::io::Result<()> {
     }
 }
 
-/// Loads the kernel object: maps (pinned or private) and both programs, verified, not attached.
+/// Loads the kernel object: maps (pinned or private) and every program, verified, not attached.
+/// Its socket hooks are inert (bound to no network namespace): tools and program tests.
 pub fn load(opts: &LoadOptions) -> Result<Ebpf, DataplaneError> {
+    load_in_netns(opts, 0)
+}
+
+/// Like `load`, with the socket hooks bound to the network namespace whose cookie is
+/// `netns_cookie` (see `sockets::netns_cookie`; 0 leaves them inert).
+pub fn load_in_netns(opts: &LoadOptions, netns_cookie: u64) -> Result<Ebpf, DataplaneError> {
     if EBPF_OBJECT.is_empty() {
         return Err(DataplaneError::NoKernelObject);
     }
     let mut loader = EbpfLoader::new();
     loader
         .map_max_entries(maps::FLOWS, opts.conntrack_max)
-        .map_max_entries(maps::NEWFLOWS, opts.conntrack_new_max);
+        .map_max_entries(maps::NEWFLOWS, opts.conntrack_new_max)
+        .override_global(maps::NETNS_COOKIE_GLOBAL, &netns_cookie, true);
     if let Some(dir) = &opts.pin_dir {
         prepare_pin_dir(dir)?;
         check_pinned_layout(dir, opts)?;
@@ -223,7 +231,31 @@ pub fn load(opts: &LoadOptions) -> Result<Ebpf, DataplaneError> {
     load_retrying(progs::XDP_INGRESS, || xdp.load())?;
     let tc = tc_mut(&mut ebpf)?;
     load_retrying(progs::TC_REPLY, || tc.load())?;
+    let steer = tc_steer_mut(&mut ebpf)?;
+    load_retrying(progs::TC_STEER, || steer.load())?;
+    for name in progs::SOCK {
+        if name == progs::SOCK_RELEASE {
+            let p: &mut CgroupSock = program_mut(&mut ebpf, name)?;
+            load_retrying(name, || p.load())?;
+        } else {
+            let p: &mut CgroupSockAddr = program_mut(&mut ebpf, name)?;
+            load_retrying(name, || p.load())?;
+        }
+    }
     Ok(ebpf)
+}
+
+/// A program of a loaded object, of type `P`.
+pub fn program_mut<'a, P>(
+    ebpf: &'a mut Ebpf,
+    name: &'static str,
+) -> Result<&'a mut P, DataplaneError>
+where
+    &'a mut P: TryFrom<&'a mut aya::programs::Program>,
+{
+    ebpf.program_mut(name)
+        .and_then(|p| p.try_into().ok())
+        .ok_or(DataplaneError::ProgramMissing { name })
 }
 
 /// Times `BPF_PROG_LOAD` is tried when the verifier gives up with `EAGAIN`.
@@ -262,89 +294,15 @@ pub fn load_retrying(
 
 /// The XDP program of a loaded object.
 pub fn xdp_mut(ebpf: &mut Ebpf) -> Result<&mut Xdp, DataplaneError> {
-    ebpf.program_mut(progs::XDP_INGRESS)
-        .and_then(|p| p.try_into().ok())
-        .ok_or(DataplaneError::ProgramMissing {
-            name: progs::XDP_INGRESS,
-        })
+    program_mut(ebpf, progs::XDP_INGRESS)
 }
 
-/// The TC program of a loaded object.
+/// The TC reply program of a loaded object.
 pub fn tc_mut(ebpf: &mut Ebpf) -> Result<&mut SchedClassifier, DataplaneError> {
-    ebpf.program_mut(progs::TC_REPLY)
-        .and_then(|p| p.try_into().ok())
-        .ok_or(DataplaneError::ProgramMissing {
-            name: progs::TC_REPLY,
-        })
+    program_mut(ebpf, progs::TC_REPLY)
 }
 
-/// Attaches the XDP program to `interface` in `mode`; returns the mode used and the link id.
-pub fn attach_xdp(
-    ebpf: &mut Ebpf,
-    interface: &str,
-    mode: XdpAttachMode,
-) -> Result<(XdpMode, aya::programs::xdp::XdpLinkId), DataplaneError> {
-    let attach_err = |hook: &'static str| {
-        let interface = interface.to_owned();
-        move |e| DataplaneError::Attach {
-            program: progs::XDP_INGRESS,
-            interface,
-            hook,
-            source: Box::new(e),
-        }
-    };
-    let xdp = xdp_mut(ebpf)?;
-    match mode {
-        XdpAttachMode::Native => Ok((
-            XdpMode::Driver,
-            xdp.attach(interface, XdpMode::Driver)
-                .map_err(attach_err("xdp native"))?,
-        )),
-        XdpAttachMode::Generic => Ok((
-            XdpMode::Skb,
-            xdp.attach(interface, XdpMode::Skb)
-                .map_err(attach_err("xdp generic"))?,
-        )),
-        XdpAttachMode::Auto => match xdp.attach(interface, XdpMode::Driver) {
-            Ok(id) => Ok((XdpMode::Driver, id)),
-            Err(native) => {
-                tracing::warn!(interface, error = %native, "native XDP unavailable, falling back to generic");
-                Ok((
-                    XdpMode::Skb,
-                    xdp.attach(interface, XdpMode::Skb)
-                        .map_err(attach_err("xdp generic"))?,
-                ))
-            }
-        },
-    }
-}
-
-/// Attaches both programs to `interface` (a name in the caller's network namespace): XDP on
-/// ingress, TC on ingress (replies of remote backends) and egress (replies of local backends).
-/// The links live as long as `ebpf` (see `links` for pinned ones). Returns the XDP mode used.
-pub fn attach(
-    ebpf: &mut Ebpf,
-    interface: &str,
-    mode: XdpAttachMode,
-) -> Result<XdpMode, DataplaneError> {
-    let (used, _) = attach_xdp(ebpf, interface, mode)?;
-    // clsact is needed only where tcx is not (kernels before 6.6); one that exists already is
-    // fine, and a real failure shows up as an attach error just below.
-    if let Err(e) = tc::qdisc_add_clsact(interface) {
-        tracing::debug!(interface, error = %e, "clsact qdisc not added");
-    }
-    let tc = tc_mut(ebpf)?;
-    for (attach_type, hook) in [
-        (TcAttachType::Ingress, "tc ingress"),
-        (TcAttachType::Egress, "tc egress"),
-    ] {
-        tc.attach(interface, attach_type)
-            .map_err(|e| DataplaneError::Attach {
-                program: progs::TC_REPLY,
-                interface: interface.to_owned(),
-                hook,
-                source: Box::new(e),
-            })?;
-    }
-    Ok(used)
+/// The TC steering program of a loaded object.
+pub fn tc_steer_mut(ebpf: &mut Ebpf) -> Result<&mut SchedClassifier, DataplaneError> {
+    program_mut(ebpf, progs::TC_STEER)
 }

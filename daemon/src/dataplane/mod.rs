@@ -1,30 +1,91 @@
-//! The kernel side as user space sees it: loading and attaching the programs (`loader`), typed
-//! access to their maps (`maps`), the pure Maglev builder (`maglev`), making the maps match a
-//! desired state (`sync`, `vips`), conntrack upkeep (`flows`), carrying pinned maps of an older
-//! layout over (`migrate`), and `Dataplane`, which owns all of it.
+//! The kernel side as user space sees it: loading the programs (`loader`), choosing each
+//! interface's hook from what the kernel reports (`netlink`, `ifaces`) and attaching it
+//! (`links`), the socket hooks for clients on the node (`sockets`), the node settings the data
+//! path needs (`node`), typed access to the maps (`maps`), the pure Maglev builder (`maglev`),
+//! making the maps match a desired state (`sync`, `vips`), conntrack upkeep (`flows`), carrying
+//! pinned maps of an older layout over (`migrate`), and `Dataplane`, which owns all of it.
 
 pub mod batch;
 pub mod flows;
+pub mod ifaces;
 pub mod links;
 pub mod loader;
 pub mod maglev;
 pub mod maps;
 pub mod migrate;
+pub mod netlink;
+pub mod node;
+pub mod sockets;
 pub mod sync;
 pub mod vips;
 
-use std::{collections::HashMap, path::PathBuf, time::Instant};
+use std::{
+    collections::{BTreeMap, HashMap},
+    net::IpAddr,
+    path::{Path, PathBuf},
+    time::Instant,
+};
 
-use aya::{Ebpf, programs::XdpMode};
+use aya::Ebpf;
 
-use crate::model::{DesiredState, Down, Ids, XdpAttachMode};
+use crate::model::{DesiredState, Down, HookChoice, Ids, XdpAttachMode};
+
+/// One interface veer is attached to, as `veer status` shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InterfaceReport {
+    /// The interface's name.
+    pub name: String,
+    /// Interface index now (0: the interface is gone).
+    pub ifindex: u32,
+    /// Link kind (`veth`, `bridge`, `physical (pci)` ...).
+    pub kind: String,
+    /// `xdp` or `tc`.
+    pub hook: String,
+    /// `native`, `generic`, `tcx` or `clsact`.
+    pub mode: String,
+    /// Why this hook.
+    pub why: String,
+    /// Whether `veer_xdp` redirects into it (`VEER_TX_PORTS`).
+    pub xdp_redirect_target: bool,
+    /// Why (or why not).
+    pub xdp_redirect_why: String,
+}
+
+/// The kernel side's own account of itself: interfaces, node settings, local clients.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DataplaneReport {
+    /// Every interface veer is attached to.
+    pub interfaces: Vec<InterfaceReport>,
+    /// The node settings the data path depends on, as last checked.
+    pub node_settings: Vec<node::Setting>,
+    /// Clients on the node (the socket hooks).
+    pub local_clients: sockets::LocalClients,
+}
+
+/// An interface veer attached to, and how to attach it again.
+struct Attachment {
+    name: String,
+    index: u32,
+    kind: String,
+    hook: ifaces::Hook,
+    why: String,
+    xdp_mode: XdpAttachMode,
+    choice: HookChoice,
+    links_dir: Option<PathBuf>,
+    redirect: (bool, String),
+}
 
 /// A loaded kernel object, its maps, and the state applied to them.
 pub struct Dataplane {
     // Owns the programs and their links: dropping it detaches unpinned links.
     ebpf: Ebpf,
     maps: maps::Maps,
+    sock_maps: sockets::SockMaps,
     applied: sync::Applied,
+    attachments: Vec<Attachment>,
+    local_clients: sockets::LocalClients,
+    node_settings: Vec<node::Setting>,
+    netns_cookie: u64,
     /// Pinned maps of an older layout being carried over (until `finish_migration`).
     legacy: Option<migrate::Legacy>,
     /// The VIPs live flows needed at the previous upkeep pass (a VIP is dropped from a
@@ -33,11 +94,15 @@ pub struct Dataplane {
 }
 
 impl Dataplane {
-    /// Loads the programs and maps (see `loader::load`). Pinned maps of an older layout are
-    /// migrated: their flows and counters are copied into this layout's maps now, and again,
-    /// for what the old programs did meanwhile, by `finish_migration` once the programs are
-    /// swapped on the links.
+    /// Loads the programs and maps (see `loader::load`), binding the socket hooks to the calling
+    /// thread's network namespace. Pinned maps of an older layout are migrated: their flows and
+    /// counters are copied into this layout's maps now, and again, for what the old programs did
+    /// meanwhile, by `finish_migration` once the programs are swapped on the links.
     pub fn load(opts: &loader::LoadOptions) -> Result<Self, DataplaneError> {
+        let netns_cookie = sockets::netns_cookie().unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "cannot read this network namespace's cookie; clients on the node will not be steered");
+            0
+        });
         let legacy = match &opts.pin_dir {
             Some(dir) => {
                 loader::prepare_pin_dir(dir)?;
@@ -45,8 +110,9 @@ impl Dataplane {
             }
             None => None,
         };
-        let mut ebpf = loader::load(opts)?;
+        let mut ebpf = loader::load_in_netns(opts, netns_cookie)?;
         let mut maps = maps::Maps::take(&mut ebpf)?;
+        let sock_maps = sockets::SockMaps::take(&mut ebpf)?;
         if let Some(legacy) = &legacy {
             let copied = migrate::copy(legacy, &mut maps)?;
             tracing::info!(
@@ -62,7 +128,12 @@ impl Dataplane {
         Ok(Self {
             ebpf,
             maps,
+            sock_maps,
             applied: sync::Applied::default(),
+            attachments: Vec::new(),
+            local_clients: sockets::LocalClients::default(),
+            node_settings: Vec::new(),
+            netns_cookie,
             legacy,
             live_vips: flows::LiveVips::default(),
         })
@@ -84,13 +155,16 @@ impl Dataplane {
     }
 
     /// One conntrack upkeep pass (`flows::upkeep`), then the backends' VIPs pruned to what the
-    /// desired state and the live flows need.
+    /// desired state and the live flows need, then the socket flows of unconnected UDP sockets
+    /// idle longer than the `udp` timeout expired (`sockets::SockMaps::expire`).
     pub fn upkeep(
         &mut self,
         timeouts: &crate::model::Timeouts,
         now: u32,
     ) -> Result<flows::Upkeep, DataplaneError> {
-        let u = flows::upkeep(&mut self.maps, timeouts, now)?;
+        let mut u = flows::upkeep(&mut self.maps, timeouts, now)?;
+        let udp_ns = timeouts.udp.as_nanos().try_into().unwrap_or(u64::MAX);
+        u.socket_flows_expired = self.sock_maps.expire(udp_ns, flows::monotonic_ns())?;
         let desired = vips::desired(&self.applied.state, &self.applied.ids);
         for (key, _) in self.maps.backend_vips()? {
             let live = |v: &veer_common::flow::RevNatValue| {
@@ -105,17 +179,235 @@ impl Dataplane {
         Ok(u)
     }
 
-    /// Attaches to `interface` with links pinned under `links_dir`, or adopts the links already
-    /// pinned there (swapping this build's programs onto them atomically).
-    pub fn attach_pinned(
+    /// Attaches to `interface` with the hook the kernel's report of it calls for (see
+    /// `ifaces::decide`; `choice` overrides it), in the calling thread's network namespace.
+    /// With `links_dir`, links are pinned there, or adopted when already pinned (this build's
+    /// programs swapped onto them atomically); without, they live as long as the dataplane.
+    pub fn attach_interface(
         &mut self,
         interface: &str,
-        mode: XdpAttachMode,
-        links_dir: &std::path::Path,
-    ) -> Result<links::Attached, DataplaneError> {
-        let attached = links::attach_pinned(&mut self.ebpf, interface, mode, links_dir)?;
-        self.maps.add_tx_port(ifindex(interface)?)?;
-        Ok(attached)
+        xdp_mode: XdpAttachMode,
+        choice: HookChoice,
+        links_dir: Option<&Path>,
+    ) -> Result<InterfaceReport, DataplaneError> {
+        let (links, features) = kernel_links()?;
+        let link = links.iter().find(|l| l.name == interface).ok_or_else(|| {
+            DataplaneError::UnknownInterface {
+                name: interface.to_owned(),
+            }
+        })?;
+        let decision = ifaces::decide(
+            link,
+            features.as_ref().and_then(|f| f.get(&link.index).copied()),
+            xdp_mode,
+            choice,
+        )
+        .map_err(|source| DataplaneError::Interface { source })?;
+        let attached = links::attach(&mut self.ebpf, interface, &decision, links_dir)?;
+        let why = match &attached.fallback {
+            Some(f) => format!("{}; {f}", decision.why),
+            None => decision.why.clone(),
+        };
+        tracing::info!(
+            interface,
+            hook = attached.hook.name(),
+            mode = attached.hook.mode(),
+            adopted = attached.adopted,
+            why = %why,
+            "attached"
+        );
+        self.attachments.retain(|a| a.name != interface);
+        self.attachments.push(Attachment {
+            name: interface.to_owned(),
+            index: link.index,
+            kind: ifaces::kind_name(link),
+            hook: attached.hook,
+            why,
+            xdp_mode,
+            choice,
+            links_dir: links_dir.map(Path::to_owned),
+            redirect: (false, String::new()),
+        });
+        self.refresh_redirect_targets(&links, features.as_ref())?;
+        self.report_of(interface)
+    }
+
+    /// Attaches the socket hooks for clients on the node (see `sockets`), pinned under
+    /// `links_dir` or owned by the dataplane.
+    pub fn attach_local_clients(
+        &mut self,
+        links_dir: Option<&Path>,
+    ) -> Result<&sockets::LocalClients, DataplaneError> {
+        self.local_clients = sockets::attach(&mut self.ebpf, links_dir, self.netns_cookie)?;
+        if self.local_clients.steered {
+            tracing::info!(why = %self.local_clients.why, "clients on the node are steered");
+        } else {
+            tracing::warn!(why = %self.local_clients.why, "clients on the node are not steered");
+        }
+        Ok(&self.local_clients)
+    }
+
+    /// Looks at every attached interface again after a link event: an interface that was
+    /// deleted and created again (a container restarted) is attached again, and the redirect
+    /// targets of `veer_xdp` follow what each interface can take now (a veth's peer toggling GRO
+    /// or XDP changes it). Returns whether anything changed.
+    pub fn refresh_interfaces(&mut self) -> Result<bool, DataplaneError> {
+        let (links, features) = kernel_links()?;
+        let mut changed = false;
+        let mut again = Vec::new();
+        for a in &mut self.attachments {
+            match links.iter().find(|l| l.name == a.name) {
+                Some(l) if l.index != a.index => again.push(a.name.clone()),
+                None if a.index != 0 => {
+                    tracing::warn!(interface = %a.name, "attached interface is gone; veer attaches again when it comes back");
+                    a.index = 0;
+                    changed = true;
+                }
+                _ => {}
+            }
+        }
+        for name in again {
+            let Some(a) = self.attachments.iter().find(|a| a.name == name) else {
+                continue;
+            };
+            let (mode, choice, dir) = (a.xdp_mode, a.choice, a.links_dir.clone());
+            tracing::info!(interface = %name, "interface created again; attaching again");
+            if let Some(dir) = &dir {
+                links::detach_interface(dir, &name);
+            }
+            self.attach_interface(&name, mode, choice, dir.as_deref())?;
+            changed = true;
+        }
+        changed |= self.refresh_redirect_targets(&links, features.as_ref())?;
+        Ok(changed)
+    }
+
+    /// Puts exactly the attached interfaces that can take a redirected XDP frame in
+    /// `VEER_TX_PORTS`. Returns whether any changed.
+    fn refresh_redirect_targets(
+        &mut self,
+        links: &[netlink::Link],
+        features: Option<&HashMap<u32, u64>>,
+    ) -> Result<bool, DataplaneError> {
+        let mut changed = false;
+        for a in &mut self.attachments {
+            let Some(link) = links
+                .iter()
+                .find(|l| l.name == a.name && l.index == a.index)
+            else {
+                continue;
+            };
+            let (ok, why) = ifaces::takes_xdp_frames(
+                features.and_then(|f| f.get(&link.index).copied()),
+                a.hook,
+            );
+            if ok == a.redirect.0 && why == a.redirect.1 {
+                continue;
+            }
+            if ok {
+                self.maps.add_tx_port(link.index)?;
+            } else {
+                match self.maps.remove_tx_port(link.index) {
+                    // A devmap says ENOENT for a missing key (not aya's KeyNotFound): it was not
+                    // a target, which is what is wanted.
+                    Err(DataplaneError::Map {
+                        source: aya::maps::MapError::SyscallError(e),
+                        ..
+                    }) if e.io_error.kind() == std::io::ErrorKind::NotFound => {}
+                    r => r?,
+                }
+            }
+            tracing::info!(interface = %a.name, redirect_target = ok, why = %why, "XDP redirect target");
+            a.redirect = (ok, why);
+            changed = true;
+        }
+        Ok(changed)
+    }
+
+    fn report_of(&self, interface: &str) -> Result<InterfaceReport, DataplaneError> {
+        self.interfaces()
+            .into_iter()
+            .find(|r| r.name == interface)
+            .ok_or_else(|| DataplaneError::UnknownInterface {
+                name: interface.to_owned(),
+            })
+    }
+
+    /// Every attached interface, its hook, mode and why.
+    pub fn interfaces(&self) -> Vec<InterfaceReport> {
+        self.attachments
+            .iter()
+            .map(|a| InterfaceReport {
+                name: a.name.clone(),
+                ifindex: a.index,
+                kind: a.kind.clone(),
+                hook: a.hook.name().to_owned(),
+                mode: a.hook.mode().to_owned(),
+                why: a.why.clone(),
+                xdp_redirect_target: a.redirect.0,
+                xdp_redirect_why: a.redirect.1.clone(),
+            })
+            .collect()
+    }
+
+    /// Interfaces, node settings and local clients, for `veer status`.
+    pub fn report(&self) -> DataplaneReport {
+        DataplaneReport {
+            interfaces: self.interfaces(),
+            node_settings: self.node_settings.clone(),
+            local_clients: self.local_clients.clone(),
+        }
+    }
+
+    /// Checks the node settings `desired` needs (see `node`), makes right those veer owns, and
+    /// refuses, changing nothing, when one is the operator's to change. Call it before applying
+    /// `desired`.
+    pub fn prepare_node(&mut self, desired: &DesiredState) -> Result<(), DataplaneError> {
+        let attached: BTreeMap<u32, String> = self
+            .attachments
+            .iter()
+            .filter(|a| a.index != 0)
+            .map(|a| (a.index, a.name.clone()))
+            .collect();
+        let mut sock =
+            netlink::Socket::route().map_err(|source| DataplaneError::Netlink { source })?;
+        let mut routes: HashMap<IpAddr, Option<netlink::Route>> = HashMap::new();
+        let mut route = |addr: IpAddr| -> Result<Option<netlink::Route>, DataplaneError> {
+            if let Some(r) = routes.get(&addr) {
+                return Ok(*r);
+            }
+            let r = sock
+                .route_to(addr)
+                .map_err(|source| DataplaneError::Netlink { source })?;
+            routes.insert(addr, r);
+            Ok(r)
+        };
+        let mut services = Vec::new();
+        for s in &desired.services {
+            let mut backends = Vec::new();
+            for g in &s.groups {
+                for b in &g.backends {
+                    backends.push((b.addr.ip(), route(b.addr.ip())?));
+                }
+            }
+            services.push(node::ServiceFacts {
+                name: s.name.clone(),
+                vip: s.vip,
+                vip_route: route(s.vip)?,
+                backends,
+            });
+        }
+        let plan = node::plan(&services, &attached, &node::read)
+            .map_err(|source| DataplaneError::NodeSetting { source })?;
+        for w in &plan.writes {
+            node::write(&w.key, w.value).map_err(|source| DataplaneError::NodeSettingWrite {
+                key: w.key.to_string(),
+                source,
+            })?;
+            tracing::info!(setting = %w.key, value = w.value, was = %w.was, why = %w.why, "veer set a node setting");
+        }
+        self.node_settings = node::report(&plan);
+        Ok(())
     }
 
     /// Makes maps of unknown content (adopted pins) hold exactly `desired` with `ids`: writes
@@ -175,17 +467,6 @@ impl Dataplane {
         Ok(plan.ops.len() + stale.len())
     }
 
-    /// Attaches the programs to `interface` (in the calling thread's network namespace).
-    pub fn attach(
-        &mut self,
-        interface: &str,
-        mode: XdpAttachMode,
-    ) -> Result<XdpMode, DataplaneError> {
-        let used = loader::attach(&mut self.ebpf, interface, mode)?;
-        self.maps.add_tx_port(ifindex(interface)?)?;
-        Ok(used)
-    }
-
     /// Makes the maps match `desired` without touching established flows. Returns the number of
     /// map operations it took (0: nothing changed).
     pub fn apply(&mut self, desired: &DesiredState, down: &Down) -> Result<usize, sync::SyncError> {
@@ -210,10 +491,37 @@ impl Dataplane {
         &mut self.maps
     }
 
-    /// Active flows (anything not closing) per backend id, from one scan of both flow tables.
+    /// Active flows (anything not closing) per backend id, from one scan of both flow tables,
+    /// plus the socket flows of clients on the node.
     pub fn active_flows(&self) -> Result<HashMap<u32, u64>, DataplaneError> {
-        Ok(flows::census(&self.maps)?.active)
+        Ok(self.census()?.active)
     }
+
+    /// Active flows per backend id (conntrack and socket flows of clients on the node) and the
+    /// entries of each flow table, from one scan.
+    pub fn census(&self) -> Result<flows::Census, DataplaneError> {
+        let mut census = flows::census(&self.maps)?;
+        for (id, n) in self.sock_maps.census()? {
+            *census.active.entry(id).or_default() += n;
+        }
+        Ok(census)
+    }
+}
+
+/// `xdp-features` by ifindex (none: the kernel does not report them).
+type XdpFeatures = Option<HashMap<u32, u64>>;
+
+/// Every link of the namespace and, where the kernel reports them, their `xdp-features`.
+fn kernel_links() -> Result<(Vec<netlink::Link>, XdpFeatures), DataplaneError> {
+    let nl = |source| DataplaneError::Netlink { source };
+    let links = netlink::Socket::route()
+        .and_then(|mut s| s.links())
+        .map_err(nl)?;
+    let features = match netlink::Netdev::open().map_err(nl)? {
+        Some(mut n) => Some(n.xdp_features().map_err(nl)?),
+        None => None,
+    };
+    Ok((links, features))
 }
 
 /// What went wrong talking to the kernel side.
@@ -315,6 +623,47 @@ pub enum DataplaneError {
     UnknownInterface {
         /// Name.
         name: String,
+    },
+    /// An interface cannot be attached as asked.
+    #[error(transparent)]
+    Interface {
+        /// Why.
+        #[from]
+        source: ifaces::DecideError,
+    },
+    /// Asking the kernel about interfaces, addresses or routes failed.
+    #[error("asking the kernel about the node's interfaces failed")]
+    Netlink {
+        /// Why.
+        #[source]
+        source: netlink::NetlinkError,
+    },
+    /// A node setting the data path needs is the operator's to change.
+    #[error("node setting {}", source.key)]
+    NodeSetting {
+        /// What and what to do.
+        #[source]
+        source: node::Refusal,
+    },
+    /// Writing a node setting failed.
+    #[error("setting {key} failed")]
+    NodeSettingWrite {
+        /// The setting.
+        key: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Attaching a socket hook to the cgroup hierarchy failed.
+    #[error("attaching `{program}` to cgroup {} failed", cgroup.display())]
+    Cgroup {
+        /// Program name.
+        program: &'static str,
+        /// The cgroup.
+        cgroup: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
     },
     /// A pinned map exists with a layout that does not match this build and that veer cannot
     /// carry over.

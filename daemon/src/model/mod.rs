@@ -16,7 +16,7 @@ mod weight;
 use std::{fmt, net::IpAddr, net::SocketAddr, time::Duration};
 
 pub use ids::{BackendRef, Down, GroupRef, Ids};
-pub use node::{NodeChange, NodeConfig, Timeouts, XdpAttachMode};
+pub use node::{HookChoice, NodeChange, NodeConfig, Timeouts, XdpAttachMode};
 pub use plan::{OnFailure, Plan, PlanError};
 pub use validate::{
     GroupField, HealthField, NAME_RULE, PinField, Place, RolloutField, ServiceField, StateError,
@@ -216,6 +216,7 @@ mod tests {
         let mut wanted = running.clone();
         wanted.interfaces = vec!["eth1".into()];
         wanted.xdp_mode = XdpAttachMode::Native;
+        wanted.hooks.insert("eth1".into(), HookChoice::Tc);
         wanted.conntrack_new_max = 1 << 17;
         wanted.timeouts.udp = Duration::from_secs(90);
         let changes = running.changes(&wanted);
@@ -228,6 +229,7 @@ mod tests {
             [
                 "interfaces [] -> [\"eth1\"]",
                 "xdp_mode auto -> native",
+                "hooks {} -> {eth1 = \"tc\"}",
                 "conntrack_new_max 65536 -> 131072",
                 "timeouts.udp 1m -> 1m 30s"
             ]

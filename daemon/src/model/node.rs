@@ -1,19 +1,47 @@
-//! Node settings: where the programs attach, how large conntrack is, when idle flows expire.
-//! They take effect when the daemon starts (the maps are sized and the links made then).
+//! Node settings: where the programs attach and with which hook, how large conntrack is, when
+//! idle flows expire. They take effect when the daemon starts (the maps are sized and the links
+//! made then).
 
-use std::time::Duration;
+use std::{collections::BTreeMap, time::Duration};
 
-/// XDP attach mode, as the config file names it.
+/// XDP attach mode, as the config file names it. It applies to the interfaces that get XDP
+/// (see `dataplane::ifaces::decide`): skb-backed interfaces (veth, bridge ...) get TC whatever it
+/// says.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum XdpAttachMode {
-    /// Native where the driver supports it, generic otherwise.
+    /// Native where the driver supports it, TC on a NIC whose driver does not.
     #[default]
     Auto,
-    /// Native (driver) mode only.
+    /// Native (driver) mode only: a NIC without native XDP is refused.
     Native,
-    /// Generic (skb) mode only.
+    /// Generic (skb) mode wherever XDP is chosen.
     Generic,
+}
+
+/// An operator's override of the hook of one interface (`[node.hooks]`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HookChoice {
+    /// Decided from what the kernel reports (the default).
+    #[default]
+    Auto,
+    /// XDP whatever the interface (native where the driver has it); the operator vouches that
+    /// frames arrive with complete checksums.
+    Xdp,
+    /// TC whatever the interface.
+    Tc,
+}
+
+impl HookChoice {
+    /// `auto`, `xdp` or `tc`, as the config file writes it.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::Xdp => "xdp",
+            Self::Tc => "tc",
+        }
+    }
 }
 
 /// Idle timeouts of conntrack entries, by state.
@@ -57,8 +85,12 @@ impl Default for Timeouts {
 pub struct NodeConfig {
     /// Interfaces the programs attach to.
     pub interfaces: Vec<String>,
-    /// XDP attach mode.
+    /// XDP attach mode (where XDP is chosen).
     pub xdp_mode: XdpAttachMode,
+    /// Per-interface overrides of the hook choice (`[node.hooks]`); interfaces not named are
+    /// `auto`. Each names an interface of `interfaces`.
+    #[serde(default)]
+    pub hooks: BTreeMap<String, HookChoice>,
     /// Capacity of the table of confirmed flows, `VEER_FLOWS` (entries).
     pub conntrack_max: u32,
     /// Capacity of the table of new flows, `VEER_NEWFLOWS` (entries): handshakes, mid-flow
@@ -66,6 +98,15 @@ pub struct NodeConfig {
     pub conntrack_new_max: u32,
     /// Idle timeouts.
     pub timeouts: Timeouts,
+}
+
+/// `[node.hooks]` in one line, for `NodeChange`: `{eth0 = "tc"}`.
+fn hooks_text(hooks: &BTreeMap<String, HookChoice>) -> String {
+    let entries: Vec<String> = hooks
+        .iter()
+        .map(|(name, choice)| format!("{name} = \"{}\"", choice.as_str()))
+        .collect();
+    format!("{{{}}}", entries.join(", "))
 }
 
 /// A node setting whose new value waits for a daemon restart.
@@ -95,6 +136,7 @@ impl NodeConfig {
                 format!("{:?}", self.xdp_mode).to_lowercase(),
                 format!("{:?}", wanted.xdp_mode).to_lowercase(),
             ),
+            ("hooks", hooks_text(&self.hooks), hooks_text(&wanted.hooks)),
             (
                 "conntrack_max",
                 self.conntrack_max.to_string(),
@@ -124,6 +166,11 @@ impl NodeConfig {
         .collect()
     }
 
+    /// The hook choice of `interface` (`auto` unless `[node.hooks]` names it).
+    pub fn hook_choice(&self, interface: &str) -> HookChoice {
+        self.hooks.get(interface).copied().unwrap_or_default()
+    }
+
     /// Smallest flow table (`conntrack_max`, `conntrack_new_max`).
     pub const MIN_CONNTRACK: u32 = 1024;
     /// Largest flow table (`conntrack_max`, `conntrack_new_max`).
@@ -135,6 +182,7 @@ impl Default for NodeConfig {
         Self {
             interfaces: Vec::new(),
             xdp_mode: XdpAttachMode::Auto,
+            hooks: BTreeMap::new(),
             conntrack_max: veer_common::maps::DEFAULT_CONNTRACK_MAX,
             conntrack_new_max: veer_common::maps::DEFAULT_NEWFLOWS_MAX,
             timeouts: Timeouts::default(),

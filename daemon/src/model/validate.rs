@@ -162,6 +162,8 @@ pub enum Place {
     },
     /// One of the node's interfaces.
     Interface(usize),
+    /// An entry of `[node.hooks]`, by index in interface-name order.
+    Hook(usize),
     /// The capacity of the table of confirmed flows.
     ConntrackMax,
     /// The capacity of the table of new flows.
@@ -371,6 +373,12 @@ pub enum StateError {
     #[error("interface `{name}` is named twice")]
     DuplicateInterface {
         /// The name, as given.
+        name: String,
+    },
+    /// A hook override for an interface the node does not attach to.
+    #[error("`hooks`: interface `{name}` is not in `interfaces`")]
+    HookForUnknownInterface {
+        /// The interface, as given.
         name: String,
     },
     /// A flow table's capacity out of range.
@@ -881,6 +889,17 @@ impl NodeConfig {
                 ));
             }
             seen.insert(name, k);
+        }
+        if let Some((k, name)) = self
+            .hooks
+            .keys()
+            .enumerate()
+            .find(|(_, name)| !seen.contains_key(name.as_str()))
+        {
+            return Err(at(
+                Place::Hook(k),
+                StateError::HookForUnknownInterface { name: name.clone() },
+            ));
         }
         for (place, field, value) in [
             (Place::ConntrackMax, "conntrack_max", self.conntrack_max),

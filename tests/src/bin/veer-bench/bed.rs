@@ -290,7 +290,8 @@ pub(crate) const V2: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 51, 100, 21));
 pub(crate) const VIP: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 10)), 80);
 
 /// The bed of the demo and the benchmarks: a client, the node, and backend namespaces `v1` and
-/// `v2` holding `V1` and `V2`.
+/// `v2` holding `V1` and `V2`, at the kernel's defaults (offloads and sysctls as a container
+/// runtime leaves them: veer sets what it needs itself).
 pub(crate) fn two_group_topology() -> Result<Topology> {
     Topology::builder()
         .client()
@@ -298,6 +299,14 @@ pub(crate) fn two_group_topology() -> Result<Topology> {
         .backend("v2", &[V2])
         .build()
         .context("building the namespaces")
+}
+
+/// Turns the node's kernel forwarding on, for the plain-forwarding baselines: they route through
+/// the node's kernel, which forwards nothing at the defaults. (veer turns forwarding on by itself
+/// on the interfaces it is attached to; with it on everywhere, veer finds nothing to change.)
+pub(crate) fn enable_kernel_forwarding(topo: &Topology) -> Result<()> {
+    topo.enable_forwarding()
+        .context("turning forwarding on in the node for the plain-forwarding baselines")
 }
 
 /// Servers on `V1:8080` and `V2:8080` answering with their group's name. Keep them declared

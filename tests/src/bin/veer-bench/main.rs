@@ -123,6 +123,7 @@ fn run() -> Result<bool> {
     }
     bed::sibling_bin("veer")?;
     let start = Instant::now();
+    let load_at_start = report::load_average();
     if opts.quick {
         bed::set_quick();
         println!("quick run: shorter, fewer repetitions (not for citing)");
@@ -141,6 +142,7 @@ fn run() -> Result<bool> {
         memory,
         flood,
         secs: start.elapsed().as_secs_f64(),
+        load_at_start,
         quick: opts.quick,
     };
     let all_ran = [

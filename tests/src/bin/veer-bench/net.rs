@@ -122,6 +122,7 @@ enum Node {
 /// Runs section 2.
 pub(crate) fn run() -> Result<Results> {
     let topo = bed::two_group_topology()?;
+    bed::enable_kernel_forwarding(&topo)?;
     let wide_ports = [
         ("net.ipv4.ip_local_port_range", "1024 65000"),
         ("net.ipv4.tcp_tw_reuse", "1"),

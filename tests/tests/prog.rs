@@ -1,4 +1,4 @@
-//! Kernel-program tests: real frames through `veer_xdp` and `veer_tc_reply` with
+//! Kernel-program tests: real frames through `veer_xdp`, `veer_tc_steer` and `veer_tc_reply` with
 //! `BPF_PROG_TEST_RUN`, checking verdicts and the exact bytes that come out.
 
 use std::net::{IpAddr, SocketAddr};
@@ -29,6 +29,8 @@ const XDP_PASS: u32 = 2;
 const XDP_REDIRECT: u32 = 4;
 const XDP_TX: u32 = 3;
 const TC_ACT_OK: u32 = 0;
+const TC_ACT_SHOT: u32 = 2;
+const TC_ACT_REDIRECT: u32 = 7;
 
 const CLIENT: &str = "203.0.113.7:40000";
 const VIP: &str = "192.0.2.10:80";
@@ -1018,7 +1020,8 @@ mod conntrack_scan {
 mod tcp_validation {
     //! A packet the backend's kernel would discard never creates an entry or changes a flow's
     //! backend, state or lifetime (DESIGN invariant 6). Each case checks the verdict, the bytes
-    //! that come out and the entry left in the maps.
+    //! that come out and the entry left in the maps, and runs on both steering programs
+    //! (`veer_xdp` and `veer_tc_steer`: one orchestration, two hooks).
 
     use veer_common::flow::FlowEntry;
     use veer_tests::packet::assert_frames_eq;
@@ -1026,6 +1029,27 @@ mod tcp_validation {
     use super::*;
 
     const ISN: u32 = 5000;
+
+    /// A steering program, and its verdicts for a packet it redirects and one it drops.
+    #[derive(Clone, Copy, Debug)]
+    struct Steer {
+        program: Program,
+        redirect: u32,
+        drop: u32,
+    }
+
+    const STEERS: [Steer; 2] = [
+        Steer {
+            program: Program::Xdp,
+            redirect: XDP_REDIRECT,
+            drop: XDP_DROP,
+        },
+        Steer {
+            program: Program::TcSteer,
+            redirect: TC_ACT_REDIRECT,
+            drop: TC_ACT_SHOT,
+        },
+    ];
 
     fn client_seg(flags: u8, seq: u32, ack: u32) -> PacketBuilder {
         PacketBuilder::tcp(sa(CLIENT), sa(VIP))
@@ -1042,17 +1066,18 @@ mod tcp_validation {
     }
 
     /// A flow from `CLIENT` on v1 through its whole handshake (`VEER_FLOWS`, established), the
-    /// client's request acknowledged by the backend up to 1011; then the shift to 0/100.
-    fn held() -> Harness {
+    /// client's request acknowledged by the backend up to 1011; then the shift to 0/100. The
+    /// client's segments go through `s`.
+    fn held(s: Steer) -> Harness {
         let mut h = Harness::new();
         h.seed(&web((10_000, 0)));
-        h.run(Program::Xdp, &syn(CLIENT, VIP).build());
+        h.run(s.program, &syn(CLIENT, VIP).build());
         h.run(
             Program::Tc,
             &backend_seg(tcp_flags::SYN | tcp_flags::ACK, ISN, 1001).build(),
         );
         h.run(
-            Program::Xdp,
+            s.program,
             &client_seg(tcp_flags::ACK, 1001, ISN + 1)
                 .payload(b"GET /\r\n\r\n\r")
                 .build(),
@@ -1087,70 +1112,92 @@ mod tcp_validation {
         e
     }
 
-    /// Runs a client segment that must go to `backend` unchanged in content (DNAT only).
-    fn to_backend(h: &mut Harness, seg: &PacketBuilder, backend: &str, what: &str) {
-        let run = h.run(Program::Xdp, &seg.build());
-        assert_eq!(run.action, XDP_REDIRECT, "{what}");
-        assert_frames_eq(what, &steered(seg, CLIENT, backend), &run.output);
+    /// Runs a client segment through `s` that must go to `backend` unchanged in content (DNAT
+    /// only).
+    fn to_backend(h: &mut Harness, s: Steer, seg: &PacketBuilder, backend: &str, what: &str) {
+        let what = format!("{what} ({:?})", s.program);
+        let run = h.run(s.program, &seg.build());
+        assert_eq!(run.action, s.redirect, "{what}");
+        assert_frames_eq(&what, &steered(seg, CLIENT, backend), &run.output);
     }
 
     #[test]
     fn a_blind_rst_is_forwarded_and_changes_nothing() {
-        let mut h = held();
-        let before = age(&mut h);
-        for seq in [0, 1010, 1012, 0x8000_0000, 77_777] {
-            let rst = client_seg(tcp_flags::RST, seq, 0);
-            to_backend(&mut h, &rst, V1, "a blind RST goes to the flow's backend");
-            assert_eq!(
-                entry(&h),
-                (FlowTable::Flows, before),
-                "seq {seq}: no state, no refresh"
+        for s in STEERS {
+            let mut h = held(s);
+            let before = age(&mut h);
+            for seq in [0, 1010, 1012, 0x8000_0000, 77_777] {
+                let rst = client_seg(tcp_flags::RST, seq, 0);
+                to_backend(
+                    &mut h,
+                    s,
+                    &rst,
+                    V1,
+                    "a blind RST goes to the flow's backend",
+                );
+                assert_eq!(
+                    entry(&h),
+                    (FlowTable::Flows, before),
+                    "seq {seq}: no state, no refresh"
+                );
+            }
+            let rst_ack = client_seg(tcp_flags::RST | tcp_flags::ACK, 999, ISN + 3);
+            to_backend(
+                &mut h,
+                s,
+                &rst_ack,
+                V1,
+                "RST+ACK with another sequence number",
+            );
+            assert_eq!(entry(&h), (FlowTable::Flows, before));
+            // The flow goes on where it was.
+            to_backend(
+                &mut h,
+                s,
+                &client_seg(tcp_flags::ACK, 1011, ISN + 3).payload(b"more"),
+                V1,
+                "data after the blind RSTs",
             );
         }
-        let rst_ack = client_seg(tcp_flags::RST | tcp_flags::ACK, 999, ISN + 3);
-        to_backend(&mut h, &rst_ack, V1, "RST+ACK with another sequence number");
-        assert_eq!(entry(&h), (FlowTable::Flows, before));
-        // The flow goes on where it was.
-        to_backend(
-            &mut h,
-            &client_seg(tcp_flags::ACK, 1011, ISN + 3).payload(b"more"),
-            V1,
-            "data after the blind RSTs",
-        );
     }
 
     #[test]
     fn an_rst_with_the_backends_last_ack_ends_the_flow() {
-        let mut h = held();
-        let before = age(&mut h);
-        let rst = client_seg(tcp_flags::RST, 1011, 0);
-        to_backend(&mut h, &rst, V1, "the exact RST");
-        let (table, e) = entry(&h);
-        assert_eq!((table, e.state), (FlowTable::Flows, STATE_CLOSING));
-        assert_ne!(
-            e.last_seen, before.last_seen,
-            "the closing timeout starts now"
-        );
+        for s in STEERS {
+            let mut h = held(s);
+            let before = age(&mut h);
+            let rst = client_seg(tcp_flags::RST, 1011, 0);
+            to_backend(&mut h, s, &rst, V1, "the exact RST");
+            let (table, e) = entry(&h);
+            assert_eq!((table, e.state), (FlowTable::Flows, STATE_CLOSING));
+            assert_ne!(
+                e.last_seen, before.last_seen,
+                "the closing timeout starts now"
+            );
+        }
     }
 
     #[test]
     fn a_client_fin_ends_nothing_the_backends_does() {
-        let mut h = held();
-        to_backend(
-            &mut h,
-            &client_seg(tcp_flags::FIN | tcp_flags::ACK, 1011, ISN + 3),
-            V1,
-            "the client's FIN",
-        );
-        assert_eq!(entry(&h).1.state, STATE_ESTABLISHED);
-        let fin = backend_seg(tcp_flags::FIN | tcp_flags::ACK, ISN + 3, 1012);
-        let run = h.run(Program::Tc, &fin.build());
-        assert_frames_eq(
-            "the backend's FIN",
-            &fin.clone().with_addrs(sa(VIP), sa(CLIENT)).build(),
-            &run.output,
-        );
-        assert_eq!(entry(&h).1.state, STATE_CLOSING);
+        for s in STEERS {
+            let mut h = held(s);
+            to_backend(
+                &mut h,
+                s,
+                &client_seg(tcp_flags::FIN | tcp_flags::ACK, 1011, ISN + 3),
+                V1,
+                "the client's FIN",
+            );
+            assert_eq!(entry(&h).1.state, STATE_ESTABLISHED);
+            let fin = backend_seg(tcp_flags::FIN | tcp_flags::ACK, ISN + 3, 1012);
+            let run = h.run(Program::Tc, &fin.build());
+            assert_frames_eq(
+                "the backend's FIN",
+                &fin.clone().with_addrs(sa(VIP), sa(CLIENT)).build(),
+                &run.output,
+            );
+            assert_eq!(entry(&h).1.state, STATE_CLOSING);
+        }
     }
 
     /// Flag combinations no TCP accepts.
@@ -1166,200 +1213,223 @@ mod tcp_validation {
 
     #[test]
     fn junk_flags_on_a_held_tuple_go_unchanged_to_its_backend() {
-        let mut h = held();
-        let before = age(&mut h);
-        for (i, (name, flags)) in JUNK.iter().enumerate() {
-            let seg = client_seg(*flags, 1011, ISN + 3).payload(b"junk");
-            to_backend(&mut h, &seg, V1, name);
-            assert_eq!(entry(&h), (FlowTable::Flows, before), "{name}");
-            assert_eq!(
-                h.maps.service_counters(1).unwrap().invalid_tcp,
-                i as u64 + 1,
-                "{name}"
-            );
+        for s in STEERS {
+            let mut h = held(s);
+            let before = age(&mut h);
+            for (i, (name, flags)) in JUNK.iter().enumerate() {
+                let seg = client_seg(*flags, 1011, ISN + 3).payload(b"junk");
+                to_backend(&mut h, s, &seg, V1, name);
+                assert_eq!(entry(&h), (FlowTable::Flows, before), "{name}");
+                assert_eq!(
+                    h.maps.service_counters(1).unwrap().invalid_tcp,
+                    i as u64 + 1,
+                    "{name}"
+                );
+            }
+            assert_eq!(h.maps.flows().unwrap().len(), 1, "no entry created");
+            assert_eq!(h.maps.reason_count(Reason::InvalidTcp).unwrap(), 0);
         }
-        assert_eq!(h.maps.flows().unwrap().len(), 1, "no entry created");
-        assert_eq!(h.maps.reason_count(Reason::InvalidTcp).unwrap(), 0);
     }
 
     #[test]
     fn junk_flags_of_no_flow_are_dropped_and_create_nothing() {
-        let mut h = Harness::new();
-        h.seed(&web((10_000, 0)));
-        for (i, (name, flags)) in JUNK.iter().enumerate() {
-            let client = format!("203.0.113.9:{}", 50_000 + i);
-            let seg = PacketBuilder::tcp(sa(&client), sa(VIP)).tcp_flags(*flags);
-            let run = h.run(Program::Xdp, &seg.build());
-            assert_eq!(run.action, XDP_DROP, "{name}");
+        for s in STEERS {
+            let mut h = Harness::new();
+            h.seed(&web((10_000, 0)));
+            for (i, (name, flags)) in JUNK.iter().enumerate() {
+                let client = format!("203.0.113.9:{}", 50_000 + i);
+                let seg = PacketBuilder::tcp(sa(&client), sa(VIP)).tcp_flags(*flags);
+                let run = h.run(s.program, &seg.build());
+                assert_eq!(run.action, s.drop, "{name} ({:?})", s.program);
+            }
+            assert!(h.maps.flows().unwrap().is_empty(), "no entry created");
+            assert_eq!(
+                h.maps.reason_count(Reason::InvalidTcp).unwrap(),
+                JUNK.len() as u64
+            );
+            assert_eq!(
+                h.maps.service_counters(1).unwrap().invalid_tcp,
+                JUNK.len() as u64
+            );
+            // RST and FIN of no flow go where the flow hash says, and create nothing either.
+            for flags in [tcp_flags::RST, tcp_flags::FIN | tcp_flags::ACK] {
+                let seg = PacketBuilder::tcp(sa(CLIENT), sa(VIP)).tcp_flags(flags);
+                to_backend(&mut h, s, &seg, V1, "RST or FIN of no flow");
+            }
+            assert!(h.maps.flows().unwrap().is_empty());
         }
-        assert!(h.maps.flows().unwrap().is_empty(), "no entry created");
-        assert_eq!(
-            h.maps.reason_count(Reason::InvalidTcp).unwrap(),
-            JUNK.len() as u64
-        );
-        assert_eq!(
-            h.maps.service_counters(1).unwrap().invalid_tcp,
-            JUNK.len() as u64
-        );
-        // RST and FIN of no flow go where the flow hash says, and create nothing either.
-        for flags in [tcp_flags::RST, tcp_flags::FIN | tcp_flags::ACK] {
-            let seg = PacketBuilder::tcp(sa(CLIENT), sa(VIP)).tcp_flags(flags);
-            to_backend(&mut h, &seg, V1, "RST or FIN of no flow");
-        }
-        assert!(h.maps.flows().unwrap().is_empty());
     }
 
     #[test]
     fn a_syn_on_an_established_flow_changes_nothing() {
-        let mut h = held();
-        let before = age(&mut h);
-        let again = syn(CLIENT, VIP).seq(90_000);
-        to_backend(&mut h, &again, V1, "a SYN on an established flow");
-        assert_eq!(entry(&h), (FlowTable::Flows, before));
-        assert_eq!(h.maps.flows().unwrap().len(), 1);
+        for s in STEERS {
+            let mut h = held(s);
+            let before = age(&mut h);
+            let again = syn(CLIENT, VIP).seq(90_000);
+            to_backend(&mut h, s, &again, V1, "a SYN on an established flow");
+            assert_eq!(entry(&h), (FlowTable::Flows, before));
+            assert_eq!(h.maps.flows().unwrap().len(), 1);
+        }
     }
 
     #[test]
     fn a_crashed_client_reusing_its_tuple_gets_a_new_connection_after_its_rst() {
-        // The client crashed and reuses the tuple: its SYN meets the established flow and goes
-        // to the same backend, which answers with a challenge ACK (RFC 5961 section 4); the
-        // client's stack answers that with an RST carrying the acknowledged number, which ends
-        // the flow; its next SYN is a new connection on today's weights.
-        let mut h = held();
-        to_backend(&mut h, &syn(CLIENT, VIP).seq(90_000), V1, "the new SYN");
-        let challenge = backend_seg(tcp_flags::ACK, ISN + 3, 1011);
-        let run = h.run(Program::Tc, &challenge.build());
-        assert_frames_eq(
-            "the challenge ACK",
-            &challenge.clone().with_addrs(sa(VIP), sa(CLIENT)).build(),
-            &run.output,
-        );
-        to_backend(
-            &mut h,
-            &client_seg(tcp_flags::RST, 1011, 0),
-            V1,
-            "the client's RST",
-        );
-        assert_eq!(entry(&h).1.state, STATE_CLOSING);
-        to_backend(
-            &mut h,
-            &syn(CLIENT, VIP).seq(90_000),
-            V2,
-            "the SYN once more",
-        );
-        let (table, e) = entry(&h);
-        assert_eq!(
-            (table, e.state, e.backend_id),
-            (FlowTable::New, STATE_SYN, 2)
-        );
-        assert_eq!(h.maps.flows().unwrap().len(), 1, "the old entry is gone");
+        for s in STEERS {
+            // The client crashed and reuses the tuple: its SYN meets the established flow and goes
+            // to the same backend, which answers with a challenge ACK (RFC 5961 section 4); the
+            // client's stack answers that with an RST carrying the acknowledged number, which ends
+            // the flow; its next SYN is a new connection on today's weights.
+            let mut h = held(s);
+            to_backend(&mut h, s, &syn(CLIENT, VIP).seq(90_000), V1, "the new SYN");
+            let challenge = backend_seg(tcp_flags::ACK, ISN + 3, 1011);
+            let run = h.run(Program::Tc, &challenge.build());
+            assert_frames_eq(
+                "the challenge ACK",
+                &challenge.clone().with_addrs(sa(VIP), sa(CLIENT)).build(),
+                &run.output,
+            );
+            to_backend(
+                &mut h,
+                s,
+                &client_seg(tcp_flags::RST, 1011, 0),
+                V1,
+                "the client's RST",
+            );
+            assert_eq!(entry(&h).1.state, STATE_CLOSING);
+            to_backend(
+                &mut h,
+                s,
+                &syn(CLIENT, VIP).seq(90_000),
+                V2,
+                "the SYN once more",
+            );
+            let (table, e) = entry(&h);
+            assert_eq!(
+                (table, e.state, e.backend_id),
+                (FlowTable::New, STATE_SYN, 2)
+            );
+            assert_eq!(h.maps.flows().unwrap().len(), 1, "the old entry is gone");
+        }
     }
 
     #[test]
     fn a_syn_on_a_closing_flow_is_a_new_connection_and_on_a_syn_a_retransmit() {
-        let mut h = Harness::new();
-        h.seed(&web((10_000, 0)));
-        h.run(Program::Xdp, &syn(CLIENT, VIP).build());
-        h.seed(&web((0, 10_000)));
-        to_backend(&mut h, &syn(CLIENT, VIP), V1, "a retransmitted SYN");
-        assert_eq!(entry(&h).1.state, STATE_SYN);
-        h.run(
-            Program::Tc,
-            &backend_seg(tcp_flags::SYN | tcp_flags::ACK, ISN, 1001).build(),
-        );
-        to_backend(&mut h, &syn(CLIENT, VIP), V1, "a SYN after the SYN-ACK");
-        assert_eq!(entry(&h).1.state, STATE_SYN_ACKED);
-        h.run(
-            Program::Tc,
-            &backend_seg(tcp_flags::RST, ISN + 1, 0).build(),
-        );
-        assert_eq!(entry(&h).1.state, STATE_CLOSING);
-        to_backend(
-            &mut h,
-            &syn(CLIENT, VIP).seq(4000),
-            V2,
-            "a SYN on a closing flow",
-        );
-        assert_eq!(entry(&h).1.state, STATE_SYN);
+        for s in STEERS {
+            let mut h = Harness::new();
+            h.seed(&web((10_000, 0)));
+            h.run(s.program, &syn(CLIENT, VIP).build());
+            h.seed(&web((0, 10_000)));
+            to_backend(&mut h, s, &syn(CLIENT, VIP), V1, "a retransmitted SYN");
+            assert_eq!(entry(&h).1.state, STATE_SYN);
+            h.run(
+                Program::Tc,
+                &backend_seg(tcp_flags::SYN | tcp_flags::ACK, ISN, 1001).build(),
+            );
+            to_backend(&mut h, s, &syn(CLIENT, VIP), V1, "a SYN after the SYN-ACK");
+            assert_eq!(entry(&h).1.state, STATE_SYN_ACKED);
+            h.run(
+                Program::Tc,
+                &backend_seg(tcp_flags::RST, ISN + 1, 0).build(),
+            );
+            assert_eq!(entry(&h).1.state, STATE_CLOSING);
+            to_backend(
+                &mut h,
+                s,
+                &syn(CLIENT, VIP).seq(4000),
+                V2,
+                "a SYN on a closing flow",
+            );
+            assert_eq!(entry(&h).1.state, STATE_SYN);
+        }
     }
 
     #[test]
     fn only_an_ack_of_the_backends_isn_promotes() {
-        let mut h = Harness::new();
-        h.seed(&web((10_000, 0)));
-        h.run(Program::Xdp, &syn(CLIENT, VIP).build());
-        // Before any SYN-ACK, an ACK (a blind guess) changes nothing.
-        to_backend(
-            &mut h,
-            &client_seg(tcp_flags::ACK, 1001, 1),
-            V1,
-            "early ACK",
-        );
-        assert_eq!(entry(&h).1.state, STATE_SYN);
-        h.run(
-            Program::Tc,
-            &backend_seg(tcp_flags::SYN | tcp_flags::ACK, ISN, 1001).build(),
-        );
-        for wrong in [ISN, ISN + 2, 0, 1] {
+        for s in STEERS {
+            let mut h = Harness::new();
+            h.seed(&web((10_000, 0)));
+            h.run(s.program, &syn(CLIENT, VIP).build());
+            // Before any SYN-ACK, an ACK (a blind guess) changes nothing.
             to_backend(
                 &mut h,
-                &client_seg(tcp_flags::ACK, 1001, wrong),
+                s,
+                &client_seg(tcp_flags::ACK, 1001, 1),
                 V1,
-                "wrong ACK",
+                "early ACK",
             );
-            assert_eq!(
-                entry(&h),
-                (FlowTable::New, entry(&h).1),
-                "ack {wrong} does not promote"
+            assert_eq!(entry(&h).1.state, STATE_SYN);
+            h.run(
+                Program::Tc,
+                &backend_seg(tcp_flags::SYN | tcp_flags::ACK, ISN, 1001).build(),
             );
-            assert_eq!(entry(&h).1.state, STATE_SYN_ACKED);
+            for wrong in [ISN, ISN + 2, 0, 1] {
+                to_backend(
+                    &mut h,
+                    s,
+                    &client_seg(tcp_flags::ACK, 1001, wrong),
+                    V1,
+                    "wrong ACK",
+                );
+                assert_eq!(
+                    entry(&h),
+                    (FlowTable::New, entry(&h).1),
+                    "ack {wrong} does not promote"
+                );
+                assert_eq!(entry(&h).1.state, STATE_SYN_ACKED);
+            }
+            assert_eq!(h.maps.service_counters(1).unwrap().promotions, 0);
+            to_backend(
+                &mut h,
+                s,
+                &client_seg(tcp_flags::ACK, 1001, ISN + 1),
+                V1,
+                "right ACK",
+            );
+            assert_eq!(entry(&h).0, FlowTable::Flows);
+            assert_eq!(entry(&h).1.state, STATE_ESTABLISHED);
+            assert_eq!(h.maps.flows().unwrap().len(), 1, "moved, not copied");
+            assert_eq!(h.maps.service_counters(1).unwrap().promotions, 1);
         }
-        assert_eq!(h.maps.service_counters(1).unwrap().promotions, 0);
-        to_backend(
-            &mut h,
-            &client_seg(tcp_flags::ACK, 1001, ISN + 1),
-            V1,
-            "right ACK",
-        );
-        assert_eq!(entry(&h).0, FlowTable::Flows);
-        assert_eq!(entry(&h).1.state, STATE_ESTABLISHED);
-        assert_eq!(h.maps.flows().unwrap().len(), 1, "moved, not copied");
-        assert_eq!(h.maps.service_counters(1).unwrap().promotions, 1);
     }
 
     #[test]
     fn a_midflow_miss_the_backend_resets_is_never_promoted() {
-        let mut h = Harness::new();
-        h.seed(&web((10_000, 0)));
-        to_backend(
-            &mut h,
-            &client_seg(tcp_flags::ACK, 1, 1).payload(b"x"),
-            V1,
-            "a forged mid-flow ACK",
-        );
-        assert_eq!(entry(&h).1.state, STATE_MIDFLOW);
-        h.run(Program::Tc, &backend_seg(tcp_flags::RST, 1, 0).build());
-        assert_eq!(entry(&h), (FlowTable::New, entry(&h).1));
-        assert_eq!(entry(&h).1.state, STATE_CLOSING);
-        assert_eq!(h.maps.service_counters(1).unwrap().promotions, 0);
+        for s in STEERS {
+            let mut h = Harness::new();
+            h.seed(&web((10_000, 0)));
+            to_backend(
+                &mut h,
+                s,
+                &client_seg(tcp_flags::ACK, 1, 1).payload(b"x"),
+                V1,
+                "a forged mid-flow ACK",
+            );
+            assert_eq!(entry(&h).1.state, STATE_MIDFLOW);
+            h.run(Program::Tc, &backend_seg(tcp_flags::RST, 1, 0).build());
+            assert_eq!(entry(&h), (FlowTable::New, entry(&h).1));
+            assert_eq!(entry(&h).1.state, STATE_CLOSING);
+            assert_eq!(h.maps.service_counters(1).unwrap().promotions, 0);
+        }
     }
 
     #[test]
     fn udp_flows_live_in_the_new_flow_table() {
-        let mut h = Harness::new();
-        h.seed(&web((10_000, 0)));
-        h.run(
-            Program::Xdp,
-            &PacketBuilder::udp(sa(CLIENT), sa(VIP_UDP))
-                .payload(b"q")
-                .build(),
-        );
-        let (table, e) = h
-            .maps
-            .flow(&key_proto(CLIENT, VIP_UDP, PROTO_UDP))
-            .unwrap()
-            .unwrap();
-        assert_eq!((table, e.state), (FlowTable::New, STATE_UDP));
+        for s in STEERS {
+            let mut h = Harness::new();
+            h.seed(&web((10_000, 0)));
+            h.run(
+                s.program,
+                &PacketBuilder::udp(sa(CLIENT), sa(VIP_UDP))
+                    .payload(b"q")
+                    .build(),
+            );
+            let (table, e) = h
+                .maps
+                .flow(&key_proto(CLIENT, VIP_UDP, PROTO_UDP))
+                .unwrap()
+                .unwrap();
+            assert_eq!((table, e.state), (FlowTable::New, STATE_UDP));
+        }
     }
 }
 

@@ -12,7 +12,8 @@ use std::{
 use veer::{
     config::{Config, to_toml},
     model::{
-        Backend, DesiredState, Group, HealthCheck, NodeConfig, Plan, Protocol, Service, Weight,
+        Backend, DesiredState, Group, HealthCheck, HookChoice, NodeConfig, Plan, Protocol, Service,
+        Weight,
     },
 };
 
@@ -147,6 +148,13 @@ impl ConfigBuilder {
         self
     }
 
+    /// Overrides the hook of `interface` (`[node.hooks]`).
+    #[must_use]
+    pub fn hook(mut self, interface: &str, choice: HookChoice) -> Self {
+        self.config.node.hooks.insert(interface.to_owned(), choice);
+        self
+    }
+
     /// How long a TCP flow that saw FIN or RST stays in conntrack.
     #[must_use]
     pub fn tcp_closing(mut self, idle: Duration) -> Self {
@@ -203,6 +211,7 @@ mod tests {
     fn a_built_config_is_a_valid_file() {
         let built = ConfigBuilder::new(["n-client", "n-v1"])
             .conntrack_max(65_536)
+            .hook("n-client", HookChoice::Tc)
             .tcp_closing(Duration::from_hours(1))
             .service(web(Family::V4, "90", "10"))
             .service(web(Family::V6, "100", "0"))
@@ -214,6 +223,10 @@ mod tests {
         assert_eq!(parsed, built.build());
         assert!(
             text.contains("backends = [\"[2001:db8:b::21]:8080\"]"),
+            "{text}"
+        );
+        assert!(
+            text.contains("[node.hooks]\n\"n-client\" = \"tc\""),
             "{text}"
         );
         assert!(

@@ -21,8 +21,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use veer::model::{Backend, DesiredState, Group, Protocol, Service, Weight};
+use veer::model::{DesiredState, Protocol, Service};
 use veer_tests::{
+    config as cfg,
     netns::{Netns, Topology},
     servers::{TcpServer, UdpServer, ask_tcp},
 };
@@ -84,16 +85,6 @@ const REMOTE: Groups = Groups {
     v2: (V2_4, V2_6),
 };
 
-fn group(name: &str, weight: &str, addr: IpAddr, port: u16) -> Group {
-    Group {
-        name: name.into(),
-        weight: Weight::from_percent_str(weight).unwrap(),
-        backends: vec![Backend {
-            addr: SocketAddr::new(addr, port),
-        }],
-    }
-}
-
 /// web4/web6 (TCP :80) and dns4/dns6 (UDP :53) on `vips`, v1 at `w1`, v2 at `w2`.
 fn state_at(w1: &str, w2: &str, g: Groups, vips: (IpAddr, IpAddr)) -> DesiredState {
     let svc = |name: &str, vip: IpAddr, port: u16, protocol: Protocol, v4: bool| {
@@ -102,19 +93,18 @@ fn state_at(w1: &str, w2: &str, g: Groups, vips: (IpAddr, IpAddr)) -> DesiredSta
         } else {
             UDP_PORT
         };
-        let pick = |(a4, a6): (IpAddr, IpAddr)| if v4 { a4 } else { a6 };
+        let backend =
+            |(a4, a6): (IpAddr, IpAddr)| [SocketAddr::new(if v4 { a4 } else { a6 }, bport)];
         Service {
-            name: name.into(),
-            vip,
-            port,
             protocol,
-            groups: vec![
-                group("v1", w1, pick(g.v1), bport),
-                group("v2", w2, pick(g.v2), bport),
-            ],
-            pins: vec![],
-            health: None,
-            rollout: None,
+            ..cfg::service(
+                name,
+                SocketAddr::new(vip, port),
+                vec![
+                    cfg::group("v1", w1, &backend(g.v1)),
+                    cfg::group("v2", w2, &backend(g.v2)),
+                ],
+            )
         }
     };
     DesiredState {
@@ -1063,7 +1053,9 @@ mod node_settings {
 mod daemon {
     //! The same through a real `veer daemon` and the real CLI.
 
+    use veer::model::HookChoice;
     use veer_tests::{
+        config::{self as cfg, ConfigBuilder, Family},
         daemon::Daemon,
         netns::{Offload, PEER_IFNAME},
         servers::ask_once,
@@ -1071,49 +1063,13 @@ mod daemon {
 
     use super::*;
 
-    /// web (TCP) and dns (UDP) on 192.0.2.10, v1 at `w1`, v2 at `w2`, attached to every node
-    /// interface of `topo`, with extra `[node]` lines.
-    fn config(topo: &Topology, w1: &str, w2: &str, node_extra: &str) -> String {
-        let ifaces: Vec<String> = topo
-            .node_ifnames()
-            .iter()
-            .map(|i| format!("\"{i}\""))
-            .collect();
-        format!(
-            r#"[node]
-interfaces = [{}]
-conntrack_max = 65536
-{node_extra}
-
-[[service]]
-name = "web"
-vip = "192.0.2.10"
-port = 80
-protocol = "tcp"
-
-[[service.group]]
-name = "v1"
-weight = {w1}
-backends = ["198.51.100.11:8080"]
-
-[[service.group]]
-name = "v2"
-weight = {w2}
-backends = ["198.51.100.21:8080"]
-
-[[service]]
-name = "dns"
-vip = "192.0.2.10"
-port = 53
-protocol = "udp"
-
-[[service.group]]
-name = "v1"
-weight = 100
-backends = ["198.51.100.11:5353"]
-"#,
-            ifaces.join(", ")
-        )
+    /// web (TCP) and dns (UDP, all on v1) on 192.0.2.10, web's v1 at `w1` and v2 at `w2`,
+    /// attached to every node interface of `topo`.
+    fn config(topo: &Topology, w1: &str, w2: &str) -> ConfigBuilder {
+        ConfigBuilder::new(topo.node_ifnames())
+            .conntrack_max(65_536)
+            .service(cfg::web(Family::V4, w1, w2))
+            .service(cfg::dns(Family::V4, "100", "0"))
     }
 
     /// A file removed when dropped, pass or fail.
@@ -1139,7 +1095,11 @@ backends = ["198.51.100.11:5353"]
             serve(topo.backend("v1"), "v1", REMOTE.v1),
             serve(topo.backend("v2"), "v2", REMOTE.v2),
         );
-        let d = Daemon::start_with_metrics(&topo, &config(&topo, "100", "0", ""), "127.0.0.1:9464");
+        let d = Daemon::start_with_metrics(
+            &topo,
+            &config(&topo, "100", "0").to_toml(),
+            "127.0.0.1:9464",
+        );
         assert_eq!(
             ask_once(topo.client(), Svc::Tcp4.vip(), TIMEOUT).unwrap(),
             "v1"
@@ -1199,17 +1159,18 @@ backends = ["198.51.100.11:5353"]
         topo.node()
             .run(&["sysctl", "-qw", "net.ipv4.conf.all.rp_filter=1"])
             .unwrap();
-        let ifaces: Vec<String> = topo.node_ifnames();
         let d = Daemon::start(
             &topo,
-            &format!("[node]\ninterfaces = {ifaces:?}\nconntrack_max = 65536\n"),
+            &ConfigBuilder::new(topo.node_ifnames())
+                .conntrack_max(65_536)
+                .to_toml(),
         );
         let file = TempFile(std::env::temp_dir().join(format!(
             "veer-topology-apply-{}-{}.toml",
             std::process::id(),
             NEXT_UDP_PORT.fetch_add(1, Ordering::Relaxed)
         )));
-        std::fs::write(&file.0, config(&topo, "100", "0", "")).unwrap();
+        std::fs::write(&file.0, config(&topo, "100", "0").to_toml()).unwrap();
         let path = file.0.to_str().unwrap();
         let before = d.revision();
         let out = d.cli(&["apply", "-f", path]);
@@ -1247,7 +1208,9 @@ backends = ["198.51.100.11:5353"]
         );
         let d = Daemon::start(
             &topo,
-            &config(&topo, "100", "0", "\n[node.hooks]\nn-client = \"xdp\""),
+            &config(&topo, "100", "0")
+                .hook("n-client", HookChoice::Xdp)
+                .to_toml(),
         );
         let target =
             |d: &Daemon| interface(&d.json(&["status"]), "n-v1")["xdp_redirect_target"].clone();
@@ -1306,7 +1269,7 @@ backends = ["198.51.100.11:5353"]
             serve(topo.backend("v1"), "v1", REMOTE.v1),
             serve(topo.backend("v2"), "v2", REMOTE.v2),
         );
-        let mut d = Daemon::start(&topo, &config(&topo, "100", "0", ""));
+        let mut d = Daemon::start(&topo, &config(&topo, "100", "0").to_toml());
         let mut held: Vec<TcpStream> = (0..3)
             .map(|_| topo.node().tcp_connect(Svc::Tcp4.vip(), TIMEOUT).unwrap())
             .collect();
@@ -1391,7 +1354,7 @@ backends = ["198.51.100.11:5353"]
             .run(&["ip", "addr", "add", "192.0.2.10/32", "dev", "lo"])
             .unwrap();
         let _own = TcpServer::start(topo.client(), Svc::Tcp4.vip(), "client-own").unwrap();
-        let d = Daemon::start(&topo, &config(&topo, "100", "0", ""));
+        let d = Daemon::start(&topo, &config(&topo, "100", "0").to_toml());
         assert_eq!(
             d.json(&["status"])["dataplane"]["local_clients"]["steered"],
             true

@@ -1742,6 +1742,50 @@ mod upkeep {
     }
 }
 
+mod socket_flows {
+    //! The socket flows of clients on the node, as upkeep expires them.
+
+    use veer::dataplane::{loader, sockets::SockMaps};
+    use veer_common::{
+        FAMILY_V4, PROTO_UDP, maps,
+        sock::{SockFlow, SockKey},
+    };
+
+    #[test]
+    fn an_idle_udp_flow_whose_socket_went_meanwhile_expires_without_an_error() {
+        // Upkeep reads the flows, then deletes each idle one and its reverse entry; a socket
+        // released in between took its reverse entry along (`sock_release`). That delete finds
+        // nothing, which is what upkeep wants: the pass goes on.
+        let mut ebpf = loader::load(&veer_tests::TEST_LOAD).unwrap();
+        let key = SockKey {
+            cookie: 7,
+            addr: [u32::from_ne_bytes([192, 0, 2, 10]), 0, 0, 0],
+            port: 53u16.to_be(),
+            proto: PROTO_UDP,
+            family: FAMILY_V4,
+            _pad: 0,
+        };
+        {
+            let map = ebpf.map_mut(maps::SOCK_FLOWS).unwrap();
+            let mut flows: aya::maps::HashMap<_, SockKey, SockFlow> =
+                aya::maps::HashMap::try_from(map).unwrap();
+            let flow = SockFlow {
+                backend_addr: [u32::from_ne_bytes([198, 51, 100, 11]), 0, 0, 0],
+                backend_port: 5353u16.to_be(),
+                backend_id: 1,
+                service_id: 1,
+                last_seen_ns: 1,
+                ..SockFlow::default()
+            };
+            flows.insert(key, flow, 0).unwrap();
+        }
+        let mut sockets = SockMaps::take(&mut ebpf).unwrap();
+        // A minute's timeout, two minutes on.
+        assert_eq!(sockets.expire(60_000_000_000, 120_000_000_001).unwrap(), 1);
+        assert!(sockets.flows().unwrap().is_empty());
+    }
+}
+
 mod layout {
     use veer::dataplane::loader;
 

@@ -42,7 +42,8 @@ pub struct Maps {
     tx_ports: DevMapHash<MapData>,
 }
 
-fn take<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, DataplaneError>
+/// Takes map `name` out of a loaded object, as a `T`.
+pub(super) fn take<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, DataplaneError>
 where
     T: TryFrom<Map, Error = MapError>,
 {
@@ -519,7 +520,7 @@ impl Maps {
 
 /// Whether a map operation failed only because the key was not there: aya reports a missing key
 /// as `KeyNotFound` on lookups but as the system call's `ENOENT` on deletes.
-fn is_missing(e: &MapError) -> bool {
+pub(super) fn is_missing(e: &MapError) -> bool {
     match e {
         MapError::KeyNotFound => true,
         MapError::SyscallError(aya::sys::SyscallError { io_error, .. }) => {

@@ -307,15 +307,8 @@ impl Dataplane {
             if ok {
                 self.maps.add_tx_port(link.index)?;
             } else {
-                match self.maps.remove_tx_port(link.index) {
-                    // A devmap says ENOENT for a missing key (not aya's KeyNotFound): it was not
-                    // a target, which is what is wanted.
-                    Err(DataplaneError::Map {
-                        source: aya::maps::MapError::SyscallError(e),
-                        ..
-                    }) if e.io_error.kind() == std::io::ErrorKind::NotFound => {}
-                    r => r?,
-                }
+                // Not a target already is what is wanted (`remove_tx_port` takes it so).
+                self.maps.remove_tx_port(link.index)?;
             }
             tracing::info!(interface = %a.name, redirect_target = ok, why = %why, "XDP redirect target");
             a.redirect = (ok, why);

@@ -23,7 +23,7 @@ use std::{
 
 use aya::{
     Ebpf,
-    maps::{HashMap as BpfHashMap, MapData, MapError},
+    maps::{HashMap as BpfHashMap, MapData},
     programs::{CgroupAttachMode, CgroupSock, CgroupSockAddr, links::FdLink},
 };
 use veer_common::{
@@ -32,7 +32,11 @@ use veer_common::{
     sock::{SockFlow, SockKey, SockPeer},
 };
 
-use super::{DataplaneError, loader::program_mut};
+use super::{
+    DataplaneError,
+    loader::program_mut,
+    maps::{is_missing, take},
+};
 
 /// Where the socket hooks stand, for `veer status`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -304,19 +308,6 @@ pub struct SockMaps {
     rev: BpfHashMap<MapData, SockKey, SockPeer>,
 }
 
-fn take<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, DataplaneError>
-where
-    T: TryFrom<aya::maps::Map, Error = MapError>,
-{
-    let map = ebpf
-        .take_map(name)
-        .ok_or(DataplaneError::MapMissing { name, source: None })?;
-    T::try_from(map).map_err(|e| DataplaneError::MapMissing {
-        name,
-        source: Some(e),
-    })
-}
-
 impl SockMaps {
     /// Takes the socket maps out of a loaded object.
     pub fn take(ebpf: &mut Ebpf) -> Result<Self, DataplaneError> {
@@ -367,7 +358,9 @@ impl SockMaps {
                 (maps::SOCK_REV, self.rev.remove(&rev_key)),
             ] {
                 match result {
-                    Ok(()) | Err(MapError::KeyNotFound) => {}
+                    // Gone already (its socket was released meanwhile) is what is wanted.
+                    Ok(()) => {}
+                    Err(e) if is_missing(&e) => {}
                     Err(source) => {
                         return Err(DataplaneError::Map {
                             op: "delete",

@@ -211,7 +211,7 @@ fn backend_metrics(reg: &mut Registry, status: &StatusView) {
     );
     reg.register(
         "backend_active_flows",
-        "Flows of a backend that are not closing, in either flow table",
+        "Flows of a backend that are not closing, in either flow table, plus socket flows of clients on the node",
         active,
     );
     reg.register("backend_healthy", "1 when a backend passes its health checks (or has none), 0 when it is out of its group's table", healthy);

@@ -161,7 +161,8 @@ pub struct BackendStatus {
     pub address: SocketAddr,
     /// Passing its health checks (always true without checks): takes new flows.
     pub healthy: bool,
-    /// Conntrack entries in SYN, established or UDP state.
+    /// Its flows that are not closing, in either flow table, and the socket flows of clients on
+    /// the node it was given.
     pub active_flows: u64,
     /// Flows given to it.
     pub new_flows: u64,

@@ -162,7 +162,8 @@ pub struct BackendView {
     pub addr: SocketAddr,
     /// Takes new flows (passes its health checks, or has none).
     pub healthy: bool,
-    /// Its flows that are not closing, in either flow table.
+    /// Its flows that are not closing, in either flow table, and the socket flows of clients on
+    /// the node it was given.
     pub active_flows: u64,
     /// Flows given to it.
     pub new_flows: u64,

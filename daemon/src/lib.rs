@@ -14,6 +14,7 @@ pub mod config;
 pub mod control;
 pub mod dataplane;
 pub mod error;
+pub mod files;
 pub mod fleet;
 pub mod health;
 pub mod http;

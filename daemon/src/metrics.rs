@@ -20,7 +20,7 @@ use prometheus_client::{
 use crate::{
     control::{
         ControlError, Controller, Effects, Readings,
-        views::{ConfigView, StatusView},
+        views::{ConfigView, FilesView, StatusView},
     },
     error::chain,
 };
@@ -69,6 +69,7 @@ pub fn render<N: Effects + Readings>(ctl: &Controller<N>) -> Result<String, Cont
     revision.set(status.revision.as_ref().map_or(0, |r| r.number as i64));
     reg.register("revision", "Live revision number", revision);
 
+    state_file_metrics(&mut reg, &status.files);
     config_metrics(&mut reg, &status.config);
     backend_metrics(&mut reg, &status);
     rollout_metrics(&mut reg, ctl);
@@ -78,6 +79,24 @@ pub fn render<N: Effects + Readings>(ctl: &Controller<N>) -> Result<String, Cont
     // Infallible: writing into a String cannot fail.
     encode(&mut out, &reg).unwrap_or_else(|_| unreachable!("fmt::Write to a String"));
     Ok(out)
+}
+
+/// Revision files that cannot be used, and whether the newest is one of them (changes held).
+fn state_file_metrics(reg: &mut Registry, f: &FilesView) {
+    let held: Gauge = Gauge::default();
+    held.set(i64::from(f.held.is_some()));
+    reg.register(
+        "state_held",
+        "1 while the newest revision file cannot be used: the maps are kept as pinned and no change is made until an operator chooses the state (veer status says how)",
+        held,
+    );
+    let unusable: Gauge = Gauge::default();
+    unusable.set(i64::try_from(f.unusable.len()).unwrap_or(i64::MAX));
+    reg.register(
+        "state_unusable_revision_files",
+        "Files named like revisions that cannot be used (damaged, foreign, not regular files): reported, never used, never overwritten",
+        unusable,
+    );
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

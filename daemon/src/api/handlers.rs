@@ -69,6 +69,7 @@ fn control_error(e: &ControlError) -> Response<Body> {
         ControlError::DrainLastGroup { .. }
         | ControlError::RolloutInProgress { .. }
         | ControlError::RolloutPaused { .. } => (StatusCode::CONFLICT, "conflict"),
+        ControlError::Held { .. } => (StatusCode::CONFLICT, "held"),
         ControlError::Sync(_) | ControlError::Dataplane(_) => {
             (StatusCode::INTERNAL_SERVER_ERROR, "dataplane")
         }

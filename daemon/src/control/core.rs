@@ -36,6 +36,22 @@ pub struct Live<'a> {
 /// Decides what `request` does to the live revision.
 pub fn decide(request: &Request, live: &Live<'_>) -> Result<Outcome, ControlError> {
     let head = live.head;
+    if let Some(held) = &head.held {
+        // The maps hold a state no usable revision records: only an operator's choice of a whole
+        // state may replace it, never a source, a verb on part of it, or an older revision by
+        // default.
+        let chosen = match request {
+            Request::Rollback {
+                service: None,
+                to: Some(_),
+            } => true,
+            Request::Apply { origin, .. } => matches!(origin, Origin::Apply { .. }),
+            _ => false,
+        };
+        if !chosen {
+            return Err(ControlError::held(held, live.history.last()));
+        }
+    }
     Ok(match request {
         Request::Apply {
             state,
@@ -79,7 +95,7 @@ fn apply(
     mark: Option<&String>,
 ) -> Result<Outcome, ControlError> {
     let head = live.head;
-    if mark.is_some() && mark == head.config.as_ref() {
+    if head.held.is_none() && mark.is_some() && mark == head.config.as_ref() {
         return Ok(Outcome::default());
     }
     let mut state = desired.clone();
@@ -97,7 +113,11 @@ fn apply(
             }
         }
     }
-    let mut change = head.change(state, origin.clone(), summarize(&head.state, desired));
+    let mut change = head.change(
+        state,
+        origin.clone(),
+        held_note(head, summarize(&head.state, desired)),
+    );
     if mark.is_some() {
         change.config = mark.cloned();
     }
@@ -309,7 +329,18 @@ fn rollback(
             (state, format!("rollback {name} to revision {to}"))
         }
     };
-    finish(head, head.change(state, Origin::Rollback { to }, summary))
+    finish(
+        head,
+        head.change(state, Origin::Rollback { to }, held_note(head, summary)),
+    )
+}
+
+/// A summary, saying which revision file could not be used when the head is held.
+fn held_note(head: &Head, summary: String) -> String {
+    match &head.held {
+        Some(h) => format!("{summary} (revision {} could not be used)", h.number),
+        None => summary,
+    }
 }
 
 /// One line saying what differs between two states.

@@ -367,3 +367,13 @@ pub fn attach(
     }
     Ok(used)
 }
+
+/// The capacity (`max_entries`) of the map pinned as `name` under `dir`, when there is one: the
+/// size a restarted daemon runs with when no config file says otherwise.
+pub fn pinned_capacity(dir: &Path, name: &str) -> Option<u32> {
+    let path = dir.join(name);
+    if !path.exists() {
+        return None;
+    }
+    MapInfo::from_pin(&path).ok().map(|i| i.max_entries())
+}

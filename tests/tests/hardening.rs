@@ -1,0 +1,425 @@
+//! Issue 11, against a real `veer daemon` and the real CLI: damaged and foreign state files, a
+//! config file that cannot be read at restart or that is read mid-write, paths that are not what
+//! they should be (`--socket`, `teardown --pin-dir`), and local users trying to take the control
+//! plane down through its listeners.
+
+// This binary links every dependency of `veer-tests`.
+use {aya as _, rand as _, rcgen as _, tokio as _, veer as _, veer_common as _};
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use veer_tests::{
+    config::{ConfigBuilder, Family, web},
+    daemon::{Daemon, Held, veer_bin},
+    netns::Topology,
+    servers::{TcpServer, ask_once},
+};
+
+const TIMEOUT: Duration = Duration::from_secs(5);
+const METRICS: &str = "127.0.0.1:9464";
+
+fn vip() -> SocketAddr {
+    Family::V4.vip()
+}
+
+/// The bed's node settings: every node interface of `topo`, a conntrack of 65,536 entries.
+fn node(topo: &Topology) -> ConfigBuilder {
+    ConfigBuilder::new(topo.node_ifnames()).conntrack_max(65_536)
+}
+
+/// `web` over v1 and v2 at `v1`/`v2` percent.
+fn config(topo: &Topology, v1: &str, v2: &str) -> String {
+    node(topo).service(web(Family::V4, v1, v2)).to_toml()
+}
+
+/// Topology, backends answering "v1"/"v2", and a daemon with metrics on `METRICS`. Field order
+/// drops the daemon first, then the servers, then the namespaces.
+struct Bed {
+    daemon: Daemon,
+    _s1: TcpServer,
+    _s2: TcpServer,
+    topo: Topology,
+}
+
+fn bed_with(node: impl FnOnce(&Topology) -> ConfigBuilder, v1: &str, v2: &str) -> Bed {
+    let (a1, a2) = (Family::V4.backend("v1"), Family::V4.backend("v2"));
+    let topo = Topology::builder()
+        .client()
+        .backend("v1", &[a1])
+        .backend("v2", &[a2])
+        .build()
+        .unwrap();
+    let s1 = TcpServer::start(topo.backend("v1"), SocketAddr::new(a1, 8080), "v1").unwrap();
+    let s2 = TcpServer::start(topo.backend("v2"), SocketAddr::new(a2, 8080), "v2").unwrap();
+    let config = node(&topo).service(web(Family::V4, v1, v2)).to_toml();
+    Bed {
+        daemon: Daemon::start_with(&topo, &config, &["--metrics", METRICS]),
+        _s1: s1,
+        _s2: s2,
+        topo,
+    }
+}
+
+fn bed(v1: &str, v2: &str) -> Bed {
+    bed_with(node, v1, v2)
+}
+
+fn weights(status: &serde_json::Value) -> Vec<(String, f64)> {
+    status["services"][0]["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| {
+            (
+                g["name"].as_str().unwrap().to_owned(),
+                g["weight"].as_f64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).trim().to_owned()
+}
+
+/// New connections all answered by `group`.
+fn new_connections_go_to(b: &Bed, group: &str, when: &str) {
+    for i in 0..10 {
+        assert_eq!(
+            ask_once(b.topo.client(), vip(), TIMEOUT).unwrap(),
+            group,
+            "{when}: new connection {i}"
+        );
+    }
+}
+
+/// `GET path` on `addr` from inside the node namespace.
+fn node_get(topo: &Topology, addr: &str, path: &str) -> Option<String> {
+    use std::io::{Read as _, Write as _};
+    let addr = addr.to_owned();
+    let path = path.to_owned();
+    topo.node()
+        .enter(move || {
+            let mut s = std::net::TcpStream::connect_timeout(&addr.parse().ok()?, TIMEOUT).ok()?;
+            s.set_read_timeout(Some(TIMEOUT)).ok()?;
+            write!(
+                s,
+                "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+            )
+            .ok()?;
+            let mut out = String::new();
+            s.read_to_string(&mut out).ok()?;
+            Some(out.split_once("\r\n\r\n")?.1.to_owned())
+        })
+        .ok()
+        .flatten()
+}
+
+/// The value of a metric line (name and labels exactly as exposed).
+fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| {
+        l.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
+fn scrape(b: &Bed) -> String {
+    node_get(&b.topo, METRICS, "/metrics").unwrap_or_else(|| {
+        panic!("no answer from /metrics:\n{}", b.daemon.log());
+    })
+}
+
+/// What the daemon logged since its last start.
+fn last_start(d: &Daemon) -> String {
+    d.log()
+        .rsplit("--- restart ---\n")
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+fn revision_file(d: &Daemon, n: u64) -> PathBuf {
+    d.state_dir().join("revisions").join(format!("{n:06}.json"))
+}
+
+fn mkfifo(path: &Path) {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a valid C string; mkfifo only creates a file.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo");
+}
+
+mod state {
+    use super::*;
+
+    /// Traffic is on v2 (revision 2) when the daemon stops; `damage` then spoils the state
+    /// directory and the daemon starts again. It must keep the data path as pinned (v2), report
+    /// the revision file that holds it back (status, log, metrics) and refuse changes, saying
+    /// what to do. Returns the bed, the held connections and the spoiled file's bytes.
+    fn held_after(damage: impl FnOnce(&Daemon) -> PathBuf) -> (Bed, Held, PathBuf, Vec<u8>) {
+        let mut b = bed("100", "0");
+        b.daemon.ok(&["shift", "web", "v1=0", "v2=100"]);
+        assert_eq!(b.daemon.revision(), 2);
+        let held = Held::open(b.topo.client(), vip(), 5);
+        assert!(held.first.iter().all(|n| n == "v2"), "{:?}", held.first);
+        b.daemon.stop();
+        let spoiled = damage(&b.daemon);
+        // Read back only a regular file: opening a FIFO blocks.
+        let bytes = if std::fs::symlink_metadata(&spoiled).is_ok_and(|m| m.is_file()) {
+            std::fs::read(&spoiled).unwrap()
+        } else {
+            Vec::new()
+        };
+        b.daemon.spawn();
+        (b, held, spoiled, bytes)
+    }
+
+    fn assert_held(b: &Bed, number: u64, problem: &str) {
+        let s = b.daemon.json(&["status"]);
+        let h = &s["state_files"]["held"];
+        assert_eq!(h["revision"], number, "{s:#}");
+        assert!(
+            h["problem"].as_str().unwrap().contains(problem),
+            "{}",
+            h["problem"]
+        );
+        assert_eq!(h["newest_usable"], 1);
+        assert!(
+            h["advice"]
+                .as_str()
+                .unwrap()
+                .contains("`veer rollback --to 1`"),
+            "{}",
+            h["advice"]
+        );
+        assert!(s["revision"].is_null(), "no revision is in force: {s:#}");
+        let human = b.daemon.ok(&["status"]);
+        assert!(
+            human.starts_with(&format!("HELD: revision {number} (")),
+            "{human}"
+        );
+        let text = scrape(b);
+        assert_eq!(metric(&text, "veer_state_held"), Some(1.0), "{text}");
+        assert!(
+            b.daemon
+                .log()
+                .contains("the newest revision file cannot be used"),
+            "{}",
+            b.daemon.log()
+        );
+        // Every change but an operator's choice is refused, saying which choices there are.
+        for args in [
+            &["shift", "web", "v1=100", "v2=0"][..],
+            &["drain", "web", "v2", "--force"],
+            &["rollback"],
+            &["rollback", "web", "--to", "1"],
+        ] {
+            let out = b.daemon.cli(args);
+            assert_eq!(out.status.code(), Some(1), "veer {args:?}");
+            let e = stderr(&out);
+            assert!(
+                e.contains(&format!("revision {number} (")) && e.contains("cannot be used"),
+                "veer {args:?}: {e}"
+            );
+            assert!(
+                e.contains("`veer rollback --to 1`") && e.contains("`veer apply -f FILE`"),
+                "veer {args:?}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_damaged_newest_revision_keeps_the_pinned_data_path_until_an_operator_rolls_back() {
+        let (b, mut held, damaged, bytes) = held_after(|d| {
+            // Cut revision 2 (v1=0 v2=100, live) in half.
+            let path = revision_file(d, 2);
+            let full = std::fs::read(&path).unwrap();
+            std::fs::write(&path, &full[..full.len() / 2]).unwrap();
+            path
+        });
+        assert_held(&b, 2, "it is damaged");
+        // The maps were not reconciled with revision 1 (v1=100): traffic stays where it was.
+        new_connections_go_to(&b, "v2", "held");
+        held.check("held");
+        // The operator decides: revision 1 whole, as a new revision (2 is never reused).
+        let out = b.daemon.ok(&["rollback", "--to", "1"]);
+        assert_eq!(out.trim(), "rollback: revision 3", "{out}");
+        let s = b.daemon.json(&["status"]);
+        assert!(s["state_files"]["held"].is_null(), "{s:#}");
+        assert_eq!(
+            s["state_files"]["unusable"][0]["revision"], 2,
+            "still reported"
+        );
+        assert_eq!(weights(&s), [("v1".into(), 100.0), ("v2".into(), 0.0)]);
+        new_connections_go_to(&b, "v1", "after the rollback");
+        held.check("after the rollback");
+        assert_eq!(
+            std::fs::read(&damaged).unwrap(),
+            bytes,
+            "the damaged file is kept"
+        );
+        b.daemon.ok(&["shift", "web", "v1=90", "v2=10"]);
+        assert_eq!(b.daemon.revision(), 4);
+        assert_eq!(metric(&scrape(&b), "veer_state_held"), Some(0.0));
+        // A restart now starts from revision 4, with revision 2 still reported, not holding.
+        let mut b = b;
+        b.daemon.stop();
+        b.daemon.spawn();
+        let s = b.daemon.json(&["status"]);
+        assert_eq!(s["revision"]["number"], 4);
+        assert!(s["state_files"]["held"].is_null());
+    }
+
+    #[test]
+    fn a_foreign_file_named_like_the_newest_revision_is_reported_and_an_apply_decides() {
+        let (b, mut held, foreign, bytes) = held_after(|d| {
+            // Another program's JSON under the next revision's name.
+            let path = revision_file(d, 3);
+            std::fs::write(&path, br#"{"hello": "world"}"#).unwrap();
+            path
+        });
+        assert_held_foreign(&b);
+        new_connections_go_to(&b, "v2", "held");
+        // `veer apply` is the other choice; the config file (70/30) becomes revision 4.
+        let file = b.daemon.state_dir().join("../chosen.toml");
+        std::fs::write(&file, config(&b.topo, "70", "30")).unwrap();
+        let out = b
+            .daemon
+            .ok(&["apply", "-f", file.to_str().unwrap(), "--output", "json"]);
+        let a: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(
+            (a["revision"].as_u64(), a["changed"].as_bool()),
+            (Some(4), Some(true))
+        );
+        assert_eq!(
+            weights(&b.daemon.json(&["status"])),
+            [("v1".into(), 70.0), ("v2".into(), 30.0)]
+        );
+        held.check("after the apply");
+        assert_eq!(std::fs::read(&foreign).unwrap(), bytes, "never overwritten");
+    }
+
+    fn assert_held_foreign(b: &Bed) {
+        let s = b.daemon.json(&["status"]);
+        assert_eq!(s["state_files"]["held"]["revision"], 3, "{s:#}");
+        assert!(
+            s["state_files"]["held"]["problem"]
+                .as_str()
+                .unwrap()
+                .contains("it is not a revision this veer can use"),
+            "{s:#}"
+        );
+        // Revision 2 is fine, but it is older than the file that holds changes back.
+        assert_eq!(s["state_files"]["held"]["newest_usable"], 2);
+        let out = b.daemon.cli(&["shift", "web", "v1=100", "v2=0"]);
+        assert!(
+            stderr(&out).contains("`veer rollback --to 2`"),
+            "{}",
+            stderr(&out)
+        );
+    }
+
+    #[test]
+    fn a_fifo_named_like_a_revision_never_hangs_the_start() {
+        // `spawn` fails the test if the daemon does not answer within 20 s.
+        let (b, mut held, fifo, _) = held_after(|d| {
+            let path = revision_file(d, 99);
+            mkfifo(&path);
+            path
+        });
+        let s = b.daemon.json(&["status"]);
+        assert_eq!(s["state_files"]["held"]["revision"], 99, "{s:#}");
+        assert_eq!(
+            s["state_files"]["held"]["problem"],
+            "it is a FIFO, not a file veer wrote"
+        );
+        new_connections_go_to(&b, "v2", "held");
+        assert_eq!(
+            b.daemon.ok(&["rollback", "--to", "2"]).trim(),
+            "rollback: revision 100"
+        );
+        held.check("after the rollback");
+        assert!(std::fs::symlink_metadata(&fifo).is_ok(), "the FIFO stays");
+    }
+
+    /// A config syntax error at a restart, with a conntrack of 4,096 entries pinned: the daemon
+    /// runs on the pinned maps and the last revision, reports the file, and never advises a
+    /// teardown. A FIFO in place of the file does the same, without hanging.
+    #[test]
+    fn a_config_file_that_cannot_be_read_at_restart_leaves_the_pinned_state_running() {
+        let mut b = bed_with(|t| node(t).conntrack_max(4096), "100", "0");
+        b.daemon.ok(&["shift", "web", "v1=0", "v2=100"]);
+        let mut held = Held::open(b.topo.client(), vip(), 5);
+        b.daemon.stop();
+        let broken = config(&b.topo, "100", "0").replace("[node]", "[node");
+        assert_ne!(broken, config(&b.topo, "100", "0"));
+        b.daemon.write_config(&broken);
+        b.daemon.spawn();
+        let check = |b: &Bed, what: &str| {
+            let s = b.daemon.json(&["status"]);
+            assert_eq!(s["revision"]["number"], 2, "{what}: {s:#}");
+            assert_eq!(weights(&s), [("v1".into(), 0.0), ("v2".into(), 100.0)]);
+            assert_eq!(
+                s["conntrack"]["capacity"], 4096,
+                "{what}: the pinned size wins"
+            );
+            let e = &s["config"]["last_error"];
+            assert!(!e.is_null(), "{what}: the file's error is reported: {s:#}");
+            let text = scrape(b);
+            assert_eq!(
+                metric(&text, "veer_config_last_reload_successful"),
+                Some(0.0),
+                "{what}"
+            );
+            let this_start = last_start(&b.daemon);
+            assert!(
+                !this_start.contains("teardown") && !s.to_string().contains("teardown"),
+                "{what}: no message suggests a teardown:\n{this_start}"
+            );
+            e.clone()
+        };
+        let e = check(&b, "syntax error");
+        assert!(e["line"].as_u64().is_some(), "located: {e}");
+        new_connections_go_to(&b, "v2", "after a restart with a broken file");
+        held.check("after a restart with a broken file");
+        b.daemon.stop();
+        std::fs::remove_file(&b.daemon.config).unwrap();
+        mkfifo(&b.daemon.config);
+        b.daemon.spawn();
+        let e = check(&b, "a FIFO for a config file");
+        assert!(e["message"].as_str().unwrap().contains("FIFO"), "{e}");
+        held.check("after a restart with a FIFO for a config file");
+        // Fixed: the next reload applies it, and the node settings wait for nothing.
+        std::fs::remove_file(&b.daemon.config).unwrap();
+        b.daemon.write_config(
+            &node(&b.topo)
+                .conntrack_max(4096)
+                .service(web(Family::V4, "0", "100"))
+                .to_toml(),
+        );
+        b.daemon.signal(libc::SIGHUP);
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let s = b.daemon.json(&["status"]);
+            if s["config"]["last_error"].is_null() {
+                assert!(
+                    s["config"]["pending_restart"]
+                        .as_array()
+                        .unwrap()
+                        .is_empty()
+                );
+                break;
+            }
+            assert!(Instant::now() < deadline, "{s:#}\n{}", b.daemon.log());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        held.check("at the end");
+    }
+}

@@ -236,9 +236,7 @@ async fn run_async(opts: DaemonOptions) -> Result<(), DaemonError> {
     );
     let _ = stop_tx.send(true);
     while tasks.join_next().await.is_some() {}
-    if let Err(e) = std::fs::remove_file(&opts.socket) {
-        tracing::warn!(socket = %opts.socket.display(), error = %e, "could not remove the control socket");
-    }
+    server::remove(&opts.socket);
     Ok(())
 }
 

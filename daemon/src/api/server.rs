@@ -30,41 +30,116 @@ impl Access {
 
 /// Why the socket could not be set up.
 #[derive(Debug, thiserror::Error)]
-#[error("setting up the control socket {}: {op}", path.display())]
-pub struct SocketError {
-    /// The socket path.
-    pub path: PathBuf,
-    /// What failed.
-    pub op: &'static str,
-    /// The OS error.
-    #[source]
-    pub source: std::io::Error,
+pub enum SocketError {
+    /// Another daemon answers on the path.
+    #[error(
+        "control socket {}: another veer daemon answers on it; stop it first (systemctl stop veer), or give this one another --socket",
+        path.display()
+    )]
+    InUse {
+        /// The socket path.
+        path: PathBuf,
+    },
+    /// Something that is not a stale socket is at the path: it is left as it is.
+    #[error(
+        "control socket {}: a {kind} is there, not a socket; veer replaces only a socket nobody answers on: move it away, or pass another --socket",
+        path.display()
+    )]
+    NotASocket {
+        /// The path.
+        path: PathBuf,
+        /// What is there (`regular file`, `directory`, `symbolic link` ...).
+        kind: &'static str,
+    },
+    /// A system call failed.
+    #[error("setting up the control socket {}: {op}", path.display())]
+    Io {
+        /// The socket path.
+        path: PathBuf,
+        /// What failed.
+        op: &'static str,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
-/// Fails when another daemon answers on `path` (checked again when binding; a daemon checks
-/// early so that it gives up before it touches anything).
-pub fn ensure_unused(path: &Path) -> Result<(), SocketError> {
-    if path.exists() && std::os::unix::net::UnixStream::connect(path).is_ok() {
-        return Err(SocketError {
+/// What a file type is, in words.
+fn kind_of(t: std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt as _;
+    if t.is_file() {
+        "regular file"
+    } else if t.is_dir() {
+        "directory"
+    } else if t.is_symlink() {
+        "symbolic link"
+    } else if t.is_fifo() {
+        "FIFO"
+    } else if t.is_char_device() {
+        "character device"
+    } else if t.is_block_device() {
+        "block device"
+    } else if t.is_socket() {
+        "socket"
+    } else {
+        "file of unknown type"
+    }
+}
+
+/// Whether `path` holds a socket nobody answers on (`true`: it may be replaced), nothing
+/// (`false`), or something that must stay: a socket another daemon answers on, or anything that
+/// is not a socket (never followed: a symbolic link is refused as such).
+fn stale(path: &Path) -> Result<bool, SocketError> {
+    use std::os::unix::fs::FileTypeExt as _;
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(source) => {
+            return Err(SocketError::Io {
+                path: path.to_owned(),
+                op: "looking at what is there",
+                source,
+            });
+        }
+    };
+    if !meta.file_type().is_socket() {
+        return Err(SocketError::NotASocket {
             path: path.to_owned(),
-            op: "another veer daemon answers on it",
-            source: std::io::Error::from(std::io::ErrorKind::AddrInUse),
+            kind: kind_of(meta.file_type()),
         });
     }
-    Ok(())
+    match std::os::unix::net::UnixStream::connect(path) {
+        Ok(_) => Err(SocketError::InUse {
+            path: path.to_owned(),
+        }),
+        // Nobody listens: the socket of a daemon that is gone.
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => Ok(true),
+        Err(source) => Err(SocketError::Io {
+            path: path.to_owned(),
+            op: "checking whether a daemon answers on it",
+            source,
+        }),
+    }
 }
 
-/// Binds the socket: creates its directory, replaces a stale socket file, sets permissions.
+/// Fails when anything but a stale socket is at `path`: another daemon answering, or a file
+/// that is not a socket (checked again when binding; a daemon checks early so that it gives up
+/// before it touches anything).
+pub fn ensure_unused(path: &Path) -> Result<(), SocketError> {
+    stale(path).map(drop)
+}
+
+/// Binds the socket: creates its directory, replaces a stale socket (and nothing else), sets
+/// permissions.
 pub fn bind(path: &Path, access: Access) -> Result<UnixListener, SocketError> {
     let err = |op| {
         let path = path.to_owned();
-        move |source| SocketError { path, op, source }
+        move |source| SocketError::Io { path, op, source }
     };
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(err("creating its directory"))?;
     }
-    if path.exists() {
-        ensure_unused(path)?;
+    if stale(path)? {
         std::fs::remove_file(path).map_err(err("removing a stale socket"))?;
     }
     // Bind with a umask that never lets the socket be wider than 0600 for an instant.
@@ -81,6 +156,22 @@ pub fn bind(path: &Path, access: Access) -> Result<UnixListener, SocketError> {
             .map_err(err("setting its mode"))?;
     }
     Ok(listener)
+}
+
+/// Removes the daemon's socket at stop, if a socket is still what is there.
+pub fn remove(path: &Path) {
+    use std::os::unix::fs::FileTypeExt as _;
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_socket() => {
+            if let Err(e) = std::fs::remove_file(path) {
+                tracing::warn!(socket = %path.display(), error = %e, "could not remove the control socket");
+            }
+        }
+        Ok(m) => {
+            tracing::warn!(socket = %path.display(), kind = kind_of(m.file_type()), "the control socket was replaced; leaving what is there");
+        }
+        Err(_) => {}
+    }
 }
 
 /// Accepts connections with `accept` and hands each to `handle` until `shutdown` resolves. A

@@ -423,3 +423,197 @@ mod state {
         held.check("at the end");
     }
 }
+
+mod paths {
+    use super::*;
+
+    /// A temporary directory of the test, removed when dropped.
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new(name: &str) -> Self {
+            let d = std::env::temp_dir().join(format!(
+                "veer-hardening-{name}-{}-{:?}",
+                std::process::id(),
+                std::thread::current().id()
+            ));
+            drop(std::fs::remove_dir_all(&d));
+            std::fs::create_dir_all(&d).unwrap();
+            Self(d)
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            drop(std::fs::remove_dir_all(&self.0));
+        }
+    }
+
+    /// `veer daemon --socket PATH` on a path holding what must not be deleted: it exits 1 before
+    /// it touches anything, naming what is there.
+    #[test]
+    fn a_socket_path_that_is_not_a_stale_socket_is_never_deleted() {
+        veer_tests::require_root();
+        let d = TempDir::new("socket");
+        let passwd = d.0.join("passwd");
+        std::fs::write(&passwd, "root:x:0:0:root:/root:/bin/bash\n").unwrap();
+        let dir = d.0.join("a-directory");
+        std::fs::create_dir(&dir).unwrap();
+        let fifo = d.0.join("fifo");
+        mkfifo(&fifo);
+        let link = d.0.join("link");
+        std::os::unix::fs::symlink(&passwd, &link).unwrap();
+        for (path, kind) in [
+            (&passwd, "regular file"),
+            (&dir, "directory"),
+            (&fifo, "FIFO"),
+            (&link, "symbolic link"),
+        ] {
+            let out = Command::new(veer_bin())
+                .arg("--socket")
+                .arg(path)
+                .args(["daemon", "--metrics", "off", "--config"])
+                .arg(d.0.join("veer.toml"))
+                .arg("--state-dir")
+                .arg(d.0.join("state"))
+                .arg("--pin-dir")
+                .arg(d.0.join("pins"))
+                .output()
+                .unwrap();
+            assert_eq!(out.status.code(), Some(1), "{kind}: {}", stderr(&out));
+            assert_eq!(
+                stderr(&out),
+                format!(
+                    "veer: control socket {}: a {kind} is there, not a socket; veer replaces only a socket nobody answers on: move it away, or pass another --socket",
+                    path.display()
+                )
+            );
+            assert!(std::fs::symlink_metadata(path).is_ok(), "{kind} deleted");
+        }
+        assert_eq!(
+            std::fs::read_to_string(&passwd).unwrap(),
+            "root:x:0:0:root:/root:/bin/bash\n"
+        );
+        assert!(!d.0.join("state").exists() && !d.0.join("pins").exists());
+    }
+
+    /// A socket nobody answers on (a crashed daemon's) is replaced; one a daemon answers on is
+    /// left to it.
+    #[test]
+    fn a_stale_socket_is_replaced_and_a_live_one_kept() {
+        let mut b = bed("100", "0");
+        b.daemon.kill9();
+        assert!(b.daemon.socket.exists(), "a crash leaves its socket");
+        b.daemon.spawn();
+        let (code, log) = b.daemon.second(&b.daemon.socket, Duration::from_secs(10));
+        assert_eq!(code, Some(1), "{log}");
+        assert!(log.contains("another veer daemon answers on it"), "{log}");
+        assert_eq!(b.daemon.revision(), 1);
+    }
+
+    /// `veer teardown --pin-dir DIR` where DIR is not on bpffs deletes nothing, not even files
+    /// named like veer's pins.
+    #[test]
+    fn teardown_refuses_a_directory_that_is_not_on_bpffs() {
+        veer_tests::require_root();
+        let d = TempDir::new("teardown");
+        let links = d.0.join("links");
+        std::fs::create_dir(&links).unwrap();
+        let files = [
+            d.0.join("veer.toml"),
+            d.0.join("passwd"),
+            d.0.join(veer_common::maps::CONNTRACK),
+            links.join("veer_xdp_eth0"),
+        ];
+        for f in &files {
+            std::fs::write(f, "keep me\n").unwrap();
+        }
+        let out = Command::new(veer_bin())
+            .arg("--socket")
+            .arg(d.0.join("no.sock"))
+            .args(["teardown", "--pin-dir"])
+            .arg(&d.0)
+            .arg("--purge-state")
+            .arg(d.0.join("state"))
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+        assert_eq!(
+            stderr(&out),
+            format!(
+                "veer: {}: is not on a BPF file system (bpffs), so it holds no pin of veer's: check --pin-dir; nothing was removed",
+                d.0.display()
+            )
+        );
+        for f in &files {
+            assert_eq!(
+                std::fs::read_to_string(f).unwrap(),
+                "keep me\n",
+                "{}",
+                f.display()
+            );
+        }
+    }
+
+    /// On bpffs, teardown removes veer's pins by name and leaves another program's pin (and so
+    /// the directory holding it).
+    #[test]
+    fn teardown_removes_only_veers_pins() {
+        let mut b = bed("100", "0");
+        b.daemon.stop();
+        let pin_dir = b.daemon.pin_dir.clone();
+        let other = pin_dir.join("OTHER_PROGRAMS_MAP");
+        let out = Command::new("bpftool")
+            .args(["map", "create"])
+            .arg(&other)
+            .args([
+                "type",
+                "array",
+                "key",
+                "4",
+                "value",
+                "4",
+                "entries",
+                "1",
+                "name",
+                "other_map",
+            ])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "bpftool: {}", stderr(&out));
+        let out = b.daemon.cli(&[
+            "teardown",
+            "--pin-dir",
+            pin_dir.to_str().unwrap(),
+            "--output",
+            "json",
+        ]);
+        let cleanup = || {
+            drop(std::fs::remove_file(&other));
+            drop(std::fs::remove_dir(&pin_dir));
+        };
+        if !out.status.success() {
+            cleanup();
+            panic!("teardown: {}", stderr(&out));
+        }
+        let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let left: Vec<String> = std::fs::read_dir(&pin_dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        cleanup();
+        assert_eq!(left, ["OTHER_PROGRAMS_MAP"], "{r:#}");
+        assert_eq!(r["left"], serde_json::json!([other.display().to_string()]));
+        assert_eq!(
+            r["detached"].as_array().unwrap().len(),
+            b.topo.node_ifnames().len()
+        );
+        assert!(
+            r["unpinned"]
+                .as_array()
+                .unwrap()
+                .contains(&serde_json::json!(veer_common::maps::CONNTRACK)),
+            "{r:#}"
+        );
+    }
+}

@@ -617,3 +617,33 @@ mod paths {
         );
     }
 }
+
+mod verbs {
+    use super::*;
+
+    /// `veer shift web v1=0 v2=0` would drop every new connection: refused like draining the
+    /// last group, accepted with `--force`, which says what it did.
+    #[test]
+    fn a_shift_of_every_group_to_zero_needs_force_and_says_what_it_does() {
+        let b = bed("100", "0");
+        let out = b.daemon.cli(&["shift", "web", "v1=0", "v2=0"]);
+        assert_eq!(out.status.code(), Some(1));
+        assert_eq!(
+            stderr(&out),
+            "veer: these weights would leave service `web` with no group taking new connections (every group at weight 0 or without backends); give a group weight, or pass --force to drop new connections"
+        );
+        assert_eq!(b.daemon.revision(), 1);
+        new_connections_go_to(&b, "v1", "after the refusal");
+        let out = b.daemon.ok(&["shift", "web", "v1=0", "v2=0", "--force"]);
+        assert_eq!(
+            out.trim(),
+            "shift web: revision 2; no group of `web` takes new connections now: they are dropped until a group gets weight"
+        );
+        assert!(
+            ask_once(b.topo.client(), vip(), Duration::from_secs(1)).is_err(),
+            "a new connection is dropped"
+        );
+        b.daemon.ok(&["shift", "web", "v2=100"]);
+        new_connections_go_to(&b, "v2", "after a group got weight");
+    }
+}

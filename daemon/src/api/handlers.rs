@@ -67,6 +67,7 @@ fn control_error(e: &ControlError) -> Response<Body> {
         | ControlError::Sync(SyncError::Plan(_)) => (StatusCode::BAD_REQUEST, "bad_request"),
         ControlError::Config(_) => (StatusCode::BAD_REQUEST, "invalid_config"),
         ControlError::DrainLastGroup { .. }
+        | ControlError::ShiftToNothing { .. }
         | ControlError::RolloutInProgress { .. }
         | ControlError::RolloutPaused { .. } => (StatusCode::CONFLICT, "conflict"),
         ControlError::Held { .. } => (StatusCode::CONFLICT, "held"),
@@ -271,6 +272,7 @@ async fn change(
                 &control::Request::Shift {
                     services: r.services,
                     weights: r.weights.into_iter().map(|w| (w.group, w.weight)).collect(),
+                    force: r.force,
                 },
             ),
             Err(resp) => resp,

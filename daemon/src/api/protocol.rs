@@ -244,6 +244,9 @@ pub struct ShiftRequest {
     pub services: Vec<String>,
     /// New weights; groups not named keep theirs.
     pub weights: Vec<GroupWeight>,
+    /// Accept weights that leave a service with no group taking new connections.
+    #[serde(default)]
+    pub force: bool,
 }
 
 /// `POST /v1/drain`.

@@ -59,12 +59,16 @@ pub fn decide(request: &Request, live: &Live<'_>) -> Result<Outcome, ControlErro
             mark,
             ..
         } => apply(live, state, origin, mark.as_ref())?,
-        Request::Shift { services, weights } => shift(head, services, weights)?.into(),
+        Request::Shift {
+            services,
+            weights,
+            force,
+        } => dropping(&head.state, shift(head, services, weights, *force)?),
         Request::Drain {
             service,
             group,
             force,
-        } => drain(head, service, group, *force)?.into(),
+        } => dropping(&head.state, drain(head, service, group, *force)?),
         Request::Pin {
             service,
             prefix,
@@ -168,12 +172,52 @@ fn group_names(s: &Service) -> String {
         .join(" ")
 }
 
+/// Whether a service sends new connections anywhere: a group with weight and a backend.
+fn takes_new_flows(s: &Service) -> bool {
+    s.groups
+        .iter()
+        .any(|g| !g.weight.is_zero() && !g.backends.is_empty())
+}
+
+/// The services `next` leaves with no group taking new connections that took them in `before`.
+fn newly_dropping<'a>(before: &DesiredState, next: &'a DesiredState) -> Vec<&'a str> {
+    next.services
+        .iter()
+        .filter(|s| !takes_new_flows(s) && before.service(&s.name).is_some_and(takes_new_flows))
+        .map(|s| s.name.as_str())
+        .collect()
+}
+
+/// A weight change as an outcome, saying so when it leaves services dropping new connections.
+fn dropping(before: &DesiredState, change: Option<Change>) -> Outcome {
+    let note = change.as_ref().and_then(|c| {
+        let services = newly_dropping(before, &c.state);
+        (!services.is_empty()).then(|| {
+            format!(
+                "no group of {} takes new connections now: they are dropped until a group gets weight",
+                services
+                    .iter()
+                    .map(|s| format!("`{s}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })
+    });
+    Outcome {
+        changes: change.into_iter().collect(),
+        note,
+    }
+}
+
 /// Sets the weights of some groups of one or more services (a dual-stack pair, say) in one
 /// revision; groups not named keep theirs. Every named group must exist in every service.
+/// Refused when it leaves a service that took new connections with no group taking them (every
+/// group at weight 0), unless forced: like draining the last group.
 fn shift(
     head: &Head,
     services: &[String],
     weights: &[(String, Weight)],
+    force: bool,
 ) -> Result<Option<Change>, ControlError> {
     if services.is_empty() {
         return Err(ControlError::BadRequest {
@@ -197,6 +241,11 @@ fn shift(
             g.weight = *weight;
         }
         summary.push(format!("{service}: {}", group_names(s)));
+    }
+    if !force && let Some(service) = newly_dropping(&head.state, &state).first() {
+        return Err(ControlError::ShiftToNothing {
+            service: (*service).to_owned(),
+        });
     }
     let summary = format!("shift {}", summary.join("; "));
     finish(head, head.change(state, Origin::Shift, summary))

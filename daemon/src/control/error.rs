@@ -71,6 +71,14 @@ pub enum ControlError {
         /// Name of the group, in its service.
         group: String,
     },
+    /// A shift that would leave the service with no group taking new connections.
+    #[error(
+        "these weights would leave service `{service}` with no group taking new connections (every group at weight 0 or without backends); give a group weight, or pass --force to drop new connections"
+    )]
+    ShiftToNothing {
+        /// Name of the service.
+        service: String,
+    },
     /// The desired state a request leads to breaks a rule of the model.
     #[error(transparent)]
     Invalid(#[from] Violation),

@@ -189,6 +189,7 @@ fn shift(services: &[&str], weights: &[(&str, &str)]) -> Request {
             .iter()
             .map(|(g, v)| ((*g).to_owned(), w(v)))
             .collect(),
+        force: false,
     }
 }
 
@@ -322,6 +323,49 @@ mod operator_changes {
             Err(ControlError::UnknownGroup { .. })
         ));
         assert_eq!(ctl.head().number, 1);
+    }
+
+    #[test]
+    fn a_shift_of_every_group_to_zero_is_refused_unless_forced_and_then_says_so() {
+        let mut ctl = controller(dual_stack());
+        let all_zero = |force| Request::Shift {
+            services: vec!["web".into()],
+            weights: vec![("v1".into(), w("0")), ("v2".into(), w("0"))],
+            force,
+        };
+        let e = ctl.execute(&all_zero(false), at(1)).unwrap_err();
+        assert!(
+            matches!(&e, ControlError::ShiftToNothing { service } if service == "web"),
+            "{e}"
+        );
+        assert_eq!(
+            e.to_string(),
+            "these weights would leave service `web` with no group taking new connections (every group at weight 0 or without backends); give a group weight, or pass --force to drop new connections"
+        );
+        assert_eq!(ctl.head().number, 1);
+        // A dual-stack shift is refused whole when one side would drop.
+        let pair_zero = Request::Shift {
+            services: vec!["web6".into(), "web".into()],
+            weights: vec![("v1".into(), w("0"))],
+            force: false,
+        };
+        assert!(matches!(
+            ctl.execute(&pair_zero, at(1)),
+            Err(ControlError::ShiftToNothing { .. })
+        ));
+        assert_eq!(ctl.node().revisions.len(), 1);
+        let a = ctl.execute(&all_zero(true), at(2)).unwrap();
+        changed(&a, 2);
+        assert_eq!(
+            a.note.as_deref(),
+            Some(
+                "no group of `web` takes new connections now: they are dropped until a group gets weight"
+            )
+        );
+        assert_eq!(weights(&ctl, "web"), pair("0", "0"));
+        // Already dropping: the same weights again change nothing and need no force.
+        let a = ctl.execute(&all_zero(false), at(3)).unwrap();
+        assert!(!a.changed && a.note.is_none());
     }
 
     #[test]

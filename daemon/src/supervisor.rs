@@ -112,11 +112,19 @@ async fn health_checks(ctl: Arc<Mutex<Controller>>, mut stop: watch::Receiver<bo
                     });
                 }
                 for (service, interval) in started {
-                    due.insert(service, now + interval);
+                    due.insert(service, next_due(now, interval));
                 }
             }
         }
     }
+}
+
+/// When a check started at `now` is next due. Validation bounds every interval
+/// (`HealthCheck::MAX_INTERVAL`); the addition is checked all the same, since a tokio `Instant`
+/// panics on overflow and that would end health checking for every service.
+fn next_due(now: tokio::time::Instant, interval: Duration) -> tokio::time::Instant {
+    now.checked_add(interval)
+        .unwrap_or_else(|| now + crate::model::HealthCheck::MAX_INTERVAL)
 }
 
 /// Decides rollouts every `ROLLOUT_TICK`, and runs their extra gates off the lock.
@@ -319,4 +327,22 @@ fn watch_config(
         return None;
     }
     Some(watcher)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn health_scheduling_never_overflows() {
+        let now = tokio::time::Instant::now();
+        let eons = humantime::parse_duration("300000000000years").unwrap();
+        // What the scheduler used to do: a panic.
+        assert!(std::panic::catch_unwind(|| now + eons).is_err());
+        assert!(next_due(now, eons) > now);
+        assert_eq!(
+            next_due(now, Duration::from_secs(2)),
+            now + Duration::from_secs(2)
+        );
+    }
 }

@@ -19,8 +19,9 @@ pub use ids::{BackendRef, Down, GroupRef, Ids};
 pub use node::{NodeChange, NodeConfig, Timeouts, XdpAttachMode};
 pub use plan::{OnFailure, Plan, PlanError};
 pub use validate::{
-    GroupField, HealthField, NAME_RULE, PinField, Place, RolloutField, ServiceField, StateError,
-    TimeoutField, Violation, host_bits_zero, parse_prefix, valid_name,
+    GroupField, HealthField, MAX_DRAIN_WAIT, NAME_RULE, PinField, Place, RolloutField,
+    ServiceField, StateError, TimeoutField, Violation, drain_wait, host_bits_zero, parse_prefix,
+    valid_name,
 };
 pub use weight::{Weight, WeightError};
 
@@ -123,6 +124,8 @@ impl HealthCheck {
     pub const DEFAULT_EXPECT_STATUS: u16 = 200;
     /// Shortest interval.
     pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
+    /// Longest interval: a backend is checked at least hourly.
+    pub const MAX_INTERVAL: Duration = Duration::from_hours(1);
     /// Shortest timeout.
     pub const MIN_TIMEOUT: Duration = Duration::from_millis(10);
     /// What `rise` and `fall` may be.
@@ -230,6 +233,65 @@ mod tests {
                 "timeouts.udp 1m -> 1m 30s"
             ]
         );
+    }
+
+    /// Every duration has an upper bound: a health interval of about 3e11 years used to pass
+    /// and make `now + interval` panic in the health scheduler.
+    #[test]
+    fn every_duration_has_an_upper_bound() {
+        let eons = humantime::parse_duration("300000000000years").unwrap();
+        let mut s = web();
+        let mut check = HealthCheck::new(CheckKind::Tcp);
+        check.interval = eons;
+        s.services[0].health = Some(check);
+        let e = s.validate().unwrap_err();
+        assert_eq!(
+            e.at,
+            Place::Health {
+                service: 0,
+                field: HealthField::Interval
+            }
+        );
+        assert!(
+            e.to_string().ends_with("is longer than the 1h maximum"),
+            "{e}"
+        );
+        let mut s = web();
+        let mut check = HealthCheck::new(CheckKind::Tcp);
+        check.interval = HealthCheck::MAX_INTERVAL;
+        check.timeout = HealthCheck::MAX_INTERVAL;
+        s.services[0].health = Some(check);
+        assert_eq!(s.validate(), Ok(()), "the bounds themselves are fine");
+
+        let mut s = web();
+        let mut plan = Plan::to("v2");
+        plan.pause = eons;
+        s.services[0].rollout = Some(plan.clone());
+        assert!(matches!(
+            s.validate().map_err(|v| v.error),
+            Err(StateError::BadRollout {
+                source: PlanError::PauseTooLong { .. },
+                ..
+            })
+        ));
+        plan.pause = Plan::DEFAULT_PAUSE;
+        plan.gate_timeout = eons;
+        assert!(matches!(
+            plan.validate(&s.services[0]),
+            Err(PlanError::GateTimeoutTooLong { .. })
+        ));
+
+        let mut node = NodeConfig::default();
+        node.timeouts.tcp_established = eons;
+        assert!(matches!(
+            node.validate().map_err(|v| v.error),
+            Err(StateError::TimeoutTooLong {
+                field: "tcp_established",
+                ..
+            })
+        ));
+        assert!(drain_wait("300000000000years").is_err());
+        assert_eq!(drain_wait("5m"), Ok(Duration::from_mins(5)));
     }
 
     #[test]

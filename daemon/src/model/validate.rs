@@ -390,6 +390,32 @@ pub enum StateError {
         /// The minimum.
         min: String,
     },
+    /// An idle timeout above the maximum.
+    #[error("[node.timeouts] {field} {value} is longer than the {max} maximum")]
+    TimeoutTooLong {
+        /// Which timeout (`tcp_syn`, `udp` ...).
+        field: &'static str,
+        /// The value.
+        value: String,
+        /// The maximum.
+        max: String,
+    },
+}
+
+/// Longest `veer drain --wait --timeout`.
+pub const MAX_DRAIN_WAIT: Duration = Duration::from_hours(7 * 24);
+
+/// Parses a `veer drain --timeout` (`5m`, `2h`), at most `MAX_DRAIN_WAIT`.
+pub fn drain_wait(arg: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(arg).map_err(|e| e.to_string())?;
+    if d > MAX_DRAIN_WAIT {
+        return Err(format!(
+            "{} is longer than the {} maximum",
+            text(d),
+            text(MAX_DRAIN_WAIT)
+        ));
+    }
+    Ok(d)
 }
 
 /// What a service or group name may be.
@@ -544,8 +570,11 @@ impl Service {
                             RolloutField::To
                         }
                         PlanError::BadSteps { .. } => RolloutField::Steps,
-                        PlanError::PauseTooShort { .. } => RolloutField::Pause,
-                        PlanError::GateTimeoutTooShort { .. } => RolloutField::GateTimeout,
+                        PlanError::PauseTooShort { .. } | PlanError::PauseTooLong { .. } => {
+                            RolloutField::Pause
+                        }
+                        PlanError::GateTimeoutTooShort { .. }
+                        | PlanError::GateTimeoutTooLong { .. } => RolloutField::GateTimeout,
                         PlanError::AlreadyThere { .. } => RolloutField::Table,
                     };
                     return Err(at(
@@ -727,6 +756,16 @@ impl HealthCheck {
                 ),
             ));
         }
+        if self.interval > Self::MAX_INTERVAL {
+            return Err((
+                HealthField::Interval,
+                format!(
+                    "interval {} is longer than the {} maximum",
+                    text(self.interval),
+                    text(Self::MAX_INTERVAL)
+                ),
+            ));
+        }
         if self.timeout < Self::MIN_TIMEOUT {
             return Err((
                 HealthField::Timeout,
@@ -832,6 +871,16 @@ impl NodeConfig {
                         field: field.as_str(),
                         value: text(value),
                         min: text(Timeouts::MIN),
+                    },
+                ));
+            }
+            if value > Timeouts::MAX {
+                return Err(at(
+                    Place::Timeout(field),
+                    StateError::TimeoutTooLong {
+                        field: field.as_str(),
+                        value: text(value),
+                        max: text(Timeouts::MAX),
                     },
                 ));
             }

@@ -10,7 +10,7 @@ use std::{
     time::Duration,
 };
 
-use veer_common::maps::MAX_GROUPS_PER_SERVICE;
+use veer_common::maps::{self, MAX_GROUPS_PER_SERVICE};
 
 use super::{
     CheckKind, DesiredState, HealthCheck, NodeConfig, PlanError, Service, Timeouts, Weight,
@@ -236,6 +236,18 @@ pub enum StateError {
         count: usize,
         /// The limit.
         max: usize,
+    },
+    /// More of something than its kernel map holds.
+    #[error("{count} {what} in all; the {map} map holds at most {max}")]
+    TooMany {
+        /// `services`, `groups`, `backends` or `pins`.
+        what: &'static str,
+        /// How many the state has, counting up to the first one over the limit.
+        count: usize,
+        /// The limit.
+        max: usize,
+        /// The map (`VEER_SERVICES` ...).
+        map: &'static str,
     },
     /// Two groups of a service share a name.
     #[error("service `{service}`: group `{group}` is defined twice")]
@@ -503,6 +515,82 @@ impl DesiredState {
             }
             endpoints.insert(endpoint, i);
             s.validate(i)?;
+        }
+        self.validate_capacity()
+    }
+
+    /// Checks that the state fits the kernel's maps, so that applying it never fails halfway
+    /// through the writes. Ids start at 1 (0 is "unset"), so a map of `N` entries indexed or
+    /// keyed by id holds `N - 1` things; the pins trie holds `MAX_PINS` prefixes.
+    fn validate_capacity(&self) -> Result<(), Violation> {
+        let limit = |what, max: u32, map| (what, max as usize, map);
+        let (services, groups, backends, pins) = (
+            limit("services", maps::MAX_SERVICES - 1, maps::SERVICES),
+            limit("groups", maps::MAX_GROUPS - 1, maps::MAGLEV),
+            limit("backends", maps::MAX_BACKENDS - 1, maps::BACKENDS),
+            limit("pins", maps::MAX_PINS, maps::PINS),
+        );
+        let over = |(what, max, map): (&'static str, usize, &'static str), at_place: Place| {
+            at(
+                at_place,
+                StateError::TooMany {
+                    what,
+                    count: max + 1,
+                    max,
+                    map,
+                },
+            )
+        };
+        let (mut g, mut b, mut p) = (0, 0, 0);
+        for (i, s) in self.services.iter().enumerate() {
+            if i >= services.1 {
+                return Err(over(
+                    services,
+                    Place::Service {
+                        service: i,
+                        field: ServiceField::Table,
+                    },
+                ));
+            }
+            for (j, group) in s.groups.iter().enumerate() {
+                g += 1;
+                if g > groups.1 {
+                    return Err(over(
+                        groups,
+                        Place::Group {
+                            service: i,
+                            group: j,
+                            field: GroupField::Table,
+                        },
+                    ));
+                }
+                for k in 0..group.backends.len() {
+                    b += 1;
+                    if b > backends.1 {
+                        return Err(over(
+                            backends,
+                            Place::Backend {
+                                service: i,
+                                group: j,
+                                backend: k,
+                            },
+                        ));
+                    }
+                }
+            }
+            for k in 0..s.pins.len() {
+                p += 1;
+                if p > pins.1 {
+                    return Err(over(
+                        pins,
+                        Place::Pin {
+                            service: i,
+                            pin: k,
+                            field: PinField::Prefix,
+                        },
+                    ));
+                }
+            }
         }
         Ok(())
     }

@@ -220,7 +220,12 @@ async fn run_async(opts: DaemonOptions) -> Result<(), DaemonError> {
     tasks.spawn(rollouts(Arc::clone(&ctl), stop_rx.clone()));
     let (reload_tx, reload_rx) = mpsc::channel::<&'static str>(8);
     let _watcher = watch_config(&config_path, reload_tx.clone());
-    tasks.spawn(reloader(Arc::clone(&ctl), reload_rx, stop_rx.clone()));
+    tasks.spawn(reloader(
+        Arc::clone(&ctl),
+        config_path.clone(),
+        reload_rx,
+        stop_rx.clone(),
+    ));
 
     tracing::info!(socket = %opts.socket.display(), "veer daemon ready");
     let handler = |kind, signal_name| {
@@ -273,8 +278,57 @@ async fn upkeep(ctl: Arc<Mutex<Controller>>, mut stop: watch::Receiver<bool>) {
     }
 }
 
+/// How long the config file must be left alone before a reload reads it, and how far apart
+/// the two reads that must agree are: a file rewritten in place (editors, provisioning tools)
+/// with a pause mid-write shorter than twice this is never applied torn.
+pub const SETTLE: Duration = Duration::from_secs(1);
+
+/// Waits until `SETTLE` passes with no change event; `false` when the daemon stops meanwhile.
+async fn quiet(rx: &mut mpsc::Receiver<&'static str>, stop: &mut watch::Receiver<bool>) -> bool {
+    loop {
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => return false,
+            event = rx.recv() => if event.is_none() { return false },
+            () = tokio::time::sleep(SETTLE) => return true,
+        }
+    }
+}
+
+/// Reads the config file once it has settled: no change for `SETTLE`, then two reads `SETTLE`
+/// apart that agree, with no change event between them. `None` when the daemon stops first.
+async fn settled(
+    path: &std::path::Path,
+    rx: &mut mpsc::Receiver<&'static str>,
+    stop: &mut watch::Receiver<bool>,
+) -> Option<Result<String, crate::config::LoadError>> {
+    loop {
+        if !quiet(rx, stop).await {
+            return None;
+        }
+        let first = crate::config::read(path);
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => return None,
+            event = rx.recv() => {
+                if event.is_none() {
+                    return None;
+                }
+                tracing::debug!("config file changed while settling; waiting again");
+                continue;
+            }
+            () = tokio::time::sleep(SETTLE) => {}
+        }
+        let second = crate::config::read(path);
+        match (&first, &second) {
+            (Ok(a), Ok(b)) if a == b => return Some(first),
+            (Err(_), Err(_)) => return Some(first),
+            _ => tracing::debug!("config file changed between two reads; waiting again"),
+        }
+    }
+}
+
 async fn reloader(
     ctl: Arc<Mutex<Controller>>,
+    path: std::path::PathBuf,
     mut rx: mpsc::Receiver<&'static str>,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -283,13 +337,15 @@ async fn reloader(
             _ = stop.wait_for(|s| *s) => return,
             why = rx.recv() => match why { Some(w) => w, None => return },
         };
-        // Editors write a file in several steps: let it settle, and fold bursts into one reload.
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        while rx.try_recv().is_ok() {}
+        // Editors and provisioning tools write in several steps, some in place: apply the file
+        // only once it settled, folding bursts of events into one reload.
+        let Some(read) = settled(&path, &mut rx, &mut stop).await else {
+            return;
+        };
         let result = ctl
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .reload();
+            .reload_from(read);
         match result {
             Ok(a) if a.changed => {
                 tracing::info!(trigger = why, revision = a.revision, "config reloaded");

@@ -647,3 +647,86 @@ mod verbs {
         new_connections_go_to(&b, "v2", "after a group got weight");
     }
 }
+
+mod reload {
+    use std::io::Write as _;
+
+    use veer_tests::config::{group, service};
+
+    use super::*;
+
+    /// `web` (at `v1`/`v2`) and `web2` on port 81.
+    fn two(topo: &Topology, v1: &str, v2: &str) -> String {
+        let backend = |g| [SocketAddr::new(Family::V4.backend(g), 8080)];
+        let mut web2_vip = vip();
+        web2_vip.set_port(81);
+        node(topo)
+            .service(web(Family::V4, v1, v2))
+            .service(service(
+                "web2",
+                web2_vip,
+                vec![
+                    group("v1", "100", &backend("v1")),
+                    group("v2", "0", &backend("v2")),
+                ],
+            ))
+            .to_toml()
+    }
+
+    /// A provisioning tool rewrites the file in place and pauses 0.6 s mid-write, right after
+    /// `web`: the prefix alone is a valid file without `web2`. It must never be applied: no
+    /// revision removes `web2`, and the whole file is applied once it settles.
+    #[test]
+    fn a_file_rewritten_in_place_with_a_pause_is_never_applied_torn() {
+        let b = bed("100", "0");
+        b.daemon.write_config(&two(&b.topo, "100", "0"));
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while b.daemon.revision() != 2 {
+            assert!(Instant::now() < deadline, "{}", b.daemon.log());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        for (v1, v2) in [("70", "30"), ("30", "70")] {
+            let text = two(&b.topo, v1, v2);
+            let cut = text
+                .find("[[service]]\nname = \"web2\"")
+                .unwrap_or_else(|| panic!("no web2 in\n{text}"));
+            let (prefix, rest) = text.split_at(cut);
+            veer::config::parse(Path::new("veer.toml"), prefix)
+                .unwrap_or_else(|e| panic!("the torn prefix must be a valid file: {e}"));
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .truncate(true)
+                .open(&b.daemon.config)
+                .unwrap();
+            f.write_all(prefix.as_bytes()).unwrap();
+            f.flush().unwrap();
+            std::thread::sleep(Duration::from_millis(600));
+            f.write_all(rest.as_bytes()).unwrap();
+            drop(f);
+            let want: f64 = v1.parse().unwrap();
+            let deadline = Instant::now() + Duration::from_secs(15);
+            loop {
+                let s = b.daemon.json(&["status"]);
+                if weights(&s)[0].1 == want {
+                    assert_eq!(s["services"].as_array().unwrap().len(), 2, "{s:#}");
+                    break;
+                }
+                assert!(Instant::now() < deadline, "{s:#}\n{}", b.daemon.log());
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        let history = b.daemon.json(&["history"]);
+        let summaries: Vec<&str> = history["revisions"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{history:#}"))
+            .iter()
+            .map(|r| r["summary"].as_str().unwrap())
+            .collect();
+        assert!(
+            summaries.iter().all(|s| !s.contains("-web2")),
+            "a torn file was applied: {summaries:?}"
+        );
+        let s = b.daemon.json(&["status"]);
+        assert_eq!(s["services"].as_array().unwrap().len(), 2, "{s:#}");
+    }
+}

@@ -222,8 +222,18 @@ impl<N: Effects + Readings> Controller<N> {
     /// Reads the config file and applies it, unless what it holds is what was last applied from
     /// it. A broken file is an error and changes nothing.
     pub fn reload(&mut self) -> Result<Answer, ControlError> {
+        let read = config::read(&self.config_path);
+        self.reload_from(read)
+    }
+
+    /// Like `reload`, with the file's text as the caller read it (once it settled).
+    pub fn reload_from(
+        &mut self,
+        read: Result<String, config::LoadError>,
+    ) -> Result<Answer, ControlError> {
         let now = SystemTime::now();
-        let result = config::load(&self.config_path)
+        let result = read
+            .and_then(|text| Ok((config::parse(&self.config_path, &text)?, text)))
             .map_err(ControlError::from)
             .and_then(|(cfg, text)| self.apply_file(cfg, &text));
         self.record_reload(result.as_ref().map(drop), now);

@@ -27,3 +27,4 @@ pub mod rollout;
 pub mod sources;
 pub mod state;
 pub mod supervisor;
+pub mod throttle;

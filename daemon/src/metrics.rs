@@ -307,25 +307,45 @@ fn dataplane_metrics<N: Effects + Readings>(
     Ok(())
 }
 
-/// Serves `GET /metrics` on `listener` until `shutdown` resolves.
+/// How long a metrics connection may live (a scrape takes milliseconds).
+pub const LIFETIME: std::time::Duration = std::time::Duration::from_secs(30);
+
+static CONNECTION_ERROR: crate::throttle::Throttle =
+    crate::throttle::Throttle::new(std::time::Duration::from_secs(10));
+
+/// Serves `GET /metrics` on `listener` until `shutdown` resolves, with at most `max`
+/// connections open: beyond them new ones wait in the kernel's backlog, costing no descriptor
+/// (the control socket's budget is separate). Headers must arrive within
+/// `api::server::HEADER_TIMEOUT` (an idle connection is closed after as long), and a
+/// connection lives at most `LIFETIME`.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     ctl: Arc<Mutex<Controller>>,
+    max: usize,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(max));
     let accept = || async { listener.accept().await.map(|(s, _)| s) };
-    crate::api::server::accept_until("metrics", accept, shutdown, |stream| {
+    crate::api::server::accept_until("metrics", Some(slots), accept, shutdown, |stream, permit| {
         let ctl = Arc::clone(&ctl);
         tokio::spawn(async move {
+            let _permit = permit;
             let service = service_fn(move |req: Request<Incoming>| {
                 let ctl = Arc::clone(&ctl);
                 async move { Ok::<_, std::convert::Infallible>(respond(&req, &ctl)) }
             });
-            if let Err(e) = http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await
-            {
-                tracing::debug!(error = %e, "metrics connection ended with an error");
+            let conn = http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(crate::api::server::HEADER_TIMEOUT)
+                .serve_connection(TokioIo::new(stream), service);
+            match tokio::time::timeout(LIFETIME, conn).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    crate::throttled!(CONNECTION_ERROR, debug, error = %e, "metrics connection ended with an error");
+                }
+                Err(_) => {
+                    crate::throttled!(CONNECTION_ERROR, debug, "metrics connection closed: open too long");
+                }
             }
         });
     })

@@ -15,7 +15,7 @@ use tokio::{
 };
 
 use crate::{
-    api::server::{self, Access, SocketError},
+    api::server::{self, Access, Budget, SocketError},
     control::{self, ControlError, Controller},
     error::chain,
     health::check::{self, CheckError},
@@ -175,17 +175,50 @@ pub struct DaemonOptions {
     pub metrics: Option<SocketAddr>,
 }
 
+/// Raises the soft limit of open descriptors to the hard one (systemd's default soft limit is
+/// 1024, low for a daemon serving connections); returns the limit in force.
+fn raise_nofile() -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we own.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &raw mut lim) } != 0 {
+        tracing::warn!(error = %std::io::Error::last_os_error(), "cannot read the descriptor limit");
+        return 1024;
+    }
+    if lim.rlim_cur < lim.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: lim.rlim_max,
+            rlim_max: lim.rlim_max,
+        };
+        // SAFETY: setrlimit reads the struct we own; raising the soft limit up to the hard one
+        // needs no privilege.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raw const raised) } == 0 {
+            tracing::info!(
+                from = lim.rlim_cur,
+                to = lim.rlim_max,
+                "raised the soft limit of open descriptors to the hard limit"
+            );
+            return lim.rlim_max;
+        }
+        tracing::warn!(error = %std::io::Error::last_os_error(), "cannot raise the soft limit of open descriptors");
+    }
+    lim.rlim_cur
+}
+
 /// Runs the daemon until SIGINT or SIGTERM.
 pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
     privileges::check()?;
+    let nofile = raise_nofile();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|source| DaemonError::Runtime { source })?;
-    rt.block_on(run_async(opts))
+    rt.block_on(run_async(opts, nofile))
 }
 
-async fn run_async(opts: DaemonOptions) -> Result<(), DaemonError> {
+async fn run_async(opts: DaemonOptions, nofile: u64) -> Result<(), DaemonError> {
     server::ensure_unused(&opts.socket)?;
     let ctl = Controller::start(opts.control.clone())?;
     let config_path = ctl.config_path().to_owned();
@@ -197,11 +230,27 @@ async fn run_async(opts: DaemonOptions) -> Result<(), DaemonError> {
         drop(rx.wait_for(|s| *s).await);
     };
 
+    let budget = Budget::for_limit(nofile);
+    if nofile < 1024 {
+        tracing::warn!(
+            nofile,
+            "the descriptor limit is low; set LimitNOFILE (dist/veer.service sets 65536)"
+        );
+    }
+    tracing::info!(
+        nofile,
+        control_root = budget.control_root,
+        control_others = budget.control_others,
+        metrics = budget.metrics,
+        "connection budget"
+    );
+
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(server::serve(
         listener,
         Arc::clone(&ctl),
         opts.access,
+        budget,
         stopped(stop_rx.clone()),
     ));
     if let Some(addr) = opts.metrics {
@@ -212,6 +261,7 @@ async fn run_async(opts: DaemonOptions) -> Result<(), DaemonError> {
         tasks.spawn(metrics::serve(
             l,
             Arc::clone(&ctl),
+            budget.metrics,
             stopped(stop_rx.clone()),
         ));
     }
@@ -309,9 +359,7 @@ async fn settled(
         tokio::select! {
             _ = stop.wait_for(|s| *s) => return None,
             event = rx.recv() => {
-                if event.is_none() {
-                    return None;
-                }
+                event?;
                 tracing::debug!("config file changed while settling; waiting again");
                 continue;
             }

@@ -100,9 +100,19 @@ fn lock(ctl: &Mutex<Controller>) -> std::sync::MutexGuard<'_, Controller> {
 
 async fn body<T: DeserializeOwned>(req: Request<Incoming>) -> Result<T, Response<Body>> {
     let limited = http_body_util::Limited::new(req.into_body(), MAX_BODY);
-    let bytes = limited
-        .collect()
+    let collected = tokio::time::timeout(super::server::BODY_TIMEOUT, limited.collect())
         .await
+        .map_err(|_| {
+            error(
+                StatusCode::REQUEST_TIMEOUT,
+                "timeout",
+                format!(
+                    "the request body did not arrive within {}s",
+                    super::server::BODY_TIMEOUT.as_secs()
+                ),
+            )
+        })?;
+    let bytes = collected
         .map_err(|e| {
             error(
                 StatusCode::BAD_REQUEST,

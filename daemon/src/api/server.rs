@@ -1,15 +1,25 @@
 //! The socket: created mode 0600 (0660 and owned by the allowed group, when one is configured),
 //! each connection's peer checked with `SO_PEERCRED` before any request is read.
+//!
+//! No local user can take it down: connections are capped (`Budget`: root's share is its own,
+//! whatever other peers open, and the metrics listener has a separate one), every request must
+//! send its headers within `HEADER_TIMEOUT` and its body within `BODY_TIMEOUT` (at most 4 MiB),
+//! a connection lives at most `CONTROL_LIFETIME`, and failed accepts neither spin nor flood
+//! the log.
 
 use std::{
     os::unix::fs::PermissionsExt as _,
     path::{Path, PathBuf},
     sync::{Arc, Mutex},
+    time::Duration,
 };
 
 use hyper::{StatusCode, server::conn::http1, service::service_fn};
-use hyper_util::rt::TokioIo;
-use tokio::net::{UnixListener, UnixStream};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::{
+    net::{UnixListener, UnixStream},
+    sync::{OwnedSemaphorePermit, Semaphore},
+};
 
 use super::handlers;
 use crate::control::Controller;
@@ -174,52 +184,169 @@ pub fn remove(path: &Path) {
     }
 }
 
-/// Accepts connections with `accept` and hands each to `handle` until `shutdown` resolves. A
-/// failed accept (out of file descriptors, say) is logged and the loop goes on.
+/// How long a client has to send a request's headers; an idle connection (kept alive, or
+/// opened and silent) is closed after as long.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a client has to send a control request's body.
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a control connection may live (the CLI makes one request per connection).
+pub const CONTROL_LIFETIME: Duration = Duration::from_mins(1);
+/// How long after a failed accept (out of descriptors, say) the next one is tried.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// How many connections each listener may hold, from the daemon's descriptor limit: the
+/// control socket's share is reserved whatever the metrics listener gets, and within it root's
+/// share is reserved whatever other peers (members of `--socket-group`) open.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Budget {
+    /// Control connections from root.
+    pub control_root: usize,
+    /// Control connections from any other peer, all together.
+    pub control_others: usize,
+    /// Metrics connections (beyond them, new ones wait in the kernel's backlog, costing the
+    /// daemon no descriptor).
+    pub metrics: usize,
+}
+
+impl Budget {
+    /// Descriptors kept for everything but the listeners' connections: maps, programs, links,
+    /// the state directory, health checks and gates, the runtime.
+    pub const RESERVED: u64 = 128;
+
+    /// The budget under a limit of `nofile` descriptors.
+    pub fn for_limit(nofile: u64) -> Self {
+        let spare = usize::try_from(nofile.saturating_sub(Self::RESERVED)).unwrap_or(usize::MAX);
+        Self {
+            control_root: (spare / 4).clamp(1, 64),
+            control_others: (spare / 8).clamp(1, 32),
+            metrics: (spare / 4).clamp(1, 64),
+        }
+    }
+}
+
+static ACCEPT_FAILED: crate::throttle::Throttle =
+    crate::throttle::Throttle::new(Duration::from_secs(10));
+
+/// Accepts connections with `accept` and hands each to `handle` until `shutdown` resolves. With
+/// `slots`, a connection is accepted only once a slot is free (the others wait in the kernel's
+/// backlog) and its permit goes with it. A failed accept (out of descriptors, say) is logged at
+/// most every 10 s, with the count of those not logged, and the next is tried after a pause:
+/// the loop never spins.
 pub(crate) async fn accept_until<S, Fut>(
     what: &'static str,
+    slots: Option<Arc<Semaphore>>,
     mut accept: impl FnMut() -> Fut,
     shutdown: impl std::future::Future<Output = ()>,
-    mut handle: impl FnMut(S),
+    mut handle: impl FnMut(S, Option<OwnedSemaphorePermit>),
 ) where
     Fut: std::future::Future<Output = std::io::Result<S>>,
 {
     tokio::pin!(shutdown);
     loop {
+        let permit = match &slots {
+            Some(slots) => tokio::select! {
+                () = &mut shutdown => return,
+                permit = Arc::clone(slots).acquire_owned() => match permit {
+                    Ok(p) => Some(p),
+                    // Closed: never, the daemon owns it; stop serving all the same.
+                    Err(_) => return,
+                },
+            },
+            None => None,
+        };
         tokio::select! {
             () = &mut shutdown => return,
             accepted = accept() => match accepted {
-                Ok(stream) => handle(stream),
-                Err(e) => tracing::warn!(error = %e, listener = what, "accept failed"),
+                Ok(stream) => handle(stream, permit),
+                Err(e) => {
+                    crate::throttled!(ACCEPT_FAILED, warn, error = %e, listener = what, "accept failed");
+                    tokio::select! {
+                        () = &mut shutdown => return,
+                        () = tokio::time::sleep(ACCEPT_BACKOFF) => {}
+                    }
+                }
             },
         }
     }
 }
 
-/// Serves requests until `shutdown` resolves.
+static BUSY: crate::throttle::Throttle = crate::throttle::Throttle::new(Duration::from_secs(10));
+static REFUSED_PEER: crate::throttle::Throttle =
+    crate::throttle::Throttle::new(Duration::from_secs(10));
+static CONNECTION_ERROR: crate::throttle::Throttle =
+    crate::throttle::Throttle::new(Duration::from_secs(10));
+
+/// Serves requests until `shutdown` resolves, at most `budget`'s connections at once.
 pub async fn serve(
     listener: UnixListener,
     ctl: Arc<Mutex<Controller>>,
     access: Access,
+    budget: Budget,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
+    let root = Arc::new(Semaphore::new(budget.control_root));
+    let others = Arc::new(Semaphore::new(budget.control_others));
     let accept = || async { listener.accept().await.map(|(s, _)| s) };
-    accept_until("control socket", accept, shutdown, |stream| {
-        tokio::spawn(connection(stream, Arc::clone(&ctl), access));
+    accept_until("control socket", None, accept, shutdown, |stream, _| {
+        let uid = stream.peer_cred().map(|c| c.uid()).ok();
+        let (pool, max) = if uid == Some(0) {
+            (&root, budget.control_root)
+        } else {
+            (&others, budget.control_others)
+        };
+        match Arc::clone(pool).try_acquire_owned() {
+            Ok(permit) => {
+                tokio::spawn(connection(stream, Arc::clone(&ctl), access, permit));
+            }
+            Err(_) => busy(&stream, uid, max),
+        }
     })
     .await;
 }
 
-async fn connection(stream: UnixStream, ctl: Arc<Mutex<Controller>>, access: Access) {
+/// Answers a connection over its class's budget with 503 at once, without reading it, and
+/// closes it: it costs a descriptor for no longer than that.
+fn busy(stream: &UnixStream, uid: Option<u32>, max: usize) {
+    let who = if uid == Some(0) {
+        "root"
+    } else {
+        "peers other than root"
+    };
+    let message = format!(
+        "{max} control connections from {who} are open already; try again once they are done (idle ones close after {}s)",
+        HEADER_TIMEOUT.as_secs()
+    );
+    crate::throttled!(
+        BUSY,
+        warn,
+        ?uid,
+        max,
+        "control connection refused: too many open"
+    );
+    let body = serde_json::json!({ "error": { "kind": "busy", "message": message } }).to_string();
+    let response = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    // Best effort: a fresh socket's buffer takes this whole; if not, the peer sees a close.
+    drop(stream.try_write(response.as_bytes()));
+}
+
+async fn connection(
+    stream: UnixStream,
+    ctl: Arc<Mutex<Controller>>,
+    access: Access,
+    _permit: OwnedSemaphorePermit,
+) {
     let peer_uid = stream.peer_cred().map(|c| c.uid()).ok();
     let allowed = match stream.peer_cred() {
         Ok(cred) if access.allows(cred.uid(), cred.gid()) => true,
         Ok(cred) => {
-            tracing::warn!(uid = cred.uid(), gid = cred.gid(), pid = ?cred.pid(), "refused a control request from a peer that is not root nor in the allowed group");
+            crate::throttled!(REFUSED_PEER, warn, uid = cred.uid(), gid = cred.gid(), pid = ?cred.pid(), "refused a control request from a peer that is not root nor in the allowed group");
             false
         }
         Err(e) => {
-            tracing::warn!(error = %e, "refused a control connection: no peer credentials");
+            crate::throttled!(REFUSED_PEER, warn, error = %e, "refused a control connection: no peer credentials");
             false
         }
     };
@@ -237,10 +364,40 @@ async fn connection(stream: UnixStream, ctl: Arc<Mutex<Controller>>, access: Acc
             })
         }
     });
-    if let Err(e) = http1::Builder::new()
-        .serve_connection(TokioIo::new(stream), service)
-        .await
-    {
-        tracing::debug!(error = %e, "control connection ended with an error");
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .serve_connection(TokioIo::new(stream), service);
+    match tokio::time::timeout(CONTROL_LIFETIME, conn).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            crate::throttled!(CONNECTION_ERROR, debug, error = %e, "control connection ended with an error");
+        }
+        Err(_) => {
+            crate::throttled!(CONNECTION_ERROR, debug, lifetime = ?CONTROL_LIFETIME, "control connection closed: open too long");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Budget;
+
+    #[test]
+    fn the_budget_keeps_descriptors_for_the_daemon_and_shares_for_each_listener() {
+        let b = |control_root, control_others, metrics| Budget {
+            control_root,
+            control_others,
+            metrics,
+        };
+        assert_eq!(Budget::for_limit(65_536), b(64, 32, 64));
+        assert_eq!(Budget::for_limit(1024), b(64, 32, 64));
+        assert_eq!(Budget::for_limit(256), b(32, 16, 32));
+        assert_eq!(Budget::for_limit(0), b(1, 1, 1));
+        for nofile in [160, 256, 512, 1024] {
+            let x = Budget::for_limit(nofile);
+            let used = Budget::RESERVED as usize + x.control_root + x.control_others + x.metrics;
+            assert!(used <= nofile as usize, "{nofile}: {x:?}");
+        }
     }
 }

@@ -966,3 +966,153 @@ mod listeners {
         root_is_served(&b, 2);
     }
 }
+
+mod socket_group {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use super::*;
+
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+
+    /// A group and users made for one test, removed when dropped (pass or fail).
+    struct Accounts {
+        group: String,
+        users: Vec<String>,
+    }
+
+    impl Accounts {
+        /// Group `veer-gN` and, for each `(role, member)`, a system user `veer-<role>N` whose
+        /// primary group is `nogroup`, in the group as a supplementary one when `member`.
+        fn create(roles: &[(&str, bool)]) -> Self {
+            let tag = format!(
+                "{}x{}",
+                std::process::id(),
+                NEXT.fetch_add(1, Ordering::Relaxed)
+            );
+            let mut a = Self {
+                group: format!("veer-g{tag}"),
+                users: Vec::new(),
+            };
+            run("groupadd", &["--system", &a.group]);
+            for (role, member) in roles {
+                let user = format!("veer-{role}{tag}");
+                let mut args = vec![
+                    "--system",
+                    "--no-create-home",
+                    "--no-user-group",
+                    "--gid",
+                    "nogroup",
+                    "--shell",
+                    "/usr/sbin/nologin",
+                ];
+                if *member {
+                    args.extend(["--groups", a.group.as_str()]);
+                }
+                args.push(&user);
+                run("useradd", &args);
+                a.users.push(user);
+            }
+            a
+        }
+    }
+
+    impl Drop for Accounts {
+        fn drop(&mut self) {
+            for u in &self.users {
+                drop(Command::new("userdel").arg(u).output());
+            }
+            drop(Command::new("groupdel").arg(&self.group).output());
+        }
+    }
+
+    fn run(program: &str, args: &[&str]) {
+        let out = Command::new(program).args(args).output().unwrap();
+        assert!(out.status.success(), "{program} {args:?}: {}", stderr(&out));
+    }
+
+    /// `veer` as `user` (primary group `nogroup`), with its supplementary groups from the group
+    /// database (`init`) or none.
+    fn as_user(d: &Daemon, user: &str, init: bool, args: &[&str]) -> std::process::Output {
+        Command::new("setpriv")
+            .args(["--reuid", user, "--regid", "nogroup"])
+            .arg(if init {
+                "--init-groups"
+            } else {
+                "--clear-groups"
+            })
+            .arg(veer_bin())
+            .arg("--socket")
+            .arg(&d.socket)
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    /// `--socket-group` lets in a process that holds the group when it connects, as a
+    /// supplementary group too (before, only the primary group counted); one that does not
+    /// hold it is refused, even a listed member that dropped it, even with the socket's mode
+    /// widened by mistake.
+    #[test]
+    fn members_are_let_in_by_the_groups_they_hold_when_they_connect() {
+        let accounts = Accounts::create(&[("m", true), ("o", false)]);
+        let (member, other) = (&accounts.users[0], &accounts.users[1]);
+        let (a1, a2) = (Family::V4.backend("v1"), Family::V4.backend("v2"));
+        let topo = Topology::builder()
+            .client()
+            .backend("v1", &[a1])
+            .backend("v2", &[a2])
+            .build()
+            .unwrap();
+        let s1 = TcpServer::start(topo.backend("v1"), SocketAddr::new(a1, 8080), "v1").unwrap();
+        let s2 = TcpServer::start(topo.backend("v2"), SocketAddr::new(a2, 8080), "v2").unwrap();
+        let daemon = Daemon::start_with(
+            &topo,
+            &config(&topo, "100", "0"),
+            &["--socket-group", &accounts.group],
+        );
+        let b = Bed {
+            daemon,
+            _s1: s1,
+            _s2: s2,
+            topo,
+        };
+        std::fs::set_permissions(
+            b.daemon.socket.parent().unwrap(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+        let out = as_user(&b.daemon, member, true, &["shift", "web", "v1=90", "v2=10"]);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "a supplementary member: {}",
+            stderr(&out)
+        );
+        assert_eq!(b.daemon.revision(), 2);
+        // Not holding the group: the socket's mode refuses, and the daemon too once the mode
+        // is widened by mistake.
+        for (user, init) in [(member, false), (other, true)] {
+            let out = as_user(&b.daemon, user, init, &["shift", "web", "v1=100"]);
+            assert_eq!(out.status.code(), Some(1), "{user}");
+            assert!(
+                stderr(&out).contains("permission denied"),
+                "{}",
+                stderr(&out)
+            );
+        }
+        std::fs::set_permissions(
+            &b.daemon.socket,
+            std::os::unix::fs::PermissionsExt::from_mode(0o666),
+        )
+        .unwrap();
+        for (user, init) in [(member, false), (other, true)] {
+            let out = as_user(&b.daemon, user, init, &["shift", "web", "v1=100"]);
+            assert_eq!(
+                stderr(&out),
+                "veer: only root (or the group given with --socket-group) may use veer's control socket",
+                "{user}"
+            );
+        }
+        assert_eq!(b.daemon.revision(), 2);
+    }
+}

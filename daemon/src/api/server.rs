@@ -1,5 +1,6 @@
 //! The socket: created mode 0600 (0660 and owned by the allowed group, when one is configured),
-//! each connection's peer checked with `SO_PEERCRED` before any request is read.
+//! each connection's peer checked with `SO_PEERCRED` and `SO_PEERGROUPS` before any request is
+//! read (`Access` says who is let in, and why so).
 //!
 //! No local user can take it down: connections are capped (`Budget`: root's share is its own,
 //! whatever other peers open, and the metrics listener has a separate one), every request must
@@ -25,16 +26,64 @@ use super::handlers;
 use crate::control::Controller;
 
 /// Who may use the socket besides root.
+///
+/// A peer is a member of the group when it held the group, as its primary group or a
+/// supplementary one, at the moment it connected: the kernel records both then
+/// (`SO_PEERCRED`, `SO_PEERGROUPS`), nothing the peer does later changes them, and they are
+/// the credentials the socket file's mode (0660, group-owned) already let in. Two other ways
+/// were rejected: reading `/proc/<pid>/status` of the peer races with the pid being reused or
+/// the process changing its groups after connecting; asking the group database
+/// (`getgrouplist` for the peer's user) would let in a process that dropped the group on
+/// purpose (a sandboxed service, `setpriv --clear-groups`), and its NSS lookups can block.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Access {
-    /// Members (by primary gid, as `SO_PEERCRED` reports it) of this group.
+    /// Members of this group (primary or supplementary, when they connected).
     pub gid: Option<u32>,
 }
 
 impl Access {
-    /// Whether a peer may make requests.
-    pub fn allows(&self, uid: u32, gid: u32) -> bool {
-        uid == 0 || self.gid == Some(gid)
+    /// Whether a peer with user `uid`, primary group `gid` and supplementary `groups` (as the
+    /// kernel recorded them when it connected) may make requests.
+    pub fn allows(&self, uid: u32, gid: u32, groups: &[u32]) -> bool {
+        uid == 0 || self.gid.is_some_and(|g| g == gid || groups.contains(&g))
+    }
+}
+
+/// `SO_PEERGROUPS` (Linux 4.13) in `include/uapi/asm-generic/socket.h`, the value on x86 and
+/// arm (not exported by the `libc` crate).
+const SO_PEERGROUPS: libc::c_int = 59;
+
+/// The supplementary groups the peer of `stream` held when it connected (`SO_PEERGROUPS`).
+fn peer_groups(stream: &UnixStream) -> std::io::Result<Vec<u32>> {
+    use std::os::fd::AsRawFd as _;
+    // NGROUPS_MAX.
+    const MAX: usize = 65_536;
+    let mut groups: Vec<libc::gid_t> = vec![0; 32];
+    loop {
+        let mut len = libc::socklen_t::try_from(groups.len() * size_of::<libc::gid_t>())
+            .unwrap_or(libc::socklen_t::MAX);
+        // SAFETY: the kernel writes at most `len` bytes into `groups`, which holds that many,
+        // and writes the size it needs into `len`.
+        let rc = unsafe {
+            libc::getsockopt(
+                stream.as_raw_fd(),
+                libc::SOL_SOCKET,
+                SO_PEERGROUPS,
+                groups.as_mut_ptr().cast(),
+                &raw mut len,
+            )
+        };
+        let needed = len as usize / size_of::<libc::gid_t>();
+        if rc == 0 {
+            groups.truncate(needed);
+            return Ok(groups);
+        }
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::ERANGE) && needed > groups.len() && needed <= MAX {
+            groups.resize(needed, 0);
+            continue;
+        }
+        return Err(e);
     }
 }
 
@@ -339,8 +388,15 @@ async fn connection(
     _permit: OwnedSemaphorePermit,
 ) {
     let peer_uid = stream.peer_cred().map(|c| c.uid()).ok();
+    let groups = match (access.gid, peer_uid) {
+        (Some(_), Some(uid)) if uid != 0 => peer_groups(&stream).unwrap_or_else(|e| {
+            tracing::debug!(error = %e, "no supplementary groups of the peer");
+            Vec::new()
+        }),
+        _ => Vec::new(),
+    };
     let allowed = match stream.peer_cred() {
-        Ok(cred) if access.allows(cred.uid(), cred.gid()) => true,
+        Ok(cred) if access.allows(cred.uid(), cred.gid(), &groups) => true,
         Ok(cred) => {
             crate::throttled!(REFUSED_PEER, warn, uid = cred.uid(), gid = cred.gid(), pid = ?cred.pid(), "refused a control request from a peer that is not root nor in the allowed group");
             false
@@ -381,7 +437,19 @@ async fn connection(
 
 #[cfg(test)]
 mod tests {
-    use super::Budget;
+    use super::{Access, Budget};
+
+    #[test]
+    fn members_are_let_in_by_their_primary_or_supplementary_group() {
+        let none = Access::default();
+        assert!(none.allows(0, 0, &[]));
+        assert!(!none.allows(1000, 1000, &[1000]));
+        let group = Access { gid: Some(600) };
+        assert!(group.allows(0, 0, &[]), "root");
+        assert!(group.allows(1000, 600, &[]), "primary group");
+        assert!(group.allows(1000, 1000, &[27, 600]), "supplementary group");
+        assert!(!group.allows(1000, 1000, &[27, 601]), "not a member");
+    }
 
     #[test]
     fn the_budget_keeps_descriptors_for_the_daemon_and_shares_for_each_listener() {

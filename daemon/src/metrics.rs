@@ -1,5 +1,6 @@
 //! Prometheus metrics (`veer_` prefix), encoded by `prometheus-client` at each scrape from the
-//! maps and the live revision, and served over HTTP on a loopback address by default.
+//! maps and the live revision, and served over HTTP on a loopback address by default. Active
+//! flows and conntrack entries come from the last upkeep pass: a scrape never scans conntrack.
 
 use std::{
     net::SocketAddr,
@@ -58,7 +59,7 @@ struct ReasonLabels {
 
 /// The text exposition of every metric now.
 pub fn render<N: Effects + Readings>(ctl: &Controller<N>) -> Result<String, ControlError> {
-    let status = ctl.status(None)?;
+    let status = ctl.metrics_status()?;
     let mut reg = Registry::with_prefix("veer");
     reg.register(
         "build",

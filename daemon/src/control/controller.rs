@@ -15,7 +15,7 @@ use veer_common::counters::Reason;
 use super::{
     change::{Change, Head},
     core::{self, Live},
-    effects::{Effects, Readings},
+    effects::{Census, Effects, Readings},
     error::ControlError,
     health::{self, CheckJob, Health},
     node::{FileAtStart, Node, Options},
@@ -70,6 +70,9 @@ pub struct Controller<N = Node> {
     health: Health,
     gates: BTreeMap<GateKey, GateState>,
     file: FileState,
+    /// Conntrack as the last upkeep pass counted it: what metrics show, so a scrape never
+    /// scans the table (`status` and `drain --wait` do, to be exact).
+    census: Option<Census>,
 }
 
 impl<N: Effects + Readings> Controller<N> {
@@ -83,6 +86,7 @@ impl<N: Effects + Readings> Controller<N> {
             health: Health::default(),
             gates: BTreeMap::new(),
             file: FileState::default(),
+            census: None,
         }
     }
 
@@ -407,6 +411,10 @@ impl<N: Effects + Readings> Controller<N> {
     pub fn upkeep(&mut self) -> Result<Upkeep, ControlError> {
         let u = self.node.upkeep(&self.running.timeouts)?;
         self.health.record_unanswered(&u.unanswered, &u.syn);
+        self.census = Some(Census {
+            active: u.active.clone(),
+            entries: u.entries,
+        });
         Ok(u)
     }
 
@@ -425,6 +433,25 @@ impl<N: Effects + Readings> Controller<N> {
     /// revision is in force and the services the maps hold are not known: only the files that
     /// cannot be used and the conntrack are shown.
     pub fn status(&self, service: Option<&str>) -> Result<StatusView, ControlError> {
+        self.status_with(service, &self.node.census()?)
+    }
+
+    /// The status metrics render: active flows and conntrack entries as the last upkeep pass
+    /// counted them (every second, or every tenth of the time a pass takes on a very large
+    /// table), so that a scrape costs no scan of conntrack under the control lock. Before the
+    /// first pass, one scan.
+    pub fn metrics_status(&self) -> Result<StatusView, ControlError> {
+        match &self.census {
+            Some(c) => self.status_with(None, c),
+            None => self.status_with(None, &self.node.census()?),
+        }
+    }
+
+    fn status_with(
+        &self,
+        service: Option<&str>,
+        census: &Census,
+    ) -> Result<StatusView, ControlError> {
         let held = self.is_held();
         let latest = self.node.revisions().last().filter(|_| !held);
         let empty = DesiredState::default();
@@ -436,7 +463,6 @@ impl<N: Effects + Readings> Controller<N> {
                 service: name.to_owned(),
             });
         }
-        let census = self.node.census()?;
         Ok(StatusView {
             files: self.files_view(),
             config: self.config_view(),

@@ -42,6 +42,8 @@ struct FakeNode {
     fail_commit: bool,
     /// Files named like revisions that cannot be used.
     unusable: Vec<Unusable>,
+    /// Scans of conntrack (`census`).
+    scans: std::cell::Cell<usize>,
 }
 
 impl FakeNode {
@@ -119,7 +121,11 @@ impl Effects for FakeNode {
     }
 
     fn upkeep(&mut self, _: &Timeouts) -> Result<Upkeep, ControlError> {
-        Ok(Upkeep::default())
+        Ok(Upkeep {
+            active: [(1, 7)].into_iter().collect(),
+            entries: 9,
+            ..Upkeep::default()
+        })
     }
 }
 
@@ -137,6 +143,7 @@ impl Readings for FakeNode {
     }
 
     fn census(&self) -> Result<Census, ControlError> {
+        self.scans.set(self.scans.get() + 1);
         Ok(Census::default())
     }
 
@@ -1092,6 +1099,27 @@ mod views {
             ctl.rollout_status("web6", at(1)),
             Err(ControlError::NoRollout { .. })
         ));
+    }
+
+    #[test]
+    fn a_scrape_reads_the_census_of_the_last_upkeep_pass_and_status_scans() {
+        let mut ctl = controller(dual_stack());
+        crate::metrics::render(&ctl).unwrap();
+        assert_eq!(ctl.node().scans.get(), 1, "before the first pass, one scan");
+        ctl.upkeep().unwrap();
+        for _ in 0..3 {
+            let text = crate::metrics::render(&ctl).unwrap();
+            assert!(text.contains("veer_conntrack_entries 9"), "{text}");
+            assert!(
+                text.contains(
+                    r#"veer_backend_active_flows{service="web",group="v1",backend="198.51.100.11:8080"} 7"#
+                ),
+                "{text}"
+            );
+        }
+        assert_eq!(ctl.node().scans.get(), 1, "no scan per scrape");
+        ctl.status(None).unwrap();
+        assert_eq!(ctl.node().scans.get(), 2, "status is exact");
     }
 
     #[test]

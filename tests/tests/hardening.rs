@@ -497,6 +497,45 @@ mod paths {
         assert!(!d.0.join("state").exists() && !d.0.join("pins").exists());
     }
 
+    /// A `--pin-dir` whose parent is not on bpffs: the daemon refuses it rather than mounting
+    /// bpffs over that directory (which hid everything in it).
+    #[test]
+    fn a_pin_dir_off_bpffs_is_refused_not_mounted_over() {
+        veer_tests::require_root();
+        let d = TempDir::new("pindir");
+        let marker = d.0.join("keep-me");
+        std::fs::write(&marker, "still here\n").unwrap();
+        let out = Command::new(veer_bin())
+            .arg("--socket")
+            .arg(d.0.join("veer.sock"))
+            .args(["daemon", "--metrics", "off", "--config"])
+            .arg(d.0.join("veer.toml"))
+            .arg("--state-dir")
+            .arg(d.0.join("state"))
+            .arg("--pin-dir")
+            .arg(d.0.join("pins"))
+            .output()
+            .unwrap();
+        let mounted = std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .lines()
+            .any(|l| l.contains(d.0.to_str().unwrap()));
+        if mounted {
+            drop(Command::new("umount").arg(&d.0).output());
+        }
+        assert!(!mounted, "bpffs was mounted over {}", d.0.display());
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains(&format!(
+                "{} is not on a BPF file system: choose a --pin-dir under /sys/fs/bpf",
+                d.0.display()
+            )),
+            "{}",
+            stderr(&out)
+        );
+        assert_eq!(std::fs::read_to_string(&marker).unwrap(), "still here\n");
+    }
+
     /// A socket nobody answers on (a crashed daemon's) is replaced; one a daemon answers on is
     /// left to it.
     #[test]

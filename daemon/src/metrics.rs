@@ -1,5 +1,6 @@
 //! Prometheus metrics (`veer_` prefix), encoded by `prometheus-client` at each scrape from the
-//! maps and the live revision, and served over HTTP on a loopback address by default.
+//! maps and the live revision, and served over HTTP on a loopback address by default. Active
+//! flows and conntrack entries come from the last upkeep pass: a scrape never scans conntrack.
 
 use std::{
     net::SocketAddr,
@@ -20,7 +21,7 @@ use prometheus_client::{
 use crate::{
     control::{
         ControlError, Controller, Effects, Readings,
-        views::{ConfigView, StatusView},
+        views::{ConfigView, FilesView, StatusView},
     },
     error::chain,
 };
@@ -58,7 +59,7 @@ struct ReasonLabels {
 
 /// The text exposition of every metric now.
 pub fn render<N: Effects + Readings>(ctl: &Controller<N>) -> Result<String, ControlError> {
-    let status = ctl.status(None)?;
+    let status = ctl.metrics_status()?;
     let mut reg = Registry::with_prefix("veer");
     reg.register(
         "build",
@@ -69,6 +70,7 @@ pub fn render<N: Effects + Readings>(ctl: &Controller<N>) -> Result<String, Cont
     revision.set(status.revision.as_ref().map_or(0, |r| r.number as i64));
     reg.register("revision", "Live revision number", revision);
 
+    state_file_metrics(&mut reg, &status.files);
     config_metrics(&mut reg, &status.config);
     backend_metrics(&mut reg, &status);
     rollout_metrics(&mut reg, ctl);
@@ -78,6 +80,24 @@ pub fn render<N: Effects + Readings>(ctl: &Controller<N>) -> Result<String, Cont
     // Infallible: writing into a String cannot fail.
     encode(&mut out, &reg).unwrap_or_else(|_| unreachable!("fmt::Write to a String"));
     Ok(out)
+}
+
+/// Revision files that cannot be used, and whether the newest is one of them (changes held).
+fn state_file_metrics(reg: &mut Registry, f: &FilesView) {
+    let held: Gauge = Gauge::default();
+    held.set(i64::from(f.held.is_some()));
+    reg.register(
+        "state_held",
+        "1 while the newest revision file cannot be used: the maps are kept as pinned and no change is made until an operator chooses the state (veer status says how)",
+        held,
+    );
+    let unusable: Gauge = Gauge::default();
+    unusable.set(i64::try_from(f.unusable.len()).unwrap_or(i64::MAX));
+    reg.register(
+        "state_unusable_revision_files",
+        "Files named like revisions that cannot be used (damaged, foreign, not regular files): reported, never used, never overwritten",
+        unusable,
+    );
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -288,25 +308,45 @@ fn dataplane_metrics<N: Effects + Readings>(
     Ok(())
 }
 
-/// Serves `GET /metrics` on `listener` until `shutdown` resolves.
+/// How long a metrics connection may live (a scrape takes milliseconds).
+pub const LIFETIME: std::time::Duration = std::time::Duration::from_secs(30);
+
+static CONNECTION_ERROR: crate::throttle::Throttle =
+    crate::throttle::Throttle::new(std::time::Duration::from_secs(10));
+
+/// Serves `GET /metrics` on `listener` until `shutdown` resolves, with at most `max`
+/// connections open: beyond them new ones wait in the kernel's backlog, costing no descriptor
+/// (the control socket's budget is separate). Headers must arrive within
+/// `api::server::HEADER_TIMEOUT` (an idle connection is closed after as long), and a
+/// connection lives at most `LIFETIME`.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     ctl: Arc<Mutex<Controller>>,
+    max: usize,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(max));
     let accept = || async { listener.accept().await.map(|(s, _)| s) };
-    crate::api::server::accept_until("metrics", accept, shutdown, |stream| {
+    crate::api::server::accept_until("metrics", Some(slots), accept, shutdown, |stream, permit| {
         let ctl = Arc::clone(&ctl);
         tokio::spawn(async move {
+            let _permit = permit;
             let service = service_fn(move |req: Request<Incoming>| {
                 let ctl = Arc::clone(&ctl);
                 async move { Ok::<_, std::convert::Infallible>(respond(&req, &ctl)) }
             });
-            if let Err(e) = http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await
-            {
-                tracing::debug!(error = %e, "metrics connection ended with an error");
+            let conn = http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(crate::api::server::HEADER_TIMEOUT)
+                .serve_connection(TokioIo::new(stream), service);
+            match tokio::time::timeout(LIFETIME, conn).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    crate::throttled!(CONNECTION_ERROR, debug, error = %e, "metrics connection ended with an error");
+                }
+                Err(_) => {
+                    crate::throttled!(CONNECTION_ERROR, debug, "metrics connection closed: open too long");
+                }
             }
         });
     })

@@ -53,6 +53,8 @@ pub struct Daemon {
     child: Option<Child>,
     starts: u32,
     extra: Vec<String>,
+    /// A command that runs the daemon (`prlimit --nofile=…`), which must exec it.
+    wrapper: Vec<String>,
 }
 
 impl Daemon {
@@ -70,6 +72,12 @@ impl Daemon {
 
     /// Like `start`, with more `veer daemon` arguments (`--metrics off` unless they set it).
     pub fn start_with(topo: &Topology, config: &str, args: &[&str]) -> Self {
+        Self::start_under(topo, config, args, &[])
+    }
+
+    /// Like `start_with`, the daemon run by `wrapper` (`["prlimit", "--nofile=100:256", "--"]`),
+    /// which must exec it (so `pid` is the daemon's).
+    pub fn start_under(topo: &Topology, config: &str, args: &[&str], wrapper: &[&str]) -> Self {
         crate::require_root();
         let id = format!(
             "{}-{}",
@@ -88,6 +96,7 @@ impl Daemon {
             dir,
             child: None,
             starts: 0,
+            wrapper: wrapper.iter().map(|a| (*a).to_owned()).collect(),
             extra: if args.contains(&"--metrics") {
                 args.iter().map(|a| (*a).to_owned()).collect()
             } else {
@@ -119,6 +128,7 @@ impl Daemon {
         let child = Command::new("nsenter")
             .arg(format!("--net={}", self.node.display()))
             .arg("--")
+            .args(&self.wrapper)
             .arg(veer_bin())
             .arg("--socket")
             .arg(&self.socket)

@@ -67,8 +67,10 @@ fn control_error(e: &ControlError) -> Response<Body> {
         | ControlError::Sync(SyncError::Plan(_)) => (StatusCode::BAD_REQUEST, "bad_request"),
         ControlError::Config(_) => (StatusCode::BAD_REQUEST, "invalid_config"),
         ControlError::DrainLastGroup { .. }
+        | ControlError::ShiftToNothing { .. }
         | ControlError::RolloutInProgress { .. }
         | ControlError::RolloutPaused { .. } => (StatusCode::CONFLICT, "conflict"),
+        ControlError::Held { .. } => (StatusCode::CONFLICT, "held"),
         ControlError::Sync(_) | ControlError::Dataplane(_) => {
             (StatusCode::INTERNAL_SERVER_ERROR, "dataplane")
         }
@@ -98,9 +100,19 @@ fn lock(ctl: &Mutex<Controller>) -> std::sync::MutexGuard<'_, Controller> {
 
 async fn body<T: DeserializeOwned>(req: Request<Incoming>) -> Result<T, Response<Body>> {
     let limited = http_body_util::Limited::new(req.into_body(), MAX_BODY);
-    let bytes = limited
-        .collect()
+    let collected = tokio::time::timeout(super::server::BODY_TIMEOUT, limited.collect())
         .await
+        .map_err(|_| {
+            error(
+                StatusCode::REQUEST_TIMEOUT,
+                "timeout",
+                format!(
+                    "the request body did not arrive within {}s",
+                    super::server::BODY_TIMEOUT.as_secs()
+                ),
+            )
+        })?;
+    let bytes = collected
         .map_err(|e| {
             error(
                 StatusCode::BAD_REQUEST,
@@ -270,6 +282,7 @@ async fn change(
                 &control::Request::Shift {
                     services: r.services,
                     weights: r.weights.into_iter().map(|w| (w.group, w.weight)).collect(),
+                    force: r.force,
                 },
             ),
             Err(resp) => resp,

@@ -20,6 +20,9 @@ use crate::{
 /// `GET /v1/status`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Status {
+    /// Revision files that cannot be used, and the one that holds changes back.
+    #[serde(default)]
+    pub state_files: StateFilesStatus,
     /// The config file: last good reload, last rejection, settings waiting for a restart.
     #[serde(default)]
     pub config: ConfigFileStatus,
@@ -136,6 +139,66 @@ pub struct ApplyResponse {
     pub pending_restart: Vec<NodeChange>,
 }
 
+/// Revision files that cannot be used, in `Status`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateFilesStatus {
+    /// The newest revision file when it cannot be used: the maps are kept as they are and no
+    /// change is made until an operator chooses the state (`advice` says how).
+    pub held: Option<HeldStatus>,
+    /// Every file named like a revision that cannot be used (reported, never used, never
+    /// overwritten), by number.
+    pub unusable: Vec<UnusableFile>,
+}
+
+/// The revision file that holds changes back.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeldStatus {
+    /// The file.
+    #[serde(flatten)]
+    pub file: UnusableFile,
+    /// The newest revision that can be used.
+    pub newest_usable: Option<u64>,
+    /// What to do.
+    pub advice: String,
+}
+
+/// A file named like a revision that cannot be used.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnusableFile {
+    /// The number its name claims.
+    pub revision: u64,
+    /// The file.
+    pub path: String,
+    /// What is wrong with it.
+    pub problem: String,
+}
+
+impl From<&crate::state::Unusable> for UnusableFile {
+    fn from(u: &crate::state::Unusable) -> Self {
+        Self {
+            revision: u.number,
+            path: u.path.display().to_string(),
+            problem: u.problem.to_string(),
+        }
+    }
+}
+
+impl From<&crate::control::views::FilesView> for StateFilesStatus {
+    fn from(f: &crate::control::views::FilesView) -> Self {
+        Self {
+            held: f.held.as_ref().map(|h| HeldStatus {
+                file: UnusableFile::from(h),
+                newest_usable: f.newest_usable,
+                advice: format!(
+                    "the maps are kept as they are and nothing changes until you choose the state to put in force: {}",
+                    crate::control::held_advice(f.newest_usable)
+                ),
+            }),
+            unusable: f.unusable.iter().map(UnusableFile::from).collect(),
+        }
+    }
+}
+
 /// The config file in `Status`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConfigFileStatus {
@@ -181,6 +244,9 @@ pub struct ShiftRequest {
     pub services: Vec<String>,
     /// New weights; groups not named keep theirs.
     pub weights: Vec<GroupWeight>,
+    /// Accept weights that leave a service with no group taking new connections.
+    #[serde(default)]
+    pub force: bool,
 }
 
 /// `POST /v1/drain`.
@@ -433,6 +499,7 @@ impl From<&ConfigView> for ConfigFileStatus {
 impl From<&StatusView> for Status {
     fn from(s: &StatusView) -> Self {
         Self {
+            state_files: StateFilesStatus::from(&s.files),
             config: ConfigFileStatus::from(&s.config),
             revision: s.revision.as_ref().map(RevisionInfo::from),
             interfaces: s.interfaces.clone(),

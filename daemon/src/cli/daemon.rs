@@ -21,7 +21,8 @@ pub(super) struct Args {
     /// Prometheus metrics address; `off` disables it.
     #[arg(long, default_value = paths::METRICS)]
     metrics: String,
-    /// Group (name or gid) whose members may use the control socket besides root.
+    /// Group (name or gid) whose members may use the control socket besides root: processes
+    /// holding it (primary or supplementary) when they connect.
     #[arg(long)]
     socket_group: Option<String>,
 }

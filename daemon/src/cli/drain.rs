@@ -19,7 +19,7 @@ pub(super) struct Args {
     #[arg(long)]
     wait: bool,
     /// Longest wait (e.g. 30s, 5m).
-    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "5m", value_parser = crate::model::drain_wait)]
     timeout: Duration,
     /// Drain even when no other group takes new connections (they will be dropped).
     #[arg(long)]
@@ -48,7 +48,10 @@ pub(super) fn run(args: &Args, g: &Global) -> Result<(), Failure> {
             args.service, args.group, r.revision
         );
     }
-    let deadline = Instant::now() + args.timeout;
+    // Infallible in practice: `drain_wait` bounds the timeout to a week.
+    let deadline = Instant::now()
+        .checked_add(args.timeout)
+        .unwrap_or_else(|| Instant::now() + crate::model::MAX_DRAIN_WAIT);
     let mut last = u64::MAX;
     loop {
         let s = status::fetch(g, Some(&args.service))?;

@@ -42,7 +42,8 @@ pub fn print<T: Serialize>(
 pub fn applied(format: Format, r: &ApplyResponse, what: &str) -> Result<(), Failure> {
     print(format, r, || {
         let mut text = match (&r.note, r.changed) {
-            (_, true) => format!("{what}: revision {}", r.revision),
+            (Some(note), true) => format!("{what}: revision {}; {note}", r.revision),
+            (None, true) => format!("{what}: revision {}", r.revision),
             (Some(note), false) => format!("{note}; revision {} stays in force", r.revision),
             (None, false) => format!("{what}: no change, revision {} stays in force", r.revision),
         };

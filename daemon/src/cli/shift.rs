@@ -15,6 +15,10 @@ pub(super) struct Args {
     /// New weights, `GROUP=PERCENT` (e.g. `v1=90 v2=10`); groups not named keep theirs.
     #[arg(required = true, value_name = "GROUP=WEIGHT")]
     weights: Vec<String>,
+    /// Accept weights that leave a service with no group taking new connections (they are
+    /// dropped).
+    #[arg(long)]
+    force: bool,
 }
 
 /// Parses `v1=90`.
@@ -47,7 +51,11 @@ pub(super) fn run(args: &Args, g: &Global) -> Result<(), Failure> {
             args.service
         )));
     }
-    let req = ShiftRequest { services, weights };
+    let req = ShiftRequest {
+        services,
+        weights,
+        force: args.force,
+    };
     let r: ApplyResponse =
         block_on(g.client().post("/v1/shift", &req))?.map_err(|e| output::client_failure(&e))?;
     output::applied(g.output, &r, &format!("shift {}", args.service))

@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 
 use super::{Global, block_on, exit::Failure, output};
-use crate::api::protocol::{ConfigFileStatus, Status};
+use crate::api::protocol::{ConfigFileStatus, StateFilesStatus, Status};
 
 /// Arguments of `veer status`.
 #[derive(Debug, clap::Args)]
@@ -68,14 +68,43 @@ fn config(out: &mut String, c: &ConfigFileStatus) {
     }
 }
 
+/// Revision files that cannot be used: the one holding changes back first.
+fn state_files(out: &mut String, f: &StateFilesStatus) {
+    if let Some(h) = &f.held {
+        let _ = writeln!(
+            out,
+            "HELD: revision {} ({}) cannot be used: {}; {}",
+            h.file.revision, h.file.path, h.file.problem, h.advice
+        );
+    }
+    for u in &f.unusable {
+        if f.held
+            .as_ref()
+            .is_none_or(|h| h.file.revision != u.revision)
+        {
+            let _ = writeln!(
+                out,
+                "skipped revision file {} ({}): {}",
+                u.revision, u.path, u.problem
+            );
+        }
+    }
+}
+
 fn human(s: &Status) -> String {
-    let mut out = match &s.revision {
-        Some(r) => format!(
-            "revision {} ({}, {}): {}\n",
-            r.number, r.origin, r.time, r.summary
-        ),
-        None => "no revision yet: apply a config (veer apply -f FILE)\n".to_owned(),
-    };
+    let mut out = String::new();
+    state_files(&mut out, &s.state_files);
+    match &s.revision {
+        Some(r) => {
+            let _ = writeln!(
+                out,
+                "revision {} ({}, {}): {}",
+                r.number, r.origin, r.time, r.summary
+            );
+        }
+        None if s.state_files.held.is_some() => {}
+        None => out.push_str("no revision yet: apply a config (veer apply -f FILE)\n"),
+    }
     config(&mut out, &s.config);
     let _ = writeln!(
         out,

@@ -140,12 +140,31 @@ pub enum LoadError {
     Invalid(#[from] ConfigError),
 }
 
-/// Reads and validates a config file.
-pub fn load(path: &Path) -> Result<(Config, String), LoadError> {
-    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
+/// Largest config file read.
+pub const MAX_FILE: u64 = 16 << 20;
+
+/// Reads the config file's text: a regular file (a link to one is followed), read without
+/// blocking, so a FIFO or a device at the path is an error, never a hang.
+pub fn read(path: &Path) -> Result<String, LoadError> {
+    use crate::files::{Links, ReadError, read_regular};
+    let err = |source| LoadError::Read {
         path: path.to_owned(),
         source,
+    };
+    let bytes = read_regular(path, Links::Follow, MAX_FILE).map_err(|e| {
+        err(match e {
+            ReadError::Missing { .. } => std::io::ErrorKind::NotFound.into(),
+            ReadError::Io { source, .. } => source,
+            other => std::io::Error::other(other),
+        })
     })?;
+    String::from_utf8(bytes)
+        .map_err(|e| err(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))
+}
+
+/// Reads and validates a config file.
+pub fn load(path: &Path) -> Result<(Config, String), LoadError> {
+    let text = read(path)?;
     let config = parse(path, &text)?;
     Ok((config, text))
 }

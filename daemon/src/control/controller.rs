@@ -15,7 +15,7 @@ use veer_common::counters::Reason;
 use super::{
     change::{Change, Head},
     core::{self, Live},
-    effects::{Effects, Readings},
+    effects::{Census, Effects, Readings},
     error::ControlError,
     health::{self, CheckJob, Health},
     node::{FileAtStart, Node, Options},
@@ -23,7 +23,8 @@ use super::{
     request::Request,
     rollouts::{self, GateJob},
     views::{
-        self, ConfigView, FlowsView, ReloadError, RevisionView, RolloutView, StatusView, Waiting,
+        self, ConfigView, FilesView, FlowsView, ReloadError, RevisionView, RolloutView, StatusView,
+        Waiting,
     },
 };
 use crate::{
@@ -69,6 +70,9 @@ pub struct Controller<N = Node> {
     health: Health,
     gates: BTreeMap<GateKey, GateState>,
     file: FileState,
+    /// Conntrack as the last upkeep pass counted it: what metrics show, so a scrape never
+    /// scans the table (`status` and `drain --wait` do, to be exact).
+    census: Option<Census>,
 }
 
 impl<N: Effects + Readings> Controller<N> {
@@ -82,6 +86,7 @@ impl<N: Effects + Readings> Controller<N> {
             health: Health::default(),
             gates: BTreeMap::new(),
             file: FileState::default(),
+            census: None,
         }
     }
 
@@ -102,9 +107,18 @@ impl<N: Effects + Readings> Controller<N> {
         &mut self.node
     }
 
-    /// The live revision, as the core reads it.
+    /// The live revision, as the core reads it (held when the newest revision file cannot be
+    /// used).
     pub fn head(&self) -> Head {
-        Head::of(self.node.revisions().last())
+        let mut head = Head::of(self.node.revisions().last());
+        head.held = crate::state::hold(self.node.revisions(), self.node.unusable()).cloned();
+        head
+    }
+
+    /// Whether the newest revision file cannot be used: the maps hold a state no usable
+    /// revision records, and only an operator's choice changes them.
+    pub fn is_held(&self) -> bool {
+        crate::state::hold(self.node.revisions(), self.node.unusable()).is_some()
     }
 
     /// The rollouts recorded in the live revision.
@@ -173,14 +187,20 @@ impl<N: Effects + Readings> Controller<N> {
 
     /// Applies one change to the kernel and commits it; puts `previous` back if the commit
     /// fails, so the maps and the store never disagree for long (a crash in between is repaired
-    /// at the next start, which reconciles the maps with the last revision).
+    /// at the next start, which reconciles the maps with the last revision). While held there
+    /// is no previous state to put back: what the maps held is not known.
     fn commit(&mut self, previous: &DesiredState, change: &Change) -> Result<u64, ControlError> {
+        let held = self.is_held();
         self.node
             .apply(&change.state, &self.health.down(&change.state))?;
         match self.node.commit(change) {
             Ok(number) => {
                 tracing::info!(revision = number, origin = change.origin.word(), summary = %change.summary, "applied");
                 Ok(number)
+            }
+            Err(e) if held => {
+                tracing::error!(error = %chain(&e), "recording the operator's choice failed; the maps hold it, and the newest revision file still cannot be used");
+                Err(e)
             }
             Err(e) => {
                 if let Err(undo) = self.node.apply(previous, &self.health.down(previous)) {
@@ -193,6 +213,9 @@ impl<N: Effects + Readings> Controller<N> {
 
     /// After a restart: rollouts whose plan says so hold (paused) instead of resuming.
     pub fn hold_rollouts_after_restart(&mut self) -> Result<(), ControlError> {
+        if self.is_held() {
+            return Ok(());
+        }
         let head = self.head();
         if let Some(change) = rollouts::hold_after_restart(&head)? {
             self.commit_all(&head, vec![change])?;
@@ -203,8 +226,18 @@ impl<N: Effects + Readings> Controller<N> {
     /// Reads the config file and applies it, unless what it holds is what was last applied from
     /// it. A broken file is an error and changes nothing.
     pub fn reload(&mut self) -> Result<Answer, ControlError> {
+        let read = config::read(&self.config_path);
+        self.reload_from(read)
+    }
+
+    /// Like `reload`, with the file's text as the caller read it (once it settled).
+    pub fn reload_from(
+        &mut self,
+        read: Result<String, config::LoadError>,
+    ) -> Result<Answer, ControlError> {
         let now = SystemTime::now();
-        let result = config::load(&self.config_path)
+        let result = read
+            .and_then(|text| Ok((config::parse(&self.config_path, &text)?, text)))
             .map_err(ControlError::from)
             .and_then(|(cfg, text)| self.apply_file(cfg, &text));
         self.record_reload(result.as_ref().map(drop), now);
@@ -297,11 +330,13 @@ impl<N: Effects + Readings> Controller<N> {
     /// Returns the gate checks to run.
     pub fn rollout_tick(&mut self, now: SystemTime) -> Result<Vec<GateJob>, ControlError> {
         let running = |r: &Rollout| r.phase == crate::rollout::Phase::Running;
-        if !self
-            .node
-            .revisions()
-            .last()
-            .is_some_and(|rev| rev.rollouts.iter().any(running))
+        // While held, the rollouts of the newest usable revision are not in force either.
+        if self.is_held()
+            || !self
+                .node
+                .revisions()
+                .last()
+                .is_some_and(|rev| rev.rollouts.iter().any(running))
         {
             return Ok(Vec::new());
         }
@@ -324,8 +359,12 @@ impl<N: Effects + Readings> Controller<N> {
         Ok(tick.gate_jobs)
     }
 
-    /// Every active check the live state asks for.
+    /// Every active check the live state asks for (none while held: the live state is not
+    /// known).
     pub fn health_jobs(&self) -> Vec<CheckJob> {
+        if self.is_held() {
+            return Vec::new();
+        }
         self.node
             .revisions()
             .last()
@@ -341,6 +380,9 @@ impl<N: Effects + Readings> Controller<N> {
         outcome: &Result<(), CheckError>,
     ) -> Result<(), ControlError> {
         let head = self.head();
+        if head.held.is_some() {
+            return Ok(());
+        }
         let Some(check) = head
             .state
             .service(&backend.0)
@@ -369,6 +411,10 @@ impl<N: Effects + Readings> Controller<N> {
     pub fn upkeep(&mut self) -> Result<Upkeep, ControlError> {
         let u = self.node.upkeep(&self.running.timeouts)?;
         self.health.record_unanswered(&u.unanswered, &u.syn);
+        self.census = Some(Census {
+            active: u.active.clone(),
+            entries: u.entries,
+        });
         Ok(u)
     }
 
@@ -383,9 +429,31 @@ impl<N: Effects + Readings> Controller<N> {
             .collect()
     }
 
-    /// The live revision, services, weights, backends, flows and counters.
+    /// The live revision, services, weights, backends, flows and counters. While held, no
+    /// revision is in force and the services the maps hold are not known: only the files that
+    /// cannot be used and the conntrack are shown.
     pub fn status(&self, service: Option<&str>) -> Result<StatusView, ControlError> {
-        let latest = self.node.revisions().last();
+        self.status_with(service, &self.node.census()?)
+    }
+
+    /// The status metrics render: active flows and conntrack entries as the last upkeep pass
+    /// counted them (every second, or every tenth of the time a pass takes on a very large
+    /// table), so that a scrape costs no scan of conntrack under the control lock. Before the
+    /// first pass, one scan.
+    pub fn metrics_status(&self) -> Result<StatusView, ControlError> {
+        match &self.census {
+            Some(c) => self.status_with(None, c),
+            None => self.status_with(None, &self.node.census()?),
+        }
+    }
+
+    fn status_with(
+        &self,
+        service: Option<&str>,
+        census: &Census,
+    ) -> Result<StatusView, ControlError> {
+        let held = self.is_held();
+        let latest = self.node.revisions().last().filter(|_| !held);
         let empty = DesiredState::default();
         let state = latest.map_or(&empty, |r| &r.state);
         if let Some(name) = service
@@ -395,8 +463,8 @@ impl<N: Effects + Readings> Controller<N> {
                 service: name.to_owned(),
             });
         }
-        let census = self.node.census()?;
         Ok(StatusView {
+            files: self.files_view(),
             config: self.config_view(),
             revision: latest.map(RevisionView::from),
             interfaces: self.running.interfaces.clone(),
@@ -404,6 +472,17 @@ impl<N: Effects + Readings> Controller<N> {
             conntrack_capacity: self.running.conntrack_max,
             services: views::services(state, service, &self.node, &self.health, &census.active)?,
         })
+    }
+
+    /// Revision files that cannot be used, and the one that holds changes back, if any.
+    pub fn files_view(&self) -> FilesView {
+        let revisions = self.node.revisions();
+        let unusable = self.node.unusable();
+        FilesView {
+            held: crate::state::hold(revisions, unusable).cloned(),
+            newest_usable: revisions.last().map(|r| r.number),
+            unusable: unusable.to_vec(),
+        }
     }
 
     /// The config file: last good reload, last rejection, node settings waiting for a restart.
@@ -500,6 +579,16 @@ impl Controller<Node> {
         this.hold_rollouts_after_restart()?;
         let now = SystemTime::now();
         match file {
+            // The file is no operator's choice over a state nobody knows: it waits (refused, and
+            // reported as such) until the operator chooses.
+            FileAtStart::Read(_, _) if this.is_held() => {
+                let head = this.head();
+                if let Some(held) = &head.held {
+                    let e = ControlError::held(held, this.node.revisions().last());
+                    tracing::error!(error = %chain(&e), "config file not applied");
+                    this.record_reload(Err(&e), now);
+                }
+            }
             FileAtStart::Read(cfg, text) => {
                 this.apply_file(cfg, &text)?;
                 this.record_reload(Ok(()), now);

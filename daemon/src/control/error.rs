@@ -5,7 +5,7 @@ use crate::{
     dataplane::{DataplaneError, sync::SyncError},
     model::{PlanError, Violation},
     rollout::{Phase, Rollout},
-    state::StoreError,
+    state::{Problem, Revision, StoreError, Unusable},
 };
 
 /// Why an operation was refused or failed.
@@ -71,6 +71,14 @@ pub enum ControlError {
         /// Name of the group, in its service.
         group: String,
     },
+    /// A shift that would leave the service with no group taking new connections.
+    #[error(
+        "these weights would leave service `{service}` with no group taking new connections (every group at weight 0 or without backends); give a group weight, or pass --force to drop new connections"
+    )]
+    ShiftToNothing {
+        /// Name of the service.
+        service: String,
+    },
     /// The desired state a request leads to breaks a rule of the model.
     #[error(transparent)]
     Invalid(#[from] Violation),
@@ -130,9 +138,47 @@ pub enum ControlError {
         /// Name of the service.
         service: String,
     },
+    /// The newest revision file cannot be used: the state the maps hold is not known, and no
+    /// change is made until an operator chooses one.
+    #[error(
+        "revision {number} ({}) cannot be used: {problem}; the maps are kept as they are and nothing changes until you choose the state to put in force: {}",
+        path.display(),
+        held_advice(*usable)
+    )]
+    Held {
+        /// The number of the revision file that cannot be used.
+        number: u64,
+        /// The file.
+        path: std::path::PathBuf,
+        /// What is wrong with it.
+        problem: Problem,
+        /// The newest revision that can be used, if any.
+        usable: Option<u64>,
+    },
+}
+
+/// What an operator can do while the newest revision file cannot be used.
+pub fn held_advice(usable: Option<u64>) -> String {
+    match usable {
+        Some(n) => format!(
+            "`veer rollback --to {n}` (the newest revision that can be used; `veer history` lists them) or `veer apply -f FILE`"
+        ),
+        None => "`veer apply -f FILE`".to_owned(),
+    }
 }
 
 impl ControlError {
+    /// The refusal of a change while `held` is the newest revision file and `usable` the newest
+    /// usable revision.
+    pub(crate) fn held(held: &Unusable, usable: Option<&Revision>) -> Self {
+        Self::Held {
+            number: held.number,
+            path: held.path.clone(),
+            problem: held.problem.clone(),
+            usable: usable.map(|r| r.number),
+        }
+    }
+
     /// Why `rollout`, which is not over, stands in the way of a change.
     pub(super) fn in_the_way(rollout: &Rollout) -> Self {
         let (service, to) = (rollout.service.clone(), rollout.plan.to.clone());

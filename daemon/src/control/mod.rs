@@ -25,7 +25,7 @@ pub mod views;
 pub use change::{Change, Head, Outcome};
 pub use controller::{Answer, Controller};
 pub use effects::{Census, Effects, FlowTable, Readings};
-pub use error::ControlError;
+pub use error::{ControlError, held_advice};
 pub use health::CheckJob;
 pub use node::{Node, Options};
 pub use observed::{GateKey, GateState, Observations};

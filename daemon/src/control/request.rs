@@ -29,6 +29,8 @@ pub enum Request {
         services: Vec<String>,
         /// New weights; groups not named keep theirs.
         weights: Vec<(String, Weight)>,
+        /// Accept weights that leave a service with no group taking new connections.
+        force: bool,
     },
     /// Weight 0 for a group.
     Drain {

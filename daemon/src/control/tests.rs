@@ -27,7 +27,7 @@ use crate::{
         fixtures::{dual_stack, group, w},
     },
     rollout::{GateFailure, Phase},
-    state::{Origin, Revision, StoreError},
+    state::{Origin, Problem, Revision, StoreError, Unusable},
 };
 
 /// The kernel and the store, in memory.
@@ -40,6 +40,10 @@ struct FakeNode {
     counters: HashMap<u32, BackendCounters>,
     fail_apply: bool,
     fail_commit: bool,
+    /// Files named like revisions that cannot be used.
+    unusable: Vec<Unusable>,
+    /// Scans of conntrack (`census`).
+    scans: std::cell::Cell<usize>,
 }
 
 impl FakeNode {
@@ -82,7 +86,13 @@ impl Effects for FakeNode {
             }
             .into());
         }
-        let number = self.revisions.last().map_or(1, |r| r.number + 1);
+        let number = self
+            .revisions
+            .iter()
+            .map(|r| r.number)
+            .chain(self.unusable.iter().map(|u| u.number))
+            .max()
+            .map_or(1, |n| n + 1);
         self.revisions.push(Revision {
             number,
             time: SystemTime::UNIX_EPOCH + Duration::from_secs(number),
@@ -106,8 +116,16 @@ impl Effects for FakeNode {
         &self.revisions
     }
 
+    fn unusable(&self) -> &[Unusable] {
+        &self.unusable
+    }
+
     fn upkeep(&mut self, _: &Timeouts) -> Result<Upkeep, ControlError> {
-        Ok(Upkeep::default())
+        Ok(Upkeep {
+            active: [(1, 7)].into_iter().collect(),
+            entries: 9,
+            ..Upkeep::default()
+        })
     }
 }
 
@@ -125,6 +143,7 @@ impl Readings for FakeNode {
     }
 
     fn census(&self) -> Result<Census, ControlError> {
+        self.scans.set(self.scans.get() + 1);
         Ok(Census::default())
     }
 
@@ -177,6 +196,7 @@ fn shift(services: &[&str], weights: &[(&str, &str)]) -> Request {
             .iter()
             .map(|(g, v)| ((*g).to_owned(), w(v)))
             .collect(),
+        force: false,
     }
 }
 
@@ -310,6 +330,49 @@ mod operator_changes {
             Err(ControlError::UnknownGroup { .. })
         ));
         assert_eq!(ctl.head().number, 1);
+    }
+
+    #[test]
+    fn a_shift_of_every_group_to_zero_is_refused_unless_forced_and_then_says_so() {
+        let mut ctl = controller(dual_stack());
+        let all_zero = |force| Request::Shift {
+            services: vec!["web".into()],
+            weights: vec![("v1".into(), w("0")), ("v2".into(), w("0"))],
+            force,
+        };
+        let e = ctl.execute(&all_zero(false), at(1)).unwrap_err();
+        assert!(
+            matches!(&e, ControlError::ShiftToNothing { service } if service == "web"),
+            "{e}"
+        );
+        assert_eq!(
+            e.to_string(),
+            "these weights would leave service `web` with no group taking new connections (every group at weight 0 or without backends); give a group weight, or pass --force to drop new connections"
+        );
+        assert_eq!(ctl.head().number, 1);
+        // A dual-stack shift is refused whole when one side would drop.
+        let pair_zero = Request::Shift {
+            services: vec!["web6".into(), "web".into()],
+            weights: vec![("v1".into(), w("0"))],
+            force: false,
+        };
+        assert!(matches!(
+            ctl.execute(&pair_zero, at(1)),
+            Err(ControlError::ShiftToNothing { .. })
+        ));
+        assert_eq!(ctl.node().revisions.len(), 1);
+        let a = ctl.execute(&all_zero(true), at(2)).unwrap();
+        changed(&a, 2);
+        assert_eq!(
+            a.note.as_deref(),
+            Some(
+                "no group of `web` takes new connections now: they are dropped until a group gets weight"
+            )
+        );
+        assert_eq!(weights(&ctl, "web"), pair("0", "0"));
+        // Already dropping: the same weights again change nothing and need no force.
+        let a = ctl.execute(&all_zero(false), at(3)).unwrap();
+        assert!(!a.changed && a.note.is_none());
     }
 
     #[test]
@@ -1039,6 +1102,27 @@ mod views {
     }
 
     #[test]
+    fn a_scrape_reads_the_census_of_the_last_upkeep_pass_and_status_scans() {
+        let mut ctl = controller(dual_stack());
+        crate::metrics::render(&ctl).unwrap();
+        assert_eq!(ctl.node().scans.get(), 1, "before the first pass, one scan");
+        ctl.upkeep().unwrap();
+        for _ in 0..3 {
+            let text = crate::metrics::render(&ctl).unwrap();
+            assert!(text.contains("veer_conntrack_entries 9"), "{text}");
+            assert!(
+                text.contains(
+                    r#"veer_backend_active_flows{service="web",group="v1",backend="198.51.100.11:8080"} 7"#
+                ),
+                "{text}"
+            );
+        }
+        assert_eq!(ctl.node().scans.get(), 1, "no scan per scrape");
+        ctl.status(None).unwrap();
+        assert_eq!(ctl.node().scans.get(), 2, "status is exact");
+    }
+
+    #[test]
     fn metrics_render_from_the_views() {
         let ctl = controller(dual_stack());
         let text = crate::metrics::render(&ctl).unwrap();
@@ -1128,6 +1212,125 @@ mod file {
     }
 }
 
+mod held {
+    use super::*;
+
+    /// A controller at revision 2 (web shifted to v2=100) whose revision file 2 turned out
+    /// damaged: what the node knows is revision 1 (v1=100), and revision 2 cannot be used.
+    fn damaged() -> Controller<FakeNode> {
+        let mut ctl = controller(dual_stack());
+        ctl.execute(&shift(&["web"], &[("v1", "0"), ("v2", "100")]), at(1))
+            .unwrap();
+        let node = ctl.node_mut();
+        let two = node.revisions.pop().unwrap();
+        assert_eq!(two.number, 2);
+        node.unusable.push(Unusable {
+            number: 2,
+            path: "/var/lib/veer/revisions/000002.json".into(),
+            problem: Problem::Damaged {
+                error: "EOF while parsing an object at line 40 column 3".into(),
+            },
+        });
+        ctl
+    }
+
+    #[test]
+    fn nothing_changes_until_an_operator_chooses_and_the_refusal_says_how() {
+        let mut ctl = damaged();
+        let kernel_updates = ctl.node().applied.len();
+        assert!(ctl.is_held());
+        for request in [
+            shift(&["web"], &[("v1", "100"), ("v2", "0")]),
+            Request::Drain {
+                service: "web".into(),
+                group: "v2".into(),
+                force: true,
+            },
+            Request::Rollback {
+                service: None,
+                to: None,
+            },
+            Request::Rollback {
+                service: Some("web".into()),
+                to: Some(1),
+            },
+            apply_request(dual_stack(), file(), Some("file-2")),
+        ] {
+            let e = ctl.execute(&request, at(2)).unwrap_err();
+            assert!(matches!(e, ControlError::Held { number: 2, .. }), "{e}");
+            assert_eq!(
+                e.to_string(),
+                "revision 2 (/var/lib/veer/revisions/000002.json) cannot be used: it is damaged (not complete JSON: EOF while parsing an object at line 40 column 3); the maps are kept as they are and nothing changes until you choose the state to put in force: `veer rollback --to 1` (the newest revision that can be used; `veer history` lists them) or `veer apply -f FILE`"
+            );
+        }
+        // Nor does the config file (at start or on reload): it is a source, not a choice.
+        let cfg = crate::config::Config {
+            node: NodeConfig::default(),
+            state: dual_stack(),
+        };
+        assert!(matches!(
+            ctl.apply_file(cfg, "text"),
+            Err(ControlError::Held { .. })
+        ));
+        assert_eq!(
+            ctl.node().applied.len(),
+            kernel_updates,
+            "the kernel was not touched"
+        );
+        assert_eq!(ctl.node().revisions.len(), 1);
+        // Nothing else runs on a state nobody knows: no health checks, no rollout steps.
+        assert!(ctl.rollout_tick(at(3)).unwrap().is_empty());
+        let status = ctl.status(None).unwrap();
+        assert!(status.revision.is_none() && status.services.is_empty());
+        assert_eq!(status.files.held.as_ref().map(|h| h.number), Some(2));
+        assert_eq!(status.files.newest_usable, Some(1));
+    }
+
+    #[test]
+    fn a_whole_rollback_to_a_named_revision_ends_the_hold_under_a_new_number() {
+        let mut ctl = damaged();
+        let back = Request::Rollback {
+            service: None,
+            to: Some(1),
+        };
+        // Revision 1 is what the head says, yet it is committed: the maps may hold anything.
+        let a = ctl.execute(&back, at(2)).unwrap();
+        changed(&a, 3);
+        assert!(!ctl.is_held());
+        assert_eq!(ctl.node().kernel(), &dual_stack());
+        assert_eq!(
+            ctl.node().revisions.last().unwrap().summary,
+            "rollback to revision 1 (revision 2 could not be used)"
+        );
+        // Back to normal: verbs work again, numbered after the damaged file.
+        changed(
+            &ctl.execute(&shift(&["web"], &[("v2", "10")]), at(3))
+                .unwrap(),
+            4,
+        );
+    }
+
+    #[test]
+    fn an_operator_apply_ends_the_hold_even_when_it_equals_the_newest_usable_revision() {
+        let mut ctl = damaged();
+        let a = ctl
+            .apply(
+                &apply_request(
+                    dual_stack(),
+                    Origin::Apply {
+                        path: "/root/veer.toml".into(),
+                    },
+                    Some("file-1"),
+                ),
+                at(2),
+            )
+            .unwrap();
+        changed(&a, 3);
+        assert!(!ctl.is_held());
+        assert_eq!(ctl.node().kernel(), &dual_stack());
+    }
+}
+
 mod core_alone {
     use super::*;
 
@@ -1138,6 +1341,7 @@ mod core_alone {
             state: dual_stack(),
             rollouts: vec![],
             config: None,
+            held: None,
         };
         let live = Live {
             head: &head,

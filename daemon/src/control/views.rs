@@ -26,7 +26,7 @@ use crate::{
     error::chain,
     model::{DesiredState, NodeChange, Pin, Protocol, Weight},
     rollout::{Rollout, engine::Counts},
-    state::{Origin, Revision},
+    state::{Origin, Revision, Unusable},
 };
 
 /// A revision, briefly.
@@ -96,9 +96,23 @@ pub struct ConfigView {
     pub pending_restart: Vec<NodeChange>,
 }
 
+/// Files of the state directory named like revisions that cannot be used.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FilesView {
+    /// The newest of them when it is newer than every usable revision: nothing changes until an
+    /// operator chooses the state.
+    pub held: Option<Unusable>,
+    /// The newest revision that can be used (what `veer rollback --to` can name).
+    pub newest_usable: Option<u64>,
+    /// All of them, by number (reported, never used, never overwritten).
+    pub unusable: Vec<Unusable>,
+}
+
 /// The node now.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StatusView {
+    /// Revision files that cannot be used.
+    pub files: FilesView,
     /// The config file.
     pub config: ConfigView,
     /// The live revision (none before the first).

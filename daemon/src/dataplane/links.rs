@@ -42,6 +42,17 @@ fn link_path(dir: &Path, hook: &str, interface: &str) -> PathBuf {
 const XDP_HOOK: &str = progs::XDP_INGRESS;
 const TC_INGRESS_HOOK: &str = "veer_tc_ingress";
 const TC_EGRESS_HOOK: &str = "veer_tc_egress";
+/// Every hook veer pins a link for: a link pin is named `<hook>_<interface>`.
+const HOOKS: [&str; 3] = [XDP_HOOK, TC_INGRESS_HOOK, TC_EGRESS_HOOK];
+
+/// Whether `name` is the name veer gives a pinned link (`<hook>_<interface>`).
+pub fn is_link_pin(name: &str) -> bool {
+    HOOKS.iter().any(|hook| {
+        name.strip_prefix(hook)
+            .and_then(|rest| rest.strip_prefix('_'))
+            .is_some_and(|ifname| !ifname.is_empty() && ifname.len() <= 15)
+    })
+}
 
 fn link_err(interface: &str, hook: &'static str) -> impl Fn(LinkError) -> DataplaneError {
     let interface = interface.to_owned();
@@ -148,7 +159,7 @@ pub fn attach_pinned(
 
 /// Unpins (and so detaches) every link of `interface` under `dir`. Missing pins are fine.
 pub fn detach_interface(dir: &Path, interface: &str) {
-    for hook in [XDP_HOOK, TC_INGRESS_HOOK, TC_EGRESS_HOOK] {
+    for hook in HOOKS {
         let path = link_path(dir, hook, interface);
         if path.exists() {
             match PinnedLink::from_pin(&path).map(PinnedLink::unpin) {

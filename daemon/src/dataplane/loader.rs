@@ -169,7 +169,8 @@ fn check_pinned_layout(dir: &Path, conntrack_max: u32) -> Result<(), DataplaneEr
     Ok(())
 }
 
-/// Makes sure bpffs is mounted at the parent of `dir` (normally `/sys/fs/bpf`) and `dir` exists.
+/// Makes sure `dir` exists on bpffs, mounting bpffs at `/sys/fs/bpf` when it is missing there
+/// (a pin directory elsewhere must already be on bpffs).
 fn prepare_pin_dir(dir: &Path) -> Result<(), DataplaneError> {
     let err = |source| DataplaneError::PinDir {
         path: dir.to_owned(),
@@ -178,11 +179,22 @@ fn prepare_pin_dir(dir: &Path) -> Result<(), DataplaneError> {
     if let Some(mount_point) = dir.parent()
         && !is_bpffs(mount_point)
     {
+        // Only where bpffs belongs: mounted over any other directory it would hide what is there.
+        if mount_point != Path::new(BPF_MOUNT_POINT) {
+            return Err(err(std::io::Error::other(format!(
+                "{} is not on a BPF file system: choose a --pin-dir under {BPF_MOUNT_POINT}, or mount one there first (mount -t bpf bpf {})",
+                mount_point.display(),
+                mount_point.display()
+            ))));
+        }
         fs::create_dir_all(mount_point).map_err(err)?;
         mount_bpffs(mount_point).map_err(err)?;
     }
     fs::create_dir_all(dir).map_err(err)
 }
+
+/// Where bpffs is mounted when missing (and nowhere else).
+const BPF_MOUNT_POINT: &str = "/sys/fs/bpf";
 
 /// `BPF_FS_MAGIC` from `include/uapi/linux/magic.h`.
 const BPF_FS_MAGIC: i64 = 0xCAFE_4A11;
@@ -366,4 +378,14 @@ pub fn attach(
             })?;
     }
     Ok(used)
+}
+
+/// The capacity (`max_entries`) of the map pinned as `name` under `dir`, when there is one: the
+/// size a restarted daemon runs with when no config file says otherwise.
+pub fn pinned_capacity(dir: &Path, name: &str) -> Option<u32> {
+    let path = dir.join(name);
+    if !path.exists() {
+        return None;
+    }
+    MapInfo::from_pin(&path).ok().map(|i| i.max_entries())
 }

@@ -36,6 +36,8 @@ pub struct Timeouts {
 impl Timeouts {
     /// Shortest idle timeout.
     pub const MIN: Duration = Duration::from_secs(1);
+    /// Longest idle timeout (a week; Linux conntrack keeps an idle established flow 5 days).
+    pub const MAX: Duration = Duration::from_hours(7 * 24);
 }
 
 impl Default for Timeouts {

@@ -10,7 +10,7 @@ use std::{
     time::Duration,
 };
 
-use veer_common::maps::MAX_GROUPS_PER_SERVICE;
+use veer_common::maps::{self, MAX_GROUPS_PER_SERVICE};
 
 use super::{
     CheckKind, DesiredState, HealthCheck, NodeConfig, PlanError, Service, Timeouts, Weight,
@@ -237,6 +237,18 @@ pub enum StateError {
         /// The limit.
         max: usize,
     },
+    /// More of something than its kernel map holds.
+    #[error("{count} {what} in all; the {map} map holds at most {max}")]
+    TooMany {
+        /// `services`, `groups`, `backends` or `pins`.
+        what: &'static str,
+        /// How many the state has, counting up to the first one over the limit.
+        count: usize,
+        /// The limit.
+        max: usize,
+        /// The map (`VEER_SERVICES` ...).
+        map: &'static str,
+    },
     /// Two groups of a service share a name.
     #[error("service `{service}`: group `{group}` is defined twice")]
     DuplicateGroup {
@@ -390,6 +402,32 @@ pub enum StateError {
         /// The minimum.
         min: String,
     },
+    /// An idle timeout above the maximum.
+    #[error("[node.timeouts] {field} {value} is longer than the {max} maximum")]
+    TimeoutTooLong {
+        /// Which timeout (`tcp_syn`, `udp` ...).
+        field: &'static str,
+        /// The value.
+        value: String,
+        /// The maximum.
+        max: String,
+    },
+}
+
+/// Longest `veer drain --wait --timeout`.
+pub const MAX_DRAIN_WAIT: Duration = Duration::from_hours(7 * 24);
+
+/// Parses a `veer drain --timeout` (`5m`, `2h`), at most `MAX_DRAIN_WAIT`.
+pub fn drain_wait(arg: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(arg).map_err(|e| e.to_string())?;
+    if d > MAX_DRAIN_WAIT {
+        return Err(format!(
+            "{} is longer than the {} maximum",
+            text(d),
+            text(MAX_DRAIN_WAIT)
+        ));
+    }
+    Ok(d)
 }
 
 /// What a service or group name may be.
@@ -478,6 +516,82 @@ impl DesiredState {
             endpoints.insert(endpoint, i);
             s.validate(i)?;
         }
+        self.validate_capacity()
+    }
+
+    /// Checks that the state fits the kernel's maps, so that applying it never fails halfway
+    /// through the writes. Ids start at 1 (0 is "unset"), so a map of `N` entries indexed or
+    /// keyed by id holds `N - 1` things; the pins trie holds `MAX_PINS` prefixes.
+    fn validate_capacity(&self) -> Result<(), Violation> {
+        let limit = |what, max: u32, map| (what, max as usize, map);
+        let (services, groups, backends, pins) = (
+            limit("services", maps::MAX_SERVICES - 1, maps::SERVICES),
+            limit("groups", maps::MAX_GROUPS - 1, maps::MAGLEV),
+            limit("backends", maps::MAX_BACKENDS - 1, maps::BACKENDS),
+            limit("pins", maps::MAX_PINS, maps::PINS),
+        );
+        let over = |(what, max, map): (&'static str, usize, &'static str), at_place: Place| {
+            at(
+                at_place,
+                StateError::TooMany {
+                    what,
+                    count: max + 1,
+                    max,
+                    map,
+                },
+            )
+        };
+        let (mut g, mut b, mut p) = (0, 0, 0);
+        for (i, s) in self.services.iter().enumerate() {
+            if i >= services.1 {
+                return Err(over(
+                    services,
+                    Place::Service {
+                        service: i,
+                        field: ServiceField::Table,
+                    },
+                ));
+            }
+            for (j, group) in s.groups.iter().enumerate() {
+                g += 1;
+                if g > groups.1 {
+                    return Err(over(
+                        groups,
+                        Place::Group {
+                            service: i,
+                            group: j,
+                            field: GroupField::Table,
+                        },
+                    ));
+                }
+                for k in 0..group.backends.len() {
+                    b += 1;
+                    if b > backends.1 {
+                        return Err(over(
+                            backends,
+                            Place::Backend {
+                                service: i,
+                                group: j,
+                                backend: k,
+                            },
+                        ));
+                    }
+                }
+            }
+            for k in 0..s.pins.len() {
+                p += 1;
+                if p > pins.1 {
+                    return Err(over(
+                        pins,
+                        Place::Pin {
+                            service: i,
+                            pin: k,
+                            field: PinField::Prefix,
+                        },
+                    ));
+                }
+            }
+        }
         Ok(())
     }
 }
@@ -544,8 +658,11 @@ impl Service {
                             RolloutField::To
                         }
                         PlanError::BadSteps { .. } => RolloutField::Steps,
-                        PlanError::PauseTooShort { .. } => RolloutField::Pause,
-                        PlanError::GateTimeoutTooShort { .. } => RolloutField::GateTimeout,
+                        PlanError::PauseTooShort { .. } | PlanError::PauseTooLong { .. } => {
+                            RolloutField::Pause
+                        }
+                        PlanError::GateTimeoutTooShort { .. }
+                        | PlanError::GateTimeoutTooLong { .. } => RolloutField::GateTimeout,
                         PlanError::AlreadyThere { .. } => RolloutField::Table,
                     };
                     return Err(at(
@@ -727,6 +844,16 @@ impl HealthCheck {
                 ),
             ));
         }
+        if self.interval > Self::MAX_INTERVAL {
+            return Err((
+                HealthField::Interval,
+                format!(
+                    "interval {} is longer than the {} maximum",
+                    text(self.interval),
+                    text(Self::MAX_INTERVAL)
+                ),
+            ));
+        }
         if self.timeout < Self::MIN_TIMEOUT {
             return Err((
                 HealthField::Timeout,
@@ -832,6 +959,16 @@ impl NodeConfig {
                         field: field.as_str(),
                         value: text(value),
                         min: text(Timeouts::MIN),
+                    },
+                ));
+            }
+            if value > Timeouts::MAX {
+                return Err(at(
+                    Place::Timeout(field),
+                    StateError::TimeoutTooLong {
+                        field: field.as_str(),
+                        value: text(value),
+                        max: text(Timeouts::MAX),
                     },
                 ));
             }

@@ -334,11 +334,18 @@ pub(crate) struct Veer {
     pub(crate) pin_dir: PathBuf,
     child: Option<Child>,
     starts: u32,
+    /// `--metrics` (`off`, or an address in the node namespace).
+    metrics: String,
 }
 
 impl Veer {
     /// Writes `config` and starts the daemon in `node`; returns once its socket answers.
     pub(crate) fn start(node: &Netns, config: &str) -> Result<Self> {
+        Self::start_with_metrics(node, config, "off")
+    }
+
+    /// Like `start`, serving metrics on `metrics` (an address in the node namespace).
+    pub(crate) fn start_with_metrics(node: &Netns, config: &str, metrics: &str) -> Result<Self> {
         let dir = TempDir::new("veer-bench")?;
         let name = dir
             .path()
@@ -355,6 +362,7 @@ impl Veer {
             dir,
             child: None,
             starts: 0,
+            metrics: metrics.to_owned(),
         };
         fs::write(&veer.config, config).context("writing the config")?;
         veer.spawn()?;
@@ -375,7 +383,7 @@ impl Veer {
             .arg(&self.bin)
             .arg("--socket")
             .arg(&self.socket)
-            .args(["daemon", "--metrics", "off", "--config"])
+            .args(["daemon", "--metrics", &self.metrics, "--config"])
             .arg(&self.config)
             .arg("--state-dir")
             .arg(self.dir.path().join("state"))

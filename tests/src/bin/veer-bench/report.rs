@@ -586,7 +586,10 @@ fn memory_section(result: &Result<memory::Results, String>, doc: &mut Doc) {
                  synthetic: copies of a real conntrack entry under {} new client tuples \
                  (established, same backend), written into the daemon's pinned \
                  `VEER_CONNTRACK` from user space ({:.1} s); the daemon counts them as active \
-                 flows on its next `status`.\n",
+                 flows on its next `status`. `status` scans the whole map under the control \
+                 lock to be exact (so does `drain --wait`); a scrape reads the census the \
+                 last upkeep pass took (every second, spaced out when a pass is long), so it \
+                 never scans: before, every scrape scanned like `status`.\n",
                 memory::CONNTRACK_MAX,
                 memory::ENTRIES,
                 m.insert_secs
@@ -612,6 +615,14 @@ fn memory_section(result: &Result<memory::Results, String>, doc: &mut Doc) {
                 w,
                 "| `veer status` with those flows (it counts active flows from the map) | {:.0} ms |",
                 m.status_ms
+            );
+            let _ = writeln!(
+                w,
+                "| `GET /metrics` with those flows ({} entries counted by the last upkeep pass; median of {}, max {:.1} ms) | {:.1} ms |",
+                m.scraped_entries,
+                m.scrape_ms.len(),
+                m.scrape_ms.iter().copied().fold(0.0, f64::max),
+                median(&m.scrape_ms)
             );
             let _ = writeln!(
                 w,

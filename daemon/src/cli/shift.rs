@@ -1,8 +1,12 @@
-//! `veer shift SERVICE[,SERVICE...] GROUP=WEIGHT...`.
+//! `veer shift SERVICE[,SERVICE...] GROUP=WEIGHT... [--dry-run] [--reason TEXT]`.
 
-use super::{Global, block_on, exit::Failure, output};
+use super::{
+    Global,
+    change::{ChangeArgs, submit},
+    exit::Failure,
+};
 use crate::{
-    api::protocol::{ApplyResponse, GroupWeight, ShiftRequest},
+    api::protocol::{GroupWeight, ShiftRequest},
     model::Weight,
 };
 
@@ -15,6 +19,8 @@ pub(super) struct Args {
     /// New weights, `GROUP=PERCENT` (e.g. `v1=90 v2=10`); groups not named keep theirs.
     #[arg(required = true, value_name = "GROUP=WEIGHT")]
     weights: Vec<String>,
+    #[command(flatten)]
+    change: ChangeArgs,
 }
 
 /// Parses `v1=90`.
@@ -47,8 +53,18 @@ pub(super) fn run(args: &Args, g: &Global) -> Result<(), Failure> {
             args.service
         )));
     }
-    let req = ShiftRequest { services, weights };
-    let r: ApplyResponse =
-        block_on(g.client().post("/v1/shift", &req))?.map_err(|e| output::client_failure(&e))?;
-    output::applied(g.output, &r, &format!("shift {}", args.service))
+    let options = args.change.options();
+    let dry_run = options.dry_run;
+    let req = ShiftRequest {
+        services,
+        weights,
+        options,
+    };
+    submit(
+        g,
+        "/v1/shift",
+        &req,
+        dry_run,
+        &format!("shift {}", args.service),
+    )
 }

@@ -98,6 +98,7 @@ impl Effects for FakeNode {
             ids: self.ids.clone(),
             config_digest: change.config.clone(),
             rollouts: change.rollouts.clone(),
+            audit: change.audit.clone(),
         });
         Ok(number)
     }
@@ -1165,3 +1166,5 @@ mod core_alone {
         );
     }
 }
+
+mod operator;

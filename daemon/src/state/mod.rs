@@ -1,6 +1,8 @@
 //! Desired state on disk: every applied change is a numbered revision in the state directory
 //! (`/var/lib/veer`), written so that a crash never leaves a torn file that is read back.
 
+mod audit;
 mod store;
 
+pub use audit::{Audit, Author, MAX_REASON, user_name};
 pub use store::{Origin, Revision, Store, StoreError};

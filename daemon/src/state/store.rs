@@ -90,6 +90,10 @@ pub struct Revision {
     /// Rollouts and their progress (the finished ones stay for `rollout status`).
     #[serde(default)]
     pub rollouts: Vec<crate::rollout::Rollout>,
+    /// Who made it, and why (`unknown`, no reason, in revisions written before veer recorded
+    /// them).
+    #[serde(default, flatten)]
+    pub audit: super::Audit,
 }
 
 /// A failure of the store.
@@ -193,6 +197,10 @@ impl Store {
     }
 
     /// Writes a new revision durably and returns it.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the fields of one revision, written together"
+    )]
     pub fn commit(
         &mut self,
         origin: Origin,
@@ -201,6 +209,7 @@ impl Store {
         ids: Ids,
         config_digest: Option<String>,
         rollouts: Vec<crate::rollout::Rollout>,
+        audit: super::Audit,
     ) -> Result<&Revision, StoreError> {
         let number = self.latest().map_or(1, |r| r.number + 1);
         let revision = Revision {
@@ -213,6 +222,7 @@ impl Store {
             ids,
             config_digest,
             rollouts,
+            audit,
         };
         let bytes = serde_json::to_vec_pretty(&revision)
             .map_err(|source| StoreError::Encode { number, source })?;
@@ -281,6 +291,7 @@ mod tests {
             Ids::default(),
             None,
             Vec::new(),
+            super::super::Audit::default(),
         )
         .unwrap();
         s.commit(
@@ -290,6 +301,7 @@ mod tests {
             Ids::default(),
             Some("abc".into()),
             Vec::new(),
+            super::super::Audit::default(),
         )
         .unwrap();
         let s = Store::open(&d).unwrap();
@@ -310,6 +322,7 @@ mod tests {
             Ids::default(),
             None,
             Vec::new(),
+            super::super::Audit::default(),
         )
         .unwrap();
         let dir = d.join("revisions");
@@ -326,6 +339,44 @@ mod tests {
     }
 
     #[test]
+    fn revisions_written_before_authors_were_recorded_still_load() {
+        let d = tmpdir("pre-audit");
+        let mut s = Store::open(&d).unwrap();
+        let audit = super::super::Audit {
+            author: super::super::Author::User {
+                uid: 1000,
+                name: Some("alice".into()),
+            },
+            reason: Some("ticket 42".into()),
+        };
+        s.commit(
+            Origin::Shift,
+            "audited".into(),
+            web(),
+            Ids::default(),
+            None,
+            Vec::new(),
+            audit.clone(),
+        )
+        .unwrap();
+        let dir = d.join("revisions");
+        let mut old: serde_json::Value =
+            serde_json::from_slice(&fs::read(dir.join("000001.json")).unwrap()).unwrap();
+        assert_eq!(old["author"]["name"], "alice");
+        assert_eq!(old["reason"], "ticket 42");
+        let fields = old.as_object_mut().unwrap();
+        fields.remove("author");
+        fields.remove("reason");
+        fields.insert("number".into(), 2.into());
+        fs::write(dir.join("000002.json"), serde_json::to_vec(&old).unwrap()).unwrap();
+        let s = Store::open(&d).unwrap();
+        assert_eq!(s.get(1).unwrap().audit, audit);
+        assert_eq!(s.get(2).unwrap().audit, super::super::Audit::default());
+        assert_eq!(s.get(2).unwrap().state, web());
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
     fn old_revisions_are_pruned() {
         let d = tmpdir("prune");
         let mut s = Store::open(&d).unwrap();
@@ -338,6 +389,7 @@ mod tests {
                 Ids::default(),
                 None,
                 Vec::new(),
+                super::super::Audit::default(),
             )
             .unwrap();
         }

@@ -74,6 +74,12 @@ struct FileState {
     last_error: Option<ReloadError>,
     /// The node settings the latest applied source asked for.
     wanted: Option<NodeConfig>,
+    /// When the file was last read to be applied (at start or on reload), whatever came of it.
+    last_attempt: Option<SystemTime>,
+    /// Reloads (and the start's reading) that applied the file or found it in force.
+    reloads_ok: u64,
+    /// Reloads (and the start's reading) that refused it.
+    reloads_failed: u64,
 }
 
 /// The daemon's control state: the node it acts on, the node settings it runs with, backend
@@ -84,6 +90,8 @@ pub struct Controller<N = Node> {
     config_path: PathBuf,
     health: Health,
     gates: BTreeMap<GateKey, GateState>,
+    /// Step gate checks since start: (service, passed) -> count.
+    gate_checks: BTreeMap<(String, bool), u64>,
     file: FileState,
 }
 
@@ -97,6 +105,7 @@ impl<N: Effects + Readings> Controller<N> {
             config_path,
             health: Health::default(),
             gates: BTreeMap::new(),
+            gate_checks: BTreeMap::new(),
             file: FileState::default(),
         }
     }
@@ -277,12 +286,17 @@ impl<N: Effects + Readings> Controller<N> {
 
     /// Remembers how a reload of the file (or the start's reading of it) went.
     fn record_reload(&mut self, result: Result<(), &ControlError>, now: SystemTime) {
+        self.file.last_attempt = Some(now);
         match result {
             Ok(()) => {
                 self.file.last_good = Some(now);
                 self.file.last_error = None;
+                self.file.reloads_ok += 1;
             }
-            Err(e) => self.file.last_error = Some(ReloadError::of(e, now)),
+            Err(e) => {
+                self.file.last_error = Some(ReloadError::of(e, now));
+                self.file.reloads_failed += 1;
+            }
         }
     }
 
@@ -364,7 +378,17 @@ impl<N: Effects + Readings> Controller<N> {
 
     /// Records the outcome of a step's extra gates.
     pub fn gate_result(&mut self, key: GateKey, result: Result<(), GateFailure>) {
+        *self
+            .gate_checks
+            .entry((key.0.clone(), result.is_ok()))
+            .or_default() += 1;
         self.gates.insert(key, GateState::Done(result));
+    }
+
+    /// How many times each service's step gates were checked, by outcome (pass: true), since
+    /// the daemon started.
+    pub fn gate_checks(&self) -> &BTreeMap<(String, bool), u64> {
+        &self.gate_checks
     }
 
     /// Decides every running rollout; commits advances, completions and breaches as revisions.
@@ -485,6 +509,9 @@ impl<N: Effects + Readings> Controller<N> {
         ConfigView {
             path: self.config_path.clone(),
             last_good: self.file.last_good,
+            last_attempt: self.file.last_attempt,
+            reloads_ok: self.file.reloads_ok,
+            reloads_failed: self.file.reloads_failed,
             last_error: self.file.last_error.clone(),
             pending_restart: self
                 .file

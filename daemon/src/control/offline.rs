@@ -135,6 +135,9 @@ pub fn status(
         config: ConfigView {
             path: PathBuf::from(paths::CONFIG),
             last_good: None,
+            last_attempt: None,
+            reloads_ok: 0,
+            reloads_failed: 0,
             last_error: None,
             pending_restart: Vec::new(),
         },

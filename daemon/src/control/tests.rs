@@ -1045,7 +1045,7 @@ mod views {
         let text = crate::metrics::render(&ctl).unwrap();
         assert!(text.contains("veer_revision 1"), "{text}");
         assert!(
-            text.contains(r#"veer_group_weight_percent{service="web6",group="v1"} 100"#),
+            text.contains(r#"veer_group_weight_ratio{service="web6",group="v1"} 1.0"#),
             "{text}"
         );
         assert!(

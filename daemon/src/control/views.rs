@@ -105,6 +105,12 @@ pub struct ConfigView {
     pub path: PathBuf,
     /// When it was last applied or found in force (start, SIGHUP, change).
     pub last_good: Option<SystemTime>,
+    /// When it was last read to be applied, whatever came of it.
+    pub last_attempt: Option<SystemTime>,
+    /// Reloads (the start's reading included) that applied it or found it in force.
+    pub reloads_ok: u64,
+    /// Reloads (the start's reading included) that refused it.
+    pub reloads_failed: u64,
     /// The last reload that refused it, unless a good one came after.
     pub last_error: Option<ReloadError>,
     /// Node settings asked for (by the file or `veer apply`) that wait for a daemon restart.

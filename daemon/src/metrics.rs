@@ -3,7 +3,7 @@
 //!
 //! Conventions: base units and ratios (weights and shares are 0–1 ratios, times are seconds),
 //! counters end in `_total`. A scrape gets the classic Prometheus text format (0.0.4) unless its
-//! `Accept` asks for OpenMetrics (`negotiate`): `prometheus-client` writes OpenMetrics, and
+//! `Accept` asks for `OpenMetrics` (`negotiate`): `prometheus-client` writes `OpenMetrics`, and
 //! `classic` rewrites it (the `_total` and `_info` names in `# TYPE`, no `# EOF`), so that
 //! `promtool check metrics` and every scraper read it.
 
@@ -91,7 +91,7 @@ pub fn render<N: Effects + Readings>(ctl: &Controller<N>) -> Result<String, Cont
 pub enum Format {
     /// Prometheus text format 0.0.4 (the default).
     Classic,
-    /// OpenMetrics 1.0.0 text.
+    /// `OpenMetrics` 1.0.0 text.
     OpenMetrics,
 }
 
@@ -105,7 +105,7 @@ impl Format {
     }
 }
 
-/// The format an `Accept` header asks for: OpenMetrics when it names
+/// The format an `Accept` header asks for: `OpenMetrics` when it names
 /// `application/openmetrics-text` (with a non-zero `q`), the classic format otherwise.
 pub fn negotiate(accept: Option<&str>) -> Format {
     let wants_openmetrics = accept.is_some_and(|a| {
@@ -127,23 +127,24 @@ pub fn negotiate(accept: Option<&str>) -> Format {
     }
 }
 
-/// OpenMetrics text (as `prometheus-client` writes it) in the classic Prometheus text format:
+/// `OpenMetrics` text (as `prometheus-client` writes it) in the classic Prometheus text format:
 /// a counter family `x` is `x_total` in its `# HELP` and `# TYPE`, an info family `x` is the gauge
 /// `x_info`, `# UNIT` and `# EOF` are dropped; samples are the same.
 pub fn classic(openmetrics: &str) -> String {
     let mut out = String::with_capacity(openmetrics.len());
-    let mut renames: std::collections::HashMap<String, String> = std::collections::HashMap::new();
+    let mut classic_types: std::collections::HashMap<String, String> =
+        std::collections::HashMap::new();
     // `# TYPE` follows `# HELP` in prometheus-client's output: read the types first.
     for line in openmetrics.lines() {
         if let Some(rest) = line.strip_prefix("# TYPE ") {
             let (name, ty) = rest.split_once(' ').unwrap_or((rest, "untyped"));
-            let renamed = match ty {
+            let family = match ty {
                 "counter" => format!("{name}_total counter"),
                 "info" => format!("{name}_info gauge"),
                 "unknown" => format!("{name} untyped"),
                 other => format!("{name} {other}"),
             };
-            renames.insert(name.to_owned(), renamed);
+            classic_types.insert(name.to_owned(), family);
         }
     }
     for line in openmetrics.lines() {
@@ -153,15 +154,15 @@ pub fn classic(openmetrics: &str) -> String {
         if let Some(rest) = line.strip_prefix("# TYPE ") {
             let name = rest.split(' ').next().unwrap_or(rest);
             out.push_str("# TYPE ");
-            out.push_str(renames.get(name).map_or(rest, String::as_str));
+            out.push_str(classic_types.get(name).map_or(rest, String::as_str));
         } else if let Some(rest) = line.strip_prefix("# HELP ") {
             let (name, help) = rest.split_once(' ').unwrap_or((rest, ""));
-            let renamed = renames
+            let classic_name = classic_types
                 .get(name)
                 .and_then(|r| r.split(' ').next())
                 .unwrap_or(name);
             out.push_str("# HELP ");
-            out.push_str(renamed);
+            out.push_str(classic_name);
             out.push(' ');
             out.push_str(help);
         } else {

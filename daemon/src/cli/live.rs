@@ -129,6 +129,32 @@ fn wrap(text: &str, width: usize, indent: usize) -> Vec<String> {
     lines.into_iter().map(|l| fit(&l, width)).collect()
 }
 
+/// The block for a terminal `width` columns wide and `height` rows high: no line is wider, and
+/// a plan with more steps than fit shows its first steps done as one line.
+pub(super) fn frame_sized(r: &RolloutStatus, width: usize, height: usize) -> Vec<String> {
+    let full = frame(r, width);
+    // One row stays free for the cursor below the block.
+    let room = height.saturating_sub(1).max(8);
+    if full.len() <= room {
+        return full;
+    }
+    let mut shown = r.clone();
+    let cut = (full.len() - room + 1).min(
+        r.progress
+            .iter()
+            .take_while(|s| s.state == "done" || s.state == "skipped")
+            .count(),
+    );
+    if cut < 2 {
+        return full.into_iter().take(room).collect();
+    }
+    shown.progress.drain(..cut);
+    let mut lines = frame(&shown, width);
+    // After the head, the blank line and the table's heading.
+    lines.insert(3, fit(&format!("1-{cut}  (steps before: done)"), width));
+    lines.into_iter().take(room).collect()
+}
+
 /// The block for a terminal `width` columns wide: no line is wider.
 pub(super) fn frame(r: &RolloutStatus, width: usize) -> Vec<String> {
     let width = width.max(20);
@@ -280,13 +306,21 @@ impl Screen {
     }
 }
 
-/// The width of the terminal on stdout, if it is one that says.
-pub(super) fn terminal_width() -> Option<usize> {
+/// The size (columns, rows) of the terminal on stdout, if it is one that says.
+pub(super) fn terminal_size() -> Option<(usize, usize)> {
     // SAFETY: an all-zero winsize is a valid value for TIOCGWINSZ to fill.
     let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
     // SAFETY: TIOCGWINSZ writes a winsize into the struct we own; stdout is fd 1.
     let rc = unsafe { libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &raw mut ws) };
-    (rc == 0 && ws.ws_col > 0).then_some(usize::from(ws.ws_col))
+    (rc == 0 && ws.ws_col > 0).then(|| {
+        let rows = if ws.ws_row > 0 { ws.ws_row } else { 24 };
+        (usize::from(ws.ws_col), usize::from(rows))
+    })
+}
+
+/// The width of the terminal on stdout, if it is one that says.
+pub(super) fn terminal_width() -> Option<usize> {
+    terminal_size().map(|(cols, _)| cols)
 }
 
 /// How often a watch asks the daemon.
@@ -399,6 +433,29 @@ mod tests {
                 (2, 1, 2)
             );
         }
+    }
+
+    #[test]
+    fn a_plan_taller_than_the_terminal_folds_its_first_steps() {
+        let mut r = status(Phase::Running, 3, None);
+        let more: Vec<StepStatus> = (6..=30)
+            .map(|i| StepStatus {
+                step: i,
+                ..r.progress[4].clone()
+            })
+            .collect();
+        r.progress[4].state = "done".into();
+        r.progress.extend(more);
+        for (i, s) in r.progress.iter_mut().enumerate() {
+            s.state = if i < 20 { "done" } else { "pending" }.into();
+        }
+        let f = frame_sized(&r, 80, 24);
+        assert!(f.len() <= 23, "{f:#?}");
+        assert!(f.iter().any(|l| l.contains("steps before: done")), "{f:#?}");
+        assert!(
+            f.iter().any(|l| l.starts_with("30 ")),
+            "the last step shows: {f:#?}"
+        );
     }
 
     #[test]

@@ -207,8 +207,12 @@ pub fn main() -> ExitCode {
                     | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
             );
             if json && !shows_help {
-                let failure = exit::Failure::usage(e.kind().to_string());
-                println!("{}", failure.to_json());
+                // clap's first paragraph on one line, without its `error: ` prefix.
+                let rendered = e.render().to_string();
+                let first = rendered.split("\n\n").next().unwrap_or_default();
+                let first = first.strip_prefix("error: ").unwrap_or(first);
+                let message = first.split_whitespace().collect::<Vec<_>>().join(" ");
+                println!("{}", exit::Failure::usage(message).to_json());
             }
             // clap prints the usage (stderr) or the help (stdout) and says how to exit.
             drop(e.print());

@@ -281,8 +281,8 @@ fn follow(service: &str, g: &Global) -> Result<(), Failure> {
                 last = text;
             }
         } else if tty {
-            let width = live::terminal_width().unwrap_or(live::DEFAULT_WIDTH);
-            screen.draw(&live::frame(&r, width));
+            let (width, height) = live::terminal_size().unwrap_or((live::DEFAULT_WIDTH, 24));
+            screen.draw(&live::frame_sized(&r, width, height));
         } else {
             let key = live::change_key(&r);
             if key != last {

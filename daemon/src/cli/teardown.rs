@@ -24,10 +24,13 @@ pub(super) struct Args {
 pub(super) fn run(args: &Args, g: &Global) -> Result<(), Failure> {
     let running = block_on(g.client().get::<VersionResponse>("/v1/version"))?.is_ok();
     if running && !args.force {
-        return Err(Failure::error(&std::io::Error::other(format!(
-            "a veer daemon answers on {}: stop it first (systemctl stop veer), or pass --force",
-            g.socket.display()
-        ))));
+        return Err(Failure::new(
+            "conflict",
+            format!(
+                "a veer daemon answers on {}: stop it first (systemctl stop veer), or pass --force",
+                g.socket.display()
+            ),
+        ));
     }
     let links_dir = args.pin_dir.join(paths::LINKS_SUBDIR);
     let interfaces = links::pinned_interfaces(&links_dir);
@@ -54,7 +57,7 @@ pub(super) fn run(args: &Args, g: &Global) -> Result<(), Failure> {
         }
     }
     if let Some(dir) = &args.purge_state {
-        std::fs::remove_dir_all(dir).map_err(|e| Failure::error(&e))?;
+        std::fs::remove_dir_all(dir).map_err(|e| Failure::of("io", &e))?;
     }
     output::print(
         g.output,

@@ -53,6 +53,7 @@ pub struct Daemon {
     child: Option<Child>,
     starts: u32,
     extra: Vec<String>,
+    env: Vec<(String, String)>,
 }
 
 impl Daemon {
@@ -70,6 +71,16 @@ impl Daemon {
 
     /// Like `start`, with more `veer daemon` arguments (`--metrics off` unless they set it).
     pub fn start_with(topo: &Topology, config: &str, args: &[&str]) -> Self {
+        Self::start_with_env(topo, config, args, &[])
+    }
+
+    /// Like `start_with`, with more environment for the daemon (`NOTIFY_SOCKET` ...).
+    pub fn start_with_env(
+        topo: &Topology,
+        config: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
         crate::require_root();
         let id = format!(
             "{}-{}",
@@ -97,6 +108,10 @@ impl Daemon {
                     .map(|a| (*a).to_owned())
                     .collect()
             },
+            env: env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
         };
         d.write_config(config);
         d.spawn();
@@ -131,6 +146,7 @@ impl Daemon {
             .arg("--pin-dir")
             .arg(&self.pin_dir)
             .env("RUST_LOG", "veer=debug")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap_or_else(|e| panic!("{e}")))
             .stderr(log)
@@ -298,6 +314,11 @@ impl Daemon {
     /// The state directory.
     pub fn state_dir(&self) -> PathBuf {
         self.dir.join("state")
+    }
+
+    /// A directory of this daemon's that is removed with it (for a test's own files).
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 }
 

@@ -43,11 +43,12 @@ pub(super) fn run(args: &Args, g: &Global) -> Result<(), Failure> {
     let options = args.change.options();
     let dry_run = options.dry_run;
     let req = request(&args.file, options)?;
+    let what = if dry_run { "apply" } else { "applied" };
     submit(
         g,
         "/v1/apply",
         &req,
         dry_run,
-        &format!("apply {}", args.file.display()),
+        &format!("{what} {}", args.file.display()),
     )
 }

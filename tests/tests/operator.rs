@@ -867,24 +867,45 @@ mod docs {
 mod systemd {
     use super::*;
 
-    /// The control socket of the process whose environment holds `env` (the daemon this test
-    /// gave its own `NOTIFY_SOCKET`), from its command line (`veer --socket PATH daemon ...`).
-    fn socket_of_notifier(env: &str) -> PathBuf {
-        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-            let dir = entry.path();
-            let Ok(environ) = std::fs::read(dir.join("environ")) else {
-                continue;
-            };
-            if !environ.split(|b| *b == 0).any(|v| v == env.as_bytes()) {
-                continue;
-            }
-            let cmdline = std::fs::read(dir.join("cmdline")).unwrap_or_default();
-            let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-            if let Some(i) = args.iter().position(|a| *a == b"--socket") {
-                return PathBuf::from(String::from_utf8_lossy(args[i + 1]).into_owned());
-            }
-        }
-        panic!("no process with {env}");
+    /// The control socket of process `pid` (a daemon started as `veer --socket PATH daemon`).
+    fn socket_of(pid: i32) -> PathBuf {
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+        let i = args
+            .iter()
+            .position(|a| *a == b"--socket")
+            .unwrap_or_else(|| panic!("pid {pid} has no --socket: {args:?}"));
+        PathBuf::from(String::from_utf8_lossy(args[i + 1]).into_owned())
+    }
+
+    /// One datagram from `sock` (which has `SO_PASSCRED` set) and the pid of its sender, as the
+    /// kernel says (`SCM_CREDENTIALS`); `None` after the socket's timeout.
+    fn recv_with_pid(sock: &std::os::unix::net::UnixDatagram) -> Option<(String, i32)> {
+        use std::os::fd::AsRawFd as _;
+        let mut buf = [0_u8; 4096];
+        let mut iov = libc::iovec {
+            iov_base: buf.as_mut_ptr().cast(),
+            iov_len: buf.len(),
+        };
+        // Room for one `ucred` control message (aligned as the kernel writes it).
+        let mut control = [0_u64; 8];
+        // SAFETY: an all-zero msghdr is valid; the pointers set below outlive the call.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_iov = &raw mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = std::mem::size_of_val(&control);
+        // SAFETY: recvmsg writes into the buffers `msg` points at, which we own.
+        let n = unsafe { libc::recvmsg(sock.as_raw_fd(), &raw mut msg, 0) };
+        let n = usize::try_from(n).ok()?;
+        // SAFETY: CMSG_FIRSTHDR reads the msghdr recvmsg just filled.
+        let cmsg = unsafe { libc::CMSG_FIRSTHDR(&raw const msg) };
+        assert!(!cmsg.is_null(), "no credentials with the datagram");
+        // SAFETY: the kernel put an SCM_CREDENTIALS message there (SO_PASSCRED is set): a
+        // `ucred`, read unaligned from the control buffer.
+        let cred: libc::ucred =
+            unsafe { std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::ucred>()) };
+        Some((String::from_utf8_lossy(&buf[..n]).into_owned(), cred.pid))
     }
 
     #[test]
@@ -898,26 +919,41 @@ mod systemd {
         listener
             .set_read_timeout(Some(Duration::from_secs(30)))
             .unwrap();
+        let on: libc::c_int = 1;
+        // SAFETY: setsockopt reads one int we own; the socket is open.
+        let rc = unsafe {
+            libc::setsockopt(
+                std::os::fd::AsRawFd::as_raw_fd(&listener),
+                libc::SOL_SOCKET,
+                libc::SO_PASSCRED,
+                (&raw const on).cast(),
+                std::mem::size_of_val(&on) as libc::socklen_t,
+            )
+        };
+        assert_eq!(rc, 0, "SO_PASSCRED");
         let config = node(&topo).to_toml();
         let notify = path.to_str().unwrap().to_owned();
         // READY=1 may only come once `veer status` answers: check at the moment it arrives.
+        let (checked_tx, checked) = std::sync::mpsc::channel::<()>();
         let listener_thread = {
-            let notify_env = format!("NOTIFY_SOCKET={notify}");
             std::thread::spawn(move || {
                 let mut messages = Vec::new();
-                let mut buf = [0_u8; 4096];
                 let mut served_at_ready = None;
-                while let Ok(n) = listener.recv(&mut buf) {
-                    let m = String::from_utf8_lossy(&buf[..n]).into_owned();
-                    if m.lines().any(|l| l == "READY=1") {
-                        let sock = socket_of_notifier(&notify_env);
+                while let Some((m, pid)) = recv_with_pid(&listener) {
+                    if m.lines().any(|l| l == "READY=1") && served_at_ready.is_none() {
+                        // At once: the socket accepts connections (a request then waits for
+                        // nothing but the daemon's answer).
+                        let sock = socket_of(pid);
+                        let accepts = std::os::unix::net::UnixStream::connect(&sock).is_ok();
                         let out = Command::new(veer_bin())
                             .arg("--socket")
                             .arg(&sock)
                             .arg("status")
                             .output()
                             .unwrap();
-                        served_at_ready = Some(out.status.success());
+                        served_at_ready = Some(accepts && out.status.success());
+                        // The daemon may be stopped now.
+                        drop(checked_tx.send(()));
                     }
                     let stopping = m.lines().any(|l| l == "STOPPING=1");
                     messages.push(m);
@@ -929,6 +965,10 @@ mod systemd {
             })
         };
         let mut d = Daemon::start_with_env(&topo, &config, &[], &[("NOTIFY_SOCKET", &notify)]);
+        // Stop it only once READY=1 was checked against a live daemon.
+        checked
+            .recv_timeout(Duration::from_secs(30))
+            .expect("READY=1 within 30 s of the start");
         d.stop();
         let (messages, served) = listener_thread.join().unwrap();
         assert_eq!(
@@ -937,6 +977,11 @@ mod systemd {
             "READY=1 before the socket served: {messages:?}"
         );
         assert!(messages[0].contains("READY=1"), "{messages:?}");
+        assert_eq!(
+            messages.iter().filter(|m| m.contains("READY=1")).count(),
+            1,
+            "{messages:?}"
+        );
         assert!(
             messages.last().unwrap().contains("STOPPING=1"),
             "{messages:?}"

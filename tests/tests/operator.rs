@@ -953,7 +953,7 @@ mod systemd {
                             .unwrap();
                         served_at_ready = Some(accepts && out.status.success());
                         // The daemon may be stopped now.
-                        drop(checked_tx.send(()));
+                        let _ = checked_tx.send(());
                     }
                     let stopping = m.lines().any(|l| l == "STOPPING=1");
                     messages.push(m);

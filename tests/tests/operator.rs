@@ -98,6 +98,26 @@ fn load(b: &Bed, secs: u64) -> Load {
     Load::new_connections(b.topo.client(), vip(), 200_000, Duration::from_secs(secs))
 }
 
+/// A directory of the test's own, removed when the test ends, pass or fail.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(what: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("veer-{what}-{}", std::process::id()));
+        drop(std::fs::remove_dir_all(&dir));
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+        Self(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_dir_all(&self.0) {
+            eprintln!("cannot remove {}: {e}", self.0.display());
+        }
+    }
+}
+
 /// Runs `veer --socket S args` on a pseudo-terminal `cols` wide.
 fn on_terminal(d: &Daemon, args: &[&str], cols: u16) -> pty::PtyChild {
     pty::spawn(
@@ -804,8 +824,8 @@ mod docs {
 
     #[test]
     fn man_pages_generate_and_every_help_has_examples() {
-        let dir = std::env::temp_dir().join(format!("veer-man-{}", std::process::id()));
-        drop(std::fs::remove_dir_all(&dir));
+        let tmp = TempDir::new("man");
+        let dir = tmp.0.join("man1");
         let out = Command::new(veer_bin())
             .args(["man", "--dir"])
             .arg(&dir)
@@ -860,7 +880,6 @@ mod docs {
         }
         let root = std::fs::read_to_string(dir.join("veer.1")).unwrap();
         assert!(root.contains("VEER_SOCKET") && root.contains("/var/lib/veer/revisions"));
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
 
@@ -911,10 +930,8 @@ mod systemd {
     #[test]
     fn the_daemon_says_ready_once_it_serves_and_stopping_when_it_stops() {
         let topo = Topology::builder().client().build().unwrap();
-        let dir = std::env::temp_dir().join(format!("veer-notify-{}", std::process::id()));
-        drop(std::fs::remove_dir_all(&dir));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("notify.sock");
+        let tmp = TempDir::new("notify");
+        let path = tmp.0.join("notify.sock");
         let listener = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
         listener
             .set_read_timeout(Some(Duration::from_secs(30)))
@@ -986,7 +1003,6 @@ mod systemd {
             messages.last().unwrap().contains("STOPPING=1"),
             "{messages:?}"
         );
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

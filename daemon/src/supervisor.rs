@@ -278,6 +278,11 @@ async fn run_async(opts: DaemonOptions, nofile: u64) -> Result<(), DaemonError> 
     ));
 
     tracing::info!(socket = %opts.socket.display(), "veer daemon ready");
+    // systemd (Type=notify): the programs are attached and the socket serves.
+    notify_service_manager(&[
+        sd_notify::NotifyState::Ready,
+        sd_notify::NotifyState::Status("attached; serving the control socket"),
+    ]);
     let handler = |kind, signal_name| {
         signal(kind).map_err(|source| DaemonError::Signal {
             signal: signal_name,
@@ -297,10 +302,19 @@ async fn run_async(opts: DaemonOptions, nofile: u64) -> Result<(), DaemonError> 
     tracing::info!(
         "stopping; programs stay attached and traffic keeps flowing (veer teardown removes them)"
     );
+    notify_service_manager(&[sd_notify::NotifyState::Stopping]);
     let _ = stop_tx.send(true);
     while tasks.join_next().await.is_some() {}
     server::remove(&opts.socket);
     Ok(())
+}
+
+/// Tells the service manager (systemd's `NOTIFY_SOCKET`, when set) how the daemon is. A
+/// service manager that cannot be told is logged, not fatal: traffic does not depend on it.
+fn notify_service_manager(state: &[sd_notify::NotifyState<'_>]) {
+    if let Err(e) = sd_notify::notify(state) {
+        tracing::warn!(error = %e, "telling the service manager (NOTIFY_SOCKET) failed");
+    }
 }
 
 /// Conntrack upkeep: every `UPKEEP_INTERVAL`, or more rarely when a pass is expensive (a very

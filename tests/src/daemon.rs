@@ -55,6 +55,8 @@ pub struct Daemon {
     extra: Vec<String>,
     /// A command that runs the daemon (`prlimit --nofile=…`), which must exec it.
     wrapper: Vec<String>,
+    /// More environment for the daemon.
+    env: Vec<(String, String)>,
 }
 
 impl Daemon {
@@ -72,12 +74,33 @@ impl Daemon {
 
     /// Like `start`, with more `veer daemon` arguments (`--metrics off` unless they set it).
     pub fn start_with(topo: &Topology, config: &str, args: &[&str]) -> Self {
-        Self::start_under(topo, config, args, &[])
+        Self::start_full(topo, config, args, &[], &[])
     }
 
     /// Like `start_with`, the daemon run by `wrapper` (`["prlimit", "--nofile=100:256", "--"]`),
     /// which must exec it (so `pid` is the daemon's).
     pub fn start_under(topo: &Topology, config: &str, args: &[&str], wrapper: &[&str]) -> Self {
+        Self::start_full(topo, config, args, wrapper, &[])
+    }
+
+    /// Like `start_with`, with more environment for the daemon (`NOTIFY_SOCKET` ...).
+    pub fn start_with_env(
+        topo: &Topology,
+        config: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
+        Self::start_full(topo, config, args, &[], env)
+    }
+
+    /// Like `start_with`, run by `wrapper` (empty: none) with more environment `env`.
+    fn start_full(
+        topo: &Topology,
+        config: &str,
+        args: &[&str],
+        wrapper: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
         crate::require_root();
         let id = format!(
             "{}-{}",
@@ -106,6 +129,10 @@ impl Daemon {
                     .map(|a| (*a).to_owned())
                     .collect()
             },
+            env: env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
         };
         d.write_config(config);
         d.spawn();
@@ -141,6 +168,7 @@ impl Daemon {
             .arg("--pin-dir")
             .arg(&self.pin_dir)
             .env("RUST_LOG", "veer=debug")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap_or_else(|e| panic!("{e}")))
             .stderr(log)
@@ -308,6 +336,11 @@ impl Daemon {
     /// The state directory.
     pub fn state_dir(&self) -> PathBuf {
         self.dir.join("state")
+    }
+
+    /// A directory of this daemon's that is removed with it (for a test's own files).
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 }
 

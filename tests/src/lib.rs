@@ -9,6 +9,8 @@
 //! - `netns`: uniquely named network namespaces wired with veth pairs for the roles of a test, torn
 //!   down on drop even when the test panics.
 //! - `servers`: TCP/UDP servers that answer with their own name, run inside a namespace.
+//! - `pty`: a command on a pseudo-terminal of a chosen size, and a small terminal that replays
+//!   what it drew.
 //! - `etcd`: a real etcd on loopback (plain, TLS-only with client certificates, or with users and
 //!   the fleet roles), stopped and removed on drop; a proxy to cut one client off.
 //!
@@ -25,6 +27,7 @@ pub mod netns;
 pub mod node;
 pub mod packet;
 pub mod prog;
+pub mod pty;
 pub mod servers;
 
 /// How tests load veer's kernel object: private maps, and a conntrack of 65,536 entries rather

@@ -309,9 +309,9 @@ mod refusals {
         let out = b.daemon.cli(&["apply", "-f", bad.to_str().unwrap()]);
         assert_eq!(out.status.code(), Some(1));
         assert_eq!(
-            stderr(&out),
+            stderr(&out).lines().next().unwrap_or_default(),
             format!(
-                "veer: {}:{line}:1: unknown field `colour`, expected one of `name`, `vip`, `port`, `protocol`, `group`, `pin`, `health`, `rollout`",
+                "error: {}:{line}:1: unknown key `colour` in [[service]]",
                 bad.display()
             )
         );
@@ -1522,9 +1522,9 @@ mod metrics {
         assert_eq!(
             metric(
                 &text,
-                r#"veer_group_weight_percent{service="web",group="v1"}"#
+                r#"veer_group_weight_ratio{service="web",group="v1"}"#
             ),
-            Some(100.0)
+            Some(1.0)
         );
         assert_eq!(metric(&text, "veer_conntrack_capacity"), Some(65536.0));
         assert!(metric(&text, "veer_conntrack_entries").unwrap() >= 4.0);

@@ -410,7 +410,7 @@ async fn connection(
         let ctl = Arc::clone(&ctl);
         async move {
             Ok::<_, std::convert::Infallible>(if allowed {
-                handlers::handle(req, &ctl, peer_uid == Some(0)).await
+                handlers::handle(req, &ctl, handlers::Peer { uid: peer_uid }).await
             } else {
                 handlers::error(
                     StatusCode::FORBIDDEN,

@@ -67,5 +67,5 @@ pub(super) fn run(args: &Args, g: &Global) -> Result<(), Failure> {
         },
         metrics,
     })
-    .map_err(|e| Failure::error(&e))
+    .map_err(|e| Failure::of("daemon", &e))
 }

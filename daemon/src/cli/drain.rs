@@ -1,8 +1,13 @@
-//! `veer drain SERVICE GROUP [--wait] [--timeout DURATION]`.
+//! `veer drain SERVICE GROUP [--wait] [--timeout DURATION] [--dry-run] [--reason TEXT]`.
 
 use std::time::{Duration, Instant};
 
-use super::{Global, block_on, exit::Failure, output, status};
+use super::{
+    Global, block_on,
+    change::{ChangeArgs, submit},
+    exit::Failure,
+    output, status,
+};
 use crate::api::protocol::{ApplyResponse, DrainRequest};
 
 /// How often `--wait` looks at the flow count.
@@ -24,23 +29,28 @@ pub(super) struct Args {
     /// Drain even when no other group takes new connections (they will be dropped).
     #[arg(long)]
     force: bool,
+    #[command(flatten)]
+    change: ChangeArgs,
 }
 
 /// Drains, and waits if asked.
 pub(super) fn run(args: &Args, g: &Global) -> Result<(), Failure> {
+    let options = args.change.options();
+    let dry_run = options.dry_run;
     let req = DrainRequest {
         service: args.service.clone(),
         group: args.group.clone(),
         force: args.force,
+        options,
     };
+    let what = format!("drain {}/{}", args.service, args.group);
+    if dry_run {
+        return submit(g, "/v1/drain", &req, true, &what);
+    }
     let r: ApplyResponse =
-        block_on(g.client().post("/v1/drain", &req))?.map_err(|e| output::client_failure(&e))?;
+        block_on(g.client().post("/v1/drain", &req))?.map_err(|e| Failure::from(&e))?;
     if !args.wait {
-        return output::applied(
-            g.output,
-            &r,
-            &format!("drain {}/{}", args.service, args.group),
-        );
+        return output::applied(g.output, &r, &what);
     }
     if g.output == output::Format::Human {
         eprintln!(
@@ -74,17 +84,15 @@ pub(super) fn run(args: &Args, g: &Global) -> Result<(), Failure> {
             );
         }
         if Instant::now() >= deadline {
-            output::print(
-                g.output,
-                &serde_json::json!({ "revision": r.revision, "drained": false, "active_flows": active }),
-                String::new,
-            )?;
             return Err(Failure::timeout(format!(
                 "drain {}/{}: {active} flows still active after {}",
                 args.service,
                 args.group,
                 humantime::format_duration(args.timeout)
-            )));
+            ))
+            .with_details(serde_json::json!({
+                "revision": r.revision, "drained": false, "active_flows": active,
+            })));
         }
         if active != last && g.output == output::Format::Human {
             eprintln!("{active} active flows");

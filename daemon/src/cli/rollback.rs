@@ -1,7 +1,11 @@
-//! `veer rollback [SERVICE] [--to REVISION]`.
+//! `veer rollback [SERVICE] [--to REVISION] [--dry-run] [--reason TEXT]`.
 
-use super::{Global, block_on, exit::Failure, output};
-use crate::api::protocol::{ApplyResponse, RollbackRequest};
+use super::{
+    Global,
+    change::{ChangeArgs, submit},
+    exit::Failure,
+};
+use crate::api::protocol::RollbackRequest;
 
 /// Arguments of `veer rollback`.
 #[derive(Debug, clap::Args)]
@@ -11,15 +15,18 @@ pub(super) struct Args {
     /// Revision to go back to (default: the one before the live one).
     #[arg(long)]
     to: Option<u64>,
+    #[command(flatten)]
+    change: ChangeArgs,
 }
 
 /// Rolls back.
 pub(super) fn run(args: &Args, g: &Global) -> Result<(), Failure> {
+    let options = args.change.options();
+    let dry_run = options.dry_run;
     let req = RollbackRequest {
         service: args.service.clone(),
         to: args.to,
+        options,
     };
-    let r: ApplyResponse =
-        block_on(g.client().post("/v1/rollback", &req))?.map_err(|e| output::client_failure(&e))?;
-    output::applied(g.output, &r, "rollback")
+    submit(g, "/v1/rollback", &req, dry_run, "rollback")
 }

@@ -1,8 +1,12 @@
-//! `veer shift SERVICE[,SERVICE...] GROUP=WEIGHT...`.
+//! `veer shift SERVICE[,SERVICE...] GROUP=WEIGHT... [--dry-run] [--reason TEXT]`.
 
-use super::{Global, block_on, exit::Failure, output};
+use super::{
+    Global,
+    change::{ChangeArgs, submit},
+    exit::Failure,
+};
 use crate::{
-    api::protocol::{ApplyResponse, GroupWeight, ShiftRequest},
+    api::protocol::{GroupWeight, ShiftRequest},
     model::Weight,
 };
 
@@ -19,6 +23,8 @@ pub(super) struct Args {
     /// dropped).
     #[arg(long)]
     force: bool,
+    #[command(flatten)]
+    change: ChangeArgs,
 }
 
 /// Parses `v1=90`.
@@ -51,12 +57,19 @@ pub(super) fn run(args: &Args, g: &Global) -> Result<(), Failure> {
             args.service
         )));
     }
+    let options = args.change.options();
+    let dry_run = options.dry_run;
     let req = ShiftRequest {
         services,
         weights,
         force: args.force,
+        options,
     };
-    let r: ApplyResponse =
-        block_on(g.client().post("/v1/shift", &req))?.map_err(|e| output::client_failure(&e))?;
-    output::applied(g.output, &r, &format!("shift {}", args.service))
+    submit(
+        g,
+        "/v1/shift",
+        &req,
+        dry_run,
+        &format!("shift {}", args.service),
+    )
 }

@@ -1,15 +1,29 @@
-//! `veer status [SERVICE]`.
+//! `veer status [SERVICE] [--offline]`.
 
-use std::fmt::Write as _;
+use std::{fmt::Write as _, path::PathBuf};
 
 use super::{Global, block_on, exit::Failure, output};
-use crate::api::protocol::{ConfigFileStatus, StateFilesStatus, Status};
+use crate::{
+    api::protocol::{ConfigFileStatus, StateFilesStatus, Status},
+    control, paths,
+};
 
 /// Arguments of `veer status`.
 #[derive(Debug, clap::Args)]
 pub(super) struct Args {
     /// Only this service.
     service: Option<String>,
+    /// Read the pinned maps directly instead of asking the daemon (it may be down): services,
+    /// weights, backends, active flows and counters as the kernel holds them, named from the
+    /// last revision in the state directory when it reads, else shown by id.
+    #[arg(long)]
+    offline: bool,
+    /// Pin directory (`--offline`).
+    #[arg(long, default_value = paths::PIN_DIR, requires = "offline")]
+    pin_dir: PathBuf,
+    /// State directory, for names (`--offline`).
+    #[arg(long, default_value = paths::STATE_DIR, requires = "offline")]
+    state_dir: PathBuf,
 }
 
 /// The query string selecting a service.
@@ -35,14 +49,26 @@ pub(super) fn fetch(g: &Global, service: Option<&str>) -> Result<Status, Failure
         g.client()
             .get(&format!("/v1/status{}", service_query(service))),
     )?
-    .map_err(|e| output::client_failure(&e))
+    .map_err(|e| Failure::from(&e))
 }
 
 /// Prints the status.
 pub(super) fn run(args: &Args, g: &Global) -> Result<(), Failure> {
-    let s = fetch(g, args.service.as_deref())?;
+    let s = if args.offline {
+        let view =
+            control::offline::status(&args.pin_dir, &args.state_dir, args.service.as_deref())
+                .map_err(|e| Failure::of("offline", &e))?;
+        Status::from(&view)
+    } else {
+        fetch(g, args.service.as_deref())?
+    };
     output::print(g.output, &s, || human(&s))
 }
+
+/// The columns of a service's table, one per cell of its rows.
+pub(super) const TABLE: [&str; 9] = [
+    "GROUP", "WEIGHT", "BACKEND", "HEALTH", "ACTIVE", "NEW", "FAILED", "PACKETS", "BYTES",
+];
 
 /// The config file's lines: last good reload, a rejection since, settings waiting for a restart.
 fn config(out: &mut String, c: &ConfigFileStatus) {
@@ -91,8 +117,14 @@ fn state_files(out: &mut String, f: &StateFilesStatus) {
     }
 }
 
-fn human(s: &Status) -> String {
+/// The status for people: what holds changes back, the revision, the config file, conntrack,
+/// then a table per service whose every cell sits under its heading.
+pub(super) fn human(s: &Status) -> String {
     let mut out = String::new();
+    if let Some(o) = &s.offline {
+        let _ = writeln!(out, "offline: read from the pinned maps in {}", o.pin_dir);
+        let _ = writeln!(out, "{}", o.names);
+    }
     state_files(&mut out, &s.state_files);
     match &s.revision {
         Some(r) => {
@@ -102,10 +134,17 @@ fn human(s: &Status) -> String {
                 r.number, r.origin, r.time, r.summary
             );
         }
-        None if s.state_files.held.is_some() => {}
-        None => out.push_str("no revision yet: apply a config (veer apply -f FILE)\n"),
+        None if s.offline.is_none() && s.state_files.held.is_none() => {
+            out.push_str(
+                "no revision yet: apply a config (veer apply -f FILE)
+",
+            );
+        }
+        None => {}
     }
-    config(&mut out, &s.config);
+    if s.offline.is_none() {
+        config(&mut out, &s.config);
+    }
     let _ = writeln!(
         out,
         "conntrack: {} of {} entries",
@@ -147,21 +186,16 @@ fn human(s: &Status) -> String {
                     grp.name.clone(),
                     format!("{}%", grp.weight),
                     "-".into(),
-                    String::new(),
+                    "-".into(),
                     "0".into(),
-                    String::new(),
-                    String::new(),
-                    String::new(),
-                    String::new(),
+                    "0".into(),
+                    "0".into(),
+                    "0".into(),
+                    "0".into(),
                 ]);
             }
         }
-        out.push_str(&output::table(
-            &[
-                "GROUP", "WEIGHT", "BACKEND", "ACTIVE", "NEW", "FAILED", "PACKETS", "BYTES",
-            ],
-            &rows,
-        ));
+        out.push_str(&output::table(&TABLE, &rows));
         out.push('\n');
         for p in &svc.pins {
             let _ = writeln!(out, "pin {} -> {}", p.prefix, p.group);

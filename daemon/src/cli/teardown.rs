@@ -35,10 +35,10 @@ pub(super) struct Args {
 
 /// Why teardown leaves a directory alone.
 fn refuse(dir: &Path, why: &str) -> Failure {
-    Failure::error(&std::io::Error::other(format!(
-        "{}: {why}; nothing was removed",
-        dir.display()
-    )))
+    Failure::new(
+        "io",
+        format!("{}: {why}; nothing was removed", dir.display()),
+    )
 }
 
 /// Whether `dir` is a directory of veer's to tear down: `Ok(false)` when there is nothing there,
@@ -97,10 +97,13 @@ fn names(dir: &Path) -> Vec<String> {
 pub(super) fn run(args: &Args, g: &Global) -> Result<(), Failure> {
     let running = block_on(g.client().get::<VersionResponse>("/v1/version"))?.is_ok();
     if running && !args.force {
-        return Err(Failure::error(&std::io::Error::other(format!(
-            "a veer daemon answers on {}: stop it first (systemctl stop veer), or pass --force",
-            g.socket.display()
-        ))));
+        return Err(Failure::new(
+            "conflict",
+            format!(
+                "a veer daemon answers on {}: stop it first (systemctl stop veer), or pass --force",
+                g.socket.display()
+            ),
+        ));
     }
     let pin_dir = &args.pin_dir;
     let links_dir = pin_dir.join(paths::LINKS_SUBDIR);
@@ -145,7 +148,7 @@ pub(super) fn run(args: &Args, g: &Global) -> Result<(), Failure> {
         }
     }
     let purged = match &args.purge_state {
-        Some(dir) => Some(state::purge(dir).map_err(|e| Failure::error(&e))?),
+        Some(dir) => Some(state::purge(dir).map_err(|e| Failure::of("io", &e))?),
         None => None,
     };
     output::print(

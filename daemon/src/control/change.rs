@@ -7,7 +7,7 @@ use super::error::ControlError;
 use crate::{
     model::{DesiredState, Service},
     rollout::Rollout,
-    state::{Origin, Revision, Unusable},
+    state::{Audit, Origin, Revision, Unusable},
 };
 
 /// The live revision, as the core reads it.
@@ -80,6 +80,7 @@ impl Head {
             origin,
             summary,
             config: self.config.clone(),
+            audit: Audit::default(),
         }
     }
 }
@@ -97,6 +98,9 @@ pub struct Change {
     pub summary: String,
     /// The config file's mark, carried from the head unless this change applies the file.
     pub config: Option<String>,
+    /// Who made it and why: the producer of the request it answers (the controller sets it;
+    /// the core leaves it empty).
+    pub audit: Audit,
 }
 
 /// What a request comes to.

@@ -15,6 +15,7 @@ use veer_common::counters::Reason;
 use super::{
     change::{Change, Head},
     core::{self, Live},
+    diff,
     effects::{Census, Effects, Readings},
     error::ControlError,
     health::{self, CheckJob, Health},
@@ -34,7 +35,7 @@ use crate::{
     health::check::CheckError,
     model::{BackendRef, DesiredState, NodeChange, NodeConfig},
     rollout::{Decision, GateFailure, Rollout, engine::WaitReason},
-    state::Origin,
+    state::{Audit, Author, Origin},
 };
 
 /// What a request did.
@@ -50,6 +51,21 @@ pub struct Answer {
     pub pending_restart: Vec<NodeChange>,
 }
 
+/// What a request would do, decided but not carried out (`--dry-run`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Preview {
+    /// The revision in force (it stays in force).
+    pub revision: u64,
+    /// How the desired state would differ afterwards.
+    pub diff: Vec<diff::Difference>,
+    /// The summary of every revision the request would make, in order (none: already so).
+    pub summaries: Vec<String>,
+    /// Why nothing would change, when it deserves a word.
+    pub note: Option<String>,
+    /// Node settings the request asks for that would wait for a daemon restart.
+    pub pending_restart: Vec<NodeChange>,
+}
+
 /// What the controller knows of the config file and of the node settings sources ask for.
 #[derive(Clone, Debug, Default)]
 struct FileState {
@@ -59,6 +75,12 @@ struct FileState {
     last_error: Option<ReloadError>,
     /// The node settings the latest applied source asked for.
     wanted: Option<NodeConfig>,
+    /// When the file was last read to be applied (at start or on reload), whatever came of it.
+    last_attempt: Option<SystemTime>,
+    /// Reloads (and the start's reading) that applied the file or found it in force.
+    reloads_ok: u64,
+    /// Reloads (and the start's reading) that refused it.
+    reloads_failed: u64,
 }
 
 /// The daemon's control state: the node it acts on, the node settings it runs with, backend
@@ -69,6 +91,8 @@ pub struct Controller<N = Node> {
     config_path: PathBuf,
     health: Health,
     gates: BTreeMap<GateKey, GateState>,
+    /// Step gate checks since start: (service, passed) -> count.
+    gate_checks: BTreeMap<(String, bool), u64>,
     file: FileState,
     /// Conntrack as the last upkeep pass counted it: what metrics show, so a scrape never
     /// scans the table (`status` and `drain --wait` do, to be exact).
@@ -85,6 +109,7 @@ impl<N: Effects + Readings> Controller<N> {
             config_path,
             health: Health::default(),
             gates: BTreeMap::new(),
+            gate_checks: BTreeMap::new(),
             file: FileState::default(),
             census: None,
         }
@@ -151,21 +176,24 @@ impl<N: Effects + Readings> Controller<N> {
         Ok(observed)
     }
 
-    /// Decides `request` at `now` and carries it out.
+    /// Decides `request` at `now` and carries it out; its revisions record the author its origin
+    /// implies (`Request::implied_author`: the config file), see `execute_by`.
     pub fn execute(&mut self, request: &Request, now: SystemTime) -> Result<Answer, ControlError> {
+        self.execute_by(request, &Audit::by(request.implied_author()), now)
+    }
+
+    /// Decides `request` at `now` and carries it out; every revision it makes records `audit`
+    /// (who asked, and why).
+    pub fn execute_by(
+        &mut self,
+        request: &Request,
+        audit: &Audit,
+        now: SystemTime,
+    ) -> Result<Answer, ControlError> {
         let head = self.head();
-        let observed = self.observe(&head, Some(request))?;
-        let outcome = core::decide(
-            request,
-            &Live {
-                head: &head,
-                history: self.node.revisions(),
-                observed: &observed,
-                now,
-            },
-        )?;
+        let outcome = self.decide(&head, request, now)?;
         let changed = !outcome.changes.is_empty();
-        let revision = self.commit_all(&head, outcome.changes)?;
+        let revision = self.commit_all(&head, outcome.changes, audit)?;
         Ok(Answer {
             revision,
             changed,
@@ -174,11 +202,56 @@ impl<N: Effects + Readings> Controller<N> {
         })
     }
 
-    /// Commits `changes` in order; returns the revision in force afterwards. A failure stops
-    /// there: the changes before it stay committed, the failed one is undone.
-    fn commit_all(&mut self, head: &Head, changes: Vec<Change>) -> Result<u64, ControlError> {
+    /// What `request` would do at `now`, decided exactly as `execute_by` decides it, with
+    /// nothing applied or committed (`--dry-run`, `veer diff`).
+    pub fn preview(&self, request: &Request, now: SystemTime) -> Result<Preview, ControlError> {
+        let head = self.head();
+        let outcome = self.decide(&head, request, now)?;
+        let after = outcome.changes.last().map_or(&head.state, |c| &c.state);
+        let mut pending_restart = Vec::new();
+        if let Request::Apply { node, .. } = request {
+            pending_restart = self.running.changes(node);
+        }
+        Ok(Preview {
+            revision: head.number,
+            diff: diff::between(&head.state, after),
+            summaries: outcome.changes.iter().map(|c| c.summary.clone()).collect(),
+            note: outcome.note,
+            pending_restart,
+        })
+    }
+
+    /// The core's decision on `request` against `head`, with what it observes now.
+    fn decide(
+        &self,
+        head: &Head,
+        request: &Request,
+        now: SystemTime,
+    ) -> Result<super::change::Outcome, ControlError> {
+        let observed = self.observe(head, Some(request))?;
+        core::decide(
+            request,
+            &Live {
+                head,
+                history: self.node.revisions(),
+                observed: &observed,
+                now,
+            },
+        )
+    }
+
+    /// Commits `changes` in order, each recording `audit`; returns the revision in force
+    /// afterwards. A failure stops there: the changes before it stay committed, the failed one
+    /// is undone.
+    fn commit_all(
+        &mut self,
+        head: &Head,
+        changes: Vec<Change>,
+        audit: &Audit,
+    ) -> Result<u64, ControlError> {
         let mut current = head.clone();
-        for change in changes {
+        for mut change in changes {
+            change.audit = audit.clone();
             current.number = self.commit(&current.state, &change)?;
             current.state = change.state;
         }
@@ -218,7 +291,7 @@ impl<N: Effects + Readings> Controller<N> {
         }
         let head = self.head();
         if let Some(change) = rollouts::hold_after_restart(&head)? {
-            self.commit_all(&head, vec![change])?;
+            self.commit_all(&head, vec![change], &Audit::by(Author::Rollout))?;
         }
         Ok(())
     }
@@ -246,12 +319,17 @@ impl<N: Effects + Readings> Controller<N> {
 
     /// Remembers how a reload of the file (or the start's reading of it) went.
     fn record_reload(&mut self, result: Result<(), &ControlError>, now: SystemTime) {
+        self.file.last_attempt = Some(now);
         match result {
             Ok(()) => {
                 self.file.last_good = Some(now);
                 self.file.last_error = None;
+                self.file.reloads_ok += 1;
             }
-            Err(e) => self.file.last_error = Some(ReloadError::of(e, now)),
+            Err(e) => {
+                self.file.last_error = Some(ReloadError::of(e, now));
+                self.file.reloads_failed += 1;
+            }
         }
     }
 
@@ -309,7 +387,17 @@ impl<N: Effects + Readings> Controller<N> {
     /// Applies a source's desired state (`Request::Apply`): as `execute`, and says when its node
     /// settings differ from those in force (they wait for a restart).
     pub fn apply(&mut self, request: &Request, now: SystemTime) -> Result<Answer, ControlError> {
-        let mut answer = self.execute(request, now)?;
+        self.apply_by(request, &Audit::by(request.implied_author()), now)
+    }
+
+    /// `apply`, its revisions recording `audit`.
+    pub fn apply_by(
+        &mut self,
+        request: &Request,
+        audit: &Audit,
+        now: SystemTime,
+    ) -> Result<Answer, ControlError> {
+        let mut answer = self.execute_by(request, audit, now)?;
         if !answer.changed {
             tracing::info!(
                 "config unchanged since it was last applied; the live revision stays in force"
@@ -323,7 +411,17 @@ impl<N: Effects + Readings> Controller<N> {
 
     /// Records the outcome of a step's extra gates.
     pub fn gate_result(&mut self, key: GateKey, result: Result<(), GateFailure>) {
+        *self
+            .gate_checks
+            .entry((key.0.clone(), result.is_ok()))
+            .or_default() += 1;
         self.gates.insert(key, GateState::Done(result));
+    }
+
+    /// How many times each service's step gates were checked, by outcome (pass: true), since
+    /// the daemon started.
+    pub fn gate_checks(&self) -> &BTreeMap<(String, bool), u64> {
+        &self.gate_checks
     }
 
     /// Decides every running rollout; commits advances, completions and breaches as revisions.
@@ -346,7 +444,7 @@ impl<N: Effects + Readings> Controller<N> {
         for job in &tick.gate_jobs {
             self.gates.insert(job.key.clone(), GateState::Pending);
         }
-        self.commit_all(&head, tick.changes)?;
+        self.commit_all(&head, tick.changes, &Audit::by(Author::Rollout))?;
         // Outcomes of steps no running rollout is at any more are of no use.
         let current: Vec<GateKey> = self
             .head()
@@ -490,6 +588,9 @@ impl<N: Effects + Readings> Controller<N> {
         ConfigView {
             path: self.config_path.clone(),
             last_good: self.file.last_good,
+            last_attempt: self.file.last_attempt,
+            reloads_ok: self.file.reloads_ok,
+            reloads_failed: self.file.reloads_failed,
             last_error: self.file.last_error.clone(),
             pending_restart: self
                 .file
@@ -550,7 +651,7 @@ impl<N: Effects + Readings> Controller<N> {
             Decision::EvaluateGates => Some(Waiting::Gates),
             _ => None,
         };
-        let weights = head
+        let weights: Vec<(String, crate::model::Weight)> = head
             .state
             .service(service)
             .map(|s| {
@@ -560,11 +661,63 @@ impl<N: Effects + Readings> Controller<N> {
                     .collect()
             })
             .unwrap_or_default();
+        let census = self.node.census()?;
+        let elapsed = now.duration_since(r.step_started).unwrap_or_default();
+        let mut groups = Vec::new();
+        for (name, weight) in &weights {
+            let active_flows = self
+                .node
+                .ids()
+                .backends
+                .iter()
+                .filter(|((s, g, _), _)| s == service && g == name)
+                .map(|(_, id)| census.active.get(id).copied().unwrap_or(0))
+                .sum();
+            let baseline = r.group_baselines.iter().find(|(g, _)| g == name);
+            let in_step = match baseline {
+                // A rollout that is over has no current step.
+                _ if r.phase.is_final() => None,
+                Some((_, base)) => {
+                    let now_counts = views::group_counts(&self.node, &self.health, service, name)?;
+                    Some(crate::rollout::engine::Counts {
+                        attempted: now_counts.attempted.saturating_sub(base.attempted),
+                        failed: now_counts.failed.saturating_sub(base.failed),
+                    })
+                }
+                None if *name == r.plan.to => Some(r.in_step(counts)),
+                None => None,
+            };
+            let seconds = elapsed.as_secs_f64();
+            groups.push(views::GroupInStep {
+                name: name.clone(),
+                weight: *weight,
+                active_flows,
+                in_step,
+                new_per_second: in_step
+                    .filter(|_| seconds > 0.0)
+                    .map(|c| c.attempted as f64 / seconds),
+            });
+        }
+        let in_step = if r.phase.is_final() {
+            r.history
+                .last()
+                .map_or_else(|| r.in_step(counts), |h| h.counts)
+        } else {
+            r.in_step(counts)
+        };
         Ok(RolloutView {
             rollout: r.clone(),
             weights,
-            in_step: r.in_step(counts),
+            in_step,
             waiting,
+            steps: views::steps(r, in_step, now),
+            groups,
+            elapsed,
+            verdict: views::Verdict {
+                counts: in_step,
+                max_failure_rate: r.plan.max_failure_rate,
+                min_flows: r.plan.min_flows,
+            },
         })
     }
 }

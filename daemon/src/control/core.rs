@@ -85,7 +85,15 @@ pub fn decide(request: &Request, live: &Live<'_>) -> Result<Outcome, ControlErro
         Request::RolloutResume { service } => {
             rollouts::resume(head, service, live.observed, live.now)?.into()
         }
-        Request::RolloutAbort { service } => rollouts::abort(head, service)?,
+        Request::RolloutAbort { service } => {
+            rollouts::abort(head, service, live.observed, live.now)?
+        }
+        Request::RolloutPromote { service, full } => {
+            rollouts::promote(head, service, *full, live.observed, live.now)?
+        }
+        Request::RolloutRetry { service } => {
+            rollouts::retry(head, service, live.observed, live.now)?
+        }
     })
 }
 

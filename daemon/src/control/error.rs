@@ -84,7 +84,7 @@ pub enum ControlError {
     Invalid(#[from] Violation),
     /// The config file is invalid.
     #[error(transparent)]
-    Config(#[from] config::ConfigError),
+    Config(#[from] config::ConfigErrors),
     /// The config file could not be read or is invalid (at start, or on reload).
     #[error(transparent)]
     ConfigFile(Box<config::LoadError>),
@@ -154,6 +154,16 @@ pub enum ControlError {
         problem: Problem,
         /// The newest revision that can be used, if any.
         usable: Option<u64>,
+    },
+    /// A retry of a rollout that completed.
+    #[error(
+        "rollout {service} -> {to} completed: there is nothing to retry (start a new one: veer rollout start {service} --to GROUP)"
+    )]
+    NothingToRetry {
+        /// Name of the service.
+        service: String,
+        /// The completed rollout's target group.
+        to: String,
     },
 }
 

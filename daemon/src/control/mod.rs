@@ -8,22 +8,25 @@
 //!   besides the head.
 //! - `controller` carries changes out through `Effects` (apply to the kernel, commit to the
 //!   store, undo) and reads counters through `Readings`; `node` is the real node behind both.
-//! - `views` are what it shows: domain values that `api` and `metrics` convert.
+//! - `views` are what it shows: domain values that `api` and `metrics` convert; `diff` says how
+//!   two desired states differ (a dry run), `offline` reads the pinned maps with no daemon.
 
 mod change;
 mod controller;
 pub mod core;
+pub mod diff;
 mod effects;
 mod error;
 mod health;
 mod node;
 mod observed;
+pub mod offline;
 mod request;
 mod rollouts;
 pub mod views;
 
 pub use change::{Change, Head, Outcome};
-pub use controller::{Answer, Controller};
+pub use controller::{Answer, Controller, Preview};
 pub use effects::{Census, Effects, FlowTable, Readings};
 pub use error::{ControlError, held_advice};
 pub use health::CheckJob;

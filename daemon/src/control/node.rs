@@ -75,6 +75,7 @@ impl Effects for Node {
             ids,
             change.config.clone(),
             change.rollouts.clone(),
+            change.audit.clone(),
         )?;
         Ok(revision.number)
     }

@@ -5,7 +5,7 @@
 
 use crate::{
     model::{DesiredState, NodeConfig, Plan, Weight},
-    state::Origin,
+    state::{Author, Origin},
 };
 
 /// One request to change the desired state.
@@ -86,4 +86,32 @@ pub enum Request {
         /// Name of the service.
         service: String,
     },
+    /// End the current step's pause now (its new flows and gates still count), or with `full`
+    /// go straight to the last step (100%), whose gates are still checked before it completes.
+    /// A paused rollout is resumed.
+    RolloutPromote {
+        /// Name of the service.
+        service: String,
+        /// Straight to the last step.
+        full: bool,
+    },
+    /// Start the service's rolled-back (or aborted) rollout again, with its plan.
+    RolloutRetry {
+        /// Name of the service.
+        service: String,
+    },
+}
+
+impl Request {
+    /// Who a request stands for when no one asked for it through the control socket: the config
+    /// file for its own applies, else unknown (the API records the socket's peer instead).
+    pub fn implied_author(&self) -> Author {
+        match self {
+            Request::Apply {
+                origin: Origin::Config { .. },
+                ..
+            } => Author::ConfigFile,
+            _ => Author::Unknown,
+        }
+    }
 }

@@ -11,8 +11,8 @@ use super::{
 };
 use crate::{
     model::{DesiredState, Plan, Weight, gate::Gate},
-    rollout::{Decision, Phase, Rollout},
-    state::Origin,
+    rollout::{Decision, Phase, Rollout, StepOutcome},
+    state::{Audit, Origin},
 };
 
 /// Extra gates to check for a step (run by the supervisor, off the lock).
@@ -69,7 +69,16 @@ fn rollout_change(
         origin: Origin::Rollout,
         summary,
         config: head.config.clone(),
+        audit: Audit::default(),
     }
+}
+
+/// The names of `service`'s groups.
+fn group_names(head: &Head, service: &str) -> Vec<String> {
+    head.state
+        .service(service)
+        .map(|s| s.groups.iter().map(|g| g.name.clone()).collect())
+        .unwrap_or_default()
 }
 
 /// The index of `service`'s rollout that is not over.
@@ -105,7 +114,8 @@ pub(super) fn start(
         .get(&(service.to_owned(), plan.to.clone()))
         .copied()
         .unwrap_or_default();
-    let r = Rollout::start(service, plan.clone(), original, counts, now);
+    let mut r = Rollout::start(service, plan.clone(), original, counts, now);
+    r.group_baselines = observed.group_counts(service, &group_names(head, service));
     let weights = r.weights_at_step(0);
     let summary = format!(
         "rollout {service} -> {} started: step 1/{} ({})",
@@ -135,6 +145,17 @@ pub(super) fn pause(head: &Head, service: &str) -> Result<Option<Change>, Contro
     finish(head, rollout_change(head, rollouts, service, None, summary))
 }
 
+/// Runs `r` from `now`, its current step watched afresh: the pause starts over, and the new
+/// flows and failures of the step are counted from the counters observed now.
+fn watch_afresh(r: &mut Rollout, head: &Head, observed: &Observations, now: SystemTime) {
+    r.phase = Phase::Running;
+    r.reason = None;
+    r.step_started = now;
+    r.baseline = observed.of(r).counts;
+    r.group_baselines = observed.group_counts(&r.service, &group_names(head, &r.service));
+    r.pause_skipped = false;
+}
+
 /// Resumes a paused rollout: the current step is watched afresh from `now` (a running one goes
 /// on as it was).
 pub(super) fn resume(
@@ -148,19 +169,19 @@ pub(super) fn resume(
         return Ok(None);
     }
     let mut rollouts = head.rollouts.clone();
-    let counts = observed.of(&rollouts[i]).counts;
-    let r = &mut rollouts[i];
-    r.phase = Phase::Running;
-    r.reason = None;
-    r.step_started = now;
-    r.baseline = counts;
+    watch_afresh(&mut rollouts[i], head, observed, now);
     let summary = format!("rollout {service} resumed");
     finish(head, rollout_change(head, rollouts, service, None, summary))
 }
 
 /// Stops a rollout and restores the weights from before it. With no rollout running or paused
 /// there is nothing to stop: what the abort asks for is already so, and the outcome says so.
-pub(super) fn abort(head: &Head, service: &str) -> Result<Outcome, ControlError> {
+pub(super) fn abort(
+    head: &Head,
+    service: &str,
+    observed: &Observations,
+    now: SystemTime,
+) -> Result<Outcome, ControlError> {
     head.service(service)?;
     let Ok(i) = active_index(head, service) else {
         let latest = match head.latest_rollout(service).map(|r| r.phase) {
@@ -175,6 +196,9 @@ pub(super) fn abort(head: &Head, service: &str) -> Result<Outcome, ControlError>
         });
     };
     let mut rollouts = head.rollouts.clone();
+    let counts = observed.of(&rollouts[i]).counts;
+    let record = rollouts[i].record(StepOutcome::Aborted, counts, now);
+    rollouts[i].history.push(record);
     rollouts[i].phase = Phase::Aborted;
     rollouts[i].reason = Some("aborted by an operator".to_owned());
     let weights = rollouts[i].original.clone();
@@ -184,6 +208,133 @@ pub(super) fn abort(head: &Head, service: &str) -> Result<Outcome, ControlError>
         rollout_change(head, rollouts, service, Some(&weights), summary),
     )?
     .into())
+}
+
+/// Promotes `service`'s rollout: ends the current step's pause now (its new flows and gates
+/// still count), or with `full` goes straight to the last step (the steps in between recorded
+/// as skipped), whose new flows and gates are still checked before it completes. A paused
+/// rollout is resumed. Idempotent: a promotion that holds already changes nothing.
+pub(super) fn promote(
+    head: &Head,
+    service: &str,
+    full: bool,
+    observed: &Observations,
+    now: SystemTime,
+) -> Result<Outcome, ControlError> {
+    head.service(service)?;
+    let Ok(i) = active_index(head, service) else {
+        return match head.latest_rollout(service).map(|r| r.phase) {
+            Some(Phase::Completed) => Ok(Outcome {
+                changes: Vec::new(),
+                note: Some(format!(
+                    "rollout {service}: nothing to promote (the latest rollout completed)"
+                )),
+            }),
+            _ => Err(ControlError::NoRollout {
+                service: service.to_owned(),
+            }),
+        };
+    };
+    let mut rollouts = head.rollouts.clone();
+    let r = &mut rollouts[i];
+    let last = r.plan.steps.len().saturating_sub(1);
+    let already = r.phase == Phase::Running && r.pause_skipped && (!full || r.step == last);
+    if already {
+        let what = if full { "at its last step" } else { "promoted" };
+        return Ok(Outcome {
+            changes: Vec::new(),
+            note: Some(format!(
+                "rollout {service} is already {what} (step {}/{}, pause skipped)",
+                r.step + 1,
+                r.plan.steps.len()
+            )),
+        });
+    }
+    if r.phase == Phase::Paused {
+        watch_afresh(r, head, observed, now);
+    }
+    let counts = observed.of(r).counts;
+    let mut weights = None;
+    if full && r.step < last {
+        r.history.push(r.record(StepOutcome::Skipped, counts, now));
+        for step in r.step + 1..last {
+            r.history.push(crate::rollout::StepRecord {
+                step,
+                started: now,
+                ended: now,
+                outcome: StepOutcome::Skipped,
+                counts: crate::rollout::engine::Counts::default(),
+            });
+        }
+        r.step = last;
+        r.step_started = now;
+        r.baseline = counts;
+        r.group_baselines = observed.group_counts(service, &group_names(head, service));
+        weights = Some(r.weights_at_step(last));
+    }
+    r.pause_skipped = true;
+    let summary = match &weights {
+        Some(w) => format!(
+            "rollout {service} -> {} promoted to step {}/{} ({}); its gates are checked before it completes",
+            r.plan.to,
+            r.step + 1,
+            r.plan.steps.len(),
+            weights_text(w)
+        ),
+        None => format!(
+            "rollout {service} -> {} promoted: the pause of step {}/{} is skipped",
+            r.plan.to,
+            r.step + 1,
+            r.plan.steps.len()
+        ),
+    };
+    Ok(finish(
+        head,
+        rollout_change(head, rollouts, service, weights.as_deref(), summary),
+    )?
+    .into())
+}
+
+/// Starts `service`'s rolled-back or aborted rollout again, with its plan, from the weights in
+/// force (those it restored). A running one is already what a retry asks for.
+pub(super) fn retry(
+    head: &Head,
+    service: &str,
+    observed: &Observations,
+    now: SystemTime,
+) -> Result<Outcome, ControlError> {
+    head.service(service)?;
+    let latest = head
+        .latest_rollout(service)
+        .ok_or_else(|| ControlError::NoRollout {
+            service: service.to_owned(),
+        })?;
+    match latest.phase {
+        Phase::RolledBack | Phase::Aborted => {
+            let plan = latest.plan.clone();
+            let change = start(head, service, &plan, observed, now)?;
+            Ok(change
+                .map(|mut c| {
+                    c.summary = c.summary.replacen(" started:", " retried:", 1);
+                    c
+                })
+                .into())
+        }
+        Phase::Running => Ok(Outcome {
+            changes: Vec::new(),
+            note: Some(format!(
+                "rollout {service} -> {} is already running (step {}/{})",
+                latest.plan.to,
+                latest.step + 1,
+                latest.plan.steps.len()
+            )),
+        }),
+        Phase::Paused => Err(ControlError::in_the_way(latest)),
+        Phase::Completed => Err(ControlError::NothingToRetry {
+            service: service.to_owned(),
+            to: latest.plan.to.clone(),
+        }),
+    }
 }
 
 /// After a restart: rollouts whose plan says so hold (paused) instead of resuming.
@@ -211,6 +362,7 @@ pub(super) fn hold_after_restart(head: &Head) -> Result<Option<Change>, ControlE
         origin: Origin::Rollout,
         summary,
         config: head.config.clone(),
+        audit: Audit::default(),
     };
     finish(head, change)
 }
@@ -224,6 +376,28 @@ pub(super) struct Tick {
     pub gate_jobs: Vec<GateJob>,
 }
 
+/// `service`'s rollout that is not over changed by `f`, with its weights set (if any), as a
+/// change on top of `next`.
+fn update_rollout(
+    next: &Head,
+    service: &str,
+    f: &dyn Fn(&mut Rollout),
+    weights: Option<&[(String, Weight)]>,
+    summary: String,
+) -> Result<Option<Change>, ControlError> {
+    let mut rollouts = next.rollouts.clone();
+    if let Some(x) = rollouts
+        .iter_mut()
+        .find(|x| x.service == service && !x.phase.is_final())
+    {
+        f(x);
+    }
+    finish(
+        next,
+        rollout_change(next, rollouts, service, weights, summary),
+    )
+}
+
 /// Decides every running rollout.
 pub(super) fn tick(
     head: &Head,
@@ -234,22 +408,11 @@ pub(super) fn tick(
     let mut next = head.clone();
     for r in head.rollouts.iter().filter(|r| r.phase == Phase::Running) {
         let obs = observed.of(r);
-        let update = |next: &Head,
-                      f: &dyn Fn(&mut Rollout),
-                      weights: Option<&[(String, Weight)]>,
-                      summary: String| {
-            let mut rollouts = next.rollouts.clone();
-            if let Some(x) = rollouts
-                .iter_mut()
-                .find(|x| x.service == r.service && !x.phase.is_final())
-            {
-                f(x);
-            }
-            finish(
-                next,
-                rollout_change(next, rollouts, &r.service, weights, summary),
-            )
-        };
+        let update =
+            |next: &Head,
+             f: &dyn Fn(&mut Rollout),
+             weights: Option<&[(String, Weight)]>,
+             summary: String| { update_rollout(next, &r.service, f, weights, summary) };
         let change = match r.decide(&obs, now) {
             Decision::Wait(_) => None,
             Decision::EvaluateGates => {
@@ -275,12 +438,17 @@ pub(super) fn tick(
                     r.plan.steps.len(),
                     weights_text(&weights)
                 );
+                let baselines = observed.group_counts(&r.service, &group_names(head, &r.service));
                 update(
                     &next,
                     &|x| {
+                        x.history
+                            .push(x.record(StepOutcome::Passed, obs.counts, now));
                         x.step = step;
                         x.step_started = now;
                         x.baseline = obs.counts;
+                        x.group_baselines.clone_from(&baselines);
+                        x.pause_skipped = false;
                     },
                     Some(&weights),
                     summary,
@@ -288,7 +456,16 @@ pub(super) fn tick(
             }
             Decision::Complete => {
                 let summary = format!("rollout {} -> {} completed", r.service, r.plan.to);
-                update(&next, &|x| x.phase = Phase::Completed, None, summary)?
+                update(
+                    &next,
+                    &|x| {
+                        x.history
+                            .push(x.record(StepOutcome::Passed, obs.counts, now));
+                        x.phase = Phase::Completed;
+                    },
+                    None,
+                    summary,
+                )?
             }
             Decision::Breach {
                 gate,
@@ -306,6 +483,8 @@ pub(super) fn tick(
                 update(
                     &next,
                     &|x| {
+                        x.history
+                            .push(x.record(StepOutcome::Breached, obs.counts, now));
                         x.phase = phase;
                         x.reason = Some(reason.clone());
                         x.step = x.step.saturating_sub(usize::from(phase == Phase::Paused));

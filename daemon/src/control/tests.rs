@@ -108,6 +108,7 @@ impl Effects for FakeNode {
             ids: self.ids.clone(),
             config_digest: change.config.clone(),
             rollouts: change.rollouts.clone(),
+            audit: change.audit.clone(),
         });
         Ok(number)
     }
@@ -1128,7 +1129,7 @@ mod views {
         let text = crate::metrics::render(&ctl).unwrap();
         assert!(text.contains("veer_revision 1"), "{text}");
         assert!(
-            text.contains(r#"veer_group_weight_percent{service="web6",group="v1"} 100"#),
+            text.contains(r#"veer_group_weight_ratio{service="web6",group="v1"} 1.0"#),
             "{text}"
         );
         assert!(
@@ -1369,3 +1370,5 @@ mod core_alone {
         );
     }
 }
+
+mod operator;

@@ -111,6 +111,21 @@ fn expected_layout(conntrack_max: u32) -> Vec<(&'static str, MapType, u32, u32, 
     ]
 }
 
+/// Checks the maps a daemon pinned under `dir` (running or not) against this build's layout,
+/// for a reader that opens them without loading anything (`veer status --offline`); returns the
+/// conntrack capacity they were made with.
+pub fn check_pinned(dir: &Path) -> Result<u32, DataplaneError> {
+    let conntrack = dir.join(maps::CONNTRACK);
+    let info = MapInfo::from_pin(&conntrack).map_err(|e| DataplaneError::PinnedMapLayout {
+        path: conntrack.clone(),
+        expected: "veer's conntrack map".to_owned(),
+        found: format!("no readable map ({e})"),
+    })?;
+    let capacity = info.max_entries();
+    check_pinned_layout(dir, capacity)?;
+    Ok(capacity)
+}
+
 /// Checks every existing pin under `dir` against this build's layout.
 fn check_pinned_layout(dir: &Path, conntrack_max: u32) -> Result<(), DataplaneError> {
     for (name, ty, key, value, max) in expected_layout(conntrack_max) {

@@ -466,6 +466,14 @@ impl DesiredState {
     /// Checks every rule a state must keep to be applied. Returns the first one broken, in the
     /// order of the services, and within a service in the order of its fields.
     pub fn validate(&self) -> Result<(), Violation> {
+        self.violations().into_iter().next().map_or(Ok(()), Err)
+    }
+
+    /// Every rule broken, in the order of the services: the rules between services (names,
+    /// endpoints) for each, and each service's own rules up to the first it breaks (a later rule
+    /// of a service often breaks only because of its first).
+    pub fn violations(&self) -> Vec<Violation> {
+        let mut out = Vec::new();
         let mut names: HashMap<&str, usize> = HashMap::new();
         let mut endpoints: HashMap<String, usize> = HashMap::new();
         for (i, s) in self.services.iter().enumerate() {
@@ -474,16 +482,17 @@ impl DesiredState {
                 field: ServiceField::Name,
             };
             if !valid_name(&s.name) {
-                return Err(at(
+                out.push(at(
                     name,
                     StateError::BadName {
                         what: "service",
                         name: s.name.clone(),
                     },
                 ));
+                continue;
             }
             if let Some(&first) = names.get(s.name.as_str()) {
-                return Err(twice(
+                out.push(twice(
                     name,
                     Place::Service {
                         service: first,
@@ -493,11 +502,12 @@ impl DesiredState {
                         name: s.name.clone(),
                     },
                 ));
+                continue;
             }
             names.insert(&s.name, i);
             let endpoint = s.endpoint();
             if let Some(&first) = endpoints.get(&endpoint) {
-                return Err(twice(
+                out.push(twice(
                     Place::Service {
                         service: i,
                         field: ServiceField::Table,
@@ -512,11 +522,18 @@ impl DesiredState {
                         first: self.services[first].name.clone(),
                     },
                 ));
+                continue;
             }
             endpoints.insert(endpoint, i);
-            s.validate(i)?;
+            if let Err(v) = s.validate(i) {
+                out.push(v);
+            }
         }
-        self.validate_capacity()
+        // The maps' capacities last: a state that breaks no other rule still has to fit.
+        if let Err(v) = self.validate_capacity() {
+            out.push(v);
+        }
+        out
     }
 
     /// Checks that the state fits the kernel's maps, so that applying it never fails halfway
@@ -992,9 +1009,12 @@ pub fn host_bits_zero(addr: IpAddr, len: u8) -> bool {
 }
 
 /// Parses a network prefix (`"203.0.113.0/24"`, `"2001:db8::/32"`); `None` unless it is one,
-/// with its host bits zero.
+/// with its host bits zero. A bare address is the prefix of that one host: /32 or /128.
 pub fn parse_prefix(s: &str) -> Option<(IpAddr, u8)> {
-    let (addr, len) = s.split_once('/')?;
+    let Some((addr, len)) = s.split_once('/') else {
+        let addr: IpAddr = s.parse().ok()?;
+        return Some((addr, if addr.is_ipv4() { 32 } else { 128 }));
+    };
     let addr: IpAddr = addr.parse().ok()?;
     let len: u8 = len.parse().ok()?;
     let max = if addr.is_ipv4() { 32 } else { 128 };

@@ -96,6 +96,10 @@ pub struct Revision {
     /// Rollouts and their progress (the finished ones stay for `rollout status`).
     #[serde(default)]
     pub rollouts: Vec<crate::rollout::Rollout>,
+    /// Who made it, and why (`unknown`, no reason, in revisions written before veer recorded
+    /// them).
+    #[serde(default, flatten)]
+    pub audit: super::Audit,
 }
 
 /// The version of the revision format this build writes (`"format"` in every file; files
@@ -292,6 +296,27 @@ impl Store {
             .mode(0o700)
             .create(&dir)
             .map_err(io("creating", &dir))?;
+        let store = Self::scan(dir, true)?;
+        for u in &store.unusable {
+            if store.hold().is_some_and(|h| h.number == u.number) {
+                tracing::error!(path = %u.path.display(), revision = u.number, problem = %u.problem, "the newest revision file cannot be used; it is kept as it is, and no change is made until an operator chooses the state (veer rollback --to N, or veer apply)");
+            } else {
+                tracing::warn!(path = %u.path.display(), revision = u.number, problem = %u.problem, "skipping a revision file that cannot be used (it is kept as it is)");
+            }
+        }
+        Ok(store)
+    }
+
+    /// Reads the revisions of `state_dir` as `open` does, for a reader that must change nothing
+    /// (`veer status --offline`): the directory is not created, unfinished writes stay, nothing
+    /// is logged. Not for committing.
+    pub fn read_only(state_dir: &Path) -> Result<Self, StoreError> {
+        Self::scan(state_dir.join("revisions"), false)
+    }
+
+    /// Sorts the files of the revision directory `dir` into usable revisions and unusable ones;
+    /// with `tidy`, removes the temporary files of writes that never reached their rename.
+    fn scan(dir: PathBuf, tidy: bool) -> Result<Self, StoreError> {
         let mut revisions = Vec::new();
         let mut unusable = Vec::new();
         for entry in fs::read_dir(&dir).map_err(io("listing", &dir))? {
@@ -303,7 +328,7 @@ impl Store {
             if is_temporary(&name) {
                 // A write that never reached its rename (a regular file: anything else is not
                 // veer's to remove).
-                if fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_file()) {
+                if tidy && fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_file()) {
                     fs::remove_file(&path).map_err(io("removing", &path))?;
                     tracing::warn!(path = %path.display(), "removed an unfinished revision write");
                 }
@@ -329,21 +354,13 @@ impl Store {
             .chain(unusable.iter().map(|u| u.number))
             .max()
             .unwrap_or(0);
-        let store = Self {
+        Ok(Self {
             dir,
             revisions,
             unusable,
             highest,
             keep: KEEP,
-        };
-        for u in &store.unusable {
-            if store.hold().is_some_and(|h| h.number == u.number) {
-                tracing::error!(path = %u.path.display(), revision = u.number, problem = %u.problem, "the newest revision file cannot be used; it is kept as it is, and no change is made until an operator chooses the state (veer rollback --to N, or veer apply)");
-            } else {
-                tracing::warn!(path = %u.path.display(), revision = u.number, problem = %u.problem, "skipping a revision file that cannot be used (it is kept as it is)");
-            }
-        }
-        Ok(store)
+        })
     }
 
     /// The newest usable revision.
@@ -374,6 +391,10 @@ impl Store {
 
     /// Writes a new revision durably and returns it. Its number is above every number a file
     /// in the directory claims, usable or not; an existing file is never replaced.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the fields of one revision, written together"
+    )]
     pub fn commit(
         &mut self,
         origin: Origin,
@@ -382,6 +403,7 @@ impl Store {
         ids: Ids,
         config_digest: Option<String>,
         rollouts: Vec<crate::rollout::Rollout>,
+        audit: super::Audit,
     ) -> Result<&Revision, StoreError> {
         let number = self.highest + 1;
         let revision = Revision {
@@ -394,6 +416,7 @@ impl Store {
             ids,
             config_digest,
             rollouts,
+            audit,
         };
         let bytes = serde_json::to_vec_pretty(&OnDisk {
             format: FORMAT,
@@ -621,6 +644,7 @@ mod tests {
             Ids::default(),
             None,
             Vec::new(),
+            super::super::Audit::default(),
         )
         .unwrap()
         .number
@@ -645,6 +669,7 @@ mod tests {
             Ids::default(),
             Some("abc".into()),
             Vec::new(),
+            super::super::Audit::default(),
         )
         .unwrap();
         let s = Store::open(&d.0).unwrap();
@@ -809,6 +834,7 @@ mod tests {
                 Ids::default(),
                 None,
                 Vec::new(),
+                super::super::Audit::default(),
             )
             .unwrap_err();
         assert!(matches!(e, StoreError::Exists { number: 2, .. }), "{e}");
@@ -818,6 +844,44 @@ mod tests {
         );
         assert!(!d.revisions().join(".000002.json.tmp").exists());
         assert_eq!(s.latest().unwrap().number, 1);
+    }
+
+    #[test]
+    fn revisions_written_before_authors_were_recorded_still_load() {
+        let d = TempDir::new("pre-audit");
+        let mut s = Store::open(&d.0).unwrap();
+        let audit = super::super::Audit {
+            author: super::super::Author::User {
+                uid: 1000,
+                name: Some("alice".into()),
+            },
+            reason: Some("ticket 42".into()),
+        };
+        s.commit(
+            Origin::Shift,
+            "audited".into(),
+            web(),
+            Ids::default(),
+            None,
+            Vec::new(),
+            audit.clone(),
+        )
+        .unwrap();
+        let dir = d.revisions();
+        let mut old: serde_json::Value =
+            serde_json::from_slice(&fs::read(dir.join("000001.json")).unwrap()).unwrap();
+        assert_eq!(old["author"]["name"], "alice");
+        assert_eq!(old["reason"], "ticket 42");
+        let fields = old.as_object_mut().unwrap();
+        fields.remove("author");
+        fields.remove("reason");
+        fields.insert("number".into(), 2.into());
+        fs::write(dir.join("000002.json"), serde_json::to_vec(&old).unwrap()).unwrap();
+        let s = Store::open(&d.0).unwrap();
+        assert_eq!(s.get(1).unwrap().audit, audit);
+        assert_eq!(s.get(2).unwrap().audit, super::super::Audit::default());
+        assert_eq!(s.get(2).unwrap().state, web());
+        assert!(s.unusable().is_empty() && s.hold().is_none());
     }
 
     #[test]

@@ -14,6 +14,7 @@ use toml::Spanned;
 
 use super::{
     Config, ConfigError, ConfigErrorKind, schema,
+    source::{self, SourceConfig, SourceKind},
     spans::{Fields, GroupSpans, Locator, NodeSpans, ServiceSpans, Spans},
 };
 use crate::model::{
@@ -22,8 +23,26 @@ use crate::model::{
     XdpAttachMode, gate::Gate, parse_prefix,
 };
 
+/// What a document is: a node's config file, or a fleet's config in etcd (services only).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Scope {
+    /// A node's config file: `[node]`, `[source]` and services.
+    File,
+    /// A fleet's config document in etcd: services only (`[node]` and `[source]` are local).
+    Fleet,
+}
+
 /// Parses and checks the whole file.
 pub(super) fn parse(file: &Path, text: &str) -> Result<Config, ConfigError> {
+    parse_scoped(file, text, Scope::File).map(|(config, _)| config)
+}
+
+/// Parses and checks a document of `scope`; returns its `[source]` too.
+pub(super) fn parse_scoped(
+    file: &Path,
+    text: &str,
+    scope: Scope,
+) -> Result<(Config, Option<SourceConfig>), ConfigError> {
     let loc = Locator { file, text };
     let err = |span: &Range<usize>, kind| ConfigError {
         location: loc.at(span),
@@ -37,6 +56,55 @@ pub(super) fn parse(file: &Path, text: &str) -> Result<Config, ConfigError> {
             },
         )
     })?;
+    let source = match scope {
+        Scope::Fleet => {
+            let local = "it is local to each node: it belongs in the node's own config file, not in the fleet's config";
+            if let Some(n) = &raw.node {
+                return Err(err(
+                    &n.span(),
+                    ConfigErrorKind::Misplaced {
+                        what: "`[node]`",
+                        why: local,
+                    },
+                ));
+            }
+            if let Some(s) = &raw.source {
+                return Err(err(
+                    &s.span(),
+                    ConfigErrorKind::Misplaced {
+                        what: "`[source]`",
+                        why: local,
+                    },
+                ));
+            }
+            None
+        }
+        Scope::File => {
+            let source = raw
+                .source
+                .as_ref()
+                .map(source::convert)
+                .transpose()
+                .map_err(|(span, kind)| err(&span, kind))?;
+            if let (
+                Some(SourceConfig {
+                    kind: SourceKind::Etcd,
+                    ..
+                }),
+                Some(first),
+            ) = (&source, raw.service.first())
+            {
+                return Err(err(
+                    &first.span(),
+                    ConfigErrorKind::Misplaced {
+                        what: "`[[service]]`",
+                        why: "with `[source] kind = \"etcd\"` the services come from etcd; this file holds `[node]` and `[source]` only",
+                    },
+                ));
+            }
+            source
+        }
+    };
     let mut spans = Spans::default();
     let (node, node_spans) = node(raw.node.as_ref()).map_err(|(span, kind)| err(&span, kind))?;
     spans.node = node_spans;
@@ -56,7 +124,7 @@ pub(super) fn parse(file: &Path, text: &str) -> Result<Config, ConfigError> {
     };
     node.validate().map_err(broken)?;
     state.validate().map_err(broken)?;
-    Ok(Config { node, state })
+    Ok((Config { node, state }, source))
 }
 
 /// A conversion failure: where, and what.

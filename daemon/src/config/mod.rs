@@ -10,6 +10,7 @@
 mod convert;
 mod render;
 mod schema;
+mod source;
 mod spans;
 #[cfg(test)]
 mod tests;
@@ -21,7 +22,8 @@ use std::{
 
 use crate::model::{DesiredState, NodeConfig, Violation, WeightError};
 
-pub use render::to_toml;
+pub use render::{services_to_toml, to_toml};
+pub use source::{MIN_LEASE_TTL, SourceConfig, SourceKind};
 
 /// A validated config file.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -113,6 +115,15 @@ pub enum ConfigErrorKind {
         /// What is wrong, in words.
         reason: String,
     },
+    /// A table that does not belong in this document (`[node]` in a fleet's config in etcd,
+    /// services in a file whose source is etcd).
+    #[error("{what} does not belong here: {why}")]
+    Misplaced {
+        /// The table, as written (`[node]`).
+        what: &'static str,
+        /// Why, and where it belongs.
+        why: &'static str,
+    },
     /// A rule of the model is broken (the location is the part of the file it names).
     #[error("{source}{}", first_line.map(|l| format!(" (first on line {l})")).unwrap_or_default())]
     Invalid {
@@ -153,6 +164,28 @@ pub fn load(path: &Path) -> Result<(Config, String), LoadError> {
 /// Validates config `text` (`file` only names it in errors).
 pub fn parse(file: &Path, text: &str) -> Result<Config, ConfigError> {
     convert::parse(file, text)
+}
+
+/// Validates a whole config file's `text` and returns its `[source]`, if it has one.
+pub fn parse_source(file: &Path, text: &str) -> Result<Option<SourceConfig>, ConfigError> {
+    convert::parse_scoped(file, text, convert::Scope::File).map(|(_, source)| source)
+}
+
+/// Reads and validates a config file; returns its `[source]`, if it has one.
+pub fn load_source(path: &Path) -> Result<Option<SourceConfig>, LoadError> {
+    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    Ok(parse_source(path, &text)?)
+}
+
+/// Validates a fleet's config document (`<prefix>/config` or `<prefix>/nodes/<node>/config` in
+/// etcd): the same schema and rules as a file, services only. Errors name `key` as the file
+/// (`/veer/config:12:9: ...`).
+pub fn parse_fleet(key: &str, text: &str) -> Result<DesiredState, ConfigError> {
+    convert::parse_scoped(Path::new(key), text, convert::Scope::Fleet)
+        .map(|(config, _)| config.state)
 }
 
 impl fmt::Display for Location {

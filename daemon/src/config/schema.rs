@@ -14,6 +14,26 @@ pub(super) struct File {
     /// `[[service]]` tables, in order.
     #[serde(default)]
     pub(super) service: Vec<Spanned<Service>>,
+    /// Where the services come from (this file, or etcd).
+    #[serde(default)]
+    pub(super) source: Option<Spanned<Source>>,
+}
+
+/// `[source]`: the file itself (the default), or a fleet's etcd.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Source {
+    pub(super) kind: Spanned<String>,
+    pub(super) endpoints: Option<Spanned<Vec<Spanned<String>>>>,
+    pub(super) prefix: Option<Spanned<String>>,
+    pub(super) node: Option<Spanned<String>>,
+    pub(super) cacert: Option<Spanned<String>>,
+    pub(super) cert: Option<Spanned<String>>,
+    pub(super) key: Option<Spanned<String>>,
+    pub(super) user: Option<Spanned<String>>,
+    pub(super) password_file: Option<Spanned<String>>,
+    pub(super) lease_ttl: Option<Spanned<String>>,
+    pub(super) driver: Option<bool>,
 }
 
 /// `[node]`.

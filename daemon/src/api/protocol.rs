@@ -7,12 +7,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     control::{
-        Answer,
+        Answer, SourceView,
         views::{
             BackendView, ConfigView, FlowView, FlowsView, GroupView, RevisionView, RolloutView,
             ServiceView, StatusView, Waiting,
         },
     },
+    fleet::{AppliedConfig, StatusError},
     model::{NodeChange, Plan, Protocol, Weight},
     rollout::Phase,
 };
@@ -31,6 +32,9 @@ pub struct Status {
     pub conntrack: ConntrackStatus,
     /// Every service, in the order of the state.
     pub services: Vec<ServiceStatus>,
+    /// The etcd source, when the services come from there (`veer daemon --source etcd`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<SourceStatus>,
 }
 
 /// A revision, briefly.
@@ -441,6 +445,7 @@ impl From<&StatusView> for Status {
                 capacity: s.conntrack_capacity,
             },
             services: s.services.iter().map(ServiceStatus::from).collect(),
+            source: s.source.as_ref().map(SourceStatus::from),
         }
     }
 }
@@ -504,6 +509,58 @@ impl From<&Answer> for ApplyResponse {
             changed: a.changed,
             note: a.note.clone(),
             pending_restart: a.pending_restart.clone(),
+        }
+    }
+}
+
+/// The etcd source in `Status`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceStatus {
+    /// `etcd`.
+    pub kind: String,
+    /// The endpoints, comma-separated.
+    pub endpoints: String,
+    /// The key prefix.
+    pub prefix: String,
+    /// This node's name in the fleet.
+    pub node: String,
+    /// Whether the node synced with etcd since it started (until then it serves its last local
+    /// revision).
+    pub ready: bool,
+    /// The etcd revision the node has heard of.
+    pub revision: i64,
+    /// The config document in force: its key and mod revision.
+    pub config: Option<AppliedConfig>,
+    /// RFC 3339 time since which etcd has been unreachable; `null` while connected.
+    pub stale_since: Option<String>,
+    /// The last etcd error.
+    pub error: Option<String>,
+    /// The config document refused, and why (`/veer/config:12:9: ...`).
+    pub refused: Option<StatusError>,
+    /// Other errors (the node's part of fleet rollouts).
+    pub errors: Vec<StatusError>,
+    /// RFC 3339 time of the last list or reconnection.
+    pub last_sync: Option<String>,
+    /// Local changes in force over the config document until its next change, newest first.
+    pub local_changes: Vec<String>,
+}
+
+impl From<&SourceView> for SourceStatus {
+    fn from(s: &SourceView) -> Self {
+        Self {
+            kind: "etcd".to_owned(),
+            endpoints: s.source.endpoints.clone(),
+            prefix: s.source.prefix.clone(),
+            node: s.source.node.to_string(),
+            ready: s.ready,
+            revision: s.revision,
+            config: s.applied.clone(),
+            stale_since: s.stale_since.map(rfc3339),
+            error: s.error.clone(),
+            refused: s.refused.clone(),
+            errors: s.errors.clone(),
+            last_sync: s.last_sync.map(rfc3339),
+            local_changes: s.local_changes.clone(),
         }
     }
 }

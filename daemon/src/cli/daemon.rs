@@ -59,6 +59,7 @@ pub(super) fn run(args: &Args, g: &Global) -> Result<(), Failure> {
             config: args.config.clone(),
             state_dir: args.state_dir.clone(),
             pin_dir: args.pin_dir.clone(),
+            etcd: None,
         },
         socket: g.socket.clone(),
         access: Access {

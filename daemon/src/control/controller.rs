@@ -17,6 +17,7 @@ use super::{
     core::{self, Live},
     effects::{Effects, Readings},
     error::ControlError,
+    follow::Following,
     health::{self, CheckJob, Health},
     node::{FileAtStart, Node, Options},
     observed::{self, GateKey, GateState, Observations},
@@ -63,12 +64,14 @@ struct FileState {
 /// The daemon's control state: the node it acts on, the node settings it runs with, backend
 /// health, and the outcomes of rollout gates.
 pub struct Controller<N = Node> {
-    node: N,
-    running: NodeConfig,
+    pub(super) node: N,
+    pub(super) running: NodeConfig,
     config_path: PathBuf,
-    health: Health,
+    pub(super) health: Health,
     gates: BTreeMap<GateKey, GateState>,
     file: FileState,
+    /// The fleet's etcd, when the services come from there.
+    pub(super) etcd: Option<Following>,
 }
 
 impl<N: Effects + Readings> Controller<N> {
@@ -82,6 +85,7 @@ impl<N: Effects + Readings> Controller<N> {
             health: Health::default(),
             gates: BTreeMap::new(),
             file: FileState::default(),
+            etcd: None,
         }
     }
 
@@ -139,6 +143,14 @@ impl<N: Effects + Readings> Controller<N> {
 
     /// Decides `request` at `now` and carries it out.
     pub fn execute(&mut self, request: &Request, now: SystemTime) -> Result<Answer, ControlError> {
+        if self.etcd.is_some()
+            && let Request::Apply {
+                origin: Origin::Apply { .. } | Origin::Config { .. },
+                ..
+            } = request
+        {
+            return Err(ControlError::FromEtcd);
+        }
         let head = self.head();
         let observed = self.observe(&head, Some(request))?;
         let outcome = core::decide(
@@ -206,7 +218,13 @@ impl<N: Effects + Readings> Controller<N> {
         let now = SystemTime::now();
         let result = config::load(&self.config_path)
             .map_err(ControlError::from)
-            .and_then(|(cfg, text)| self.apply_file(cfg, &text));
+            .and_then(|(cfg, text)| {
+                if self.etcd.is_some() {
+                    self.local_file(&cfg)
+                } else {
+                    self.apply_file(cfg, &text)
+                }
+            });
         self.record_reload(result.as_ref().map(drop), now);
         result
     }
@@ -244,6 +262,22 @@ impl<N: Effects + Readings> Controller<N> {
             },
         };
         self.apply(&request, SystemTime::now())
+    }
+
+    /// The config file of a node whose services come from etcd: `[node]` only (read for the
+    /// settings that wait for a restart); services in it are refused, never applied.
+    fn local_file(&mut self, cfg: &config::Config) -> Result<Answer, ControlError> {
+        if !cfg.state.services.is_empty() {
+            return Err(ControlError::ServicesInLocalFile {
+                path: self.config_path.clone(),
+            });
+        }
+        Ok(Answer {
+            revision: self.head().number,
+            changed: false,
+            note: None,
+            pending_restart: self.want(&cfg.node),
+        })
     }
 
     /// The answer to a source whose desired state is already in force.
@@ -403,6 +437,7 @@ impl<N: Effects + Readings> Controller<N> {
             conntrack_entries: census.entries,
             conntrack_capacity: self.running.conntrack_max,
             services: views::services(state, service, &self.node, &self.health, &census.active)?,
+            source: self.source_view(),
         })
     }
 
@@ -497,9 +532,16 @@ impl Controller<Node> {
     pub fn start(opts: Options) -> Result<Self, ControlError> {
         let (node, settings, file) = Node::start(&opts)?;
         let mut this = Self::new(node, settings, opts.config);
+        if let Some(source) = opts.etcd {
+            this.follow_etcd(source);
+        }
         this.hold_rollouts_after_restart()?;
         let now = SystemTime::now();
         match file {
+            FileAtStart::Read(cfg, _) if this.etcd.is_some() => {
+                this.local_file(&cfg)?;
+                this.record_reload(Ok(()), now);
+            }
             FileAtStart::Read(cfg, text) => {
                 this.apply_file(cfg, &text)?;
                 this.record_reload(Ok(()), now);

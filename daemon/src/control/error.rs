@@ -124,6 +124,20 @@ pub enum ControlError {
     /// A rollout that cannot start.
     #[error(transparent)]
     RolloutPlan(#[from] PlanError),
+    /// `veer apply` on a node whose services come from etcd.
+    #[error(
+        "this node's services come from etcd (veer daemon --source etcd): `veer apply --fleet -f FILE` changes the fleet's config; shift, drain, pin, unpin and rollback on the node stay possible, as local changes until the next change of its config in etcd"
+    )]
+    FromEtcd,
+    /// Services in the local config file of a node whose services come from etcd.
+    #[error(
+        "{} has services, but this node's services come from etcd (--source etcd): keep [node] (and [source]) in the file and put the services in etcd (veer apply --fleet -f FILE)",
+        path.display()
+    )]
+    ServicesInLocalFile {
+        /// The config file.
+        path: std::path::PathBuf,
+    },
     /// A rollout request for a service without one.
     #[error("service `{service}` has no rollout in progress")]
     NoRollout {

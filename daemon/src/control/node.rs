@@ -28,6 +28,9 @@ pub struct Options {
     pub state_dir: PathBuf,
     /// Pin directory.
     pub pin_dir: PathBuf,
+    /// The fleet's etcd, when the services come from there (the config file then holds
+    /// `[node]` only).
+    pub etcd: Option<super::follow::EtcdSource>,
 }
 
 /// The dataplane and the revision store of this node, and the locks that make them this

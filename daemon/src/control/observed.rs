@@ -68,7 +68,9 @@ pub(super) fn wanted_groups(request: Option<&Request>, head: &Head) -> BTreeSet<
         .map(|r| (r.service.clone(), r.plan.to.clone()))
         .collect();
     match request {
-        Some(Request::RolloutStart { service, plan }) => {
+        Some(
+            Request::RolloutStart { service, plan } | Request::FleetRollout { service, plan, .. },
+        ) => {
             groups.insert((service.clone(), plan.to.clone()));
         }
         Some(Request::Apply { state, .. }) => groups.extend(

@@ -1,9 +1,12 @@
 //! What a producer of desired state asks for: an operator (the CLI through the API), the config
 //! file (at start and on reload), or the rollout engine. A new source (a fleet's config center)
 //! is one more producer of `Request::Apply`: it goes through the same core and the same commit
-//! path as the file, never a second path to the maps.
+//! path as the file, never a second path to the maps. A fleet rollout's progress comes as
+//! `Request::FleetRollout`, which starts, holds or ends the node's own rollout through the same
+//! rollout rules as `veer rollout`.
 
 use crate::{
+    fleet::Directive,
     model::{DesiredState, NodeConfig, Plan, Weight},
     state::Origin,
 };
@@ -83,5 +86,18 @@ pub enum Request {
     RolloutAbort {
         /// Name of the service.
         service: String,
+    },
+    /// Do this node's part of a fleet rollout, as the fleet's progress says (the etcd source):
+    /// start, hold, resume or restore the node's own rollout of the service, which runs the
+    /// per-node plan (steps, pauses, gates) like `RolloutStart`.
+    FleetRollout {
+        /// Name of the service.
+        service: String,
+        /// The fleet rollout (`FleetRollout::id`).
+        id: String,
+        /// What each node of a wave runs.
+        plan: Plan,
+        /// What the node does now (`fleet::directive`).
+        directive: Directive,
     },
 }

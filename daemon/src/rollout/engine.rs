@@ -59,6 +59,13 @@ pub struct Rollout {
     pub baseline: Counts,
     /// Why it was rolled back, aborted or paused.
     pub reason: Option<String>,
+    /// The gate that broke, when a gate rolled it back (or stepped it back).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gate: Option<String>,
+    /// The fleet rollout (`fleet::FleetRollout::id`) this is the node's part of; none for a
+    /// rollout of this node alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fleet: Option<String>,
 }
 
 /// What was observed when deciding.
@@ -145,6 +152,8 @@ impl Rollout {
             step_started: now,
             baseline: counts,
             reason: None,
+            gate: None,
+            fleet: None,
         }
     }
 

@@ -1,6 +1,9 @@
 //! `veer daemon`'s task wiring (mini-redis shape): the control socket, the metrics listener,
 //! conntrack upkeep every second, config reload on SIGHUP and on file change, and a clean stop
-//! on SIGINT/SIGTERM that leaves the programs attached and traffic flowing.
+//! on SIGINT/SIGTERM that leaves the programs attached and traffic flowing. With an etcd source,
+//! the fleet tasks too (`fleet`: follow etcd, write the node's status, drive fleet rollouts).
+
+pub mod fleet;
 
 use std::{
     net::SocketAddr,
@@ -165,6 +168,8 @@ pub struct DaemonOptions {
     pub access: Access,
     /// Metrics listener (`None`: off).
     pub metrics: Option<SocketAddr>,
+    /// The fleet's etcd, when the services come from there.
+    pub fleet: Option<fleet::FleetOptions>,
 }
 
 /// Runs the daemon until SIGINT or SIGTERM.
@@ -213,6 +218,7 @@ async fn run_async(opts: DaemonOptions) -> Result<(), DaemonError> {
     let (reload_tx, reload_rx) = mpsc::channel::<&'static str>(8);
     let _watcher = watch_config(&config_path, reload_tx.clone());
     tasks.spawn(reloader(Arc::clone(&ctl), reload_rx, stop_rx.clone()));
+    let _ready = spawn_fleet(&mut tasks, &ctl, opts.fleet.clone(), &stop_rx);
 
     tracing::info!(socket = %opts.socket.display(), "veer daemon ready");
     let handler = |kind, signal_name| {
@@ -240,6 +246,27 @@ async fn run_async(opts: DaemonOptions) -> Result<(), DaemonError> {
         tracing::warn!(socket = %opts.socket.display(), error = %e, "could not remove the control socket");
     }
     Ok(())
+}
+
+/// Starts the fleet tasks when the services come from etcd. The receiver turns true once the
+/// node synced with etcd (always true without etcd): what readiness waits for.
+fn spawn_fleet(
+    tasks: &mut tokio::task::JoinSet<()>,
+    ctl: &Arc<Mutex<Controller>>,
+    opts: Option<fleet::FleetOptions>,
+    stop: &watch::Receiver<bool>,
+) -> watch::Receiver<bool> {
+    let (ready_tx, ready) = watch::channel(opts.is_none());
+    if let Some(opts) = opts {
+        tracing::info!(
+            endpoints = %opts.fleet.endpoints(),
+            prefix = opts.fleet.layout().prefix(),
+            node = %opts.node,
+            "services come from etcd; serving the last local revision until the first sync"
+        );
+        tasks.spawn(fleet::run(Arc::clone(ctl), opts, stop.clone(), ready_tx));
+    }
+    ready
 }
 
 /// Conntrack upkeep: every `UPKEEP_INTERVAL`, or more rarely when a pass is expensive (a very

@@ -138,6 +138,88 @@ pub fn edit(
     }))
 }
 
+/// A config document rewritten when a fleet rollout completes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rewrite {
+    /// Its key.
+    pub key: String,
+    /// The mod revision it was read at (the write is a compare-and-swap on it).
+    pub mod_revision: i64,
+    /// The new text.
+    pub text: String,
+}
+
+/// Why a fleet rollout cannot complete yet.
+#[derive(Debug, thiserror::Error)]
+pub enum CompleteError {
+    /// The fleet's config does not parse (it was changed to a broken one meanwhile).
+    #[error("the fleet's config does not parse; the rollout completes once it does")]
+    Config(#[from] crate::config::ConfigError),
+    /// The fleet's config is not UTF-8.
+    #[error(transparent)]
+    Text(#[from] crate::fleet::DocumentError),
+    /// The fleet's config has no such service or group any more.
+    #[error("the fleet's config has no service `{service}` with a group `{to}` any more")]
+    Gone {
+        /// The service.
+        service: String,
+        /// The target group.
+        to: String,
+    },
+}
+
+/// The documents a fleet rollout of `service` to `to` rewrites when it completes: the fleet's
+/// config and every node's own config that has the service, with `to` at 100% and the other
+/// groups at 0, which is where the rollout left every node that took part; nodes that did not
+/// follow the documents there. A document already so is left out, and so is a node's own one
+/// that does not parse (that node refuses it anyway).
+pub fn completed(
+    service: &str,
+    to: &str,
+    fleet_config: &crate::fleet::Document,
+    node_configs: &[crate::fleet::Document],
+) -> Result<Vec<Rewrite>, CompleteError> {
+    let rewrite = |doc: &crate::fleet::Document| -> Result<Option<Rewrite>, CompleteError> {
+        let mut state = crate::config::parse_fleet(&doc.key, doc.text()?)?;
+        let Some(s) = state.services.iter_mut().find(|s| s.name == service) else {
+            return Ok(None);
+        };
+        if s.group(to).is_none() {
+            return Ok(None);
+        }
+        let before = s.clone();
+        for g in &mut s.groups {
+            g.weight = if g.name == to {
+                Weight::FULL
+            } else {
+                Weight::ZERO
+            };
+        }
+        if *s == before {
+            return Ok(None);
+        }
+        Ok(Some(Rewrite {
+            key: doc.key.clone(),
+            mod_revision: doc.mod_revision,
+            text: crate::config::services_to_toml(&state),
+        }))
+    };
+    let fleet = crate::config::parse_fleet(&fleet_config.key, fleet_config.text()?)?;
+    if fleet.service(service).and_then(|s| s.group(to)).is_none() {
+        return Err(CompleteError::Gone {
+            service: service.to_owned(),
+            to: to.to_owned(),
+        });
+    }
+    let mut out: Vec<Rewrite> = rewrite(fleet_config)?.into_iter().collect();
+    for doc in node_configs {
+        if let Ok(Some(r)) = rewrite(doc) {
+            out.push(r);
+        }
+    }
+    Ok(out)
+}
+
 fn weights(state: &DesiredState, service: &str) -> Option<Vec<(String, Weight)>> {
     state.service(service).map(|s| {
         s.groups
@@ -248,6 +330,54 @@ mod tests {
             Err(EditError::Refused(ControlError::UnknownRevision {
                 number: 8
             }))
+        ));
+    }
+
+    #[test]
+    fn a_completion_moves_every_document_with_the_service_to_the_target() {
+        let doc = |key: &str, state: &DesiredState, rev| crate::fleet::Document {
+            key: key.into(),
+            value: crate::config::services_to_toml(state).into_bytes(),
+            mod_revision: rev,
+        };
+        let fleet = doc("/veer/config", &fixtures::web(), 10);
+        let mut own = fixtures::dual_stack();
+        own.services[0].groups[0].weight = w("70");
+        own.services[0].groups[1].weight = w("30");
+        let nodes = [
+            doc("/veer/nodes/a/config", &own, 11),
+            doc("/veer/nodes/b/config", &DesiredState::default(), 12),
+            crate::fleet::Document {
+                key: "/veer/nodes/c/config".into(),
+                value: b"[broken".to_vec(),
+                mod_revision: 13,
+            },
+        ];
+        let out = completed("web", "v2", &fleet, &nodes).unwrap();
+        let keys: Vec<(&str, i64)> = out
+            .iter()
+            .map(|r| (r.key.as_str(), r.mod_revision))
+            .collect();
+        assert_eq!(keys, [("/veer/config", 10), ("/veer/nodes/a/config", 11)]);
+        for r in &out {
+            let s = crate::config::parse_fleet(&r.key, &r.text).unwrap();
+            let web = s.service("web").unwrap();
+            assert_eq!(web.group("v1").unwrap().weight, Weight::ZERO);
+            assert_eq!(web.group("v2").unwrap().weight, Weight::FULL);
+        }
+        // web6 in a's own config is left as it was.
+        let a = crate::config::parse_fleet(&out[1].key, &out[1].text).unwrap();
+        assert_eq!(a.service("web6"), own.service("web6"));
+        // Done once, nothing more to write.
+        let fleet = doc(
+            "/veer/config",
+            &crate::config::parse_fleet("/veer/config", &out[0].text).unwrap(),
+            14,
+        );
+        assert!(completed("web", "v2", &fleet, &[]).unwrap().is_empty());
+        assert!(matches!(
+            completed("web", "v3", &fleet, &[]),
+            Err(CompleteError::Gone { .. })
         ));
     }
 

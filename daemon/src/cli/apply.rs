@@ -14,10 +14,15 @@ pub(super) struct Args {
     /// Config file to apply.
     #[arg(long = "file", short = 'f')]
     file: PathBuf,
+    #[command(flatten)]
+    fleet: super::fleet::FleetArgs,
 }
 
 /// Validates locally (exact messages even against an older daemon), then applies.
 pub(super) fn run(args: &Args, g: &Global) -> Result<(), Failure> {
+    if args.fleet.on() {
+        return super::fleet::apply(&args.fleet, &args.file, g);
+    }
     let (_, text) = config::load(&args.file).map_err(|e| Failure::error(&e))?;
     let path = std::fs::canonicalize(&args.file).unwrap_or_else(|_| args.file.clone());
     let req = ApplyRequest {

@@ -24,10 +24,26 @@ pub(super) struct Args {
     /// Drain even when no other group takes new connections (they will be dropped).
     #[arg(long)]
     force: bool,
+    #[command(flatten)]
+    fleet: super::fleet::FleetArgs,
 }
 
 /// Drains, and waits if asked.
 pub(super) fn run(args: &Args, g: &Global) -> Result<(), Failure> {
+    if args.fleet.on() {
+        if args.wait {
+            return Err(Failure::usage(
+                "--wait watches one node's flows: drain --fleet, then `veer drain SERVICE GROUP --wait` on each node".to_owned(),
+            ));
+        }
+        let request = crate::control::Request::Drain {
+            service: args.service.clone(),
+            group: args.group.clone(),
+            force: args.force,
+        };
+        let what = format!("drain {}/{}", args.service, args.group);
+        return super::fleet::edit(&args.fleet, &request, &what, g);
+    }
     let req = DrainRequest {
         service: args.service.clone(),
         group: args.group.clone(),

@@ -6,6 +6,7 @@ mod completions;
 mod daemon;
 mod drain;
 pub mod exit;
+mod fleet;
 mod flows;
 mod history;
 pub mod output;
@@ -90,6 +91,9 @@ enum Command {
     /// Progressive rollouts with health gates and automatic rollback.
     #[command(subcommand)]
     Rollout(rollout::Args),
+    /// A fleet of nodes following etcd: status, history, rollouts in waves.
+    #[command(subcommand)]
+    Fleet(fleet::Args),
     /// Remove veer from the node: detach the programs, unpin links and maps.
     Teardown(teardown::Args),
     /// Print a shell completion script.
@@ -124,6 +128,7 @@ impl Cli {
             Command::Rollback(args) => rollback::run(&args, g),
             Command::Flows(args) => flows::run(&args, g),
             Command::Rollout(args) => rollout::run(&args, g),
+            Command::Fleet(args) => fleet::run(&args, g),
             Command::Teardown(args) => teardown::run(&args, g),
             Command::Completions(args) => {
                 completions::run(&args);

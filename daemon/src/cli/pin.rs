@@ -12,6 +12,8 @@ pub(super) struct PinArgs {
     prefix: String,
     /// Group those clients always get.
     group: String,
+    #[command(flatten)]
+    fleet: super::fleet::FleetArgs,
 }
 
 /// Arguments of `veer unpin`.
@@ -21,10 +23,21 @@ pub(super) struct UnpinArgs {
     service: String,
     /// Client prefix.
     prefix: String,
+    #[command(flatten)]
+    fleet: super::fleet::FleetArgs,
 }
 
 /// Sends the pin; prints the revision.
 pub(super) fn run_pin(a: &PinArgs, g: &Global) -> Result<(), Failure> {
+    if a.fleet.on() {
+        let request = crate::control::Request::Pin {
+            service: a.service.clone(),
+            prefix: a.prefix.clone(),
+            group: a.group.clone(),
+        };
+        let what = format!("pin {} {} -> {}", a.service, a.prefix, a.group);
+        return super::fleet::edit(&a.fleet, &request, &what, g);
+    }
     let req = PinRequest {
         service: a.service.clone(),
         prefix: a.prefix.clone(),
@@ -41,6 +54,14 @@ pub(super) fn run_pin(a: &PinArgs, g: &Global) -> Result<(), Failure> {
 
 /// Sends the unpin; prints the revision.
 pub(super) fn run_unpin(a: &UnpinArgs, g: &Global) -> Result<(), Failure> {
+    if a.fleet.on() {
+        let request = crate::control::Request::Unpin {
+            service: a.service.clone(),
+            prefix: a.prefix.clone(),
+        };
+        let what = format!("unpin {} {}", a.service, a.prefix);
+        return super::fleet::edit(&a.fleet, &request, &what, g);
+    }
     let req = UnpinRequest {
         service: a.service.clone(),
         prefix: a.prefix.clone(),

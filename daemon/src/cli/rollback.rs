@@ -8,13 +8,19 @@ use crate::api::protocol::{ApplyResponse, RollbackRequest};
 pub(super) struct Args {
     /// Only this service (the others stay as they are).
     service: Option<String>,
-    /// Revision to go back to (default: the one before the live one).
+    /// Revision to go back to (default: the one before the live one); with --fleet, a mod
+    /// revision of the fleet's config (`veer fleet history`).
     #[arg(long)]
     to: Option<u64>,
+    #[command(flatten)]
+    fleet: super::fleet::FleetArgs,
 }
 
 /// Rolls back.
 pub(super) fn run(args: &Args, g: &Global) -> Result<(), Failure> {
+    if args.fleet.on() {
+        return super::fleet::rollback(&args.fleet, args.service.as_deref(), args.to, g);
+    }
     let req = RollbackRequest {
         service: args.service.clone(),
         to: args.to,

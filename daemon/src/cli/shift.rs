@@ -15,6 +15,8 @@ pub(super) struct Args {
     /// New weights, `GROUP=PERCENT` (e.g. `v1=90 v2=10`); groups not named keep theirs.
     #[arg(required = true, value_name = "GROUP=WEIGHT")]
     weights: Vec<String>,
+    #[command(flatten)]
+    fleet: super::fleet::FleetArgs,
 }
 
 /// Parses `v1=90`.
@@ -46,6 +48,13 @@ pub(super) fn run(args: &Args, g: &Global) -> Result<(), Failure> {
             "`{}`: empty service name",
             args.service
         )));
+    }
+    if args.fleet.on() {
+        let request = crate::control::Request::Shift {
+            services,
+            weights: weights.into_iter().map(|w| (w.group, w.weight)).collect(),
+        };
+        return super::fleet::edit(&args.fleet, &request, &format!("shift {}", args.service), g);
     }
     let req = ShiftRequest { services, weights };
     let r: ApplyResponse =

@@ -5,10 +5,11 @@
 //!   seen), and the node's status document is built after each pass and written by the status
 //!   writer, under the node's lease, whenever it differs from the one last written;
 //! - **drive** (unless `--fleet-driver off`): the daemon campaigns in etcd's election; while it
-//!   leads it reads the fleet rollouts every `DRIVE_TICK`, decides each running one with
-//!   `fleet::decide` from the nodes' statuses, and writes the progress (next wave, skipped
-//!   nodes, roll back, completion with the final weights in the config documents) fenced by
-//!   its election key. If it dies, its lease expires and the next candidate leads.
+//!   leads it follows every node's status (`StatusMirror`: listed once, then watched), reads the
+//!   fleet rollouts every `DRIVE_TICK`, decides each running one with `fleet::decide`, and
+//!   writes the progress (next wave, skipped nodes, roll back, completion with the final weights
+//!   in the config documents) fenced by its election key. If it dies, its lease expires and the
+//!   next candidate leads.
 //!
 //! Generic over the node, so the fleet benchmark runs the very same tasks over in-memory nodes.
 
@@ -25,8 +26,8 @@ use crate::{
     error::chain,
     fleet::{self, Decision, FleetKey, FleetRollout, FleetState, NodeName, Progress, Tracker},
     sources::etcd::{
-        Backoff, CasWrite, EtcdError, Expect, Fleet, Leadership, StatusWriter, Watcher,
-        WatcherOptions,
+        Backoff, CasWrite, EtcdError, Expect, Fleet, Leadership, StatusMirror, StatusWriter,
+        Watcher, WatcherOptions,
     },
 };
 
@@ -221,6 +222,8 @@ async fn drive(fleet: Fleet, node: NodeName, ttl: Duration, mut stop: watch::Rec
 struct Driver {
     fleet: Fleet,
     node: NodeName,
+    /// Every node's status, followed while this daemon leads.
+    statuses: StatusMirror,
     /// When it took over: silence clocks never start before.
     since: SystemTime,
     trackers: BTreeMap<String, Tracker>,
@@ -231,6 +234,7 @@ struct Driver {
 impl Driver {
     fn new(fleet: Fleet, node: NodeName) -> Self {
         Self {
+            statuses: StatusMirror::spawn(fleet.clone()),
             fleet,
             node,
             since: SystemTime::now(),
@@ -263,7 +267,6 @@ impl Driver {
             }
         }
         self.trackers.retain(|s, _| by_service.contains_key(s));
-        let mut statuses = None;
         for (service, docs) in by_service {
             let (Some(plan_doc), Some(progress_doc)) = docs else {
                 continue;
@@ -285,18 +288,17 @@ impl Driver {
                 self.trackers.remove(&service);
                 continue;
             }
-            if statuses.is_none() {
-                statuses = Some(self.fleet.statuses().await?);
-            }
-            let nodes = statuses.as_ref().map(|s| &s.nodes);
-            let Some(nodes) = nodes else { continue };
+            // Not in sync with the statuses (etcd was unreachable): decide once it is again.
+            let Some(nodes) = self.statuses.current() else {
+                continue;
+            };
             let now = SystemTime::now();
             let since = self.since;
             let tracker = self
                 .trackers
                 .entry(service.clone())
                 .or_insert_with(|| Tracker::new(since));
-            let decision = fleet::decide(&plan, &progress, nodes, tracker, now);
+            let decision = fleet::decide(&plan, &progress, &nodes, tracker, now);
             self.carry_out(
                 leadership,
                 &plan,

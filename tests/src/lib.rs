@@ -14,8 +14,7 @@
 //!
 //! Everything here needs root; helpers panic with the missing prerequisite rather than skip.
 
-// The etcd tests' runtime is a dev-dependency, which the library's own unit-test build sees too.
-#[cfg(test)]
+// The runtime of the etcd tests and of the fleet benchmark; the library itself runs none.
 use tokio as _;
 
 pub mod config;

@@ -52,7 +52,11 @@ impl Fleet {
         }
         let mut watch = self.client().await?.watch_client();
         let stream = self
-            .call("watch", &prefix, watch.watch(prefix.as_str(), Some(options)))
+            .call(
+                "watch",
+                &prefix,
+                watch.watch(prefix.as_str(), Some(options)),
+            )
             .await?;
         Ok(StatusWatch {
             fleet: self.clone(),

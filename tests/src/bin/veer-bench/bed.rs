@@ -334,11 +334,18 @@ pub(crate) struct Veer {
     pub(crate) pin_dir: PathBuf,
     child: Option<Child>,
     starts: u32,
+    /// More `veer daemon` arguments.
+    extra: Vec<String>,
 }
 
 impl Veer {
     /// Writes `config` and starts the daemon in `node`; returns once its socket answers.
     pub(crate) fn start(node: &Netns, config: &str) -> Result<Self> {
+        Self::start_with(node, config, &[])
+    }
+
+    /// Like `start`, with more `veer daemon` arguments (`--source etcd ...`).
+    pub(crate) fn start_with(node: &Netns, config: &str, extra: &[&str]) -> Result<Self> {
         let dir = TempDir::new("veer-bench")?;
         let name = dir
             .path()
@@ -355,6 +362,7 @@ impl Veer {
             dir,
             child: None,
             starts: 0,
+            extra: extra.iter().map(|a| (*a).to_owned()).collect(),
         };
         fs::write(&veer.config, config).context("writing the config")?;
         veer.spawn()?;
@@ -381,6 +389,7 @@ impl Veer {
             .arg(self.dir.path().join("state"))
             .arg("--pin-dir")
             .arg(&self.pin_dir)
+            .args(&self.extra)
             .env("RUST_LOG", "veer=info")
             .process_group(0)
             .stdin(Stdio::null())

@@ -482,6 +482,11 @@ fn changes_in_etcd_reach_every_node_bad_ones_none_and_concurrent_edits_all_stay(
     assert_eq!(refused.status.code(), Some(1));
 
     // (7) Concurrent shifts of two groups: both land, every round.
+    concurrent_shifts(&bed);
+}
+
+/// Rounds of two `veer shift --fleet` at once, each on another group: both changes land.
+fn concurrent_shifts(bed: &Bed) {
     let rev = bed.apply(&fleet_config("50", "50"));
     bed.wait_applied(rev);
     let mut retried = 0;
@@ -641,7 +646,7 @@ fn a_fleet_rollout_goes_through_every_wave_without_a_failed_request() {
     let bed = Bed::start(false, &[HEALTHY; 3]);
     let rev = bed.apply(&fleet_config("100", "0"));
     bed.wait_applied(rev);
-    let loads = bed.loads(Duration::from_secs(120));
+    let loads = bed.loads(Duration::from_mins(2));
 
     let mut args = vec![
         "fleet", "rollout", "start", "web", "--to", "v2", "--waves", "1,2,100%", "--wait",
@@ -672,8 +677,10 @@ fn a_fleet_rollout_goes_through_every_wave_without_a_failed_request() {
         times[node]
             .iter()
             .find(|(s, _)| s.contains(what))
-            .map(|(_, t)| t.clone())
-            .unwrap_or_else(|| panic!("edge-{}: no revision `{what}`: {:?}", node + 1, times[node]))
+            .map_or_else(
+                || panic!("edge-{}: no revision `{what}`: {:?}", node + 1, times[node]),
+                |(_, t)| t.clone(),
+            )
     };
     for k in 1..3 {
         assert!(
@@ -700,7 +707,7 @@ fn a_breach_on_one_node_rolls_the_whole_fleet_back() {
     let bed = Bed::start(false, &[HEALTHY, HEALTHY, broken]);
     let rev = bed.apply(&fleet_config("100", "0"));
     bed.wait_applied(rev);
-    let loads = bed.loads(Duration::from_secs(120));
+    let loads = bed.loads(Duration::from_mins(2));
 
     let mut args = vec![
         "fleet", "rollout", "start", "web", "--to", "v2", "--waves", "1,100%", "--wait",
@@ -788,7 +795,7 @@ fn killing_the_driver_hands_the_rollout_to_another_daemon() {
     args.extend(NODE_PLAN);
     bed.json(&args);
     // Wait for the second wave, then kill the daemon that drives.
-    eventually("wave 2 started", Duration::from_secs(60), || {
+    eventually("wave 2 started", Duration::from_mins(1), || {
         let r = bed.rollout("web");
         if r["progress"]["wave"].as_u64() >= Some(1) {
             Ok(())

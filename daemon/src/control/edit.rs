@@ -118,8 +118,7 @@ pub fn edit(
     let Some(change) = outcome
         .changes
         .into_iter()
-        .filter(|c| c.origin != Origin::Rollout)
-        .last()
+        .rfind(|c| c.origin != Origin::Rollout)
     else {
         return Ok(None);
     };

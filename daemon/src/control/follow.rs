@@ -227,14 +227,15 @@ impl<N: Effects + Readings> Controller<N> {
             }
         }
         // Rollouts of this node that belong to a fleet rollout etcd no longer has (its keys
-        // deleted, or replaced by another one): the node is no longer part of them.
+        // deleted, or replaced by another one): the node is no longer part of them. One whose
+        // documents are there but unreadable is left as it is (the error is reported).
         for r in self.head().rollouts.iter().filter(|r| !r.phase.is_final()) {
             let Some(id) = &r.fleet else { continue };
             let listed = parts.iter().any(|p| {
                 matches!(&p.request, Request::FleetRollout { service, id: pid, .. }
                     if *service == r.service && pid == id)
             });
-            if !listed {
+            if !listed && !errors.contains_key(&r.service) {
                 parts.push(Part {
                     service: r.service.clone(),
                     early: true,
@@ -725,7 +726,7 @@ mod tests {
                 canary: None,
                 node_plan: node_plan(),
                 missing: MissingNode::RollBack,
-                node_timeout: Duration::from_secs(60),
+                node_timeout: Duration::from_mins(1),
             },
             &statuses,
             at(10),
@@ -841,9 +842,16 @@ mod tests {
         let mut c = node();
         let text = services_to_toml(&web("100", "0"));
         let (docs, _) = fleet_rollout(FleetState::Running, 0);
-        c.follow(&with_rollout(&text, docs), at(11));
+        c.follow(&with_rollout(&text, docs.clone()), at(11));
         assert_eq!(weights(&c), [w("50"), w("50")]);
-        c.follow(&synced(Some(doc("/veer/config", &text, 5))), at(12));
+        // Its progress unreadable for a while: the node keeps its part and says why.
+        let mut broken = docs;
+        broken.progress = Some(doc("/veer/rollouts/web/progress", "{\"id\":", 22));
+        c.follow(&with_rollout(&text, broken), at(12));
+        assert_eq!(weights(&c), [w("50"), w("50")]);
+        assert_eq!(c.node_status().unwrap().errors.len(), 1);
+        // Gone from etcd: the node restores.
+        c.follow(&synced(Some(doc("/veer/config", &text, 5))), at(13));
         assert_eq!(weights(&c), [w("100"), w("0")]);
         assert_eq!(c.head().rollouts[0].phase, Phase::RolledBack);
     }

@@ -135,7 +135,7 @@ async fn follow<N: Effects + Readings>(
     match tokio::time::timeout(SHUTDOWN_WAIT, writer.shutdown()).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => {
-            tracing::warn!(error = %chain(&e), "status lease not revoked; it expires by itself")
+            tracing::warn!(error = %chain(&e), "status lease not revoked; it expires by itself");
         }
         Err(_) => tracing::warn!("status lease not revoked in time; it expires by itself"),
     }
@@ -311,6 +311,50 @@ impl Driver {
         Ok(())
     }
 
+    /// The config documents a completed rollout rewrites with its final weights; `None` when it
+    /// cannot complete yet (said once).
+    async fn completion(
+        &mut self,
+        plan: &FleetRollout,
+    ) -> Result<Option<Vec<CasWrite>>, EtcdError> {
+        let config = self.fleet.config().await?;
+        let Some(config) = config.doc else {
+            self.say(
+                &plan.service,
+                format!(
+                    "fleet rollout {} cannot complete: the fleet's config is gone",
+                    plan.id
+                ),
+            );
+            return Ok(None);
+        };
+        let layout = self.fleet.layout().clone();
+        let (own, _) = self.fleet.get_prefix(&layout.nodes_prefix()).await?;
+        let own: Vec<fleet::Document> = own
+            .into_iter()
+            .filter(|d| matches!(layout.parse(&d.key), Some(FleetKey::NodeConfig(_))))
+            .collect();
+        match edit::completed(&plan.service, &plan.to, &config, &own) {
+            Ok(rewrites) => Ok(Some(
+                rewrites
+                    .into_iter()
+                    .map(|r| CasWrite {
+                        key: r.key,
+                        expect: Expect::ModRevision(r.mod_revision),
+                        value: Some(r.text.into_bytes()),
+                    })
+                    .collect(),
+            )),
+            Err(e) => {
+                self.say(
+                    &plan.service,
+                    format!("fleet rollout {} cannot complete: {}", plan.id, chain(&e)),
+                );
+                Ok(None)
+            }
+        }
+    }
+
     /// Writes what the driver decided for one rollout (fenced by its election key).
     async fn carry_out(
         &mut self,
@@ -366,46 +410,10 @@ impl Driver {
                 progress.state = FleetState::RolledBack { node, gate, reason };
             }
             Decision::Complete => {
-                let config = self.fleet.config().await?;
-                let Some(config) = config.doc else {
-                    self.say(
-                        &plan.service,
-                        format!(
-                            "fleet rollout {} cannot complete: the fleet's config is gone",
-                            plan.id
-                        ),
-                    );
+                let Some(rewrites) = self.completion(plan).await? else {
                     return Ok(());
                 };
-                let (own, _) = self
-                    .fleet
-                    .get_prefix(&self.fleet.layout().nodes_prefix())
-                    .await?;
-                let own: Vec<fleet::Document> = own
-                    .into_iter()
-                    .filter(|d| {
-                        matches!(
-                            self.fleet.layout().parse(&d.key),
-                            Some(FleetKey::NodeConfig(_))
-                        )
-                    })
-                    .collect();
-                match edit::completed(&plan.service, &plan.to, &config, &own) {
-                    Ok(rewrites) => {
-                        writes.extend(rewrites.into_iter().map(|r| CasWrite {
-                            key: r.key,
-                            expect: Expect::ModRevision(r.mod_revision),
-                            value: Some(r.text.into_bytes()),
-                        }));
-                    }
-                    Err(e) => {
-                        self.say(
-                            &plan.service,
-                            format!("fleet rollout {} cannot complete: {}", plan.id, chain(&e)),
-                        );
-                        return Ok(());
-                    }
-                }
+                writes.extend(rewrites);
                 tracing::info!(
                     "fleet rollout {} completed: {} -> {} on every node",
                     plan.id,

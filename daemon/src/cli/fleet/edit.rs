@@ -239,21 +239,21 @@ pub(in crate::cli) fn rollback(
                 "{key} does not exist: there is nothing to roll back"
             ))));
         };
-        let target = match to {
-            Some(n) => i64::try_from(n).unwrap_or(i64::MAX),
-            None => match history.versions.get(1) {
-                Some(v) => v.mod_revision,
-                None => {
-                    let why = match history.end {
-                        HistoryEnd::Compacted { .. } => "etcd compacted the older ones away",
-                        _ => "it has only one version",
-                    };
-                    return Err(Failure::error(&std::io::Error::other(format!(
-                        "{key} has no version before mod revision {} to roll back to: {why}",
-                        current.mod_revision
-                    ))));
-                }
-            },
+        let target = if let Some(n) = to {
+            i64::try_from(n).unwrap_or(i64::MAX)
+        } else {
+            let Some(v) = history.versions.get(1) else {
+                let why = if let HistoryEnd::Compacted { .. } = history.end {
+                    "etcd compacted the older ones away"
+                } else {
+                    "it has only one version"
+                };
+                return Err(Failure::error(&std::io::Error::other(format!(
+                    "{key} has no version before mod revision {} to roll back to: {why}",
+                    current.mod_revision
+                ))));
+            };
+            v.mod_revision
         };
         let mut versions = Vec::new();
         let mut target_text = None;

@@ -86,7 +86,10 @@ pub(super) fn run(args: &Args, g: &Global) -> Result<(), Failure> {
                         None if i + 1 < history.versions.len() => {
                             summarize(&crate::model::DesiredState::default(), s)
                         }
-                        None => format!("first: {}", summarize(&Default::default(), s)),
+                        None => format!(
+                            "first: {}",
+                            summarize(&crate::model::DesiredState::default(), s)
+                        ),
                     },
                     None,
                 ),

@@ -29,7 +29,7 @@ pub(in crate::cli) struct Args {
 /// Where a node's config is against the current document.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-enum Sync {
+enum Standing {
     /// It applied the current document.
     InSync,
     /// It applied an older one.
@@ -51,7 +51,7 @@ struct Row {
     /// The current mod revision of that document.
     current_mod_revision: Option<i64>,
     /// `in_sync`, `behind`, `refused`, `unknown`.
-    sync: Sync,
+    sync: Standing,
     /// Current mod revision minus the one applied (0: in sync).
     lag: i64,
     local_revision: Option<u64>,
@@ -97,14 +97,14 @@ fn row(s: &NodeStatus, current: &BTreeMap<String, i64>) -> Row {
             .is_some_and(|c| e.key == c.key && Some(e.mod_revision) == current_mod)
     });
     let (sync, lag) = match (&s.config, current_mod) {
-        (Some(c), Some(now)) if c.mod_revision == now => (Sync::InSync, 0),
+        (Some(c), Some(now)) if c.mod_revision == now => (Standing::InSync, 0),
         (Some(_), Some(now)) if refused_current => (
-            Sync::Refused,
+            Standing::Refused,
             now - s.config.as_ref().map_or(now, |c| c.mod_revision),
         ),
-        (Some(c), Some(now)) => (Sync::Behind, now - c.mod_revision),
-        _ if !s.errors.is_empty() && s.config.is_none() => (Sync::Refused, 0),
-        _ => (Sync::Unknown, 0),
+        (Some(c), Some(now)) => (Standing::Behind, now - c.mod_revision),
+        _ if !s.errors.is_empty() && s.config.is_none() => (Standing::Refused, 0),
+        _ => (Standing::Unknown, 0),
     };
     let groups = s.services.iter().flat_map(|svc| &svc.groups);
     Row {
@@ -145,7 +145,7 @@ fn absent(node: &NodeName) -> Row {
         ready: None,
         config: None,
         current_mod_revision: None,
-        sync: Sync::Unknown,
+        sync: Standing::Unknown,
         lag: 0,
         local_revision: None,
         state_hash: None,
@@ -205,10 +205,10 @@ fn human(a: &Answer) -> String {
                     |c| format!("{}@{}", c.key, c.mod_revision),
                 ),
                 match r.sync {
-                    Sync::InSync => "in sync".to_owned(),
-                    Sync::Behind => format!("behind {}", r.lag),
-                    Sync::Refused => "REFUSED".to_owned(),
-                    Sync::Unknown => "-".to_owned(),
+                    Standing::InSync => "in sync".to_owned(),
+                    Standing::Behind => format!("behind {}", r.lag),
+                    Standing::Refused => "REFUSED".to_owned(),
+                    Standing::Unknown => "-".to_owned(),
                 },
                 r.local_revision
                     .map_or_else(|| "-".to_owned(), |n| n.to_string()),

@@ -65,7 +65,9 @@ fn control_error(e: &ControlError) -> Response<Body> {
         | ControlError::RolloutPlan(_)
         | ControlError::Invalid(_)
         | ControlError::Sync(SyncError::Plan(_)) => (StatusCode::BAD_REQUEST, "bad_request"),
-        ControlError::Config(_) => (StatusCode::BAD_REQUEST, "invalid_config"),
+        ControlError::Config(_) | ControlError::ServicesInLocalFile { .. } => {
+            (StatusCode::BAD_REQUEST, "invalid_config")
+        }
         ControlError::DrainLastGroup { .. }
         | ControlError::FromEtcd
         | ControlError::RolloutInProgress { .. }
@@ -73,10 +75,9 @@ fn control_error(e: &ControlError) -> Response<Body> {
         ControlError::Sync(_) | ControlError::Dataplane(_) => {
             (StatusCode::INTERNAL_SERVER_ERROR, "dataplane")
         }
-        ControlError::Store(_)
-        | ControlError::ConfigFile(_)
-        | ControlError::ServicesInLocalFile { .. }
-        | ControlError::Lock(_) => (StatusCode::INTERNAL_SERVER_ERROR, "store"),
+        ControlError::Store(_) | ControlError::ConfigFile(_) | ControlError::Lock(_) => {
+            (StatusCode::INTERNAL_SERVER_ERROR, "store")
+        }
     };
     error(status, kind, chain(e))
 }

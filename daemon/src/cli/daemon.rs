@@ -274,3 +274,134 @@ pub(super) fn run(args: &Args, g: &Global) -> Result<(), Failure> {
     })
     .map_err(|e| Failure::error(&e))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flags(args: &[&str]) -> FleetFlags {
+        use clap::Parser as _;
+        #[derive(clap::Parser)]
+        struct Wrap {
+            #[command(flatten)]
+            f: FleetFlags,
+        }
+        Wrap::parse_from(std::iter::once("veer").chain(args.iter().copied())).f
+    }
+
+    fn file() -> SourceConfig {
+        SourceConfig {
+            kind: SourceKind::Etcd,
+            endpoints: vec!["http://127.0.0.1:2379".into()],
+            prefix: Some("/prod/veer".into()),
+            node: Some(NodeName::new("edge-file").unwrap()),
+            lease_ttl: Some(Duration::from_secs(30)),
+            driver: Some(false),
+            ..SourceConfig::default()
+        }
+    }
+
+    #[test]
+    fn without_a_source_the_file_is_the_source_and_etcd_flags_are_refused() {
+        assert!(fleet_options(&flags(&[]), None).unwrap().is_none());
+        let e = fleet_options(&flags(&["--node", "a"]), None).unwrap_err();
+        assert_eq!(e.code, crate::cli::exit::USAGE);
+        assert!(e.message.contains("--source etcd"), "{}", e.message);
+    }
+
+    #[test]
+    fn the_file_source_applies_and_each_flag_wins_over_it() {
+        let (source, opts) = fleet_options(&flags(&[]), Some(file())).unwrap().unwrap();
+        assert_eq!(
+            (source.prefix.as_str(), source.node.as_str()),
+            ("/prod/veer", "edge-file")
+        );
+        assert_eq!(
+            (opts.lease_ttl, opts.driver),
+            (Duration::from_secs(30), false)
+        );
+        let (source, opts) = fleet_options(
+            &flags(&[
+                "--node",
+                "edge-flag",
+                "--etcd-endpoints",
+                "http://127.0.0.2:2379",
+                "--fleet-driver",
+                "on",
+            ]),
+            Some(file()),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(source.node.as_str(), "edge-flag");
+        assert_eq!(source.endpoints, "http://127.0.0.2:2379");
+        assert_eq!(source.prefix, "/prod/veer", "from the file");
+        assert!(opts.driver);
+        // --source file on the command line wins over the file's etcd.
+        let none = fleet_options(&flags(&["--source", "file"]), Some(file())).unwrap();
+        assert!(none.is_none());
+    }
+
+    #[test]
+    fn a_broken_file_that_says_etcd_stops_the_start_and_one_that_does_not_is_left_to_it() {
+        /// Removed when dropped, pass or fail.
+        struct Dir(PathBuf);
+        impl Drop for Dir {
+            fn drop(&mut self) {
+                drop(std::fs::remove_dir_all(&self.0));
+            }
+        }
+        let dir = Dir(std::env::temp_dir().join(format!("veer-daemon-src-{}", std::process::id())));
+        std::fs::create_dir_all(&dir.0).unwrap();
+        let path = dir.0.join("veer.toml");
+        std::fs::write(
+            &path,
+            "[source]\nkind = \"etcd\"\nnode = \"a\"\n[node]\nbogus = 1\n",
+        )
+        .unwrap();
+        let e = file_source(&path).unwrap_err();
+        assert!(e.message.contains("bogus"), "{}", e.message);
+        std::fs::write(&path, "[node]\nbogus = 1\n").unwrap();
+        assert!(file_source(&path).unwrap().is_none());
+        std::fs::write(&path, "[source]\nkind = \"etcd\"\nnode = \"a\"\n").unwrap();
+        assert_eq!(file_source(&path).unwrap().unwrap().kind, SourceKind::Etcd);
+        assert!(file_source(&dir.0.join("missing.toml")).unwrap().is_none());
+    }
+
+    #[test]
+    fn an_etcd_source_needs_a_node_and_valid_settings() {
+        let usage = |args: &[&str]| {
+            let e = fleet_options(&flags(args), None).unwrap_err();
+            assert_eq!(e.code, crate::cli::exit::USAGE, "{args:?}: {}", e.message);
+            e.message
+        };
+        assert!(
+            usage(&["--source", "etcd", "--etcd-endpoints", "http://e:2379"]).contains("--node")
+        );
+        assert!(
+            usage(&[
+                "--source",
+                "etcd",
+                "--node",
+                "a/b",
+                "--etcd-endpoints",
+                "http://e:2379"
+            ])
+            .contains("not valid")
+        );
+        assert!(usage(&["--source", "etcd", "--node", "a"]).contains("endpoint"));
+        assert!(
+            usage(&[
+                "--source",
+                "etcd",
+                "--node",
+                "a",
+                "--etcd-endpoints",
+                "http://e:2379",
+                "--fleet-lease-ttl",
+                "1s"
+            ])
+            .contains("at least 2s")
+        );
+    }
+}

@@ -587,7 +587,7 @@ fn etcd_usage(w: &mut String, r: &Results) {
     use std::fmt::Write as _;
     let _ = writeln!(
         w,
-        "\netcd during the {SIMULATED}-node run (`/proc/PID/stat` utime + stime, `VmRSS` sampled \
+        "etcd during the {SIMULATED}-node run (`/proc/PID/stat` utime + stime, `VmRSS` sampled \
          every 100 ms):\n\n| | etcd CPU (one core = 100%) | etcd resident set |\n|---|---:|---:|\n\
          | before the fleet connected | | {:.1} MiB |\n\
          | {SIMULATED} nodes idle ({:.0} s: lease keep-alives every {} s, idle watches) | {:.2}% | {:.1} MiB |\n\
@@ -652,10 +652,10 @@ fn estimate(w: &mut String, r: &Results) {
          - **One change of the config**: {:.0} ms of etcd CPU for {SIMULATED} nodes (the event \
          to each watch, then each node's status write) → about **{change_cpu_10k:.1} s of etcd \
          CPU per change** at 10,000 nodes, nearly all of it the 10,000 status writes.\n\
-         - **Propagation**: the fan-out of one event to 10,000 watches is milliseconds for etcd, \
-         and each node applies in about the 3 daemons' time ({:.0} ms p50 here), so every node \
-         runs a change within well under a second. What takes longer is every status saying \
-         so: 10,000 writes at the {:.0}/s measured here is about **{burst_secs:.0} s** on this \
+         - **Propagation**: a node runs a change as soon as etcd has delivered the event to its \
+         watch, then applies it in about a daemon's time here ({:.0} ms p50); etcd's share of \
+         the work is the CPU per change above. What takes longest is every status saying so: \
+         10,000 writes at the {:.0}/s measured here is about **{burst_secs:.0} s** on this \
          machine (a 3-member cluster on dedicated SSDs absorbs several times that rate).\n\n\
          So one etcd cluster carries a 10,000-node fleet: about {mem_10k_gib:.1} GiB of memory, \
          about a core for keep-alives at the default TTL, and seconds of CPU and of status \

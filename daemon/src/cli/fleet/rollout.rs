@@ -18,8 +18,8 @@ use crate::{
     cli::{Global, exit::Failure, output, rollout as local},
     config,
     fleet::{
-        self, DEFAULT_WAVES, Directive, FleetRollout, FleetState, MissingNode, NodeName,
-        NodeRollout, NodeStatus, Progress, StartRequest, WaveSpec,
+        self, DEFAULT_WAVES, Directive, ExcludeReason, FleetRollout, FleetState, MissingNode,
+        NodeName, NodeRollout, NodeStatus, Progress, StartRequest, WaveSpec,
     },
     model::OnFailure,
     sources::etcd::{CasWrite, EtcdError, Expect, Fleet, UpdateError},
@@ -227,7 +227,7 @@ fn human(s: &Shown) -> String {
     out.push_str(&output::table(&["NODE", "WAVE", "PART", "WHY"], &rows));
     out.push('\n');
     for e in &p.excluded {
-        let _ = writeln!(out, "excluded: {} ({:?})", e.node, e.reason);
+        let _ = writeln!(out, "excluded: {} ({})", e.node, why_excluded(&e.reason));
     }
     for sk in &s.progress.skipped {
         let _ = writeln!(
@@ -239,6 +239,16 @@ fn human(s: &Shown) -> String {
         );
     }
     out
+}
+
+/// Why a node does not take part, in words.
+fn why_excluded(reason: &ExcludeReason) -> String {
+    match reason {
+        ExcludeReason::NotReady => "not synced with etcd".to_owned(),
+        ExcludeReason::NoService => "its config has no such service".to_owned(),
+        ExcludeReason::NoTarget => "no such group, or a group without backends".to_owned(),
+        ExcludeReason::Busy { to } => format!("runs another rollout of the service, to {to}"),
+    }
 }
 
 /// Reads a rollout and every node's part.
@@ -402,7 +412,7 @@ fn started(p: &FleetRollout) -> String {
         let ex: Vec<String> = p
             .excluded
             .iter()
-            .map(|e| format!("{} ({:?})", e.node, e.reason))
+            .map(|e| format!("{} ({})", e.node, why_excluded(&e.reason)))
             .collect();
         let _ = write!(out, "; excluded: {}", ex.join(", "));
     }

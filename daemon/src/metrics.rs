@@ -78,6 +78,9 @@ pub fn render<N: Effects + Readings>(ctl: &Controller<N>) -> Result<String, Cont
 
     state_file_metrics(&mut reg, &status.files);
     config_metrics(&mut reg, &status.config);
+    if let Some(source) = &status.source {
+        source_metrics(&mut reg, source);
+    }
     backend_metrics(&mut reg, &status);
     rollout_metrics(&mut reg, ctl);
     dataplane_metrics(&mut reg, ctl, &status)?;
@@ -308,6 +311,90 @@ struct StepLabels {
     service: String,
     step: String,
     outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RefusedLabels {
+    key: String,
+    mod_revision: String,
+    message: String,
+}
+
+fn seconds(t: Option<std::time::SystemTime>) -> f64 {
+    t.and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// The etcd source: ready, stale since when, the document in force, a refused one, local
+/// changes over it.
+fn source_metrics(reg: &mut Registry, s: &crate::control::SourceView) {
+    let gauge = |reg: &mut Registry, name: &str, help: &str, v: i64| {
+        let g: Gauge = Gauge::default();
+        g.set(v);
+        reg.register(name, help, g);
+    };
+    let time = |reg: &mut Registry, name: &str, help: &str, t| {
+        let g: Gauge<f64, std::sync::atomic::AtomicU64> = Gauge::default();
+        g.set(seconds(t));
+        reg.register(name, help, g);
+    };
+    gauge(
+        reg,
+        "source_ready",
+        "1 once the node synced with etcd since it started (it serves its last local revision before)",
+        i64::from(s.ready),
+    );
+    gauge(
+        reg,
+        "source_stale",
+        "1 while etcd is unreachable (the last applied state stays in force)",
+        i64::from(s.stale_since.is_some()),
+    );
+    time(
+        reg,
+        "source_stale_since_timestamp_seconds",
+        "Since when etcd has been unreachable; 0 while connected",
+        s.stale_since,
+    );
+    time(
+        reg,
+        "source_last_sync_timestamp_seconds",
+        "When the node last listed etcd or reconnected to it; 0 before",
+        s.last_sync,
+    );
+    gauge(
+        reg,
+        "source_etcd_revision",
+        "The etcd revision the node has heard of",
+        s.revision,
+    );
+    gauge(
+        reg,
+        "source_config_mod_revision",
+        "Mod revision of the config document in force; 0 before one applied",
+        s.applied.as_ref().map_or(0, |a| a.mod_revision),
+    );
+    let refused = Family::<RefusedLabels, Gauge>::default();
+    if let Some(r) = &s.refused {
+        refused
+            .get_or_create(&RefusedLabels {
+                key: r.key.clone(),
+                mod_revision: r.mod_revision.to_string(),
+                message: r.message.clone(),
+            })
+            .set(1);
+    }
+    reg.register(
+        "source_config_refused_info",
+        "1 for the config document in etcd the node refused, with why, until a newer one applies",
+        refused,
+    );
+    gauge(
+        reg,
+        "source_local_changes",
+        "Local changes in force over the config document until its next change in etcd",
+        i64::try_from(s.local_changes.len()).unwrap_or(i64::MAX),
+    );
 }
 
 /// Per backend and per group series.

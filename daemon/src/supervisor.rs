@@ -1,6 +1,9 @@
 //! `veer daemon`'s task wiring (mini-redis shape): the control socket, the metrics listener,
 //! conntrack upkeep every second, config reload on SIGHUP and on file change, and a clean stop
-//! on SIGINT/SIGTERM that leaves the programs attached and traffic flowing.
+//! on SIGINT/SIGTERM that leaves the programs attached and traffic flowing. With an etcd source,
+//! the fleet tasks too (`fleet`: follow etcd, write the node's status, drive fleet rollouts).
+
+pub mod fleet;
 
 use std::{
     net::SocketAddr,
@@ -173,6 +176,8 @@ pub struct DaemonOptions {
     pub access: Access,
     /// Metrics listener (`None`: off).
     pub metrics: Option<SocketAddr>,
+    /// The fleet's etcd, when the services come from there.
+    pub fleet: Option<fleet::FleetOptions>,
 }
 
 /// Raises the soft limit of open descriptors to the hard one (systemd's default soft limit is
@@ -276,13 +281,25 @@ async fn run_async(opts: DaemonOptions, nofile: u64) -> Result<(), DaemonError> 
         reload_rx,
         stop_rx.clone(),
     ));
+    let fleet_ready = spawn_fleet(&mut tasks, &ctl, opts.fleet.clone(), &stop_rx);
 
     tracing::info!(socket = %opts.socket.display(), "veer daemon ready");
-    // systemd (Type=notify): the programs are attached and the socket serves.
+    // systemd (Type=notify): the programs are attached and the socket serves. With etcd as the
+    // source this does not wait for the first sync: the node serves its last local revision
+    // meanwhile, and an etcd that is down at boot must not keep the service from starting (or
+    // make systemd restart it). The status line says when the first sync came.
+    let waiting = !*fleet_ready.borrow();
     notify_service_manager(&[
         sd_notify::NotifyState::Ready,
-        sd_notify::NotifyState::Status("attached; serving the control socket"),
+        sd_notify::NotifyState::Status(if waiting {
+            "attached; serving the control socket; waiting for the first sync with etcd (the last local revision is in force)"
+        } else {
+            "attached; serving the control socket"
+        }),
     ]);
+    if waiting {
+        tasks.spawn(report_first_sync(fleet_ready, stop_rx.clone()));
+    }
     let handler = |kind, signal_name| {
         signal(kind).map_err(|source| DaemonError::Signal {
             signal: signal_name,
@@ -315,6 +332,43 @@ fn notify_service_manager(state: &[sd_notify::NotifyState<'_>]) {
     if let Err(e) = sd_notify::notify(state) {
         tracing::warn!(error = %e, "telling the service manager (NOTIFY_SOCKET) failed");
     }
+}
+
+/// Tells the service manager when the node first synced with etcd (`ready` turns true), unless
+/// the daemon stops first.
+async fn report_first_sync(mut ready: watch::Receiver<bool>, mut stop: watch::Receiver<bool>) {
+    tokio::select! {
+        synced = ready.wait_for(|r| *r) => {
+            if synced.is_ok() {
+                notify_service_manager(&[sd_notify::NotifyState::Status(
+                    "attached; serving the control socket; in sync with etcd",
+                )]);
+            }
+        }
+        _ = stop.wait_for(|s| *s) => {}
+    }
+}
+
+/// Starts the fleet tasks when the services come from etcd. The receiver turns true once the
+/// node synced with etcd (always true without etcd); readiness (`READY=1`) does not wait for it,
+/// the status line reports it.
+fn spawn_fleet(
+    tasks: &mut tokio::task::JoinSet<()>,
+    ctl: &Arc<Mutex<Controller>>,
+    opts: Option<fleet::FleetOptions>,
+    stop: &watch::Receiver<bool>,
+) -> watch::Receiver<bool> {
+    let (ready_tx, ready) = watch::channel(opts.is_none());
+    if let Some(opts) = opts {
+        tracing::info!(
+            endpoints = %opts.fleet.endpoints(),
+            prefix = opts.fleet.layout().prefix(),
+            node = %opts.node,
+            "services come from etcd; serving the last local revision until the first sync"
+        );
+        tasks.spawn(fleet::run(Arc::clone(ctl), opts, stop.clone(), ready_tx));
+    }
+    ready
 }
 
 /// Conntrack upkeep: every `UPKEEP_INTERVAL`, or more rarely when a pass is expensive (a very

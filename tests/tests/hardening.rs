@@ -15,9 +15,10 @@ use std::{
 
 use veer_tests::{
     config::{ConfigBuilder, Family, web},
-    daemon::{Daemon, Held, veer_bin},
+    daemon::{Bed, Daemon, Held, veer_bin, weights},
+    metrics::value as metric,
     netns::Topology,
-    servers::{TcpServer, ask_once},
+    servers::{ask_once, http_get},
 };
 
 const TIMEOUT: Duration = Duration::from_secs(5);
@@ -37,50 +38,18 @@ fn config(topo: &Topology, v1: &str, v2: &str) -> String {
     node(topo).service(web(Family::V4, v1, v2)).to_toml()
 }
 
-/// Topology, backends answering "v1"/"v2", and a daemon with metrics on `METRICS`. Field order
-/// drops the daemon first, then the servers, then the namespaces.
-struct Bed {
-    daemon: Daemon,
-    _s1: TcpServer,
-    _s2: TcpServer,
-    topo: Topology,
-}
-
+/// The bed with `node`'s settings, `web` at `v1`/`v2`, and a daemon with metrics on `METRICS`.
 fn bed_with(node: impl FnOnce(&Topology) -> ConfigBuilder, v1: &str, v2: &str) -> Bed {
-    let (a1, a2) = (Family::V4.backend("v1"), Family::V4.backend("v2"));
-    let topo = Topology::builder()
-        .client()
-        .backend("v1", &[a1])
-        .backend("v2", &[a2])
-        .build()
-        .unwrap();
-    let s1 = TcpServer::start(topo.backend("v1"), SocketAddr::new(a1, 8080), "v1").unwrap();
-    let s2 = TcpServer::start(topo.backend("v2"), SocketAddr::new(a2, 8080), "v2").unwrap();
-    let config = node(&topo).service(web(Family::V4, v1, v2)).to_toml();
-    Bed {
-        daemon: Daemon::start_with(&topo, &config, &["--metrics", METRICS]),
-        _s1: s1,
-        _s2: s2,
-        topo,
-    }
+    Bed::start(
+        Family::V4,
+        8080,
+        |topo| node(topo).service(web(Family::V4, v1, v2)).to_toml(),
+        |topo, config| Daemon::start_with(topo, config, &["--metrics", METRICS]),
+    )
 }
 
 fn bed(v1: &str, v2: &str) -> Bed {
     bed_with(node, v1, v2)
-}
-
-fn weights(status: &serde_json::Value) -> Vec<(String, f64)> {
-    status["services"][0]["groups"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|g| {
-            (
-                g["name"].as_str().unwrap().to_owned(),
-                g["weight"].as_f64().unwrap(),
-            )
-        })
-        .collect()
 }
 
 fn stderr(out: &std::process::Output) -> String {
@@ -96,39 +65,6 @@ fn new_connections_go_to(b: &Bed, group: &str, when: &str) {
             "{when}: new connection {i}"
         );
     }
-}
-
-/// `GET path` on `addr` from inside the node namespace.
-fn node_get(topo: &Topology, addr: &str, path: &str) -> Option<String> {
-    use std::io::{Read as _, Write as _};
-    let addr = addr.to_owned();
-    let path = path.to_owned();
-    topo.node()
-        .enter(move || {
-            let mut s = std::net::TcpStream::connect_timeout(&addr.parse().ok()?, TIMEOUT).ok()?;
-            s.set_read_timeout(Some(TIMEOUT)).ok()?;
-            write!(
-                s,
-                "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-            )
-            .ok()?;
-            let mut out = String::new();
-            s.read_to_string(&mut out).ok()?;
-            Some(out.split_once("\r\n\r\n")?.1.to_owned())
-        })
-        .ok()
-        .flatten()
-}
-
-/// The value of a metric line (name and labels exactly as exposed).
-fn metric(text: &str, series: &str) -> Option<f64> {
-    text.lines().find_map(|l| {
-        l.strip_prefix(series)?
-            .strip_prefix(' ')?
-            .trim()
-            .parse()
-            .ok()
-    })
 }
 
 fn scrape(b: &Bed) -> String {
@@ -154,6 +90,11 @@ fn mkfifo(path: &Path) {
     let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
     // SAFETY: a valid C string; mkfifo only creates a file.
     assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo");
+}
+
+/// `GET path` on `addr` from inside the node namespace (metrics, Prometheus live there).
+fn node_get(topo: &Topology, addr: &str, path: &str) -> Option<String> {
+    http_get(topo.node(), addr, path, TIMEOUT)
 }
 
 mod state {
@@ -870,27 +811,19 @@ mod listeners {
     /// no flood, and root's `status` and `shift` succeed every time.
     #[test]
     fn idle_metrics_connections_never_take_the_control_socket_down() {
-        let (a1, a2) = (Family::V4.backend("v1"), Family::V4.backend("v2"));
-        let topo = Topology::builder()
-            .client()
-            .backend("v1", &[a1])
-            .backend("v2", &[a2])
-            .build()
-            .unwrap();
-        let s1 = TcpServer::start(topo.backend("v1"), SocketAddr::new(a1, 8080), "v1").unwrap();
-        let s2 = TcpServer::start(topo.backend("v2"), SocketAddr::new(a2, 8080), "v2").unwrap();
-        let daemon = Daemon::start_under(
-            &topo,
-            &config(&topo, "100", "0"),
-            &["--metrics", METRICS],
-            &["prlimit", "--nofile=100:256", "--"],
+        let b = Bed::start(
+            Family::V4,
+            8080,
+            |topo| config(topo, "100", "0"),
+            |topo, config| {
+                Daemon::start_under(
+                    topo,
+                    config,
+                    &["--metrics", METRICS],
+                    &["prlimit", "--nofile=100:256", "--"],
+                )
+            },
         );
-        let b = Bed {
-            daemon,
-            _s1: s1,
-            _s2: s2,
-            topo,
-        };
         let pid = b.daemon.pid();
         assert_eq!(
             limits(pid),
@@ -948,26 +881,12 @@ mod listeners {
     /// within its timeouts (5 s for headers, 10 s for a body).
     #[test]
     fn stalled_control_requests_are_closed_and_root_keeps_its_share() {
-        let (a1, a2) = (Family::V4.backend("v1"), Family::V4.backend("v2"));
-        let topo = Topology::builder()
-            .client()
-            .backend("v1", &[a1])
-            .backend("v2", &[a2])
-            .build()
-            .unwrap();
-        let s1 = TcpServer::start(topo.backend("v1"), SocketAddr::new(a1, 8080), "v1").unwrap();
-        let s2 = TcpServer::start(topo.backend("v2"), SocketAddr::new(a2, 8080), "v2").unwrap();
-        let daemon = Daemon::start_with(
-            &topo,
-            &config(&topo, "100", "0"),
-            &["--socket-group", "65534"],
+        let b = Bed::start(
+            Family::V4,
+            8080,
+            |topo| config(topo, "100", "0"),
+            |topo, config| Daemon::start_with(topo, config, &["--socket-group", "65534"]),
         );
-        let b = Bed {
-            daemon,
-            _s1: s1,
-            _s2: s2,
-            topo,
-        };
         std::fs::set_permissions(
             b.daemon.socket.parent().unwrap(),
             std::os::unix::fs::PermissionsExt::from_mode(0o755),
@@ -1095,26 +1014,12 @@ mod socket_group {
     fn members_are_let_in_by_the_groups_they_hold_when_they_connect() {
         let accounts = Accounts::create(&[("m", true), ("o", false)]);
         let (member, other) = (&accounts.users[0], &accounts.users[1]);
-        let (a1, a2) = (Family::V4.backend("v1"), Family::V4.backend("v2"));
-        let topo = Topology::builder()
-            .client()
-            .backend("v1", &[a1])
-            .backend("v2", &[a2])
-            .build()
-            .unwrap();
-        let s1 = TcpServer::start(topo.backend("v1"), SocketAddr::new(a1, 8080), "v1").unwrap();
-        let s2 = TcpServer::start(topo.backend("v2"), SocketAddr::new(a2, 8080), "v2").unwrap();
-        let daemon = Daemon::start_with(
-            &topo,
-            &config(&topo, "100", "0"),
-            &["--socket-group", &accounts.group],
+        let b = Bed::start(
+            Family::V4,
+            8080,
+            |topo| config(topo, "100", "0"),
+            |topo, config| Daemon::start_with(topo, config, &["--socket-group", &accounts.group]),
         );
-        let b = Bed {
-            daemon,
-            _s1: s1,
-            _s2: s2,
-            topo,
-        };
         std::fs::set_permissions(
             b.daemon.socket.parent().unwrap(),
             std::os::unix::fs::PermissionsExt::from_mode(0o755),

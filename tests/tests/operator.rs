@@ -19,7 +19,7 @@ use std::{
 use serde_json::Value;
 use veer_tests::{
     config::{ConfigBuilder, Family, web},
-    daemon::{Daemon, Held, Load, veer_bin},
+    daemon::{Bed, Daemon, Held, Load, veer_bin, weights},
     netns::Topology,
     pty::{self, Screen},
     servers::{TcpServer, ask_once},
@@ -38,33 +38,15 @@ fn node(topo: &Topology) -> ConfigBuilder {
         .tcp_closing(Duration::from_secs(10))
 }
 
-/// Topology, backends answering "v1"/"v2" (v2 on `v2_port`; another port than 8080 leaves it
-/// refusing connections), and a daemon at `v1`/`v2` started with `args`. Field order drops the
-/// daemon first, then the servers, then the namespaces.
-struct Bed {
-    daemon: Daemon,
-    _s1: TcpServer,
-    s2: Option<TcpServer>,
-    topo: Topology,
-}
-
+/// The bed with `web` at `v1`/`v2` (v2's server on `v2_port`; another port than 8080 leaves it
+/// refusing connections), and a daemon started with `args`.
 fn bed_with(v1: &str, v2: &str, v2_port: u16, args: &[&str]) -> Bed {
-    let (a1, a2) = (Family::V4.backend("v1"), Family::V4.backend("v2"));
-    let topo = Topology::builder()
-        .client()
-        .backend("v1", &[a1])
-        .backend("v2", &[a2])
-        .build()
-        .unwrap();
-    let s1 = TcpServer::start(topo.backend("v1"), SocketAddr::new(a1, 8080), "v1").unwrap();
-    let s2 = TcpServer::start(topo.backend("v2"), SocketAddr::new(a2, v2_port), "v2").unwrap();
-    let config = node(&topo).service(web(Family::V4, v1, v2)).to_toml();
-    Bed {
-        daemon: Daemon::start_with(&topo, &config, args),
-        _s1: s1,
-        s2: Some(s2),
-        topo,
-    }
+    Bed::start(
+        Family::V4,
+        v2_port,
+        |topo| node(topo).service(web(Family::V4, v1, v2)).to_toml(),
+        |topo, config| Daemon::start_with(topo, config, args),
+    )
 }
 
 fn bed(v1: &str, v2: &str) -> Bed {
@@ -77,20 +59,6 @@ fn stdout(out: &Output) -> String {
 
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).trim().to_owned()
-}
-
-fn weights(status: &Value) -> Vec<(String, f64)> {
-    status["services"][0]["groups"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|g| {
-            (
-                g["name"].as_str().unwrap().to_owned(),
-                g["weight"].as_f64().unwrap(),
-            )
-        })
-        .collect()
 }
 
 /// New connections from the client to the VIP for at most `secs` seconds.
@@ -1103,21 +1071,7 @@ mod metrics {
         let (ct, text) = get(&b.topo, None);
         assert_eq!(ct, "text/plain; version=0.0.4; charset=utf-8");
         assert!(!text.contains("# EOF"));
-        let mut promtool = Command::new("promtool")
-            .args(["check", "metrics"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("promtool (Debian's prometheus package; `cargo xtask setup` installs it)");
-        std::io::Write::write_all(&mut promtool.stdin.take().unwrap(), text.as_bytes()).unwrap();
-        let checked = promtool.wait_with_output().unwrap();
-        assert!(
-            checked.status.success() && checked.stdout.is_empty() && checked.stderr.is_empty(),
-            "promtool: {}{}\n{text}",
-            stdout(&checked),
-            stderr(&checked)
-        );
+        veer_tests::metrics::promtool_accepts(&text);
         let value = |series: &str| {
             text.lines()
                 .find_map(|l| {

@@ -57,6 +57,8 @@ impl Peer {
 
 /// Largest request body accepted (a config file).
 const MAX_BODY: usize = 4 << 20;
+/// How long a client has to send a control request's body (its headers: `server`).
+pub(super) const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// Most flows one request may list.
 const MAX_FLOWS: usize = 10_000;
 
@@ -110,9 +112,12 @@ fn control_error(e: &ControlError) -> Response<Body> {
         | ControlError::RolloutPlan(_)
         | ControlError::Invalid(_)
         | ControlError::Sync(SyncError::Plan(_)) => (StatusCode::BAD_REQUEST, "bad_request"),
-        ControlError::Config(_) => (StatusCode::BAD_REQUEST, "invalid_config"),
+        ControlError::Config(_) | ControlError::ServicesInLocalFile { .. } => {
+            (StatusCode::BAD_REQUEST, "invalid_config")
+        }
         ControlError::DrainLastGroup { .. }
         | ControlError::ShiftToNothing { .. }
+        | ControlError::FromEtcd
         | ControlError::RolloutInProgress { .. }
         | ControlError::RolloutPaused { .. }
         | ControlError::NothingToRetry { .. } => (StatusCode::CONFLICT, "conflict"),
@@ -196,7 +201,7 @@ fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Response<Body>> {
 
 async fn read_body(req: Request<Incoming>) -> Result<bytes::Bytes, Response<Body>> {
     let limited = http_body_util::Limited::new(req.into_body(), MAX_BODY);
-    let collected = tokio::time::timeout(super::server::BODY_TIMEOUT, limited.collect())
+    let collected = tokio::time::timeout(BODY_TIMEOUT, limited.collect())
         .await
         .map_err(|_| {
             error(
@@ -204,7 +209,7 @@ async fn read_body(req: Request<Incoming>) -> Result<bytes::Bytes, Response<Body
                 "timeout",
                 format!(
                     "the request body did not arrive within {}s",
-                    super::server::BODY_TIMEOUT.as_secs()
+                    BODY_TIMEOUT.as_secs()
                 ),
             )
         })?;

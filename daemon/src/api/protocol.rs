@@ -7,13 +7,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     control::{
-        Answer,
+        Answer, SourceView,
         offline::{Names, OfflineView},
         views::{
             BackendView, ConfigView, FlowView, FlowsView, GroupView, RevisionView, RolloutView,
             ServiceView, StatusView, StepState, Waiting,
         },
     },
+    fleet::{AppliedConfig, StatusError},
     model::{NodeChange, Plan, Protocol, Weight},
     rollout::Phase,
     state::Author,
@@ -39,6 +40,9 @@ pub struct Status {
     /// Set when the status was read from the pinned maps with no daemon (`--offline`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub offline: Option<OfflineInfo>,
+    /// The etcd source, when the services come from there (`veer daemon --source etcd`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<SourceStatus>,
 }
 
 /// How an offline status was read.
@@ -367,15 +371,17 @@ impl From<&crate::state::Unusable> for UnusableFile {
     }
 }
 
-impl From<&crate::control::views::FilesView> for StateFilesStatus {
-    fn from(f: &crate::control::views::FilesView) -> Self {
+impl StateFilesStatus {
+    /// The files of `f`; `etcd`: the node's services come from etcd (the advice says what
+    /// happens after the hold).
+    fn of(f: &crate::control::views::FilesView, etcd: bool) -> Self {
         Self {
             held: f.held.as_ref().map(|h| HeldStatus {
                 file: UnusableFile::from(h),
                 newest_usable: f.newest_usable,
                 advice: format!(
                     "the maps are kept as they are and nothing changes until you choose the state to put in force: {}",
-                    crate::control::held_advice(f.newest_usable)
+                    crate::control::held_advice(f.newest_usable, etcd)
                 ),
             }),
             unusable: f.unusable.iter().map(UnusableFile::from).collect(),
@@ -814,7 +820,7 @@ impl From<&ConfigView> for ConfigFileStatus {
 impl From<&StatusView> for Status {
     fn from(s: &StatusView) -> Self {
         Self {
-            state_files: StateFilesStatus::from(&s.files),
+            state_files: StateFilesStatus::of(&s.files, s.source.is_some()),
             config: ConfigFileStatus::from(&s.config),
             revision: s.revision.as_ref().map(RevisionInfo::from),
             interfaces: s.interfaces.clone(),
@@ -824,6 +830,7 @@ impl From<&StatusView> for Status {
             },
             services: s.services.iter().map(ServiceStatus::from).collect(),
             offline: None,
+            source: s.source.as_ref().map(SourceStatus::from),
         }
     }
 }
@@ -1077,6 +1084,58 @@ impl From<&Answer> for ApplyResponse {
             changed: a.changed,
             note: a.note.clone(),
             pending_restart: a.pending_restart.clone(),
+        }
+    }
+}
+
+/// The etcd source in `Status`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceStatus {
+    /// `etcd`.
+    pub kind: String,
+    /// The endpoints, comma-separated.
+    pub endpoints: String,
+    /// The key prefix.
+    pub prefix: String,
+    /// This node's name in the fleet.
+    pub node: String,
+    /// Whether the node synced with etcd since it started (until then it serves its last local
+    /// revision).
+    pub ready: bool,
+    /// The etcd revision the node has heard of.
+    pub revision: i64,
+    /// The config document in force: its key and mod revision.
+    pub config: Option<AppliedConfig>,
+    /// RFC 3339 time since which etcd has been unreachable; `null` while connected.
+    pub stale_since: Option<String>,
+    /// The last etcd error.
+    pub error: Option<String>,
+    /// The config document refused, and why (`/veer/config:12:9: ...`).
+    pub refused: Option<StatusError>,
+    /// Other errors (the node's part of fleet rollouts).
+    pub errors: Vec<StatusError>,
+    /// RFC 3339 time of the last list or reconnection.
+    pub last_sync: Option<String>,
+    /// Local changes in force over the config document until its next change, newest first.
+    pub local_changes: Vec<String>,
+}
+
+impl From<&SourceView> for SourceStatus {
+    fn from(s: &SourceView) -> Self {
+        Self {
+            kind: "etcd".to_owned(),
+            endpoints: s.source.endpoints.clone(),
+            prefix: s.source.prefix.clone(),
+            node: s.source.node.to_string(),
+            ready: s.ready,
+            revision: s.revision,
+            config: s.applied.clone(),
+            stale_since: s.stale_since.map(rfc3339),
+            error: s.error.clone(),
+            refused: s.refused.clone(),
+            errors: s.errors.clone(),
+            last_sync: s.last_sync.map(rfc3339),
+            local_changes: s.local_changes.clone(),
         }
     }
 }

@@ -4,9 +4,9 @@
 //!
 //! No local user can take it down: connections are capped (`Budget`: root's share is its own,
 //! whatever other peers open, and the metrics listener has a separate one), every request must
-//! send its headers within `HEADER_TIMEOUT` and its body within `BODY_TIMEOUT` (at most 4 MiB),
-//! a connection lives at most `CONTROL_LIFETIME`, and failed accepts neither spin nor flood
-//! the log.
+//! send its headers within `HEADER_TIMEOUT` and its body within `handlers::BODY_TIMEOUT` (at
+//! most 4 MiB), a connection lives at most `CONTROL_LIFETIME`, and failed accepts neither spin
+//! nor flood the log.
 
 use std::{
     os::unix::fs::PermissionsExt as _,
@@ -236,8 +236,6 @@ pub fn remove(path: &Path) {
 /// How long a client has to send a request's headers; an idle connection (kept alive, or
 /// opened and silent) is closed after as long.
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long a client has to send a control request's body.
-pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a control connection may live (the CLI makes one request per connection).
 pub const CONTROL_LIFETIME: Duration = Duration::from_mins(1);
 /// How long after a failed accept (out of descriptors, say) the next one is tried.

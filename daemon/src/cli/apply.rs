@@ -1,4 +1,4 @@
-//! `veer apply -f FILE [--dry-run] [--reason TEXT]`.
+//! `veer apply -f FILE [--dry-run] [--reason TEXT] [--fleet]`.
 
 use std::path::{Path, PathBuf};
 
@@ -20,6 +20,8 @@ pub(super) struct Args {
     file: PathBuf,
     #[command(flatten)]
     change: ChangeArgs,
+    #[command(flatten)]
+    fleet: super::fleet::FleetArgs,
 }
 
 /// Reads and validates `file` locally (every problem, with its line, even against an older
@@ -41,6 +43,9 @@ pub(super) fn request(file: &Path, options: ChangeOptions) -> Result<ApplyReques
 /// Validates locally, then applies (or, with `--dry-run`, shows what applying would change).
 pub(super) fn run(args: &Args, g: &Global) -> Result<(), Failure> {
     let options = args.change.options();
+    if args.fleet.on() {
+        return super::fleet::apply(&args.fleet, &args.file, &options, g);
+    }
     let dry_run = options.dry_run;
     let req = request(&args.file, options)?;
     let what = if dry_run { "apply" } else { "applied" };

@@ -1,4 +1,5 @@
-//! `veer drain SERVICE GROUP [--wait] [--timeout DURATION] [--dry-run] [--reason TEXT]`.
+//! `veer drain SERVICE GROUP [--wait] [--timeout DURATION] [--force] [--dry-run]
+//! [--reason TEXT] [--fleet]`.
 
 use std::time::{Duration, Instant};
 
@@ -31,11 +32,27 @@ pub(super) struct Args {
     force: bool,
     #[command(flatten)]
     change: ChangeArgs,
+    #[command(flatten)]
+    fleet: super::fleet::FleetArgs,
 }
 
 /// Drains, and waits if asked.
 pub(super) fn run(args: &Args, g: &Global) -> Result<(), Failure> {
     let options = args.change.options();
+    if args.fleet.on() {
+        if args.wait {
+            return Err(Failure::usage(
+                "--wait watches one node's flows: drain --fleet, then `veer drain SERVICE GROUP --wait` on each node".to_owned(),
+            ));
+        }
+        let request = crate::control::Request::Drain {
+            service: args.service.clone(),
+            group: args.group.clone(),
+            force: args.force,
+        };
+        let what = format!("drain {}/{}", args.service, args.group);
+        return super::fleet::edit(&args.fleet, &options, &request, &what, g);
+    }
     let dry_run = options.dry_run;
     let req = DrainRequest {
         service: args.service.clone(),

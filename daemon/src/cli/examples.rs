@@ -22,7 +22,10 @@ Examples:
 
   # A second instance on its own state, pins, socket and metrics port
   veer --socket /run/veer-b.sock daemon --config b.toml --state-dir /var/lib/veer-b \\
-       --pin-dir /sys/fs/bpf/veer-b --metrics 127.0.0.1:9465";
+       --pin-dir /sys/fs/bpf/veer-b --metrics 127.0.0.1:9465
+
+  # A node of a fleet: the services come from etcd ([source] in the file says the same)
+  veer daemon --source etcd --etcd-endpoints https://etcd1.example.net:2379 --node edge-fra-1";
 
 /// `veer validate`.
 pub const VALIDATE: &str = "\
@@ -70,7 +73,10 @@ Examples:
   veer shift web,web6 v1=50 v2=50
 
   # What it would change, changing nothing
-  veer shift web v1=0 v2=100 --dry-run";
+  veer shift web v1=0 v2=100 --dry-run
+
+  # The whole fleet: the fleet's config in etcd (every node follows it)
+  veer shift web v1=90 v2=10 --fleet --etcd-endpoints https://etcd1.example.net:2379";
 
 /// `veer drain`.
 pub const DRAIN: &str = "\
@@ -201,3 +207,67 @@ Examples:
 pub const VERSION: &str = "\
 Examples:
   veer version -o json";
+
+/// `veer fleet`.
+pub const FLEET: &str = "\
+Examples:
+  # Where every node is: config applied, lag, health, errors, rollout step
+  export VEER_ETCD_ENDPOINTS=https://etcd1.example.net:2379
+  veer fleet status
+
+  # A rollout of web to v2 across the fleet, in waves of nodes
+  veer fleet rollout start web --to v2 --waves 1,25%,100% --wait";
+
+/// `veer fleet status`.
+pub const FLEET_STATUS: &str = "\
+Examples:
+  veer fleet status --etcd-endpoints https://etcd1.example.net:2379
+  veer fleet status --node edge-fra-1 -o json";
+
+/// `veer fleet history`.
+pub const FLEET_HISTORY: &str = "\
+Examples:
+  # The versions of the fleet's config etcd still holds, newest first
+  veer fleet history --limit 10
+
+  # Then go back to one of them
+  veer rollback --fleet --to 4217";
+
+/// `veer fleet rollout`.
+pub const FLEET_ROLLOUT: &str = "\
+Examples:
+  veer fleet rollout start web --to v2 --canary edge-fra-1 --waves 1,25%,100%
+  veer fleet rollout status web
+  veer fleet rollout abort web --reason \"errors on v2\"";
+
+/// `veer fleet rollout start`.
+pub const FLEET_ROLLOUT_START: &str = "\
+Examples:
+  # Canary node first, then a quarter of the fleet, then all; each node steps 1, 25, 100
+  veer fleet rollout start web --to v2 --canary edge-fra-1 --waves 1,25%,100% \\
+       --steps 1,25,100 --pause 1m
+
+  # Skip a node that stops reporting instead of rolling the fleet back, and wait for the end
+  veer fleet rollout start web --to v2 --on-missing-node skip --wait";
+
+/// `veer fleet rollout status`.
+pub const FLEET_ROLLOUT_STATUS: &str = "\
+Examples:
+  veer fleet rollout status web
+  veer fleet rollout status web -o json";
+
+/// `veer fleet rollout pause`.
+pub const FLEET_ROLLOUT_PAUSE: &str = "\
+Examples:
+  veer fleet rollout pause web --reason \"looking at v2's latency\"";
+
+/// `veer fleet rollout resume`.
+pub const FLEET_ROLLOUT_RESUME: &str = "\
+Examples:
+  veer fleet rollout resume web";
+
+/// `veer fleet rollout abort`.
+pub const FLEET_ROLLOUT_ABORT: &str = "\
+Examples:
+  # Every node that started restores its weights from before the rollout
+  veer fleet rollout abort web --reason \"errors on v2\"";

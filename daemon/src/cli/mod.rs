@@ -15,6 +15,7 @@ mod diff;
 mod drain;
 pub mod examples;
 pub mod exit;
+mod fleet;
 mod flows;
 mod history;
 mod live;
@@ -120,6 +121,9 @@ enum Command {
     /// Progressive rollouts with health gates and automatic rollback.
     #[command(subcommand, after_help = examples::ROLLOUT)]
     Rollout(rollout::Args),
+    /// A fleet of nodes following etcd: status, history, rollouts in waves.
+    #[command(subcommand, after_help = examples::FLEET)]
+    Fleet(fleet::Args),
     /// Remove veer from the node: detach the programs, unpin links and maps.
     #[command(after_help = examples::TEARDOWN)]
     Teardown(teardown::Args),
@@ -161,6 +165,7 @@ impl Cli {
             Command::Rollback(args) => rollback::run(&args, g),
             Command::Flows(args) => flows::run(&args, g),
             Command::Rollout(args) => rollout::run(&args, g),
+            Command::Fleet(args) => fleet::run(&args, g),
             Command::Teardown(args) => teardown::run(&args, g),
             Command::Completions(args) => {
                 completions::run(&args);

@@ -1,5 +1,5 @@
-//! `veer pin SERVICE PREFIX GROUP` and `veer unpin SERVICE PREFIX` (with `--dry-run` and
-//! `--reason`).
+//! `veer pin SERVICE PREFIX GROUP` and `veer unpin SERVICE PREFIX` (with `--dry-run`, `--reason`
+//! and `--fleet`).
 
 use super::{
     Global,
@@ -19,6 +19,8 @@ pub(super) struct PinArgs {
     group: String,
     #[command(flatten)]
     change: ChangeArgs,
+    #[command(flatten)]
+    fleet: super::fleet::FleetArgs,
 }
 
 /// Arguments of `veer unpin`.
@@ -30,11 +32,22 @@ pub(super) struct UnpinArgs {
     prefix: String,
     #[command(flatten)]
     change: ChangeArgs,
+    #[command(flatten)]
+    fleet: super::fleet::FleetArgs,
 }
 
 /// Sends the pin; prints the revision.
 pub(super) fn run_pin(a: &PinArgs, g: &Global) -> Result<(), Failure> {
     let options = a.change.options();
+    if a.fleet.on() {
+        let request = crate::control::Request::Pin {
+            service: a.service.clone(),
+            prefix: a.prefix.clone(),
+            group: a.group.clone(),
+        };
+        let what = format!("pin {} {} -> {}", a.service, a.prefix, a.group);
+        return super::fleet::edit(&a.fleet, &options, &request, &what, g);
+    }
     let dry_run = options.dry_run;
     let req = PinRequest {
         service: a.service.clone(),
@@ -54,6 +67,14 @@ pub(super) fn run_pin(a: &PinArgs, g: &Global) -> Result<(), Failure> {
 /// Sends the unpin; prints the revision.
 pub(super) fn run_unpin(a: &UnpinArgs, g: &Global) -> Result<(), Failure> {
     let options = a.change.options();
+    if a.fleet.on() {
+        let request = crate::control::Request::Unpin {
+            service: a.service.clone(),
+            prefix: a.prefix.clone(),
+        };
+        let what = format!("unpin {} {}", a.service, a.prefix);
+        return super::fleet::edit(&a.fleet, &options, &request, &what, g);
+    }
     let dry_run = options.dry_run;
     let req = UnpinRequest {
         service: a.service.clone(),

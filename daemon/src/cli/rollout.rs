@@ -98,10 +98,10 @@ enum FailureMode {
 #[derive(Debug, clap::Args)]
 pub(super) struct StartArgs {
     /// Name of the service.
-    service: String,
+    pub(super) service: String,
     /// Group that ends with all new flows.
     #[arg(long)]
-    to: String,
+    pub(super) to: String,
     /// The group's share (percent) at each step, ending at 100.
     #[arg(long, value_delimiter = ',', default_values_t = Plan::DEFAULT_STEPS.map(|s| s.to_string()))]
     steps: Vec<String>,
@@ -130,7 +130,7 @@ pub(super) struct StartArgs {
     /// Follow the rollout to its end: exit 0 when it completes, 1 when it is rolled back or
     /// aborted.
     #[arg(long)]
-    wait: bool,
+    pub(super) wait: bool,
     #[command(flatten)]
     reason: ReasonArg,
 }
@@ -181,8 +181,9 @@ pub(super) fn run(args: &Args, g: &Global) -> Result<(), Failure> {
     }
 }
 
-fn start(a: &StartArgs, g: &Global) -> Result<(), Failure> {
-    let plan = Plan {
+/// The per-node plan the options say.
+pub(super) fn plan(a: &StartArgs) -> Result<Plan, Failure> {
+    Ok(Plan {
         to: a.to.clone(),
         steps: a
             .steps
@@ -204,7 +205,11 @@ fn start(a: &StartArgs, g: &Global) -> Result<(), Failure> {
             FailureMode::StepBack => OnFailure::StepBack,
         },
         hold_on_restart: a.hold_on_restart,
-    };
+    })
+}
+
+fn start(a: &StartArgs, g: &Global) -> Result<(), Failure> {
+    let plan = plan(a)?;
     let req = RolloutStartRequest {
         service: a.service.clone(),
         plan,

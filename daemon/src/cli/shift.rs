@@ -1,4 +1,5 @@
-//! `veer shift SERVICE[,SERVICE...] GROUP=WEIGHT... [--dry-run] [--reason TEXT]`.
+//! `veer shift SERVICE[,SERVICE...] GROUP=WEIGHT... [--force] [--dry-run] [--reason TEXT]
+//! [--fleet]`.
 
 use super::{
     Global,
@@ -25,6 +26,8 @@ pub(super) struct Args {
     force: bool,
     #[command(flatten)]
     change: ChangeArgs,
+    #[command(flatten)]
+    fleet: super::fleet::FleetArgs,
 }
 
 /// Parses `v1=90`.
@@ -58,6 +61,20 @@ pub(super) fn run(args: &Args, g: &Global) -> Result<(), Failure> {
         )));
     }
     let options = args.change.options();
+    if args.fleet.on() {
+        let request = crate::control::Request::Shift {
+            services,
+            weights: weights.into_iter().map(|w| (w.group, w.weight)).collect(),
+            force: args.force,
+        };
+        return super::fleet::edit(
+            &args.fleet,
+            &options,
+            &request,
+            &format!("shift {}", args.service),
+            g,
+        );
+    }
     let dry_run = options.dry_run;
     let req = ShiftRequest {
         services,

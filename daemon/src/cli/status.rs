@@ -4,7 +4,7 @@ use std::{fmt::Write as _, path::PathBuf};
 
 use super::{Global, block_on, exit::Failure, output};
 use crate::{
-    api::protocol::{ConfigFileStatus, StateFilesStatus, Status},
+    api::protocol::{ConfigFileStatus, SourceStatus, StateFilesStatus, Status},
     control, paths,
 };
 
@@ -135,15 +135,15 @@ pub(super) fn human(s: &Status) -> String {
             );
         }
         None if s.offline.is_none() && s.state_files.held.is_none() => {
-            out.push_str(
-                "no revision yet: apply a config (veer apply -f FILE)
-",
-            );
+            out.push_str("no revision yet: apply a config (veer apply -f FILE)\n");
         }
         None => {}
     }
     if s.offline.is_none() {
         config(&mut out, &s.config);
+        if let Some(src) = &s.source {
+            source(&mut out, src);
+        }
     }
     let _ = writeln!(
         out,
@@ -202,4 +202,39 @@ pub(super) fn human(s: &Status) -> String {
         }
     }
     out
+}
+
+/// The etcd source's lines: where, in sync or stale since when, the document in force, what was
+/// refused, local changes over it.
+fn source(out: &mut String, s: &SourceStatus) {
+    let at = format!("source etcd {} {} (node {})", s.endpoints, s.prefix, s.node);
+    let doc = s.config.as_ref().map_or_else(
+        || "no config from etcd applied yet".to_owned(),
+        |c| format!("{} mod revision {} in force", c.key, c.mod_revision),
+    );
+    let _ = match (&s.stale_since, s.ready) {
+        (Some(since), _) => writeln!(
+            out,
+            "{at}: STALE since {since}: {}; the last applied state stays in force ({doc})",
+            s.error.as_deref().unwrap_or("etcd unreachable")
+        ),
+        (None, false) => writeln!(
+            out,
+            "{at}: not synced yet; the last local revision stays in force"
+        ),
+        (None, true) => writeln!(out, "{at}: in sync at revision {}; {doc}", s.revision),
+    };
+    if let Some(r) = &s.refused {
+        let _ = writeln!(out, "config in etcd REFUSED: {}", r.message);
+    }
+    for e in &s.errors {
+        let _ = writeln!(out, "fleet: {}", e.message);
+    }
+    if !s.local_changes.is_empty() {
+        let _ = writeln!(
+            out,
+            "local changes in force until the next change of the config in etcd: {}",
+            s.local_changes.join("; ")
+        );
+    }
 }

@@ -14,6 +14,7 @@ use toml::Spanned;
 
 use super::{
     Config, ConfigError, ConfigErrorKind, ConfigErrors, read, schema,
+    source::{self, SourceConfig, SourceKind},
     spans::{Fields, GroupSpans, Locator, NodeSpans, ServiceSpans, Spans},
     suggest,
 };
@@ -23,10 +24,29 @@ use crate::model::{
     XdpAttachMode, gate::Gate, parse_prefix,
 };
 
-/// Parses and checks the whole file, reporting every problem: all TOML syntax errors; else
-/// every unknown key, missing key, wrong type and bad value; and the model's rules on every
-/// part of the file that was read without a problem.
+/// What a document is: a node's config file, or a fleet's config in etcd (services only).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Scope {
+    /// A node's config file: `[node]`, `[source]` and services.
+    File,
+    /// A fleet's config document in etcd: services only (`[node]` and `[source]` are local).
+    Fleet,
+}
+
+/// Parses and checks the whole file, reporting every problem (see `parse_scoped`).
 pub(super) fn parse(file: &Path, text: &str) -> Result<Config, ConfigErrors> {
+    parse_scoped(file, text, Scope::File).map(|(config, _)| config)
+}
+
+/// Parses and checks a document of `scope`, reporting every problem: all TOML syntax errors;
+/// else every unknown key, missing key, wrong type, bad value and table out of its place; and
+/// the model's rules on every part of the file that was read without a problem. Returns the
+/// document's `[source]` too.
+pub(super) fn parse_scoped(
+    file: &Path,
+    text: &str,
+    scope: Scope,
+) -> Result<(Config, Option<SourceConfig>), ConfigErrors> {
     let loc = Locator { file, text };
     let (root, syntax) = toml::de::DeTable::parse_recoverable(text);
     if !syntax.is_empty() {
@@ -45,6 +65,7 @@ pub(super) fn parse(file: &Path, text: &str) -> Result<Config, ConfigErrors> {
     }
     let mut failed = Vec::new();
     let raw = read::file(&root, &mut failed);
+    let source = source_of(&raw, scope, &mut failed);
     let mut spans = Spans::default();
     let before = failed.len();
     let (node, node_spans) = node(raw.node.as_ref(), &mut failed);
@@ -79,9 +100,63 @@ pub(super) fn parse(file: &Path, text: &str) -> Result<Config, ConfigErrors> {
     }
     failed.extend(state.violations().into_iter().map(broken));
     if failed.is_empty() {
-        Ok(Config { node, state })
+        Ok((Config { node, state }, source))
     } else {
         Err(errors(&loc, failed))
+    }
+}
+
+/// The document's `[source]` (a node's file) after checking that each table is in its place:
+/// `[node]` and `[source]` are a node's own, never in a fleet's document, and a file whose
+/// source is etcd holds no services. Every problem is added to `failed`.
+fn source_of(
+    raw: &schema::File,
+    scope: Scope,
+    failed: &mut Vec<read::Failed>,
+) -> Option<SourceConfig> {
+    match scope {
+        Scope::Fleet => {
+            let local = "it is local to each node: it belongs in the node's own config file, not in the fleet's config";
+            if let Some(n) = &raw.node {
+                failed.push((
+                    n.span(),
+                    ConfigErrorKind::Misplaced {
+                        what: "`[node]`",
+                        why: local,
+                    },
+                ));
+            }
+            if let Some(s) = &raw.source {
+                failed.push((
+                    s.span(),
+                    ConfigErrorKind::Misplaced {
+                        what: "`[source]`",
+                        why: local,
+                    },
+                ));
+            }
+            None
+        }
+        Scope::File => {
+            let source = raw.source.as_ref().and_then(|s| source::convert(s, failed));
+            if let (
+                Some(SourceConfig {
+                    kind: SourceKind::Etcd,
+                    ..
+                }),
+                Some(first),
+            ) = (&source, raw.service.first())
+            {
+                failed.push((
+                    first.span(),
+                    ConfigErrorKind::Misplaced {
+                        what: "`[[service]]`",
+                        why: "with `[source] kind = \"etcd\"` the services come from etcd; this file holds `[node]` and `[source]` only",
+                    },
+                ));
+            }
+            source
+        }
     }
 }
 

@@ -19,6 +19,7 @@ mod convert;
 mod read;
 mod render;
 mod schema;
+mod source;
 mod spans;
 mod suggest;
 #[cfg(test)]
@@ -34,7 +35,8 @@ use crate::model::{
     ServiceField, StateError, Violation, WeightError,
 };
 
-pub use render::to_toml;
+pub use render::{services_to_toml, to_toml};
+pub use source::{MIN_LEASE_TTL, SourceConfig, SourceKind};
 
 /// A validated config file.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -174,6 +176,15 @@ pub enum ConfigErrorKind {
         /// What is wrong, in words.
         reason: String,
     },
+    /// A table that does not belong in this document (`[node]` in a fleet's config in etcd,
+    /// services in a file whose source is etcd).
+    #[error("{what} does not belong here: {why}")]
+    Misplaced {
+        /// The table, as written (`[node]`).
+        what: &'static str,
+        /// Why, and where it belongs.
+        why: &'static str,
+    },
     /// A rule of the model is broken (the location is the part of the file it names).
     #[error("{source}{}", first_line.map(|l| format!(" (first on line {l})")).unwrap_or_default())]
     Invalid {
@@ -196,6 +207,7 @@ impl ConfigErrorKind {
             | Self::BadValue { field, .. }
             | Self::BadRollout { field, .. } => (*field).to_owned(),
             Self::BadWeight { .. } => "weight".to_owned(),
+            Self::Misplaced { what, .. } => what.trim_matches('`').to_owned(),
             Self::Invalid { source, .. } => place_key(&source.at).to_owned(),
         }
     }
@@ -221,6 +233,7 @@ impl ConfigErrorKind {
                 _ => "\"exec:CMD\", \"http://URL\" or \"prometheus:BASE_URL QUERY OP NUMBER\""
                     .to_owned(),
             },
+            Self::Misplaced { why, .. } => (*why).to_owned(),
             Self::Invalid { source, .. } => rule_expects(&source.error),
         }
     }
@@ -500,6 +513,25 @@ pub fn load(path: &Path) -> Result<(Config, String), LoadError> {
 /// Validates config `text` (`file` only names it in errors); every problem is reported.
 pub fn parse(file: &Path, text: &str) -> Result<Config, ConfigErrors> {
     convert::parse(file, text)
+}
+
+/// Validates a whole config file's `text` and returns its `[source]`, if it has one.
+pub fn parse_source(file: &Path, text: &str) -> Result<Option<SourceConfig>, ConfigErrors> {
+    convert::parse_scoped(file, text, convert::Scope::File).map(|(_, source)| source)
+}
+
+/// Reads and validates a config file; returns its `[source]`, if it has one.
+pub fn load_source(path: &Path) -> Result<Option<SourceConfig>, LoadError> {
+    let text = read(path)?;
+    Ok(parse_source(path, &text)?)
+}
+
+/// Validates a fleet's config document (`<prefix>/config` or `<prefix>/nodes/<node>/config` in
+/// etcd): the same schema and rules as a file, services only. Errors name `key` as the file
+/// (`/veer/config:12:9: ...`), and every problem is reported, as for a file.
+pub fn parse_fleet(key: &str, text: &str) -> Result<DesiredState, ConfigErrors> {
+    convert::parse_scoped(Path::new(key), text, convert::Scope::Fleet)
+        .map(|(config, _)| config.state)
 }
 
 impl fmt::Display for Location {

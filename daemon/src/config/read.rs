@@ -53,6 +53,15 @@ mod expect {
     pub(super) const PINS: &str = "tables: [[service.pin]]";
     pub(super) const HEALTH: &str = "a table: [service.health]";
     pub(super) const ROLLOUT: &str = "a table: [service.rollout]";
+    pub(super) const SOURCE: &str = "a table: [source]";
+    pub(super) const SOURCE_KIND: &str = "\"file\" or \"etcd\"";
+    pub(super) const ENDPOINTS: &str =
+        "a list of etcd URLs, e.g. [\"https://etcd1.example.net:2379\"]";
+    pub(super) const KEY_PREFIX: &str = "an etcd key prefix in quotes, e.g. \"/veer\"";
+    pub(super) const NODE_NAME: &str =
+        "this node's name in the fleet, in quotes (1 to 64 characters of A-Z a-z 0-9 _ - .)";
+    pub(super) const FILE_PATH: &str = "a file's path in quotes, e.g. \"/etc/veer/etcd-ca.pem\"";
+    pub(super) const USER: &str = "an etcd user name in quotes";
 }
 
 /// How TOML calls a value's type, with the value where it is short: `the string "100%"`.
@@ -344,6 +353,9 @@ pub(super) fn file(root: &Spanned<DeTable<'_>>, errors: &mut Vec<Failed>) -> Fil
             n.clean = errors.len() == before;
             Spanned::new(t.span.clone(), n)
         });
+    let source = top
+        .table("source", "[source]", keys::SOURCE, expect::SOURCE, errors)
+        .and_then(|t| Some(Spanned::new(t.span.clone(), source(&t, errors)?)));
     let service = top
         .tables(
             "service",
@@ -360,7 +372,11 @@ pub(super) fn file(root: &Spanned<DeTable<'_>>, errors: &mut Vec<Failed>) -> Fil
             Some(Spanned::new(t.span.clone(), s))
         })
         .collect();
-    File { node, service }
+    File {
+        node,
+        service,
+        source,
+    }
 }
 
 fn node(t: &Table<'_, '_>, errors: &mut Vec<Failed>) -> schema::Node {
@@ -389,6 +405,31 @@ fn node(t: &Table<'_, '_>, errors: &mut Vec<Failed>) -> schema::Node {
             }),
         clean: true,
     }
+}
+
+fn source(t: &Table<'_, '_>, errors: &mut Vec<Failed>) -> Option<schema::Source> {
+    let kind = t.required_string("kind", expect::SOURCE_KIND, errors);
+    let driver = t.get("driver").and_then(|v| {
+        let b = v.get_ref().as_bool();
+        if b.is_none() {
+            errors.push(wrong("driver", v, expect::BOOL, None));
+        }
+        b
+    });
+    let s = schema::Source {
+        kind: Spanned::new(0..0, String::new()),
+        endpoints: t.strings("endpoints", expect::ENDPOINTS, errors),
+        prefix: t.string("prefix", expect::KEY_PREFIX, errors),
+        node: t.string("node", expect::NODE_NAME, errors),
+        cacert: t.string("cacert", expect::FILE_PATH, errors),
+        cert: t.string("cert", expect::FILE_PATH, errors),
+        key: t.string("key", expect::FILE_PATH, errors),
+        user: t.string("user", expect::USER, errors),
+        password_file: t.string("password_file", expect::FILE_PATH, errors),
+        lease_ttl: t.string("lease_ttl", expect::DURATION, errors),
+        driver,
+    };
+    Some(schema::Source { kind: kind?, ..s })
 }
 
 fn service(t: &Table<'_, '_>, errors: &mut Vec<Failed>) -> Option<schema::Service> {

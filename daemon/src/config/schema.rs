@@ -11,6 +11,24 @@ pub(super) struct File {
     pub(super) node: Option<Spanned<Node>>,
     /// `[[service]]` tables, in order.
     pub(super) service: Vec<Spanned<Service>>,
+    /// Where the services come from (this file, or etcd).
+    pub(super) source: Option<Spanned<Source>>,
+}
+
+/// `[source]`: the file itself (the default), or a fleet's etcd.
+#[derive(Debug)]
+pub(super) struct Source {
+    pub(super) kind: Spanned<String>,
+    pub(super) endpoints: Option<Spanned<Vec<Spanned<String>>>>,
+    pub(super) prefix: Option<Spanned<String>>,
+    pub(super) node: Option<Spanned<String>>,
+    pub(super) cacert: Option<Spanned<String>>,
+    pub(super) cert: Option<Spanned<String>>,
+    pub(super) key: Option<Spanned<String>>,
+    pub(super) user: Option<Spanned<String>>,
+    pub(super) password_file: Option<Spanned<String>>,
+    pub(super) lease_ttl: Option<Spanned<String>>,
+    pub(super) driver: Option<bool>,
 }
 
 /// `[node]`.
@@ -122,13 +140,27 @@ impl Number {
 /// what an unknown key is compared with to suggest the one meant.
 pub(super) mod keys {
     /// The top level.
-    pub(in super::super) const FILE: &[&str] = &["node", "service"];
+    pub(in super::super) const FILE: &[&str] = &["node", "source", "service"];
     /// `[node]`.
     pub(in super::super) const NODE: &[&str] =
         &["interfaces", "xdp_mode", "conntrack_max", "timeouts"];
     /// `[node.timeouts]`.
     pub(in super::super) const TIMEOUTS: &[&str] =
         &["tcp_syn", "tcp_established", "tcp_closing", "udp"];
+    /// `[source]`.
+    pub(in super::super) const SOURCE: &[&str] = &[
+        "kind",
+        "endpoints",
+        "prefix",
+        "node",
+        "cacert",
+        "cert",
+        "key",
+        "user",
+        "password_file",
+        "lease_ttl",
+        "driver",
+    ];
     /// `[[service]]`.
     pub(in super::super) const SERVICE: &[&str] = &[
         "name", "vip", "port", "protocol", "group", "pin", "health", "rollout",

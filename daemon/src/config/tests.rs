@@ -373,6 +373,7 @@ fn every_message_names_its_key_and_what_it_expects() {
             K::BadValue { .. } => "bad value",
             K::BadWeight { .. } => "bad weight",
             K::BadRollout { .. } => "bad rollout value",
+            K::Misplaced { .. } => "misplaced",
             K::Invalid { source, .. } => match source.error {
                 S::BadName { .. } => "bad name",
                 S::DuplicateService { .. } => "duplicate service",
@@ -467,6 +468,8 @@ fn every_message_names_its_key_and_what_it_expects() {
         edit("conntrack_max = 1048576", "conntrack_max = 100"),
         edit("udp = \"1m\"", "udp = \"500ms\""),
         edit("udp = \"1m\"", "udp = \"8d\""),
+        // Services beside an etcd source.
+        format!("{good}\n[source]\nkind = \"etcd\"\n"),
         // One service more than VEER_SERVICES holds.
         (1..veer_common::maps::MAX_SERVICES).fold(good.clone(), |mut text, i| {
             let service = &good[good.find("[[service]]").unwrap()..];
@@ -530,6 +533,7 @@ fn every_message_names_its_key_and_what_it_expects() {
         "bad value",
         "bad weight",
         "bad rollout value",
+        "misplaced",
         "bad name",
         "duplicate service",
         "duplicate endpoint",

@@ -103,6 +103,30 @@ pub struct Change {
     pub audit: Audit,
 }
 
+impl Change {
+    /// The revision `number` this change makes, committed at `time` with the numeric ids
+    /// `ids` (what a node that keeps its revisions in memory records).
+    pub fn revision(
+        &self,
+        number: u64,
+        time: std::time::SystemTime,
+        ids: crate::model::Ids,
+    ) -> Revision {
+        Revision {
+            number,
+            time,
+            origin: self.origin.clone(),
+            summary: self.summary.clone(),
+            services: self.state.services.iter().map(|s| s.name.clone()).collect(),
+            state: self.state.clone(),
+            ids,
+            config_digest: self.config.clone(),
+            rollouts: self.rollouts.clone(),
+            audit: self.audit.clone(),
+        }
+    }
+}
+
 /// What a request comes to.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Outcome {

@@ -23,6 +23,7 @@ use super::{
     observed::{self, GateKey, GateState, Observations},
     request::Request,
     rollouts::{self, GateJob},
+    source::Following,
     views::{
         self, ConfigView, FilesView, FlowsView, ReloadError, RevisionView, RolloutView, StatusView,
         Waiting,
@@ -86,10 +87,10 @@ struct FileState {
 /// The daemon's control state: the node it acts on, the node settings it runs with, backend
 /// health, and the outcomes of rollout gates.
 pub struct Controller<N = Node> {
-    node: N,
-    running: NodeConfig,
+    pub(super) node: N,
+    pub(super) running: NodeConfig,
     config_path: PathBuf,
-    health: Health,
+    pub(super) health: Health,
     gates: BTreeMap<GateKey, GateState>,
     /// Step gate checks since start: (service, passed) -> count.
     gate_checks: BTreeMap<(String, bool), u64>,
@@ -97,6 +98,8 @@ pub struct Controller<N = Node> {
     /// Conntrack as the last upkeep pass counted it: what metrics show, so a scrape never
     /// scans the table (`status` and `drain --wait` do, to be exact).
     census: Option<Census>,
+    /// The fleet's etcd, when the services come from there.
+    pub(super) etcd: Option<Following>,
 }
 
 impl<N: Effects + Readings> Controller<N> {
@@ -112,6 +115,7 @@ impl<N: Effects + Readings> Controller<N> {
             gate_checks: BTreeMap::new(),
             file: FileState::default(),
             census: None,
+            etcd: None,
         }
     }
 
@@ -221,13 +225,25 @@ impl<N: Effects + Readings> Controller<N> {
         })
     }
 
-    /// The core's decision on `request` against `head`, with what it observes now.
+    /// The core's decision on `request` against `head`, with what it observes now. A node whose
+    /// services come from etcd refuses `veer apply` (and its own config file's services), except
+    /// while held, when `veer apply -f FILE` is one of the operator's two ways out.
     fn decide(
         &self,
         head: &Head,
         request: &Request,
         now: SystemTime,
     ) -> Result<super::change::Outcome, ControlError> {
+        if self.etcd.is_some()
+            && let Request::Apply { origin, .. } = request
+            && match origin {
+                Origin::Apply { .. } => head.held.is_none(),
+                Origin::Config { .. } => true,
+                _ => false,
+            }
+        {
+            return Err(ControlError::FromEtcd);
+        }
         let observed = self.observe(head, Some(request))?;
         core::decide(
             request,
@@ -238,6 +254,23 @@ impl<N: Effects + Readings> Controller<N> {
                 now,
             },
         )
+        .map_err(|e| match e {
+            // The way out says what a node following etcd does after it.
+            ControlError::Held {
+                number,
+                path,
+                problem,
+                usable,
+                ..
+            } => ControlError::Held {
+                number,
+                path,
+                problem,
+                usable,
+                etcd: self.etcd.is_some(),
+            },
+            e => e,
+        })
     }
 
     /// Commits `changes` in order, each recording `audit`; returns the revision in force
@@ -312,7 +345,13 @@ impl<N: Effects + Readings> Controller<N> {
         let result = read
             .and_then(|text| Ok((config::parse(&self.config_path, &text)?, text)))
             .map_err(ControlError::from)
-            .and_then(|(cfg, text)| self.apply_file(cfg, &text));
+            .and_then(|(cfg, text)| {
+                if self.etcd.is_some() {
+                    self.local_file(&cfg)
+                } else {
+                    self.apply_file(cfg, &text)
+                }
+            });
         self.record_reload(result.as_ref().map(drop), now);
         result
     }
@@ -355,6 +394,22 @@ impl<N: Effects + Readings> Controller<N> {
             },
         };
         self.apply(&request, SystemTime::now())
+    }
+
+    /// The config file of a node whose services come from etcd: `[node]` only (read for the
+    /// settings that wait for a restart); services in it are refused, never applied.
+    fn local_file(&mut self, cfg: &config::Config) -> Result<Answer, ControlError> {
+        if !cfg.state.services.is_empty() {
+            return Err(ControlError::ServicesInLocalFile {
+                path: self.config_path.clone(),
+            });
+        }
+        Ok(Answer {
+            revision: self.head().number,
+            changed: false,
+            note: None,
+            pending_restart: self.want(&cfg.node),
+        })
     }
 
     /// The answer to a source whose desired state is already in force.
@@ -569,6 +624,7 @@ impl<N: Effects + Readings> Controller<N> {
             conntrack_entries: census.entries,
             conntrack_capacity: self.running.conntrack_max,
             services: views::services(state, service, &self.node, &self.health, &census.active)?,
+            source: self.source_view(),
         })
     }
 
@@ -729,9 +785,16 @@ impl Controller<Node> {
     pub fn start(opts: Options) -> Result<Self, ControlError> {
         let (node, settings, file) = Node::start(&opts)?;
         let mut this = Self::new(node, settings, opts.config);
+        if let Some(source) = opts.etcd {
+            this.follow_etcd(source);
+        }
         this.hold_rollouts_after_restart()?;
         let now = SystemTime::now();
         match file {
+            FileAtStart::Read(cfg, _) if this.etcd.is_some() => {
+                this.local_file(&cfg)?;
+                this.record_reload(Ok(()), now);
+            }
             // The file is no operator's choice over a state nobody knows: it waits (refused, and
             // reported as such) until the operator chooses.
             FileAtStart::Read(_, _) if this.is_held() => {

@@ -94,12 +94,31 @@ pub fn decide(request: &Request, live: &Live<'_>) -> Result<Outcome, ControlErro
         Request::RolloutRetry { service } => {
             rollouts::retry(head, service, live.observed, live.now)?
         }
+        Request::FleetRollout {
+            service,
+            id,
+            plan,
+            directive,
+        } => rollouts::fleet(
+            head,
+            &rollouts::FleetPart {
+                service,
+                id,
+                plan,
+                directive,
+            },
+            live.observed,
+            live.now,
+        )?
+        .into(),
     })
 }
 
-/// A source's desired state (the config file, `veer apply`). A service whose latest rollout is
-/// the one the source declares keeps the weights that rollout set (in progress, completed or
-/// rolled back): the rollout owns them. Declared rollouts not seen yet start right after.
+/// A source's desired state (the config file, `veer apply`, a fleet's config in etcd). A service
+/// whose latest rollout is the one the source declares keeps the weights that rollout set (in
+/// progress, completed or rolled back), and so does a service in the middle of its part of a
+/// fleet rollout (the fleet's driver writes the final weights into the fleet's config): the
+/// rollout owns them. Declared rollouts not seen yet start right after.
 fn apply(
     live: &Live<'_>,
     desired: &DesiredState,
@@ -115,9 +134,9 @@ fn apply(
         let Some(s) = state.services.iter_mut().find(|s| s.name == r.service) else {
             continue;
         };
-        if s.rollout.as_ref() == Some(&r.plan)
-            && let Some(live_service) = head.state.service(&r.service)
-        {
+        let owns =
+            s.rollout.as_ref() == Some(&r.plan) || (r.fleet.is_some() && !r.phase.is_final());
+        if owns && let Some(live_service) = head.state.service(&r.service) {
             for g in &mut s.groups {
                 if let Some(l) = live_service.group(&g.name) {
                     g.weight = l.weight;

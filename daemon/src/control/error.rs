@@ -132,6 +132,20 @@ pub enum ControlError {
     /// A rollout that cannot start.
     #[error(transparent)]
     RolloutPlan(#[from] PlanError),
+    /// `veer apply` on a node whose services come from etcd.
+    #[error(
+        "this node's services come from etcd (veer daemon --source etcd): `veer apply --fleet -f FILE` changes the fleet's config; shift, drain, pin, unpin and rollback on the node stay possible, as local changes until the next change of its config in etcd"
+    )]
+    FromEtcd,
+    /// Services in the local config file of a node whose services come from etcd.
+    #[error(
+        "{} has services, but this node's services come from etcd (--source etcd): keep [node] (and [source]) in the file and put the services in etcd (veer apply --fleet -f FILE)",
+        path.display()
+    )]
+    ServicesInLocalFile {
+        /// The config file.
+        path: std::path::PathBuf,
+    },
     /// A rollout request for a service without one.
     #[error("service `{service}` has no rollout in progress")]
     NoRollout {
@@ -143,7 +157,7 @@ pub enum ControlError {
     #[error(
         "revision {number} ({}) cannot be used: {problem}; the maps are kept as they are and nothing changes until you choose the state to put in force: {}",
         path.display(),
-        held_advice(*usable)
+        held_advice(*usable, *etcd)
     )]
     Held {
         /// The number of the revision file that cannot be used.
@@ -154,6 +168,8 @@ pub enum ControlError {
         problem: Problem,
         /// The newest revision that can be used, if any.
         usable: Option<u64>,
+        /// Whether the node's services come from etcd (what happens after the hold differs).
+        etcd: bool,
     },
     /// A retry of a rollout that completed.
     #[error(
@@ -167,13 +183,22 @@ pub enum ControlError {
     },
 }
 
-/// What an operator can do while the newest revision file cannot be used.
-pub fn held_advice(usable: Option<u64>) -> String {
-    match usable {
+/// What an operator can do while the newest revision file cannot be used; `etcd`: the node's
+/// services come from etcd, whose config document was not applied while held and applies at
+/// its next pass after.
+pub fn held_advice(usable: Option<u64>, etcd: bool) -> String {
+    let choose = match usable {
         Some(n) => format!(
             "`veer rollback --to {n}` (the newest revision that can be used; `veer history` lists them) or `veer apply -f FILE`"
         ),
         None => "`veer apply -f FILE`".to_owned(),
+    };
+    if etcd {
+        format!(
+            "{choose}; the config in etcd is not applied while held, and the node follows it again once you chose"
+        )
+    } else {
+        choose
     }
 }
 
@@ -186,6 +211,7 @@ impl ControlError {
             path: held.path.clone(),
             problem: held.problem.clone(),
             usable: usable.map(|r| r.number),
+            etcd: false,
         }
     }
 

@@ -36,6 +36,9 @@ pub struct Options {
     pub state_dir: PathBuf,
     /// Pin directory.
     pub pin_dir: PathBuf,
+    /// The fleet's etcd, when the services come from there (the config file then holds
+    /// `[node]` only).
+    pub etcd: Option<super::source::EtcdSource>,
 }
 
 /// The dataplane and the revision store of this node, and the locks that make them this
@@ -209,7 +212,7 @@ impl Node {
                 path = %h.path.display(),
                 problem = %h.problem,
                 "the newest revision file cannot be used: the maps are kept as pinned (traffic flows as it did) and no change is made until an operator chooses the state: {}",
-                super::error::held_advice(store.latest().map(|r| r.number))
+                super::error::held_advice(store.latest().map(|r| r.number), opts.etcd.is_some())
             );
             adopt = Some(store.latest().map(|r| r.ids.clone()).unwrap_or_default());
         } else if let Some(rev) = store.latest() {

@@ -99,7 +99,9 @@ pub(super) fn wanted_groups(request: Option<&Request>, head: &Head) -> BTreeSet<
         .flat_map(|r| all_of(&r.service, &r.plan.to))
         .collect();
     match request {
-        Some(Request::RolloutStart { service, plan }) => {
+        Some(
+            Request::RolloutStart { service, plan } | Request::FleetRollout { service, plan, .. },
+        ) => {
             groups.extend(all_of(service, &plan.to));
         }
         Some(Request::RolloutRetry { service } | Request::RolloutPromote { service, .. }) => {

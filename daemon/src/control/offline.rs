@@ -143,6 +143,7 @@ pub fn status(
         conntrack_entries: entries,
         conntrack_capacity: capacity,
         services,
+        source: None,
     };
     Ok(OfflineView {
         pin_dir: pin_dir.to_owned(),

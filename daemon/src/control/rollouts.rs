@@ -10,6 +10,7 @@ use super::{
     observed::{GateKey, Observations, gate_key},
 };
 use crate::{
+    fleet::Directive,
     model::{DesiredState, Plan, Weight, gate::Gate},
     rollout::{Decision, Phase, Rollout, StepOutcome},
     state::{Audit, Origin},
@@ -150,6 +151,7 @@ pub(super) fn pause(head: &Head, service: &str) -> Result<Option<Change>, Contro
 fn watch_afresh(r: &mut Rollout, head: &Head, observed: &Observations, now: SystemTime) {
     r.phase = Phase::Running;
     r.reason = None;
+    r.gate = None;
     r.step_started = now;
     r.baseline = observed.of(r).counts;
     r.group_baselines = observed.group_counts(&r.service, &group_names(head, &r.service));
@@ -487,6 +489,7 @@ pub(super) fn tick(
                             .push(x.record(StepOutcome::Breached, obs.counts, now));
                         x.phase = phase;
                         x.reason = Some(reason.clone());
+                        x.gate = Some(gate.clone());
                         x.step = x.step.saturating_sub(usize::from(phase == Phase::Paused));
                     },
                     Some(&weights),
@@ -500,4 +503,120 @@ pub(super) fn tick(
         }
     }
     Ok(out)
+}
+
+/// A node's part of a fleet rollout, as `Request::FleetRollout` asks for it.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct FleetPart<'a> {
+    /// Name of the service.
+    pub service: &'a str,
+    /// The fleet rollout.
+    pub id: &'a str,
+    /// The per-node plan.
+    pub plan: &'a Plan,
+    /// What the fleet's progress says the node does.
+    pub directive: &'a Directive,
+}
+
+/// Why a node's part of a fleet rollout is paused when the fleet is: a resume of the fleet
+/// resumes only a rollout paused for this reason (not one an operator of the node paused, or
+/// one the plan holds after a restart).
+fn fleet_pause_reason(id: &str) -> String {
+    format!("paused with fleet rollout {id}")
+}
+
+/// Carries out a fleet rollout's directive on this node: its own rollout of the service (the
+/// one tagged with the fleet rollout's id) is started, held, resumed or restored; anything else
+/// is already so. Restoring also undoes a completed part (the fleet rolled back after this node
+/// passed), and a node that is no longer part of a rollout it still runs restores too.
+pub(super) fn fleet(
+    head: &Head,
+    part: &FleetPart<'_>,
+    observed: &Observations,
+    now: SystemTime,
+) -> Result<Option<Change>, ControlError> {
+    let service = part.service;
+    let ours = head
+        .rollouts
+        .iter()
+        .rposition(|r| r.service == service && r.fleet.as_deref() == Some(part.id));
+    let phase = ours.map(|i| head.rollouts[i].phase);
+    match part.directive {
+        Directive::Run => match phase {
+            None => start_fleet(head, part, observed, now),
+            Some(Phase::Paused)
+                if ours.and_then(|i| head.rollouts[i].reason.clone())
+                    == Some(fleet_pause_reason(part.id)) =>
+            {
+                resume(head, service, observed, now)
+            }
+            Some(_) => Ok(None),
+        },
+        Directive::Pause => match ours {
+            Some(i) if phase == Some(Phase::Running) => {
+                let mut rollouts = head.rollouts.clone();
+                rollouts[i].phase = Phase::Paused;
+                rollouts[i].reason = Some(fleet_pause_reason(part.id));
+                let summary = format!("rollout {service} paused with fleet rollout {}", part.id);
+                finish(head, rollout_change(head, rollouts, service, None, summary))
+            }
+            _ => Ok(None),
+        },
+        Directive::Restore { why } => restore(head, ours, why),
+        Directive::NotInvolved | Directive::Waiting { .. } => match phase {
+            Some(p) if !p.is_final() => restore(
+                head,
+                ours,
+                &format!("no longer part of fleet rollout {}", part.id),
+            ),
+            _ => Ok(None),
+        },
+        Directive::Complete => Ok(None),
+    }
+}
+
+/// Starts this node's part of a fleet rollout: a rollout of the per-node plan, tagged with the
+/// fleet rollout's id.
+fn start_fleet(
+    head: &Head,
+    part: &FleetPart<'_>,
+    observed: &Observations,
+    now: SystemTime,
+) -> Result<Option<Change>, ControlError> {
+    let Some(mut change) = start(head, part.service, part.plan, observed, now)? else {
+        return Ok(None);
+    };
+    for r in change
+        .rollouts
+        .iter_mut()
+        .filter(|r| r.service == part.service && !r.phase.is_final())
+    {
+        r.fleet = Some(part.id.to_owned());
+    }
+    change.summary = format!("{} (fleet rollout {})", change.summary, part.id);
+    Ok(Some(change))
+}
+
+/// Ends rollout `i` (running, paused or completed) with the weights from before it, as rolled
+/// back, saying `why`. One already rolled back or aborted is left as it is.
+fn restore(head: &Head, i: Option<usize>, why: &str) -> Result<Option<Change>, ControlError> {
+    let Some(i) = i else { return Ok(None) };
+    let r = &head.rollouts[i];
+    if matches!(r.phase, Phase::RolledBack | Phase::Aborted) {
+        return Ok(None);
+    }
+    let service = r.service.clone();
+    let weights = r.original.clone();
+    let mut rollouts = head.rollouts.clone();
+    rollouts[i].phase = Phase::RolledBack;
+    rollouts[i].reason = Some(why.to_owned());
+    let summary = format!(
+        "rollout {service} -> {} rolled back: {why}: {}",
+        r.plan.to,
+        weights_text(&weights)
+    );
+    finish(
+        head,
+        rollout_change(head, rollouts, &service, Some(&weights), summary),
+    )
 }

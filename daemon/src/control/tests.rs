@@ -93,23 +93,11 @@ impl Effects for FakeNode {
             .chain(self.unusable.iter().map(|u| u.number))
             .max()
             .map_or(1, |n| n + 1);
-        self.revisions.push(Revision {
+        self.revisions.push(change.revision(
             number,
-            time: SystemTime::UNIX_EPOCH + Duration::from_secs(number),
-            origin: change.origin.clone(),
-            summary: change.summary.clone(),
-            services: change
-                .state
-                .services
-                .iter()
-                .map(|s| s.name.clone())
-                .collect(),
-            state: change.state.clone(),
-            ids: self.ids.clone(),
-            config_digest: change.config.clone(),
-            rollouts: change.rollouts.clone(),
-            audit: change.audit.clone(),
-        });
+            SystemTime::UNIX_EPOCH + Duration::from_secs(number),
+            self.ids.clone(),
+        ));
         Ok(number)
     }
 
@@ -1329,6 +1317,133 @@ mod held {
         changed(&a, 3);
         assert!(!ctl.is_held());
         assert_eq!(ctl.node().kernel(), &dual_stack());
+    }
+
+    /// A dry run decides exactly as the change would: while held, a verb is refused with the
+    /// same words, and an operator's whole choice shows its diff against the newest usable
+    /// revision; nothing is applied or committed either way.
+    #[test]
+    fn dry_runs_decide_as_the_change_would_while_held() {
+        let ctl = damaged();
+        let kernel_updates = ctl.node().applied.len();
+        let shift_back = shift(&["web"], &[("v1", "100"), ("v2", "0")]);
+        let refused = ctl.preview(&shift_back, at(2)).unwrap_err();
+        assert!(
+            matches!(refused, ControlError::Held { number: 2, .. }),
+            "{refused}"
+        );
+        let mut chosen = dual_stack();
+        chosen.services[0].groups[0].weight = w("50");
+        chosen.services[0].groups[1].weight = w("50");
+        let apply = apply_request(
+            chosen,
+            Origin::Apply {
+                path: "/root/veer.toml".into(),
+            },
+            None,
+        );
+        let p = ctl.preview(&apply, at(2)).unwrap();
+        assert_eq!(
+            p.revision, 1,
+            "the diff is against the newest usable revision"
+        );
+        assert!(!p.diff.is_empty());
+        assert!(
+            p.summaries[0].ends_with("(revision 2 could not be used)"),
+            "{:?}",
+            p.summaries
+        );
+        let back = Request::Rollback {
+            service: None,
+            to: Some(1),
+        };
+        let p = ctl.preview(&back, at(2)).unwrap();
+        assert!(p.diff.is_empty() && p.summaries.len() == 1, "{p:?}");
+        assert_eq!(ctl.node().applied.len(), kernel_updates);
+        assert_eq!(ctl.node().revisions.len(), 1);
+        assert!(ctl.is_held());
+    }
+
+    /// The etcd source is a source like the file: while held, its config is not applied, and
+    /// the node's status document (and `veer status`) carries the refusal with what to do. On
+    /// a node following etcd, `veer apply -f FILE` (otherwise refused there) is one of the two
+    /// ways out; the fleet's config then applies at the next pass, made by `fleet`.
+    #[test]
+    fn a_node_following_etcd_applies_nothing_while_held_and_reports_the_hold() {
+        use crate::{
+            control::EtcdSource,
+            fleet::{Document, NodeName},
+            sources::etcd::SourceState,
+            state::Author,
+        };
+        let mut ctl = damaged();
+        ctl.follow_etcd(EtcdSource {
+            endpoints: "http://127.0.0.1:2379".into(),
+            prefix: "/veer".into(),
+            node: NodeName::new("edge-1").unwrap(),
+        });
+        let kernel_updates = ctl.node().applied.len();
+        let mut fleet_state = dual_stack();
+        fleet_state.services[0].groups[0].weight = w("20");
+        fleet_state.services[0].groups[1].weight = w("80");
+        let source = SourceState {
+            synced: true,
+            revision: 7,
+            config: Some(Document {
+                key: "/veer/config".into(),
+                value: crate::config::services_to_toml(&fleet_state).into_bytes(),
+                mod_revision: 7,
+            }),
+            lists: 1,
+            last_sync: Some(at(2)),
+            ..SourceState::default()
+        };
+        ctl.follow(&source, at(2));
+        ctl.follow(&source, at(3));
+        assert_eq!(ctl.node().applied.len(), kernel_updates, "nothing applied");
+        assert!(ctl.is_held());
+        let status = ctl.node_status().unwrap();
+        assert!(status.config.is_none(), "no config from etcd in force");
+        assert!(
+            status.services.is_empty() && status.state_hash.is_empty(),
+            "the state in force is not known: {status:?}"
+        );
+        assert_eq!(status.errors.len(), 1, "{:?}", status.errors);
+        let e = &status.errors[0];
+        assert_eq!((e.key.as_str(), e.mod_revision), ("/veer/config", 7));
+        assert!(
+            e.message
+                .contains("revision 2 (/var/lib/veer/revisions/000002.json) cannot be used")
+                && e.message.contains("`veer rollback --to 1`")
+                && e.message
+                    .contains("the config in etcd is not applied while held"),
+            "{}",
+            e.message
+        );
+        assert!(ctl.source_view().unwrap().refused.is_some());
+        // The operator's file ends the hold (a plain `veer apply` stays refused on this node).
+        let file = apply_request(
+            dual_stack(),
+            Origin::Apply {
+                path: "/root/veer.toml".into(),
+            },
+            None,
+        );
+        changed(&ctl.execute(&file, at(4)).unwrap(), 3);
+        assert!(!ctl.is_held());
+        assert!(matches!(
+            ctl.execute(&file, at(5)),
+            Err(ControlError::FromEtcd)
+        ));
+        // The next pass applies the fleet's config, never applied while held.
+        ctl.follow(&source, at(6));
+        assert_eq!(ctl.node().kernel(), &fleet_state);
+        let last = ctl.node().revisions.last().unwrap();
+        assert_eq!(last.number, 4);
+        assert_eq!(last.audit.author, Author::Fleet);
+        let status = ctl.node_status().unwrap();
+        assert!(status.errors.is_empty(), "{:?}", status.errors);
+        assert_eq!(status.config.unwrap().mod_revision, 7);
     }
 }
 

@@ -146,6 +146,8 @@ pub struct StatusView {
     pub conntrack_capacity: u32,
     /// Every service, in the order of the state.
     pub services: Vec<ServiceView>,
+    /// The etcd source, when the services come from there.
+    pub source: Option<super::SourceView>,
 }
 
 /// A service and its counters.

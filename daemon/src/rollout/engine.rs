@@ -70,6 +70,13 @@ pub struct Rollout {
     /// The steps that ended, in order: when, how, and what the target group saw in each.
     #[serde(default)]
     pub history: Vec<StepRecord>,
+    /// The gate that broke, when a gate rolled it back (or stepped it back).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gate: Option<String>,
+    /// The fleet rollout (`fleet::FleetRollout::id`) this is the node's part of; none for a
+    /// rollout of this node alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fleet: Option<String>,
 }
 
 /// How a step ended.
@@ -190,6 +197,8 @@ impl Rollout {
             pause_skipped: false,
             group_baselines: Vec::new(),
             history: Vec::new(),
+            gate: None,
+            fleet: None,
         }
     }
 

@@ -53,6 +53,13 @@ pub enum Origin {
     },
     /// A rollout started, stepped, paused, resumed, completed, rolled back or was aborted.
     Rollout,
+    /// A fleet's config document in etcd (`veer daemon --source etcd`).
+    Etcd {
+        /// Its key (`/veer/config`, `/veer/nodes/<node>/config`).
+        key: String,
+        /// Its mod revision.
+        mod_revision: i64,
+    },
 }
 
 impl Origin {
@@ -67,6 +74,7 @@ impl Origin {
             Origin::Unpin => "unpin",
             Origin::Rollback { .. } => "rollback",
             Origin::Rollout => "rollout",
+            Origin::Etcd { .. } => "etcd",
         }
     }
 }

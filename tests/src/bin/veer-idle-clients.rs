@@ -8,10 +8,9 @@
 //! soft descriptor limit to the hard one first.
 
 // This binary links every dependency of `veer-tests`.
-#[cfg(test)]
-use tokio as _;
 use {
-    aya as _, rand as _, rcgen as _, serde_json as _, veer as _, veer_common as _, veer_tests as _,
+    aya as _, rand as _, rcgen as _, serde_json as _, tokio as _, veer as _, veer_common as _,
+    veer_tests as _,
 };
 
 use std::{

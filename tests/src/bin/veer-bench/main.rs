@@ -5,9 +5,13 @@
 //! 3. shift-to-effect time and CLI round trip (`shift`);
 //! 4. failures under load through a cutover, a crash, an upgrade, beside nginx and `HAProxy`
 //!    (`downtime`);
-//! 5. daemon and map memory (`memory`).
+//! 5. daemon and map memory (`memory`);
+//! 6. propagation of a change through etcd to 3 real daemons and to 200 simulated nodes, and
+//!    what the fleet costs etcd (`fleet`).
 //!
-//! Usage: `veer-bench [--out FILE] [--quick] [--only 1,3]`. Needs root, `wrk`, `haproxy`,
+//! Usage: `veer-bench [--out FILE] [--quick] [--only 1,3] [fleet]`; `fleet` alone (`cargo
+//! xtask bench -- fleet`) measures section 6 only and replaces it in the file, leaving the
+//! others as they were. Needs root, `wrk`, `haproxy`,
 //! `nginx` and `bpftool` (`cargo xtask bench` installs them) and the `veer` binary beside this
 //! one. Everything it creates (namespaces, pins, processes) is removed at the end, also on
 //! failure and Ctrl-C. A section that fails is reported as failed in the file; the exit code is
@@ -16,11 +20,10 @@
 // This binary links every dependency of `veer-tests`.
 use rand as _;
 use rcgen as _;
-#[cfg(test)]
-use tokio as _;
 
 mod bed;
 mod downtime;
+mod fleet;
 #[expect(dead_code, reason = "shared with veer-demo, which uses all of it")]
 mod load;
 mod memory;
@@ -61,8 +64,9 @@ fn options() -> Result<Options> {
                     .collect::<Result<_, _>>()
                     .map_err(|e| format!("--only: {e}"))?;
             }
+            "fleet" => o.only = vec![6],
             "-h" | "--help" => {
-                println!("veer-bench [--out FILE] [--quick] [--only 1,2,3,4,5]");
+                println!("veer-bench [--out FILE] [--quick] [--only 1,2,3,4,5,6] [fleet]");
                 std::process::exit(0);
             }
             other => bail!("unknown argument {other:?} (try --help)"),
@@ -114,7 +118,11 @@ fn run() -> Result<bool> {
     if unsafe { libc::geteuid() } != 0 {
         bail!("the benchmarks build network namespaces and load BPF programs: run them as root");
     }
+    let fleet_only = opts.only == [6];
     for tool in ["wrk", "haproxy", "nginx", "bpftool", "nsenter", "ip"] {
+        if fleet_only && !["nsenter", "ip"].contains(&tool) {
+            continue;
+        }
         if !bed::have(tool) {
             bail!("`{tool}` is missing: run `cargo xtask bench`, which installs it");
         }
@@ -130,12 +138,21 @@ fn run() -> Result<bool> {
     let memory = section(&opts, 5, "memory", memory::run)?;
     let downtime = section(&opts, 4, "zero downtime under load", downtime::run)?;
     let net = section(&opts, 2, "requests per second with wrk", net::run)?;
+    let fleet = section(&opts, 6, "fleet propagation through etcd", fleet::run)?;
+    if fleet_only {
+        let old = std::fs::read_to_string(&opts.out).unwrap_or_default();
+        std::fs::write(&opts.out, fleet::splice(&old, &fleet::markdown(&fleet)))
+            .map_err(|e| format!("writing {}: {e}", opts.out.display()))?;
+        println!("\nwrote section 6 of {}", opts.out.display());
+        return Ok(fleet.is_ok());
+    }
     let report = report::Report {
         prog,
         net,
         shift,
         downtime,
         memory,
+        fleet,
         secs: start.elapsed().as_secs_f64(),
         quick: opts.quick,
     };
@@ -145,6 +162,7 @@ fn run() -> Result<bool> {
         report.shift.is_ok(),
         report.downtime.is_ok(),
         report.memory.is_ok(),
+        report.fleet.is_ok(),
     ]
     .iter()
     .all(|ok| *ok);

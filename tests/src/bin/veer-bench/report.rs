@@ -4,7 +4,7 @@
 use std::{fmt::Write as _, process::Command};
 
 use crate::{
-    downtime, memory, net,
+    downtime, fleet, memory, net,
     prog::{self, median},
     shift,
 };
@@ -21,6 +21,8 @@ pub(crate) struct Report {
     pub(crate) downtime: Result<Vec<downtime::Scenario>, String>,
     /// Section 5.
     pub(crate) memory: Result<memory::Results, String>,
+    /// Section 6.
+    pub(crate) fleet: Result<fleet::Results, String>,
     /// Wall time of the whole run (s).
     pub(crate) secs: f64,
     /// Shorter runs (development only).
@@ -75,6 +77,7 @@ impl Report {
         shift_section(&self.shift, &mut doc);
         downtime_section(&self.downtime, &mut doc);
         memory_section(&self.memory, &mut doc);
+        doc.text.push_str(&fleet::markdown(&self.fleet));
         let table = targets_table(&doc.targets);
         doc.text.insert_str(targets_at, &table);
         doc.text

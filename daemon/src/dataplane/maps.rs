@@ -56,6 +56,19 @@ where
     })
 }
 
+/// Map `name` as pinned in `dir` by a daemon.
+fn pinned<T>(dir: &std::path::Path, name: &'static str) -> Result<T, DataplaneError>
+where
+    T: TryFrom<Map, Error = MapError>,
+{
+    let missing = |source| DataplaneError::MapMissing {
+        name,
+        source: Some(source),
+    };
+    let data = MapData::from_pin(dir.join(name)).map_err(missing)?;
+    T::try_from(Map::from_map_data(data).map_err(missing)?).map_err(missing)
+}
+
 fn op(op: &'static str, map: &'static str) -> impl FnOnce(MapError) -> DataplaneError {
     move |source| DataplaneError::Map { op, map, source }
 }
@@ -115,6 +128,74 @@ impl Maps {
             layout: take(ebpf, maps::LAYOUT)?,
             tx_ports: take(ebpf, maps::TX_PORTS)?,
         })
+    }
+
+    /// The maps a daemon pinned in `dir` (running or not), opened without loading anything,
+    /// after their layout is checked: for reading what the kernel holds (`veer status
+    /// --offline`).
+    pub fn open_pinned(dir: &std::path::Path) -> Result<Self, DataplaneError> {
+        super::loader::check_pinned(dir)?;
+        Ok(Self {
+            services: pinned(dir, maps::SERVICES)?,
+            backends: pinned(dir, maps::BACKENDS)?,
+            maglev: pinned(dir, maps::MAGLEV)?,
+            pins: pinned(dir, maps::PINS)?,
+            flows: pinned(dir, maps::FLOWS)?,
+            newflows: pinned(dir, maps::NEWFLOWS)?,
+            be_vips: pinned(dir, maps::BE_VIPS)?,
+            backend_stats: pinned(dir, maps::BE_STATS)?,
+            service_stats: pinned(dir, maps::SVC_STATS)?,
+            reasons: pinned(dir, maps::REASONS)?,
+            layout: pinned(dir, maps::LAYOUT)?,
+            tx_ports: pinned(dir, maps::TX_PORTS)?,
+        })
+    }
+
+    /// The backend `id`, if the map has it.
+    pub fn backend(&self, id: u32) -> Result<Option<BackendValue>, DataplaneError> {
+        match self.backends.get(&id, 0) {
+            Ok(v) => Ok(Some(v)),
+            Err(MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(op("lookup", maps::BACKENDS)(e)),
+        }
+    }
+
+    /// Every backend id in group `group`'s Maglev table: the backends that take its new flows
+    /// (empty: the group has no table).
+    pub fn table_backends(
+        &self,
+        group: u32,
+    ) -> Result<std::collections::BTreeSet<u32>, DataplaneError> {
+        let inner = match self.maglev.get(&group, 0) {
+            Ok(inner) => inner,
+            Err(MapError::KeyNotFound) => return Ok(std::collections::BTreeSet::new()),
+            Err(e) => return Err(op("lookup", maps::MAGLEV)(e)),
+        };
+        let mut ids = std::collections::BTreeSet::new();
+        for slot in 0..MAGLEV_TABLE_SIZE {
+            match inner.get(&slot, 0) {
+                Ok(0) | Err(MapError::KeyNotFound) => {}
+                Ok(id) => {
+                    ids.insert(id);
+                }
+                Err(e) => return Err(op("lookup inner table", maps::MAGLEV)(e)),
+            }
+        }
+        Ok(ids)
+    }
+
+    /// The group service `service_id`'s clients of `prefix/len` are pinned to, if any.
+    pub fn pin_group(
+        &self,
+        service_id: u32,
+        prefix: IpAddr,
+        len: u8,
+    ) -> Result<Option<u32>, DataplaneError> {
+        match self.pins.get(&pin_key(service_id, prefix, len), 0) {
+            Ok(g) => Ok(Some(g)),
+            Err(MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(op("lookup", maps::PINS)(e)),
+        }
     }
 
     /// Lets `veer_xdp` redirect to interface `ifindex` (one veer is attached to).

@@ -153,6 +153,30 @@ pub fn status(
     })
 }
 
+/// Backend `id` at `addr` with its counters from the maps.
+fn backend_view(
+    maps: &Maps,
+    id: u32,
+    addr: SocketAddr,
+    healthy: bool,
+    active: &HashMap<u32, u64>,
+) -> Result<BackendView, DataplaneError> {
+    let c = maps.backend_counters(id)?;
+    Ok(BackendView {
+        addr,
+        healthy,
+        active_flows: active.get(&id).copied().unwrap_or(0),
+        new_flows: c.new_flows,
+        answered_flows: c.answered_flows,
+        refused_flows: c.refused_flows,
+        // Unanswered attempts are counted by a running daemon's upkeep: offline only the
+        // refused ones are known.
+        failed_flows: c.refused_flows,
+        packets: c.packets,
+        bytes: c.bytes,
+    })
+}
+
 /// Every service in the maps, in the order of the revision's names, then by id.
 fn services(
     maps: &Maps,
@@ -191,20 +215,8 @@ fn services(
                 let Some(b) = maps.backend(*id)? else {
                     continue;
                 };
-                let c = maps.backend_counters(*id)?;
-                backends.push(BackendView {
-                    addr: SocketAddr::new(words_addr(b.addr, b.family), u16::from_be(b.port)),
-                    healthy: true,
-                    active_flows: active.get(id).copied().unwrap_or(0),
-                    new_flows: c.new_flows,
-                    answered_flows: c.answered_flows,
-                    refused_flows: c.refused_flows,
-                    // Unanswered attempts are counted by a running daemon's upkeep: offline
-                    // only the refused ones are known.
-                    failed_flows: c.refused_flows,
-                    packets: c.packets,
-                    bytes: c.bytes,
-                });
+                let addr = SocketAddr::new(words_addr(b.addr, b.family), u16::from_be(b.port));
+                backends.push(backend_view(maps, *id, addr, true, active)?);
             }
             // Backends of the group the revision names that are out of its table (down, or
             // draining their flows): shown, not taking new flows.
@@ -214,20 +226,7 @@ fn services(
                 if !ours || in_table.contains(id) || maps.backend(*id)?.is_none() {
                     continue;
                 }
-                let c = maps.backend_counters(*id)?;
-                backends.push(BackendView {
-                    addr: *addr,
-                    healthy: false,
-                    active_flows: active.get(id).copied().unwrap_or(0),
-                    new_flows: c.new_flows,
-                    answered_flows: c.answered_flows,
-                    refused_flows: c.refused_flows,
-                    // Unanswered attempts are counted by a running daemon's upkeep: offline
-                    // only the refused ones are known.
-                    failed_flows: c.refused_flows,
-                    packets: c.packets,
-                    bytes: c.bytes,
-                });
+                backends.push(backend_view(maps, *id, *addr, false, active)?);
             }
             groups.push(GroupView {
                 name: group_names

@@ -296,16 +296,51 @@ where
 /// Times `BPF_PROG_LOAD` is tried when the verifier gives up with `EAGAIN`.
 const LOAD_ATTEMPTS: u32 = 5;
 
-/// Loads a program, trying again when the kernel answers `EAGAIN`: the verifier stops with it
-/// when a signal is pending for the loading thread (a child process exiting, say), and the load
-/// is sound to repeat (libbpf retries the same way).
+/// Blocks every signal for the calling thread until dropped, then restores its mask. While a
+/// thread blocks a signal, the kernel delivers a signal sent to the whole process (SIGCHLD of a
+/// child that exited, say) to another thread, and one sent to this thread waits: either way no
+/// signal is pending for it, so the verifier is not interrupted.
+struct SignalsBlocked(libc::sigset_t);
+
+impl SignalsBlocked {
+    fn new() -> Self {
+        // SAFETY: sigfillset and pthread_sigmask write only the sets given; a zeroed sigset_t is
+        // a valid value to start from.
+        unsafe {
+            let mut all: libc::sigset_t = std::mem::zeroed();
+            let mut old: libc::sigset_t = std::mem::zeroed();
+            libc::sigfillset(&raw mut all);
+            libc::pthread_sigmask(libc::SIG_BLOCK, &raw const all, &raw mut old);
+            Self(old)
+        }
+    }
+}
+
+impl Drop for SignalsBlocked {
+    fn drop(&mut self) {
+        // SAFETY: restores the mask saved by `new`.
+        unsafe {
+            libc::pthread_sigmask(libc::SIG_SETMASK, &raw const self.0, std::ptr::null_mut());
+        }
+    }
+}
+
+/// Loads a program with every signal blocked for the loading thread, trying again when the
+/// kernel still answers `EAGAIN`: the verifier stops with it when a signal is pending for the
+/// loading thread, and the load is sound to repeat (libbpf retries the same way). A process
+/// that spawns children (a test harness, the daemon's health checks) otherwise sees it often on
+/// a busy machine, where verifying a program takes long.
 pub fn load_retrying(
     name: &'static str,
     mut load: impl FnMut() -> Result<(), aya::programs::ProgramError>,
 ) -> Result<(), DataplaneError> {
     let mut attempt = 1;
     loop {
-        match load() {
+        let loaded = {
+            let _blocked = SignalsBlocked::new();
+            load()
+        };
+        match loaded {
             Ok(()) => return Ok(()),
             Err(aya::programs::ProgramError::LoadError { io_error, .. })
                 if io_error.raw_os_error() == Some(libc::EAGAIN) && attempt < LOAD_ATTEMPTS =>

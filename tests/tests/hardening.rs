@@ -502,7 +502,7 @@ mod paths {
         let files = [
             d.0.join("veer.toml"),
             d.0.join("passwd"),
-            d.0.join(veer_common::maps::CONNTRACK),
+            d.0.join(veer_common::maps::FLOWS),
             links.join("veer_xdp_eth0"),
         ];
         for f in &files {
@@ -592,7 +592,7 @@ mod paths {
             r["unpinned"]
                 .as_array()
                 .unwrap()
-                .contains(&serde_json::json!(veer_common::maps::CONNTRACK)),
+                .contains(&serde_json::json!(veer_common::maps::FLOWS)),
             "{r:#}"
         );
     }

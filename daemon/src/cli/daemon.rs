@@ -131,8 +131,13 @@ fn file_source(path: &Path) -> Result<Option<SourceConfig>, Failure> {
         {
             Ok(None)
         }
+        // Not readable as a regular file (a FIFO, a device, no permission): the daemon's start
+        // reports it as it reports any file it cannot use.
+        Err(config::LoadError::Read { .. }) => Ok(None),
         Err(e) => {
-            let etcd = std::fs::read_to_string(path)
+            // Read again the way `load_source` reads (a regular file, without blocking): the
+            // path may have changed since.
+            let etcd = config::read(path)
                 .ok()
                 .and_then(|t| t.parse::<toml::Table>().ok())
                 .and_then(|t| t.get("source")?.get("kind")?.as_str().map(str::to_owned))

@@ -1067,8 +1067,23 @@ mod metrics {
         ]);
         l.finish();
         b.daemon.signal(libc::SIGHUP);
-        std::thread::sleep(Duration::from_millis(600));
-        let (ct, text) = get(&b.topo, None);
+        // A reload applies the file once it settled (no change for 1 s, two reads 1 s apart
+        // that agree): wait for it, at most 15 s.
+        let reloaded = |text: &str| {
+            text.lines().any(|l| {
+                l.strip_prefix(r#"veer_config_reloads_total{result="ok"} "#)
+                    .and_then(|v| v.parse::<f64>().ok())
+                    .is_some_and(|v| v >= 2.0)
+            })
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        let (ct, text) = loop {
+            let (ct, text) = get(&b.topo, None);
+            if reloaded(&text) || std::time::Instant::now() > deadline {
+                break (ct, text);
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        };
         assert_eq!(ct, "text/plain; version=0.0.4; charset=utf-8");
         assert!(!text.contains("# EOF"));
         veer_tests::metrics::promtool_accepts(&text);

@@ -157,15 +157,21 @@ fn exclusive(file: &File, what: &'static str, dir: &Path, locked: &Path) -> Resu
 }
 
 /// The pid `/proc/locks` names for the `flock` on `path` (lines like
-/// `1: FLOCK  ADVISORY  WRITE 4242 00:1f:12345 0 EOF`).
+/// `1: FLOCK  ADVISORY  WRITE 4242 00:1f:12345 0 EOF`: the device's major and minor numbers in
+/// hex, then the inode). The device is compared too: the same inode number on another file
+/// system is another file.
 fn holder(path: &Path) -> Option<u32> {
-    let inode = fs::metadata(path).ok()?.ino();
+    let meta = fs::metadata(path).ok()?;
+    let (major, minor, inode) = (libc::major(meta.dev()), libc::minor(meta.dev()), meta.ino());
     let locks = fs::read_to_string("/proc/locks").ok()?;
     locks.lines().find_map(|line| {
         let fields: Vec<&str> = line.split_whitespace().collect();
-        let (kind, pid, device) = (fields.get(1)?, fields.get(4)?, fields.get(5)?);
-        let ino: u64 = device.rsplit(':').next()?.parse().ok()?;
-        (*kind == "FLOCK" && ino == inode)
+        let (kind, pid, file) = (fields.get(1)?, fields.get(4)?, fields.get(5)?);
+        let mut parts = file.split(':');
+        let maj = u32::from_str_radix(parts.next()?, 16).ok()?;
+        let min = u32::from_str_radix(parts.next()?, 16).ok()?;
+        let ino: u64 = parts.next()?.parse().ok()?;
+        (*kind == "FLOCK" && (maj, min, ino) == (major, minor, inode))
             .then(|| pid.parse().ok())
             .flatten()
     })

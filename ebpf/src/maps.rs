@@ -12,11 +12,13 @@ use veer_common::{
     counters::{BackendCounters, Reason, ServiceCounters},
     flow::{BackendKey, BackendVips, FlowEntry, FlowKey},
     maps::{
-        DEFAULT_CONNTRACK_MAX, DEFAULT_NEWFLOWS_MAX, MAGLEV_TABLE_SIZE, MAX_BACKENDS, MAX_GROUPS,
-        MAX_PINS, MAX_SERVICES, MAX_SOCK_FLOWS, MAX_TX_PORTS,
+        DEFAULT_CONNTRACK_MAX, DEFAULT_NEWFLOWS_MAX, MAGLEV_TABLE_SIZE, MAX_BACKENDS,
+        MAX_FLOW_TIMES, MAX_GROUPS, MAX_PINS, MAX_SERVICES, MAX_SIGNAL_BACKENDS, MAX_SOCK_FLOWS,
+        MAX_TX_PORTS,
     },
     pin::PinKey,
     service::{ServiceKey, ServiceValue},
+    signals::{BackendSignals, FlowTimes},
     sock::{SockFlow, SockKey, SockPeer},
 };
 
@@ -92,6 +94,18 @@ pub(crate) static VEER_SVC_STATS: PerCpuArray<ServiceCounters, { MAX_SERVICES as
 /// Per-CPU counters by `Reason`.
 #[btf_map]
 pub(crate) static VEER_REASONS: PerCpuArray<u64, { Reason::COUNT as usize }> = PerCpuArray::new();
+
+/// Per-CPU signals by backend id (ids below `MAX_SIGNAL_BACKENDS`): latency and duration
+/// histograms, resets, flows ended by a paced drain. Written per flow event, never per packet.
+#[btf_map]
+pub(crate) static VEER_BE_SIGNALS: PerCpuArray<BackendSignals, { MAX_SIGNAL_BACKENDS as usize }> =
+    PerCpuArray::new();
+
+/// Starts of pending measurements (a flow's first SYN, or its first request payload), keyed by
+/// the client-side tuple until the backend's answer. LRU: a flood drops measurements, not flows.
+#[btf_map]
+pub(crate) static VEER_FLOW_TIMES: LruHashMap<FlowKey, FlowTimes, { MAX_FLOW_TIMES as usize }> =
+    LruHashMap::new();
 
 /// `LAYOUT_VERSION` of the maps pinned next to it, written by the daemon; programs never read it.
 #[btf_map]

@@ -48,6 +48,8 @@ pub(crate) struct Headers {
     pub(crate) tcp_ack: u32,
     /// Whether a UDP checksum is present (IPv4 allows 0 = none; always true for TCP and IPv6).
     pub(crate) l4_csum_present: bool,
+    /// Whether a TCP segment carries payload (the IP packet is longer than its headers).
+    pub(crate) tcp_payload: bool,
 }
 
 impl Headers {
@@ -193,7 +195,7 @@ pub(crate) fn parse_frame(start: usize, end: usize, frame_len: usize) -> Result<
     // Every fixed-size header is copied out whole, with one bounds check, before any length field
     // is compared with the frame: LLVM drops constant-offset checks that a variable-length check
     // implies, and the verifier cannot follow that reasoning.
-    let (family, proto, l4_off, src_addr, dst_addr) = match ethertype {
+    let (family, proto, l4_off, l3_end, src_addr, dst_addr) = match ethertype {
         ETH_P_IP => {
             let ip = read::<[u8; IPV4_MIN_HLEN]>(start, end, l3_off)?;
             if ip[0] >> 4 != 4 {
@@ -215,6 +217,7 @@ pub(crate) fn parse_frame(start: usize, end: usize, frame_len: usize) -> Result<
                 FAMILY_V4,
                 ip[9],
                 l3_off + hlen,
+                l3_off + total_len,
                 [word(12), 0, 0, 0],
                 [word(16), 0, 0, 0],
             )
@@ -235,40 +238,45 @@ pub(crate) fn parse_frame(start: usize, end: usize, frame_len: usize) -> Result<
                 FAMILY_V6,
                 next,
                 l4_off,
+                l3_off + IPV6_HLEN + payload_len,
                 [ip[2], ip[3], ip[4], ip[5]],
                 [ip[6], ip[7], ip[8], ip[9]],
             )
         }
         _ => return Err(Reason::NotIp),
     };
-    let (src_port, dst_port, tcp_flags, tcp_seq, tcp_ack, l4_csum_present) = match proto {
-        PROTO_TCP => {
-            let tcp = read::<[u8; TCP_MIN_HLEN]>(start, end, l4_off)?;
-            if ((tcp[12] >> 4) as usize) * 4 < TCP_MIN_HLEN {
-                return Err(Reason::Truncated);
+    let (src_port, dst_port, tcp_flags, tcp_seq, tcp_ack, l4_csum_present, tcp_payload) =
+        match proto {
+            PROTO_TCP => {
+                let tcp = read::<[u8; TCP_MIN_HLEN]>(start, end, l4_off)?;
+                let doff = ((tcp[12] >> 4) as usize) * 4;
+                if doff < TCP_MIN_HLEN {
+                    return Err(Reason::Truncated);
+                }
+                (
+                    u16::from_ne_bytes([tcp[0], tcp[1]]),
+                    u16::from_ne_bytes([tcp[2], tcp[3]]),
+                    tcp[13],
+                    u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]),
+                    u32::from_be_bytes([tcp[8], tcp[9], tcp[10], tcp[11]]),
+                    true,
+                    l3_end > l4_off + doff,
+                )
             }
-            (
-                u16::from_ne_bytes([tcp[0], tcp[1]]),
-                u16::from_ne_bytes([tcp[2], tcp[3]]),
-                tcp[13],
-                u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]),
-                u32::from_be_bytes([tcp[8], tcp[9], tcp[10], tcp[11]]),
-                true,
-            )
-        }
-        PROTO_UDP => {
-            let udp = read::<[u8; UDP_HLEN]>(start, end, l4_off)?;
-            (
-                u16::from_ne_bytes([udp[0], udp[1]]),
-                u16::from_ne_bytes([udp[2], udp[3]]),
-                0,
-                0,
-                0,
-                family == FAMILY_V6 || udp[6] != 0 || udp[7] != 0,
-            )
-        }
-        _ => return Err(Reason::NotTcpUdp),
-    };
+            PROTO_UDP => {
+                let udp = read::<[u8; UDP_HLEN]>(start, end, l4_off)?;
+                (
+                    u16::from_ne_bytes([udp[0], udp[1]]),
+                    u16::from_ne_bytes([udp[2], udp[3]]),
+                    0,
+                    0,
+                    0,
+                    family == FAMILY_V6 || udp[6] != 0 || udp[7] != 0,
+                    false,
+                )
+            }
+            _ => return Err(Reason::NotTcpUdp),
+        };
     Ok(Headers {
         l3_off,
         l4_off,
@@ -285,5 +293,6 @@ pub(crate) fn parse_frame(start: usize, end: usize, frame_len: usize) -> Result<
         tcp_seq,
         tcp_ack,
         l4_csum_present,
+        tcp_payload,
     })
 }

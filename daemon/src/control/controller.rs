@@ -10,7 +10,7 @@ use std::{
     time::SystemTime,
 };
 
-use veer_common::counters::Reason;
+use veer_common::{counters::Reason, signals::BackendSignals};
 
 use super::{
     change::{Change, Head},
@@ -458,6 +458,29 @@ impl<N: Effects + Readings> Controller<N> {
             backend,
             limit,
         ))
+    }
+
+    /// The signals of every backend of the live state the kernel keeps them for: (service,
+    /// group, backend address, signals), in the live state's order.
+    pub fn backend_signals(
+        &self,
+    ) -> Result<Vec<(String, String, std::net::SocketAddr, BackendSignals)>, ControlError> {
+        let head = self.head();
+        let ids = self.node.ids();
+        let mut out = Vec::new();
+        for s in &head.state.services {
+            for g in &s.groups {
+                for b in &g.backends {
+                    let key = (s.name.clone(), g.name.clone(), b.addr);
+                    if let Some(id) = ids.backends.get(&key)
+                        && let Some(sig) = self.node.backend_signals(*id)?
+                    {
+                        out.push((key.0, key.1, key.2, sig));
+                    }
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// The latest rollout of `service` and where it stands at `now`.

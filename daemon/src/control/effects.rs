@@ -7,6 +7,7 @@
 use veer_common::{
     counters::{BackendCounters, Reason, ServiceCounters},
     flow::{FlowEntry, FlowKey},
+    signals::BackendSignals,
 };
 
 use super::{change::Change, error::ControlError};
@@ -58,6 +59,10 @@ pub trait Readings {
 
     /// A backend's counters, summed over CPUs.
     fn backend_counters(&self, id: u32) -> Result<BackendCounters, ControlError>;
+
+    /// A backend's signals (latency and duration histograms, resets, flows a drain ended),
+    /// summed over CPUs; `None` for an id the kernel keeps none for.
+    fn backend_signals(&self, id: u32) -> Result<Option<BackendSignals>, ControlError>;
 
     /// A service's counters, summed over CPUs.
     fn service_counters(&self, id: u32) -> Result<ServiceCounters, ControlError>;

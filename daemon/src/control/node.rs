@@ -4,7 +4,10 @@
 
 use std::path::PathBuf;
 
-use veer_common::counters::{BackendCounters, Reason, ServiceCounters};
+use veer_common::{
+    counters::{BackendCounters, Reason, ServiceCounters},
+    signals::BackendSignals,
+};
 
 use super::{
     change::Change,
@@ -85,6 +88,10 @@ impl Readings for Node {
 
     fn service_counters(&self, id: u32) -> Result<ServiceCounters, ControlError> {
         Ok(self.dataplane.maps().service_counters(id)?)
+    }
+
+    fn backend_signals(&self, id: u32) -> Result<Option<BackendSignals>, ControlError> {
+        Ok(self.dataplane.maps().backend_signals(id)?)
     }
 
     fn census(&self) -> Result<Census, ControlError> {

@@ -9,7 +9,10 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use veer_common::counters::{BackendCounters, Reason, ServiceCounters};
+use veer_common::{
+    counters::{BackendCounters, Reason, ServiceCounters},
+    signals::BackendSignals,
+};
 
 use super::{
     Answer, ControlError, Controller, Request,
@@ -38,6 +41,7 @@ struct FakeNode {
     applied: Vec<(DesiredState, Down)>,
     ids: Ids,
     counters: HashMap<u32, BackendCounters>,
+    signals: HashMap<u32, BackendSignals>,
     service_counters: HashMap<u32, ServiceCounters>,
     census: Census,
     flows: FlowTable,
@@ -134,6 +138,10 @@ impl Readings for FakeNode {
 
     fn service_counters(&self, id: u32) -> Result<ServiceCounters, ControlError> {
         Ok(self.service_counters.get(&id).copied().unwrap_or_default())
+    }
+
+    fn backend_signals(&self, id: u32) -> Result<Option<BackendSignals>, ControlError> {
+        Ok(Some(self.signals.get(&id).copied().unwrap_or_default()))
     }
 
     fn census(&self) -> Result<Census, ControlError> {

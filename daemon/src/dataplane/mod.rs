@@ -6,6 +6,7 @@
 //! pinned maps of an older layout over (`migrate`), and `Dataplane`, which owns all of it.
 
 pub mod batch;
+pub mod ending;
 pub mod flows;
 pub mod ifaces;
 pub mod links;
@@ -579,6 +580,18 @@ pub enum DataplaneError {
         /// The kernel's answer.
         #[source]
         source: aya::maps::MapError,
+    },
+    /// Ending a flow for a paced drain failed (opening the raw sockets, or sending a probe or
+    /// a reset).
+    #[error("ending flows: {op} failed{}", if flow.is_empty() { String::new() } else { format!(" ({flow})") })]
+    Ending {
+        /// What was being done.
+        op: &'static str,
+        /// The flow (`client -> backend`), or empty.
+        flow: String,
+        /// The kernel's answer.
+        #[source]
+        source: std::io::Error,
     },
     /// Opening or converting a pinned link failed.
     #[error("pinned link of interface `{interface}` ({hook}) cannot be used")]

@@ -74,7 +74,13 @@ pub struct Ender {
 
 fn raw_socket(domain: i32) -> io::Result<OwnedFd> {
     // SAFETY: plain socket(2) call; the result is checked before use.
-    let fd = unsafe { libc::socket(domain, libc::SOCK_RAW | libc::SOCK_CLOEXEC, libc::IPPROTO_RAW) };
+    let fd = unsafe {
+        libc::socket(
+            domain,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+            libc::IPPROTO_RAW,
+        )
+    };
     if fd < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -317,7 +323,10 @@ mod tests {
         );
         assert_eq!(v6.len(), 60);
         let pseudo = sum16(&v6[8..40]) + u32::from(PROTO_TCP) + 20;
-        assert!(verifies(pseudo, &v6[40..]), "TCP checksum over the IPv6 pseudo-header");
+        assert!(
+            verifies(pseudo, &v6[40..]),
+            "TCP checksum over the IPv6 pseudo-header"
+        );
         assert_eq!(v6[53], TCP_ACK);
     }
 

@@ -16,8 +16,7 @@ use prometheus_client::{
 };
 use veer_common::{
     histogram::{
-        DURATION_UNIT_SHIFT, Histogram, LATENCY_UNIT_SHIFT, MAX_EXPONENT, MIN_EXPONENT,
-        SUB_BUCKETS,
+        DURATION_UNIT_SHIFT, Histogram, LATENCY_UNIT_SHIFT, MAX_EXPONENT, MIN_EXPONENT, SUB_BUCKETS,
     },
     signals::BackendSignals,
 };
@@ -143,7 +142,9 @@ fn family<'a, L>(
     }
     reg.register(
         format!("{prefix}_connect_latency_seconds"),
-        format!("Connect latency of {whose}: the client's first SYN forwarded to the backend's SYN-ACK"),
+        format!(
+            "Connect latency of {whose}: the client's first SYN forwarded to the backend's SYN-ACK"
+        ),
         connect,
     );
     reg.register(
@@ -187,6 +188,9 @@ mod tests {
         assert_eq!(e.buckets[2], (4_096e-9, 1), "2048 ns");
         assert_eq!(e.buckets[28], (f64::MAX, 1), "past 2^37 ns");
         let d = encoded(&h, DURATION_UNIT_SHIFT);
-        assert!((d.buckets[0].0 - 1_048_576e-9).abs() < 1e-15, "2^10 units of 1024 ns");
+        assert!(
+            (d.buckets[0].0 - 1_048_576e-9).abs() < 1e-15,
+            "2^10 units of 1024 ns"
+        );
     }
 }

@@ -10,6 +10,7 @@ pub mod human;
 mod ids;
 mod node;
 pub mod plan;
+pub mod tolerance;
 mod validate;
 mod weight;
 

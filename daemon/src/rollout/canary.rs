@@ -39,7 +39,7 @@ fn since(now: &GroupSignals, earlier: &GroupSignals) -> GroupSignals {
 /// shows.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StepVerdict {
-    /// Index of the step judged (in `plan.steps`).
+    /// The step judged, 1-based (as `rollout status` numbers steps).
     pub step: usize,
     /// Whether the step's pause was over when it was taken (only such a pass ends a step).
     pub at_end: bool,
@@ -59,7 +59,7 @@ pub struct StepJudge {
 }
 
 impl StepJudge {
-    /// Judging of step `step`, whose window starts at `start`.
+    /// Judging of step `step` (1-based), whose window starts at `start`.
     pub fn new(step: usize, start: Reading) -> Self {
         Self {
             step,
@@ -146,7 +146,7 @@ mod tests {
     fn looks_fall_due_by_volume_and_at_the_end_of_the_pause() {
         let t = Tolerances::default();
         let start = reading(group(10, 0, 1_000_000), group(10, 0, 1_000_000));
-        let mut j = StepJudge::new(0, start.clone());
+        let mut j = StepJudge::new(1, start.clone());
         // 50 canary attempts in the window: below the first look (100), pause running.
         let r = reading(group(60, 0, 1_000_000), group(1_010, 0, 1_000_000));
         assert!(!j.look(&t, &r, false));

@@ -3,7 +3,7 @@
 //! flow tables at load.
 
 use aya_ebpf::{
-    bindings::BPF_F_NO_PREALLOC,
+    bindings::{BPF_F_NO_COMMON_LRU, BPF_F_NO_PREALLOC},
     btf_maps::{Array, ArrayOfMaps, DevMapHash, HashMap, LpmTrie, LruHashMap, PerCpuArray},
     macros::btf_map,
 };
@@ -103,9 +103,15 @@ pub(crate) static VEER_BE_SIGNALS: PerCpuArray<BackendSignals, { MAX_SIGNAL_BACK
 
 /// Starts of pending measurements (a flow's first SYN, or its first request payload), keyed by
 /// the client-side tuple until the backend's answer. LRU: a flood drops measurements, not flows.
+/// `BPF_F_NO_COMMON_LRU`: each CPU keeps its own LRU lists, so an insert takes no lock shared
+/// by all CPUs (a measurement ends on whichever CPU its answer comes in).
 #[btf_map]
-pub(crate) static VEER_FLOW_TIMES: LruHashMap<FlowKey, FlowTimes, { MAX_FLOW_TIMES as usize }> =
-    LruHashMap::new();
+pub(crate) static VEER_FLOW_TIMES: LruHashMap<
+    FlowKey,
+    FlowTimes,
+    { MAX_FLOW_TIMES as usize },
+    { BPF_F_NO_COMMON_LRU as usize },
+> = LruHashMap::new();
 
 /// `LAYOUT_VERSION` of the maps pinned next to it, written by the daemon; programs never read it.
 #[btf_map]

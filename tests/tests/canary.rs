@@ -42,8 +42,10 @@ fn bed(v1: &str, v2: &str, b1: Behaviour, b2: Behaviour) -> Bed {
         .backend("v2", &[V2])
         .build()
         .unwrap();
-    let s1 = TcpServer::start_with(topo.backend("v1"), SocketAddr::new(V1, 8080), "v1", b1).unwrap();
-    let s2 = TcpServer::start_with(topo.backend("v2"), SocketAddr::new(V2, 8080), "v2", b2).unwrap();
+    let s1 =
+        TcpServer::start_with(topo.backend("v1"), SocketAddr::new(V1, 8080), "v1", b1).unwrap();
+    let s2 =
+        TcpServer::start_with(topo.backend("v2"), SocketAddr::new(V2, 8080), "v2", b2).unwrap();
     // Closing flows are kept an hour, so a drain ends on FIN or RST, not on expiry.
     let config = ConfigBuilder::new(topo.node_ifnames())
         .conntrack_max(65_536)
@@ -134,9 +136,18 @@ mod judge {
     fn a_healthy_canary_passes_with_both_groups_quantiles_recorded() {
         let b = bed("100", "0", Behaviour::default(), Behaviour::default());
         let l = loads(&b, 4);
-        let out = rollout(&b, &["--max-latency-increase", "20%", "--confidence", "95%"]);
+        let out = rollout(
+            &b,
+            &["--max-latency-increase", "20%", "--confidence", "95%"],
+        );
         let report = finish(l);
-        assert_eq!(out.status.code(), Some(0), "{}\n{}", text(&out), b.daemon.log());
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}\n{}",
+            text(&out),
+            b.daemon.log()
+        );
         assert_eq!(report.failed, 0, "{report:?}");
         let r = status(&b);
         assert_eq!(r["phase"], "completed", "{r}");
@@ -173,7 +184,13 @@ mod judge {
         let l = loads(&b, 8);
         let out = rollout(&b, &["--min-sample", "50"]);
         let report = finish(l);
-        assert_eq!(out.status.code(), Some(1), "{}\n{}", text(&out), b.daemon.log());
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{}\n{}",
+            text(&out),
+            b.daemon.log()
+        );
         assert_eq!(report.failed, 0, "slow is not failed: {report:?}");
         let r = status(&b);
         assert_eq!(r["phase"], "rolled_back", "{r}");
@@ -184,8 +201,14 @@ mod judge {
         let fb = &v["first_byte"];
         assert_eq!(fb["outcome"], "fail", "{fb}");
         let [c50, b50, c99, b99] = quantiles(fb);
-        assert!(c50 >= 90_000_000 && c99 >= 90_000_000, "canary p50 {c50} p99 {c99}");
-        assert!(b50 < 50_000_000 && b99 < 90_000_000, "baseline p50 {b50} p99 {b99}");
+        assert!(
+            c50 >= 90_000_000 && c99 >= 90_000_000,
+            "canary p50 {c50} p99 {c99}"
+        );
+        assert!(
+            b50 < 50_000_000 && b99 < 90_000_000,
+            "baseline p50 {b50} p99 {b99}"
+        );
         assert!(fb["p50"]["ratio_lower"].as_f64().unwrap() > 1.2, "{fb}");
         // The backend's kernel answers the handshake: connect latency is not what failed.
         assert_eq!(v["connect"]["outcome"], "pass", "{v}");
@@ -206,7 +229,13 @@ mod judge {
         let l = loads(&b, 4);
         let out = rollout(&b, &["--max-failure-increase", "25%"]);
         let report = finish(l);
-        assert_eq!(out.status.code(), Some(0), "{}\n{}", text(&out), b.daemon.log());
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}\n{}",
+            text(&out),
+            b.daemon.log()
+        );
         assert_eq!(report.failed, 1, "exactly the one reset: {report:?}");
         let v = &status(&b)["verdict"];
         assert_eq!(v["outcome"], "pass", "{v}");
@@ -222,7 +251,13 @@ mod judge {
         let l = loads(&b, 8);
         let out = rollout(&b, &["--max-failure-increase", "25%"]);
         finish(l);
-        assert_eq!(out.status.code(), Some(1), "{}\n{}", text(&out), b.daemon.log());
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{}\n{}",
+            text(&out),
+            b.daemon.log()
+        );
         let r = status(&b);
         assert_eq!(r["phase"], "rolled_back", "{r}");
         let reason = r["reason"].as_str().unwrap();
@@ -310,7 +345,13 @@ mod paced_drain {
             (ends, waiter.join().unwrap())
         });
         let (ends, out) = drain;
-        assert_eq!(out.status.code(), Some(0), "{}\n{}", text(&out), b.daemon.log());
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}\n{}",
+            text(&out),
+            b.daemon.log()
+        );
         let mut times = Vec::new();
         for (i, e) in ends.iter().enumerate() {
             match e {
@@ -320,7 +361,10 @@ mod paced_drain {
         }
         times.sort();
         let (first, last) = (times[0], times[times.len() - 1]);
-        assert!(first >= Duration::from_millis(1_800), "a reset before the deadline: {first:?}");
+        assert!(
+            first >= Duration::from_millis(1_800),
+            "a reset before the deadline: {first:?}"
+        );
         assert!(
             last - first >= Duration::from_millis(1_500) && last - first <= Duration::from_secs(4),
             "200 flows at 100/s end over about 2 s, not all at once: {first:?} .. {last:?}"
@@ -338,7 +382,11 @@ mod paced_drain {
         while b.s1.live_connections() > 0 && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));
         }
-        assert_eq!(b.s1.live_connections(), 0, "the backend's ends were reset too");
+        assert_eq!(
+            b.s1.live_connections(),
+            0,
+            "the backend's ends were reset too"
+        );
         assert_eq!(b.s2.live_connections(), 20, "no v2 flow touched");
         let progress = text(&out);
         assert!(

@@ -3,6 +3,7 @@
 //! Pure: no maps, no I/O. The config file, the CLI and rollouts all produce a `DesiredState`;
 //! `dataplane::sync` makes the kernel match it.
 
+pub mod drain;
 #[cfg(test)]
 pub(crate) mod fixtures;
 pub mod gate;

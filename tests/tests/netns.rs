@@ -546,7 +546,7 @@ mod steering {
         let v2_before = s2.live_connections();
         // The node's maps and raw sockets, from the node namespace (this thread entered it).
         let mut maps_node = node;
-        let ender = Ender::new().unwrap_or_else(|e| panic!("{e}"));
+        let sender = Ender::new().unwrap_or_else(|e| panic!("{e}"));
         let flows = maps_node.dataplane.maps().flows().unwrap();
         let mut ended = 0;
         for (key, entry) in &flows {
@@ -555,7 +555,7 @@ mod steering {
                 continue;
             };
             if name == "v1" && entry.state != STATE_CLOSING {
-                let r = ender
+                let r = sender
                     .end(maps_node.dataplane.maps_mut(), key)
                     .unwrap_or_else(|e| panic!("{}", veer_tests::prog::error_chain(&e)));
                 assert_eq!(r, Ended::Reset);
@@ -650,7 +650,7 @@ mod steering {
             let v6 = dst == vip6;
             conns.push((c, name, v6));
         }
-        let ender = Ender::new().unwrap_or_else(|e| panic!("{e}"));
+        let sender = Ender::new().unwrap_or_else(|e| panic!("{e}"));
         let ports: Vec<u16> = conns
             .iter()
             .filter(|(_, n, v6)| n == "local" || *v6)
@@ -659,7 +659,7 @@ mod steering {
         let mut ended = 0;
         for (key, entry) in node.dataplane.maps().flows().unwrap() {
             if ports.contains(&u16::from_be(key.src_port)) && entry.state != STATE_CLOSING {
-                let r = ender
+                let r = sender
                     .end(node.dataplane.maps_mut(), &key)
                     .unwrap_or_else(|e| panic!("{}", veer_tests::prog::error_chain(&e)));
                 assert_eq!(r, Ended::Reset);

@@ -511,7 +511,7 @@ impl Dataplane {
             }
         })?;
         let mut v: Vec<(FlowKey, u32)> = found.into_iter().collect();
-        v.sort_by(|a, b| b.1.cmp(&a.1));
+        v.sort_by_key(|b| std::cmp::Reverse(b.1));
         Ok(v.into_iter().map(|(k, _)| k).collect())
     }
 

@@ -115,7 +115,7 @@ pub struct DrainEnd {
 
 impl DrainEnd {
     /// Longest deadline: a week.
-    pub const MAX_DEADLINE: Duration = Duration::from_secs(7 * 24 * 3600);
+    pub const MAX_DEADLINE: Duration = Duration::from_hours(7 * 24);
 }
 
 /// A drain's schedule, from the moment it began: a token bucket that fills at the pace from the

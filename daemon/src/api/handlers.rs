@@ -281,6 +281,7 @@ async fn change(
                     service: r.service,
                     group: r.group,
                     force: r.force,
+                    end: r.end,
                 },
             ),
             Err(resp) => resp,

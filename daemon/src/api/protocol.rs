@@ -150,6 +150,9 @@ pub struct GroupStatus {
     pub weight: Weight,
     /// Sum of the backends' active flows.
     pub active_flows: u64,
+    /// Flows of its backends that paced drains ended (a reset to both ends), ever.
+    #[serde(default)]
+    pub ended_flows: u64,
     /// Backends, in the order of the state.
     pub backends: Vec<BackendStatus>,
 }
@@ -270,6 +273,9 @@ pub struct DrainRequest {
     /// Drain even the last group taking new flows.
     #[serde(default)]
     pub force: bool,
+    /// After a deadline, end the flows left at a pace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end: Option<crate::model::drain::DrainEnd>,
 }
 
 /// `POST /v1/pin`.
@@ -416,6 +422,10 @@ pub struct RolloutStatus {
     pub reason: Option<String>,
     /// The plan.
     pub plan: Plan,
+    /// The canary judge's latest verdict (the current step's, or the one that ended the last
+    /// judged step), with its numbers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verdict: Option<crate::rollout::canary::StepVerdict>,
 }
 
 /// Conntrack use in `Status`.
@@ -466,6 +476,7 @@ impl From<&GroupView> for GroupStatus {
             name: g.name.clone(),
             weight: g.weight,
             active_flows: g.active_flows,
+            ended_flows: g.ended_flows,
             backends: g.backends.iter().map(BackendStatus::from).collect(),
         }
     }
@@ -622,9 +633,19 @@ impl From<&RolloutView> for RolloutStatus {
                     format!("waiting for {seen} of {needed} new flows")
                 }
                 Waiting::Gates => "checking gates".to_owned(),
+                Waiting::Judge => format!(
+                    "the judge ({})",
+                    v.verdict
+                        .as_ref()
+                        .map_or("no look yet", |s| match s.verdict.outcome {
+                            crate::rollout::judge::Outcome::NotEnoughData => "not enough data",
+                            _ => "the look at the end of the pause",
+                        })
+                ),
             }),
             reason: r.reason.clone(),
             plan: r.plan.clone(),
+            verdict: v.verdict.clone(),
         }
     }
 }

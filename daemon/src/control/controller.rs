@@ -15,9 +15,11 @@ use veer_common::{counters::Reason, signals::BackendSignals};
 use super::{
     change::{Change, Head},
     core::{self, Live},
+    drains::{self, PacedDrain},
     effects::{Effects, Readings},
     error::ControlError,
     health::{self, CheckJob, Health},
+    judging,
     node::{FileAtStart, Node, Options},
     observed::{self, GateKey, GateState, Observations},
     request::Request,
@@ -32,7 +34,7 @@ use crate::{
     error::chain,
     health::check::CheckError,
     model::{BackendRef, DesiredState, NodeChange, NodeConfig},
-    rollout::{Decision, GateFailure, Rollout, engine::WaitReason},
+    rollout::{Decision, GateFailure, Rollout, canary::StepJudge, engine::WaitReason},
     state::Origin,
 };
 
@@ -68,6 +70,10 @@ pub struct Controller<N = Node> {
     config_path: PathBuf,
     health: Health,
     gates: BTreeMap<GateKey, GateState>,
+    /// The canary judge of every judged step being watched.
+    judges: BTreeMap<GateKey, StepJudge>,
+    /// Drains with a deadline and a pace, until their last flow ended.
+    drains: Vec<PacedDrain>,
     file: FileState,
 }
 
@@ -81,6 +87,8 @@ impl<N: Effects + Readings> Controller<N> {
             config_path,
             health: Health::default(),
             gates: BTreeMap::new(),
+            judges: BTreeMap::new(),
+            drains: Vec::new(),
             file: FileState::default(),
         }
     }
@@ -124,6 +132,7 @@ impl<N: Effects + Readings> Controller<N> {
     ) -> Result<Observations, ControlError> {
         let mut observed = Observations {
             gates: self.gates.clone(),
+            judges: self.judges.clone(),
             ..Observations::default()
         };
         for (service, group) in observed::wanted_groups(request, head) {
@@ -153,6 +162,18 @@ impl<N: Effects + Readings> Controller<N> {
         )?;
         let changed = !outcome.changes.is_empty();
         let revision = self.commit_all(&head, outcome.changes)?;
+        if let Request::Drain {
+            service,
+            group,
+            end: Some(end),
+            ..
+        } = request
+        {
+            // Again on a drained group: the new deadline and pace replace the old.
+            self.drains
+                .retain(|d| !(d.service == *service && d.group == *group));
+            self.drains.push(PacedDrain::new(service, group, *end, now));
+        }
         Ok(Answer {
             revision,
             changed,
@@ -307,12 +328,19 @@ impl<N: Effects + Readings> Controller<N> {
             return Ok(Vec::new());
         }
         let head = self.head();
+        judging::look_all(&mut self.judges, &head, &self.node, &self.health, now)?;
         let observed = self.observe(&head, None)?;
         let tick = rollouts::tick(&head, &observed, now)?;
         for job in &tick.gate_jobs {
             self.gates.insert(job.key.clone(), GateState::Pending);
         }
+        let completed = drains::after_rollouts(&head, &tick.changes, now);
         self.commit_all(&head, tick.changes)?;
+        for d in completed {
+            self.drains
+                .retain(|o| !(o.service == d.service && o.group == d.group));
+            self.drains.push(d);
+        }
         // Outcomes of steps no running rollout is at any more are of no use.
         let current: Vec<GateKey> = self
             .head()
@@ -323,6 +351,16 @@ impl<N: Effects + Readings> Controller<N> {
             .collect();
         self.gates.retain(|k, _| current.contains(k));
         Ok(tick.gate_jobs)
+    }
+
+    /// Ends what paced drains may end now (`drains`); a drain whose group has no flow left after
+    /// its deadline is done.
+    pub fn drain_tick(&mut self, now: SystemTime) -> Result<(), ControlError> {
+        if self.drains.is_empty() {
+            return Ok(());
+        }
+        drains::tick(&mut self.drains, &mut self.node, now)?;
+        Ok(())
     }
 
     /// Every active check the live state asks for.
@@ -497,10 +535,16 @@ impl<N: Effects + Readings> Controller<N> {
             })?;
         let counts =
             observed::group_counts(&self.node, &self.health, &head.state, service, &r.plan.to)?;
+        let judge = self.judges.get(&observed::gate_key(r)).cloned();
+        let verdict = judge
+            .as_ref()
+            .and_then(|j| j.latest().cloned())
+            .or_else(|| r.verdict.clone());
         let obs = crate::rollout::Observation {
             counts,
             target_up: self.health.up_in(&head.state, service, &r.plan.to),
             gates: None,
+            judge,
         };
         let waiting = match r.decide(&obs, now) {
             Decision::Wait(WaitReason::Pause { left }) => Some(Waiting::Pause { left }),
@@ -509,6 +553,7 @@ impl<N: Effects + Readings> Controller<N> {
                 needed: r.plan.min_flows,
             }),
             Decision::EvaluateGates => Some(Waiting::Gates),
+            Decision::Wait(WaitReason::Judge) => Some(Waiting::Judge),
             _ => None,
         };
         let weights = head
@@ -526,6 +571,7 @@ impl<N: Effects + Readings> Controller<N> {
             weights,
             in_step: r.in_step(counts),
             waiting,
+            verdict,
         })
     }
 }

@@ -48,6 +48,7 @@ pub fn decide(request: &Request, live: &Live<'_>) -> Result<Outcome, ControlErro
             service,
             group,
             force,
+            ..
         } => drain(head, service, group, *force)?.into(),
         Request::Pin {
             service,

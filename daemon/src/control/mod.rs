@@ -13,9 +13,11 @@
 mod change;
 mod controller;
 pub mod core;
+mod drains;
 mod effects;
 mod error;
 mod health;
+mod judging;
 mod node;
 mod observed;
 mod request;

@@ -2,10 +2,11 @@
 //! revision store, behind `Effects` and `Readings`, and the daemon's start, which loads or adopts
 //! them.
 
-use std::path::PathBuf;
+use std::{collections::BTreeSet, path::PathBuf};
 
 use veer_common::{
     counters::{BackendCounters, Reason, ServiceCounters},
+    flow::FlowKey,
     signals::BackendSignals,
 };
 
@@ -16,7 +17,7 @@ use super::{
 };
 use crate::{
     config,
-    dataplane::{Dataplane, flows, flows::Upkeep, links, loader::LoadOptions},
+    dataplane::{Dataplane, ending, flows, flows::Upkeep, links, loader::LoadOptions},
     lock::{self, Locks},
     model::{DesiredState, Down, Ids, NodeConfig, Timeouts},
     paths,
@@ -70,6 +71,10 @@ impl Effects for Node {
         Ok(self.dataplane.upkeep(timeouts, flows::now_tick())?)
     }
 
+    fn end_flow(&mut self, key: &FlowKey) -> Result<bool, ControlError> {
+        Ok(self.dataplane.end_flow(key)? != ending::Ended::Gone)
+    }
+
     fn refresh_links(&mut self, live: &DesiredState) -> Result<bool, ControlError> {
         let changed = self.dataplane.refresh_interfaces()?;
         self.dataplane.prepare_node(live)?;
@@ -92,6 +97,10 @@ impl Readings for Node {
 
     fn backend_signals(&self, id: u32) -> Result<Option<BackendSignals>, ControlError> {
         Ok(self.dataplane.maps().backend_signals(id)?)
+    }
+
+    fn active_flows_of(&self, ids: &BTreeSet<u32>) -> Result<Vec<FlowKey>, ControlError> {
+        Ok(self.dataplane.active_flows_of(ids)?)
     }
 
     fn census(&self) -> Result<Census, ControlError> {

@@ -11,7 +11,7 @@ use super::{
 };
 use crate::{
     model::{DesiredState, Plan, Weight, gate::Gate},
-    rollout::{Decision, Phase, Rollout},
+    rollout::{Decision, Phase, Rollout, canary::StepJudge},
     state::Origin,
 };
 
@@ -215,6 +215,14 @@ pub(super) fn hold_after_restart(head: &Head) -> Result<Option<Change>, ControlE
     finish(head, change)
 }
 
+/// Keeps the verdict of the step that ends in the rollout (a step that was not judged leaves
+/// the previous one).
+fn keep_verdict(x: &mut Rollout, obs: &crate::rollout::Observation) {
+    if let Some(v) = obs.judge.as_ref().and_then(StepJudge::latest) {
+        x.verdict = Some(v.clone());
+    }
+}
+
 /// What one tick of the rollout engine comes to.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(super) struct Tick {
@@ -278,6 +286,7 @@ pub(super) fn tick(
                 update(
                     &next,
                     &|x| {
+                        keep_verdict(x, &obs);
                         x.step = step;
                         x.step_started = now;
                         x.baseline = obs.counts;
@@ -306,6 +315,7 @@ pub(super) fn tick(
                 update(
                     &next,
                     &|x| {
+                        keep_verdict(x, &obs);
                         x.phase = phase;
                         x.reason = Some(reason.clone());
                         x.step = x.step.saturating_sub(usize::from(phase == Phase::Paused));

@@ -3,7 +3,7 @@
 //! observed directly.
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeSet, HashMap},
     net::SocketAddr,
     path::PathBuf,
     time::{Duration, SystemTime},
@@ -11,6 +11,7 @@ use std::{
 
 use veer_common::{
     counters::{BackendCounters, Reason, ServiceCounters},
+    flow::FlowKey,
     signals::BackendSignals,
 };
 
@@ -42,6 +43,8 @@ struct FakeNode {
     ids: Ids,
     counters: HashMap<u32, BackendCounters>,
     signals: HashMap<u32, BackendSignals>,
+    /// Flows a paced drain ended, in order.
+    ended: Vec<FlowKey>,
     service_counters: HashMap<u32, ServiceCounters>,
     census: Census,
     flows: FlowTable,
@@ -125,6 +128,13 @@ impl Effects for FakeNode {
         self.refreshed.push(live.clone());
         Ok(true)
     }
+
+    fn end_flow(&mut self, key: &FlowKey) -> Result<bool, ControlError> {
+        let before = self.flows.entries.len();
+        self.flows.entries.retain(|(k, _)| k != key);
+        self.ended.push(*key);
+        Ok(self.flows.entries.len() < before)
+    }
 }
 
 impl Readings for FakeNode {
@@ -142,6 +152,16 @@ impl Readings for FakeNode {
 
     fn backend_signals(&self, id: u32) -> Result<Option<BackendSignals>, ControlError> {
         Ok(Some(self.signals.get(&id).copied().unwrap_or_default()))
+    }
+
+    fn active_flows_of(&self, ids: &BTreeSet<u32>) -> Result<Vec<FlowKey>, ControlError> {
+        Ok(self
+            .flows
+            .entries
+            .iter()
+            .filter(|(_, e)| e.is_active() && ids.contains(&e.backend_id))
+            .map(|(k, _)| *k)
+            .collect())
     }
 
     fn census(&self) -> Result<Census, ControlError> {
@@ -230,6 +250,8 @@ fn plan(steps: &[&str]) -> Plan {
         gate_timeout: Duration::from_secs(5),
         on_failure: OnFailure::Rollback,
         hold_on_restart: false,
+        judge: None,
+        drain: None,
     }
 }
 
@@ -328,6 +350,7 @@ mod operator_changes {
             service: "web".into(),
             group: "v9".into(),
             force: false,
+            end: None,
         };
         assert!(matches!(
             ctl.execute(&drain, at(1)),
@@ -343,6 +366,7 @@ mod operator_changes {
             service: "web".into(),
             group: "v1".into(),
             force,
+            end: None,
         };
         assert!(matches!(
             ctl.execute(&drain(false), at(1)),

@@ -95,7 +95,7 @@ impl<'de> Deserialize<'de> for Percent {
 }
 
 /// Why a plan's tolerances are not valid.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ToleranceError {
     /// Not a percentage.
     #[error("`{text}` is not a percentage with at most two decimals (e.g. 20%, 12.5%, 99.9%)")]

@@ -626,7 +626,9 @@ impl Service {
                         PlanError::BadSteps { .. } => RolloutField::Steps,
                         PlanError::PauseTooShort { .. } => RolloutField::Pause,
                         PlanError::GateTimeoutTooShort { .. } => RolloutField::GateTimeout,
-                        PlanError::AlreadyThere { .. } => RolloutField::Table,
+                        PlanError::AlreadyThere { .. }
+                        | PlanError::Tolerance { .. }
+                        | PlanError::DrainDeadlineTooLong { .. } => RolloutField::Table,
                     };
                     return Err(at(
                         Place::Rollout { service: i, field },

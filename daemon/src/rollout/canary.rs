@@ -43,7 +43,8 @@ pub struct StepVerdict {
     pub step: usize,
     /// Whether the step's pause was over when it was taken (only such a pass ends a step).
     pub at_end: bool,
-    /// The verdict, with its numbers.
+    /// The verdict, with its numbers (its fields inline in JSON).
+    #[serde(flatten)]
     pub verdict: Verdict,
 }
 

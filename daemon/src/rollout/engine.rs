@@ -5,6 +5,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
+use super::canary::{StepJudge, StepVerdict};
 use crate::model::{OnFailure, Plan, Weight, plan::weights_at};
 
 /// Where a rollout is.
@@ -60,6 +61,10 @@ pub struct Rollout {
     pub baseline: Counts,
     /// Why it was rolled back, aborted or paused.
     pub reason: Option<String>,
+    /// The canary judge's verdict that ended the latest judged step (its advance, or the
+    /// rollback), with its numbers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verdict: Option<StepVerdict>,
 }
 
 /// What was observed when deciding.
@@ -71,6 +76,8 @@ pub struct Observation {
     pub target_up: usize,
     /// Outcome of this step's extra gates, once evaluated: the first failure, if any.
     pub gates: Option<Result<(), GateFailure>>,
+    /// The canary judge of this step, when it is judged (`control::judging`).
+    pub judge: Option<StepJudge>,
 }
 
 /// The gate of a step that failed, and why.
@@ -126,6 +133,9 @@ pub enum WaitReason {
         /// Attempts so far in this step.
         seen: u64,
     },
+    /// The canary judge has not passed the step yet (not enough data, or no look since the
+    /// pause ended).
+    Judge,
 }
 
 impl Rollout {
@@ -146,7 +156,14 @@ impl Rollout {
             step_started: now,
             baseline: counts,
             reason: None,
+            verdict: None,
         }
+    }
+
+    /// Whether the current step is judged: the plan names tolerances and another group still
+    /// takes new flows (not at 100%).
+    pub fn is_judged_step(&self) -> bool {
+        self.plan.judge.is_some() && self.share() < Weight::FULL
     }
 
     /// The target's share at the current step.
@@ -224,6 +241,9 @@ impl Rollout {
                 ),
             );
         }
+        if let Some(failed) = obs.judge.as_ref().and_then(StepJudge::failed) {
+            return self.breach("judge", failed.verdict.reason.clone());
+        }
         let elapsed = now.duration_since(self.step_started).unwrap_or_default();
         if let Some(left) = self
             .plan
@@ -237,6 +257,9 @@ impl Rollout {
             return Decision::Wait(WaitReason::MinFlows {
                 seen: step.attempted,
             });
+        }
+        if self.is_judged_step() && !obs.judge.as_ref().is_some_and(StepJudge::passed) {
+            return Decision::Wait(WaitReason::Judge);
         }
         match &obs.gates {
             None if !self.plan.gates.is_empty() => return Decision::EvaluateGates,
@@ -277,6 +300,8 @@ mod tests {
             gate_timeout: Duration::from_secs(5),
             on_failure: OnFailure::Rollback,
             hold_on_restart: false,
+            judge: None,
+            drain: None,
         };
         Rollout::start(
             "web",
@@ -302,6 +327,7 @@ mod tests {
             },
             target_up: 1,
             gates: None,
+            judge: None,
         }
     }
 

@@ -483,6 +483,63 @@ fn format_percent(rate: f64) -> String {
     }
 }
 
+/// The verdict as the rows of a table (check, canary, baseline, statistic, threshold,
+/// outcome), as `rollout status` prints it and the README's worked example shows it.
+pub fn rows(v: &Verdict) -> Vec<[String; 6]> {
+    let outcome = |o: CheckOutcome| {
+        match o {
+            CheckOutcome::Pass => "pass",
+            CheckOutcome::Fail => "FAIL",
+            CheckOutcome::NotEnoughData => "not enough data",
+            CheckOutcome::NotMeasured => "not measured",
+        }
+        .to_owned()
+    };
+    let mut out = Vec::new();
+    for (name, c) in [
+        ("failed attempts", &v.failed_attempts),
+        ("backend resets", &v.backend_resets),
+    ] {
+        out.push([
+            name.to_owned(),
+            format_rate(&c.canary),
+            format_rate(&c.baseline),
+            format!(
+                "odds ratio >= {:.3} (p = {:.3})",
+                c.odds_ratio_lower, c.p_value
+            ),
+            format!("{:.2} (p <= {:.2e})", c.threshold, c.alpha),
+            outcome(c.outcome),
+        ]);
+    }
+    for (name, l) in [("connect", &v.connect), ("first byte", &v.first_byte)] {
+        for q in [&l.p50, &l.p99] {
+            let upper = q
+                .baseline
+                .upper_ns
+                .map_or("unbounded".to_owned(), format_ns);
+            out.push([
+                format!("{name} {}", quantile_name(q)),
+                format!(
+                    "{}, >= {} (n {})",
+                    format_ns(q.canary.estimate_ns),
+                    format_ns(q.canary.lower_ns),
+                    l.canary_sample
+                ),
+                format!(
+                    "{}, <= {upper} (n {})",
+                    format_ns(q.baseline.estimate_ns),
+                    l.baseline_sample
+                ),
+                format!("{:.2}x", q.ratio_lower),
+                format!("{:.2}x", q.threshold),
+                outcome(q.outcome),
+            ]);
+        }
+    }
+    out
+}
+
 fn format_rate(p: &Proportion) -> String {
     format!("{}/{} ({})", p.events, p.trials, format_percent(p.rate))
 }

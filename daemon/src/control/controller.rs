@@ -363,6 +363,12 @@ impl<N: Effects + Readings> Controller<N> {
         Ok(())
     }
 
+    /// Paced drains still ending flows (or waiting for their deadline).
+    #[cfg(test)]
+    pub(super) fn paced_drains(&self) -> usize {
+        self.drains.len()
+    }
+
     /// Every active check the live state asks for.
     pub fn health_jobs(&self) -> Vec<CheckJob> {
         self.node

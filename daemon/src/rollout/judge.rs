@@ -504,10 +504,14 @@ pub fn rows(v: &Verdict) -> Vec<[String; 6]> {
             name.to_owned(),
             format_rate(&c.canary),
             format_rate(&c.baseline),
-            format!(
-                "odds ratio >= {:.3} (p = {:.3})",
-                c.odds_ratio_lower, c.p_value
-            ),
+            if c.outcome.tested() {
+                format!(
+                    "odds ratio >= {:.3} (p = {:.3})",
+                    c.odds_ratio_lower, c.p_value
+                )
+            } else {
+                "-".to_owned()
+            },
             format!("{:.2} (p <= {:.2e})", c.threshold, c.alpha),
             outcome(c.outcome),
         ]);
@@ -531,7 +535,11 @@ pub fn rows(v: &Verdict) -> Vec<[String; 6]> {
                     format_ns(q.baseline.estimate_ns),
                     l.baseline_sample
                 ),
-                format!("{:.2}x", q.ratio_lower),
+                if q.outcome.tested() {
+                    format!("{:.2}x", q.ratio_lower)
+                } else {
+                    "-".to_owned()
+                },
                 format!("{:.2}x", q.threshold),
                 outcome(q.outcome),
             ]);
@@ -991,6 +999,29 @@ mod tests {
             first_byte: around(102_000_000, 1_000_000, 997),
         };
         (canary, baseline)
+    }
+
+    #[test]
+    fn the_table_of_the_worked_example_is_the_readmes() {
+        let (canary, baseline) = worked_example();
+        let v = judge(&Tolerances::default(), &canary, &baseline, 0);
+        let rows = rows(&v);
+        assert_eq!(rows.len(), 6);
+        assert_eq!(
+            rows[0],
+            [
+                "failed attempts",
+                "3/1000 (0.300%)",
+                "19/19000 (0.100%)",
+                "odds ratio >= 0.289 (p = 0.151)",
+                "1.25 (p <= 4.17e-3)",
+                "pass"
+            ]
+            .map(str::to_owned)
+        );
+        assert_eq!(rows[4][0], "first byte p50");
+        assert_eq!(rows[4][3], "48.00x");
+        assert_eq!(rows[4][5], "FAIL");
     }
 
     #[test]

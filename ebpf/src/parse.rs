@@ -245,38 +245,37 @@ pub(crate) fn parse_frame(start: usize, end: usize, frame_len: usize) -> Result<
         }
         _ => return Err(Reason::NotIp),
     };
-    let (src_port, dst_port, tcp_flags, tcp_seq, tcp_ack, l4_csum_present, tcp_payload) =
-        match proto {
-            PROTO_TCP => {
-                let tcp = read::<[u8; TCP_MIN_HLEN]>(start, end, l4_off)?;
-                let doff = ((tcp[12] >> 4) as usize) * 4;
-                if doff < TCP_MIN_HLEN {
-                    return Err(Reason::Truncated);
-                }
-                (
-                    u16::from_ne_bytes([tcp[0], tcp[1]]),
-                    u16::from_ne_bytes([tcp[2], tcp[3]]),
-                    tcp[13],
-                    u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]),
-                    u32::from_be_bytes([tcp[8], tcp[9], tcp[10], tcp[11]]),
-                    true,
-                    l3_end > l4_off + doff,
-                )
+    // The TCP header's length, for whether the segment carries payload.
+    let mut tcp_hlen = 0;
+    let (src_port, dst_port, tcp_flags, tcp_seq, tcp_ack, l4_csum_present) = match proto {
+        PROTO_TCP => {
+            let tcp = read::<[u8; TCP_MIN_HLEN]>(start, end, l4_off)?;
+            tcp_hlen = ((tcp[12] >> 4) as usize) * 4;
+            if tcp_hlen < TCP_MIN_HLEN {
+                return Err(Reason::Truncated);
             }
-            PROTO_UDP => {
-                let udp = read::<[u8; UDP_HLEN]>(start, end, l4_off)?;
-                (
-                    u16::from_ne_bytes([udp[0], udp[1]]),
-                    u16::from_ne_bytes([udp[2], udp[3]]),
-                    0,
-                    0,
-                    0,
-                    family == FAMILY_V6 || udp[6] != 0 || udp[7] != 0,
-                    false,
-                )
-            }
-            _ => return Err(Reason::NotTcpUdp),
-        };
+            (
+                u16::from_ne_bytes([tcp[0], tcp[1]]),
+                u16::from_ne_bytes([tcp[2], tcp[3]]),
+                tcp[13],
+                u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]),
+                u32::from_be_bytes([tcp[8], tcp[9], tcp[10], tcp[11]]),
+                true,
+            )
+        }
+        PROTO_UDP => {
+            let udp = read::<[u8; UDP_HLEN]>(start, end, l4_off)?;
+            (
+                u16::from_ne_bytes([udp[0], udp[1]]),
+                u16::from_ne_bytes([udp[2], udp[3]]),
+                0,
+                0,
+                0,
+                family == FAMILY_V6 || udp[6] != 0 || udp[7] != 0,
+            )
+        }
+        _ => return Err(Reason::NotTcpUdp),
+    };
     Ok(Headers {
         l3_off,
         l4_off,
@@ -293,6 +292,6 @@ pub(crate) fn parse_frame(start: usize, end: usize, frame_len: usize) -> Result<
         tcp_seq,
         tcp_ack,
         l4_csum_present,
-        tcp_payload,
+        tcp_payload: tcp_hlen > 0 && l3_end > l4_off + tcp_hlen,
     })
 }

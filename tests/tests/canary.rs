@@ -272,7 +272,9 @@ mod judge {
             resets["canary"]["trials"].as_u64().unwrap(),
             resets["canary"]["events"].as_u64().unwrap(),
         );
-        assert!(trials >= 100, "judged on a sufficient sample: {resets}");
+        // 20% against 10% in 100 attempts each is not evidence of a 25% increase at this
+        // confidence (`rollout::canary`'s unit tests); a few hundred are.
+        assert!(trials >= 200, "judged on a sufficient sample: {resets}");
         let rate = events as f64 / trials as f64;
         assert!(
             (0.12..=0.28).contains(&rate),
@@ -281,10 +283,6 @@ mod judge {
         assert!(
             resets["odds_ratio_lower"].as_f64().unwrap() > resets["threshold"].as_f64().unwrap(),
             "{resets}"
-        );
-        assert!(
-            r["verdict"]["look"].as_u64().unwrap() > 0,
-            "a doubled rate in the first 100 attempts is not yet evidence: {r}"
         );
     }
 }

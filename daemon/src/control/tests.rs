@@ -1590,6 +1590,49 @@ mod judged {
     }
 
     #[test]
+    fn a_rollout_with_a_drain_ends_the_old_groups_flows_once_it_completes() {
+        let mut ctl = controller(dual_stack());
+        let v1 = id(&ctl, "v1", "198.51.100.11:8080");
+        ctl.node_mut().flows.entries = (0..5)
+            .map(|p| {
+                (
+                    FlowKey {
+                        src_port: p,
+                        ..FlowKey::default()
+                    },
+                    FlowEntry {
+                        backend_id: v1,
+                        state: STATE_ESTABLISHED,
+                        ..FlowEntry::default()
+                    },
+                )
+            })
+            .collect();
+        let mut p = plan(&["100"]);
+        p.min_flows = 0;
+        p.drain = Some(DrainEnd {
+            deadline: Duration::from_secs(5),
+            pace: Pace::per_second(100),
+        });
+        let start = Request::RolloutStart {
+            service: "web".into(),
+            plan: p,
+        };
+        changed(&ctl.execute(&start, at(0)).unwrap(), 2);
+        ctl.rollout_tick(at(11)).unwrap();
+        assert_eq!(ctl.head().rollouts[0].phase, Phase::Completed);
+        assert_eq!(ctl.paced_drains(), 1, "v1, taken to 0 by the rollout");
+        ctl.drain_tick(at(15)).unwrap();
+        assert!(
+            ctl.node().ended.is_empty(),
+            "its deadline runs from the completion"
+        );
+        ctl.drain_tick(at(16)).unwrap();
+        ctl.drain_tick(at(17)).unwrap();
+        assert_eq!(ctl.node().ended.len(), 5);
+    }
+
+    #[test]
     fn a_paced_drain_ends_flows_after_its_deadline_at_its_pace() {
         let mut ctl = controller(dual_stack());
         let v1 = id(&ctl, "v1", "198.51.100.11:8080");

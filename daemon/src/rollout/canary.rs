@@ -186,6 +186,33 @@ mod tests {
         assert!(!j.passed() && j.failed().is_none());
     }
 
+    /// `n` attempts, all established, `resets` of them reset by the backend.
+    fn resets(n: u64, resets: u64) -> GroupSignals {
+        GroupSignals {
+            reset: resets,
+            ..group(n, 0, 1_000_000)
+        }
+    }
+
+    #[test]
+    fn a_doubled_reset_rate_fails_only_once_the_sample_carries_it() {
+        let t = Tolerances::default();
+        // 20% against 10%: in 100 attempts each, not evidence of more than a 25% increase.
+        let mut j = StepJudge::new(1, Reading::default());
+        assert!(j.look(&t, &reading(resets(100, 20), resets(100, 10)), false));
+        assert_ne!(j.latest().unwrap().verdict.outcome, Outcome::Fail);
+        // The same rates in 800 attempts each, at the looks of 200 and 400 first.
+        assert!(j.look(&t, &reading(resets(200, 40), resets(200, 20)), false));
+        assert!(j.look(&t, &reading(resets(400, 80), resets(400, 40)), false));
+        assert!(j.look(&t, &reading(resets(800, 160), resets(800, 80)), false));
+        let v = j.failed().expect("a doubled rate in 800 attempts fails");
+        assert!(
+            v.verdict.reason.starts_with("backend resets"),
+            "{}",
+            v.verdict.reason
+        );
+    }
+
     #[test]
     fn the_window_starts_at_the_steps_first_reading() {
         let t = Tolerances::default();

@@ -1,6 +1,9 @@
 //! `veer daemon`'s task wiring (mini-redis shape): the control socket, the metrics listener,
 //! conntrack upkeep every second, config reload on SIGHUP and on file change, and a clean stop
-//! on SIGINT/SIGTERM that leaves the programs attached and traffic flowing.
+//! on SIGINT/SIGTERM that leaves the programs attached and traffic flowing. With an etcd source,
+//! the fleet tasks too (`fleet`: follow etcd, write the node's status, drive fleet rollouts).
+
+pub mod fleet;
 
 use std::{
     net::SocketAddr,
@@ -15,7 +18,7 @@ use tokio::{
 };
 
 use crate::{
-    api::server::{self, Access, SocketError},
+    api::server::{self, Access, Budget, SocketError},
     control::{self, ControlError, Controller},
     error::chain,
     health::check::{self, CheckError},
@@ -112,11 +115,19 @@ async fn health_checks(ctl: Arc<Mutex<Controller>>, mut stop: watch::Receiver<bo
                     });
                 }
                 for (service, interval) in started {
-                    due.insert(service, now + interval);
+                    due.insert(service, next_due(now, interval));
                 }
             }
         }
     }
+}
+
+/// When a check started at `now` is next due. Validation bounds every interval
+/// (`HealthCheck::MAX_INTERVAL`); the addition is checked all the same, since a tokio `Instant`
+/// panics on overflow and that would end health checking for every service.
+fn next_due(now: tokio::time::Instant, interval: Duration) -> tokio::time::Instant {
+    now.checked_add(interval)
+        .unwrap_or_else(|| now + crate::model::HealthCheck::MAX_INTERVAL)
 }
 
 /// Decides rollouts every `ROLLOUT_TICK`, and runs their extra gates off the lock; ends what
@@ -169,19 +180,54 @@ pub struct DaemonOptions {
     pub access: Access,
     /// Metrics listener (`None`: off).
     pub metrics: Option<SocketAddr>,
+    /// The fleet's etcd, when the services come from there.
+    pub fleet: Option<fleet::FleetOptions>,
+}
+
+/// Raises the soft limit of open descriptors to the hard one (systemd's default soft limit is
+/// 1024, low for a daemon serving connections); returns the limit in force.
+fn raise_nofile() -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we own.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &raw mut lim) } != 0 {
+        tracing::warn!(error = %std::io::Error::last_os_error(), "cannot read the descriptor limit");
+        return 1024;
+    }
+    if lim.rlim_cur < lim.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: lim.rlim_max,
+            rlim_max: lim.rlim_max,
+        };
+        // SAFETY: setrlimit reads the struct we own; raising the soft limit up to the hard one
+        // needs no privilege.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raw const raised) } == 0 {
+            tracing::info!(
+                from = lim.rlim_cur,
+                to = lim.rlim_max,
+                "raised the soft limit of open descriptors to the hard limit"
+            );
+            return lim.rlim_max;
+        }
+        tracing::warn!(error = %std::io::Error::last_os_error(), "cannot raise the soft limit of open descriptors");
+    }
+    lim.rlim_cur
 }
 
 /// Runs the daemon until SIGINT or SIGTERM.
 pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
     privileges::check()?;
+    let nofile = raise_nofile();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|source| DaemonError::Runtime { source })?;
-    rt.block_on(run_async(opts))
+    rt.block_on(run_async(opts, nofile))
 }
 
-async fn run_async(opts: DaemonOptions) -> Result<(), DaemonError> {
+async fn run_async(opts: DaemonOptions, nofile: u64) -> Result<(), DaemonError> {
     server::ensure_unused(&opts.socket)?;
     let ctl = Controller::start(opts.control.clone())?;
     let config_path = ctl.config_path().to_owned();
@@ -193,11 +239,27 @@ async fn run_async(opts: DaemonOptions) -> Result<(), DaemonError> {
         drop(rx.wait_for(|s| *s).await);
     };
 
+    let budget = Budget::for_limit(nofile);
+    if nofile < 1024 {
+        tracing::warn!(
+            nofile,
+            "the descriptor limit is low; set LimitNOFILE (dist/veer.service sets 65536)"
+        );
+    }
+    tracing::info!(
+        nofile,
+        control_root = budget.control_root,
+        control_others = budget.control_others,
+        metrics = budget.metrics,
+        "connection budget"
+    );
+
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(server::serve(
         listener,
         Arc::clone(&ctl),
         opts.access,
+        budget,
         stopped(stop_rx.clone()),
     ));
     if let Some(addr) = opts.metrics {
@@ -208,6 +270,7 @@ async fn run_async(opts: DaemonOptions) -> Result<(), DaemonError> {
         tasks.spawn(metrics::serve(
             l,
             Arc::clone(&ctl),
+            budget.metrics,
             stopped(stop_rx.clone()),
         ));
     }
@@ -217,9 +280,31 @@ async fn run_async(opts: DaemonOptions) -> Result<(), DaemonError> {
     tasks.spawn(rollouts(Arc::clone(&ctl), stop_rx.clone()));
     let (reload_tx, reload_rx) = mpsc::channel::<&'static str>(8);
     let _watcher = watch_config(&config_path, reload_tx.clone());
-    tasks.spawn(reloader(Arc::clone(&ctl), reload_rx, stop_rx.clone()));
+    tasks.spawn(reloader(
+        Arc::clone(&ctl),
+        config_path.clone(),
+        reload_rx,
+        stop_rx.clone(),
+    ));
+    let fleet_ready = spawn_fleet(&mut tasks, &ctl, opts.fleet.clone(), &stop_rx);
 
     tracing::info!(socket = %opts.socket.display(), "veer daemon ready");
+    // systemd (Type=notify): the programs are attached and the socket serves. With etcd as the
+    // source this does not wait for the first sync: the node serves its last local revision
+    // meanwhile, and an etcd that is down at boot must not keep the service from starting (or
+    // make systemd restart it). The status line says when the first sync came.
+    let waiting = !*fleet_ready.borrow();
+    notify_service_manager(&[
+        sd_notify::NotifyState::Ready,
+        sd_notify::NotifyState::Status(if waiting {
+            "attached; serving the control socket; waiting for the first sync with etcd (the last local revision is in force)"
+        } else {
+            "attached; serving the control socket"
+        }),
+    ]);
+    if waiting {
+        tasks.spawn(report_first_sync(fleet_ready, stop_rx.clone()));
+    }
     let handler = |kind, signal_name| {
         signal(kind).map_err(|source| DaemonError::Signal {
             signal: signal_name,
@@ -239,11 +324,10 @@ async fn run_async(opts: DaemonOptions) -> Result<(), DaemonError> {
     tracing::info!(
         "stopping; programs stay attached and traffic keeps flowing (veer teardown removes them)"
     );
+    notify_service_manager(&[sd_notify::NotifyState::Stopping]);
     let _ = stop_tx.send(true);
     while tasks.join_next().await.is_some() {}
-    if let Err(e) = std::fs::remove_file(&opts.socket) {
-        tracing::warn!(socket = %opts.socket.display(), error = %e, "could not remove the control socket");
-    }
+    server::remove(&opts.socket);
     Ok(())
 }
 
@@ -306,6 +390,51 @@ async fn links_watch(ctl: Arc<Mutex<Controller>>, mut stop: watch::Receiver<bool
     }
 }
 
+/// Tells the service manager (systemd's `NOTIFY_SOCKET`, when set) how the daemon is. A
+/// service manager that cannot be told is logged, not fatal: traffic does not depend on it.
+fn notify_service_manager(state: &[sd_notify::NotifyState<'_>]) {
+    if let Err(e) = sd_notify::notify(state) {
+        tracing::warn!(error = %e, "telling the service manager (NOTIFY_SOCKET) failed");
+    }
+}
+
+/// Tells the service manager when the node first synced with etcd (`ready` turns true), unless
+/// the daemon stops first.
+async fn report_first_sync(mut ready: watch::Receiver<bool>, mut stop: watch::Receiver<bool>) {
+    tokio::select! {
+        synced = ready.wait_for(|r| *r) => {
+            if synced.is_ok() {
+                notify_service_manager(&[sd_notify::NotifyState::Status(
+                    "attached; serving the control socket; in sync with etcd",
+                )]);
+            }
+        }
+        _ = stop.wait_for(|s| *s) => {}
+    }
+}
+
+/// Starts the fleet tasks when the services come from etcd. The receiver turns true once the
+/// node synced with etcd (always true without etcd); readiness (`READY=1`) does not wait for it,
+/// the status line reports it.
+fn spawn_fleet(
+    tasks: &mut tokio::task::JoinSet<()>,
+    ctl: &Arc<Mutex<Controller>>,
+    opts: Option<fleet::FleetOptions>,
+    stop: &watch::Receiver<bool>,
+) -> watch::Receiver<bool> {
+    let (ready_tx, ready) = watch::channel(opts.is_none());
+    if let Some(opts) = opts {
+        tracing::info!(
+            endpoints = %opts.fleet.endpoints(),
+            prefix = opts.fleet.layout().prefix(),
+            node = %opts.node,
+            "services come from etcd; serving the last local revision until the first sync"
+        );
+        tasks.spawn(fleet::run(Arc::clone(ctl), opts, stop.clone(), ready_tx));
+    }
+    ready
+}
+
 /// Conntrack upkeep: every `UPKEEP_INTERVAL`, or more rarely when a pass is expensive (a very
 /// large map): the daemon spends at most a tenth of its time scanning.
 async fn upkeep(ctl: Arc<Mutex<Controller>>, mut stop: watch::Receiver<bool>) {
@@ -338,8 +467,55 @@ async fn upkeep(ctl: Arc<Mutex<Controller>>, mut stop: watch::Receiver<bool>) {
     }
 }
 
+/// How long the config file must be left alone before a reload reads it, and how far apart
+/// the two reads that must agree are: a file rewritten in place (editors, provisioning tools)
+/// with a pause mid-write shorter than twice this is never applied torn.
+pub const SETTLE: Duration = Duration::from_secs(1);
+
+/// Waits until `SETTLE` passes with no change event; `false` when the daemon stops meanwhile.
+async fn quiet(rx: &mut mpsc::Receiver<&'static str>, stop: &mut watch::Receiver<bool>) -> bool {
+    loop {
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => return false,
+            event = rx.recv() => if event.is_none() { return false },
+            () = tokio::time::sleep(SETTLE) => return true,
+        }
+    }
+}
+
+/// Reads the config file once it has settled: no change for `SETTLE`, then two reads `SETTLE`
+/// apart that agree, with no change event between them. `None` when the daemon stops first.
+async fn settled(
+    path: &std::path::Path,
+    rx: &mut mpsc::Receiver<&'static str>,
+    stop: &mut watch::Receiver<bool>,
+) -> Option<Result<String, crate::config::LoadError>> {
+    loop {
+        if !quiet(rx, stop).await {
+            return None;
+        }
+        let first = crate::config::read(path);
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => return None,
+            event = rx.recv() => {
+                event?;
+                tracing::debug!("config file changed while settling; waiting again");
+                continue;
+            }
+            () = tokio::time::sleep(SETTLE) => {}
+        }
+        let second = crate::config::read(path);
+        match (&first, &second) {
+            (Ok(a), Ok(b)) if a == b => return Some(first),
+            (Err(_), Err(_)) => return Some(first),
+            _ => tracing::debug!("config file changed between two reads; waiting again"),
+        }
+    }
+}
+
 async fn reloader(
     ctl: Arc<Mutex<Controller>>,
+    path: std::path::PathBuf,
     mut rx: mpsc::Receiver<&'static str>,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -348,13 +524,15 @@ async fn reloader(
             _ = stop.wait_for(|s| *s) => return,
             why = rx.recv() => match why { Some(w) => w, None => return },
         };
-        // Editors write a file in several steps: let it settle, and fold bursts into one reload.
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        while rx.try_recv().is_ok() {}
+        // Editors and provisioning tools write in several steps, some in place: apply the file
+        // only once it settled, folding bursts of events into one reload.
+        let Some(read) = settled(&path, &mut rx, &mut stop).await else {
+            return;
+        };
         let result = ctl
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .reload();
+            .reload_from(read);
         match result {
             Ok(a) if a.changed => {
                 tracing::info!(trigger = why, revision = a.revision, "config reloaded");
@@ -392,4 +570,22 @@ fn watch_config(
         return None;
     }
     Some(watcher)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn health_scheduling_never_overflows() {
+        let now = tokio::time::Instant::now();
+        let eons = humantime::parse_duration("300000000000years").unwrap();
+        // What the scheduler used to do: a panic.
+        assert!(std::panic::catch_unwind(|| now + eons).is_err());
+        assert!(next_due(now, eons) > now);
+        assert_eq!(
+            next_due(now, Duration::from_secs(2)),
+            now + Duration::from_secs(2)
+        );
+    }
 }

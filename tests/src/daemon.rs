@@ -19,8 +19,9 @@ use std::{
 };
 
 use crate::{
+    config::Family,
     netns::{Netns, Topology},
-    servers::ask_tcp,
+    servers::{TcpServer, ask_tcp},
 };
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
@@ -53,6 +54,10 @@ pub struct Daemon {
     child: Option<Child>,
     starts: u32,
     extra: Vec<String>,
+    /// A command that runs the daemon (`prlimit --nofile=…`), which must exec it.
+    wrapper: Vec<String>,
+    /// More environment for the daemon.
+    env: Vec<(String, String)>,
 }
 
 impl Daemon {
@@ -70,6 +75,33 @@ impl Daemon {
 
     /// Like `start`, with more `veer daemon` arguments (`--metrics off` unless they set it).
     pub fn start_with(topo: &Topology, config: &str, args: &[&str]) -> Self {
+        Self::start_full(topo, config, args, &[], &[])
+    }
+
+    /// Like `start_with`, the daemon run by `wrapper` (`["prlimit", "--nofile=100:256", "--"]`),
+    /// which must exec it (so `pid` is the daemon's).
+    pub fn start_under(topo: &Topology, config: &str, args: &[&str], wrapper: &[&str]) -> Self {
+        Self::start_full(topo, config, args, wrapper, &[])
+    }
+
+    /// Like `start_with`, with more environment for the daemon (`NOTIFY_SOCKET` ...).
+    pub fn start_with_env(
+        topo: &Topology,
+        config: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
+        Self::start_full(topo, config, args, &[], env)
+    }
+
+    /// Like `start_with`, run by `wrapper` (empty: none) with more environment `env`.
+    fn start_full(
+        topo: &Topology,
+        config: &str,
+        args: &[&str],
+        wrapper: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
         crate::require_root();
         let id = format!(
             "{}-{}",
@@ -88,6 +120,7 @@ impl Daemon {
             dir,
             child: None,
             starts: 0,
+            wrapper: wrapper.iter().map(|a| (*a).to_owned()).collect(),
             extra: if args.contains(&"--metrics") {
                 args.iter().map(|a| (*a).to_owned()).collect()
             } else {
@@ -97,6 +130,10 @@ impl Daemon {
                     .map(|a| (*a).to_owned())
                     .collect()
             },
+            env: env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
         };
         d.write_config(config);
         d.spawn();
@@ -119,6 +156,7 @@ impl Daemon {
         let child = Command::new("nsenter")
             .arg(format!("--net={}", self.node.display()))
             .arg("--")
+            .args(&self.wrapper)
             .arg(veer_bin())
             .arg("--socket")
             .arg(&self.socket)
@@ -131,6 +169,7 @@ impl Daemon {
             .arg("--pin-dir")
             .arg(&self.pin_dir)
             .env("RUST_LOG", "veer=debug")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap_or_else(|e| panic!("{e}")))
             .stderr(log)
@@ -299,6 +338,11 @@ impl Daemon {
     pub fn state_dir(&self) -> PathBuf {
         self.dir.join("state")
     }
+
+    /// A directory of this daemon's that is removed with it (for a test's own files).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
 }
 
 impl Drop for Daemon {
@@ -336,6 +380,21 @@ pub struct LoadReport {
     pub errors: Vec<String>,
     /// Answers by backend name.
     pub answers: HashMap<String, u64>,
+}
+
+impl LoadReport {
+    /// Panics unless some requests went through and none failed, saying `when`.
+    pub fn assert_clean(&self, when: &str) {
+        assert!(self.ok > 0, "{when}: no request went through");
+        assert_eq!(
+            self.failed,
+            0,
+            "{when}: {} of {} requests failed: {:?}",
+            self.failed,
+            self.ok + self.failed,
+            self.errors
+        );
+    }
 }
 
 /// New connections to `dst` from the client namespace, one after another, until stopped (or
@@ -454,5 +513,68 @@ impl Held {
     /// Closes every connection.
     pub fn close(self) {
         drop(self.conns);
+    }
+}
+
+/// The groups of the first service of a `veer status -o json` answer, with their weights.
+pub fn weights(status: &serde_json::Value) -> Vec<(String, f64)> {
+    status["services"][0]["groups"]
+        .as_array()
+        .map(|groups| {
+            groups
+                .iter()
+                .map(|g| {
+                    (
+                        g["name"].as_str().unwrap_or_default().to_owned(),
+                        g["weight"].as_f64().unwrap_or(f64::NAN),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The bed most daemon tests stand on: a client, a node and two backends whose servers answer
+/// "v1" and "v2", and a daemon on the node. Field order drops the daemon first, then the
+/// servers, then the namespaces.
+pub struct Bed {
+    /// The daemon.
+    pub daemon: Daemon,
+    /// v1's server (port 8080).
+    pub s1: TcpServer,
+    /// v2's server (`None` once a test stopped it).
+    pub s2: Option<TcpServer>,
+    /// The namespaces.
+    pub topo: Topology,
+}
+
+impl Bed {
+    /// The namespaces in `family`, v1's server on port 8080 and v2's on `v2_port` (another port
+    /// leaves v2's backend refusing connections, as a stopped service does), and the daemon
+    /// `start` starts with the config file `config` writes for the topology.
+    pub fn start(
+        family: Family,
+        v2_port: u16,
+        config: impl FnOnce(&Topology) -> String,
+        start: impl FnOnce(&Topology, &str) -> Daemon,
+    ) -> Self {
+        let (a1, a2) = (family.backend("v1"), family.backend("v2"));
+        let topo = Topology::builder()
+            .client()
+            .backend("v1", &[a1])
+            .backend("v2", &[a2])
+            .build()
+            .unwrap_or_else(|e| panic!("building the topology: {e}"));
+        let s1 = TcpServer::start(topo.backend("v1"), SocketAddr::new(a1, 8080), "v1")
+            .unwrap_or_else(|e| panic!("v1's server: {e}"));
+        let s2 = TcpServer::start(topo.backend("v2"), SocketAddr::new(a2, v2_port), "v2")
+            .unwrap_or_else(|e| panic!("v2's server: {e}"));
+        let daemon = start(&topo, &config(&topo));
+        Self {
+            daemon,
+            s1,
+            s2: Some(s2),
+            topo,
+        }
     }
 }

@@ -11,7 +11,8 @@
 //!   Roles are granted with the very `etcdctl` commands `veer::fleet::Grant` prints.
 //!
 //! [`Etcd::stop`], [`Etcd::kill`] and [`Etcd::restart`] (same data directory, same ports) play
-//! an outage; [`Proxy`] cuts a client off while etcd keeps serving the others.
+//! an outage; [`Proxy`] cuts a client off while etcd keeps serving the others, and
+//! [`Proxy::in_netns`] lets a daemon in a node namespace reach the test's etcd.
 
 use std::{
     io::{Read as _, Write as _},
@@ -573,6 +574,23 @@ impl Proxy {
     /// Forwards a fresh loopback port to `127.0.0.1:port`.
     pub fn new(port: u16) -> Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+        Proxy::serve(listener, port)
+    }
+
+    /// Forwards a fresh loopback port **inside network namespace `ns`** to etcd's
+    /// `127.0.0.1:port` in the test's own namespace: a daemon in a topology's node namespace
+    /// reaches the test's etcd through it (its loopback is not the test's), and the test can cut
+    /// that one node off. No interface is created: the listening socket lives in `ns`, the
+    /// connections to etcd in the test's namespace.
+    pub fn in_netns(ns: &crate::netns::Netns, port: u16) -> Proxy {
+        let listener = ns
+            .enter(|| TcpListener::bind("127.0.0.1:0"))
+            .and_then(|r| r)
+            .unwrap_or_else(|e| panic!("listening in {}: {e}", ns.name()));
+        Proxy::serve(listener, port)
+    }
+
+    fn serve(listener: TcpListener, port: u16) -> Proxy {
         listener
             .set_nonblocking(true)
             .unwrap_or_else(|e| panic!("{e}"));

@@ -9,6 +9,9 @@
 //! - `netns`: uniquely named network namespaces wired with veth pairs for the roles of a test, torn
 //!   down on drop even when the test panics.
 //! - `servers`: TCP/UDP servers that answer with their own name, run inside a namespace.
+//! - `pty`: a command on a pseudo-terminal of a chosen size, and a small terminal that replays
+//!   what it drew.
+//! - `metrics`: what a scrape must be for Prometheus (`promtool check metrics`).
 //! - `etcd`: a real etcd on loopback (plain, TLS-only with client certificates, or with users and
 //!   the fleet roles), stopped and removed on drop; a proxy to cut one client off.
 //! - `forge`: forged packets from a namespace (spoofed floods, segments on others' tuples).
@@ -16,8 +19,7 @@
 //!
 //! Everything here needs root; helpers panic with the missing prerequisite rather than skip.
 
-// The etcd tests' runtime is a dev-dependency, which the library's own unit-test build sees too.
-#[cfg(test)]
+// The runtime of the etcd tests and of the fleet benchmark; the library itself runs none.
 use tokio as _;
 
 pub mod config;
@@ -25,10 +27,12 @@ pub mod daemon;
 pub mod etcd;
 pub mod forge;
 pub mod legacy;
+pub mod metrics;
 pub mod netns;
 pub mod node;
 pub mod packet;
 pub mod prog;
+pub mod pty;
 pub mod servers;
 
 /// How tests load veer's kernel object: private maps, and flow tables of 65,536 entries each

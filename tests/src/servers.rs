@@ -625,6 +625,27 @@ pub fn ask_tcp(stream: &mut TcpStream) -> io::Result<String> {
     answer_text(&line)
 }
 
+/// `GET path` on `addr` (`"127.0.0.1:9464"`) from inside `ns`, where metrics and Prometheus
+/// listen: the answer's body, `None` when nothing answers within `timeout`.
+pub fn http_get(ns: &Netns, addr: &str, path: &str, timeout: Duration) -> Option<String> {
+    let addr = addr.to_owned();
+    let path = path.to_owned();
+    ns.enter(move || {
+        let mut s = TcpStream::connect_timeout(&addr.parse().ok()?, timeout).ok()?;
+        s.set_read_timeout(Some(timeout)).ok()?;
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        )
+        .ok()?;
+        let mut out = String::new();
+        s.read_to_string(&mut out).ok()?;
+        Some(out.split_once("\r\n\r\n")?.1.to_owned())
+    })
+    .ok()
+    .flatten()
+}
+
 /// Connects to `dst` from inside `ns`, asks once with [`ask_tcp`] and closes.
 pub fn ask_once(ns: &Netns, dst: SocketAddr, timeout: Duration) -> io::Result<String> {
     let mut stream = ns.tcp_connect(dst, timeout)?;

@@ -151,7 +151,7 @@ mod judge {
         assert_eq!(report.failed, 0, "{report:?}");
         let r = status(&b);
         assert_eq!(r["phase"], "completed", "{r}");
-        let v = &r["verdict"];
+        let v = &r["judge"];
         assert_eq!(v["outcome"], "pass", "{r}");
         assert_eq!(v["step"], 1, "the 50% step gated the move to 100%: {v}");
         assert!(v["at_end"].as_bool().unwrap(), "{v}");
@@ -199,7 +199,7 @@ mod judge {
         assert_eq!(r["phase"], "rolled_back", "{r}");
         let reason = r["reason"].as_str().unwrap();
         assert!(reason.starts_with("judge: time to first byte"), "{reason}");
-        let v = &r["verdict"];
+        let v = &r["judge"];
         assert_eq!(v["outcome"], "fail", "{r}");
         let fb = &v["first_byte"];
         assert_eq!(fb["outcome"], "fail", "{fb}");
@@ -241,7 +241,7 @@ mod judge {
             b.daemon.log()
         );
         assert_eq!(report.failed, 1, "exactly the one reset: {report:?}");
-        let v = &status(&b)["verdict"];
+        let v = &status(&b)["judge"];
         assert_eq!(v["outcome"], "pass", "{v}");
     }
 
@@ -266,7 +266,7 @@ mod judge {
         assert_eq!(r["phase"], "rolled_back", "{r}");
         let reason = r["reason"].as_str().unwrap();
         assert!(reason.starts_with("judge: backend resets"), "{reason}");
-        let resets = &r["verdict"]["backend_resets"];
+        let resets = &r["judge"]["backend_resets"];
         assert_eq!(resets["outcome"], "fail", "{resets}");
         let (trials, events) = (
             resets["canary"]["trials"].as_u64().unwrap(),

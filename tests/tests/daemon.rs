@@ -12,9 +12,10 @@ use std::{
 use veer::model::{CheckKind, HealthCheck, Plan, Weight};
 use veer_tests::{
     config::{ConfigBuilder, Family, group, service, web},
-    daemon::{Daemon, Held, Load},
+    daemon::{Bed, Daemon, Held, Load, weights},
+    metrics::value as metric,
     netns::Topology,
-    servers::{TcpServer, ask_once},
+    servers::{TcpServer, ask_once, http_get},
 };
 
 const V1: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 51, 100, 11));
@@ -38,15 +39,6 @@ fn config(topo: &Topology, v1: &str, v2: &str) -> String {
     node(topo).service(web(Family::V4, v1, v2)).to_toml()
 }
 
-/// Topology, backends answering "v1"/"v2", and a daemon at `v1`/`v2`. Field order drops the
-/// daemon first, then the servers, then the namespaces.
-struct Bed {
-    daemon: Daemon,
-    _s1: TcpServer,
-    _s2: TcpServer,
-    topo: Topology,
-}
-
 fn bed(v1: &str, v2: &str) -> Bed {
     bed_with_v2_port(v1, v2, 8080)
 }
@@ -60,52 +52,21 @@ fn bed_with_v2_port(v1: &str, v2: &str, v2_port: u16) -> Bed {
 /// The bed in `family`: backends answering "v1" and "v2" (v2 on `v2_port`), and a daemon at
 /// `v1`/`v2` started with `args` (`--metrics off` unless they say).
 fn build_bed(family: Family, v1: &str, v2: &str, v2_port: u16, args: &[&str]) -> Bed {
-    let (a1, a2) = (family.backend("v1"), family.backend("v2"));
-    let topo = Topology::builder()
-        .client()
-        .backend("v1", &[a1])
-        .backend("v2", &[a2])
-        .build()
-        .unwrap();
-    let s1 = TcpServer::start(topo.backend("v1"), SocketAddr::new(a1, 8080), "v1").unwrap();
-    let s2 = TcpServer::start(topo.backend("v2"), SocketAddr::new(a2, v2_port), "v2").unwrap();
-    let config = node(&topo).service(web(family, v1, v2)).to_toml();
-    Bed {
-        daemon: Daemon::start_with(&topo, &config, args),
-        _s1: s1,
-        _s2: s2,
-        topo,
-    }
-}
-
-fn weights(status: &serde_json::Value) -> Vec<(String, f64)> {
-    status["services"][0]["groups"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|g| {
-            (
-                g["name"].as_str().unwrap().to_owned(),
-                g["weight"].as_f64().unwrap(),
-            )
-        })
-        .collect()
+    Bed::start(
+        family,
+        v2_port,
+        |topo| node(topo).service(web(family, v1, v2)).to_toml(),
+        |topo, config| Daemon::start_with(topo, config, args),
+    )
 }
 
 fn stderr(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stderr).trim().to_owned()
 }
 
-fn assert_load_clean(report: &veer_tests::daemon::LoadReport, when: &str) {
-    assert!(report.ok > 0, "{when}: no request went through");
-    assert_eq!(
-        report.failed,
-        0,
-        "{when}: {} of {} requests failed: {:?}",
-        report.failed,
-        report.ok + report.failed,
-        report.errors
-    );
+/// `GET path` on `addr` from inside the node namespace (metrics, Prometheus live there).
+fn node_get(topo: &Topology, addr: &str, path: &str) -> Option<String> {
+    http_get(topo.node(), addr, path, TIMEOUT)
 }
 
 mod apply {
@@ -309,9 +270,9 @@ mod refusals {
         let out = b.daemon.cli(&["apply", "-f", bad.to_str().unwrap()]);
         assert_eq!(out.status.code(), Some(1));
         assert_eq!(
-            stderr(&out),
+            stderr(&out).lines().next().unwrap_or_default(),
             format!(
-                "veer: {}:{line}:1: unknown field `colour`, expected one of `name`, `vip`, `port`, `protocol`, `group`, `pin`, `health`, `rollout`",
+                "error: {}:{line}:1: unknown key `colour` in [[service]]",
                 bad.display()
             )
         );
@@ -625,7 +586,7 @@ mod live {
         }
         std::thread::sleep(Duration::from_millis(300));
         let report = load.finish();
-        assert_load_clean(&report, "shifts");
+        report.assert_clean("shifts");
         assert!(
             report.answers.get("v2").copied().unwrap_or(0) > 0,
             "{report:?}"
@@ -675,7 +636,7 @@ mod live {
         b.daemon.ok(&["shift", service, "v1=0", "v2=100"]);
         std::thread::sleep(Duration::from_millis(300));
         let report = load.finish();
-        assert_load_clean(&report, &format!("{family:?}: kill -9, restart and shift"));
+        report.assert_clean(&format!("{family:?}: kill -9, restart and shift"));
         held.check("after the restart and a shift");
         for i in 0..10 {
             assert_eq!(
@@ -730,7 +691,7 @@ mod live {
         b.daemon.spawn();
         std::thread::sleep(Duration::from_millis(300));
         let report = load.finish();
-        assert_load_clean(&report, "program upgrade");
+        report.assert_clean("program upgrade");
         held.check("after the upgrade");
         let after = steer_prog(&b);
         assert_ne!(
@@ -978,7 +939,7 @@ mod rollouts {
         );
         held.check("after the rollout");
         let report = load.finish();
-        assert_load_clean(&report, "rollout");
+        report.assert_clean("rollout");
         assert!(report.answers.get("v2").copied().unwrap_or(0) > 0);
         assert_eq!(
             weights(&b.daemon.json(&["status"])),
@@ -1291,43 +1252,10 @@ mod health {
     }
 }
 
-/// `GET path` on `addr` from inside the node namespace (metrics, Prometheus live there).
-fn node_get(topo: &Topology, addr: &str, path: &str) -> Option<String> {
-    use std::io::{Read as _, Write as _};
-    let addr = addr.to_owned();
-    let path = path.to_owned();
-    topo.node()
-        .enter(move || {
-            let mut s = std::net::TcpStream::connect_timeout(&addr.parse().ok()?, TIMEOUT).ok()?;
-            s.set_read_timeout(Some(TIMEOUT)).ok()?;
-            write!(
-                s,
-                "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-            )
-            .ok()?;
-            let mut out = String::new();
-            s.read_to_string(&mut out).ok()?;
-            Some(out.split_once("\r\n\r\n")?.1.to_owned())
-        })
-        .ok()
-        .flatten()
-}
-
 const METRICS: &str = "127.0.0.1:9464";
 
 fn bed_with_metrics(v1: &str, v2: &str) -> Bed {
     build_bed(Family::V4, v1, v2, 8080, &["--metrics", METRICS])
-}
-
-/// The value of a metric line (name and labels exactly as exposed).
-fn metric(text: &str, series: &str) -> Option<f64> {
-    text.lines().find_map(|l| {
-        l.strip_prefix(series)?
-            .strip_prefix(' ')?
-            .trim()
-            .parse()
-            .ok()
-    })
 }
 
 mod metrics {
@@ -1527,9 +1455,9 @@ mod metrics {
         assert_eq!(
             metric(
                 &text,
-                r#"veer_group_weight_percent{service="web",group="v1"}"#
+                r#"veer_group_weight_ratio{service="web",group="v1"}"#
             ),
-            Some(100.0)
+            Some(1.0)
         );
         assert_eq!(metric(&text, "veer_conntrack_capacity"), Some(65536.0));
         assert!(metric(&text, "veer_conntrack_entries").unwrap() >= 4.0);

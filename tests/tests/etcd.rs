@@ -107,6 +107,7 @@ fn status(name: &str, revision: i64) -> NodeStatus {
         errors: vec![],
         services: vec![],
         last_sync: SystemTime::now(),
+        local_changes: vec![],
     }
 }
 

@@ -4,6 +4,7 @@
 mod bench;
 mod demo;
 mod exec;
+mod install;
 mod lint;
 mod run;
 mod setup;
@@ -25,6 +26,9 @@ enum Command {
     Setup,
     /// Release build of every crate, kernel programs included.
     Build,
+    /// Install veer, its man pages, shell completions and systemd unit under a prefix
+    /// (`--prefix /usr/local`, `--destdir` or `DESTDIR` to stage).
+    Install(install::Options),
     /// The whole test suite as root: unit, kernel-program (`BPF_PROG_TEST_RUN`) and namespace tests.
     Test(test::Options),
     /// rustfmt check and clippy -D warnings, for user space and for the eBPF crate on its target.
@@ -50,6 +54,7 @@ fn main() -> anyhow::Result<()> {
             "--exclude",
             "veer-ebpf",
         ]),
+        Command::Install(opts) => install::run(&opts),
         Command::Test(opts) => test::run(&opts),
         Command::Lint => lint::run(),
         Command::Run(opts) => run::run(&opts),

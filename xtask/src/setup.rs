@@ -15,14 +15,17 @@ const LLVM_MAJOR: u32 = 22;
 const BPF_LINKER_VERSION: &str = "0.13.0";
 /// Debian packages the test bed uses, with the command that shows each is present.
 /// (`setpriv`, for the non-root peer test, comes with util-linux.)
-const TEST_TOOLS: [(&str, &str); 9] = [
+const TEST_TOOLS: [(&str, &str); 10] = [
     ("ip", "iproute2"),
     ("ethtool", "ethtool"),
     ("nsenter", "util-linux"),
     ("sysctl", "procps"),
     ("bpftool", "bpftool"),
-    // The `prometheus:` rollout gate is tested against a real server.
+    // The `prometheus:` rollout gate is tested against a real server; `promtool` (same package)
+    // checks what /metrics answers.
     ("prometheus", "prometheus"),
+    // The systemd unit's hardening is measured (`systemd-analyze security --offline=true`).
+    ("systemd-analyze", "systemd"),
     // The fleet tests start a real etcd (Debian 12 ships 3.4); `etcdctl` is packaged apart and
     // is what an operator uses to set up the roles the README documents.
     ("etcd", "etcd-server"),

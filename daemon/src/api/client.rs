@@ -55,6 +55,8 @@ pub enum ClientError {
         kind: String,
         /// The daemon's message.
         message: String,
+        /// The rest of the daemon's error object (the diagnostics of an invalid config).
+        details: Option<serde_json::Value>,
     },
     /// The answer was not what this CLI understands (a different daemon version?).
     #[error("unexpected answer from veer daemon ({status}): {source}")]
@@ -160,6 +162,8 @@ impl Client {
                 status,
                 kind: e.error.kind,
                 message: e.error.message,
+                details: (!e.error.details.is_empty())
+                    .then_some(serde_json::Value::Object(e.error.details)),
             })
         }
     }

@@ -7,9 +7,10 @@ use hyper::{Method, Request, Response, StatusCode, body::Incoming};
 use serde::{Serialize, de::DeserializeOwned};
 
 use super::protocol::{
-    ApplyRequest, ApplyResponse, DrainRequest, ErrorBody, ErrorDetail, FlowsResponse, HistoryEntry,
-    HistoryResponse, PinRequest, RevisionInfo, RollbackRequest, RolloutStartRequest, RolloutStatus,
-    ShiftRequest, Status, UnpinRequest, VersionResponse,
+    ApplyRequest, ApplyResponse, ChangeOptions, DrainRequest, DryRunResponse, ErrorBody,
+    ErrorDetail, FlowsResponse, HistoryEntry, HistoryResponse, PinRequest, RevisionInfo,
+    RollbackRequest, RolloutActionRequest, RolloutStartRequest, RolloutStatus, ShiftRequest,
+    Status, UnpinRequest, VersionResponse,
 };
 use crate::{
     config,
@@ -17,11 +18,47 @@ use crate::{
     dataplane::sync::SyncError,
     error::chain,
     model::{Plan, gate::Gate},
-    state::Origin,
+    state::{Audit, Author, MAX_REASON, Origin},
 };
+
+/// Who is on the other end of a connection, as `SO_PEERCRED` said.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Peer {
+    /// The peer's user id (none: the kernel did not say; such a peer is refused before).
+    pub(super) uid: Option<u32>,
+}
+
+impl Peer {
+    /// Whether the peer is root: group members (`--socket-group`) may operate veer, but not
+    /// make the daemon run commands (`exec:` gates run as the daemon's user).
+    fn is_root(self) -> bool {
+        self.uid == Some(0)
+    }
+
+    /// What a change by this peer records: its uid and user name, and its reason.
+    fn audit(self, options: &ChangeOptions) -> Result<Audit, Response<Body>> {
+        if let Some(reason) = &options.reason
+            && (reason.len() > MAX_REASON || reason.chars().any(char::is_control))
+        {
+            return Err(error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                format!(
+                    "reason: one line of at most {MAX_REASON} bytes, without control characters"
+                ),
+            ));
+        }
+        Ok(Audit {
+            author: self.uid.map_or(Author::Unknown, Author::user),
+            reason: options.reason.clone(),
+        })
+    }
+}
 
 /// Largest request body accepted (a config file).
 const MAX_BODY: usize = 4 << 20;
+/// How long a client has to send a control request's body (its headers: `server`).
+pub(super) const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// Most flows one request may list.
 const MAX_FLOWS: usize = 10_000;
 
@@ -41,12 +78,22 @@ pub(super) fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<Body
 }
 
 pub(super) fn error(status: StatusCode, kind: &str, message: String) -> Response<Body> {
+    error_with(status, kind, message, serde_json::Map::new())
+}
+
+fn error_with(
+    status: StatusCode,
+    kind: &str,
+    message: String,
+    details: serde_json::Map<String, serde_json::Value>,
+) -> Response<Body> {
     json(
         status,
         &ErrorBody {
             error: ErrorDetail {
                 kind: kind.to_owned(),
                 message,
+                details,
             },
         },
     )
@@ -65,10 +112,16 @@ fn control_error(e: &ControlError) -> Response<Body> {
         | ControlError::RolloutPlan(_)
         | ControlError::Invalid(_)
         | ControlError::Sync(SyncError::Plan(_)) => (StatusCode::BAD_REQUEST, "bad_request"),
-        ControlError::Config(_) => (StatusCode::BAD_REQUEST, "invalid_config"),
+        ControlError::Config(_) | ControlError::ServicesInLocalFile { .. } => {
+            (StatusCode::BAD_REQUEST, "invalid_config")
+        }
         ControlError::DrainLastGroup { .. }
+        | ControlError::ShiftToNothing { .. }
+        | ControlError::FromEtcd
         | ControlError::RolloutInProgress { .. }
-        | ControlError::RolloutPaused { .. } => (StatusCode::CONFLICT, "conflict"),
+        | ControlError::RolloutPaused { .. }
+        | ControlError::NothingToRetry { .. } => (StatusCode::CONFLICT, "conflict"),
+        ControlError::Held { .. } => (StatusCode::CONFLICT, "held"),
         ControlError::Sync(_) | ControlError::Dataplane(_) => {
             (StatusCode::INTERNAL_SERVER_ERROR, "dataplane")
         }
@@ -76,7 +129,11 @@ fn control_error(e: &ControlError) -> Response<Body> {
             (StatusCode::INTERNAL_SERVER_ERROR, "store")
         }
     };
-    error(status, kind, chain(e))
+    let mut details = serde_json::Map::new();
+    if let ControlError::Config(errors) = e {
+        details.insert("diagnostics".to_owned(), errors.to_json());
+    }
+    error_with(status, kind, chain(e), details)
 }
 
 fn applied(r: Result<Answer, ControlError>) -> Response<Body> {
@@ -86,9 +143,30 @@ fn applied(r: Result<Answer, ControlError>) -> Response<Body> {
     }
 }
 
-/// Carries `request` out now.
-fn execute(ctl: &Mutex<Controller>, request: &control::Request) -> Response<Body> {
-    applied(lock(ctl).execute(request, SystemTime::now()))
+/// Carries `request` out now for `peer`, or with `dry_run` answers what it would do.
+fn execute(
+    ctl: &Mutex<Controller>,
+    request: &control::Request,
+    options: &ChangeOptions,
+    peer: Peer,
+) -> Response<Body> {
+    let audit = match peer.audit(options) {
+        Ok(a) => a,
+        Err(resp) => return resp,
+    };
+    let now = SystemTime::now();
+    if options.dry_run {
+        return match lock(ctl).preview(request, now) {
+            Ok(p) => json(StatusCode::OK, &DryRunResponse::from(&p)),
+            Err(e) => control_error(&e),
+        };
+    }
+    let mut ctl = lock(ctl);
+    if matches!(request, control::Request::Apply { .. }) {
+        applied(ctl.apply_by(request, &audit, now))
+    } else {
+        applied(ctl.execute_by(request, &audit, now))
+    }
 }
 
 fn lock(ctl: &Mutex<Controller>) -> std::sync::MutexGuard<'_, Controller> {
@@ -96,11 +174,46 @@ fn lock(ctl: &Mutex<Controller>) -> std::sync::MutexGuard<'_, Controller> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// The body as `T`, an empty body being `T::default()` (actions that take no argument).
+async fn body_or_empty<T: DeserializeOwned + Default>(
+    req: Request<Incoming>,
+) -> Result<T, Response<Body>> {
+    let bytes = read_body(req).await?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    decode(&bytes)
+}
+
 async fn body<T: DeserializeOwned>(req: Request<Incoming>) -> Result<T, Response<Body>> {
+    decode(&read_body(req).await?)
+}
+
+fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Response<Body>> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("request body: {e}"),
+        )
+    })
+}
+
+async fn read_body(req: Request<Incoming>) -> Result<bytes::Bytes, Response<Body>> {
     let limited = http_body_util::Limited::new(req.into_body(), MAX_BODY);
-    let bytes = limited
-        .collect()
+    let collected = tokio::time::timeout(BODY_TIMEOUT, limited.collect())
         .await
+        .map_err(|_| {
+            error(
+                StatusCode::REQUEST_TIMEOUT,
+                "timeout",
+                format!(
+                    "the request body did not arrive within {}s",
+                    BODY_TIMEOUT.as_secs()
+                ),
+            )
+        })?;
+    let bytes = collected
         .map_err(|e| {
             error(
                 StatusCode::BAD_REQUEST,
@@ -109,13 +222,7 @@ async fn body<T: DeserializeOwned>(req: Request<Incoming>) -> Result<T, Response
             )
         })?
         .to_bytes();
-    serde_json::from_slice(&bytes).map_err(|e| {
-        error(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            format!("request body: {e}"),
-        )
-    })
+    Ok(bytes)
 }
 
 /// `key=value&...` of a query string (values percent-decoded).
@@ -166,24 +273,59 @@ fn param<'a>(q: &'a [(String, String)], key: &str) -> Option<&'a str> {
     q.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
 }
 
-/// `GET /v1/rollouts/SERVICE`, `POST /v1/rollouts/SERVICE/{pause,resume,abort}`.
-fn rollout_route(method: &Method, rest: &str, ctl: &Mutex<Controller>) -> Response<Body> {
+/// `GET /v1/rollouts/SERVICE`, `POST /v1/rollouts/SERVICE/{pause,resume,abort,promote,retry}`.
+async fn rollout_route(
+    req: Request<Incoming>,
+    rest: &str,
+    ctl: &Mutex<Controller>,
+    peer: Peer,
+) -> Response<Body> {
     let (service, action) = rest.split_once('/').unwrap_or((rest, ""));
     let service = percent_decode(service);
-    match (method, action) {
-        (&Method::GET, "") => match lock(ctl).rollout_status(&service, SystemTime::now()) {
+    let action = action.to_owned();
+    let method = req.method().clone();
+    if method == Method::GET && action.is_empty() {
+        return match lock(ctl).rollout_status(&service, SystemTime::now()) {
             Ok(v) => json(StatusCode::OK, &RolloutStatus::from(&v)),
             Err(e) => control_error(&e),
+        };
+    }
+    let request = match action.as_str() {
+        "pause" => control::Request::RolloutPause { service },
+        "resume" => control::Request::RolloutResume { service },
+        "abort" => control::Request::RolloutAbort { service },
+        "retry" => control::Request::RolloutRetry { service },
+        "promote" => control::Request::RolloutPromote {
+            service,
+            full: false,
         },
-        (&Method::POST, "pause") => execute(ctl, &control::Request::RolloutPause { service }),
-        (&Method::POST, "resume") => execute(ctl, &control::Request::RolloutResume { service }),
-        (&Method::POST, "abort") => execute(ctl, &control::Request::RolloutAbort { service }),
-        (m, a) => error(
+        _ => {
+            return error(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("no endpoint {method} /v1/rollouts/{rest}"),
+            );
+        }
+    };
+    if method != Method::POST {
+        return error(
             StatusCode::NOT_FOUND,
             "not_found",
-            format!("no endpoint {m} /v1/rollouts/{service}/{a}"),
-        ),
+            format!("no endpoint {method} /v1/rollouts/{rest} (it takes POST)"),
+        );
     }
+    let body = match body_or_empty::<RolloutActionRequest>(req).await {
+        Ok(b) => b,
+        Err(refused) => return refused,
+    };
+    let request = match request {
+        control::Request::RolloutPromote { service, .. } => control::Request::RolloutPromote {
+            service,
+            full: body.full,
+        },
+        other => other,
+    };
+    execute(ctl, &request, &body.options, peer)
 }
 
 /// `GET /v1/flows?service=&backend=&limit=`.
@@ -224,7 +366,7 @@ fn runs_commands(plan: &Plan) -> bool {
 
 /// `POST /v1/apply`: the text is parsed here (an invalid file answers `invalid_config` with its
 /// location), then applied like any other source's desired state.
-fn apply(r: &ApplyRequest, ctl: &Mutex<Controller>, root: bool) -> Response<Body> {
+fn apply(r: &ApplyRequest, ctl: &Mutex<Controller>, peer: Peer) -> Response<Body> {
     let path = Path::new(&r.path).to_owned();
     let cfg = match config::parse(&path, &r.config) {
         Ok(c) => c,
@@ -236,7 +378,7 @@ fn apply(r: &ApplyRequest, ctl: &Mutex<Controller>, root: bool) -> Response<Body
         .iter()
         .filter_map(|s| s.rollout.as_ref())
         .any(runs_commands);
-    if runs && !root {
+    if runs && !peer.is_root() {
         return error(
             StatusCode::FORBIDDEN,
             "forbidden",
@@ -249,7 +391,7 @@ fn apply(r: &ApplyRequest, ctl: &Mutex<Controller>, root: bool) -> Response<Body
         origin: Origin::Apply { path },
         mark: None,
     };
-    applied(lock(ctl).apply(&request, SystemTime::now()))
+    execute(ctl, &request, &r.options, peer)
 }
 
 /// `POST` of a change: decodes the body into a control request and carries it out.
@@ -257,11 +399,11 @@ async fn change(
     path: &str,
     req: Request<Incoming>,
     ctl: &Mutex<Controller>,
-    root: bool,
+    peer: Peer,
 ) -> Response<Body> {
     match path {
         "/v1/apply" => match body::<ApplyRequest>(req).await {
-            Ok(r) => apply(&r, ctl, root),
+            Ok(r) => apply(&r, ctl, peer),
             Err(resp) => resp,
         },
         "/v1/shift" => match body::<ShiftRequest>(req).await {
@@ -270,7 +412,10 @@ async fn change(
                 &control::Request::Shift {
                     services: r.services,
                     weights: r.weights.into_iter().map(|w| (w.group, w.weight)).collect(),
+                    force: r.force,
                 },
+                &r.options,
+                peer,
             ),
             Err(resp) => resp,
         },
@@ -283,6 +428,8 @@ async fn change(
                     force: r.force,
                     end: r.end,
                 },
+                &r.options,
+                peer,
             ),
             Err(resp) => resp,
         },
@@ -294,6 +441,8 @@ async fn change(
                     prefix: r.prefix,
                     group: r.group,
                 },
+                &r.options,
+                peer,
             ),
             Err(resp) => resp,
         },
@@ -304,6 +453,8 @@ async fn change(
                     service: r.service,
                     prefix: r.prefix,
                 },
+                &r.options,
+                peer,
             ),
             Err(resp) => resp,
         },
@@ -314,11 +465,13 @@ async fn change(
                     service: r.service,
                     to: r.to,
                 },
+                &r.options,
+                peer,
             ),
             Err(resp) => resp,
         },
         "/v1/rollouts" => match body::<RolloutStartRequest>(req).await {
-            Ok(r) if !root && runs_commands(&r.plan) => error(
+            Ok(r) if !peer.is_root() && runs_commands(&r.plan) => error(
                 StatusCode::FORBIDDEN,
                 "forbidden",
                 "only root may start a rollout with exec: gates (they run commands as the daemon's user)".to_owned(),
@@ -329,6 +482,8 @@ async fn change(
                     service: r.service,
                     plan: r.plan,
                 },
+                &r.options,
+                peer,
             ),
             Err(resp) => resp,
         },
@@ -340,14 +495,11 @@ async fn change(
     }
 }
 
-/// Routes one request.
-///
-/// `root` says whether the peer is root: group members (`--socket-group`) may operate veer, but
-/// not make the daemon run commands (`exec:` gates run as the daemon's user).
+/// Routes one request from `peer`.
 pub(super) async fn handle(
     req: Request<Incoming>,
     ctl: &Mutex<Controller>,
-    root: bool,
+    peer: Peer,
 ) -> Response<Body> {
     let path = req.uri().path().to_owned();
     let method = req.method().clone();
@@ -376,9 +528,10 @@ pub(super) async fn handle(
             },
         ),
         (Method::GET, "/v1/flows") => flows(&q, ctl),
-        (Method::POST, p) if !p.starts_with("/v1/rollouts/") => change(p, req, ctl, root).await,
-        (m, p) if p.starts_with("/v1/rollouts/") => {
-            rollout_route(&m, &p["/v1/rollouts/".len()..], ctl)
+        (Method::POST, p) if !p.starts_with("/v1/rollouts/") => change(p, req, ctl, peer).await,
+        (_, p) if p.starts_with("/v1/rollouts/") => {
+            let rest = p["/v1/rollouts/".len()..].to_owned();
+            rollout_route(req, &rest, ctl, peer).await
         }
         (m, p) => error(
             StatusCode::NOT_FOUND,

@@ -1,10 +1,14 @@
-//! `veer apply -f FILE`.
+//! `veer apply -f FILE [--dry-run] [--reason TEXT] [--fleet]`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use super::{Global, block_on, exit::Failure, output};
+use super::{
+    Global,
+    change::{ChangeArgs, submit},
+    exit::Failure,
+};
 use crate::{
-    api::protocol::{ApplyRequest, ApplyResponse},
+    api::protocol::{ApplyRequest, ChangeOptions},
     config,
 };
 
@@ -14,17 +18,42 @@ pub(super) struct Args {
     /// Config file to apply.
     #[arg(long = "file", short = 'f')]
     file: PathBuf,
+    #[command(flatten)]
+    change: ChangeArgs,
+    #[command(flatten)]
+    fleet: super::fleet::FleetArgs,
 }
 
-/// Validates locally (exact messages even against an older daemon), then applies.
-pub(super) fn run(args: &Args, g: &Global) -> Result<(), Failure> {
-    let (_, text) = config::load(&args.file).map_err(|e| Failure::error(&e))?;
-    let path = std::fs::canonicalize(&args.file).unwrap_or_else(|_| args.file.clone());
-    let req = ApplyRequest {
+/// Reads and validates `file` locally (every problem, with its line, even against an older
+/// daemon) and builds the request that applies it.
+pub(super) fn request(file: &Path, options: ChangeOptions) -> Result<ApplyRequest, Failure> {
+    let text = match config::load(file) {
+        Ok((_, text)) => text,
+        Err(config::LoadError::Invalid(errors)) => return Err(Failure::invalid_config(&errors)),
+        Err(e @ config::LoadError::Read { .. }) => return Err(Failure::of("io", &e)),
+    };
+    let path = std::fs::canonicalize(file).unwrap_or_else(|_| file.to_owned());
+    Ok(ApplyRequest {
         config: text,
         path: path.display().to_string(),
-    };
-    let r: ApplyResponse =
-        block_on(g.client().post("/v1/apply", &req))?.map_err(|e| output::client_failure(&e))?;
-    output::applied(g.output, &r, &format!("applied {}", args.file.display()))
+        options,
+    })
+}
+
+/// Validates locally, then applies (or, with `--dry-run`, shows what applying would change).
+pub(super) fn run(args: &Args, g: &Global) -> Result<(), Failure> {
+    let options = args.change.options();
+    if args.fleet.on() {
+        return super::fleet::apply(&args.fleet, &args.file, &options, g);
+    }
+    let dry_run = options.dry_run;
+    let req = request(&args.file, options)?;
+    let what = if dry_run { "apply" } else { "applied" };
+    submit(
+        g,
+        "/v1/apply",
+        &req,
+        dry_run,
+        &format!("{what} {}", args.file.display()),
+    )
 }

@@ -1,4 +1,5 @@
-//! `veer drain SERVICE GROUP [--deadline DURATION [--pace N/s]] [--wait] [--timeout DURATION]`.
+//! `veer drain SERVICE GROUP [--deadline DURATION [--pace N/s]] [--wait] [--timeout DURATION]
+//! [--force] [--dry-run] [--reason TEXT] [--fleet]`.
 
 use std::{
     collections::VecDeque,
@@ -6,7 +7,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::{Global, block_on, exit::Failure, output, status};
+use super::{
+    Global, block_on,
+    change::{ChangeArgs, submit},
+    exit::Failure,
+    output, status,
+};
 use crate::{
     api::protocol::{ApplyResponse, DrainRequest},
     model::drain::{DrainEnd, Pace},
@@ -26,7 +32,7 @@ pub(super) struct Args {
     #[arg(long)]
     wait: bool,
     /// Longest wait (e.g. 30s, 5m).
-    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "5m", value_parser = crate::model::drain_wait)]
     timeout: Duration,
     /// Drain even when no other group takes new connections (they will be dropped).
     #[arg(long)]
@@ -37,6 +43,10 @@ pub(super) struct Args {
     /// How fast flows are ended after the deadline (e.g. 50/s, 600/m).
     #[arg(long, requires = "deadline", default_value = "50/s")]
     pace: Pace,
+    #[command(flatten)]
+    change: ChangeArgs,
+    #[command(flatten)]
+    fleet: super::fleet::FleetArgs,
 }
 
 /// The group's active flows and flows ended by drains, from `status`.
@@ -51,11 +61,28 @@ fn group_flows(g: &Global, service: &str, group: &str) -> Result<(u64, u64), Fai
 
 /// Drains, and waits if asked.
 pub(super) fn run(args: &Args, g: &Global) -> Result<(), Failure> {
+    let options = args.change.options();
     let end = args.deadline.map(|deadline| DrainEnd {
         deadline,
         pace: args.pace,
     });
-    let ended_before = if args.wait {
+    if args.fleet.on() {
+        if args.wait || end.is_some() {
+            return Err(Failure::usage(
+                "--wait and --deadline act on one node's flows: drain --fleet, then `veer drain SERVICE GROUP [--deadline D] --wait` on each node".to_owned(),
+            ));
+        }
+        let request = crate::control::Request::Drain {
+            service: args.service.clone(),
+            group: args.group.clone(),
+            force: args.force,
+            end: None,
+        };
+        let what = format!("drain {}/{}", args.service, args.group);
+        return super::fleet::edit(&args.fleet, &options, &request, &what, g);
+    }
+    let dry_run = options.dry_run;
+    let ended_before = if args.wait && !dry_run {
         group_flows(g, &args.service, &args.group)?.1
     } else {
         0
@@ -65,17 +92,28 @@ pub(super) fn run(args: &Args, g: &Global) -> Result<(), Failure> {
         group: args.group.clone(),
         force: args.force,
         end,
+        options,
     };
-    let r: ApplyResponse =
-        block_on(g.client().post("/v1/drain", &req))?.map_err(|e| output::client_failure(&e))?;
-    if !args.wait {
-        return output::applied(
-            g.output,
-            &r,
-            &format!("drain {}/{}", args.service, args.group),
-        );
+    let what = format!("drain {}/{}", args.service, args.group);
+    if dry_run {
+        return submit(g, "/v1/drain", &req, true, &what);
     }
-    let start = Instant::now();
+    let r: ApplyResponse =
+        block_on(g.client().post("/v1/drain", &req))?.map_err(|e| Failure::from(&e))?;
+    if !args.wait {
+        return output::applied(g.output, &r, &what);
+    }
+    wait(args, g, r.revision, end, ended_before)
+}
+
+/// Waits for the group's last flow, showing flows left, their rate of decrease and flows ended.
+fn wait(
+    args: &Args,
+    g: &Global,
+    revision: u64,
+    end: Option<DrainEnd>,
+    ended_before: u64,
+) -> Result<(), Failure> {
     if g.output == output::Format::Human {
         let paced = end.map_or(String::new(), |e| {
             format!(
@@ -86,10 +124,13 @@ pub(super) fn run(args: &Args, g: &Global) -> Result<(), Failure> {
         });
         eprintln!(
             "drain {}/{}: revision {}; waiting for its flows to end{paced}",
-            args.service, args.group, r.revision
+            args.service, args.group, revision
         );
     }
-    let deadline = start + args.timeout;
+    // Infallible in practice: `drain_wait` bounds the timeout to a week.
+    let deadline = Instant::now()
+        .checked_add(args.timeout)
+        .unwrap_or_else(|| Instant::now() + crate::model::MAX_DRAIN_WAIT);
     let mut last = (u64::MAX, u64::MAX);
     // Flows left over the last second, for the rate of decrease.
     let mut window: VecDeque<(Instant, u64)> = VecDeque::new();
@@ -112,27 +153,26 @@ pub(super) fn run(args: &Args, g: &Global) -> Result<(), Failure> {
             };
             return output::print(
                 g.output,
-                &serde_json::json!({ "revision": r.revision, "drained": true, "active_flows": 0, "ended_flows": ended }),
+                &serde_json::json!({ "revision": revision, "drained": true, "active_flows": 0, "ended_flows": ended }),
                 || {
                     format!(
                         "drain {}/{}: drained (revision {}){ended_text}",
-                        args.service, args.group, r.revision
+                        args.service, args.group, revision
                     )
                 },
             );
         }
         if Instant::now() >= deadline {
-            output::print(
-                g.output,
-                &serde_json::json!({ "revision": r.revision, "drained": false, "active_flows": active, "ended_flows": ended }),
-                String::new,
-            )?;
             return Err(Failure::timeout(format!(
                 "drain {}/{}: {active} flows still active after {} ({ended} ended)",
                 args.service,
                 args.group,
                 humantime::format_duration(args.timeout)
-            )));
+            ))
+            .with_details(serde_json::json!({
+                "revision": revision, "drained": false, "active_flows": active,
+                "ended_flows": ended,
+            })));
         }
         if (active, ended) != last && g.output == output::Format::Human {
             eprintln!("{}", progress(active, ended, &window));

@@ -28,7 +28,7 @@ pub(super) fn run(args: &Args, g: &Global) -> Result<(), Failure> {
         q.push(format!("backend={}", encode(&b.to_string())));
     }
     let r: FlowsResponse = block_on(g.client().get(&format!("/v1/flows?{}", q.join("&"))))?
-        .map_err(|e| output::client_failure(&e))?;
+        .map_err(|e| Failure::from(&e))?;
     output::print(g.output, &r, || {
         let rows: Vec<Vec<String>> = r
             .flows

@@ -3,10 +3,7 @@
 use serde::Serialize;
 
 use super::exit::Failure;
-use crate::{
-    api::{client::ClientError, protocol::ApplyResponse},
-    model::NodeChange,
-};
+use crate::{api::protocol::ApplyResponse, model::NodeChange};
 
 /// `--output`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -42,7 +39,8 @@ pub fn print<T: Serialize>(
 pub fn applied(format: Format, r: &ApplyResponse, what: &str) -> Result<(), Failure> {
     print(format, r, || {
         let mut text = match (&r.note, r.changed) {
-            (_, true) => format!("{what}: revision {}", r.revision),
+            (Some(note), true) => format!("{what}: revision {}; {note}", r.revision),
+            (None, true) => format!("{what}: revision {}", r.revision),
             (Some(note), false) => format!("{note}; revision {} stays in force", r.revision),
             (None, false) => format!("{what}: no change, revision {} stays in force", r.revision),
         };
@@ -66,13 +64,24 @@ pub fn pending_restart(changes: &[NodeChange]) -> String {
     )
 }
 
-/// A client error as a failure (exit 1, the daemon's message).
-pub fn client_failure(e: &ClientError) -> Failure {
-    Failure::error(e)
+/// Prints `value` as one line of JSON (a stream of them is NDJSON), flushed at once so that a
+/// reader sees each as it happens.
+pub fn json_line<T: Serialize>(value: &T) -> Result<(), Failure> {
+    use std::io::Write as _;
+    let text = serde_json::to_string(value).map_err(|e| Failure::error(&e))?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{text}")
+        .and_then(|()| out.flush())
+        .map_err(|e| Failure::of("io", &e))
 }
 
-/// Formats rows as an aligned table.
+/// Formats rows as an aligned table. Every row has one cell per heading: a cell without a
+/// heading would push every number after it under the wrong one.
 pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    debug_assert!(
+        rows.iter().all(|r| r.len() == header.len()),
+        "every row of a table has one cell per heading"
+    );
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for r in rows {
         for (w, cell) in widths.iter_mut().zip(r) {

@@ -1,13 +1,24 @@
-//! `veer rollout start|status|pause|resume|abort SERVICE`.
+//! `veer rollout start|status|pause|resume|abort|promote|retry SERVICE`, and following a
+//! rollout live (`start --wait`, `status --watch`): the redrawn block of `live` on a terminal,
+//! one plain line per change otherwise, one JSON object per line with `--output json`.
 
 use std::{
-    io::{IsTerminal as _, Write as _},
-    time::Duration,
+    io::IsTerminal as _,
+    time::{Duration, Instant},
 };
 
-use super::{Global, block_on, exit::Failure, output, status};
+use super::{
+    Global, block_on,
+    change::ReasonArg,
+    examples,
+    exit::Failure,
+    live::{self, Screen},
+    output, status,
+};
 use crate::{
-    api::protocol::{ApplyResponse, RolloutStartRequest, RolloutStatus, Status},
+    api::protocol::{
+        ApplyResponse, ChangeOptions, RolloutActionRequest, RolloutStartRequest, RolloutStatus,
+    },
     model::{
         OnFailure, Plan, Weight,
         drain::{DrainEnd, Pace},
@@ -21,22 +32,34 @@ use crate::{
     },
 };
 
-/// How often `--wait` looks.
-const POLL: Duration = Duration::from_millis(250);
+/// How long a watch keeps asking a daemon that does not answer (a restart) before it gives up.
+const UNREACHABLE_FOR: Duration = Duration::from_secs(30);
 
 /// `veer rollout ...`.
 #[derive(Debug, clap::Subcommand)]
 pub(super) enum Args {
     /// Start moving SERVICE's new flows to a group in steps, watching each step.
+    #[command(after_help = examples::ROLLOUT_START)]
     Start(StartArgs),
-    /// Show the service's latest rollout.
-    Status(ServiceArg),
+    /// Show the service's latest rollout; with --watch, follow it live until it ends.
+    #[command(after_help = examples::ROLLOUT_STATUS)]
+    Status(StatusArgs),
     /// Hold at the current step.
+    #[command(after_help = examples::ROLLOUT_PAUSE)]
     Pause(ServiceArg),
     /// Continue a paused rollout (the current step is watched afresh).
+    #[command(after_help = examples::ROLLOUT_RESUME)]
     Resume(ServiceArg),
     /// Stop and restore the weights from before the rollout.
+    #[command(after_help = examples::ROLLOUT_ABORT)]
     Abort(ServiceArg),
+    /// End the current step's pause now, or with --full go straight to 100% (the step still
+    /// needs its new flows, and its gates are still checked before the rollout completes).
+    #[command(after_help = examples::ROLLOUT_PROMOTE)]
+    Promote(PromoteArgs),
+    /// Start a rolled-back (or aborted) rollout again with its plan.
+    #[command(after_help = examples::ROLLOUT_RETRY)]
+    Retry(ServiceArg),
 }
 
 /// A service name.
@@ -44,6 +67,31 @@ pub(super) enum Args {
 pub(super) struct ServiceArg {
     /// Name of the service.
     service: String,
+    #[command(flatten)]
+    reason: ReasonArg,
+}
+
+/// `veer rollout status`.
+#[derive(Debug, clap::Args)]
+pub(super) struct StatusArgs {
+    /// Name of the service.
+    service: String,
+    /// Follow the rollout until it ends (from any terminal, any number of times): exit 0 when
+    /// it completes, 1 when it is rolled back or aborted.
+    #[arg(long)]
+    watch: bool,
+}
+
+/// `veer rollout promote`.
+#[derive(Debug, clap::Args)]
+pub(super) struct PromoteArgs {
+    /// Name of the service.
+    service: String,
+    /// Go straight to the last step (100%).
+    #[arg(long)]
+    full: bool,
+    #[command(flatten)]
+    reason: ReasonArg,
 }
 
 /// What a failed gate does.
@@ -59,10 +107,10 @@ enum FailureMode {
 #[derive(Debug, clap::Args)]
 pub(super) struct StartArgs {
     /// Name of the service.
-    service: String,
+    pub(super) service: String,
     /// Group that ends with all new flows.
     #[arg(long)]
-    to: String,
+    pub(super) to: String,
     /// The group's share (percent) at each step, ending at 100.
     #[arg(long, value_delimiter = ',', default_values_t = Plan::DEFAULT_STEPS.map(|s| s.to_string()))]
     steps: Vec<String>,
@@ -115,7 +163,9 @@ pub(super) struct StartArgs {
     /// Follow the rollout to its end: exit 0 when it completes, 1 when it is rolled back or
     /// aborted.
     #[arg(long)]
-    wait: bool,
+    pub(super) wait: bool,
+    #[command(flatten)]
+    reason: ReasonArg,
 }
 
 fn percent(flag: &str, text: &str) -> Result<Weight, Failure> {
@@ -125,42 +175,55 @@ fn percent(flag: &str, text: &str) -> Result<Weight, Failure> {
 
 /// Runs `veer rollout ...`.
 pub(super) fn run(args: &Args, g: &Global) -> Result<(), Failure> {
-    let client = g.client();
-    let post = |path: String, what: String| -> Result<(), Failure> {
-        let r: ApplyResponse = block_on(client.post(&path, &serde_json::json!({})))?
-            .map_err(|e| output::client_failure(&e))?;
-        output::applied(g.output, &r, &what)
+    let action = |service: &str, verb: &str, done: &str, full: bool, reason: &ReasonArg| {
+        let body = RolloutActionRequest {
+            full,
+            options: ChangeOptions {
+                reason: reason.reason.clone(),
+                dry_run: false,
+            },
+        };
+        let path = format!("/v1/rollouts/{}/{verb}", status::encode(service));
+        let r: ApplyResponse =
+            block_on(g.client().post(&path, &body))?.map_err(|e| Failure::from(&e))?;
+        output::applied(g.output, &r, &format!("rollout {service} {done}"))
     };
     match args {
         Args::Start(a) => start(a, g),
+        Args::Status(s) if s.watch => follow(&s.service, g),
         Args::Status(s) => {
             let r = fetch(g, &s.service)?;
+            let width = live::terminal_width().unwrap_or(live::DEFAULT_WIDTH);
             output::print(g.output, &r, || {
-                let mut text = line(&r, None);
-                if let Some(v) = &r.verdict {
+                let mut text = live::frame(&r, width).join("\n");
+                if let Some(v) = &r.judge {
                     text.push('\n');
                     text.push_str(&verdict_text(v));
                 }
                 text
             })
         }
-        Args::Pause(s) => post(
-            format!("/v1/rollouts/{}/pause", status::encode(&s.service)),
-            format!("rollout {} paused", s.service),
+        Args::Pause(s) => action(&s.service, "pause", "paused", false, &s.reason),
+        Args::Resume(s) => action(&s.service, "resume", "resumed", false, &s.reason),
+        Args::Abort(s) => action(&s.service, "abort", "aborted", false, &s.reason),
+        Args::Promote(p) => action(
+            &p.service,
+            "promote",
+            if p.full {
+                "promoted to its last step"
+            } else {
+                "promoted"
+            },
+            p.full,
+            &p.reason,
         ),
-        Args::Resume(s) => post(
-            format!("/v1/rollouts/{}/resume", status::encode(&s.service)),
-            format!("rollout {} resumed", s.service),
-        ),
-        Args::Abort(s) => post(
-            format!("/v1/rollouts/{}/abort", status::encode(&s.service)),
-            format!("rollout {} aborted", s.service),
-        ),
+        Args::Retry(s) => action(&s.service, "retry", "retried", false, &s.reason),
     }
 }
 
-fn start(a: &StartArgs, g: &Global) -> Result<(), Failure> {
-    let plan = Plan {
+/// The per-node plan the options say.
+pub(super) fn plan(a: &StartArgs) -> Result<Plan, Failure> {
+    Ok(Plan {
         to: a.to.clone(),
         steps: a
             .steps
@@ -187,21 +250,7 @@ fn start(a: &StartArgs, g: &Global) -> Result<(), Failure> {
             deadline,
             pace: a.drain_pace,
         }),
-    };
-    let req = RolloutStartRequest {
-        service: a.service.clone(),
-        plan,
-    };
-    let r: ApplyResponse =
-        block_on(g.client().post("/v1/rollouts", &req))?.map_err(|e| output::client_failure(&e))?;
-    if !a.wait {
-        return output::applied(
-            g.output,
-            &r,
-            &format!("rollout {} -> {} started", a.service, a.to),
-        );
-    }
-    follow(&a.service, g)
+    })
 }
 
 /// The judge's tolerances the options ask for: none unless `--judge` or one of its options.
@@ -220,14 +269,6 @@ fn tolerances(a: &StartArgs) -> Option<Tolerances> {
             min_sample: a.min_sample.unwrap_or(d.min_sample),
         }
     })
-}
-
-fn fetch(g: &Global, service: &str) -> Result<RolloutStatus, Failure> {
-    block_on(
-        g.client()
-            .get(&format!("/v1/rollouts/{}", status::encode(service))),
-    )?
-    .map_err(|e| output::client_failure(&e))
 }
 
 /// The canary judge's verdict: a headline with its reason, and a table of the checks (canary,
@@ -276,92 +317,99 @@ fn verdict_text(v: &StepVerdict) -> String {
     out
 }
 
-/// One progress line: step, weights, flows and failures of each group, what the step waits for.
-fn line(r: &RolloutStatus, s: Option<&Status>) -> String {
-    let groups: Vec<String> = r
-        .weights
-        .iter()
-        .map(|(name, w)| {
-            let flows = s
-                .and_then(|s| s.services.iter().find(|x| x.name == r.service))
-                .and_then(|svc| svc.groups.iter().find(|x| &x.name == name))
-                .map(|grp| {
-                    let failed: u64 = grp.backends.iter().map(|b| b.failed_flows).sum();
-                    format!(" flows {} failed {failed}", grp.active_flows)
-                })
-                .unwrap_or_default();
-            format!("{name} {w}%{flows}")
-        })
-        .collect();
-    let phase = match r.phase {
-        Phase::Running => r.waiting.clone().unwrap_or_else(|| "stepping".to_owned()),
-        Phase::Paused => format!("paused: {}", r.reason.as_deref().unwrap_or("")),
-        Phase::Completed => "completed".to_owned(),
-        Phase::RolledBack => format!("rolled back: {}", r.reason.as_deref().unwrap_or("")),
-        Phase::Aborted => "aborted".to_owned(),
+fn start(a: &StartArgs, g: &Global) -> Result<(), Failure> {
+    let plan = plan(a)?;
+    let req = RolloutStartRequest {
+        service: a.service.clone(),
+        plan,
+        options: ChangeOptions {
+            reason: a.reason.reason.clone(),
+            dry_run: false,
+        },
     };
-    format!(
-        "rollout {} -> {}: step {}/{} ({}%) | {} | step: {} new, {} failed | {phase}",
-        r.service,
-        r.to,
-        r.step,
-        r.steps.len(),
-        r.share,
-        groups.join(" | "),
-        r.in_step.attempted,
-        r.in_step.failed
-    )
+    let r: ApplyResponse =
+        block_on(g.client().post("/v1/rollouts", &req))?.map_err(|e| Failure::from(&e))?;
+    if !a.wait {
+        return output::applied(
+            g.output,
+            &r,
+            &format!("rollout {} -> {} started", a.service, a.to),
+        );
+    }
+    follow(&a.service, g)
 }
 
-/// Follows a rollout to its end.
+fn fetch(g: &Global, service: &str) -> Result<RolloutStatus, Failure> {
+    block_on(
+        g.client()
+            .get(&format!("/v1/rollouts/{}", status::encode(service))),
+    )?
+    .map_err(|e| Failure::from(&e))
+}
+
+/// How a rollout that is over ends the command: 0 completed, 1 rolled back or aborted.
+fn outcome(r: &RolloutStatus) -> Result<(), Failure> {
+    let why = r.reason.clone().unwrap_or_default();
+    match r.phase {
+        Phase::Completed | Phase::Running | Phase::Paused => Ok(()),
+        Phase::RolledBack => Err(Failure::new(
+            "rolled_back",
+            format!("rollout {} -> {} rolled back: {why}", r.service, r.to),
+        )),
+        Phase::Aborted => Err(Failure::new(
+            "aborted",
+            format!("rollout {} -> {} was aborted: {why}", r.service, r.to),
+        )),
+    }
+}
+
+/// Follows a rollout until it is over: on a terminal the live block, redrawn in place; without
+/// one a plain line per change; with `--output json` one object per line whenever it changes.
+/// A daemon that stops answering (a restart) is asked again for a while.
 fn follow(service: &str, g: &Global) -> Result<(), Failure> {
-    let tty = std::io::stdout().is_terminal() && g.output == output::Format::Human;
+    let json = g.output == output::Format::Json;
+    let tty = !json && std::io::stdout().is_terminal();
+    let mut screen = Screen::default();
     let mut last = String::new();
+    let mut unreachable_since: Option<Instant> = None;
     loop {
-        let r = fetch(g, service)?;
-        let s: Option<Status> = status::fetch(g, Some(service)).ok();
-        let text = line(&r, s.as_ref());
-        if tty {
-            print!("\r\x1b[2K{text}");
-            // A progress line that fails to flush shows at the next one.
-            drop(std::io::stdout().flush());
-        } else if g.output == output::Format::Human {
-            // One line per change of step or phase, not per poll.
-            let key = format!("{}{:?}", r.step, r.phase);
+        let r = match fetch(g, service) {
+            Ok(r) => {
+                unreachable_since = None;
+                r
+            }
+            Err(f) if f.kind == "unreachable" => {
+                let since = *unreachable_since.get_or_insert_with(Instant::now);
+                if since.elapsed() > UNREACHABLE_FOR {
+                    return Err(f);
+                }
+                std::thread::sleep(live::POLL);
+                continue;
+            }
+            Err(f) => return Err(f),
+        };
+        if json {
+            let text = serde_json::to_string(&r).map_err(|e| Failure::error(&e))?;
+            if text != last {
+                output::json_line(&r)?;
+                last = text;
+            }
+        } else if tty {
+            let (width, height) = live::terminal_size().unwrap_or((live::DEFAULT_WIDTH, 24));
+            screen.draw(&live::frame_sized(&r, width, height));
+        } else {
+            let key = live::change_key(&r);
             if key != last {
-                println!("{text}");
+                println!("{}", live::line(&r));
                 last = key;
             }
         }
-        match r.phase {
-            Phase::Completed => {
-                if tty {
-                    println!();
-                }
-                return output::print(g.output, &r, || {
-                    r.verdict.as_ref().map(verdict_text).unwrap_or_default()
-                });
+        if r.phase.is_final() {
+            if !json && let Some(v) = &r.judge {
+                println!("{}", verdict_text(v));
             }
-            Phase::RolledBack | Phase::Aborted => {
-                if tty {
-                    println!();
-                }
-                output::print(g.output, &r, || {
-                    r.verdict.as_ref().map(verdict_text).unwrap_or_default()
-                })?;
-                let why = r.reason.clone().unwrap_or_default();
-                return Err(Failure::error(&std::io::Error::other(format!(
-                    "rollout {} -> {} {}: {why}",
-                    r.service,
-                    r.to,
-                    if r.phase == Phase::Aborted {
-                        "was aborted"
-                    } else {
-                        "rolled back"
-                    }
-                ))));
-            }
-            Phase::Running | Phase::Paused => std::thread::sleep(POLL),
+            return outcome(&r);
         }
+        std::thread::sleep(live::POLL);
     }
 }

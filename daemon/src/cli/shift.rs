@@ -1,8 +1,13 @@
-//! `veer shift SERVICE[,SERVICE...] GROUP=WEIGHT...`.
+//! `veer shift SERVICE[,SERVICE...] GROUP=WEIGHT... [--force] [--dry-run] [--reason TEXT]
+//! [--fleet]`.
 
-use super::{Global, block_on, exit::Failure, output};
+use super::{
+    Global,
+    change::{ChangeArgs, submit},
+    exit::Failure,
+};
 use crate::{
-    api::protocol::{ApplyResponse, GroupWeight, ShiftRequest},
+    api::protocol::{GroupWeight, ShiftRequest},
     model::Weight,
 };
 
@@ -15,6 +20,14 @@ pub(super) struct Args {
     /// New weights, `GROUP=PERCENT` (e.g. `v1=90 v2=10`); groups not named keep theirs.
     #[arg(required = true, value_name = "GROUP=WEIGHT")]
     weights: Vec<String>,
+    /// Accept weights that leave a service with no group taking new connections (they are
+    /// dropped).
+    #[arg(long)]
+    force: bool,
+    #[command(flatten)]
+    change: ChangeArgs,
+    #[command(flatten)]
+    fleet: super::fleet::FleetArgs,
 }
 
 /// Parses `v1=90`.
@@ -47,8 +60,33 @@ pub(super) fn run(args: &Args, g: &Global) -> Result<(), Failure> {
             args.service
         )));
     }
-    let req = ShiftRequest { services, weights };
-    let r: ApplyResponse =
-        block_on(g.client().post("/v1/shift", &req))?.map_err(|e| output::client_failure(&e))?;
-    output::applied(g.output, &r, &format!("shift {}", args.service))
+    let options = args.change.options();
+    if args.fleet.on() {
+        let request = crate::control::Request::Shift {
+            services,
+            weights: weights.into_iter().map(|w| (w.group, w.weight)).collect(),
+            force: args.force,
+        };
+        return super::fleet::edit(
+            &args.fleet,
+            &options,
+            &request,
+            &format!("shift {}", args.service),
+            g,
+        );
+    }
+    let dry_run = options.dry_run;
+    let req = ShiftRequest {
+        services,
+        weights,
+        force: args.force,
+        options,
+    };
+    submit(
+        g,
+        "/v1/shift",
+        &req,
+        dry_run,
+        &format!("shift {}", args.service),
+    )
 }

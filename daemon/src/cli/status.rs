@@ -1,15 +1,29 @@
-//! `veer status [SERVICE]`.
+//! `veer status [SERVICE] [--offline]`.
 
-use std::fmt::Write as _;
+use std::{fmt::Write as _, path::PathBuf};
 
 use super::{Global, block_on, exit::Failure, output};
-use crate::api::protocol::{ConfigFileStatus, DataplaneStatus, Status};
+use crate::{
+    api::protocol::{ConfigFileStatus, DataplaneStatus, SourceStatus, StateFilesStatus, Status},
+    control, paths,
+};
 
 /// Arguments of `veer status`.
 #[derive(Debug, clap::Args)]
 pub(super) struct Args {
     /// Only this service.
     service: Option<String>,
+    /// Read the pinned maps directly instead of asking the daemon (it may be down): services,
+    /// weights, backends, active flows and counters as the kernel holds them, named from the
+    /// last revision in the state directory when it reads, else shown by id.
+    #[arg(long)]
+    offline: bool,
+    /// Pin directory (`--offline`).
+    #[arg(long, default_value = paths::PIN_DIR, requires = "offline")]
+    pin_dir: PathBuf,
+    /// State directory, for names (`--offline`).
+    #[arg(long, default_value = paths::STATE_DIR, requires = "offline")]
+    state_dir: PathBuf,
 }
 
 /// The query string selecting a service.
@@ -35,14 +49,26 @@ pub(super) fn fetch(g: &Global, service: Option<&str>) -> Result<Status, Failure
         g.client()
             .get(&format!("/v1/status{}", service_query(service))),
     )?
-    .map_err(|e| output::client_failure(&e))
+    .map_err(|e| Failure::from(&e))
 }
 
 /// Prints the status.
 pub(super) fn run(args: &Args, g: &Global) -> Result<(), Failure> {
-    let s = fetch(g, args.service.as_deref())?;
+    let s = if args.offline {
+        let view =
+            control::offline::status(&args.pin_dir, &args.state_dir, args.service.as_deref())
+                .map_err(|e| Failure::of("offline", &e))?;
+        Status::from(&view)
+    } else {
+        fetch(g, args.service.as_deref())?
+    };
     output::print(g.output, &s, || human(&s))
 }
+
+/// The columns of a service's table, one per cell of its rows.
+pub(super) const TABLE: [&str; 9] = [
+    "GROUP", "WEIGHT", "BACKEND", "HEALTH", "ACTIVE", "NEW", "FAILED", "PACKETS", "BYTES",
+];
 
 /// The config file's lines: last good reload, a rejection since, settings waiting for a restart.
 fn config(out: &mut String, c: &ConfigFileStatus) {
@@ -68,15 +94,57 @@ fn config(out: &mut String, c: &ConfigFileStatus) {
     }
 }
 
-fn human(s: &Status) -> String {
-    let mut out = match &s.revision {
-        Some(r) => format!(
-            "revision {} ({}, {}): {}\n",
-            r.number, r.origin, r.time, r.summary
-        ),
-        None => "no revision yet: apply a config (veer apply -f FILE)\n".to_owned(),
-    };
-    config(&mut out, &s.config);
+/// Revision files that cannot be used: the one holding changes back first.
+fn state_files(out: &mut String, f: &StateFilesStatus) {
+    if let Some(h) = &f.held {
+        let _ = writeln!(
+            out,
+            "HELD: revision {} ({}) cannot be used: {}; {}",
+            h.file.revision, h.file.path, h.file.problem, h.advice
+        );
+    }
+    for u in &f.unusable {
+        if f.held
+            .as_ref()
+            .is_none_or(|h| h.file.revision != u.revision)
+        {
+            let _ = writeln!(
+                out,
+                "skipped revision file {} ({}): {}",
+                u.revision, u.path, u.problem
+            );
+        }
+    }
+}
+
+/// The status for people: what holds changes back, the revision, the config file, conntrack,
+/// then a table per service whose every cell sits under its heading.
+pub(super) fn human(s: &Status) -> String {
+    let mut out = String::new();
+    if let Some(o) = &s.offline {
+        let _ = writeln!(out, "offline: read from the pinned maps in {}", o.pin_dir);
+        let _ = writeln!(out, "{}", o.names);
+    }
+    state_files(&mut out, &s.state_files);
+    match &s.revision {
+        Some(r) => {
+            let _ = writeln!(
+                out,
+                "revision {} ({}, {}): {}",
+                r.number, r.origin, r.time, r.summary
+            );
+        }
+        None if s.offline.is_none() && s.state_files.held.is_none() => {
+            out.push_str("no revision yet: apply a config (veer apply -f FILE)\n");
+        }
+        None => {}
+    }
+    if s.offline.is_none() {
+        config(&mut out, &s.config);
+        if let Some(src) = &s.source {
+            source(&mut out, src);
+        }
+    }
     let _ = writeln!(
         out,
         "conntrack: {} of {} entries, new flows {} of {}",
@@ -122,21 +190,16 @@ fn human(s: &Status) -> String {
                     grp.name.clone(),
                     format!("{}%", grp.weight),
                     "-".into(),
-                    String::new(),
+                    "-".into(),
                     "0".into(),
-                    String::new(),
-                    String::new(),
-                    String::new(),
-                    String::new(),
+                    "0".into(),
+                    "0".into(),
+                    "0".into(),
+                    "0".into(),
                 ]);
             }
         }
-        out.push_str(&output::table(
-            &[
-                "GROUP", "WEIGHT", "BACKEND", "ACTIVE", "NEW", "FAILED", "PACKETS", "BYTES",
-            ],
-            &rows,
-        ));
+        out.push_str(&output::table(&TABLE, &rows));
         out.push('\n');
         for p in &svc.pins {
             let _ = writeln!(out, "pin {} -> {}", p.prefix, p.group);
@@ -191,4 +254,39 @@ fn dataplane(out: &mut String, d: &DataplaneStatus) {
         },
         d.local_clients.why
     );
+}
+
+/// The etcd source's lines: where, in sync or stale since when, the document in force, what was
+/// refused, local changes over it.
+fn source(out: &mut String, s: &SourceStatus) {
+    let at = format!("source etcd {} {} (node {})", s.endpoints, s.prefix, s.node);
+    let doc = s.config.as_ref().map_or_else(
+        || "no config from etcd applied yet".to_owned(),
+        |c| format!("{} mod revision {} in force", c.key, c.mod_revision),
+    );
+    let _ = match (&s.stale_since, s.ready) {
+        (Some(since), _) => writeln!(
+            out,
+            "{at}: STALE since {since}: {}; the last applied state stays in force ({doc})",
+            s.error.as_deref().unwrap_or("etcd unreachable")
+        ),
+        (None, false) => writeln!(
+            out,
+            "{at}: not synced yet; the last local revision stays in force"
+        ),
+        (None, true) => writeln!(out, "{at}: in sync at revision {}; {doc}", s.revision),
+    };
+    if let Some(r) = &s.refused {
+        let _ = writeln!(out, "config in etcd REFUSED: {}", r.message);
+    }
+    for e in &s.errors {
+        let _ = writeln!(out, "fleet: {}", e.message);
+    }
+    if !s.local_changes.is_empty() {
+        let _ = writeln!(
+            out,
+            "local changes in force until the next change of the config in etcd: {}",
+            s.local_changes.join("; ")
+        );
+    }
 }

@@ -1,4 +1,4 @@
-//! `veer validate`: offline.
+//! `veer validate`: offline. Every problem of the file is reported, each with its line.
 
 use std::path::PathBuf;
 
@@ -13,7 +13,8 @@ pub(super) struct Args {
     file: PathBuf,
 }
 
-/// Validates the file; exit 1 with the exact problem if it is invalid.
+/// Validates the file; exit 1 with every problem if it is invalid (with `-o json`: the error
+/// object lists them as `diagnostics`).
 pub(super) fn run(args: &Args, g: &Global) -> Result<(), Failure> {
     match config::load(&args.file) {
         Ok((c, _)) => output::print(
@@ -27,23 +28,7 @@ pub(super) fn run(args: &Args, g: &Global) -> Result<(), Failure> {
                 )
             },
         ),
-        Err(e) => {
-            if g.output == output::Format::Json {
-                let detail = match &e {
-                    config::LoadError::Invalid(c) => serde_json::json!({
-                        "file": c.location.file, "line": c.location.line, "column": c.location.column, "message": c.kind.to_string(),
-                    }),
-                    config::LoadError::Read { .. } => {
-                        serde_json::json!({ "file": args.file, "message": crate::error::chain(&e) })
-                    }
-                };
-                output::print(
-                    g.output,
-                    &serde_json::json!({ "valid": false, "error": detail }),
-                    String::new,
-                )?;
-            }
-            Err(Failure::error(&e))
-        }
+        Err(config::LoadError::Invalid(errors)) => Err(Failure::invalid_config(&errors)),
+        Err(e @ config::LoadError::Read { .. }) => Err(Failure::of("io", &e)),
     }
 }

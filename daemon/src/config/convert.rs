@@ -13,8 +13,10 @@ use std::{
 use toml::Spanned;
 
 use super::{
-    Config, ConfigError, ConfigErrorKind, schema,
+    Config, ConfigError, ConfigErrorKind, ConfigErrors, read, schema,
+    source::{self, SourceConfig, SourceKind},
     spans::{Fields, GroupSpans, Locator, NodeSpans, ServiceSpans, Spans},
+    suggest,
 };
 use crate::model::{
     Backend, CheckKind, DesiredState, Group, HealthCheck, HealthField, HookChoice, NodeConfig,
@@ -22,45 +24,160 @@ use crate::model::{
     Weight, XdpAttachMode, gate::Gate, parse_prefix,
 };
 
-/// Parses and checks the whole file.
-pub(super) fn parse(file: &Path, text: &str) -> Result<Config, ConfigError> {
+/// What a document is: a node's config file, or a fleet's config in etcd (services only).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Scope {
+    /// A node's config file: `[node]`, `[source]` and services.
+    File,
+    /// A fleet's config document in etcd: services only (`[node]` and `[source]` are local).
+    Fleet,
+}
+
+/// Parses and checks the whole file, reporting every problem (see `parse_scoped`).
+pub(super) fn parse(file: &Path, text: &str) -> Result<Config, ConfigErrors> {
+    parse_scoped(file, text, Scope::File).map(|(config, _)| config)
+}
+
+/// Parses and checks a document of `scope`, reporting every problem: all TOML syntax errors;
+/// else every unknown key, missing key, wrong type, bad value and table out of its place; and
+/// the model's rules on every part of the file that was read without a problem. Returns the
+/// document's `[source]` too.
+pub(super) fn parse_scoped(
+    file: &Path,
+    text: &str,
+    scope: Scope,
+) -> Result<(Config, Option<SourceConfig>), ConfigErrors> {
     let loc = Locator { file, text };
-    let err = |span: &Range<usize>, kind| ConfigError {
-        location: loc.at(span),
-        kind,
-    };
-    let raw: schema::File = toml::from_str(text).map_err(|e| {
-        err(
-            &e.span().unwrap_or(0..0),
-            ConfigErrorKind::Syntax {
-                message: e.message().trim().to_owned(),
-            },
-        )
-    })?;
+    let (root, syntax) = toml::de::DeTable::parse_recoverable(text);
+    if !syntax.is_empty() {
+        let failed = syntax
+            .iter()
+            .map(|e| {
+                (
+                    e.span().unwrap_or(0..0),
+                    ConfigErrorKind::Syntax {
+                        message: e.message().trim().replace('\n', "; "),
+                    },
+                )
+            })
+            .collect();
+        return Err(errors(&loc, failed));
+    }
+    let mut failed = Vec::new();
+    let raw = read::file(&root, &mut failed);
+    let source = source_of(&raw, scope, &mut failed);
     let mut spans = Spans::default();
-    let (node, node_spans) = node(raw.node.as_ref()).map_err(|(span, kind)| err(&span, kind))?;
+    let before = failed.len();
+    let (node, node_spans) = node(raw.node.as_ref(), &mut failed);
     spans.node = node_spans;
+    let node_clean = failed.len() == before && raw.node.as_ref().is_none_or(|n| n.get_ref().clean);
+    // The model's rules run on the services read and converted without a problem; `clean[i]`
+    // is the index in the file of the `i`th of them.
     let mut services = Vec::new();
-    for s in &raw.service {
-        let (service, service_spans) = service(s).map_err(|(span, kind)| err(&span, kind))?;
-        services.push(service);
-        spans.services.push(service_spans);
+    let mut clean = Vec::new();
+    for (i, s) in raw.service.iter().enumerate() {
+        let before = failed.len();
+        let (service, service_spans) = service(s, &mut failed);
+        if s.get_ref().clean && failed.len() == before {
+            services.push(service);
+            spans.services.push(service_spans);
+            clean.push(i);
+        }
     }
     let state = DesiredState { services };
-    let broken = |v: Violation| ConfigError {
-        location: loc.at(&spans.of(&v.at)),
-        kind: ConfigErrorKind::Invalid {
-            first_line: v.first.map(|f| loc.at(&spans.of(&f)).line),
-            source: v,
-        },
+    let broken = |v: Violation| -> read::Failed {
+        let first_line = v.first.map(|f| loc.at(&spans.of(&f)).line);
+        (
+            spans.of(&v.at),
+            ConfigErrorKind::Invalid {
+                first_line,
+                source: v,
+            },
+        )
     };
-    node.validate().map_err(broken)?;
-    state.validate().map_err(broken)?;
-    Ok(Config { node, state })
+    if node_clean && let Err(v) = node.validate() {
+        failed.push(broken(v));
+    }
+    failed.extend(state.violations().into_iter().map(broken));
+    if failed.is_empty() {
+        Ok((Config { node, state }, source))
+    } else {
+        Err(errors(&loc, failed))
+    }
+}
+
+/// The document's `[source]` (a node's file) after checking that each table is in its place:
+/// `[node]` and `[source]` are a node's own, never in a fleet's document, and a file whose
+/// source is etcd holds no services. Every problem is added to `failed`.
+fn source_of(
+    raw: &schema::File,
+    scope: Scope,
+    failed: &mut Vec<read::Failed>,
+) -> Option<SourceConfig> {
+    match scope {
+        Scope::Fleet => {
+            let local = "it is local to each node: it belongs in the node's own config file, not in the fleet's config";
+            if let Some(n) = &raw.node {
+                failed.push((
+                    n.span(),
+                    ConfigErrorKind::Misplaced {
+                        what: "`[node]`",
+                        why: local,
+                    },
+                ));
+            }
+            if let Some(s) = &raw.source {
+                failed.push((
+                    s.span(),
+                    ConfigErrorKind::Misplaced {
+                        what: "`[source]`",
+                        why: local,
+                    },
+                ));
+            }
+            None
+        }
+        Scope::File => {
+            let source = raw.source.as_ref().and_then(|s| source::convert(s, failed));
+            if let (
+                Some(SourceConfig {
+                    kind: SourceKind::Etcd,
+                    ..
+                }),
+                Some(first),
+            ) = (&source, raw.service.first())
+            {
+                failed.push((
+                    first.span(),
+                    ConfigErrorKind::Misplaced {
+                        what: "`[[service]]`",
+                        why: "with `[source] kind = \"etcd\"` the services come from etcd; this file holds `[node]` and `[source]` only",
+                    },
+                ));
+            }
+            source
+        }
+    }
+}
+
+/// The problems at their places in the file, in its order.
+fn errors(loc: &Locator<'_>, mut failed: Vec<read::Failed>) -> ConfigErrors {
+    failed.sort_by_key(|(span, _)| span.start);
+    ConfigErrors {
+        errors: failed
+            .into_iter()
+            .map(|(span, kind)| ConfigError {
+                location: loc.at(&span),
+                width: loc.width(&span),
+                kind,
+            })
+            .collect(),
+        text: loc.text.to_owned(),
+    }
 }
 
 /// A conversion failure: where, and what.
-type Failed = (Range<usize>, ConfigErrorKind);
+type Failed = read::Failed;
 
 fn bad_value(raw: &Spanned<String>, field: &'static str, expected: &'static str) -> Failed {
     (
@@ -106,7 +223,7 @@ fn duration(
 fn choice<T: Copy>(
     raw: &Spanned<String>,
     field: &'static str,
-    choices: &[(&str, T)],
+    choices: &[(&'static str, T)],
     names: &'static str,
 ) -> Result<T, Failed> {
     choices
@@ -114,22 +231,32 @@ fn choice<T: Copy>(
         .find(|(name, _)| name == raw.get_ref())
         .map(|(_, v)| *v)
         .ok_or_else(|| {
+            let known: Vec<&'static str> = choices.iter().map(|(n, _)| *n).collect();
             (
                 raw.span(),
                 ConfigErrorKind::BadChoice {
                     field,
                     value: raw.get_ref().clone(),
                     choices: names,
+                    suggestion: suggest::nearest(raw.get_ref(), &known),
                 },
             )
         })
 }
 
-fn node(raw: Option<&Spanned<schema::Node>>) -> Result<(NodeConfig, NodeSpans), Failed> {
+/// `result`'s value, or `fallback` with its error added to `failed`.
+fn or<T>(result: Result<T, Failed>, fallback: T, failed: &mut Vec<Failed>) -> T {
+    result.unwrap_or_else(|e| {
+        failed.push(e);
+        fallback
+    })
+}
+
+fn node(raw: Option<&Spanned<schema::Node>>, failed: &mut Vec<Failed>) -> (NodeConfig, NodeSpans) {
     let mut node = NodeConfig::default();
     let mut spans = NodeSpans::default();
     let Some(raw) = raw else {
-        return Ok((node, spans));
+        return (node, spans);
     };
     spans.table = raw.span();
     let raw = raw.get_ref();
@@ -140,7 +267,7 @@ fn node(raw: Option<&Spanned<schema::Node>>) -> Result<(NodeConfig, NodeSpans), 
         }
     }
     if let Some(mode) = &raw.xdp_mode {
-        node.xdp_mode = choice(
+        let mode = choice(
             mode,
             "xdp_mode",
             &[
@@ -149,7 +276,8 @@ fn node(raw: Option<&Spanned<schema::Node>>) -> Result<(NodeConfig, NodeSpans), 
                 ("generic", XdpAttachMode::Generic),
             ],
             "auto, native, generic",
-        )?;
+        );
+        node.xdp_mode = or(mode, node.xdp_mode, failed);
     }
     if let Some(hooks) = &raw.hooks {
         for (name, raw) in hooks.get_ref() {
@@ -162,7 +290,8 @@ fn node(raw: Option<&Spanned<schema::Node>>) -> Result<(NodeConfig, NodeSpans), 
                     ("tc", HookChoice::Tc),
                 ],
                 "auto, xdp, tc",
-            )?;
+            );
+            let c = or(c, HookChoice::Auto, failed);
             node.hooks.insert(name.clone(), c);
             spans.hooks.push(raw.span());
         }
@@ -187,7 +316,7 @@ fn node(raw: Option<&Spanned<schema::Node>>) -> Result<(NodeConfig, NodeSpans), 
                 NodeConfig::MIN_CONNTRACK,
                 NodeConfig::MAX_CONNTRACK
             );
-            *value = integer(max, field, range)?;
+            *value = or(integer(max, field, range), *value, failed);
             *span = Some(max.span());
         }
     }
@@ -199,27 +328,27 @@ fn node(raw: Option<&Spanned<schema::Node>>) -> Result<(NodeConfig, NodeSpans), 
             if let Some(r) = raw {
                 spans.timeouts.push((field, r.span()));
             }
-            duration(raw, field.as_str(), default)
+            or(duration(raw, field.as_str(), default), default, failed)
         };
         node.timeouts = Timeouts {
-            tcp_syn: timeout(TimeoutField::TcpSyn, t.tcp_syn.as_ref(), d.tcp_syn)?,
+            tcp_syn: timeout(TimeoutField::TcpSyn, t.tcp_syn.as_ref(), d.tcp_syn),
             tcp_established: timeout(
                 TimeoutField::TcpEstablished,
                 t.tcp_established.as_ref(),
                 d.tcp_established,
-            )?,
+            ),
             tcp_closing: timeout(
                 TimeoutField::TcpClosing,
                 t.tcp_closing.as_ref(),
                 d.tcp_closing,
-            )?,
-            udp: timeout(TimeoutField::Udp, t.udp.as_ref(), d.udp)?,
+            ),
+            udp: timeout(TimeoutField::Udp, t.udp.as_ref(), d.udp),
         };
     }
-    Ok((node, spans))
+    (node, spans)
 }
 
-fn service(raw: &Spanned<schema::Service>) -> Result<(Service, ServiceSpans), Failed> {
+fn service(raw: &Spanned<schema::Service>, failed: &mut Vec<Failed>) -> (Service, ServiceSpans) {
     let mut spans = ServiceSpans {
         table: raw.span(),
         ..ServiceSpans::default()
@@ -227,36 +356,54 @@ fn service(raw: &Spanned<schema::Service>) -> Result<(Service, ServiceSpans), Fa
     let raw = raw.get_ref();
     let name = raw.name.get_ref().clone();
     spans.name = raw.name.span();
-    let vip: IpAddr = raw
-        .vip
-        .get_ref()
-        .parse()
-        .map_err(|_| bad_value(&raw.vip, "vip", "an IPv4 or IPv6 address"))?;
-    spans.vip = raw.vip.span();
-    let port = integer(&raw.port, "port", "1..=65535".to_owned())?;
-    spans.port = raw.port.span();
-    let protocol = choice(
-        &raw.protocol,
-        "protocol",
-        &[("tcp", Protocol::Tcp), ("udp", Protocol::Udp)],
-        "tcp, udp",
-    )?;
+    // A missing value was reported when the file was read: the service is not clean, and its
+    // placeholder never reaches the model's rules.
+    let mut vip = IpAddr::from([0, 0, 0, 0]);
+    if let Some(v) = &raw.vip {
+        vip = or(
+            v.get_ref()
+                .parse()
+                .map_err(|_| bad_value(v, "vip", "an IPv4 or IPv6 address")),
+            vip,
+            failed,
+        );
+        spans.vip = v.span();
+    }
+    let mut port = 0;
+    if let Some(p) = &raw.port {
+        port = or(integer(p, "port", "1..=65535".to_owned()), 0, failed);
+        spans.port = p.span();
+    }
+    let mut protocol = Protocol::Tcp;
+    if let Some(p) = &raw.protocol {
+        protocol = or(
+            choice(
+                p,
+                "protocol",
+                &[("tcp", Protocol::Tcp), ("udp", Protocol::Udp)],
+                "tcp, udp",
+            ),
+            Protocol::Tcp,
+            failed,
+        );
+    }
     let mut groups = Vec::new();
     for g in &raw.group {
-        let (group, group_spans) = group(&name, g)?;
+        let (group, group_spans) = group(&name, g, failed);
         groups.push(group);
         spans.groups.push(group_spans);
     }
     let mut pins = Vec::new();
     for p in &raw.pin {
         let p = p.get_ref();
-        let (prefix, len) = parse_prefix(p.prefix.get_ref()).ok_or_else(|| {
-            bad_value(
+        let Some((prefix, len)) = parse_prefix(p.prefix.get_ref()) else {
+            failed.push(bad_value(
                 &p.prefix,
                 "prefix",
-                "a network prefix with its host bits zero (e.g. \"203.0.113.0/24\")",
-            )
-        })?;
+                "a network prefix with its host bits zero (e.g. \"203.0.113.0/24\"), or one address",
+            ));
+            continue;
+        };
         pins.push(Pin {
             prefix,
             len,
@@ -264,23 +411,17 @@ fn service(raw: &Spanned<schema::Service>) -> Result<(Service, ServiceSpans), Fa
         });
         spans.pins.push((p.prefix.span(), p.group.span()));
     }
-    let health = match &raw.health {
-        None => None,
-        Some(h) => {
-            let (check, fields) = health(h.get_ref())?;
-            spans.health = Some((h.span(), fields));
-            Some(check)
-        }
-    };
-    let rollout = match &raw.rollout {
-        None => None,
-        Some(r) => {
-            let (plan, fields) = rollout(&name, r.get_ref())?;
-            spans.rollout = Some((r.span(), fields));
-            Some(plan)
-        }
-    };
-    Ok((
+    let health = raw.health.as_ref().and_then(|h| {
+        let (check, fields) = health(h.get_ref(), failed)?;
+        spans.health = Some((h.span(), fields));
+        Some(check)
+    });
+    let rollout = raw.rollout.as_ref().map(|r| {
+        let (plan, fields) = rollout(&name, r.get_ref(), failed);
+        spans.rollout = Some((r.span(), fields));
+        plan
+    });
+    (
         Service {
             name,
             vip,
@@ -292,57 +433,76 @@ fn service(raw: &Spanned<schema::Service>) -> Result<(Service, ServiceSpans), Fa
             rollout,
         },
         spans,
-    ))
+    )
 }
 
-fn group(service: &str, raw: &Spanned<schema::Group>) -> Result<(Group, GroupSpans), Failed> {
+fn group(
+    service: &str,
+    raw: &Spanned<schema::Group>,
+    failed: &mut Vec<Failed>,
+) -> (Group, GroupSpans) {
     let table = raw.span();
     let raw = raw.get_ref();
     let name = raw.name.get_ref().clone();
-    let weight = Weight::from_percent_str(&raw.weight.get_ref().text()).map_err(|source| {
-        (
-            raw.weight.span(),
-            ConfigErrorKind::BadWeight {
-                service: service.to_owned(),
-                group: name.clone(),
-                source,
-            },
-        )
-    })?;
+    let mut weight = Weight::ZERO;
+    if let Some(raw_weight) = &raw.weight {
+        let parsed = Weight::from_percent_str(&raw_weight.get_ref().text()).map_err(|source| {
+            (
+                raw_weight.span(),
+                ConfigErrorKind::BadWeight {
+                    service: service.to_owned(),
+                    group: name.clone(),
+                    source,
+                },
+            )
+        });
+        weight = or(parsed, Weight::ZERO, failed);
+    }
     let mut backends = Vec::new();
     for b in &raw.backends {
-        let addr: SocketAddr = b.get_ref().parse().map_err(|_| {
-            bad_value(
+        match b.get_ref().parse::<SocketAddr>() {
+            Ok(addr) => backends.push(Backend { addr }),
+            Err(_) => failed.push(bad_value(
                 b,
                 "backends",
                 "an address and a port, e.g. \"198.51.100.11:8080\" or \"[2001:db8::11]:8080\"",
-            )
-        })?;
-        backends.push(Backend { addr });
+            )),
+        }
     }
     let spans = GroupSpans {
+        weight: raw
+            .weight
+            .as_ref()
+            .map_or_else(|| table.clone(), Spanned::span),
         table,
         name: raw.name.span(),
-        weight: raw.weight.span(),
         backends: raw.backends.iter().map(Spanned::span).collect(),
     };
-    Ok((
+    (
         Group {
             name,
             weight,
             backends,
         },
         spans,
-    ))
+    )
 }
 
-fn health(h: &schema::Health) -> Result<(HealthCheck, Fields<HealthField>), Failed> {
+fn health(
+    h: &schema::Health,
+    failed: &mut Vec<Failed>,
+) -> Option<(HealthCheck, Fields<HealthField>)> {
     let mut fields = Vec::new();
-    let http = choice(
-        &h.kind,
-        "kind",
-        &[("tcp", false), ("http", true)],
-        "tcp, http",
+    let http = or(
+        choice(
+            &h.kind,
+            "kind",
+            &[("tcp", false), ("http", true)],
+            "tcp, http",
+        )
+        .map(Some),
+        None,
+        failed,
     )?;
     let kind = if http {
         let path = h.path.as_ref().map_or_else(
@@ -357,11 +517,15 @@ fn health(h: &schema::Health) -> Result<(HealthCheck, Fields<HealthField>), Fail
             Some(s) => {
                 fields.push((HealthField::ExpectStatus, s.span()));
                 let range = HealthCheck::STATUSES;
-                integer(
-                    s,
-                    "expect_status",
-                    format!("{}..={}", range.start(), range.end()),
-                )?
+                or(
+                    integer(
+                        s,
+                        "expect_status",
+                        format!("{}..={}", range.start(), range.end()),
+                    ),
+                    HealthCheck::DEFAULT_EXPECT_STATUS,
+                    failed,
+                )
             }
         };
         CheckKind::Http {
@@ -370,20 +534,28 @@ fn health(h: &schema::Health) -> Result<(HealthCheck, Fields<HealthField>), Fail
         }
     } else {
         if let Some(p) = &h.path {
-            return Err(bad_value(p, "path", "absent for a tcp check"));
+            failed.push(bad_value(p, "path", "absent for a tcp check"));
         }
         CheckKind::Tcp
     };
     let mut check = HealthCheck::new(kind);
-    check.interval = duration(h.interval.as_ref(), "interval", check.interval)?;
-    check.timeout = duration(h.timeout.as_ref(), "timeout", check.timeout)?;
+    check.interval = or(
+        duration(h.interval.as_ref(), "interval", check.interval),
+        check.interval,
+        failed,
+    );
+    check.timeout = or(
+        duration(h.timeout.as_ref(), "timeout", check.timeout),
+        check.timeout,
+        failed,
+    );
     let counts = HealthCheck::COUNTS;
     let range = format!("{}..={}", counts.start(), counts.end());
     if let Some(r) = &h.rise {
-        check.rise = integer(r, "rise", range.clone())?;
+        check.rise = or(integer(r, "rise", range.clone()), check.rise, failed);
     }
     if let Some(f) = &h.fall {
-        check.fall = integer(f, "fall", range)?;
+        check.fall = or(integer(f, "fall", range), check.fall, failed);
     }
     for (field, span) in [
         (
@@ -398,10 +570,14 @@ fn health(h: &schema::Health) -> Result<(HealthCheck, Fields<HealthField>), Fail
             fields.push((field, span));
         }
     }
-    Ok((check, fields))
+    Some((check, fields))
 }
 
-fn rollout(service: &str, r: &schema::Rollout) -> Result<(Plan, Fields<RolloutField>), Failed> {
+fn rollout(
+    service: &str,
+    r: &schema::Rollout,
+    failed: &mut Vec<Failed>,
+) -> (Plan, Fields<RolloutField>) {
     let bad = |span: Range<usize>, field: &'static str, reason: String| {
         (
             span,
@@ -413,53 +589,75 @@ fn rollout(service: &str, r: &schema::Rollout) -> Result<(Plan, Fields<RolloutFi
         )
     };
     let percent = |field: &'static str, text: &str, span: Range<usize>| {
-        Weight::from_percent_str(text.trim_end_matches('%'))
+        Weight::from_percent_str(text.trim().trim_end_matches('%').trim())
             .map_err(|source| bad(span, field, source.to_string()))
     };
     let mut plan = Plan::to(r.to.get_ref());
     let mut fields = vec![(RolloutField::To, r.to.span())];
     if let Some(list) = &r.steps {
-        plan.steps = list
-            .get_ref()
-            .iter()
-            .map(|n| percent("steps", &n.get_ref().text(), n.span()))
-            .collect::<Result<_, _>>()?;
+        let mut steps = Vec::new();
+        for n in list.get_ref() {
+            match percent("steps", &n.get_ref().text(), n.span()) {
+                Ok(w) => steps.push(w),
+                Err(e) => failed.push(e),
+            }
+        }
+        if steps.len() == list.get_ref().len() {
+            plan.steps = steps;
+        }
         fields.push((RolloutField::Steps, list.span()));
     }
-    plan.pause = duration(r.pause.as_ref(), "pause", plan.pause)?;
+    plan.pause = or(
+        duration(r.pause.as_ref(), "pause", plan.pause),
+        plan.pause,
+        failed,
+    );
     if let Some(p) = &r.pause {
         fields.push((RolloutField::Pause, p.span()));
     }
     if let Some(m) = &r.max_failure_rate {
-        plan.max_failure_rate = percent("max_failure_rate", m.get_ref(), m.span())?;
+        plan.max_failure_rate = or(
+            percent("max_failure_rate", &m.get_ref().text(), m.span()),
+            plan.max_failure_rate,
+            failed,
+        );
     }
     if let Some(n) = &r.min_flows {
-        plan.min_flows = integer(n, "min_flows", "0..=2^63".to_owned())?;
+        plan.min_flows = or(
+            integer(n, "min_flows", format!("0..={}", i64::MAX)),
+            plan.min_flows,
+            failed,
+        );
     }
-    plan.gates = r
-        .gates
-        .iter()
-        .map(|g| {
-            g.get_ref()
-                .parse::<Gate>()
-                .map_err(|e| bad(g.span(), "gates", e.to_string()))
-        })
-        .collect::<Result<_, _>>()?;
-    plan.gate_timeout = duration(r.gate_timeout.as_ref(), "gate_timeout", plan.gate_timeout)?;
+    for g in &r.gates {
+        match g.get_ref().parse::<Gate>() {
+            Ok(gate) => plan.gates.push(gate),
+            Err(e) => failed.push(bad(g.span(), "gates", e.to_string())),
+        }
+    }
+    plan.gate_timeout = or(
+        duration(r.gate_timeout.as_ref(), "gate_timeout", plan.gate_timeout),
+        plan.gate_timeout,
+        failed,
+    );
     if let Some(t) = &r.gate_timeout {
         fields.push((RolloutField::GateTimeout, t.span()));
     }
     if let Some(f) = &r.on_failure {
-        plan.on_failure = choice(
-            f,
-            "on_failure",
-            &[
-                ("rollback", OnFailure::Rollback),
-                ("step-back", OnFailure::StepBack),
-            ],
-            "rollback, step-back",
-        )?;
+        plan.on_failure = or(
+            choice(
+                f,
+                "on_failure",
+                &[
+                    ("rollback", OnFailure::Rollback),
+                    ("step-back", OnFailure::StepBack),
+                ],
+                "rollback, step-back",
+            ),
+            plan.on_failure,
+            failed,
+        );
     }
     plan.hold_on_restart = r.hold_on_restart.unwrap_or(false);
-    Ok((plan, fields))
+    (plan, fields)
 }

@@ -5,7 +5,7 @@
 use std::{fmt::Write as _, time::Duration};
 
 use super::Config;
-use crate::model::{CheckKind, HealthCheck, OnFailure, Plan, Service, XdpAttachMode};
+use crate::model::{CheckKind, DesiredState, HealthCheck, OnFailure, Plan, Service, XdpAttachMode};
 
 /// `config` as the text of a config file.
 pub fn to_toml(config: &Config) -> String {
@@ -42,6 +42,16 @@ pub fn to_toml(config: &Config) -> String {
         service(&mut out, s);
     }
     out
+}
+
+/// `state` as a fleet's config document (services only: `[node]` is local to each node).
+/// `config::parse_fleet(key, services_to_toml(s)) == s` for every valid state.
+pub fn services_to_toml(state: &DesiredState) -> String {
+    let mut out = String::new();
+    for s in &state.services {
+        service(&mut out, s);
+    }
+    out.trim_start().to_owned()
 }
 
 fn service(out: &mut String, s: &Service) {

@@ -26,6 +26,17 @@ impl Locator<'_> {
             column,
         }
     }
+
+    /// How many characters of its first line `span` covers (at least 1).
+    pub(super) fn width(&self, span: &Range<usize>) -> usize {
+        let start = span.start.min(self.text.len());
+        let end = span.end.clamp(start, self.text.len());
+        let covered = self.text.get(start..end).unwrap_or("");
+        covered
+            .split('\n')
+            .next()
+            .map_or(1, |l| l.trim_end().chars().count().max(1))
+    }
 }
 
 /// Spans of the fields a table writes, by field.

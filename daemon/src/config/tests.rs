@@ -116,7 +116,7 @@ const MISTAKES: &[(&str, &str, &str)] = &[
     (
         "port = 80",
         "port = 80\ncolour = \"red\"",
-        "veer.toml:17:1: unknown field `colour`, expected one of `name`, `vip`, `port`, `protocol`, `group`, `pin`, `health`, `rollout`",
+        "veer.toml:17:1: unknown key `colour` in [[service]]",
     ),
     (
         "vip = \"192.0.2.10\"",
@@ -245,7 +245,7 @@ fn pins_are_checked() {
     assert!(parse(Path::new("veer.toml"), &pin("203.0.113.0/24", "v2")).is_ok());
     assert_eq!(
         error(&pin("203.0.113.1/24", "v2")),
-        "veer.toml:30:10: `prefix`: `203.0.113.1/24` is not a network prefix with its host bits zero (e.g. \"203.0.113.0/24\")"
+        "veer.toml:30:10: `prefix`: `203.0.113.1/24` is not a network prefix with its host bits zero (e.g. \"203.0.113.0/24\"), or one address"
     );
     assert_eq!(
         error(&pin("203.0.113.0/24", "v9")),
@@ -254,6 +254,15 @@ fn pins_are_checked() {
     assert_eq!(
         error(&pin("2001:db8::/32", "v2")),
         "veer.toml:30:10: service `web`: pin prefix 2001:db8::/32 is not of the VIP's address family (192.0.2.10)"
+    );
+    // A bare address where a prefix is expected is one host.
+    let one = parse(Path::new("veer.toml"), &pin("203.0.113.7", "v2")).unwrap();
+    assert_eq!(
+        (
+            one.state.services[0].pins[0].prefix,
+            one.state.services[0].pins[0].len
+        ),
+        ("203.0.113.7".parse().unwrap(), 32)
     );
 }
 
@@ -264,10 +273,10 @@ fn syntax_errors_are_located() {
         "{}",
         error("[node\n")
     );
-    assert!(
-        error("[[service]]\nname = \"web\"\n").contains("missing field"),
-        "{}",
-        error("[[service]]\nname = \"web\"\n")
+    assert_eq!(
+        error("[[service]]\nname = \"web\"\n"),
+        "veer.toml:1:1: [[service]] has no `vip`\nveer.toml:1:1: [[service]] has no `port`\n\
+         veer.toml:1:1: [[service]] has no `protocol`"
     );
 }
 
@@ -447,5 +456,266 @@ fn node_hooks_override_interfaces_named_in_interfaces() {
             "veer.toml:{}:8: `hooks`: interface `eth9` is not in `interfaces`",
             line(&unknown, "eth9")
         )
+    );
+}
+
+/// Every kind of problem the config layer can report, each as a file that has it; for every
+/// message: it names the key and says what the key expects, and no serde or parser internals
+/// leak. The match in `kind` lists every variant, so a new one must be added here.
+#[test]
+#[expect(
+    clippy::too_many_lines,
+    reason = "one example file per kind of message, listed where they are checked"
+)]
+fn every_message_names_its_key_and_what_it_expects() {
+    use super::ConfigErrorKind as K;
+    use crate::model::StateError as S;
+
+    /// Which kind of problem (`None`: a rule the file cannot break, see below).
+    fn kind(k: &K) -> Option<&'static str> {
+        Some(match k {
+            K::Syntax { .. } => "syntax",
+            K::UnknownKey { .. } => "unknown key",
+            K::MissingKey { .. } => "missing key",
+            K::WrongType { .. } => "wrong type",
+            K::OutOfRange { .. } => "out of range",
+            K::BadChoice { .. } => "bad choice",
+            K::BadValue { .. } => "bad value",
+            K::BadWeight { .. } => "bad weight",
+            K::BadRollout { .. } => "bad rollout value",
+            K::Misplaced { .. } => "misplaced",
+            K::Invalid { source, .. } => match source.error {
+                S::BadName { .. } => "bad name",
+                S::DuplicateService { .. } => "duplicate service",
+                S::DuplicateEndpoint { .. } => "duplicate endpoint",
+                S::BadVip { .. } => "bad vip",
+                S::PortZero { .. } => "port 0",
+                S::NoGroups { .. } => "no groups",
+                S::TooManyGroups { .. } => "too many groups",
+                S::DuplicateGroup { .. } => "duplicate group",
+                S::BackendPortZero { .. } => "backend port 0",
+                S::FamilyMismatch { .. } => "family mismatch",
+                S::DuplicateBackend { .. } => "duplicate backend",
+                S::WeightWithoutBackends { .. } => "weight without backends",
+                S::PinFamilyMismatch { .. } => "pin family",
+                // The file's prefixes are parsed with their host bits checked first
+                // (`BadValue`): the model's own check cannot be reached from a file.
+                S::BadPin { .. } => return None,
+                S::PinUnknownGroup { .. } => "pin unknown group",
+                S::DuplicatePin { .. } => "duplicate pin",
+                S::BadHealthCheck { .. } => "bad health check",
+                S::BadRollout { .. } => "bad rollout",
+                S::BadInterface { .. } => "bad interface",
+                S::DuplicateInterface { .. } => "duplicate interface",
+                S::HookForUnknownInterface { .. } => "hook for unknown interface",
+                S::FlowTableSize { .. } => "flow table size",
+                S::BackendInTooManyServices { .. } => "backend in too many services",
+                S::TimeoutTooShort { .. } => "timeout too short",
+                S::TimeoutTooLong { .. } => "timeout too long",
+                S::TooMany { .. } => "too many",
+            },
+        })
+    }
+    let good = good_text();
+    let edit = |from: &str, to: &str| {
+        assert!(good.contains(from), "{from}");
+        good.replacen(from, to, 1)
+    };
+    let group9 = (3..=9)
+        .map(|i| format!("\n[[service.group]]\nname = \"g{i}\"\nweight = 0\n"))
+        .collect::<Vec<_>>()
+        .concat();
+    let pin =
+        |p: &str, g: &str| format!("{good}\n[[service.pin]]\nprefix = \"{p}\"\ngroup = \"{g}\"\n");
+    let with = |extra: &str| {
+        edit(
+            "protocol = \"tcp\"\n",
+            &format!("protocol = \"tcp\"\n{extra}"),
+        )
+    };
+    let files: Vec<String> = vec![
+        "[node\n".into(),
+        edit("port = 80", "port = 80\nwieght = 1"),
+        "[[service]]\nname = \"web\"\n".into(),
+        edit("weight = 100", "weight = \"100%\""),
+        edit("port = 80", "port = 70000"),
+        edit("protocol = \"tcp\"", "protocol = \"tpc\""),
+        edit("vip = \"192.0.2.10\"", "vip = \"192.0.2.300\""),
+        edit("weight = 100", "weight = 100.001"),
+        with("[service.rollout]\nto = \"v2\"\nsteps = [10, 250]\n"),
+        edit("name = \"v2\"", "name = \"v 2\""),
+        format!(
+            "{good}\n{}",
+            &good[good.find("[[service]]").unwrap()..].replace("port = 80", "port = 81")
+        ),
+        format!(
+            "{good}\n{}",
+            &good[good.find("[[service]]").unwrap()..].replace("\"web\"", "\"web2\"")
+        ),
+        edit("vip = \"192.0.2.10\"", "vip = \"224.0.0.1\""),
+        edit("port = 80", "port = 0"),
+        good[..good.find("\n[[service.group]]").unwrap()].to_owned(),
+        format!("{good}{group9}"),
+        edit("name = \"v2\"", "name = \"v1\""),
+        edit("\"198.51.100.21:8080\"]", "\"198.51.100.21:0\"]"),
+        edit("\"198.51.100.21:8080\"]", "\"[2001:db8::21]:8080\"]"),
+        edit("\"198.51.100.12:8080\"]", "\"198.51.100.11:8080\"]"),
+        edit(
+            "backends = [\"198.51.100.11:8080\", \"198.51.100.12:8080\"]",
+            "backends = []",
+        ),
+        pin("2001:db8::/32", "v2"),
+        pin("203.0.113.0/24", "v9"),
+        format!(
+            "{}\n[[service.pin]]\nprefix = \"203.0.113.0/24\"\ngroup = \"v1\"\n",
+            pin("203.0.113.0/24", "v2")
+        ),
+        with("[service.health]\nkind = \"tcp\"\ninterval = \"1s\"\ntimeout = \"2s\"\n"),
+        with("[service.rollout]\nto = \"v3\"\n"),
+        edit("interfaces = [\"eth0\"]", "interfaces = [\"eth/0\"]"),
+        edit(
+            "interfaces = [\"eth0\"]",
+            "interfaces = [\"eth0\", \"eth0\"]",
+        ),
+        edit("conntrack_max = 1048576", "conntrack_max = 100"),
+        edit("udp = \"1m\"", "udp = \"500ms\""),
+        edit("udp = \"1m\"", "udp = \"21d\""),
+        format!("{good}\n[node.hooks]\neth9 = \"xdp\"\n"),
+        // Five services on the same backends.
+        (1..5).fold(good.clone(), |mut text, i| {
+            let service = &good[good.find("[[service]]").unwrap()..];
+            text.push('\n');
+            text.push_str(
+                &service
+                    .replace("\"web\"", &format!("\"web{i}\""))
+                    .replace("port = 80", &format!("port = {}", 1000 + i)),
+            );
+            text
+        }),
+        // Services beside an etcd source.
+        format!("{good}\n[source]\nkind = \"etcd\"\n"),
+        // One service more than VEER_SERVICES holds.
+        (1..veer_common::maps::MAX_SERVICES).fold(good.clone(), |mut text, i| {
+            let service = &good[good.find("[[service]]").unwrap()..];
+            text.push('\n');
+            text.push_str(
+                &service
+                    .replace("\"web\"", &format!("\"web{i}\""))
+                    .replace("port = 80", &format!("port = {}", 1000 + i)),
+            );
+            text
+        }),
+    ];
+    let mut seen = std::collections::BTreeSet::new();
+    for text in &files {
+        let errors = parse(Path::new("veer.toml"), text).unwrap_err();
+        let rendered = errors.render();
+        for e in &errors.errors {
+            let message = e.to_string();
+            for internal in [
+                "untagged enum",
+                "did not match any variant",
+                "invalid type:",
+                "serde",
+            ] {
+                assert!(!message.contains(internal), "serde leaks into {message:?}");
+            }
+            let key = e.kind.key();
+            let expected = e.kind.expected();
+            assert!(
+                !expected.is_empty(),
+                "{message}: says nothing of what is expected"
+            );
+            assert!(
+                rendered.contains(&expected) || message.contains(&expected),
+                "{rendered}"
+            );
+            if matches!(e.kind, K::Syntax { .. }) {
+                assert!(
+                    expected.starts_with("expected") || expected == "valid TOML",
+                    "{message}"
+                );
+            } else {
+                assert!(!key.is_empty(), "{message}: names no key");
+                assert!(rendered.contains(&key), "{rendered}: does not show `{key}`");
+            }
+            assert!(
+                rendered.contains(&format!("{} | ", e.location.line)),
+                "{rendered}: no source line"
+            );
+            assert!(rendered.contains('^'), "{rendered}: no caret");
+            seen.extend(kind(&e.kind));
+        }
+    }
+    let all = [
+        "syntax",
+        "unknown key",
+        "missing key",
+        "wrong type",
+        "out of range",
+        "bad choice",
+        "bad value",
+        "bad weight",
+        "bad rollout value",
+        "misplaced",
+        "bad name",
+        "duplicate service",
+        "duplicate endpoint",
+        "bad vip",
+        "port 0",
+        "no groups",
+        "too many groups",
+        "duplicate group",
+        "backend port 0",
+        "family mismatch",
+        "duplicate backend",
+        "weight without backends",
+        "pin family",
+        "pin unknown group",
+        "duplicate pin",
+        "bad health check",
+        "bad rollout",
+        "bad interface",
+        "duplicate interface",
+        "hook for unknown interface",
+        "flow table size",
+        "backend in too many services",
+        "timeout too short",
+        "timeout too long",
+        "too many",
+    ];
+    let missing: Vec<&&str> = all.iter().filter(|k| !seen.contains(*k)).collect();
+    assert!(missing.is_empty(), "no example file shows {missing:?}");
+}
+
+#[test]
+fn every_problem_of_a_file_is_reported_at_once_with_suggestions() {
+    let good = good_text();
+    let text = good
+        .replacen("protocol = \"tcp\"", "protocol = \"tpc\"", 1)
+        .replacen("weight = 100", "wieght = 100", 1)
+        .replacen("weight = 0\n", "weight = \"0%\"\n", 1)
+        .replacen("udp = \"1m\"", "udp = 60", 1);
+    let errors = parse(Path::new("veer.toml"), &text).unwrap_err();
+    let lines: Vec<String> = errors.errors.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        lines,
+        [
+            "veer.toml:11:7: `udp`: expected a duration in quotes, e.g. \"30s\", \"1h\", \"500ms\", found the integer 60; write `udp = \"60s\"` for 60 seconds",
+            "veer.toml:17:12: `protocol`: `tpc` is not one of tcp, udp; did you mean `tcp`?",
+            "veer.toml:21:1: unknown key `wieght` in [[service.group]]; did you mean `weight`?",
+            "veer.toml:26:10: `weight`: expected a number: the group's share of new flows in percent (e.g. 90, 12.5), found the string \"0%\"; write `weight = 0` (a number, without quotes or %)",
+        ]
+    );
+    let rendered = errors.render();
+    assert!(
+        rendered.contains(
+            "21 | wieght = 100\n   | ^^^^^^ `wieght`: expected one of `name`, `weight`, `backends`"
+        ),
+        "{rendered}"
+    );
+    assert!(
+        rendered.ends_with("4 errors in veer.toml; nothing was applied"),
+        "{rendered}"
     );
 }

@@ -7,7 +7,7 @@ use super::error::ControlError;
 use crate::{
     model::{DesiredState, Service},
     rollout::Rollout,
-    state::{Origin, Revision},
+    state::{Audit, Origin, Revision, Unusable},
 };
 
 /// The live revision, as the core reads it.
@@ -21,6 +21,10 @@ pub struct Head {
     pub rollouts: Vec<Rollout>,
     /// The mark of what the config file held when it was last applied.
     pub config: Option<String>,
+    /// The newest revision file, when it cannot be used: the state the maps hold is not known,
+    /// so this head (the newest usable revision) is not in force. Only an operator's whole
+    /// rollback to a named revision or `veer apply` may change anything then.
+    pub held: Option<Unusable>,
 }
 
 impl Head {
@@ -31,6 +35,7 @@ impl Head {
             state: r.state.clone(),
             rollouts: r.rollouts.clone(),
             config: r.config_digest.clone(),
+            held: None,
         })
     }
 
@@ -42,6 +47,7 @@ impl Head {
             state: change.state.clone(),
             rollouts: change.rollouts.clone(),
             config: change.config.clone(),
+            held: None,
         }
     }
 
@@ -74,6 +80,7 @@ impl Head {
             origin,
             summary,
             config: self.config.clone(),
+            audit: Audit::default(),
         }
     }
 }
@@ -91,6 +98,33 @@ pub struct Change {
     pub summary: String,
     /// The config file's mark, carried from the head unless this change applies the file.
     pub config: Option<String>,
+    /// Who made it and why: the producer of the request it answers (the controller sets it;
+    /// the core leaves it empty).
+    pub audit: Audit,
+}
+
+impl Change {
+    /// The revision `number` this change makes, committed at `time` with the numeric ids
+    /// `ids` (what a node that keeps its revisions in memory records).
+    pub fn revision(
+        &self,
+        number: u64,
+        time: std::time::SystemTime,
+        ids: crate::model::Ids,
+    ) -> Revision {
+        Revision {
+            number,
+            time,
+            origin: self.origin.clone(),
+            summary: self.summary.clone(),
+            services: self.state.services.iter().map(|s| s.name.clone()).collect(),
+            state: self.state.clone(),
+            ids,
+            config_digest: self.config.clone(),
+            rollouts: self.rollouts.clone(),
+            audit: self.audit.clone(),
+        }
+    }
 }
 
 /// What a request comes to.
@@ -113,15 +147,17 @@ impl From<Option<Change>> for Outcome {
 
 /// Turns a proposed change into the one to commit: `None` when it changes nothing; refused when
 /// an operator (not the rollout engine) would change weights a rollout in progress owns, or when
-/// the state breaks a rule of the model.
+/// the state breaks a rule of the model. A held head is not in force: the operator's change is
+/// always committed, whatever the head's rollouts say.
 pub(super) fn finish(head: &Head, change: Change) -> Result<Option<Change>, ControlError> {
-    if change.state == head.state
+    if head.held.is_none()
+        && change.state == head.state
         && change.rollouts == head.rollouts
         && change.config == head.config
     {
         return Ok(None);
     }
-    if change.origin != Origin::Rollout {
+    if change.origin != Origin::Rollout && head.held.is_none() {
         refuse_weight_changes(&head.rollouts, &head.state, &change.state)?;
     }
     change.state.validate()?;

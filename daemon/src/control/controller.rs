@@ -15,8 +15,9 @@ use veer_common::{counters::Reason, signals::BackendSignals};
 use super::{
     change::{Change, Head},
     core::{self, Live},
+    diff,
     drains::{self, PacedDrain},
-    effects::{Effects, Readings},
+    effects::{Census, Effects, Readings},
     error::ControlError,
     health::{self, CheckJob, Health},
     judging,
@@ -24,8 +25,10 @@ use super::{
     observed::{self, GateKey, GateState, Observations},
     request::Request,
     rollouts::{self, GateJob},
+    source::Following,
     views::{
-        self, ConfigView, FlowsView, ReloadError, RevisionView, RolloutView, StatusView, Waiting,
+        self, ConfigView, FilesView, FlowsView, ReloadError, RevisionView, RolloutView, StatusView,
+        Waiting,
     },
 };
 use crate::{
@@ -34,8 +37,12 @@ use crate::{
     error::chain,
     health::check::CheckError,
     model::{BackendRef, DesiredState, NodeChange, NodeConfig},
-    rollout::{Decision, GateFailure, Rollout, canary::StepJudge, engine::WaitReason},
-    state::Origin,
+    rollout::{
+        Decision, GateFailure, Rollout,
+        canary::{StepJudge, StepVerdict},
+        engine::WaitReason,
+    },
+    state::{Audit, Author, Origin},
 };
 
 /// What a request did.
@@ -51,6 +58,21 @@ pub struct Answer {
     pub pending_restart: Vec<NodeChange>,
 }
 
+/// What a request would do, decided but not carried out (`--dry-run`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Preview {
+    /// The revision in force (it stays in force).
+    pub revision: u64,
+    /// How the desired state would differ afterwards.
+    pub diff: Vec<diff::Difference>,
+    /// The summary of every revision the request would make, in order (none: already so).
+    pub summaries: Vec<String>,
+    /// Why nothing would change, when it deserves a word.
+    pub note: Option<String>,
+    /// Node settings the request asks for that would wait for a daemon restart.
+    pub pending_restart: Vec<NodeChange>,
+}
+
 /// What the controller knows of the config file and of the node settings sources ask for.
 #[derive(Clone, Debug, Default)]
 struct FileState {
@@ -60,21 +82,34 @@ struct FileState {
     last_error: Option<ReloadError>,
     /// The node settings the latest applied source asked for.
     wanted: Option<NodeConfig>,
+    /// When the file was last read to be applied (at start or on reload), whatever came of it.
+    last_attempt: Option<SystemTime>,
+    /// Reloads (and the start's reading) that applied the file or found it in force.
+    reloads_ok: u64,
+    /// Reloads (and the start's reading) that refused it.
+    reloads_failed: u64,
 }
 
 /// The daemon's control state: the node it acts on, the node settings it runs with, backend
 /// health, and the outcomes of rollout gates.
 pub struct Controller<N = Node> {
-    node: N,
-    running: NodeConfig,
+    pub(super) node: N,
+    pub(super) running: NodeConfig,
     config_path: PathBuf,
-    health: Health,
+    pub(super) health: Health,
     gates: BTreeMap<GateKey, GateState>,
     /// The canary judge of every judged step being watched.
     judges: BTreeMap<GateKey, StepJudge>,
     /// Drains with a deadline and a pace, until their last flow ended.
     drains: Vec<PacedDrain>,
+    /// Step gate checks since start: (service, passed) -> count.
+    gate_checks: BTreeMap<(String, bool), u64>,
     file: FileState,
+    /// Conntrack as the last upkeep pass counted it: what metrics show, so a scrape never
+    /// scans the table (`status` and `drain --wait` do, to be exact).
+    census: Option<Census>,
+    /// The fleet's etcd, when the services come from there.
+    pub(super) etcd: Option<Following>,
 }
 
 impl<N: Effects + Readings> Controller<N> {
@@ -89,7 +124,10 @@ impl<N: Effects + Readings> Controller<N> {
             gates: BTreeMap::new(),
             judges: BTreeMap::new(),
             drains: Vec::new(),
+            gate_checks: BTreeMap::new(),
             file: FileState::default(),
+            census: None,
+            etcd: None,
         }
     }
 
@@ -110,9 +148,18 @@ impl<N: Effects + Readings> Controller<N> {
         &mut self.node
     }
 
-    /// The live revision, as the core reads it.
+    /// The live revision, as the core reads it (held when the newest revision file cannot be
+    /// used).
     pub fn head(&self) -> Head {
-        Head::of(self.node.revisions().last())
+        let mut head = Head::of(self.node.revisions().last());
+        head.held = crate::state::hold(self.node.revisions(), self.node.unusable()).cloned();
+        head
+    }
+
+    /// Whether the newest revision file cannot be used: the maps hold a state no usable
+    /// revision records, and only an operator's choice changes them.
+    pub fn is_held(&self) -> bool {
+        crate::state::hold(self.node.revisions(), self.node.unusable()).is_some()
     }
 
     /// The rollouts recorded in the live revision.
@@ -147,21 +194,24 @@ impl<N: Effects + Readings> Controller<N> {
         Ok(observed)
     }
 
-    /// Decides `request` at `now` and carries it out.
+    /// Decides `request` at `now` and carries it out; its revisions record the author its origin
+    /// implies (`Request::implied_author`: the config file), see `execute_by`.
     pub fn execute(&mut self, request: &Request, now: SystemTime) -> Result<Answer, ControlError> {
+        self.execute_by(request, &Audit::by(request.implied_author()), now)
+    }
+
+    /// Decides `request` at `now` and carries it out; every revision it makes records `audit`
+    /// (who asked, and why).
+    pub fn execute_by(
+        &mut self,
+        request: &Request,
+        audit: &Audit,
+        now: SystemTime,
+    ) -> Result<Answer, ControlError> {
         let head = self.head();
-        let observed = self.observe(&head, Some(request))?;
-        let outcome = core::decide(
-            request,
-            &Live {
-                head: &head,
-                history: self.node.revisions(),
-                observed: &observed,
-                now,
-            },
-        )?;
+        let outcome = self.decide(&head, request, now)?;
         let changed = !outcome.changes.is_empty();
-        let revision = self.commit_all(&head, outcome.changes)?;
+        let revision = self.commit_all(&head, outcome.changes, audit)?;
         if let Request::Drain {
             service,
             group,
@@ -182,11 +232,85 @@ impl<N: Effects + Readings> Controller<N> {
         })
     }
 
-    /// Commits `changes` in order; returns the revision in force afterwards. A failure stops
-    /// there: the changes before it stay committed, the failed one is undone.
-    fn commit_all(&mut self, head: &Head, changes: Vec<Change>) -> Result<u64, ControlError> {
+    /// What `request` would do at `now`, decided exactly as `execute_by` decides it, with
+    /// nothing applied or committed (`--dry-run`, `veer diff`).
+    pub fn preview(&self, request: &Request, now: SystemTime) -> Result<Preview, ControlError> {
+        let head = self.head();
+        let outcome = self.decide(&head, request, now)?;
+        let after = outcome.changes.last().map_or(&head.state, |c| &c.state);
+        let mut pending_restart = Vec::new();
+        if let Request::Apply { node, .. } = request {
+            pending_restart = self.running.changes(node);
+        }
+        Ok(Preview {
+            revision: head.number,
+            diff: diff::between(&head.state, after),
+            summaries: outcome.changes.iter().map(|c| c.summary.clone()).collect(),
+            note: outcome.note,
+            pending_restart,
+        })
+    }
+
+    /// The core's decision on `request` against `head`, with what it observes now. A node whose
+    /// services come from etcd refuses `veer apply` (and its own config file's services), except
+    /// while held, when `veer apply -f FILE` is one of the operator's two ways out.
+    fn decide(
+        &self,
+        head: &Head,
+        request: &Request,
+        now: SystemTime,
+    ) -> Result<super::change::Outcome, ControlError> {
+        if self.etcd.is_some()
+            && let Request::Apply { origin, .. } = request
+            && match origin {
+                Origin::Apply { .. } => head.held.is_none(),
+                Origin::Config { .. } => true,
+                _ => false,
+            }
+        {
+            return Err(ControlError::FromEtcd);
+        }
+        let observed = self.observe(head, Some(request))?;
+        core::decide(
+            request,
+            &Live {
+                head,
+                history: self.node.revisions(),
+                observed: &observed,
+                now,
+            },
+        )
+        .map_err(|e| match e {
+            // The way out says what a node following etcd does after it.
+            ControlError::Held {
+                number,
+                path,
+                problem,
+                usable,
+                ..
+            } => ControlError::Held {
+                number,
+                path,
+                problem,
+                usable,
+                etcd: self.etcd.is_some(),
+            },
+            e => e,
+        })
+    }
+
+    /// Commits `changes` in order, each recording `audit`; returns the revision in force
+    /// afterwards. A failure stops there: the changes before it stay committed, the failed one
+    /// is undone.
+    fn commit_all(
+        &mut self,
+        head: &Head,
+        changes: Vec<Change>,
+        audit: &Audit,
+    ) -> Result<u64, ControlError> {
         let mut current = head.clone();
-        for change in changes {
+        for mut change in changes {
+            change.audit = audit.clone();
             current.number = self.commit(&current.state, &change)?;
             current.state = change.state;
         }
@@ -195,14 +319,20 @@ impl<N: Effects + Readings> Controller<N> {
 
     /// Applies one change to the kernel and commits it; puts `previous` back if the commit
     /// fails, so the maps and the store never disagree for long (a crash in between is repaired
-    /// at the next start, which reconciles the maps with the last revision).
+    /// at the next start, which reconciles the maps with the last revision). While held there
+    /// is no previous state to put back: what the maps held is not known.
     fn commit(&mut self, previous: &DesiredState, change: &Change) -> Result<u64, ControlError> {
+        let held = self.is_held();
         self.node
             .apply(&change.state, &self.health.down(&change.state))?;
         match self.node.commit(change) {
             Ok(number) => {
                 tracing::info!(revision = number, origin = change.origin.word(), summary = %change.summary, "applied");
                 Ok(number)
+            }
+            Err(e) if held => {
+                tracing::error!(error = %chain(&e), "recording the operator's choice failed; the maps hold it, and the newest revision file still cannot be used");
+                Err(e)
             }
             Err(e) => {
                 if let Err(undo) = self.node.apply(previous, &self.health.down(previous)) {
@@ -215,9 +345,12 @@ impl<N: Effects + Readings> Controller<N> {
 
     /// After a restart: rollouts whose plan says so hold (paused) instead of resuming.
     pub fn hold_rollouts_after_restart(&mut self) -> Result<(), ControlError> {
+        if self.is_held() {
+            return Ok(());
+        }
         let head = self.head();
         if let Some(change) = rollouts::hold_after_restart(&head)? {
-            self.commit_all(&head, vec![change])?;
+            self.commit_all(&head, vec![change], &Audit::by(Author::Rollout))?;
         }
         Ok(())
     }
@@ -225,22 +358,43 @@ impl<N: Effects + Readings> Controller<N> {
     /// Reads the config file and applies it, unless what it holds is what was last applied from
     /// it. A broken file is an error and changes nothing.
     pub fn reload(&mut self) -> Result<Answer, ControlError> {
+        let read = config::read(&self.config_path);
+        self.reload_from(read)
+    }
+
+    /// Like `reload`, with the file's text as the caller read it (once it settled).
+    pub fn reload_from(
+        &mut self,
+        read: Result<String, config::LoadError>,
+    ) -> Result<Answer, ControlError> {
         let now = SystemTime::now();
-        let result = config::load(&self.config_path)
+        let result = read
+            .and_then(|text| Ok((config::parse(&self.config_path, &text)?, text)))
             .map_err(ControlError::from)
-            .and_then(|(cfg, text)| self.apply_file(cfg, &text));
+            .and_then(|(cfg, text)| {
+                if self.etcd.is_some() {
+                    self.local_file(&cfg)
+                } else {
+                    self.apply_file(cfg, &text)
+                }
+            });
         self.record_reload(result.as_ref().map(drop), now);
         result
     }
 
     /// Remembers how a reload of the file (or the start's reading of it) went.
     fn record_reload(&mut self, result: Result<(), &ControlError>, now: SystemTime) {
+        self.file.last_attempt = Some(now);
         match result {
             Ok(()) => {
                 self.file.last_good = Some(now);
                 self.file.last_error = None;
+                self.file.reloads_ok += 1;
             }
-            Err(e) => self.file.last_error = Some(ReloadError::of(e, now)),
+            Err(e) => {
+                self.file.last_error = Some(ReloadError::of(e, now));
+                self.file.reloads_failed += 1;
+            }
         }
     }
 
@@ -266,6 +420,22 @@ impl<N: Effects + Readings> Controller<N> {
             },
         };
         self.apply(&request, SystemTime::now())
+    }
+
+    /// The config file of a node whose services come from etcd: `[node]` only (read for the
+    /// settings that wait for a restart); services in it are refused, never applied.
+    fn local_file(&mut self, cfg: &config::Config) -> Result<Answer, ControlError> {
+        if !cfg.state.services.is_empty() {
+            return Err(ControlError::ServicesInLocalFile {
+                path: self.config_path.clone(),
+            });
+        }
+        Ok(Answer {
+            revision: self.head().number,
+            changed: false,
+            note: None,
+            pending_restart: self.want(&cfg.node),
+        })
     }
 
     /// The answer to a source whose desired state is already in force.
@@ -298,7 +468,17 @@ impl<N: Effects + Readings> Controller<N> {
     /// Applies a source's desired state (`Request::Apply`): as `execute`, and says when its node
     /// settings differ from those in force (they wait for a restart).
     pub fn apply(&mut self, request: &Request, now: SystemTime) -> Result<Answer, ControlError> {
-        let mut answer = self.execute(request, now)?;
+        self.apply_by(request, &Audit::by(request.implied_author()), now)
+    }
+
+    /// `apply`, its revisions recording `audit`.
+    pub fn apply_by(
+        &mut self,
+        request: &Request,
+        audit: &Audit,
+        now: SystemTime,
+    ) -> Result<Answer, ControlError> {
+        let mut answer = self.execute_by(request, audit, now)?;
         if !answer.changed {
             tracing::info!(
                 "config unchanged since it was last applied; the live revision stays in force"
@@ -312,18 +492,30 @@ impl<N: Effects + Readings> Controller<N> {
 
     /// Records the outcome of a step's extra gates.
     pub fn gate_result(&mut self, key: GateKey, result: Result<(), GateFailure>) {
+        *self
+            .gate_checks
+            .entry((key.0.clone(), result.is_ok()))
+            .or_default() += 1;
         self.gates.insert(key, GateState::Done(result));
+    }
+
+    /// How many times each service's step gates were checked, by outcome (pass: true), since
+    /// the daemon started.
+    pub fn gate_checks(&self) -> &BTreeMap<(String, bool), u64> {
+        &self.gate_checks
     }
 
     /// Decides every running rollout; commits advances, completions and breaches as revisions.
     /// Returns the gate checks to run.
     pub fn rollout_tick(&mut self, now: SystemTime) -> Result<Vec<GateJob>, ControlError> {
         let running = |r: &Rollout| r.phase == crate::rollout::Phase::Running;
-        if !self
-            .node
-            .revisions()
-            .last()
-            .is_some_and(|rev| rev.rollouts.iter().any(running))
+        // While held, the rollouts of the newest usable revision are not in force either.
+        if self.is_held()
+            || !self
+                .node
+                .revisions()
+                .last()
+                .is_some_and(|rev| rev.rollouts.iter().any(running))
         {
             return Ok(Vec::new());
         }
@@ -335,7 +527,7 @@ impl<N: Effects + Readings> Controller<N> {
             self.gates.insert(job.key.clone(), GateState::Pending);
         }
         let completed = drains::after_rollouts(&head, &tick.changes, now);
-        self.commit_all(&head, tick.changes)?;
+        self.commit_all(&head, tick.changes, &Audit::by(Author::Rollout))?;
         for d in completed {
             self.drains
                 .retain(|o| !(o.service == d.service && o.group == d.group));
@@ -363,14 +555,29 @@ impl<N: Effects + Readings> Controller<N> {
         Ok(())
     }
 
+    /// The judge of `r`'s current step, and the verdict `rollout status` shows: that judge's
+    /// latest, or else the one kept in the rollout.
+    fn judge_of(&self, r: &Rollout) -> (Option<StepJudge>, Option<StepVerdict>) {
+        let judge = self.judges.get(&observed::gate_key(r)).cloned();
+        let shown = judge
+            .as_ref()
+            .and_then(|j| j.latest().cloned())
+            .or_else(|| r.verdict.clone());
+        (judge, shown)
+    }
+
     /// Paced drains still ending flows (or waiting for their deadline).
     #[cfg(test)]
     pub(super) fn paced_drains(&self) -> usize {
         self.drains.len()
     }
 
-    /// Every active check the live state asks for.
+    /// Every active check the live state asks for (none while held: the live state is not
+    /// known).
     pub fn health_jobs(&self) -> Vec<CheckJob> {
+        if self.is_held() {
+            return Vec::new();
+        }
         self.node
             .revisions()
             .last()
@@ -386,6 +593,9 @@ impl<N: Effects + Readings> Controller<N> {
         outcome: &Result<(), CheckError>,
     ) -> Result<(), ControlError> {
         let head = self.head();
+        if head.held.is_some() {
+            return Ok(());
+        }
         let Some(check) = head
             .state
             .service(&backend.0)
@@ -422,6 +632,7 @@ impl<N: Effects + Readings> Controller<N> {
     pub fn upkeep(&mut self) -> Result<Upkeep, ControlError> {
         let u = self.node.upkeep(&self.running.timeouts)?;
         self.health.record_unanswered(&u.unanswered, &u.syn);
+        self.census = Some(u.census.clone());
         Ok(u)
     }
 
@@ -436,9 +647,31 @@ impl<N: Effects + Readings> Controller<N> {
             .collect()
     }
 
-    /// The live revision, services, weights, backends, flows and counters.
+    /// The live revision, services, weights, backends, flows and counters. While held, no
+    /// revision is in force and the services the maps hold are not known: only the files that
+    /// cannot be used and the conntrack are shown.
     pub fn status(&self, service: Option<&str>) -> Result<StatusView, ControlError> {
-        let latest = self.node.revisions().last();
+        self.status_with(service, &self.node.census()?)
+    }
+
+    /// The status metrics render: active flows and conntrack entries as the last upkeep pass
+    /// counted them (every second, or every tenth of the time a pass takes on a very large
+    /// table), so that a scrape costs no scan of conntrack under the control lock. Before the
+    /// first pass, one scan.
+    pub fn metrics_status(&self) -> Result<StatusView, ControlError> {
+        match &self.census {
+            Some(c) => self.status_with(None, c),
+            None => self.status_with(None, &self.node.census()?),
+        }
+    }
+
+    fn status_with(
+        &self,
+        service: Option<&str>,
+        census: &Census,
+    ) -> Result<StatusView, ControlError> {
+        let held = self.is_held();
+        let latest = self.node.revisions().last().filter(|_| !held);
         let empty = DesiredState::default();
         let state = latest.map_or(&empty, |r| &r.state);
         if let Some(name) = service
@@ -448,8 +681,8 @@ impl<N: Effects + Readings> Controller<N> {
                 service: name.to_owned(),
             });
         }
-        let census = self.node.census()?;
         Ok(StatusView {
+            files: self.files_view(),
             config: self.config_view(),
             revision: latest.map(RevisionView::from),
             interfaces: self.running.interfaces.clone(),
@@ -459,7 +692,19 @@ impl<N: Effects + Readings> Controller<N> {
             conntrack_new_entries: census.new_flows,
             conntrack_new_capacity: self.running.conntrack_new_max,
             services: views::services(state, service, &self.node, &self.health, &census.active)?,
+            source: self.source_view(),
         })
+    }
+
+    /// Revision files that cannot be used, and the one that holds changes back, if any.
+    pub fn files_view(&self) -> FilesView {
+        let revisions = self.node.revisions();
+        let unusable = self.node.unusable();
+        FilesView {
+            held: crate::state::hold(revisions, unusable).cloned(),
+            newest_usable: revisions.last().map(|r| r.number),
+            unusable: unusable.to_vec(),
+        }
     }
 
     /// The config file: last good reload, last rejection, node settings waiting for a restart.
@@ -467,6 +712,9 @@ impl<N: Effects + Readings> Controller<N> {
         ConfigView {
             path: self.config_path.clone(),
             last_good: self.file.last_good,
+            last_attempt: self.file.last_attempt,
+            reloads_ok: self.file.reloads_ok,
+            reloads_failed: self.file.reloads_failed,
             last_error: self.file.last_error.clone(),
             pending_restart: self
                 .file
@@ -541,11 +789,7 @@ impl<N: Effects + Readings> Controller<N> {
             })?;
         let counts =
             observed::group_counts(&self.node, &self.health, &head.state, service, &r.plan.to)?;
-        let judge = self.judges.get(&observed::gate_key(r)).cloned();
-        let verdict = judge
-            .as_ref()
-            .and_then(|j| j.latest().cloned())
-            .or_else(|| r.verdict.clone());
+        let (judge, judged) = self.judge_of(r);
         let obs = crate::rollout::Observation {
             counts,
             target_up: self.health.up_in(&head.state, service, &r.plan.to),
@@ -562,7 +806,7 @@ impl<N: Effects + Readings> Controller<N> {
             Decision::Wait(WaitReason::Judge) => Some(Waiting::Judge),
             _ => None,
         };
-        let weights = head
+        let weights: Vec<(String, crate::model::Weight)> = head
             .state
             .service(service)
             .map(|s| {
@@ -572,12 +816,70 @@ impl<N: Effects + Readings> Controller<N> {
                     .collect()
             })
             .unwrap_or_default();
+        let census = self.node.census()?;
+        let elapsed = now.duration_since(r.step_started).unwrap_or_default();
+        let mut groups = Vec::new();
+        for (name, weight) in &weights {
+            let active_flows = self
+                .node
+                .ids()
+                .backends
+                .iter()
+                .filter(|((s, g, _), _)| s == service && g == name)
+                .map(|(_, id)| census.active.get(id).copied().unwrap_or(0))
+                .sum();
+            let baseline = r.group_baselines.iter().find(|(g, _)| g == name);
+            let in_step = match baseline {
+                // A rollout that is over has no current step.
+                _ if r.phase.is_final() => None,
+                Some((_, base)) => {
+                    let now_counts = observed::group_counts(
+                        &self.node,
+                        &self.health,
+                        &head.state,
+                        service,
+                        name,
+                    )?;
+                    Some(crate::rollout::engine::Counts {
+                        attempted: now_counts.attempted.saturating_sub(base.attempted),
+                        failed: now_counts.failed.saturating_sub(base.failed),
+                    })
+                }
+                None if *name == r.plan.to => Some(r.in_step(counts)),
+                None => None,
+            };
+            let seconds = elapsed.as_secs_f64();
+            groups.push(views::GroupInStep {
+                name: name.clone(),
+                weight: *weight,
+                active_flows,
+                in_step,
+                new_per_second: in_step
+                    .filter(|_| seconds > 0.0)
+                    .map(|c| c.attempted as f64 / seconds),
+            });
+        }
+        let in_step = if r.phase.is_final() {
+            r.history
+                .last()
+                .map_or_else(|| r.in_step(counts), |h| h.counts)
+        } else {
+            r.in_step(counts)
+        };
         Ok(RolloutView {
             rollout: r.clone(),
             weights,
-            in_step: r.in_step(counts),
+            in_step,
             waiting,
-            verdict,
+            judge: judged,
+            steps: views::steps(r, in_step, now),
+            groups,
+            elapsed,
+            verdict: views::Verdict {
+                counts: in_step,
+                max_failure_rate: r.plan.max_failure_rate,
+                min_flows: r.plan.min_flows,
+            },
         })
     }
 }
@@ -589,9 +891,26 @@ impl Controller<Node> {
     pub fn start(opts: Options) -> Result<Self, ControlError> {
         let (node, settings, file) = Node::start(&opts)?;
         let mut this = Self::new(node, settings, opts.config);
+        if let Some(source) = opts.etcd {
+            this.follow_etcd(source);
+        }
         this.hold_rollouts_after_restart()?;
         let now = SystemTime::now();
         match file {
+            FileAtStart::Read(cfg, _) if this.etcd.is_some() => {
+                this.local_file(&cfg)?;
+                this.record_reload(Ok(()), now);
+            }
+            // The file is no operator's choice over a state nobody knows: it waits (refused, and
+            // reported as such) until the operator chooses.
+            FileAtStart::Read(_, _) if this.is_held() => {
+                let head = this.head();
+                if let Some(held) = &head.held {
+                    let e = ControlError::held(held, this.node.revisions().last());
+                    tracing::error!(error = %chain(&e), "config file not applied");
+                    this.record_reload(Err(&e), now);
+                }
+            }
             FileAtStart::Read(cfg, text) => {
                 this.apply_file(cfg, &text)?;
                 this.record_reload(Ok(()), now);

@@ -36,6 +36,22 @@ pub struct Live<'a> {
 /// Decides what `request` does to the live revision.
 pub fn decide(request: &Request, live: &Live<'_>) -> Result<Outcome, ControlError> {
     let head = live.head;
+    if let Some(held) = &head.held {
+        // The maps hold a state no usable revision records: only an operator's choice of a whole
+        // state may replace it, never a source, a verb on part of it, or an older revision by
+        // default.
+        let chosen = match request {
+            Request::Rollback {
+                service: None,
+                to: Some(_),
+            } => true,
+            Request::Apply { origin, .. } => matches!(origin, Origin::Apply { .. }),
+            _ => false,
+        };
+        if !chosen {
+            return Err(ControlError::held(held, live.history.last()));
+        }
+    }
     Ok(match request {
         Request::Apply {
             state,
@@ -43,13 +59,17 @@ pub fn decide(request: &Request, live: &Live<'_>) -> Result<Outcome, ControlErro
             mark,
             ..
         } => apply(live, state, origin, mark.as_ref())?,
-        Request::Shift { services, weights } => shift(head, services, weights)?.into(),
+        Request::Shift {
+            services,
+            weights,
+            force,
+        } => dropping(&head.state, shift(head, services, weights, *force)?),
         Request::Drain {
             service,
             group,
             force,
             ..
-        } => drain(head, service, group, *force)?.into(),
+        } => dropping(&head.state, drain(head, service, group, *force)?),
         Request::Pin {
             service,
             prefix,
@@ -66,13 +86,40 @@ pub fn decide(request: &Request, live: &Live<'_>) -> Result<Outcome, ControlErro
         Request::RolloutResume { service } => {
             rollouts::resume(head, service, live.observed, live.now)?.into()
         }
-        Request::RolloutAbort { service } => rollouts::abort(head, service)?,
+        Request::RolloutAbort { service } => {
+            rollouts::abort(head, service, live.observed, live.now)?
+        }
+        Request::RolloutPromote { service, full } => {
+            rollouts::promote(head, service, *full, live.observed, live.now)?
+        }
+        Request::RolloutRetry { service } => {
+            rollouts::retry(head, service, live.observed, live.now)?
+        }
+        Request::FleetRollout {
+            service,
+            id,
+            plan,
+            directive,
+        } => rollouts::fleet(
+            head,
+            &rollouts::FleetPart {
+                service,
+                id,
+                plan,
+                directive,
+            },
+            live.observed,
+            live.now,
+        )?
+        .into(),
     })
 }
 
-/// A source's desired state (the config file, `veer apply`). A service whose latest rollout is
-/// the one the source declares keeps the weights that rollout set (in progress, completed or
-/// rolled back): the rollout owns them. Declared rollouts not seen yet start right after.
+/// A source's desired state (the config file, `veer apply`, a fleet's config in etcd). A service
+/// whose latest rollout is the one the source declares keeps the weights that rollout set (in
+/// progress, completed or rolled back), and so does a service in the middle of its part of a
+/// fleet rollout (the fleet's driver writes the final weights into the fleet's config): the
+/// rollout owns them. Declared rollouts not seen yet start right after.
 fn apply(
     live: &Live<'_>,
     desired: &DesiredState,
@@ -80,7 +127,7 @@ fn apply(
     mark: Option<&String>,
 ) -> Result<Outcome, ControlError> {
     let head = live.head;
-    if mark.is_some() && mark == head.config.as_ref() {
+    if head.held.is_none() && mark.is_some() && mark == head.config.as_ref() {
         return Ok(Outcome::default());
     }
     let mut state = desired.clone();
@@ -88,9 +135,9 @@ fn apply(
         let Some(s) = state.services.iter_mut().find(|s| s.name == r.service) else {
             continue;
         };
-        if s.rollout.as_ref() == Some(&r.plan)
-            && let Some(live_service) = head.state.service(&r.service)
-        {
+        let owns =
+            s.rollout.as_ref() == Some(&r.plan) || (r.fleet.is_some() && !r.phase.is_final());
+        if owns && let Some(live_service) = head.state.service(&r.service) {
             for g in &mut s.groups {
                 if let Some(l) = live_service.group(&g.name) {
                     g.weight = l.weight;
@@ -98,7 +145,11 @@ fn apply(
             }
         }
     }
-    let mut change = head.change(state, origin.clone(), summarize(&head.state, desired));
+    let mut change = head.change(
+        state,
+        origin.clone(),
+        held_note(head, summarize(&head.state, desired)),
+    );
     if mark.is_some() {
         change.config = mark.cloned();
     }
@@ -149,12 +200,52 @@ fn group_names(s: &Service) -> String {
         .join(" ")
 }
 
+/// Whether a service sends new connections anywhere: a group with weight and a backend.
+fn takes_new_flows(s: &Service) -> bool {
+    s.groups
+        .iter()
+        .any(|g| !g.weight.is_zero() && !g.backends.is_empty())
+}
+
+/// The services `next` leaves with no group taking new connections that took them in `before`.
+fn newly_dropping<'a>(before: &DesiredState, next: &'a DesiredState) -> Vec<&'a str> {
+    next.services
+        .iter()
+        .filter(|s| !takes_new_flows(s) && before.service(&s.name).is_some_and(takes_new_flows))
+        .map(|s| s.name.as_str())
+        .collect()
+}
+
+/// A weight change as an outcome, saying so when it leaves services dropping new connections.
+fn dropping(before: &DesiredState, change: Option<Change>) -> Outcome {
+    let note = change.as_ref().and_then(|c| {
+        let services = newly_dropping(before, &c.state);
+        (!services.is_empty()).then(|| {
+            format!(
+                "no group of {} takes new connections now: they are dropped until a group gets weight",
+                services
+                    .iter()
+                    .map(|s| format!("`{s}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })
+    });
+    Outcome {
+        changes: change.into_iter().collect(),
+        note,
+    }
+}
+
 /// Sets the weights of some groups of one or more services (a dual-stack pair, say) in one
 /// revision; groups not named keep theirs. Every named group must exist in every service.
+/// Refused when it leaves a service that took new connections with no group taking them (every
+/// group at weight 0), unless forced: like draining the last group.
 fn shift(
     head: &Head,
     services: &[String],
     weights: &[(String, Weight)],
+    force: bool,
 ) -> Result<Option<Change>, ControlError> {
     if services.is_empty() {
         return Err(ControlError::BadRequest {
@@ -178,6 +269,11 @@ fn shift(
             g.weight = *weight;
         }
         summary.push(format!("{service}: {}", group_names(s)));
+    }
+    if !force && let Some(service) = newly_dropping(&head.state, &state).first() {
+        return Err(ControlError::ShiftToNothing {
+            service: (*service).to_owned(),
+        });
     }
     let summary = format!("shift {}", summary.join("; "));
     finish(head, head.change(state, Origin::Shift, summary))
@@ -310,7 +406,18 @@ fn rollback(
             (state, format!("rollback {name} to revision {to}"))
         }
     };
-    finish(head, head.change(state, Origin::Rollback { to }, summary))
+    finish(
+        head,
+        head.change(state, Origin::Rollback { to }, held_note(head, summary)),
+    )
+}
+
+/// A summary, saying which revision file could not be used when the head is held.
+fn held_note(head: &Head, summary: String) -> String {
+    match &head.held {
+        Some(h) => format!("{summary} (revision {} could not be used)", h.number),
+        None => summary,
+    }
 }
 
 /// One line saying what differs between two states.

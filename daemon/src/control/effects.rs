@@ -17,7 +17,7 @@ pub use crate::dataplane::{DataplaneReport, InterfaceReport, flows::Census};
 use crate::{
     dataplane::flows::Upkeep,
     model::{DesiredState, Down, Ids, Timeouts},
-    state::Revision,
+    state::{Revision, Unusable},
 };
 
 /// Changes to the node.
@@ -34,6 +34,9 @@ pub trait Effects {
 
     /// Every revision kept, oldest first.
     fn revisions(&self) -> &[Revision];
+
+    /// Files named like revisions that cannot be used, by number (reported, never used).
+    fn unusable(&self) -> &[Unusable];
 
     /// One conntrack upkeep pass: idle flows expire by the timeouts of their state.
     fn upkeep(&mut self, timeouts: &Timeouts) -> Result<Upkeep, ControlError>;

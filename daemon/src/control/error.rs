@@ -5,7 +5,7 @@ use crate::{
     dataplane::{DataplaneError, sync::SyncError},
     model::{PlanError, Violation},
     rollout::{Phase, Rollout},
-    state::StoreError,
+    state::{Problem, Revision, StoreError, Unusable},
 };
 
 /// Why an operation was refused or failed.
@@ -71,12 +71,20 @@ pub enum ControlError {
         /// Name of the group, in its service.
         group: String,
     },
+    /// A shift that would leave the service with no group taking new connections.
+    #[error(
+        "these weights would leave service `{service}` with no group taking new connections (every group at weight 0 or without backends); give a group weight, or pass --force to drop new connections"
+    )]
+    ShiftToNothing {
+        /// Name of the service.
+        service: String,
+    },
     /// The desired state a request leads to breaks a rule of the model.
     #[error(transparent)]
     Invalid(#[from] Violation),
     /// The config file is invalid.
     #[error(transparent)]
-    Config(#[from] config::ConfigError),
+    Config(#[from] config::ConfigErrors),
     /// The config file could not be read or is invalid (at start, or on reload).
     #[error(transparent)]
     ConfigFile(Box<config::LoadError>),
@@ -124,15 +132,89 @@ pub enum ControlError {
     /// A rollout that cannot start.
     #[error(transparent)]
     RolloutPlan(#[from] PlanError),
+    /// `veer apply` on a node whose services come from etcd.
+    #[error(
+        "this node's services come from etcd (veer daemon --source etcd): `veer apply --fleet -f FILE` changes the fleet's config; shift, drain, pin, unpin and rollback on the node stay possible, as local changes until the next change of its config in etcd"
+    )]
+    FromEtcd,
+    /// Services in the local config file of a node whose services come from etcd.
+    #[error(
+        "{} has services, but this node's services come from etcd (--source etcd): keep [node] (and [source]) in the file and put the services in etcd (veer apply --fleet -f FILE)",
+        path.display()
+    )]
+    ServicesInLocalFile {
+        /// The config file.
+        path: std::path::PathBuf,
+    },
     /// A rollout request for a service without one.
     #[error("service `{service}` has no rollout in progress")]
     NoRollout {
         /// Name of the service.
         service: String,
     },
+    /// The newest revision file cannot be used: the state the maps hold is not known, and no
+    /// change is made until an operator chooses one.
+    #[error(
+        "revision {number} ({}) cannot be used: {problem}; the maps are kept as they are and nothing changes until you choose the state to put in force: {}",
+        path.display(),
+        held_advice(*usable, *etcd)
+    )]
+    Held {
+        /// The number of the revision file that cannot be used.
+        number: u64,
+        /// The file.
+        path: std::path::PathBuf,
+        /// What is wrong with it.
+        problem: Problem,
+        /// The newest revision that can be used, if any.
+        usable: Option<u64>,
+        /// Whether the node's services come from etcd (what happens after the hold differs).
+        etcd: bool,
+    },
+    /// A retry of a rollout that completed.
+    #[error(
+        "rollout {service} -> {to} completed: there is nothing to retry (start a new one: veer rollout start {service} --to GROUP)"
+    )]
+    NothingToRetry {
+        /// Name of the service.
+        service: String,
+        /// The completed rollout's target group.
+        to: String,
+    },
+}
+
+/// What an operator can do while the newest revision file cannot be used; `etcd`: the node's
+/// services come from etcd, whose config document was not applied while held and applies at
+/// its next pass after.
+pub fn held_advice(usable: Option<u64>, etcd: bool) -> String {
+    let choose = match usable {
+        Some(n) => format!(
+            "`veer rollback --to {n}` (the newest revision that can be used; `veer history` lists them) or `veer apply -f FILE`"
+        ),
+        None => "`veer apply -f FILE`".to_owned(),
+    };
+    if etcd {
+        format!(
+            "{choose}; the config in etcd is not applied while held, and the node follows it again once you chose"
+        )
+    } else {
+        choose
+    }
 }
 
 impl ControlError {
+    /// The refusal of a change while `held` is the newest revision file and `usable` the newest
+    /// usable revision.
+    pub(crate) fn held(held: &Unusable, usable: Option<&Revision>) -> Self {
+        Self::Held {
+            number: held.number,
+            path: held.path.clone(),
+            problem: held.problem.clone(),
+            usable: usable.map(|r| r.number),
+            etcd: false,
+        }
+    }
+
     /// Why `rollout`, which is not over, stands in the way of a change.
     pub(super) fn in_the_way(rollout: &Rollout) -> Self {
         let (service, to) = (rollout.service.clone(), rollout.plan.to.clone());

@@ -85,7 +85,9 @@ pub(super) fn look_all<R: Readings>(
         let key = gate_key(r);
         current.push(key.clone());
         let now_reading = reading(readings, health, &head.state, &r.service, &r.plan.to)?;
-        let pause_over = now.duration_since(r.step_started).unwrap_or_default() >= r.plan.pause;
+        // A pause skipped by `rollout promote` is over.
+        let pause_over = r.pause_skipped
+            || now.duration_since(r.step_started).unwrap_or_default() >= r.plan.pause;
         judges
             .entry(key)
             .or_insert_with(|| StepJudge::new(r.step + 1, now_reading.clone()))

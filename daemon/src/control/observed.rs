@@ -52,6 +52,21 @@ pub struct Observations {
 }
 
 impl Observations {
+    /// Every group's counters of `service` that were observed, in the order of `groups`.
+    pub fn group_counts(&self, service: &str, groups: &[String]) -> Vec<(String, Counts)> {
+        groups
+            .iter()
+            .map(|g| {
+                let counts = self
+                    .counts
+                    .get(&(service.to_owned(), g.clone()))
+                    .copied()
+                    .unwrap_or_default();
+                (g.clone(), counts)
+            })
+            .collect()
+    }
+
     /// What the rollout engine sees of `rollout` now (gate outcomes only once they are known).
     pub fn of(&self, rollout: &Rollout) -> Observation {
         let group = (rollout.service.clone(), rollout.plan.to.clone());
@@ -68,24 +83,52 @@ impl Observations {
 }
 
 /// The groups whose counters and health `request` (or a rollout tick, without one) may read:
-/// the target of every rollout that is not over, and of a rollout the request starts.
+/// every group of a service whose rollout is not over, and of a service a rollout starts (the
+/// target is judged; every group's counters are kept at each step's start, so that each group's
+/// new flows and failures in the step can be shown).
 pub(super) fn wanted_groups(request: Option<&Request>, head: &Head) -> BTreeSet<GroupRef> {
+    let all_of = |service: &str, target: &str| {
+        let mut groups: Vec<GroupRef> = head
+            .state
+            .service(service)
+            .map(|s| {
+                s.groups
+                    .iter()
+                    .map(|g| (service.to_owned(), g.name.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        groups.push((service.to_owned(), target.to_owned()));
+        groups
+    };
     let mut groups: BTreeSet<GroupRef> = head
         .rollouts
         .iter()
         .filter(|r| !r.phase.is_final())
-        .map(|r| (r.service.clone(), r.plan.to.clone()))
+        .flat_map(|r| all_of(&r.service, &r.plan.to))
         .collect();
     match request {
-        Some(Request::RolloutStart { service, plan }) => {
-            groups.insert((service.clone(), plan.to.clone()));
+        Some(
+            Request::RolloutStart { service, plan } | Request::FleetRollout { service, plan, .. },
+        ) => {
+            groups.extend(all_of(service, &plan.to));
         }
-        Some(Request::Apply { state, .. }) => groups.extend(
-            state
-                .services
-                .iter()
-                .filter_map(|s| Some((s.name.clone(), s.rollout.as_ref()?.to.clone()))),
-        ),
+        Some(Request::RolloutRetry { service } | Request::RolloutPromote { service, .. }) => {
+            if let Some(r) = head.latest_rollout(service) {
+                groups.extend(all_of(service, &r.plan.to));
+            }
+        }
+        Some(Request::Apply { state, .. }) => {
+            for s in &state.services {
+                let Some(plan) = &s.rollout else { continue };
+                groups.extend(
+                    s.groups
+                        .iter()
+                        .map(|g| (s.name.clone(), g.name.clone()))
+                        .chain([(s.name.clone(), plan.to.clone())]),
+                );
+            }
+        }
         _ => {}
     }
     groups

@@ -1,11 +1,14 @@
 //! What a producer of desired state asks for: an operator (the CLI through the API), the config
 //! file (at start and on reload), or the rollout engine. A new source (a fleet's config center)
 //! is one more producer of `Request::Apply`: it goes through the same core and the same commit
-//! path as the file, never a second path to the maps.
+//! path as the file, never a second path to the maps. A fleet rollout's progress comes as
+//! `Request::FleetRollout`, which starts, holds or ends the node's own rollout through the same
+//! rollout rules as `veer rollout`.
 
 use crate::{
+    fleet::Directive,
     model::{DesiredState, NodeConfig, Plan, Weight},
-    state::Origin,
+    state::{Author, Origin},
 };
 
 /// One request to change the desired state.
@@ -29,6 +32,8 @@ pub enum Request {
         services: Vec<String>,
         /// New weights; groups not named keep theirs.
         weights: Vec<(String, Weight)>,
+        /// Accept weights that leave a service with no group taking new connections.
+        force: bool,
     },
     /// Weight 0 for a group.
     Drain {
@@ -87,4 +92,52 @@ pub enum Request {
         /// Name of the service.
         service: String,
     },
+    /// End the current step's pause now (its new flows and gates still count), or with `full`
+    /// go straight to the last step (100%), whose gates are still checked before it completes.
+    /// A paused rollout is resumed.
+    RolloutPromote {
+        /// Name of the service.
+        service: String,
+        /// Straight to the last step.
+        full: bool,
+    },
+    /// Start the service's rolled-back (or aborted) rollout again, with its plan.
+    RolloutRetry {
+        /// Name of the service.
+        service: String,
+    },
+    /// Do this node's part of a fleet rollout, as the fleet's progress says (the etcd source):
+    /// start, hold, resume or restore the node's own rollout of the service, which runs the
+    /// per-node plan (steps, pauses, gates) like `RolloutStart`.
+    FleetRollout {
+        /// Name of the service.
+        service: String,
+        /// The fleet rollout (`FleetRollout::id`).
+        id: String,
+        /// What each node of a wave runs.
+        plan: Plan,
+        /// What the node does now (`fleet::directive`).
+        directive: Directive,
+    },
+}
+
+impl Request {
+    /// Who a request stands for when no one asked for it through the control socket: the config
+    /// file for its own applies, the fleet for what the etcd source asks, else unknown (the API
+    /// records the socket's peer instead).
+    pub fn implied_author(&self) -> Author {
+        match self {
+            Request::Apply {
+                origin: Origin::Config { .. },
+                ..
+            } => Author::ConfigFile,
+            // The fleet's config document, and this node's part of a fleet rollout.
+            Request::Apply {
+                origin: Origin::Etcd { .. },
+                ..
+            }
+            | Request::FleetRollout { .. } => Author::Fleet,
+            _ => Author::Unknown,
+        }
+    }
 }

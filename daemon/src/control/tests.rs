@@ -31,7 +31,7 @@ use crate::{
         fixtures::{dual_stack, group, w},
     },
     rollout::{GateFailure, Phase},
-    state::{Origin, Revision, StoreError},
+    state::{Origin, Problem, Revision, StoreError, Unusable},
 };
 
 /// The kernel and the store, in memory.
@@ -54,6 +54,10 @@ struct FakeNode {
     refreshed: Vec<DesiredState>,
     fail_apply: bool,
     fail_commit: bool,
+    /// Files named like revisions that cannot be used.
+    unusable: Vec<Unusable>,
+    /// Scans of conntrack (`census`).
+    scans: std::cell::Cell<usize>,
 }
 
 impl FakeNode {
@@ -96,23 +100,18 @@ impl Effects for FakeNode {
             }
             .into());
         }
-        let number = self.revisions.last().map_or(1, |r| r.number + 1);
-        self.revisions.push(Revision {
+        let number = self
+            .revisions
+            .iter()
+            .map(|r| r.number)
+            .chain(self.unusable.iter().map(|u| u.number))
+            .max()
+            .map_or(1, |n| n + 1);
+        self.revisions.push(change.revision(
             number,
-            time: SystemTime::UNIX_EPOCH + Duration::from_secs(number),
-            origin: change.origin.clone(),
-            summary: change.summary.clone(),
-            services: change
-                .state
-                .services
-                .iter()
-                .map(|s| s.name.clone())
-                .collect(),
-            state: change.state.clone(),
-            ids: self.ids.clone(),
-            config_digest: change.config.clone(),
-            rollouts: change.rollouts.clone(),
-        });
+            SystemTime::UNIX_EPOCH + Duration::from_secs(number),
+            self.ids.clone(),
+        ));
         Ok(number)
     }
 
@@ -120,8 +119,19 @@ impl Effects for FakeNode {
         &self.revisions
     }
 
+    fn unusable(&self) -> &[Unusable] {
+        &self.unusable
+    }
+
     fn upkeep(&mut self, _: &Timeouts) -> Result<Upkeep, ControlError> {
-        Ok(Upkeep::default())
+        Ok(Upkeep {
+            census: Census {
+                active: [(1, 7)].into_iter().collect(),
+                flows: 9,
+                new_flows: 2,
+            },
+            ..Upkeep::default()
+        })
     }
 
     fn refresh_links(&mut self, live: &DesiredState) -> Result<bool, ControlError> {
@@ -165,6 +175,7 @@ impl Readings for FakeNode {
     }
 
     fn census(&self) -> Result<Census, ControlError> {
+        self.scans.set(self.scans.get() + 1);
         Ok(self.census.clone())
     }
 
@@ -221,6 +232,7 @@ fn shift(services: &[&str], weights: &[(&str, &str)]) -> Request {
             .iter()
             .map(|(g, v)| ((*g).to_owned(), w(v)))
             .collect(),
+        force: false,
     }
 }
 
@@ -357,6 +369,49 @@ mod operator_changes {
             Err(ControlError::UnknownGroup { .. })
         ));
         assert_eq!(ctl.head().number, 1);
+    }
+
+    #[test]
+    fn a_shift_of_every_group_to_zero_is_refused_unless_forced_and_then_says_so() {
+        let mut ctl = controller(dual_stack());
+        let all_zero = |force| Request::Shift {
+            services: vec!["web".into()],
+            weights: vec![("v1".into(), w("0")), ("v2".into(), w("0"))],
+            force,
+        };
+        let e = ctl.execute(&all_zero(false), at(1)).unwrap_err();
+        assert!(
+            matches!(&e, ControlError::ShiftToNothing { service } if service == "web"),
+            "{e}"
+        );
+        assert_eq!(
+            e.to_string(),
+            "these weights would leave service `web` with no group taking new connections (every group at weight 0 or without backends); give a group weight, or pass --force to drop new connections"
+        );
+        assert_eq!(ctl.head().number, 1);
+        // A dual-stack shift is refused whole when one side would drop.
+        let pair_zero = Request::Shift {
+            services: vec!["web6".into(), "web".into()],
+            weights: vec![("v1".into(), w("0"))],
+            force: false,
+        };
+        assert!(matches!(
+            ctl.execute(&pair_zero, at(1)),
+            Err(ControlError::ShiftToNothing { .. })
+        ));
+        assert_eq!(ctl.node().revisions.len(), 1);
+        let a = ctl.execute(&all_zero(true), at(2)).unwrap();
+        changed(&a, 2);
+        assert_eq!(
+            a.note.as_deref(),
+            Some(
+                "no group of `web` takes new connections now: they are dropped until a group gets weight"
+            )
+        );
+        assert_eq!(weights(&ctl, "web"), pair("0", "0"));
+        // Already dropping: the same weights again change nothing and need no force.
+        let a = ctl.execute(&all_zero(false), at(3)).unwrap();
+        assert!(!a.changed && a.note.is_none());
     }
 
     #[test]
@@ -1318,6 +1373,28 @@ mod views {
     }
 
     #[test]
+    fn a_scrape_reads_the_census_of_the_last_upkeep_pass_and_status_scans() {
+        let mut ctl = controller(dual_stack());
+        crate::metrics::render(&ctl).unwrap();
+        assert_eq!(ctl.node().scans.get(), 1, "before the first pass, one scan");
+        ctl.upkeep().unwrap();
+        for _ in 0..3 {
+            let text = crate::metrics::render(&ctl).unwrap();
+            assert!(text.contains("veer_conntrack_entries 9"), "{text}");
+            assert!(text.contains("veer_conntrack_new_entries 2"), "{text}");
+            assert!(
+                text.contains(
+                    r#"veer_backend_active_flows{service="web",group="v1",backend="198.51.100.11:8080"} 7"#
+                ),
+                "{text}"
+            );
+        }
+        assert_eq!(ctl.node().scans.get(), 1, "no scan per scrape");
+        ctl.status(None).unwrap();
+        assert_eq!(ctl.node().scans.get(), 2, "status is exact");
+    }
+
+    #[test]
     fn metrics_render_from_the_views() {
         let mut ctl = controller(dual_stack());
         ctl.node_mut().report.interfaces.push(client_veth());
@@ -1349,7 +1426,7 @@ mod views {
         }
         assert!(text.contains("veer_revision 1"), "{text}");
         assert!(
-            text.contains(r#"veer_group_weight_percent{service="web6",group="v1"} 100"#),
+            text.contains(r#"veer_group_weight_ratio{service="web6",group="v1"} 1.0"#),
             "{text}"
         );
         assert!(
@@ -1433,6 +1510,253 @@ mod file {
     }
 }
 
+mod held {
+    use super::*;
+
+    /// A controller at revision 2 (web shifted to v2=100) whose revision file 2 turned out
+    /// damaged: what the node knows is revision 1 (v1=100), and revision 2 cannot be used.
+    fn damaged() -> Controller<FakeNode> {
+        let mut ctl = controller(dual_stack());
+        ctl.execute(&shift(&["web"], &[("v1", "0"), ("v2", "100")]), at(1))
+            .unwrap();
+        let node = ctl.node_mut();
+        let two = node.revisions.pop().unwrap();
+        assert_eq!(two.number, 2);
+        node.unusable.push(Unusable {
+            number: 2,
+            path: "/var/lib/veer/revisions/000002.json".into(),
+            problem: Problem::Damaged {
+                error: "EOF while parsing an object at line 40 column 3".into(),
+            },
+        });
+        ctl
+    }
+
+    #[test]
+    fn nothing_changes_until_an_operator_chooses_and_the_refusal_says_how() {
+        let mut ctl = damaged();
+        let kernel_updates = ctl.node().applied.len();
+        assert!(ctl.is_held());
+        for request in [
+            shift(&["web"], &[("v1", "100"), ("v2", "0")]),
+            Request::Drain {
+                service: "web".into(),
+                group: "v2".into(),
+                force: true,
+                end: None,
+            },
+            Request::Rollback {
+                service: None,
+                to: None,
+            },
+            Request::Rollback {
+                service: Some("web".into()),
+                to: Some(1),
+            },
+            apply_request(dual_stack(), file(), Some("file-2")),
+        ] {
+            let e = ctl.execute(&request, at(2)).unwrap_err();
+            assert!(matches!(e, ControlError::Held { number: 2, .. }), "{e}");
+            assert_eq!(
+                e.to_string(),
+                "revision 2 (/var/lib/veer/revisions/000002.json) cannot be used: it is damaged (not complete JSON: EOF while parsing an object at line 40 column 3); the maps are kept as they are and nothing changes until you choose the state to put in force: `veer rollback --to 1` (the newest revision that can be used; `veer history` lists them) or `veer apply -f FILE`"
+            );
+        }
+        // Nor does the config file (at start or on reload): it is a source, not a choice.
+        let cfg = crate::config::Config {
+            node: NodeConfig::default(),
+            state: dual_stack(),
+        };
+        assert!(matches!(
+            ctl.apply_file(cfg, "text"),
+            Err(ControlError::Held { .. })
+        ));
+        assert_eq!(
+            ctl.node().applied.len(),
+            kernel_updates,
+            "the kernel was not touched"
+        );
+        assert_eq!(ctl.node().revisions.len(), 1);
+        // Nothing else runs on a state nobody knows: no health checks, no rollout steps.
+        assert!(ctl.rollout_tick(at(3)).unwrap().is_empty());
+        let status = ctl.status(None).unwrap();
+        assert!(status.revision.is_none() && status.services.is_empty());
+        assert_eq!(status.files.held.as_ref().map(|h| h.number), Some(2));
+        assert_eq!(status.files.newest_usable, Some(1));
+    }
+
+    #[test]
+    fn a_whole_rollback_to_a_named_revision_ends_the_hold_under_a_new_number() {
+        let mut ctl = damaged();
+        let back = Request::Rollback {
+            service: None,
+            to: Some(1),
+        };
+        // Revision 1 is what the head says, yet it is committed: the maps may hold anything.
+        let a = ctl.execute(&back, at(2)).unwrap();
+        changed(&a, 3);
+        assert!(!ctl.is_held());
+        assert_eq!(ctl.node().kernel(), &dual_stack());
+        assert_eq!(
+            ctl.node().revisions.last().unwrap().summary,
+            "rollback to revision 1 (revision 2 could not be used)"
+        );
+        // Back to normal: verbs work again, numbered after the damaged file.
+        changed(
+            &ctl.execute(&shift(&["web"], &[("v2", "10")]), at(3))
+                .unwrap(),
+            4,
+        );
+    }
+
+    #[test]
+    fn an_operator_apply_ends_the_hold_even_when_it_equals_the_newest_usable_revision() {
+        let mut ctl = damaged();
+        let a = ctl
+            .apply(
+                &apply_request(
+                    dual_stack(),
+                    Origin::Apply {
+                        path: "/root/veer.toml".into(),
+                    },
+                    Some("file-1"),
+                ),
+                at(2),
+            )
+            .unwrap();
+        changed(&a, 3);
+        assert!(!ctl.is_held());
+        assert_eq!(ctl.node().kernel(), &dual_stack());
+    }
+
+    /// A dry run decides exactly as the change would: while held, a verb is refused with the
+    /// same words, and an operator's whole choice shows its diff against the newest usable
+    /// revision; nothing is applied or committed either way.
+    #[test]
+    fn dry_runs_decide_as_the_change_would_while_held() {
+        let ctl = damaged();
+        let kernel_updates = ctl.node().applied.len();
+        let shift_back = shift(&["web"], &[("v1", "100"), ("v2", "0")]);
+        let refused = ctl.preview(&shift_back, at(2)).unwrap_err();
+        assert!(
+            matches!(refused, ControlError::Held { number: 2, .. }),
+            "{refused}"
+        );
+        let mut chosen = dual_stack();
+        chosen.services[0].groups[0].weight = w("50");
+        chosen.services[0].groups[1].weight = w("50");
+        let apply = apply_request(
+            chosen,
+            Origin::Apply {
+                path: "/root/veer.toml".into(),
+            },
+            None,
+        );
+        let p = ctl.preview(&apply, at(2)).unwrap();
+        assert_eq!(
+            p.revision, 1,
+            "the diff is against the newest usable revision"
+        );
+        assert!(!p.diff.is_empty());
+        assert!(
+            p.summaries[0].ends_with("(revision 2 could not be used)"),
+            "{:?}",
+            p.summaries
+        );
+        let back = Request::Rollback {
+            service: None,
+            to: Some(1),
+        };
+        let p = ctl.preview(&back, at(2)).unwrap();
+        assert!(p.diff.is_empty() && p.summaries.len() == 1, "{p:?}");
+        assert_eq!(ctl.node().applied.len(), kernel_updates);
+        assert_eq!(ctl.node().revisions.len(), 1);
+        assert!(ctl.is_held());
+    }
+
+    /// The etcd source is a source like the file: while held, its config is not applied, and
+    /// the node's status document (and `veer status`) carries the refusal with what to do. On
+    /// a node following etcd, `veer apply -f FILE` (otherwise refused there) is one of the two
+    /// ways out; the fleet's config then applies at the next pass, made by `fleet`.
+    #[test]
+    fn a_node_following_etcd_applies_nothing_while_held_and_reports_the_hold() {
+        use crate::{
+            control::EtcdSource,
+            fleet::{Document, NodeName},
+            sources::etcd::SourceState,
+            state::Author,
+        };
+        let mut ctl = damaged();
+        ctl.follow_etcd(EtcdSource {
+            endpoints: "http://127.0.0.1:2379".into(),
+            prefix: "/veer".into(),
+            node: NodeName::new("edge-1").unwrap(),
+        });
+        let kernel_updates = ctl.node().applied.len();
+        let mut fleet_state = dual_stack();
+        fleet_state.services[0].groups[0].weight = w("20");
+        fleet_state.services[0].groups[1].weight = w("80");
+        let source = SourceState {
+            synced: true,
+            revision: 7,
+            config: Some(Document {
+                key: "/veer/config".into(),
+                value: crate::config::services_to_toml(&fleet_state).into_bytes(),
+                mod_revision: 7,
+            }),
+            lists: 1,
+            last_sync: Some(at(2)),
+            ..SourceState::default()
+        };
+        ctl.follow(&source, at(2));
+        ctl.follow(&source, at(3));
+        assert_eq!(ctl.node().applied.len(), kernel_updates, "nothing applied");
+        assert!(ctl.is_held());
+        let status = ctl.node_status().unwrap();
+        assert!(status.config.is_none(), "no config from etcd in force");
+        assert!(
+            status.services.is_empty() && status.state_hash.is_empty(),
+            "the state in force is not known: {status:?}"
+        );
+        assert_eq!(status.errors.len(), 1, "{:?}", status.errors);
+        let e = &status.errors[0];
+        assert_eq!((e.key.as_str(), e.mod_revision), ("/veer/config", 7));
+        assert!(
+            e.message
+                .contains("revision 2 (/var/lib/veer/revisions/000002.json) cannot be used")
+                && e.message.contains("`veer rollback --to 1`")
+                && e.message
+                    .contains("the config in etcd is not applied while held"),
+            "{}",
+            e.message
+        );
+        assert!(ctl.source_view().unwrap().refused.is_some());
+        // The operator's file ends the hold (a plain `veer apply` stays refused on this node).
+        let file = apply_request(
+            dual_stack(),
+            Origin::Apply {
+                path: "/root/veer.toml".into(),
+            },
+            None,
+        );
+        changed(&ctl.execute(&file, at(4)).unwrap(), 3);
+        assert!(!ctl.is_held());
+        assert!(matches!(
+            ctl.execute(&file, at(5)),
+            Err(ControlError::FromEtcd)
+        ));
+        // The next pass applies the fleet's config, never applied while held.
+        ctl.follow(&source, at(6));
+        assert_eq!(ctl.node().kernel(), &fleet_state);
+        let last = ctl.node().revisions.last().unwrap();
+        assert_eq!(last.number, 4);
+        assert_eq!(last.audit.author, Author::Fleet);
+        let status = ctl.node_status().unwrap();
+        assert!(status.errors.is_empty(), "{:?}", status.errors);
+        assert_eq!(status.config.unwrap().mod_revision, 7);
+    }
+}
+
 mod core_alone {
     use super::*;
 
@@ -1443,6 +1767,7 @@ mod core_alone {
             state: dual_stack(),
             rollouts: vec![],
             config: None,
+            held: None,
         };
         let live = Live {
             head: &head,
@@ -1566,7 +1891,7 @@ mod judged {
         let r = &ctl.head().rollouts[0];
         assert_eq!((r.phase, r.step), (Phase::Running, 0));
         let live = ctl.rollout_status("web", at(5)).unwrap();
-        let v = live.verdict.expect("the live verdict");
+        let v = live.judge.expect("the live verdict");
         assert_eq!((v.verdict.outcome, v.at_end), (Outcome::Pass, false));
         // The pause is over: the end look passes and the step ends.
         ctl.rollout_tick(at(11)).unwrap();
@@ -1584,7 +1909,7 @@ mod judged {
         let status = ctl.rollout_status("web", at(22)).unwrap();
         assert_eq!(status.waiting, Some(super::super::views::Waiting::Judge));
         assert_eq!(
-            status.verdict.map(|v| (v.step, v.verdict.outcome)),
+            status.judge.map(|v| (v.step, v.verdict.outcome)),
             Some((2, Outcome::NotEnoughData))
         );
     }
@@ -1688,3 +2013,5 @@ mod judged {
         assert_eq!(ctl.paced_drains(), 0, "done once no flow is left");
     }
 }
+
+mod operator;

@@ -4,6 +4,7 @@
 
 use std::{
     collections::HashMap,
+    fmt::Write as _,
     net::{IpAddr, SocketAddr},
     path::PathBuf,
     time::{Duration, SystemTime},
@@ -25,11 +26,11 @@ use super::{
     health::Health,
 };
 use crate::{
-    config::{LoadError, Location},
+    config::{ConfigErrors, LoadError, Location},
     error::chain,
     model::{DesiredState, NodeChange, Pin, Protocol, Weight},
-    rollout::{Rollout, engine::Counts},
-    state::{Origin, Revision},
+    rollout::{Phase, Rollout, StepOutcome, engine::Counts},
+    state::{Audit, Origin, Revision, Unusable},
 };
 
 /// A revision, briefly.
@@ -43,6 +44,8 @@ pub struct RevisionView {
     pub origin: Origin,
     /// What changed.
     pub summary: String,
+    /// Who made it, and why.
+    pub audit: Audit,
 }
 
 impl From<&Revision> for RevisionView {
@@ -52,6 +55,7 @@ impl From<&Revision> for RevisionView {
             time: r.time,
             origin: r.origin.clone(),
             summary: r.summary.clone(),
+            audit: r.audit.clone(),
         }
     }
 }
@@ -78,10 +82,21 @@ impl ReloadError {
             },
             _ => None,
         };
+        let first = invalid.and_then(ConfigErrors::first);
+        let more = invalid.map_or(0, |c| c.errors.len().saturating_sub(1));
+        let mut message = first.map_or_else(|| chain(e), |c| c.kind.to_string());
+        if more > 0 {
+            // Infallible: writing into a String cannot fail.
+            let _ = write!(
+                message,
+                " (and {more} more problem{}: veer validate -f FILE lists them)",
+                if more == 1 { "" } else { "s" }
+            );
+        }
         Self {
             time,
-            location: invalid.map(|c| c.location.clone()),
-            message: invalid.map_or_else(|| chain(e), |c| c.kind.to_string()),
+            location: first.map(|c| c.location.clone()),
+            message,
         }
     }
 }
@@ -93,15 +108,35 @@ pub struct ConfigView {
     pub path: PathBuf,
     /// When it was last applied or found in force (start, SIGHUP, change).
     pub last_good: Option<SystemTime>,
+    /// When it was last read to be applied, whatever came of it.
+    pub last_attempt: Option<SystemTime>,
+    /// Reloads (the start's reading included) that applied it or found it in force.
+    pub reloads_ok: u64,
+    /// Reloads (the start's reading included) that refused it.
+    pub reloads_failed: u64,
     /// The last reload that refused it, unless a good one came after.
     pub last_error: Option<ReloadError>,
     /// Node settings asked for (by the file or `veer apply`) that wait for a daemon restart.
     pub pending_restart: Vec<NodeChange>,
 }
 
+/// Files of the state directory named like revisions that cannot be used.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FilesView {
+    /// The newest of them when it is newer than every usable revision: nothing changes until an
+    /// operator chooses the state.
+    pub held: Option<Unusable>,
+    /// The newest revision that can be used (what `veer rollback --to` can name).
+    pub newest_usable: Option<u64>,
+    /// All of them, by number (reported, never used, never overwritten).
+    pub unusable: Vec<Unusable>,
+}
+
 /// The node now.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StatusView {
+    /// Revision files that cannot be used.
+    pub files: FilesView,
     /// The config file.
     pub config: ConfigView,
     /// The live revision (none before the first).
@@ -121,6 +156,8 @@ pub struct StatusView {
     pub conntrack_new_capacity: u32,
     /// Every service, in the order of the state.
     pub services: Vec<ServiceView>,
+    /// The etcd source, when the services come from there.
+    pub source: Option<super::SourceView>,
 }
 
 /// A service and its counters.
@@ -280,8 +317,87 @@ pub enum Waiting {
     Judge,
 }
 
-/// A service's latest rollout and where it stands.
+/// Where a step of a rollout is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StepState {
+    /// It held, and the rollout went on.
+    Done,
+    /// The rollout is watching it.
+    Running,
+    /// The rollout is held at it.
+    Paused,
+    /// Not reached (yet).
+    Pending,
+    /// Skipped by a full promotion.
+    Skipped,
+    /// A gate failed during it.
+    Breached,
+    /// The rollout was aborted during it.
+    Aborted,
+}
+
+/// One step of a rollout, as the live view shows it.
 #[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StepView {
+    /// Index in the plan's steps.
+    pub step: usize,
+    /// The target's share in it.
+    pub share: Weight,
+    /// Every group's weight in it.
+    pub weights: Vec<(String, Weight)>,
+    /// Where it is.
+    pub state: StepState,
+    /// How long it ran (so far, for the current one); none for a step not reached.
+    pub duration: Option<Duration>,
+    /// The target group's new flows and failures in it (so far); none for a step not reached.
+    pub counts: Option<Counts>,
+}
+
+/// A group of a service under rollout, in the current step.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GroupInStep {
+    /// Name of the group.
+    pub name: String,
+    /// Its weight now.
+    pub weight: Weight,
+    /// Its active flows now.
+    pub active_flows: u64,
+    /// Its new flows and failures since the step began (none when the rollout was recorded
+    /// before veer kept every group's counters).
+    pub in_step: Option<Counts>,
+    /// Its new flows per second, averaged over the step so far.
+    pub new_per_second: Option<f64>,
+}
+
+/// The failure-rate judgement of the target group in the current step (or the last one).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Verdict {
+    /// The target's new flows and failures in the step.
+    pub counts: Counts,
+    /// The highest failure share allowed.
+    pub max_failure_rate: Weight,
+    /// New flows the step needs before it is judged.
+    pub min_flows: u64,
+}
+
+impl Verdict {
+    /// Whether there are enough new flows to judge.
+    pub fn is_judged(&self) -> bool {
+        self.counts.attempted >= self.min_flows.max(1)
+    }
+
+    /// The failure share in percent (0 with no new flow).
+    pub fn failure_percent(&self) -> f64 {
+        if self.counts.attempted == 0 {
+            0.0
+        } else {
+            self.counts.failed as f64 * 100.0 / self.counts.attempted as f64
+        }
+    }
+}
+
+/// A service's latest rollout and where it stands.
+#[derive(Clone, Debug, PartialEq)]
 pub struct RolloutView {
     /// The rollout (plan, step, phase, reason).
     pub rollout: Rollout,
@@ -293,7 +409,56 @@ pub struct RolloutView {
     pub waiting: Option<Waiting>,
     /// The canary judge's latest verdict: the current step's, live, or else the one kept in the
     /// rollout.
-    pub verdict: Option<crate::rollout::canary::StepVerdict>,
+    pub judge: Option<crate::rollout::canary::StepVerdict>,
+    /// Every step of the plan.
+    pub steps: Vec<StepView>,
+    /// Every group of the service, in the current step.
+    pub groups: Vec<GroupInStep>,
+    /// Time since the current step began.
+    pub elapsed: Duration,
+    /// The failure-rate judgement of the step.
+    pub verdict: Verdict,
+}
+
+/// Every step of `r` at `now`, the current one having seen `in_step`.
+pub(super) fn steps(r: &Rollout, in_step: Counts, now: SystemTime) -> Vec<StepView> {
+    let elapsed = now.duration_since(r.step_started).unwrap_or_default();
+    (0..r.plan.steps.len())
+        .map(|i| {
+            let record = r.history.iter().rev().find(|h| h.step == i);
+            let current = i == r.step && !r.phase.is_final();
+            let (state, duration, counts) = if current {
+                let state = if r.phase == Phase::Paused {
+                    StepState::Paused
+                } else {
+                    StepState::Running
+                };
+                (state, Some(elapsed), Some(in_step))
+            } else if let Some(h) = record {
+                let state = match h.outcome {
+                    StepOutcome::Passed => StepState::Done,
+                    StepOutcome::Skipped => StepState::Skipped,
+                    StepOutcome::Breached => StepState::Breached,
+                    StepOutcome::Aborted => StepState::Aborted,
+                };
+                let took = h.ended.duration_since(h.started).unwrap_or_default();
+                (state, Some(took), Some(h.counts))
+            } else if i < r.step || (i == r.step && r.phase == Phase::Completed) {
+                // Recorded before veer kept each step's record.
+                (StepState::Done, None, None)
+            } else {
+                (StepState::Pending, None, None)
+            };
+            StepView {
+                step: i,
+                share: r.plan.steps[i],
+                weights: r.weights_at_step(i),
+                state,
+                duration,
+                counts,
+            }
+        })
+        .collect()
 }
 
 /// The services of `state` (or only `only`) with what `readings` count for them.

@@ -52,11 +52,20 @@ const XDP_HOOK: &str = progs::XDP_INGRESS;
 const TC_STEER_HOOK: &str = progs::TC_STEER;
 const TC_INGRESS_HOOK: &str = "veer_tc_ingress";
 const TC_EGRESS_HOOK: &str = "veer_tc_egress";
-/// Every per-interface link pin prefix.
+/// Every hook veer pins a link for per interface: a link pin is named `<hook>_<interface>`.
 const HOOKS: [&str; 4] = [XDP_HOOK, TC_STEER_HOOK, TC_INGRESS_HOOK, TC_EGRESS_HOOK];
 
 /// clsact priorities (kernels before 6.6): the steering filter runs before the reply filter.
 const CLSACT_STEER_PRIORITY: u16 = 1;
+
+/// Whether `name` is the name veer gives a pinned link (`<hook>_<interface>`).
+pub fn is_link_pin(name: &str) -> bool {
+    HOOKS.iter().any(|hook| {
+        name.strip_prefix(hook)
+            .and_then(|rest| rest.strip_prefix('_'))
+            .is_some_and(|ifname| !ifname.is_empty() && ifname.len() <= 15)
+    })
+}
 
 fn link_err(interface: &str, hook: &'static str) -> impl Fn(LinkError) -> DataplaneError {
     let interface = interface.to_owned();

@@ -114,6 +114,29 @@ fn check_pin(path: &Path, spec: &MapSpec, opts: &LoadOptions) -> Result<(), Data
     Ok(())
 }
 
+/// Checks the maps a daemon pinned under `dir` (running or not) against this build's layout,
+/// for a reader that opens them without loading anything (`veer status --offline`); returns the
+/// capacities they were made with.
+pub fn check_pinned(dir: &Path) -> Result<LoadOptions, DataplaneError> {
+    let capacity = |name: &str| {
+        let path = dir.join(name);
+        MapInfo::from_pin(&path)
+            .map(|i| i.max_entries())
+            .map_err(|e| DataplaneError::PinnedMapLayout {
+                path: path.clone(),
+                expected: format!("veer's {name} map"),
+                found: format!("no readable map ({e})"),
+            })
+    };
+    let opts = LoadOptions {
+        pin_dir: Some(dir.to_owned()),
+        conntrack_max: capacity(maps::FLOWS)?,
+        conntrack_new_max: capacity(maps::NEWFLOWS)?,
+    };
+    check_pinned_layout(dir, &opts)?;
+    Ok(opts)
+}
+
 /// The `LAYOUT_VERSION` recorded in the pins under `dir` (0 when there is none).
 pub(super) fn pinned_layout_version(dir: &Path) -> Result<u32, DataplaneError> {
     let layout = dir.join(maps::LAYOUT);
@@ -150,7 +173,8 @@ fn check_pinned_layout(dir: &Path, opts: &LoadOptions) -> Result<(), DataplaneEr
     Ok(())
 }
 
-/// Makes sure bpffs is mounted at the parent of `dir` (normally `/sys/fs/bpf`) and `dir` exists.
+/// Makes sure `dir` exists on bpffs, mounting bpffs at `/sys/fs/bpf` when it is missing there
+/// (a pin directory elsewhere must already be on bpffs).
 pub(super) fn prepare_pin_dir(dir: &Path) -> Result<(), DataplaneError> {
     let err = |source| DataplaneError::PinDir {
         path: dir.to_owned(),
@@ -159,11 +183,22 @@ pub(super) fn prepare_pin_dir(dir: &Path) -> Result<(), DataplaneError> {
     if let Some(mount_point) = dir.parent()
         && !is_bpffs(mount_point)
     {
+        // Only where bpffs belongs: mounted over any other directory it would hide what is there.
+        if mount_point != Path::new(BPF_MOUNT_POINT) {
+            return Err(err(std::io::Error::other(format!(
+                "{} is not on a BPF file system: choose a --pin-dir under {BPF_MOUNT_POINT}, or mount one there first (mount -t bpf bpf {})",
+                mount_point.display(),
+                mount_point.display()
+            ))));
+        }
         fs::create_dir_all(mount_point).map_err(err)?;
         mount_bpffs(mount_point).map_err(err)?;
     }
     fs::create_dir_all(dir).map_err(err)
 }
+
+/// Where bpffs is mounted when missing (and nowhere else).
+const BPF_MOUNT_POINT: &str = "/sys/fs/bpf";
 
 /// `BPF_FS_MAGIC` from `include/uapi/linux/magic.h`.
 const BPF_FS_MAGIC: i64 = 0xCAFE_4A11;
@@ -261,16 +296,51 @@ where
 /// Times `BPF_PROG_LOAD` is tried when the verifier gives up with `EAGAIN`.
 const LOAD_ATTEMPTS: u32 = 5;
 
-/// Loads a program, trying again when the kernel answers `EAGAIN`: the verifier stops with it
-/// when a signal is pending for the loading thread (a child process exiting, say), and the load
-/// is sound to repeat (libbpf retries the same way).
+/// Blocks every signal for the calling thread until dropped, then restores its mask. While a
+/// thread blocks a signal, the kernel delivers a signal sent to the whole process (SIGCHLD of a
+/// child that exited, say) to another thread, and one sent to this thread waits: either way no
+/// signal is pending for it, so the verifier is not interrupted.
+struct SignalsBlocked(libc::sigset_t);
+
+impl SignalsBlocked {
+    fn new() -> Self {
+        // SAFETY: sigfillset and pthread_sigmask write only the sets given; a zeroed sigset_t is
+        // a valid value to start from.
+        unsafe {
+            let mut all: libc::sigset_t = std::mem::zeroed();
+            let mut old: libc::sigset_t = std::mem::zeroed();
+            libc::sigfillset(&raw mut all);
+            libc::pthread_sigmask(libc::SIG_BLOCK, &raw const all, &raw mut old);
+            Self(old)
+        }
+    }
+}
+
+impl Drop for SignalsBlocked {
+    fn drop(&mut self) {
+        // SAFETY: restores the mask saved by `new`.
+        unsafe {
+            libc::pthread_sigmask(libc::SIG_SETMASK, &raw const self.0, std::ptr::null_mut());
+        }
+    }
+}
+
+/// Loads a program with every signal blocked for the loading thread, trying again when the
+/// kernel still answers `EAGAIN`: the verifier stops with it when a signal is pending for the
+/// loading thread, and the load is sound to repeat (libbpf retries the same way). A process
+/// that spawns children (a test harness, the daemon's health checks) otherwise sees it often on
+/// a busy machine, where verifying a program takes long.
 pub fn load_retrying(
     name: &'static str,
     mut load: impl FnMut() -> Result<(), aya::programs::ProgramError>,
 ) -> Result<(), DataplaneError> {
     let mut attempt = 1;
     loop {
-        match load() {
+        let loaded = {
+            let _blocked = SignalsBlocked::new();
+            load()
+        };
+        match loaded {
             Ok(()) => return Ok(()),
             Err(aya::programs::ProgramError::LoadError { io_error, .. })
                 if io_error.raw_os_error() == Some(libc::EAGAIN) && attempt < LOAD_ATTEMPTS =>
@@ -305,4 +375,14 @@ pub fn tc_mut(ebpf: &mut Ebpf) -> Result<&mut SchedClassifier, DataplaneError> {
 /// The TC steering program of a loaded object.
 pub fn tc_steer_mut(ebpf: &mut Ebpf) -> Result<&mut SchedClassifier, DataplaneError> {
     program_mut(ebpf, progs::TC_STEER)
+}
+
+/// The capacity (`max_entries`) of the map pinned as `name` under `dir`, when there is one: the
+/// size a restarted daemon runs with when no config file says otherwise.
+pub fn pinned_capacity(dir: &Path, name: &str) -> Option<u32> {
+    let path = dir.join(name);
+    if !path.exists() {
+        return None;
+    }
+    MapInfo::from_pin(&path).ok().map(|i| i.max_entries())
 }

@@ -41,8 +41,9 @@ pub struct Maps {
     reasons: PerCpuArray<MapData, u64>,
     layout: Array<MapData, u32>,
     tx_ports: DevMapHash<MapData>,
-    signals: PerCpuArray<MapData, BackendSignals>,
-    flow_times: HashMap<MapData, FlowKey, FlowTimes>,
+    /// `None` only in maps pinned by a daemon older than the signals (`open_pinned`).
+    signals: Option<PerCpuArray<MapData, BackendSignals>>,
+    flow_times: Option<HashMap<MapData, FlowKey, FlowTimes>>,
 }
 
 /// Takes map `name` out of a loaded object, as a `T`.
@@ -57,6 +58,19 @@ where
         name,
         source: Some(source),
     })
+}
+
+/// Map `name` as pinned in `dir` by a daemon.
+fn pinned<T>(dir: &std::path::Path, name: &'static str) -> Result<T, DataplaneError>
+where
+    T: TryFrom<Map, Error = MapError>,
+{
+    let missing = |source| DataplaneError::MapMissing {
+        name,
+        source: Some(source),
+    };
+    let data = MapData::from_pin(dir.join(name)).map_err(missing)?;
+    T::try_from(Map::from_map_data(data).map_err(missing)?).map_err(missing)
 }
 
 fn op(op: &'static str, map: &'static str) -> impl FnOnce(MapError) -> DataplaneError {
@@ -132,9 +146,80 @@ impl Maps {
             reasons: take(ebpf, maps::REASONS)?,
             layout: take(ebpf, maps::LAYOUT)?,
             tx_ports: take(ebpf, maps::TX_PORTS)?,
-            signals: take(ebpf, maps::BE_SIGNALS)?,
-            flow_times: take(ebpf, maps::FLOW_TIMES)?,
+            signals: Some(take(ebpf, maps::BE_SIGNALS)?),
+            flow_times: Some(take(ebpf, maps::FLOW_TIMES)?),
         })
+    }
+
+    /// The maps a daemon pinned in `dir` (running or not), opened without loading anything,
+    /// after their layout is checked: for reading what the kernel holds (`veer status
+    /// --offline`).
+    pub fn open_pinned(dir: &std::path::Path) -> Result<Self, DataplaneError> {
+        super::loader::check_pinned(dir)?;
+        Ok(Self {
+            services: pinned(dir, maps::SERVICES)?,
+            backends: pinned(dir, maps::BACKENDS)?,
+            maglev: pinned(dir, maps::MAGLEV)?,
+            pins: pinned(dir, maps::PINS)?,
+            flows: pinned(dir, maps::FLOWS)?,
+            newflows: pinned(dir, maps::NEWFLOWS)?,
+            be_vips: pinned(dir, maps::BE_VIPS)?,
+            backend_stats: pinned(dir, maps::BE_STATS)?,
+            service_stats: pinned(dir, maps::SVC_STATS)?,
+            reasons: pinned(dir, maps::REASONS)?,
+            layout: pinned(dir, maps::LAYOUT)?,
+            tx_ports: pinned(dir, maps::TX_PORTS)?,
+            // Pins of a daemon older than the signals have none: nothing to read.
+            signals: pinned(dir, maps::BE_SIGNALS).ok(),
+            flow_times: pinned(dir, maps::FLOW_TIMES).ok(),
+        })
+    }
+
+    /// The backend `id`, if the map has it.
+    pub fn backend(&self, id: u32) -> Result<Option<BackendValue>, DataplaneError> {
+        match self.backends.get(&id, 0) {
+            Ok(v) => Ok(Some(v)),
+            Err(MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(op("lookup", maps::BACKENDS)(e)),
+        }
+    }
+
+    /// Every backend id in group `group`'s Maglev table: the backends that take its new flows
+    /// (empty: the group has no table).
+    pub fn table_backends(
+        &self,
+        group: u32,
+    ) -> Result<std::collections::BTreeSet<u32>, DataplaneError> {
+        let inner = match self.maglev.get(&group, 0) {
+            Ok(inner) => inner,
+            Err(MapError::KeyNotFound) => return Ok(std::collections::BTreeSet::new()),
+            Err(e) => return Err(op("lookup", maps::MAGLEV)(e)),
+        };
+        let mut ids = std::collections::BTreeSet::new();
+        for slot in 0..MAGLEV_TABLE_SIZE {
+            match inner.get(&slot, 0) {
+                Ok(0) | Err(MapError::KeyNotFound) => {}
+                Ok(id) => {
+                    ids.insert(id);
+                }
+                Err(e) => return Err(op("lookup inner table", maps::MAGLEV)(e)),
+            }
+        }
+        Ok(ids)
+    }
+
+    /// The group service `service_id`'s clients of `prefix/len` are pinned to, if any.
+    pub fn pin_group(
+        &self,
+        service_id: u32,
+        prefix: IpAddr,
+        len: u8,
+    ) -> Result<Option<u32>, DataplaneError> {
+        match self.pins.get(&pin_key(service_id, prefix, len), 0) {
+            Ok(g) => Ok(Some(g)),
+            Err(MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(op("lookup", maps::PINS)(e)),
+        }
     }
 
     /// Lets `veer_xdp` redirect to interface `ifindex` (one veer is attached to).
@@ -491,8 +576,10 @@ impl Maps {
         self.backend_stats
             .set(id, zeros(maps::BE_STATS)?, 0)
             .map_err(op("reset", maps::BE_STATS))?;
-        if id < MAX_SIGNAL_BACKENDS {
-            self.signals
+        if let Some(signals) = &mut self.signals
+            && id < MAX_SIGNAL_BACKENDS
+        {
+            signals
                 .set(id, zeros(maps::BE_SIGNALS)?, 0)
                 .map_err(op("reset", maps::BE_SIGNALS))?;
         }
@@ -502,11 +589,10 @@ impl Maps {
     /// A backend's signals summed over CPUs: `None` for an id past `MAX_SIGNAL_BACKENDS`
     /// (the kernel keeps none for it).
     pub fn backend_signals(&self, id: u32) -> Result<Option<BackendSignals>, DataplaneError> {
-        if id >= MAX_SIGNAL_BACKENDS {
+        let Some(signals) = self.signals.as_ref().filter(|_| id < MAX_SIGNAL_BACKENDS) else {
             return Ok(None);
-        }
-        let v = self
-            .signals
+        };
+        let v = signals
             .get(&id, 0)
             .map_err(op("lookup", maps::BE_SIGNALS))?;
         let mut sum = BackendSignals::default();
@@ -520,7 +606,10 @@ impl Maps {
     /// their first request and response payloads).
     pub fn pending_measurements(&self) -> Result<usize, DataplaneError> {
         let mut n = 0;
-        for k in self.flow_times.keys() {
+        let Some(times) = &self.flow_times else {
+            return Ok(0);
+        };
+        for k in times.keys() {
             k.map_err(op("iterate", maps::FLOW_TIMES))?;
             n += 1;
         }

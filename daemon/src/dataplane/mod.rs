@@ -424,6 +424,7 @@ impl Dataplane {
             move |e: DataplaneError| sync::SyncError::Apply {
                 op,
                 source: Box::new(e),
+                retire: Vec::new(),
             }
         };
         let keys: std::collections::HashSet<_> = desired
@@ -459,6 +460,7 @@ impl Dataplane {
             sync::run(&mut self.maps, op).map_err(|e| sync::SyncError::Apply {
                 op: format!("{op:?}"),
                 source: Box::new(e),
+                retire: Vec::new(),
             })?;
         }
         self.applied = plan.next;
@@ -468,10 +470,22 @@ impl Dataplane {
     /// Makes the maps match `desired` without touching established flows. Returns the number of
     /// map operations it took (0: nothing changed).
     pub fn apply(&mut self, desired: &DesiredState, down: &Down) -> Result<usize, sync::SyncError> {
-        let (next, ops) =
-            sync::apply(&mut self.maps, &self.applied, desired, down, Instant::now())?;
-        self.applied = next;
-        Ok(ops)
+        let now = Instant::now();
+        match sync::apply(&mut self.maps, &self.applied, desired, down, now) {
+            Ok((next, ops)) => {
+                self.applied = next;
+                Ok(ops)
+            }
+            Err(e) => {
+                // Backend ids the failed apply wrote leave after the grace period, like any.
+                if let sync::SyncError::Apply { retire, .. } = &e {
+                    self.applied
+                        .retiring
+                        .extend(retire.iter().map(|id| (*id, now)));
+                }
+                Err(e)
+            }
+        }
     }
 
     /// The state in force and its ids.

@@ -7,15 +7,21 @@
 //!    backend serves (`VEER_BE_VIPS`, merged with what the map holds: a VIP is dropped only by
 //!    conntrack upkeep, once no flow needs it), so a backend's first reply finds its flow,
 //! 2. Maglev tables (a fresh inner map swapped in whole),
-//! 3. services (weights and group ids, one element swap each),
-//! 4. pins,
-//! 5. removals of services and pins,
+//! 3. removals of pins and services the state no longer has (before anything is added, so a
+//!    map never holds more than the larger of the two states: validation bounds each state by
+//!    the map's capacity),
+//! 4. services (weights and group ids, one element swap each),
+//! 5. pins,
 //! 6. backend ids no table names any more are retired, and deleted from the map only after a
 //!    grace period, as a packet may have read an old table just before its swap.
 //!
 //! Established flows are never touched: their flow entries carry the backend address.
-//! If an operation fails, the operations needed to go back are run and the error is returned, so
-//! the previous state stays in force.
+//! If an operation fails, the operations that ran (and the failed one) are undone in reverse
+//! order, each by its exact inverse computed from the state in force (`undo`): a new backend id
+//! is deleted, a swapped table or a rewritten service or pin gets its old value back, a removed
+//! one is written again. Then the error is returned, and the previous state is in force.
+//! Removals are idempotent (a key already gone is not an error), so an undo, or a retirement
+//! that runs again after one, never fails on what is already done.
 
 use std::{
     collections::{BTreeMap, BTreeSet, btree_map::Entry},
@@ -355,7 +361,6 @@ fn plan_with_ids(
             });
         }
     }
-    // 3. Services whose key or value changed.
     let old_services: BTreeMap<&str, (ServiceKey, ServiceValue)> = current
         .state
         .services
@@ -370,26 +375,9 @@ fn plan_with_ids(
             )
         })
         .collect();
-    for s in &desired.services {
-        let (key, value) = (service_key(s), service_value(s, &ids, down));
-        if old_services.get(s.name.as_str()) != Some(&(key, value)) {
-            ops.push(Op::SetService { key, value });
-        }
-    }
-    // 4. Pins.
     let old_pins = pins(&current.state, &current.ids);
     let new_pins = pins(desired, &ids);
-    for ((service, prefix, len), group) in &new_pins {
-        if old_pins.get(&(*service, *prefix, *len)) != Some(group) {
-            ops.push(Op::SetPin {
-                service: *service,
-                prefix: *prefix,
-                len: *len,
-                group: *group,
-            });
-        }
-    }
-    // 5. Removals: pins, then services whose key is no longer used.
+    // 3. Removals first: pins, then services whose key is no longer used.
     for (service, prefix, len) in old_pins.keys() {
         if !new_pins.contains_key(&(*service, *prefix, *len)) {
             ops.push(Op::RemovePin {
@@ -407,6 +395,24 @@ fn plan_with_ids(
     for (key, _) in old_services.values() {
         if !new_keys.contains(&key_bytes(key)) {
             ops.push(Op::RemoveService { key: *key });
+        }
+    }
+    // 4. Services whose key or value changed.
+    for s in &desired.services {
+        let (key, value) = (service_key(s), service_value(s, &ids, down));
+        if old_services.get(s.name.as_str()) != Some(&(key, value)) {
+            ops.push(Op::SetService { key, value });
+        }
+    }
+    // 5. Pins.
+    for ((service, prefix, len), group) in &new_pins {
+        if old_pins.get(&(*service, *prefix, *len)) != Some(group) {
+            ops.push(Op::SetPin {
+                service: *service,
+                prefix: *prefix,
+                len: *len,
+                group: *group,
+            });
         }
     }
     // 6. Retirement.
@@ -436,6 +442,38 @@ fn plan_with_ids(
 /// `ServiceKey` as comparable bytes (it has no `Ord`).
 pub(super) fn key_bytes(k: &ServiceKey) -> ([u32; 4], u16, u8, u8) {
     (k.addr, k.port, k.proto, k.family)
+}
+
+/// Where operations run: the maps, or a model of them in tests.
+pub trait Writer {
+    /// Runs one operation.
+    fn run(&mut self, op: &Op) -> Result<(), DataplaneError>;
+}
+
+impl Writer for Maps {
+    fn run(&mut self, op: &Op) -> Result<(), DataplaneError> {
+        run(self, op)
+    }
+}
+
+/// Whether a map operation failed because its key is not there (`ENOENT`).
+fn is_missing(e: &DataplaneError) -> bool {
+    match e {
+        DataplaneError::Map { source, .. } => match source {
+            aya::maps::MapError::KeyNotFound => true,
+            aya::maps::MapError::SyscallError(s) => s.io_error.raw_os_error() == Some(libc::ENOENT),
+            _ => false,
+        },
+        _ => false,
+    }
+}
+
+/// A removal whose key is already gone has done its work.
+fn removed(r: Result<(), DataplaneError>) -> Result<(), DataplaneError> {
+    match r {
+        Err(e) if is_missing(&e) => Ok(()),
+        other => other,
+    }
 }
 
 /// Runs one operation.
@@ -485,16 +523,17 @@ pub(super) fn run(maps: &mut Maps, op: &Op) -> Result<(), DataplaneError> {
             service,
             prefix,
             len,
-        } => maps.remove_pin(*service, *prefix, *len),
-        Op::RemoveService { key } => maps.remove_service(key),
-        Op::RemoveBackend { id } => maps.remove_backend(*id),
+        } => removed(maps.remove_pin(*service, *prefix, *len)),
+        Op::RemoveService { key } => removed(maps.remove_service(key)),
+        Op::RemoveBackend { id } => removed(maps.remove_backend(*id)),
     }
 }
 
 /// Applies `desired` over `current`; on success returns what is now applied and how many
-/// operations ran. On failure, puts back what `current` had and returns the error.
+/// operations ran. On failure, undoes what ran (`undo`) and returns the error: `current` is
+/// what the maps hold again.
 pub fn apply(
-    maps: &mut Maps,
+    maps: &mut impl Writer,
     current: &Applied,
     desired: &DesiredState,
     down: &Down,
@@ -502,33 +541,119 @@ pub fn apply(
 ) -> Result<(Applied, usize), SyncError> {
     let plan = plan(current, desired, down, now)?;
     for (i, op) in plan.ops.iter().enumerate() {
-        if let Err(error) = run(maps, op) {
-            // Undo: plan back from the state the failed plan was heading to. Writes are
-            // idempotent, so running more than the completed prefix undid is harmless.
-            let restored = plan_restore(&plan.next, current, now).map(|back| {
-                back.ops
-                    .iter()
-                    .map(|op| run(maps, op))
-                    .filter(Result::is_err)
-                    .count()
-            });
-            tracing::error!(op = ?op, index = i, %error, undo_failures = ?restored, "applying a state failed; previous state restored");
+        if let Err(error) = maps.run(op) {
+            // The failed operation may have done part of its work: it is undone too.
+            let Undo { ops: back, retire } = undo(current, &plan.ops[..=i]);
+            let failures: Vec<String> = back
+                .iter()
+                .filter_map(|op| maps.run(op).err().map(|e| format!("{op:?}: {e}")))
+                .collect();
+            if failures.is_empty() {
+                tracing::error!(op = ?op, index = i, %error, undone = back.len(), "applying a state failed; the previous state is restored");
+            } else {
+                tracing::error!(op = ?op, index = i, %error, ?failures, "applying a state failed, and so did part of putting the previous state back; the next change or restart rewrites the maps");
+            }
             return Err(SyncError::Apply {
                 op: format!("{op:?}"),
                 source: Box::new(error),
+                retire,
             });
         }
     }
     Ok((plan.next.clone(), plan.ops.len()))
 }
 
-fn plan_restore(from: &Applied, to: &Applied, now: Instant) -> Result<Plan, PlanError> {
-    let mut from = from.clone();
-    // Keep `to`'s ids: going back must give the old things their old ids.
-    from.ids.services.extend(to.ids.services.clone());
-    from.ids.groups.extend(to.ids.groups.clone());
-    from.ids.backends.extend(to.ids.backends.clone());
-    plan(&from, &to.state, &to.down, now)
+/// How to take the maps back to the state in force.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Undo {
+    /// Operations to run, in order.
+    pub ops: Vec<Op>,
+    /// Backend ids written and no longer named by any table once `ops` ran: they are retired
+    /// like any backend leaving its table (deleted after `RETIRE_GRACE`, as a packet may have
+    /// read a table naming them just before it was swapped back).
+    pub retire: Vec<u32>,
+}
+
+/// What takes maps holding `current` with `done` run over them back to `current`: the exact
+/// inverse of each operation, last first. A table or a service or pin written gets its old
+/// value back or is deleted when it is new, a service or pin removed is written again, and a
+/// backend id written (a plan writes only new ids) is retired. Deleting a retired backend id
+/// needs no inverse: no table names it, and `current` retiring it again finds it gone, which is
+/// fine.
+pub fn undo(current: &Applied, done: &[Op]) -> Undo {
+    let old_tables = tables(&current.state, &current.ids, &current.down);
+    let old_services: BTreeMap<_, (ServiceKey, ServiceValue)> = current
+        .state
+        .services
+        .iter()
+        .map(|s| {
+            let key = service_key(s);
+            (
+                key_bytes(&key),
+                (key, service_value(s, &current.ids, &current.down)),
+            )
+        })
+        .collect();
+    let old_pins = pins(&current.state, &current.ids);
+    let old_vips = vips::desired(&current.state, &current.ids);
+    let mut back = Vec::new();
+    let mut retire = Vec::new();
+    for op in done.iter().rev() {
+        match op {
+            Op::SetBackend { id, .. } => retire.push(*id),
+            // The VIPs in force go back in front; VIPs the failed plan added stay behind them
+            // until upkeep prunes those no live flow needs, as after any removal (a merge never
+            // drops a VIP a reply may still need).
+            Op::SetBackendVips { key, .. } => back.push(Op::SetBackendVips {
+                key: *key,
+                vips: old_vips.get(key).cloned().unwrap_or_default(),
+            }),
+            Op::SetTable { group, .. } => {
+                // A new group's table stays: nothing names it once the services are back, and
+                // whoever gets the id next swaps its own table in.
+                if let Some(backends) = old_tables.get(group) {
+                    back.push(Op::SetTable {
+                        group: *group,
+                        backends: backends.clone(),
+                    });
+                }
+            }
+            Op::SetService { key, .. } | Op::RemoveService { key } => {
+                back.push(match old_services.get(&key_bytes(key)) {
+                    Some((key, value)) => Op::SetService {
+                        key: *key,
+                        value: *value,
+                    },
+                    None => Op::RemoveService { key: *key },
+                });
+            }
+            Op::SetPin {
+                service,
+                prefix,
+                len,
+                ..
+            }
+            | Op::RemovePin {
+                service,
+                prefix,
+                len,
+            } => back.push(match old_pins.get(&(*service, *prefix, *len)) {
+                Some(group) => Op::SetPin {
+                    service: *service,
+                    prefix: *prefix,
+                    len: *len,
+                    group: *group,
+                },
+                None => Op::RemovePin {
+                    service: *service,
+                    prefix: *prefix,
+                    len: *len,
+                },
+            }),
+            Op::RemoveBackend { .. } => {}
+        }
+    }
+    Undo { ops: back, retire }
 }
 
 /// Why an apply failed.
@@ -545,6 +670,8 @@ pub enum SyncError {
         /// The failure.
         #[source]
         source: Box<DataplaneError>,
+        /// Backend ids written before the failure, to retire (see `Undo::retire`).
+        retire: Vec<u32>,
     },
 }
 
@@ -771,5 +898,258 @@ mod tests {
         let b = plan(&a, &DesiredState::default(), &Down::new(), now).unwrap();
         assert!(b.ops.iter().any(|o| matches!(o, Op::RemoveService { .. })));
         assert_eq!(b.next.retiring.len(), 2);
+    }
+
+    /// The maps as plain data, with their capacities, failing the `fail_at`-th operation.
+    #[derive(Clone, Debug, Default, PartialEq)]
+    struct Model {
+        backends: BTreeMap<u32, SocketAddr>,
+        tables: BTreeMap<u32, Vec<(u32, SocketAddr)>>,
+        services: BTreeMap<([u32; 4], u16, u8, u8), ServiceValue>,
+        pins: BTreeMap<(u32, IpAddr, u8), u32>,
+    }
+
+    struct FakeMaps {
+        maps: Model,
+        ran: usize,
+        fail_at: Option<usize>,
+    }
+
+    fn map_error(map: &'static str, errno: i32) -> DataplaneError {
+        DataplaneError::Map {
+            op: "update",
+            map,
+            source: aya::maps::MapError::SyscallError(aya::sys::SyscallError {
+                call: "bpf_map_update_elem",
+                io_error: std::io::Error::from_raw_os_error(errno),
+            }),
+        }
+    }
+
+    impl Writer for FakeMaps {
+        fn run(&mut self, op: &Op) -> Result<(), DataplaneError> {
+            self.ran += 1;
+            if self.fail_at == Some(self.ran - 1) {
+                return Err(map_error("VEER_FAKE", libc::EIO));
+            }
+            let m = &mut self.maps;
+            let full = |len: usize, max: u32, map| {
+                if len > max as usize {
+                    Err(map_error(map, libc::E2BIG))
+                } else {
+                    Ok(())
+                }
+            };
+            let gone = |found: bool, map| {
+                if found {
+                    Ok(())
+                } else {
+                    Err(map_error(map, libc::ENOENT))
+                }
+            };
+            match op {
+                Op::SetBackend { id, addr, .. } => {
+                    m.backends.insert(*id, *addr);
+                    full(m.backends.len(), MAX_BACKENDS, "VEER_BACKENDS")
+                }
+                Op::SetTable { group, backends } => {
+                    m.tables.insert(*group, backends.clone());
+                    full(m.tables.len(), MAX_GROUPS, "VEER_MAGLEV")
+                }
+                Op::SetService { key, value } => {
+                    m.services.insert(key_bytes(key), *value);
+                    full(m.services.len(), MAX_SERVICES, "VEER_SERVICES")
+                }
+                Op::SetPin {
+                    service,
+                    prefix,
+                    len,
+                    group,
+                } => {
+                    m.pins.insert((*service, *prefix, *len), *group);
+                    full(m.pins.len(), veer_common::maps::MAX_PINS, "VEER_PINS")
+                }
+                Op::RemovePin {
+                    service,
+                    prefix,
+                    len,
+                } => removed(gone(
+                    m.pins.remove(&(*service, *prefix, *len)).is_some(),
+                    "VEER_PINS",
+                )),
+                Op::RemoveService { key } => removed(gone(
+                    m.services.remove(&key_bytes(key)).is_some(),
+                    "VEER_SERVICES",
+                )),
+                Op::RemoveBackend { id } => {
+                    removed(gone(m.backends.remove(id).is_some(), "VEER_BACKENDS"))
+                }
+                // Merged, never replaced (see `undo`): not part of what an undo restores.
+                Op::SetBackendVips { .. } => Ok(()),
+            }
+        }
+    }
+
+    /// A state with two services, pins and several backends.
+    fn big(web_v2: &[&str], extra: bool, pin_group: &str) -> DesiredState {
+        let mut s = state("60", "40", web_v2);
+        s.services[0].pins.push(Pin {
+            prefix: "203.0.113.0".parse().unwrap(),
+            len: 24,
+            group: pin_group.into(),
+        });
+        if extra {
+            let mut other = state("100", "0", &["198.51.100.31:8080"]);
+            other.services[0].name = "api".into();
+            other.services[0].port = 443;
+            other.services[0].pins.push(Pin {
+                prefix: "203.0.113.128".parse().unwrap(),
+                len: 25,
+                group: "v1".into(),
+            });
+            s.services.extend(other.services);
+        }
+        s
+    }
+
+    /// A failure at any operation of a plan leaves the maps as they were: backend ids written
+    /// are retired (not left as strays), tables, services and pins get their old values back,
+    /// removed ones come back.
+    #[test]
+    fn a_failure_at_any_operation_is_undone_completely() {
+        let t0 = Instant::now();
+        let before = big(&["198.51.100.21:8080", "198.51.100.22:8080"], true, "v2");
+        let after = big(
+            &[
+                "198.51.100.22:8080",
+                "198.51.100.23:8080",
+                "198.51.100.24:8080",
+            ],
+            false,
+            "v1",
+        );
+        let mut fake = FakeMaps {
+            maps: Model::default(),
+            ran: 0,
+            fail_at: None,
+        };
+        let (current, _) =
+            apply(&mut fake, &Applied::default(), &before, &Down::new(), t0).unwrap();
+        let held = fake.maps.clone();
+        let ops = plan(&current, &after, &Down::new(), t0).unwrap().ops;
+        assert!(ops.len() >= 6, "{ops:?}");
+        for fail_at in 0..ops.len() {
+            let mut f = FakeMaps {
+                maps: held.clone(),
+                ran: 0,
+                fail_at: Some(fail_at),
+            };
+            let Err(SyncError::Apply { retire, .. }) =
+                apply(&mut f, &current, &after, &Down::new(), t0)
+            else {
+                panic!("failure at {fail_at} not reported");
+            };
+            // Everything is back; backend ids written wait for their grace period (the one
+            // whose write failed may or may not be there).
+            let mut back = f.maps.clone();
+            for id in &retire {
+                let Some(Op::SetBackend { addr, .. }) = ops
+                    .iter()
+                    .find(|o| matches!(o, Op::SetBackend { id: i, .. } if i == id))
+                else {
+                    panic!("retired {id}, which the plan did not write");
+                };
+                if let Some(a) = back.backends.remove(id) {
+                    assert_eq!(a, *addr);
+                }
+            }
+            assert_eq!(
+                back, held,
+                "failure at operation {fail_at}: {:?}",
+                ops[fail_at]
+            );
+            let written: Vec<u32> = ops[..fail_at]
+                .iter()
+                .filter_map(|o| match o {
+                    Op::SetBackend { id, .. } => Some(*id),
+                    _ => None,
+                })
+                .collect();
+            assert!(
+                written.iter().all(|id| retire.contains(id)),
+                "failure at {fail_at}: written {written:?}, retired {retire:?}"
+            );
+        }
+    }
+
+    /// Backend ids an undo retires leave the map after the grace period, and a retirement that
+    /// runs again over an id already gone is no error.
+    #[test]
+    fn retired_ids_of_an_undo_leave_after_the_grace_period() {
+        let t0 = Instant::now();
+        let mut fake = FakeMaps {
+            maps: Model::default(),
+            ran: 0,
+            fail_at: None,
+        };
+        let before = state("100", "0", &["198.51.100.21:8080"]);
+        let (mut current, _) =
+            apply(&mut fake, &Applied::default(), &before, &Down::new(), t0).unwrap();
+        let after = state("100", "0", &["198.51.100.21:8080", "198.51.100.22:8080"]);
+        fake.fail_at = Some(fake.ran + 1);
+        let Err(SyncError::Apply { retire, .. }) =
+            apply(&mut fake, &current, &after, &Down::new(), t0)
+        else {
+            panic!()
+        };
+        assert_eq!(retire.len(), 1);
+        current.retiring.extend(retire.iter().map(|id| (*id, t0)));
+        // Someone removed it meanwhile: the retirement still succeeds.
+        fake.maps.backends.remove(&retire[0]);
+        fake.fail_at = None;
+        let (next, _) = apply(
+            &mut fake,
+            &current,
+            &before,
+            &Down::new(),
+            t0 + RETIRE_GRACE,
+        )
+        .unwrap();
+        assert!(next.retiring.is_empty());
+        assert_eq!(fake.maps.backends.len(), 2);
+    }
+
+    /// A state at a map's capacity replaced by another as large never overflows the map: what
+    /// goes is removed before what comes is added.
+    #[test]
+    fn replacing_a_full_map_never_overflows_it() {
+        let t0 = Instant::now();
+        let services = |first_port: u16| DesiredState {
+            services: (0..MAX_SERVICES as u16 - 1)
+                .map(|i| {
+                    let mut s = state("100", "0", &[]).services.remove(0);
+                    s.name = format!("s{}", first_port + i);
+                    s.port = first_port + i;
+                    s.groups.truncate(1);
+                    // A backend of its own: one backend serves at most four services.
+                    s.groups[0].backends[0].addr = SocketAddr::new(
+                        std::net::Ipv4Addr::from(0xC633_6400 + u32::from(first_port + i)).into(),
+                        8080,
+                    );
+                    s
+                })
+                .collect(),
+        };
+        let (one, two) = (services(1), services(2000));
+        assert_eq!(one.validate(), Ok(()));
+        let mut fake = FakeMaps {
+            maps: Model::default(),
+            ran: 0,
+            fail_at: None,
+        };
+        let (current, _) = apply(&mut fake, &Applied::default(), &one, &Down::new(), t0).unwrap();
+        apply(&mut fake, &current, &two, &Down::new(), t0)
+            .unwrap_or_else(|e| panic!("{}", crate::error::chain(&e)));
+        assert_eq!(fake.maps.services.len(), MAX_SERVICES as usize - 1);
     }
 }

@@ -783,6 +783,7 @@ mod tests {
                 }),
             }],
             last_sync: at(0),
+            local_changes: vec![],
         }
     }
 

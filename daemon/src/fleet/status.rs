@@ -45,6 +45,10 @@ pub struct NodeStatus {
     /// When the node last completed a sync with etcd.
     #[serde(with = "super::rfc3339_millis")]
     pub last_sync: SystemTime,
+    /// Local changes (`veer shift` ... on the node) in force over the config document until
+    /// its next change, newest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub local_changes: Vec<String>,
 }
 
 /// The config document a node applied.
@@ -213,6 +217,7 @@ mod tests {
                 }),
             }],
             last_sync: SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(1_700_000_000_123),
+            local_changes: vec!["revision 8: drain web/v2".into()],
         }
     }
 

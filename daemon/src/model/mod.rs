@@ -21,8 +21,9 @@ pub use ids::{BackendRef, Down, GroupRef, Ids};
 pub use node::{HookChoice, NodeChange, NodeConfig, Timeouts, XdpAttachMode};
 pub use plan::{OnFailure, Plan, PlanError};
 pub use validate::{
-    GroupField, HealthField, NAME_RULE, PinField, Place, RolloutField, ServiceField, StateError,
-    TimeoutField, Violation, host_bits_zero, parse_prefix, valid_name,
+    GroupField, HealthField, MAX_DRAIN_WAIT, NAME_RULE, PinField, Place, RolloutField,
+    ServiceField, StateError, TimeoutField, Violation, drain_wait, host_bits_zero, parse_prefix,
+    valid_name,
 };
 pub use weight::{Weight, WeightError};
 
@@ -125,6 +126,8 @@ impl HealthCheck {
     pub const DEFAULT_EXPECT_STATUS: u16 = 200;
     /// Shortest interval.
     pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
+    /// Longest interval: a backend is checked at least hourly.
+    pub const MAX_INTERVAL: Duration = Duration::from_hours(1);
     /// Shortest timeout.
     pub const MIN_TIMEOUT: Duration = Duration::from_millis(10);
     /// What `rise` and `fall` may be.
@@ -236,6 +239,171 @@ mod tests {
                 "timeouts.udp 1m -> 1m 30s"
             ]
         );
+    }
+
+    /// Every duration has an upper bound: a health interval of about 3e11 years used to pass
+    /// and make `now + interval` panic in the health scheduler.
+    #[test]
+    fn every_duration_has_an_upper_bound() {
+        let eons = humantime::parse_duration("300000000000years").unwrap();
+        let mut s = web();
+        let mut check = HealthCheck::new(CheckKind::Tcp);
+        check.interval = eons;
+        s.services[0].health = Some(check);
+        let e = s.validate().unwrap_err();
+        assert_eq!(
+            e.at,
+            Place::Health {
+                service: 0,
+                field: HealthField::Interval
+            }
+        );
+        assert!(
+            e.to_string().ends_with("is longer than the 1h maximum"),
+            "{e}"
+        );
+        let mut s = web();
+        let mut check = HealthCheck::new(CheckKind::Tcp);
+        check.interval = HealthCheck::MAX_INTERVAL;
+        check.timeout = HealthCheck::MAX_INTERVAL;
+        s.services[0].health = Some(check);
+        assert_eq!(s.validate(), Ok(()), "the bounds themselves are fine");
+
+        let mut s = web();
+        let mut plan = Plan::to("v2");
+        plan.pause = eons;
+        s.services[0].rollout = Some(plan.clone());
+        assert!(matches!(
+            s.validate().map_err(|v| v.error),
+            Err(StateError::BadRollout {
+                source: PlanError::PauseTooLong { .. },
+                ..
+            })
+        ));
+        plan.pause = Plan::DEFAULT_PAUSE;
+        plan.gate_timeout = eons;
+        assert!(matches!(
+            plan.validate(&s.services[0]),
+            Err(PlanError::GateTimeoutTooLong { .. })
+        ));
+
+        let mut node = NodeConfig::default();
+        node.timeouts.tcp_established = eons;
+        assert!(matches!(
+            node.validate().map_err(|v| v.error),
+            Err(StateError::TimeoutTooLong {
+                field: "tcp_established",
+                ..
+            })
+        ));
+        assert!(drain_wait("300000000000years").is_err());
+        assert_eq!(drain_wait("5m"), Ok(Duration::from_mins(5)));
+    }
+
+    /// Every map's capacity is checked at validation, naming the map and its limit, so that a
+    /// state too large is refused before any write rather than failing halfway through them.
+    #[test]
+    fn a_state_just_over_a_map_capacity_is_refused_naming_the_map() {
+        use veer_common::maps::{MAX_BACKENDS, MAX_GROUPS, MAX_PINS, MAX_SERVICES};
+        let one = |name: String, port: u16, groups: Vec<Group>| Service {
+            name,
+            vip: "192.0.2.10".parse().unwrap(),
+            port,
+            protocol: Protocol::Tcp,
+            groups,
+            pins: vec![],
+            health: None,
+            rollout: None,
+        };
+        let empty = |n: usize| -> Vec<Group> {
+            (0..n)
+                .map(|g| Group {
+                    name: format!("g{g}"),
+                    weight: Weight::ZERO,
+                    backends: vec![],
+                })
+                .collect()
+        };
+        let services = |n: usize, groups: usize| DesiredState {
+            services: (0..n)
+                .map(|i| one(format!("s{i}"), i as u16 + 1, empty(groups)))
+                .collect(),
+        };
+        let too_many = |s: &DesiredState| match s.validate() {
+            Err(Violation {
+                error: StateError::TooMany { what, max, map, .. },
+                ..
+            }) => Some((what, max, map)),
+            other => panic!("{other:?}"),
+        };
+        let max = MAX_SERVICES as usize - 1;
+        assert_eq!(services(max, 1).validate(), Ok(()));
+        assert_eq!(
+            too_many(&services(max + 1, 1)),
+            Some(("services", max, "VEER_SERVICES"))
+        );
+        let e = services(max + 1, 1).validate().unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "{} services in all; the VEER_SERVICES map holds at most {max}",
+                max + 1
+            )
+        );
+        // Groups: 8 per service.
+        let max = MAX_GROUPS as usize - 1;
+        let mut s = services(max / 8, 8);
+        s.services.push(one("last".into(), 9999, empty(max % 8)));
+        assert_eq!(s.validate(), Ok(()));
+        s.services.last_mut().unwrap().groups.push(Group {
+            name: "over".into(),
+            weight: Weight::ZERO,
+            backends: vec![],
+        });
+        assert_eq!(too_many(&s), Some(("groups", max, "VEER_MAGLEV")));
+        // Backends: 8 groups of 8192 in one service.
+        let max = MAX_BACKENDS as usize - 1;
+        let backends = |g: usize, n: usize| -> Vec<Backend> {
+            (0..n)
+                .map(|k| Backend {
+                    addr: SocketAddr::new(
+                        format!("198.51.100.{}", 1 + g).parse().unwrap(),
+                        k as u16 + 1,
+                    ),
+                })
+                .collect()
+        };
+        let mut s = services(1, 8);
+        for (g, group) in s.services[0].groups.iter_mut().enumerate() {
+            group.backends = backends(g, if g == 7 { 8191 } else { 8192 });
+        }
+        assert_eq!(s.validate(), Ok(()));
+        assert_eq!(
+            s.services[0]
+                .groups
+                .iter()
+                .map(|g| g.backends.len())
+                .sum::<usize>(),
+            max
+        );
+        s.services[0].groups[7].backends.push(Backend {
+            addr: "198.51.100.99:1".parse().unwrap(),
+        });
+        assert_eq!(too_many(&s), Some(("backends", max, "VEER_BACKENDS")));
+        // Pins: one service, one /48 each.
+        let max = MAX_PINS as usize;
+        let mut s = services(1, 1);
+        s.services[0].vip = "2001:db8::10".parse().unwrap();
+        s.services[0].pins = (0..=max)
+            .map(|i| Pin {
+                prefix: std::net::Ipv6Addr::new(0x2001, 0xdb8, i as u16, 0, 0, 0, 0, 0).into(),
+                len: 48,
+                group: "g0".into(),
+            })
+            .collect();
+        assert_eq!(too_many(&s), Some(("pins", max, "VEER_PINS")));
+        s.services[0].pins.pop();
+        assert_eq!(s.validate(), Ok(()));
     }
 
     #[test]

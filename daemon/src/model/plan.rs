@@ -78,6 +78,22 @@ pub enum PlanError {
         /// The minimum.
         min: String,
     },
+    /// A step watched for more than `Plan::MAX_PAUSE`.
+    #[error("rollout pause {pause} is longer than the {max} maximum")]
+    PauseTooLong {
+        /// The pause given.
+        pause: String,
+        /// The maximum.
+        max: String,
+    },
+    /// A gate given more than `Plan::MAX_GATE_TIMEOUT`.
+    #[error("rollout gate timeout {timeout} is longer than the {max} maximum")]
+    GateTimeoutTooLong {
+        /// The timeout given.
+        timeout: String,
+        /// The maximum.
+        max: String,
+    },
     /// A gate given less than `Plan::MIN_GATE_TIMEOUT`.
     #[error("rollout gate timeout {timeout} is shorter than the {min} minimum")]
     GateTimeoutTooShort {
@@ -132,6 +148,10 @@ impl Plan {
     pub const MIN_PAUSE: Duration = Duration::from_secs(1);
     /// Shortest gate timeout.
     pub const MIN_GATE_TIMEOUT: Duration = Duration::from_millis(100);
+    /// Longest pause: a step is watched at most a week.
+    pub const MAX_PAUSE: Duration = Duration::from_hours(7 * 24);
+    /// Longest gate timeout.
+    pub const MAX_GATE_TIMEOUT: Duration = Duration::from_mins(10);
 
     /// A plan to `to` with every default: the default steps, pause, failure rate, flows and
     /// gate timeout, no extra gates, rollback on failure, resume after a restart.
@@ -185,10 +205,22 @@ impl Plan {
                 min: humantime::format_duration(Self::MIN_PAUSE).to_string(),
             });
         }
+        if self.pause > Self::MAX_PAUSE {
+            return Err(PlanError::PauseTooLong {
+                pause: humantime::format_duration(self.pause).to_string(),
+                max: humantime::format_duration(Self::MAX_PAUSE).to_string(),
+            });
+        }
         if self.gate_timeout < Self::MIN_GATE_TIMEOUT {
             return Err(PlanError::GateTimeoutTooShort {
                 timeout: humantime::format_duration(self.gate_timeout).to_string(),
                 min: humantime::format_duration(Self::MIN_GATE_TIMEOUT).to_string(),
+            });
+        }
+        if self.gate_timeout > Self::MAX_GATE_TIMEOUT {
+            return Err(PlanError::GateTimeoutTooLong {
+                timeout: humantime::format_duration(self.gate_timeout).to_string(),
+                max: humantime::format_duration(Self::MAX_GATE_TIMEOUT).to_string(),
             });
         }
         if let Some(t) = &self.judge {

@@ -10,7 +10,7 @@ use std::{
     time::Duration,
 };
 
-use veer_common::maps::MAX_GROUPS_PER_SERVICE;
+use veer_common::maps::{self, MAX_GROUPS_PER_SERVICE};
 
 use super::{
     CheckKind, DesiredState, HealthCheck, NodeConfig, PlanError, Protocol, Service, Timeouts,
@@ -242,6 +242,18 @@ pub enum StateError {
         /// The limit.
         max: usize,
     },
+    /// More of something than its kernel map holds.
+    #[error("{count} {what} in all; the {map} map holds at most {max}")]
+    TooMany {
+        /// `services`, `groups`, `backends` or `pins`.
+        what: &'static str,
+        /// How many the state has, counting up to the first one over the limit.
+        count: usize,
+        /// The limit.
+        max: usize,
+        /// The map (`VEER_SERVICES` ...).
+        map: &'static str,
+    },
     /// Two groups of a service share a name.
     #[error("service `{service}`: group `{group}` is defined twice")]
     DuplicateGroup {
@@ -433,6 +445,22 @@ pub enum StateError {
     },
 }
 
+/// Longest `veer drain --wait --timeout`.
+pub const MAX_DRAIN_WAIT: Duration = Duration::from_hours(7 * 24);
+
+/// Parses a `veer drain --timeout` (`5m`, `2h`), at most `MAX_DRAIN_WAIT`.
+pub fn drain_wait(arg: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(arg).map_err(|e| e.to_string())?;
+    if d > MAX_DRAIN_WAIT {
+        return Err(format!(
+            "{} is longer than the {} maximum",
+            text(d),
+            text(MAX_DRAIN_WAIT)
+        ));
+    }
+    Ok(d)
+}
+
 /// What a service or group name may be.
 pub const NAME_RULE: &str = "1 to 64 characters of A-Z a-z 0-9 _ - .";
 
@@ -469,6 +497,14 @@ impl DesiredState {
     /// Checks every rule a state must keep to be applied. Returns the first one broken, in the
     /// order of the services, and within a service in the order of its fields.
     pub fn validate(&self) -> Result<(), Violation> {
+        self.violations().into_iter().next().map_or(Ok(()), Err)
+    }
+
+    /// Every rule broken, in the order of the services: the rules between services (names,
+    /// endpoints) for each, and each service's own rules up to the first it breaks (a later rule
+    /// of a service often breaks only because of its first).
+    pub fn violations(&self) -> Vec<Violation> {
+        let mut out = Vec::new();
         let mut names: HashMap<&str, usize> = HashMap::new();
         let mut endpoints: HashMap<String, usize> = HashMap::new();
         for (i, s) in self.services.iter().enumerate() {
@@ -477,16 +513,17 @@ impl DesiredState {
                 field: ServiceField::Name,
             };
             if !valid_name(&s.name) {
-                return Err(at(
+                out.push(at(
                     name,
                     StateError::BadName {
                         what: "service",
                         name: s.name.clone(),
                     },
                 ));
+                continue;
             }
             if let Some(&first) = names.get(s.name.as_str()) {
-                return Err(twice(
+                out.push(twice(
                     name,
                     Place::Service {
                         service: first,
@@ -496,11 +533,12 @@ impl DesiredState {
                         name: s.name.clone(),
                     },
                 ));
+                continue;
             }
             names.insert(&s.name, i);
             let endpoint = s.endpoint();
             if let Some(&first) = endpoints.get(&endpoint) {
-                return Err(twice(
+                out.push(twice(
                     Place::Service {
                         service: i,
                         field: ServiceField::Table,
@@ -515,9 +553,92 @@ impl DesiredState {
                         first: self.services[first].name.clone(),
                     },
                 ));
+                continue;
             }
             endpoints.insert(endpoint, i);
-            s.validate(i)?;
+            if let Err(v) = s.validate(i) {
+                out.push(v);
+            }
+        }
+        // The maps' capacities last: a state that breaks no other rule still has to fit.
+        if let Err(v) = self.validate_capacity() {
+            out.push(v);
+        }
+        out
+    }
+
+    /// Checks that the state fits the kernel's maps, so that applying it never fails halfway
+    /// through the writes. Ids start at 1 (0 is "unset"), so a map of `N` entries indexed or
+    /// keyed by id holds `N - 1` things; the pins trie holds `MAX_PINS` prefixes.
+    fn validate_capacity(&self) -> Result<(), Violation> {
+        let limit = |what, max: u32, map| (what, max as usize, map);
+        let (services, groups, backends, pins) = (
+            limit("services", maps::MAX_SERVICES - 1, maps::SERVICES),
+            limit("groups", maps::MAX_GROUPS - 1, maps::MAGLEV),
+            limit("backends", maps::MAX_BACKENDS - 1, maps::BACKENDS),
+            limit("pins", maps::MAX_PINS, maps::PINS),
+        );
+        let over = |(what, max, map): (&'static str, usize, &'static str), at_place: Place| {
+            at(
+                at_place,
+                StateError::TooMany {
+                    what,
+                    count: max + 1,
+                    max,
+                    map,
+                },
+            )
+        };
+        let (mut g, mut b, mut p) = (0, 0, 0);
+        for (i, s) in self.services.iter().enumerate() {
+            if i >= services.1 {
+                return Err(over(
+                    services,
+                    Place::Service {
+                        service: i,
+                        field: ServiceField::Table,
+                    },
+                ));
+            }
+            for (j, group) in s.groups.iter().enumerate() {
+                g += 1;
+                if g > groups.1 {
+                    return Err(over(
+                        groups,
+                        Place::Group {
+                            service: i,
+                            group: j,
+                            field: GroupField::Table,
+                        },
+                    ));
+                }
+                for k in 0..group.backends.len() {
+                    b += 1;
+                    if b > backends.1 {
+                        return Err(over(
+                            backends,
+                            Place::Backend {
+                                service: i,
+                                group: j,
+                                backend: k,
+                            },
+                        ));
+                    }
+                }
+            }
+            for k in 0..s.pins.len() {
+                p += 1;
+                if p > pins.1 {
+                    return Err(over(
+                        pins,
+                        Place::Pin {
+                            service: i,
+                            pin: k,
+                            field: PinField::Prefix,
+                        },
+                    ));
+                }
+            }
         }
         self.validate_shared_backends()
     }
@@ -624,8 +745,11 @@ impl Service {
                             RolloutField::To
                         }
                         PlanError::BadSteps { .. } => RolloutField::Steps,
-                        PlanError::PauseTooShort { .. } => RolloutField::Pause,
-                        PlanError::GateTimeoutTooShort { .. } => RolloutField::GateTimeout,
+                        PlanError::PauseTooShort { .. } | PlanError::PauseTooLong { .. } => {
+                            RolloutField::Pause
+                        }
+                        PlanError::GateTimeoutTooShort { .. }
+                        | PlanError::GateTimeoutTooLong { .. } => RolloutField::GateTimeout,
                         PlanError::AlreadyThere { .. }
                         | PlanError::Tolerance { .. }
                         | PlanError::DrainDeadlineTooLong { .. } => RolloutField::Table,
@@ -809,6 +933,16 @@ impl HealthCheck {
                 ),
             ));
         }
+        if self.interval > Self::MAX_INTERVAL {
+            return Err((
+                HealthField::Interval,
+                format!(
+                    "interval {} is longer than the {} maximum",
+                    text(self.interval),
+                    text(Self::MAX_INTERVAL)
+                ),
+            ));
+        }
         if self.timeout < Self::MIN_TIMEOUT {
             return Err((
                 HealthField::Timeout,
@@ -962,9 +1096,12 @@ pub fn host_bits_zero(addr: IpAddr, len: u8) -> bool {
 }
 
 /// Parses a network prefix (`"203.0.113.0/24"`, `"2001:db8::/32"`); `None` unless it is one,
-/// with its host bits zero.
+/// with its host bits zero. A bare address is the prefix of that one host: /32 or /128.
 pub fn parse_prefix(s: &str) -> Option<(IpAddr, u8)> {
-    let (addr, len) = s.split_once('/')?;
+    let Some((addr, len)) = s.split_once('/') else {
+        let addr: IpAddr = s.parse().ok()?;
+        return Some((addr, if addr.is_ipv4() { 32 } else { 128 }));
+    };
     let addr: IpAddr = addr.parse().ok()?;
     let len: u8 = len.parse().ok()?;
     let max = if addr.is_ipv4() { 32 } else { 128 };

@@ -65,6 +65,55 @@ pub struct Rollout {
     /// rollback), with its numbers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verdict: Option<StepVerdict>,
+    /// The current step's pause was skipped (`veer rollout promote`): the step ends as soon as
+    /// it has its new flows and its gates pass.
+    #[serde(default)]
+    pub pause_skipped: bool,
+    /// Every group's counters when the current step began, so each group's new flows and
+    /// failures in the step can be shown (empty in rollouts recorded before veer kept them).
+    #[serde(default)]
+    pub group_baselines: Vec<(String, Counts)>,
+    /// The steps that ended, in order: when, how, and what the target group saw in each.
+    #[serde(default)]
+    pub history: Vec<StepRecord>,
+    /// The gate that broke, when a gate rolled it back (or stepped it back).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gate: Option<String>,
+    /// The fleet rollout (`fleet::FleetRollout::id`) this is the node's part of; none for a
+    /// rollout of this node alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fleet: Option<String>,
+}
+
+/// How a step ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepOutcome {
+    /// It held: its pause was over (or skipped), it had its new flows, its gates passed.
+    Passed,
+    /// Skipped by `veer rollout promote --full`.
+    Skipped,
+    /// A gate failed during it.
+    Breached,
+    /// An operator aborted the rollout during it.
+    Aborted,
+}
+
+/// A step that ended.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepRecord {
+    /// Index of the step in `plan.steps`.
+    pub step: usize,
+    /// When it began.
+    #[serde(with = "crate::model::human::rfc3339")]
+    pub started: SystemTime,
+    /// When it ended.
+    #[serde(with = "crate::model::human::rfc3339")]
+    pub ended: SystemTime,
+    /// How it ended.
+    pub outcome: StepOutcome,
+    /// The target group's new flows and failures during it.
+    pub counts: Counts,
 }
 
 /// What was observed when deciding.
@@ -157,7 +206,29 @@ impl Rollout {
             baseline: counts,
             reason: None,
             verdict: None,
+            pause_skipped: false,
+            group_baselines: Vec::new(),
+            history: Vec::new(),
+            gate: None,
+            fleet: None,
         }
+    }
+
+    /// The record of the current step, ending at `now` with `outcome`, the target group's
+    /// counters being `counts`.
+    pub fn record(&self, outcome: StepOutcome, counts: Counts, now: SystemTime) -> StepRecord {
+        StepRecord {
+            step: self.step,
+            started: self.step_started,
+            ended: now,
+            outcome,
+            counts: self.in_step(counts),
+        }
+    }
+
+    /// Whether the current step is the plan's last.
+    pub fn at_last_step(&self) -> bool {
+        self.step + 1 >= self.plan.steps.len()
     }
 
     /// Whether the current step is judged: the plan names tolerances and another group still
@@ -249,7 +320,7 @@ impl Rollout {
             .plan
             .pause
             .checked_sub(elapsed)
-            .filter(|l| !l.is_zero())
+            .filter(|l| !l.is_zero() && !self.pause_skipped)
         {
             return Decision::Wait(WaitReason::Pause { left });
         }
@@ -266,7 +337,7 @@ impl Rollout {
             Some(Err(failure)) => return self.breach(&failure.gate, failure.why.clone()),
             _ => {}
         }
-        if self.step + 1 >= self.plan.steps.len() {
+        if self.at_last_step() {
             Decision::Complete
         } else {
             Decision::Advance {
@@ -415,6 +486,31 @@ mod tests {
             why: "exit status 1".into(),
         }));
         assert!(matches!(r.decide(&o, at(11)), Decision::Breach { .. }));
+    }
+
+    #[test]
+    fn a_skipped_pause_ends_the_step_once_it_has_its_flows() {
+        let mut r = rollout(false);
+        r.pause_skipped = true;
+        assert_eq!(
+            r.decide(&obs(5, 0), at(1)),
+            Decision::Wait(WaitReason::MinFlows { seen: 5 })
+        );
+        assert!(matches!(
+            r.decide(&obs(50, 0), at(1)),
+            Decision::Advance { next: 1, .. }
+        ));
+        let rec = r.record(StepOutcome::Passed, obs(50, 3).counts, at(1));
+        assert_eq!(
+            (rec.step, rec.counts),
+            (
+                0,
+                Counts {
+                    attempted: 50,
+                    failed: 3
+                }
+            )
+        );
     }
 
     #[test]

@@ -11,4 +11,4 @@ pub mod engine;
 pub mod gate;
 pub mod judge;
 
-pub use engine::{Decision, GateFailure, Observation, Phase, Rollout};
+pub use engine::{Decision, GateFailure, Observation, Phase, Rollout, StepOutcome, StepRecord};

@@ -10,7 +10,6 @@
 //! a long-lived connection broke or moved.
 
 // This binary links every dependency of `veer-tests`.
-#[cfg(test)]
 use tokio as _;
 use {aya as _, rand as _, rcgen as _, veer as _, veer_common as _};
 

@@ -116,14 +116,20 @@ impl Candidate {
     /// The current leader's node name, if any: the value of the oldest key under the election
     /// name (etcd's election orders candidates by creation revision).
     pub async fn leader(&self) -> Result<Option<String>, EtcdError> {
-        let prefix = format!("{}/", self.fleet.layout().driver_election());
-        let mut kv = self.fleet.client().await?.kv_client();
+        self.fleet.driver().await
+    }
+}
+
+impl Fleet {
+    /// The node name of the daemon that drives fleet rollouts now, if one does.
+    pub async fn driver(&self) -> Result<Option<String>, EtcdError> {
+        let prefix = format!("{}/", self.layout().driver_election());
+        let mut kv = self.client().await?.kv_client();
         let options = GetOptions::new()
             .with_prefix()
             .with_sort(SortTarget::Create, SortOrder::Ascend)
             .with_limit(1);
         let resp = self
-            .fleet
             .call(
                 "get the leader of",
                 &prefix,

@@ -7,7 +7,8 @@
 //!   ([`Fleet::rollout`]).
 //! - [`Watcher`]: what a node follows (its config document in force, the fleet rollouts),
 //!   listed then watched, published as a [`SourceState`].
-//! - [`StatusWriter`]: the node's `status/<node>` under a lease it keeps alive.
+//! - [`StatusWriter`]: the node's `status/<node>` under a lease it keeps alive; [`StatusWatch`]:
+//!   every node's status changes, for whoever follows the whole fleet.
 //! - [`Candidate`] / [`Leadership`]: the election of the daemon that drives fleet rollouts,
 //!   and writes fenced by it.
 //!
@@ -19,6 +20,7 @@ mod election;
 mod error;
 mod options;
 mod status;
+mod statuses;
 mod watch;
 
 pub use backoff::Backoff;
@@ -30,4 +32,5 @@ pub use election::{Candidate, Leadership};
 pub use error::EtcdError;
 pub use options::{Connector, DEFAULT_PREFIX, EtcdOptions};
 pub use status::{StatusWriter, WriterState};
+pub use statuses::{Mirrored, StatusEvent, StatusMirror, StatusWatch};
 pub use watch::{SourceState, Watcher, WatcherOptions};

@@ -343,11 +343,30 @@ pub(crate) struct Veer {
     pub(crate) pin_dir: PathBuf,
     child: Option<Child>,
     starts: u32,
+    /// `--metrics` (`off`, or an address in the node namespace).
+    metrics: String,
+    /// More `veer daemon` arguments.
+    extra: Vec<String>,
 }
 
 impl Veer {
     /// Writes `config` and starts the daemon in `node`; returns once its socket answers.
     pub(crate) fn start(node: &Netns, config: &str) -> Result<Self> {
+        Self::start_full(node, config, "off", &[])
+    }
+
+    /// Like `start`, serving metrics on `metrics` (an address in the node namespace).
+    pub(crate) fn start_with_metrics(node: &Netns, config: &str, metrics: &str) -> Result<Self> {
+        Self::start_full(node, config, metrics, &[])
+    }
+
+    /// Like `start`, with more `veer daemon` arguments (`--source etcd ...`).
+    pub(crate) fn start_with(node: &Netns, config: &str, extra: &[&str]) -> Result<Self> {
+        Self::start_full(node, config, "off", extra)
+    }
+
+    /// Like `start`, with metrics on `metrics` and more `veer daemon` arguments.
+    fn start_full(node: &Netns, config: &str, metrics: &str, extra: &[&str]) -> Result<Self> {
         let dir = TempDir::new("veer-bench")?;
         let name = dir
             .path()
@@ -364,6 +383,8 @@ impl Veer {
             dir,
             child: None,
             starts: 0,
+            metrics: metrics.to_owned(),
+            extra: extra.iter().map(|a| (*a).to_owned()).collect(),
         };
         fs::write(&veer.config, config).context("writing the config")?;
         veer.spawn()?;
@@ -384,12 +405,13 @@ impl Veer {
             .arg(&self.bin)
             .arg("--socket")
             .arg(&self.socket)
-            .args(["daemon", "--metrics", "off", "--config"])
+            .args(["daemon", "--metrics", &self.metrics, "--config"])
             .arg(&self.config)
             .arg("--state-dir")
             .arg(self.dir.path().join("state"))
             .arg("--pin-dir")
             .arg(&self.pin_dir)
+            .args(&self.extra)
             .env("RUST_LOG", "veer=info")
             .process_group(0)
             .stdin(Stdio::null())

@@ -6,9 +6,13 @@
 //! 4. failures under load through a cutover, a crash, an upgrade, beside nginx and `HAProxy`
 //!    (`downtime`);
 //! 5. daemon and map memory (`memory`);
-//! 6. floods against held flows (`flood`).
+//! 6. floods against held flows (`flood`);
+//! 7. propagation of a change through etcd to 3 real daemons and to 200 simulated nodes, and
+//!    what the fleet costs etcd (`fleet`).
 //!
-//! Usage: `veer-bench [--out FILE] [--quick] [--only 1,3]`. Needs root, `wrk`, `haproxy`,
+//! Usage: `veer-bench [--out FILE] [--quick] [--only 1,3] [fleet]`; `fleet` alone (`cargo
+//! xtask bench -- fleet`) measures section 7 only and replaces it in the file, leaving the
+//! others as they were. Needs root, `wrk`, `haproxy`,
 //! `nginx` and `bpftool` (`cargo xtask bench` installs them) and the `veer` binary beside this
 //! one. Everything it creates (namespaces, pins, processes) is removed at the end, also on
 //! failure and Ctrl-C. A section that fails is reported as failed in the file; the exit code is
@@ -17,11 +21,10 @@
 // This binary links every dependency of `veer-tests`.
 use rand as _;
 use rcgen as _;
-#[cfg(test)]
-use tokio as _;
 
 mod bed;
 mod downtime;
+mod fleet;
 mod flood;
 #[expect(dead_code, reason = "shared with veer-demo, which uses all of it")]
 mod load;
@@ -63,8 +66,9 @@ fn options() -> Result<Options> {
                     .collect::<Result<_, _>>()
                     .map_err(|e| format!("--only: {e}"))?;
             }
+            "fleet" => o.only = vec![7],
             "-h" | "--help" => {
-                println!("veer-bench [--out FILE] [--quick] [--only 1,2,3,4,5,6]");
+                println!("veer-bench [--out FILE] [--quick] [--only 1,2,3,4,5,6,7] [fleet]");
                 std::process::exit(0);
             }
             other => bail!("unknown argument {other:?} (try --help)"),
@@ -116,7 +120,11 @@ fn run() -> Result<bool> {
     if unsafe { libc::geteuid() } != 0 {
         bail!("the benchmarks build network namespaces and load BPF programs: run them as root");
     }
+    let fleet_only = opts.only == [7];
     for tool in ["wrk", "haproxy", "nginx", "bpftool", "nsenter", "ip"] {
+        if fleet_only && !["nsenter", "ip"].contains(&tool) {
+            continue;
+        }
         if !bed::have(tool) {
             bail!("`{tool}` is missing: run `cargo xtask bench`, which installs it");
         }
@@ -134,6 +142,14 @@ fn run() -> Result<bool> {
     let flood = section(&opts, 6, "floods against held flows", flood::run)?;
     let downtime = section(&opts, 4, "zero downtime under load", downtime::run)?;
     let net = section(&opts, 2, "requests per second with wrk", net::run)?;
+    let fleet = section(&opts, 7, "fleet propagation through etcd", fleet::run)?;
+    if fleet_only {
+        let old = std::fs::read_to_string(&opts.out).unwrap_or_default();
+        std::fs::write(&opts.out, fleet::splice(&old, &fleet::markdown(&fleet)))
+            .map_err(|e| format!("writing {}: {e}", opts.out.display()))?;
+        println!("\nwrote section 7 of {}", opts.out.display());
+        return Ok(fleet.is_ok());
+    }
     let report = report::Report {
         prog,
         net,
@@ -141,6 +157,7 @@ fn run() -> Result<bool> {
         downtime,
         memory,
         flood,
+        fleet,
         secs: start.elapsed().as_secs_f64(),
         load_at_start,
         quick: opts.quick,
@@ -152,6 +169,7 @@ fn run() -> Result<bool> {
         report.downtime.is_ok(),
         report.memory.is_ok(),
         report.flood.is_ok(),
+        report.fleet.is_ok(),
     ]
     .iter()
     .all(|ok| *ok);

@@ -7,9 +7,14 @@
 //! copies of it under new client tuples (same backend, established, last seen now) are written
 //! into the daemon's pinned `VEER_FLOWS` (the table of confirmed flows) through the same
 //! user-space API the daemon uses.
+//!
+//! With those entries it also measures what a `/metrics` scrape costs (the daemon serves it
+//! from the census of its last upkeep pass) beside `veer status` (which scans the whole map,
+//! under the control lock, to be exact, as every scrape did before).
 
 use std::{
-    net::{IpAddr, Ipv4Addr, SocketAddr},
+    io::{Read as _, Write as _},
+    net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream},
     process::Command,
     time::{Duration, Instant},
 };
@@ -27,6 +32,10 @@ use crate::bed::{self, Context as _, Result, VIP, Veer, bail};
 pub(crate) const CONNTRACK_MAX: u32 = 1 << 20;
 /// Synthetic entries written.
 pub(crate) const ENTRIES: u32 = 1_000_000;
+/// Where the daemon serves metrics, in the node namespace.
+const METRICS: &str = "127.0.0.1:9464";
+/// Scrapes timed.
+pub(crate) const SCRAPES: usize = 20;
 
 /// Section 5's figures.
 #[derive(Clone, Debug, Default)]
@@ -43,6 +52,10 @@ pub(crate) struct Results {
     pub(crate) insert_secs: f64,
     /// `veer status` round trip with the entries (ms).
     pub(crate) status_ms: f64,
+    /// `GET /metrics` wall times with the entries (ms), once an upkeep pass counted them.
+    pub(crate) scrape_ms: Vec<f64>,
+    /// `veer_conntrack_entries` in the scrapes.
+    pub(crate) scraped_entries: u64,
     /// Daemon CPU share of one core while idle with the entries (conntrack upkeep).
     pub(crate) upkeep_cpu_share: f64,
     /// Kernel memory per map: (name, bytes).
@@ -123,6 +136,62 @@ fn map_memory(pin_dir: &std::path::Path) -> Result<Vec<(String, u64)>> {
     Ok(maps)
 }
 
+/// One `GET /metrics` from the calling thread (inside the node namespace): the body.
+fn scrape() -> Result<String> {
+    let addr: SocketAddr = METRICS.parse().context("metrics address")?;
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).context("connect")?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))
+        .context("timeout")?;
+    write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: {METRICS}\r\nConnection: close\r\n\r\n"
+    )
+    .context("request")?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).context("answer")?;
+    match out.split_once("\r\n\r\n") {
+        Some((head, body)) if head.starts_with("HTTP/1.1 200") => Ok(body.to_owned()),
+        _ => bail!("unexpected answer: {}", out.lines().next().unwrap_or("")),
+    }
+}
+
+/// `veer_conntrack_entries` of a scrape.
+fn entries(text: &str) -> Option<u64> {
+    text.lines().find_map(|l| {
+        l.strip_prefix("veer_conntrack_entries ")?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
+/// Times `SCRAPES` scrapes once an upkeep pass counted at least `want` entries.
+fn time_scrapes(topo: &veer_tests::netns::Topology, want: u64, r: &mut Results) -> Result<()> {
+    let _entered = topo
+        .node()
+        .enter_current_thread()
+        .context("entering the node namespace")?;
+    let deadline = Instant::now() + Duration::from_mins(1);
+    loop {
+        if let Some(n) = entries(&scrape()?)
+            && n >= want
+        {
+            r.scraped_entries = n;
+            break;
+        }
+        if Instant::now() >= deadline {
+            bail!("no upkeep pass counted the entries within a minute");
+        }
+        bed::sleep(Duration::from_millis(200))?;
+    }
+    for _ in 0..SCRAPES {
+        let t = Instant::now();
+        scrape()?;
+        r.scrape_ms.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    Ok(())
+}
+
 /// CPU ticks (user + system) of process `pid`.
 fn cpu_ticks(pid: u32) -> Result<u64> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).context("reading stat")?;
@@ -139,9 +208,10 @@ fn cpu_ticks(pid: u32) -> Result<u64> {
 pub(crate) fn run() -> Result<Results> {
     let topo = bed::two_group_topology()?;
     let _servers = bed::name_servers(&topo)?;
-    let veer = Veer::start(
+    let veer = Veer::start_with_metrics(
         topo.node(),
         &bed::config(&topo.node_ifnames(), "100", "0", CONNTRACK_MAX),
+        METRICS,
     )?;
     let mut r = Results::default();
     bed::sleep(Duration::from_secs(3))?;
@@ -208,16 +278,18 @@ pub(crate) fn run() -> Result<Results> {
     let flows = veer.active_flows()?;
     r.status_ms = t.elapsed().as_secs_f64() * 1e3;
     r.active_flows = flows.iter().map(|f| f.1).sum();
+    time_scrapes(&topo, u64::from(ENTRIES), &mut r)?;
     r.full_rss_kib = veer.proc_status_kib("VmRSS")?;
     r.full_hwm_kib = veer.proc_status_kib("VmHWM")?;
     println!(
-        "  daemon RSS idle {} KiB, with {} flows {} KiB (peak {} KiB); insert {:.1} s; status {:.0} ms; upkeep {:.0}% of a core",
+        "  daemon RSS idle {} KiB, with {} flows {} KiB (peak {} KiB); insert {:.1} s; status {:.0} ms; scrape {:.1} ms (median of {SCRAPES}); upkeep {:.0}% of a core",
         r.idle_rss_kib,
         r.active_flows,
         r.full_rss_kib,
         r.full_hwm_kib,
         r.insert_secs,
         r.status_ms,
+        crate::prog::median(&r.scrape_ms),
         r.upkeep_cpu_share * 100.0
     );
     println!(

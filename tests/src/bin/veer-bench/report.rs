@@ -6,7 +6,7 @@ use std::{fmt::Write as _, process::Command};
 use veer_common::maps;
 
 use crate::{
-    downtime, flood, memory, net,
+    downtime, fleet, flood, memory, net,
     prog::{self, median},
     shift,
 };
@@ -25,6 +25,7 @@ pub(crate) struct Report {
     pub(crate) memory: Result<memory::Results, String>,
     /// Section 6.
     pub(crate) flood: Result<flood::Results, String>,
+    pub(crate) fleet: Result<fleet::Results, String>,
     /// Wall time of the whole run (s).
     pub(crate) secs: f64,
     /// `/proc/loadavg`'s 1-minute load average when the run started: other work on a shared
@@ -91,6 +92,7 @@ impl Report {
         downtime_section(&self.downtime, &mut doc);
         memory_section(&self.memory, &mut doc);
         flood_section(&self.flood, &mut doc);
+        doc.text.push_str(&fleet::markdown(&self.fleet));
         let table = targets_table(&doc.targets);
         doc.text.insert_str(targets_at, &table);
         doc.text
@@ -716,7 +718,10 @@ fn memory_section(result: &Result<memory::Results, String>, doc: &mut Doc) {
                  synthetic: copies of a real confirmed flow under {} new client tuples \
                  (established, same backend), written into the daemon's pinned `VEER_FLOWS` \
                  (the table of confirmed flows) from user space ({:.1} s); the daemon counts \
-                 them as active flows on its next `status`.\n",
+                 them as active flows on its next `status`. `status` scans both flow tables \
+                 under the control lock to be exact (so does `drain --wait`); a scrape reads the \
+                 census the last upkeep pass took (every second, spaced out when a pass is \
+                 long), so it never scans: before, every scrape scanned like `status`.\n",
                 memory::CONNTRACK_MAX,
                 memory::ENTRIES,
                 m.insert_secs
@@ -742,6 +747,14 @@ fn memory_section(result: &Result<memory::Results, String>, doc: &mut Doc) {
                 w,
                 "| `veer status` with those flows (it counts active flows from the map) | {:.0} ms |",
                 m.status_ms
+            );
+            let _ = writeln!(
+                w,
+                "| `GET /metrics` with those flows ({} entries counted by the last upkeep pass; median of {}, max {:.1} ms) | {:.1} ms |",
+                m.scraped_entries,
+                m.scrape_ms.len(),
+                m.scrape_ms.iter().copied().fold(0.0, f64::max),
+                median(&m.scrape_ms)
             );
             let _ = writeln!(
                 w,

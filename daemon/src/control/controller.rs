@@ -546,11 +546,29 @@ impl<N: Effects + Readings> Controller<N> {
     }
 
     /// Ends what paced drains may end now (`drains`); a drain whose group has no flow left after
-    /// its deadline is done.
+    /// its deadline is done, and one whose group takes new flows again (shifted back, removed)
+    /// is called off.
     pub fn drain_tick(&mut self, now: SystemTime) -> Result<(), ControlError> {
         if self.drains.is_empty() {
             return Ok(());
         }
+        let head = self.head();
+        self.drains.retain(|d| {
+            let drained = head
+                .state
+                .service(&d.service)
+                .and_then(|s| s.group(&d.group))
+                .is_some_and(|g| g.weight.is_zero());
+            if !drained {
+                tracing::info!(
+                    service = d.service,
+                    group = d.group,
+                    ended = d.ended,
+                    "paced drain called off: the group takes new flows again, or is gone"
+                );
+            }
+            drained
+        });
         drains::tick(&mut self.drains, &mut self.node, now)?;
         Ok(())
     }

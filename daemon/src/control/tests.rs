@@ -2012,6 +2012,37 @@ mod judged {
         assert!(ctl.node().ended.iter().all(|k| k.src_port < 30));
         assert_eq!(ctl.paced_drains(), 0, "done once no flow is left");
     }
+
+    #[test]
+    fn a_paced_drain_is_called_off_when_its_group_takes_new_flows_again() {
+        let mut ctl = controller(dual_stack());
+        let v1 = id(&ctl, "v1", "198.51.100.11:8080");
+        ctl.node_mut().flows.entries = vec![(
+            FlowKey::default(),
+            FlowEntry {
+                backend_id: v1,
+                state: STATE_ESTABLISHED,
+                ..FlowEntry::default()
+            },
+        )];
+        ctl.execute(&shift(&["web"], &[("v2", "100")]), at(0))
+            .unwrap();
+        let drain = Request::Drain {
+            service: "web".into(),
+            group: "v1".into(),
+            force: false,
+            end: Some(DrainEnd {
+                deadline: Duration::from_secs(2),
+                pace: Pace::per_second(10),
+            }),
+        };
+        ctl.execute(&drain, at(0)).unwrap();
+        ctl.execute(&shift(&["web"], &[("v1", "100")]), at(1))
+            .unwrap();
+        ctl.drain_tick(at(3)).unwrap();
+        assert!(ctl.node().ended.is_empty(), "v1 takes new flows again");
+        assert_eq!(ctl.paced_drains(), 0);
+    }
 }
 
 mod operator;

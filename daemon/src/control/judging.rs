@@ -4,8 +4,6 @@
 
 use std::{collections::BTreeMap, time::SystemTime};
 
-use veer_common::histogram::Histogram;
-
 use super::{
     change::Head,
     effects::Readings,
@@ -14,7 +12,7 @@ use super::{
     observed::{GateKey, gate_key, judged},
 };
 use crate::{
-    model::{DesiredState, Protocol, Weight, tolerance::Tolerances},
+    model::{DesiredState, Protocol, tolerance::Tolerances},
     rollout::{
         Phase, Rollout,
         canary::{Reading, StepJudge},
@@ -28,7 +26,7 @@ pub(crate) fn judged_step(rollout: &Rollout) -> Option<&Tolerances> {
         .plan
         .judge
         .as_ref()
-        .filter(|_| rollout.share() < Weight::FULL)
+        .filter(|_| rollout.is_judged_step())
 }
 
 /// What `canary` and the other groups of `service` did so far, as absolute counters.
@@ -57,15 +55,11 @@ pub(super) fn reading<R: Readings>(
         side.established += c.answered_flows;
         if let Some(sig) = readings.backend_signals(*id)? {
             side.reset += sig.resets;
-            add(&mut side.connect, &sig.histograms.connect);
-            add(&mut side.first_byte, &sig.histograms.first_byte);
+            side.connect += &sig.histograms.connect;
+            side.first_byte += &sig.histograms.first_byte;
         }
     }
     Ok(out)
-}
-
-fn add(into: &mut Histogram, h: &Histogram) {
-    *into += h;
 }
 
 /// Looks at every running rollout's judged step (the looks that are due), keeping one

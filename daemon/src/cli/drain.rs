@@ -163,8 +163,13 @@ fn wait(
             );
         }
         if Instant::now() >= deadline {
+            let ended_text = if ended > 0 {
+                format!(" ({ended} ended)")
+            } else {
+                String::new()
+            };
             return Err(Failure::timeout(format!(
-                "drain {}/{}: {active} flows still active after {} ({ended} ended)",
+                "drain {}/{}: {active} flows still active after {}{ended_text}",
                 args.service,
                 args.group,
                 humantime::format_duration(args.timeout)

@@ -86,6 +86,20 @@ pub const STATE_SYN_ACKED: u8 = 5;
 /// `VEER_NEWFLOWS`.
 pub const STATE_MIDFLOW: u8 = 6;
 
+/// `FlowEntry::flags`: the client's first payload was seen (time to first byte is being, or
+/// was, measured).
+pub const FLAG_REQUEST_SEEN: u8 = 0x02;
+/// `FlowEntry::flags`: the backend's first payload was seen (time to first byte taken, or the
+/// backend spoke first and the flow has none).
+pub const FLAG_RESPONSE_SEEN: u8 = 0x04;
+/// `FlowEntry::flags`: the flow's start was not seen (a mid-flow miss): none of its timings are
+/// measured.
+pub const FLAG_UNMEASURED: u8 = 0x08;
+/// `FlowEntry::flags`, set by the daemon: a paced drain is ending the flow. The backend's next
+/// segment that is neither SYN, FIN nor RST (the answer to the daemon's probe) is turned into
+/// an RST to the client, carrying the backend's exact sequence number, and the flow closes.
+pub const FLAG_ENDING: u8 = 0x10;
+
 /// Timestamps in flow entries are ticks of `1 << TICK_SHIFT` ns (1.048576 ms) of the monotonic
 /// clock (`bpf_ktime_get_coarse_ns`), cut to 32 bits: they wrap after 52 days, so ages are
 /// compared with wrapping arithmetic and timeouts stay under half of that.
@@ -128,8 +142,9 @@ pub struct FlowEntry {
     pub backend_port: u16,
     /// `STATE_*`.
     pub state: u8,
-    /// Per-flow event bits. None is defined yet: zero. Reserved for the events a flow's
-    /// timestamps are taken at (first payload of each side), so measuring them changes no layout.
+    /// Per-flow bits: `FLAG_*` (which of the flow's signals were taken, whether a paced drain
+    /// is ending it), and the kernel's own bit 0 (an acknowledgment number of the backend is
+    /// stored). Zero at creation.
     pub flags: u8,
     /// Backend id the flow was given (per-backend counters, active-flow counts, and through the
     /// daemon's ids, the service and group).

@@ -15,6 +15,7 @@ pub mod maps;
 pub mod pin;
 pub mod select;
 pub mod service;
+pub mod signals;
 pub mod sock;
 pub mod specs;
 

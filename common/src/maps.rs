@@ -11,6 +11,9 @@ pub const PIN_DIR: &str = "veer";
 /// capacity changes; the daemon migrates pins of an older version it knows and refuses others.
 ///
 /// - 1: one LRU `VEER_CONNTRACK` for every flow, and `VEER_REVNAT` beside it.
+/// - 2 (later additions, created empty when missing, so no migration): `VEER_BE_SIGNALS` and
+///   `VEER_FLOW_TIMES`, and the `FLAG_*` bits of `FlowEntry::flags` (older programs leave them
+///   alone).
 /// - 2: `VEER_FLOWS` (confirmed TCP flows, never evicted) and `VEER_NEWFLOWS` (LRU), replies
 ///   found through `VEER_BE_VIPS`; TCP validation state in the entry; counters of answered and
 ///   refused connection attempts and of what floods cost; `InvalidTcp`; the socket flows of
@@ -51,10 +54,18 @@ pub const SOCK_FLOWS: &str = "VEER_SOCK_FLOWS";
 /// Their reverse mapping: `SockKey` (cookie, backend) -> `SockPeer` (the VIP) (hash).
 pub const SOCK_REV: &str = "VEER_SOCK_REV";
 
+/// Per-CPU signals per backend (`signals::BackendSignals`: latency and duration histograms,
+/// resets, flows ended by a paced drain), indexed by backend id below `MAX_SIGNAL_BACKENDS`.
+pub const BE_SIGNALS: &str = "VEER_BE_SIGNALS";
+/// Starts of pending measurements: client-side `FlowKey` -> `signals::FlowTimes` (LRU hash; an
+/// entry lives from a flow's SYN to its SYN-ACK, and from its first request payload to its
+/// first response payload).
+pub const FLOW_TIMES: &str = "VEER_FLOW_TIMES";
+
 /// Every pinned map name, for layout checks and teardown.
-pub const ALL: [&str; 14] = [
+pub const ALL: [&str; 16] = [
     SERVICES, BACKENDS, MAGLEV, FLOWS, NEWFLOWS, BE_VIPS, PINS, BE_STATS, SVC_STATS, REASONS,
-    LAYOUT, TX_PORTS, SOCK_FLOWS, SOCK_REV,
+    LAYOUT, TX_PORTS, SOCK_FLOWS, SOCK_REV, BE_SIGNALS, FLOW_TIMES,
 ];
 
 /// Names of layout 1 that layout 2 no longer has (pins a migration reads, then removes).
@@ -137,6 +148,15 @@ pub const DEFAULT_CONNTRACK_MAX: u32 = 1 << 20;
 pub const DEFAULT_NEWFLOWS_MAX: u32 = 1 << 16;
 /// Socket-level flows of clients on the node (entries in each of the two socket maps).
 pub const MAX_SOCK_FLOWS: u32 = 1 << 16;
+
+/// Backend ids that get signals (`VEER_BE_SIGNALS`): ids below this. The daemon gives the
+/// lowest free id to a new backend, so a node's first 511 backends have signals; 5272 bytes per
+/// backend and CPU (2.6 MiB per CPU).
+pub const MAX_SIGNAL_BACKENDS: u32 = 512;
+/// Measurements pending at once (`VEER_FLOW_TIMES`): flows between their SYN and SYN-ACK, or
+/// between their first request and response payloads. LRU: under a flood the oldest pending
+/// measurement is dropped (that flow has no sample), never a flow.
+pub const MAX_FLOW_TIMES: u32 = 1 << 16;
 
 /// Slots in a group's Maglev table: a prime.
 ///

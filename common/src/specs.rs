@@ -7,12 +7,14 @@ use crate::{
     counters::{BackendCounters, Reason, ServiceCounters},
     flow::{BackendKey, BackendVips, FlowEntry, FlowKey},
     maps::{
-        ALL, BACKENDS, BE_STATS, BE_VIPS, FLOWS, LAYOUT, MAGLEV, MAX_BACKENDS, MAX_GROUPS,
-        MAX_PINS, MAX_SERVICES, MAX_SOCK_FLOWS, MAX_TX_PORTS, NEWFLOWS, PINS, REASONS, SERVICES,
-        SOCK_FLOWS, SOCK_REV, SVC_STATS, TX_PORTS,
+        ALL, BACKENDS, BE_SIGNALS, BE_STATS, BE_VIPS, FLOW_TIMES, FLOWS, LAYOUT, MAGLEV,
+        MAX_BACKENDS, MAX_FLOW_TIMES, MAX_GROUPS, MAX_PINS, MAX_SERVICES, MAX_SIGNAL_BACKENDS,
+        MAX_SOCK_FLOWS, MAX_TX_PORTS, NEWFLOWS, PINS, REASONS, SERVICES, SOCK_FLOWS, SOCK_REV,
+        SVC_STATS, TX_PORTS,
     },
     pin::PinKey,
     service::{ServiceKey, ServiceValue},
+    signals::{BackendSignals, FlowTimes},
     sock::{SockFlow, SockKey, SockPeer},
 };
 
@@ -78,7 +80,7 @@ const fn spec(
 }
 
 /// The shape of every pinned map of this layout, in `ALL`'s order.
-pub const SPECS: [MapSpec; 14] = [
+pub const SPECS: [MapSpec; 16] = [
     spec(
         SERVICES,
         MapKind::Hash,
@@ -172,6 +174,20 @@ pub const SPECS: [MapSpec; 14] = [
         size_of::<SockKey>(),
         size_of::<SockPeer>(),
         Capacity::Fixed(MAX_SOCK_FLOWS),
+    ),
+    spec(
+        BE_SIGNALS,
+        MapKind::PerCpuArray,
+        4,
+        size_of::<BackendSignals>(),
+        Capacity::Fixed(MAX_SIGNAL_BACKENDS),
+    ),
+    spec(
+        FLOW_TIMES,
+        MapKind::LruHash,
+        size_of::<FlowKey>(),
+        size_of::<FlowTimes>(),
+        Capacity::Fixed(MAX_FLOW_TIMES),
     ),
 ];
 

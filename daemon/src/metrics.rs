@@ -26,6 +26,8 @@ use prometheus_client::{
 
 use veer_common::counters::ServiceCounters;
 
+mod signals;
+
 use crate::{
     control::{
         ControlError, Controller, Effects, Readings,
@@ -93,6 +95,7 @@ pub fn render<N: Effects + Readings>(ctl: &Controller<N>) -> Result<String, Cont
     }
     backend_metrics(&mut reg, &status);
     rollout_metrics(&mut reg, ctl);
+    signals::register(&mut reg, &ctl.backend_signals()?);
     dataplane_metrics(&mut reg, ctl, &status)?;
 
     let mut out = String::new();

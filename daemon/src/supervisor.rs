@@ -130,7 +130,8 @@ fn next_due(now: tokio::time::Instant, interval: Duration) -> tokio::time::Insta
         .unwrap_or_else(|| now + crate::model::HealthCheck::MAX_INTERVAL)
 }
 
-/// Decides rollouts every `ROLLOUT_TICK`, and runs their extra gates off the lock.
+/// Decides rollouts every `ROLLOUT_TICK`, and runs their extra gates off the lock; ends what
+/// paced drains may end at the same ticks.
 async fn rollouts(ctl: Arc<Mutex<Controller>>, mut stop: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(ROLLOUT_TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -138,6 +139,9 @@ async fn rollouts(ctl: Arc<Mutex<Controller>>, mut stop: watch::Receiver<bool>) 
         tokio::select! {
             _ = stop.wait_for(|s| *s) => return,
             _ = tick.tick() => {}
+        }
+        if let Err(e) = lock(&ctl).drain_tick(std::time::SystemTime::now()) {
+            tracing::error!(error = %chain(&e), "paced drain failed; will retry");
         }
         let jobs = match lock(&ctl).rollout_tick(std::time::SystemTime::now()) {
             Ok(jobs) => jobs,

@@ -44,8 +44,9 @@ use veer_common::{
     PROTO_TCP,
     counters::Reason,
     flow::{
-        BackendKey, FlowEntry, FlowKey, MAX_VIPS_PER_BACKEND, RevNatValue, STATE_CLOSING,
-        STATE_ESTABLISHED, STATE_MIDFLOW, STATE_SYN, STATE_SYN_ACKED, STATE_UDP, tick, ticks_since,
+        BackendKey, FLAG_UNMEASURED, FlowEntry, FlowKey, MAX_VIPS_PER_BACKEND, RevNatValue,
+        STATE_CLOSING, STATE_ESTABLISHED, STATE_MIDFLOW, STATE_SYN, STATE_SYN_ACKED, STATE_UDP,
+        tick, ticks_since,
     },
 };
 
@@ -53,6 +54,7 @@ use crate::{
     counters::{self, event},
     maps::{VEER_BE_VIPS, VEER_FLOWS, VEER_NEWFLOWS},
     parse::{Headers, tcp_flags},
+    signals,
 };
 
 /// `last_seen` is refreshed at most this often (ticks, about a second), to keep entries' cache
@@ -226,6 +228,7 @@ fn on_request(found: Found, key: &FlowKey, seg: Segment, h: &Headers, now: u32) 
                 && e.flags & FLAG_BACKEND_ACK != 0
                 && h.tcp_seq == e.backend_ack
             {
+                signals::closing(e, now, false);
                 e.state = STATE_CLOSING;
                 e.last_seen = now;
             }
@@ -237,6 +240,7 @@ fn on_request(found: Found, key: &FlowKey, seg: Segment, h: &Headers, now: u32) 
             } else {
                 events |= touch(found, key, e, now);
             }
+            signals::client_segment(h, key, e);
         }
         Segment::Udp => events |= touch(found, key, e, now),
     }
@@ -304,8 +308,14 @@ pub(crate) fn create(
     entry.state = state;
     entry.last_seen = now;
     entry.created = now;
+    if create == Create::Midflow {
+        // Its start was not seen: no timing of it means anything.
+        entry.flags |= FLAG_UNMEASURED;
+    }
     if VEER_NEWFLOWS.insert(h.key, entry, 0).is_err() {
         counters::reason(Reason::ConntrackFull);
+    } else if create == Create::Syn {
+        signals::syn_forwarded(&h.key);
     }
     let midflow = if create == Create::Midflow {
         event::MIDFLOW_MISS
@@ -399,6 +409,10 @@ fn on_reply(found: Found, key: &FlowKey, h: &Headers, now: u32) -> (u32, u8) {
         return (backend_id, touch(found, key, e, now));
     }
     let f = h.tcp_flags;
+    if signals::ends(e, f, now) {
+        // A paced drain's probe answered: this segment becomes the client's RST.
+        return (backend_id, event::ENDED);
+    }
     // The last acknowledgment number the backend sent, stored only when it changes (what a
     // client RST must match).
     if f & tcp_flags::ACK != 0 && (e.backend_ack != h.tcp_ack || e.flags & FLAG_BACKEND_ACK == 0) {
@@ -411,15 +425,19 @@ fn on_reply(found: Found, key: &FlowKey, h: &Headers, now: u32) -> (u32, u8) {
             events |= event::REFUSED;
         }
         if e.state != STATE_CLOSING {
+            signals::closing(e, now, true);
             e.state = STATE_CLOSING;
         }
     } else if f & tcp_flags::FIN != 0 {
+        signals::backend_segment(h, key, e);
         if e.state != STATE_CLOSING {
+            signals::closing(e, now, false);
             e.state = STATE_CLOSING;
         }
     } else if f & (tcp_flags::SYN | tcp_flags::ACK) == tcp_flags::SYN | tcp_flags::ACK {
         if e.state == STATE_SYN {
             events |= event::ANSWERED;
+            signals::syn_answered(key, backend_id);
         }
         if matches!(e.state, STATE_SYN | STATE_SYN_ACKED | STATE_MIDFLOW) {
             e.state = STATE_SYN_ACKED;
@@ -428,6 +446,8 @@ fn on_reply(found: Found, key: &FlowKey, h: &Headers, now: u32) -> (u32, u8) {
     } else if e.state == STATE_MIDFLOW {
         // The backend answers a mid-flow segment as a live connection: confirmed.
         return (backend_id, events | promote(key, e, found.table, now));
+    } else {
+        signals::backend_segment(h, key, e);
     }
     (backend_id, events | touch(found, key, e, now))
 }

@@ -21,6 +21,8 @@ pub(crate) mod event {
     pub(crate) const ANSWERED: u8 = 1 << 5;
     /// The backend answered the flow's SYN with an RST.
     pub(crate) const REFUSED: u8 = 1 << 6;
+    /// A paced drain ended the flow: this backend segment becomes the client's RST.
+    pub(crate) const ENDED: u8 = 1 << 7;
 }
 
 /// Counts one packet leaving with `reason`.

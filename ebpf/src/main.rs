@@ -23,6 +23,7 @@ mod parse;
 mod reply;
 mod select;
 mod service;
+mod signals;
 mod sock;
 
 use aya_ebpf::{

@@ -3,7 +3,7 @@
 //! flow tables at load.
 
 use aya_ebpf::{
-    bindings::BPF_F_NO_PREALLOC,
+    bindings::{BPF_F_NO_COMMON_LRU, BPF_F_NO_PREALLOC},
     btf_maps::{Array, ArrayOfMaps, DevMapHash, HashMap, LpmTrie, LruHashMap, PerCpuArray},
     macros::btf_map,
 };
@@ -12,11 +12,13 @@ use veer_common::{
     counters::{BackendCounters, Reason, ServiceCounters},
     flow::{BackendKey, BackendVips, FlowEntry, FlowKey},
     maps::{
-        DEFAULT_CONNTRACK_MAX, DEFAULT_NEWFLOWS_MAX, MAGLEV_TABLE_SIZE, MAX_BACKENDS, MAX_GROUPS,
-        MAX_PINS, MAX_SERVICES, MAX_SOCK_FLOWS, MAX_TX_PORTS,
+        DEFAULT_CONNTRACK_MAX, DEFAULT_NEWFLOWS_MAX, MAGLEV_TABLE_SIZE, MAX_BACKENDS,
+        MAX_FLOW_TIMES, MAX_GROUPS, MAX_PINS, MAX_SERVICES, MAX_SIGNAL_BACKENDS, MAX_SOCK_FLOWS,
+        MAX_TX_PORTS,
     },
     pin::PinKey,
     service::{ServiceKey, ServiceValue},
+    signals::{BackendSignals, FlowTimes},
     sock::{SockFlow, SockKey, SockPeer},
 };
 
@@ -92,6 +94,24 @@ pub(crate) static VEER_SVC_STATS: PerCpuArray<ServiceCounters, { MAX_SERVICES as
 /// Per-CPU counters by `Reason`.
 #[btf_map]
 pub(crate) static VEER_REASONS: PerCpuArray<u64, { Reason::COUNT as usize }> = PerCpuArray::new();
+
+/// Per-CPU signals by backend id (ids below `MAX_SIGNAL_BACKENDS`): latency and duration
+/// histograms, resets, flows ended by a paced drain. Written per flow event, never per packet.
+#[btf_map]
+pub(crate) static VEER_BE_SIGNALS: PerCpuArray<BackendSignals, { MAX_SIGNAL_BACKENDS as usize }> =
+    PerCpuArray::new();
+
+/// Starts of pending measurements (a flow's first SYN, or its first request payload), keyed by
+/// the client-side tuple until the backend's answer. LRU: a flood drops measurements, not flows.
+/// `BPF_F_NO_COMMON_LRU`: each CPU keeps its own LRU lists, so an insert takes no lock shared
+/// by all CPUs (a measurement ends on whichever CPU its answer comes in).
+#[btf_map]
+pub(crate) static VEER_FLOW_TIMES: LruHashMap<
+    FlowKey,
+    FlowTimes,
+    { MAX_FLOW_TIMES as usize },
+    { BPF_F_NO_COMMON_LRU as usize },
+> = LruHashMap::new();
 
 /// `LAYOUT_VERSION` of the maps pinned next to it, written by the daemon; programs never read it.
 #[btf_map]

@@ -48,6 +48,8 @@ pub(crate) struct Headers {
     pub(crate) tcp_ack: u32,
     /// Whether a UDP checksum is present (IPv4 allows 0 = none; always true for TCP and IPv6).
     pub(crate) l4_csum_present: bool,
+    /// Whether a TCP segment carries payload (the IP packet is longer than its headers).
+    pub(crate) tcp_payload: bool,
 }
 
 impl Headers {
@@ -193,7 +195,7 @@ pub(crate) fn parse_frame(start: usize, end: usize, frame_len: usize) -> Result<
     // Every fixed-size header is copied out whole, with one bounds check, before any length field
     // is compared with the frame: LLVM drops constant-offset checks that a variable-length check
     // implies, and the verifier cannot follow that reasoning.
-    let (family, proto, l4_off, src_addr, dst_addr) = match ethertype {
+    let (family, proto, l4_off, l3_end, src_addr, dst_addr) = match ethertype {
         ETH_P_IP => {
             let ip = read::<[u8; IPV4_MIN_HLEN]>(start, end, l3_off)?;
             if ip[0] >> 4 != 4 {
@@ -215,6 +217,7 @@ pub(crate) fn parse_frame(start: usize, end: usize, frame_len: usize) -> Result<
                 FAMILY_V4,
                 ip[9],
                 l3_off + hlen,
+                l3_off + total_len,
                 [word(12), 0, 0, 0],
                 [word(16), 0, 0, 0],
             )
@@ -235,16 +238,20 @@ pub(crate) fn parse_frame(start: usize, end: usize, frame_len: usize) -> Result<
                 FAMILY_V6,
                 next,
                 l4_off,
+                l3_off + IPV6_HLEN + payload_len,
                 [ip[2], ip[3], ip[4], ip[5]],
                 [ip[6], ip[7], ip[8], ip[9]],
             )
         }
         _ => return Err(Reason::NotIp),
     };
+    // The TCP header's length, for whether the segment carries payload.
+    let mut tcp_hlen = 0;
     let (src_port, dst_port, tcp_flags, tcp_seq, tcp_ack, l4_csum_present) = match proto {
         PROTO_TCP => {
             let tcp = read::<[u8; TCP_MIN_HLEN]>(start, end, l4_off)?;
-            if ((tcp[12] >> 4) as usize) * 4 < TCP_MIN_HLEN {
+            tcp_hlen = ((tcp[12] >> 4) as usize) * 4;
+            if tcp_hlen < TCP_MIN_HLEN {
                 return Err(Reason::Truncated);
             }
             (
@@ -285,5 +292,6 @@ pub(crate) fn parse_frame(start: usize, end: usize, frame_len: usize) -> Result<
         tcp_seq,
         tcp_ack,
         l4_csum_present,
+        tcp_payload: tcp_hlen > 0 && l3_end > l4_off + tcp_hlen,
     })
 }

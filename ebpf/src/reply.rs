@@ -6,7 +6,7 @@
 use aya_ebpf::programs::TcContext;
 use veer_common::counters::{Reason, tc_action};
 
-use crate::{conntrack, counters, nat, parse};
+use crate::{conntrack, counters, counters::event, nat, parse, signals};
 
 /// Bytes of headers made linear before parsing: Ethernet + VLAN + IPv6 + TCP with options.
 const PULL_LEN: u32 = 14 + 4 + 40 + 60;
@@ -28,6 +28,9 @@ pub(crate) fn run(ctx: &TcContext) -> Result<i32, Reason> {
         u64::from(len),
         flow.events,
     );
+    if flow.events & event::ENDED != 0 {
+        signals::end_with_rst(ctx, &h)?;
+    }
     nat::reverse(ctx, &h, &flow.vip)?;
     Ok(tc_action::OK)
 }

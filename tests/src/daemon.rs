@@ -505,6 +505,11 @@ impl Held {
         }
     }
 
+    /// The connections, in the order they were opened.
+    pub fn streams_mut(&mut self) -> &mut [TcpStream] {
+        &mut self.conns
+    }
+
     /// Closes every connection.
     pub fn close(self) {
         drop(self.conns);

@@ -46,10 +46,32 @@ const MAX_BODY: usize = 1 << 20;
 /// Longest answer line [`ask_tcp`] and [`ask_udp`] accept.
 const MAX_ANSWER: usize = 512;
 
+/// How a [`TcpServer`] misbehaves, for the canary judge's tests: slow application code and
+/// connections it resets. The default behaves.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Behaviour {
+    /// Waited before each answer (the kernel answers the handshake at once: this is a slow
+    /// application, which only time to first byte sees).
+    pub delay: Duration,
+    /// Every `n`-th connection accepted (the n-th, 2n-th ...) is reset (`SO_LINGER` 0, close)
+    /// when its first request arrives, instead of answered; 0: none.
+    pub reset_every: u64,
+    /// The connections accepted first, up to this many, are reset the same way.
+    pub reset_first: u64,
+}
+
+impl Behaviour {
+    /// Whether connection `id` (1-based, in accept order) is reset.
+    fn resets(&self, id: u64) -> bool {
+        id <= self.reset_first || (self.reset_every > 0 && id.is_multiple_of(self.reset_every))
+    }
+}
+
 /// State shared by a TCP server's threads.
 #[derive(Debug)]
 struct Shared {
     name: String,
+    behaviour: Behaviour,
     stop: AtomicBool,
     accepted: AtomicU64,
     live: AtomicUsize,
@@ -78,6 +100,16 @@ pub struct TcpServer {
 impl TcpServer {
     /// Binds `bind` inside `ns` (with `SO_REUSEADDR`) and starts serving as `name`.
     pub fn start(ns: &Netns, bind: SocketAddr, name: &str) -> io::Result<Self> {
+        Self::start_with(ns, bind, name, Behaviour::default())
+    }
+
+    /// [`TcpServer::start`], misbehaving as `behaviour` says.
+    pub fn start_with(
+        ns: &Netns,
+        bind: SocketAddr,
+        name: &str,
+        behaviour: Behaviour,
+    ) -> io::Result<Self> {
         // std sets SO_REUSEADDR on listening sockets on Unix.
         let listener = ns.enter(move || TcpListener::bind(bind))?.map_err(|e| {
             io::Error::new(e.kind(), format!("bind tcp {bind} in {}: {e}", ns.name()))
@@ -86,6 +118,7 @@ impl TcpServer {
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
             name: name.to_owned(),
+            behaviour,
             stop: AtomicBool::new(false),
             accepted: AtomicU64::new(0),
             live: AtomicUsize::new(0),
@@ -260,7 +293,7 @@ fn spawn_connection(stream: TcpStream, id: u64, shared: &Arc<Shared>) -> io::Res
         .spawn(move || {
             let guard = guard;
             // Errors (peer reset, timeouts on write) just end the connection.
-            drop(serve_connection(stream, &guard.shared));
+            drop(serve_connection(stream, id, &guard.shared));
         });
     let handle = spawned?;
     let mut workers = lock(&shared.workers);
@@ -345,7 +378,7 @@ fn is_timeout(e: &io::Error) -> bool {
 }
 
 /// Serves one connection in line mode or HTTP mode, until EOF, error or stop.
-fn serve_connection(stream: TcpStream, shared: &Shared) -> io::Result<()> {
+fn serve_connection(stream: TcpStream, id: u64, shared: &Shared) -> io::Result<()> {
     let mut writer = stream.try_clone()?;
     let mut reader = Reader {
         inner: BufReader::new(stream),
@@ -355,12 +388,37 @@ fn serve_connection(stream: TcpStream, shared: &Shared) -> io::Result<()> {
     let Some(first) = reader.next_line()? else {
         return Ok(());
     };
+    if shared.behaviour.resets(id) {
+        // Closing with a zero linger sends an RST instead of a FIN (the last clone of the
+        // socket closes when the connection's guard drops).
+        let linger = libc::linger {
+            l_onoff: 1,
+            l_linger: 0,
+        };
+        // SAFETY: a valid socket and a `linger` alive for the call.
+        let rc = unsafe {
+            libc::setsockopt(
+                writer.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_LINGER,
+                (&raw const linger).cast(),
+                size_of::<libc::linger>() as libc::socklen_t,
+            )
+        };
+        return if rc == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        };
+    }
+    let delay = shared.behaviour.delay;
     if first.starts_with(b"GET ") {
         return serve_http(first, &mut reader, &mut writer, &shared.name);
     }
     let answer = format!("{}\n", shared.name);
     let mut line = Some(first);
     while line.is_some() {
+        thread::sleep(delay);
         writer.write_all(answer.as_bytes())?;
         line = reader.next_line()?;
     }

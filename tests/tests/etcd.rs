@@ -816,6 +816,8 @@ mod election_tests {
                         gate_timeout: Duration::from_secs(1),
                         on_failure: veer::model::OnFailure::Rollback,
                         hold_on_restart: false,
+                        judge: None,
+                        drain: None,
                     },
                     missing: veer::fleet::MissingNode::RollBack,
                     node_timeout: Duration::from_mins(1),

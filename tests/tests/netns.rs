@@ -520,6 +520,187 @@ mod steering {
         (v1, v2)
     }
 
+    /// A paced drain's end of a flow (`dataplane::ending`): the client's next read sees a reset,
+    /// the backend's connection is gone, and a flow of the other group is untouched. On IPv4
+    /// through TC steering (the default bed's veth) and the reply program.
+    #[test]
+    fn ending_a_flow_resets_both_ends_and_nothing_else() {
+        use std::io::Read as _;
+
+        use veer::dataplane::ending::{Ended, Ender};
+        use veer_common::flow::STATE_CLOSING;
+
+        let (topo, s1, s2) = bed();
+        let node = SteeredNode::start(&topo, &web("50", "50"));
+        let mut conns = Vec::new();
+        while conns.len() < 40 {
+            let mut c = topo
+                .client()
+                .tcp_connect(vip(80), TIMEOUT)
+                .unwrap_or_else(|e| panic!("connect: {e}"));
+            let name = ask_tcp(&mut c).unwrap_or_else(|e| panic!("ask: {e}"));
+            let port = c.local_addr().unwrap().port();
+            conns.push((c, name, port));
+        }
+        assert!(s1.live_connections() > 0 && s2.live_connections() > 0);
+        let v2_before = s2.live_connections();
+        // The node's maps and raw sockets, from the node namespace (this thread entered it).
+        let mut maps_node = node;
+        let sender = Ender::new().unwrap_or_else(|e| panic!("{e}"));
+        let flows = maps_node.dataplane.maps().flows().unwrap();
+        let mut ended = 0;
+        for (key, entry) in &flows {
+            let port = u16::from_be(key.src_port);
+            let Some((_, name, _)) = conns.iter().find(|(_, _, p)| *p == port) else {
+                continue;
+            };
+            if name == "v1" && entry.state != STATE_CLOSING {
+                let r = sender
+                    .end(maps_node.dataplane.maps_mut(), key)
+                    .unwrap_or_else(|e| panic!("{}", veer_tests::prog::error_chain(&e)));
+                assert_eq!(r, Ended::Reset);
+                ended += 1;
+            }
+        }
+        assert!(ended > 0);
+        for (c, name, port) in &mut conns {
+            c.set_read_timeout(Some(TIMEOUT)).unwrap();
+            if name == "v1" {
+                let mut buf = [0u8; 16];
+                let e = c
+                    .read(&mut buf)
+                    .expect_err("the client of an ended flow reads a reset, not data or EOF");
+                assert_eq!(
+                    e.kind(),
+                    std::io::ErrorKind::ConnectionReset,
+                    "client port {port}: {e}"
+                );
+            } else {
+                assert_eq!(ask_tcp(c).unwrap_or_else(|e| panic!("v2 flow: {e}")), "v2");
+            }
+        }
+        let deadline = Instant::now() + TIMEOUT;
+        while s1.live_connections() > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(
+            s1.live_connections(),
+            0,
+            "v1's ends of the flows were reset"
+        );
+        assert_eq!(s2.live_connections(), v2_before, "no v2 flow touched");
+        let ended_kernel: u64 = [1, 2, 3, 4]
+            .iter()
+            .filter_map(|id| {
+                maps_node
+                    .dataplane
+                    .maps()
+                    .backend_signals(*id)
+                    .ok()
+                    .flatten()
+            })
+            .map(|s| s.ended)
+            .sum();
+        assert_eq!(ended_kernel, ended, "each client reset counted once");
+    }
+
+    /// The same end of flows for a backend on the node itself (v2's address on the node's `lo`:
+    /// probe and reset go over loopback, the client's reset leaves through `n-client` egress)
+    /// and for an IPv6 service with a remote backend.
+    #[test]
+    fn ending_flows_of_a_local_backend_and_over_ipv6() {
+        use std::io::Read as _;
+
+        use veer::dataplane::ending::{Ended, Ender};
+        use veer_common::flow::STATE_CLOSING;
+
+        const V1_6: &str = "2001:db8:b::11";
+        const LOCAL: &str = "198.51.100.21";
+        let topo = Topology::builder()
+            .client()
+            .backend("v1", &[V1, V1_6.parse().unwrap()])
+            .build()
+            .unwrap();
+        topo.node()
+            .run(&["ip", "addr", "add", &format!("{LOCAL}/32"), "dev", "lo"])
+            .unwrap();
+        let s1 = TcpServer::start(topo.backend("v1"), SocketAddr::new(V1, 8080), "v1").unwrap();
+        let s16 =
+            TcpServer::start(topo.backend("v1"), sa(&format!("[{V1_6}]:8080")), "v1").unwrap();
+        let local = TcpServer::start(topo.node(), sa(&format!("{LOCAL}:8080")), "local").unwrap();
+        let mut state = web("50", "50");
+        state.services[0].groups[1].backends[0].addr = sa(&format!("{LOCAL}:8080"));
+        state.services.push(service(
+            "web6",
+            "2001:db8::10",
+            80,
+            Protocol::Tcp,
+            vec![group("v1", "100", &[&format!("[{V1_6}]:8080")])],
+        ));
+        let mut node = SteeredNode::start(&topo, &state);
+        let vip6 = sa("[2001:db8::10]:80");
+        let mut conns = Vec::new();
+        for i in 0..40 {
+            let dst = if i % 2 == 0 { vip(80) } else { vip6 };
+            let mut c = topo
+                .client()
+                .tcp_connect(dst, TIMEOUT)
+                .unwrap_or_else(|e| panic!("connect {dst}: {e}"));
+            let name = ask_tcp(&mut c).unwrap_or_else(|e| panic!("ask: {e}"));
+            let v6 = dst == vip6;
+            conns.push((c, name, v6));
+        }
+        let sender = Ender::new().unwrap_or_else(|e| panic!("{e}"));
+        let ports: Vec<u16> = conns
+            .iter()
+            .filter(|(_, n, v6)| n == "local" || *v6)
+            .map(|(c, _, _)| c.local_addr().unwrap().port())
+            .collect();
+        let mut ended = 0;
+        for (key, entry) in node.dataplane.maps().flows().unwrap() {
+            if ports.contains(&u16::from_be(key.src_port)) && entry.state != STATE_CLOSING {
+                let r = sender
+                    .end(node.dataplane.maps_mut(), &key)
+                    .unwrap_or_else(|e| panic!("{}", veer_tests::prog::error_chain(&e)));
+                assert_eq!(r, Ended::Reset);
+                ended += 1;
+            }
+        }
+        assert_eq!(ended, ports.len());
+        let kept_v1 = s1.live_connections();
+        for (c, name, v6) in &mut conns {
+            if name == "local" || *v6 {
+                c.set_read_timeout(Some(TIMEOUT)).unwrap();
+                let mut buf = [0u8; 16];
+                let e = c.read(&mut buf).expect_err("a reset, not data or EOF");
+                assert_eq!(
+                    e.kind(),
+                    std::io::ErrorKind::ConnectionReset,
+                    "{name} (IPv6: {v6}): {e}"
+                );
+            } else {
+                assert_eq!(ask_tcp(c).unwrap(), "v1", "the remote IPv4 flows go on");
+            }
+        }
+        let deadline = Instant::now() + TIMEOUT;
+        while (local.live_connections() > 0 || s16.live_connections() > 0)
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(
+            local.live_connections(),
+            0,
+            "the local backend's ends were reset"
+        );
+        assert_eq!(
+            s16.live_connections(),
+            0,
+            "the IPv6 backend's ends were reset"
+        );
+        assert_eq!(s1.live_connections(), kept_v1);
+    }
+
     #[test]
     fn split_accuracy_90_10_over_5000_connections() {
         let (topo, _s1, _s2) = bed();

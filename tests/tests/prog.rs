@@ -1433,6 +1433,284 @@ mod tcp_validation {
     }
 }
 
+mod signals {
+    //! The per-backend signals (`VEER_BE_SIGNALS`): connect latency, time to first byte,
+    //! duration, resets and flows a paced drain ended, each taken once per flow event; and the
+    //! drain's reset, byte for byte.
+
+    use veer_common::flow::{FLAG_ENDING, FlowEntry};
+    use veer_common::signals::BackendSignals;
+    use veer_tests::packet::assert_frames_eq;
+
+    use super::*;
+
+    const ISN: u32 = 5000;
+
+    fn client_seg(flags: u8, seq: u32, ack: u32) -> PacketBuilder {
+        PacketBuilder::tcp(sa(CLIENT), sa(VIP))
+            .tcp_flags(flags)
+            .seq(seq)
+            .ack(ack)
+    }
+
+    fn backend_seg(flags: u8, seq: u32, ack: u32) -> PacketBuilder {
+        PacketBuilder::tcp(sa(V1), sa(CLIENT))
+            .tcp_flags(flags)
+            .seq(seq)
+            .ack(ack)
+    }
+
+    fn signals(h: &Harness) -> BackendSignals {
+        h.maps
+            .backend_signals(1)
+            .unwrap()
+            .expect("backend 1 has signals")
+    }
+
+    fn entry(h: &Harness) -> (FlowTable, FlowEntry) {
+        h.maps
+            .flow(&key(CLIENT, VIP))
+            .unwrap()
+            .expect("the flow's entry")
+    }
+
+    fn reply_ok(h: &mut Harness, seg: &PacketBuilder) -> Vec<u8> {
+        let run = h.run(Program::Tc, &seg.build());
+        assert_eq!(run.action, TC_ACT_OK);
+        run.output
+    }
+
+    /// A flow on v1 (backend 1) through its handshake, the client's request and the backend's
+    /// answer.
+    fn exchanged() -> Harness {
+        let mut h = Harness::new();
+        h.seed(&web((10_000, 0)));
+        h.run(Program::Xdp, &syn(CLIENT, VIP).build());
+        assert_eq!(
+            h.maps.pending_measurements().unwrap(),
+            1,
+            "SYN: connect starts"
+        );
+        reply_ok(
+            &mut h,
+            &backend_seg(tcp_flags::SYN | tcp_flags::ACK, ISN, 1001),
+        );
+        assert_eq!(
+            h.maps.pending_measurements().unwrap(),
+            0,
+            "SYN-ACK: it ends"
+        );
+        h.run(
+            Program::Xdp,
+            &client_seg(tcp_flags::ACK, 1001, ISN + 1).build(),
+        );
+        assert_eq!(
+            h.maps.pending_measurements().unwrap(),
+            0,
+            "a bare ACK is no request"
+        );
+        h.run(
+            Program::Xdp,
+            &client_seg(tcp_flags::ACK | tcp_flags::PSH, 1001, ISN + 1)
+                .payload(b"GET /\r\n\r\n\r")
+                .build(),
+        );
+        assert_eq!(
+            h.maps.pending_measurements().unwrap(),
+            1,
+            "first byte starts"
+        );
+        reply_ok(&mut h, &backend_seg(tcp_flags::ACK, ISN + 1, 1011));
+        assert_eq!(
+            h.maps.pending_measurements().unwrap(),
+            1,
+            "a bare ACK is no answer"
+        );
+        reply_ok(
+            &mut h,
+            &backend_seg(tcp_flags::ACK, ISN + 1, 1011).payload(b"ok"),
+        );
+        assert_eq!(h.maps.pending_measurements().unwrap(), 0, "first byte ends");
+        h
+    }
+
+    #[test]
+    fn connect_latency_and_first_byte_are_taken_once_per_flow() {
+        let mut h = exchanged();
+        let s = signals(&h);
+        assert_eq!(s.histograms.connect.count(), 1);
+        assert_eq!(s.histograms.first_byte.count(), 1);
+        assert!(s.histograms.connect.sum > 0 && s.histograms.first_byte.sum > 0);
+        // More of the same flow measures nothing more and starts nothing.
+        h.run(
+            Program::Xdp,
+            &client_seg(tcp_flags::ACK, 1011, ISN + 3)
+                .payload(b"again")
+                .build(),
+        );
+        reply_ok(
+            &mut h,
+            &backend_seg(tcp_flags::ACK, ISN + 3, 1016).payload(b"ok"),
+        );
+        assert_eq!(h.maps.pending_measurements().unwrap(), 0);
+        let again = signals(&h);
+        assert_eq!(again.histograms, s.histograms);
+        assert_eq!((again.resets, again.ended), (0, 0));
+        assert_eq!(
+            h.maps.backend_signals(2).unwrap(),
+            Some(BackendSignals::default()),
+            "the other backend saw nothing"
+        );
+    }
+
+    #[test]
+    fn a_backend_reset_on_an_established_flow_counts_and_ends_its_duration() {
+        let mut h = exchanged();
+        reply_ok(&mut h, &backend_seg(tcp_flags::RST, ISN + 3, 0));
+        let s = signals(&h);
+        assert_eq!(s.resets, 1);
+        assert_eq!(s.histograms.duration.count(), 1);
+        assert_eq!(entry(&h).1.state, STATE_CLOSING);
+        // A second RST on the closed flow is no second reset.
+        reply_ok(&mut h, &backend_seg(tcp_flags::RST, ISN + 3, 0));
+        assert_eq!(signals(&h).resets, 1);
+    }
+
+    #[test]
+    fn a_refused_attempt_is_no_reset_and_a_fin_no_reset_either() {
+        let mut h = Harness::new();
+        h.seed(&web((10_000, 0)));
+        h.run(Program::Xdp, &syn(CLIENT, VIP).build());
+        reply_ok(
+            &mut h,
+            &backend_seg(tcp_flags::RST | tcp_flags::ACK, 0, 1001),
+        );
+        let s = signals(&h);
+        assert_eq!(
+            (
+                s.resets,
+                s.histograms.duration.count(),
+                s.histograms.connect.count()
+            ),
+            (0, 0, 0),
+            "a refused SYN is a failed attempt (counters), not a reset, and had no duration"
+        );
+
+        let mut h = exchanged();
+        reply_ok(
+            &mut h,
+            &backend_seg(tcp_flags::FIN | tcp_flags::ACK, ISN + 3, 1011),
+        );
+        let s = signals(&h);
+        assert_eq!((s.resets, s.histograms.duration.count()), (0, 1));
+    }
+
+    #[test]
+    fn a_backend_that_speaks_first_or_a_midflow_miss_has_no_first_byte() {
+        let mut h = Harness::new();
+        h.seed(&web((10_000, 0)));
+        h.run(Program::Xdp, &syn(CLIENT, VIP).build());
+        reply_ok(
+            &mut h,
+            &backend_seg(tcp_flags::SYN | tcp_flags::ACK, ISN, 1001),
+        );
+        h.run(
+            Program::Xdp,
+            &client_seg(tcp_flags::ACK, 1001, ISN + 1).build(),
+        );
+        reply_ok(
+            &mut h,
+            &backend_seg(tcp_flags::ACK, ISN + 1, 1001).payload(b"220 hello"),
+        );
+        h.run(
+            Program::Xdp,
+            &client_seg(tcp_flags::ACK, 1001, ISN + 10)
+                .payload(b"HELO")
+                .build(),
+        );
+        assert_eq!(
+            h.maps.pending_measurements().unwrap(),
+            0,
+            "the backend spoke first"
+        );
+        assert_eq!(signals(&h).histograms.first_byte.count(), 0);
+
+        let mut h = Harness::new();
+        h.seed(&web((10_000, 0)));
+        h.run(
+            Program::Xdp,
+            &client_seg(tcp_flags::ACK, 1001, ISN + 1)
+                .payload(b"GET")
+                .build(),
+        );
+        reply_ok(
+            &mut h,
+            &backend_seg(tcp_flags::ACK, ISN + 1, 1004).payload(b"ok"),
+        );
+        reply_ok(&mut h, &backend_seg(tcp_flags::RST, ISN + 3, 0));
+        assert_eq!(h.maps.pending_measurements().unwrap(), 0);
+        let s = signals(&h);
+        assert_eq!(
+            (
+                s.histograms.first_byte.count(),
+                s.histograms.duration.count(),
+                s.resets
+            ),
+            (0, 0, 1),
+            "a mid-flow miss has no timings; its reset still counts"
+        );
+    }
+
+    #[test]
+    fn a_flow_a_drain_ends_gets_the_backends_next_segment_as_an_exact_rst() {
+        let mut h = exchanged();
+        let (table, mut e) = entry(&h);
+        e.flags |= FLAG_ENDING;
+        h.maps.insert_flow(table, key(CLIENT, VIP), e, 0).unwrap();
+        // The backend's answer to the daemon's probe: an ACK with its next sequence number.
+        let ack = backend_seg(tcp_flags::ACK, ISN + 3, 1011);
+        let out = reply_ok(&mut h, &ack);
+        let rst = backend_seg(tcp_flags::RST | tcp_flags::ACK, ISN + 3, 1011)
+            .with_addrs(sa(VIP), sa(CLIENT))
+            .build();
+        assert_frames_eq("the probe's answer, as the client's RST", &rst, &out);
+        assert_eq!(entry(&h).1.state, STATE_CLOSING);
+        let s = signals(&h);
+        assert_eq!(
+            (s.ended, s.resets, s.histograms.duration.count()),
+            (1, 0, 1),
+            "ended, not a backend reset"
+        );
+        // Once closing, the backend's segments pass as they are.
+        let late = backend_seg(tcp_flags::ACK, ISN + 3, 1011);
+        let out = reply_ok(&mut h, &late);
+        assert_frames_eq(
+            "after the end",
+            &late.clone().with_addrs(sa(VIP), sa(CLIENT)).build(),
+            &out,
+        );
+        assert_eq!(signals(&h).ended, 1);
+    }
+
+    #[test]
+    fn a_marked_flow_whose_backend_sends_fin_or_rst_is_not_converted() {
+        for flags in [tcp_flags::FIN | tcp_flags::ACK, tcp_flags::RST] {
+            let mut h = exchanged();
+            let (table, mut e) = entry(&h);
+            e.flags |= FLAG_ENDING;
+            h.maps.insert_flow(table, key(CLIENT, VIP), e, 0).unwrap();
+            let seg = backend_seg(flags, ISN + 3, 1011);
+            let out = reply_ok(&mut h, &seg);
+            assert_frames_eq(
+                "the backend's own end",
+                &seg.clone().with_addrs(sa(VIP), sa(CLIENT)).build(),
+                &out,
+            );
+            assert_eq!(signals(&h).ended, 0);
+        }
+    }
+}
+
 mod replies {
     //! Replies find their flow from their own tuple, through the VIPs their backend serves.
 

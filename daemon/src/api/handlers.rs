@@ -426,6 +426,7 @@ async fn change(
                     service: r.service,
                     group: r.group,
                     force: r.force,
+                    end: r.end,
                 },
                 &r.options,
                 peer,

@@ -181,6 +181,9 @@ pub struct GroupStatus {
     pub weight: Weight,
     /// Sum of the backends' active flows.
     pub active_flows: u64,
+    /// Flows of its backends that paced drains ended (a reset to both ends), ever.
+    #[serde(default)]
+    pub ended_flows: u64,
     /// Backends, in the order of the state.
     pub backends: Vec<BackendStatus>,
 }
@@ -529,6 +532,9 @@ pub struct DrainRequest {
     /// Drain even the last group taking new flows.
     #[serde(default)]
     pub force: bool,
+    /// After a deadline, end the flows left at a pace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end: Option<crate::model::drain::DrainEnd>,
     /// Reason, dry run.
     #[serde(flatten)]
     pub options: ChangeOptions,
@@ -705,6 +711,10 @@ pub struct RolloutStatus {
     pub reason: Option<String>,
     /// The plan.
     pub plan: Plan,
+    /// The canary judge's latest verdict (the current step's, live, or the one that ended the
+    /// last judged step), with its numbers; none for a rollout without the judge.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub judge: Option<crate::rollout::canary::StepVerdict>,
     /// What the step waits for, when running, as data (`waiting` says it in words).
     #[serde(default)]
     pub waiting_for: Option<WaitingFor>,
@@ -747,6 +757,12 @@ pub enum WaitingFor {
     Gates {
         /// The gates, as written.
         gates: Vec<String>,
+    },
+    /// The canary judge has not passed the step yet.
+    Judge {
+        /// Its latest verdict (`not_enough_data`, or `pass` before the end of the pause);
+        /// none before its first look.
+        outcome: Option<crate::rollout::judge::Outcome>,
     },
 }
 
@@ -853,6 +869,7 @@ impl From<&GroupView> for GroupStatus {
             name: g.name.clone(),
             weight: g.weight,
             active_flows: g.active_flows,
+            ended_flows: g.ended_flows,
             backends: g.backends.iter().map(BackendStatus::from).collect(),
         }
     }
@@ -1032,9 +1049,19 @@ impl From<&RolloutView> for RolloutStatus {
                     format!("waiting for {seen} of {needed} new flows")
                 }
                 Waiting::Gates => "checking gates".to_owned(),
+                Waiting::Judge => format!(
+                    "the judge ({})",
+                    v.judge
+                        .as_ref()
+                        .map_or("no look yet", |s| match s.verdict.outcome {
+                            crate::rollout::judge::Outcome::NotEnoughData => "not enough data",
+                            _ => "the look at the end of the pause",
+                        })
+                ),
             }),
             reason: r.reason.clone(),
             plan: r.plan.clone(),
+            judge: v.judge.clone(),
             waiting_for: v.waiting.map(|w| match w {
                 Waiting::Pause { left } => WaitingFor::Pause {
                     seconds_left: seconds_up(left),
@@ -1043,6 +1070,9 @@ impl From<&RolloutView> for RolloutStatus {
                 Waiting::MinFlows { seen, needed } => WaitingFor::MinFlows { seen, needed },
                 Waiting::Gates => WaitingFor::Gates {
                     gates: r.plan.gates.iter().map(ToString::to_string).collect(),
+                },
+                Waiting::Judge => WaitingFor::Judge {
+                    outcome: v.judge.as_ref().map(|j| j.verdict.outcome),
                 },
             }),
             pause_skipped: r.pause_skipped,

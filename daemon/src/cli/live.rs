@@ -68,6 +68,14 @@ fn waiting(r: &RolloutStatus) -> Option<String> {
         Some(WaitingFor::Gates { gates }) => {
             format!("gates running: {}{skipped}", gates.join(", "))
         }
+        Some(WaitingFor::Judge { outcome }) => format!(
+            "the canary judge: {}{skipped}",
+            match outcome {
+                None => "no look yet",
+                Some(crate::rollout::judge::Outcome::NotEnoughData) => "not enough data yet",
+                Some(_) => "a pass at the end of the pause",
+            }
+        ),
         None => format!("nothing: stepping{skipped}"),
     };
     Some(text)
@@ -270,6 +278,7 @@ pub(super) fn change_key(r: &RolloutStatus) -> String {
         Some(WaitingFor::Pause { .. }) => "pause",
         Some(WaitingFor::MinFlows { .. }) => "min_flows",
         Some(WaitingFor::Gates { .. }) => "gates",
+        Some(WaitingFor::Judge { .. }) => "judge",
         None => "",
     };
     format!(
@@ -398,6 +407,7 @@ mod tests {
                 min_flows: 10,
                 judged: true,
             }),
+            judge: None,
         }
     }
 

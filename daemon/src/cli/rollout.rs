@@ -19,8 +19,17 @@ use crate::{
     api::protocol::{
         ApplyResponse, ChangeOptions, RolloutActionRequest, RolloutStartRequest, RolloutStatus,
     },
-    model::{OnFailure, Plan, Weight, gate::Gate},
-    rollout::Phase,
+    model::{
+        OnFailure, Plan, Weight,
+        drain::{DrainEnd, Pace},
+        gate::Gate,
+        tolerance::{Percent, Tolerances},
+    },
+    rollout::{
+        Phase,
+        canary::StepVerdict,
+        judge::{self, Outcome},
+    },
 };
 
 /// How long a watch keeps asking a daemon that does not answer (a restart) before it gives up.
@@ -127,6 +136,30 @@ pub(super) struct StartArgs {
     /// After a daemon restart, hold (paused) instead of resuming.
     #[arg(long)]
     hold_on_restart: bool,
+    /// Judge every step that still has a baseline against the other groups (the canary judge;
+    /// implied by any of the judge's options below).
+    #[arg(long)]
+    judge: bool,
+    /// Judge: largest increase of the canary's p50 and p99 latency over the baseline's (e.g.
+    /// 20%).
+    #[arg(long, value_parser = Percent::parse)]
+    max_latency_increase: Option<Percent>,
+    /// Judge: largest increase of the canary's failure odds over the baseline's (e.g. 25%).
+    #[arg(long, value_parser = Percent::parse)]
+    max_failure_increase: Option<Percent>,
+    /// Judge: confidence needed to fail a canary (e.g. 95%).
+    #[arg(long, value_parser = Percent::parse)]
+    confidence: Option<Percent>,
+    /// Judge: samples each group needs of a signal before it is judged.
+    #[arg(long)]
+    min_sample: Option<u64>,
+    /// Once the rollout completes, end the flows still on the groups it took to 0 after this
+    /// long (a reset to both ends), at --drain-pace.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    drain_deadline: Option<Duration>,
+    /// How fast those flows are ended (e.g. 50/s).
+    #[arg(long, requires = "drain_deadline", default_value = "50/s")]
+    drain_pace: Pace,
     /// Follow the rollout to its end: exit 0 when it completes, 1 when it is rolled back or
     /// aborted.
     #[arg(long)]
@@ -161,7 +194,14 @@ pub(super) fn run(args: &Args, g: &Global) -> Result<(), Failure> {
         Args::Status(s) => {
             let r = fetch(g, &s.service)?;
             let width = live::terminal_width().unwrap_or(live::DEFAULT_WIDTH);
-            output::print(g.output, &r, || live::frame(&r, width).join("\n"))
+            output::print(g.output, &r, || {
+                let mut text = live::frame(&r, width).join("\n");
+                if let Some(v) = &r.judge {
+                    text.push('\n');
+                    text.push_str(&verdict_text(v));
+                }
+                text
+            })
         }
         Args::Pause(s) => action(&s.service, "pause", "paused", false, &s.reason),
         Args::Resume(s) => action(&s.service, "resume", "resumed", false, &s.reason),
@@ -205,7 +245,76 @@ pub(super) fn plan(a: &StartArgs) -> Result<Plan, Failure> {
             FailureMode::StepBack => OnFailure::StepBack,
         },
         hold_on_restart: a.hold_on_restart,
+        judge: tolerances(a),
+        drain: a.drain_deadline.map(|deadline| DrainEnd {
+            deadline,
+            pace: a.drain_pace,
+        }),
     })
+}
+
+/// The judge's tolerances the options ask for: none unless `--judge` or one of its options.
+fn tolerances(a: &StartArgs) -> Option<Tolerances> {
+    let any = a.judge
+        || a.max_latency_increase.is_some()
+        || a.max_failure_increase.is_some()
+        || a.confidence.is_some()
+        || a.min_sample.is_some();
+    any.then(|| {
+        let d = Tolerances::DEFAULT;
+        Tolerances {
+            max_latency_increase: a.max_latency_increase.unwrap_or(d.max_latency_increase),
+            max_failure_increase: a.max_failure_increase.unwrap_or(d.max_failure_increase),
+            confidence: a.confidence.unwrap_or(d.confidence),
+            min_sample: a.min_sample.unwrap_or(d.min_sample),
+        }
+    })
+}
+
+/// The canary judge's verdict: a headline with its reason, and a table of the checks (canary,
+/// baseline, statistic, threshold, outcome).
+fn verdict_text(v: &StepVerdict) -> String {
+    let outcome = match v.verdict.outcome {
+        Outcome::Pass => "pass",
+        Outcome::Fail => "fail",
+        Outcome::NotEnoughData => "not enough data",
+    };
+    let when = if v.at_end {
+        "at the end of its pause"
+    } else {
+        "during it"
+    };
+    let mut rows = vec![[
+        "check".to_owned(),
+        "canary".to_owned(),
+        "baseline".to_owned(),
+        "statistic".to_owned(),
+        "threshold".to_owned(),
+        "outcome".to_owned(),
+    ]];
+    rows.extend(judge::rows(&v.verdict));
+    let mut widths = [0usize; 6];
+    for r in &rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let mut out = format!(
+        "judge: {outcome} at step {} (look {}, {when}, {} confidence): {}",
+        v.step, v.verdict.look, v.verdict.confidence, v.verdict.reason
+    );
+    for r in &rows {
+        out.push_str("\n ");
+        for (w, c) in widths.iter().zip(r) {
+            let pad = w.saturating_sub(c.chars().count());
+            out.push_str("  ");
+            out.push_str(c);
+            out.push_str(&" ".repeat(pad));
+        }
+        let trimmed = out.trim_end().len();
+        out.truncate(trimmed);
+    }
+    out
 }
 
 fn start(a: &StartArgs, g: &Global) -> Result<(), Failure> {
@@ -296,6 +405,9 @@ fn follow(service: &str, g: &Global) -> Result<(), Failure> {
             }
         }
         if r.phase.is_final() {
+            if !json && let Some(v) = &r.judge {
+                println!("{}", verdict_text(v));
+            }
             return outcome(&r);
         }
         std::thread::sleep(live::POLL);

@@ -354,6 +354,10 @@ fn rule_expects(e: &StateError) -> String {
             PlanError::AlreadyThere { .. } => {
                 "a target that does not have every new flow yet".to_owned()
             }
+            PlanError::Tolerance { .. } => "tolerances in their ranges".to_owned(),
+            PlanError::DrainDeadlineTooLong { max, .. } => {
+                format!("a drain deadline of at most {max}")
+            }
         },
         StateError::BadInterface { .. } => {
             "interface names of 1 to 15 bytes, without '/' or spaces".to_owned()

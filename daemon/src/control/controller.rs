@@ -10,15 +10,17 @@ use std::{
     time::SystemTime,
 };
 
-use veer_common::counters::Reason;
+use veer_common::{counters::Reason, signals::BackendSignals};
 
 use super::{
     change::{Change, Head},
     core::{self, Live},
     diff,
+    drains::{self, PacedDrain},
     effects::{Census, Effects, Readings},
     error::ControlError,
     health::{self, CheckJob, Health},
+    judging,
     node::{FileAtStart, Node, Options},
     observed::{self, GateKey, GateState, Observations},
     request::Request,
@@ -35,7 +37,11 @@ use crate::{
     error::chain,
     health::check::CheckError,
     model::{BackendRef, DesiredState, NodeChange, NodeConfig},
-    rollout::{Decision, GateFailure, Rollout, engine::WaitReason},
+    rollout::{
+        Decision, GateFailure, Rollout,
+        canary::{StepJudge, StepVerdict},
+        engine::WaitReason,
+    },
     state::{Audit, Author, Origin},
 };
 
@@ -92,6 +98,10 @@ pub struct Controller<N = Node> {
     config_path: PathBuf,
     pub(super) health: Health,
     gates: BTreeMap<GateKey, GateState>,
+    /// The canary judge of every judged step being watched.
+    judges: BTreeMap<GateKey, StepJudge>,
+    /// Drains with a deadline and a pace, until their last flow ended.
+    drains: Vec<PacedDrain>,
     /// Step gate checks since start: (service, passed) -> count.
     gate_checks: BTreeMap<(String, bool), u64>,
     file: FileState,
@@ -112,6 +122,8 @@ impl<N: Effects + Readings> Controller<N> {
             config_path,
             health: Health::default(),
             gates: BTreeMap::new(),
+            judges: BTreeMap::new(),
+            drains: Vec::new(),
             gate_checks: BTreeMap::new(),
             file: FileState::default(),
             census: None,
@@ -167,6 +179,7 @@ impl<N: Effects + Readings> Controller<N> {
     ) -> Result<Observations, ControlError> {
         let mut observed = Observations {
             gates: self.gates.clone(),
+            judges: self.judges.clone(),
             ..Observations::default()
         };
         for (service, group) in observed::wanted_groups(request, head) {
@@ -199,6 +212,18 @@ impl<N: Effects + Readings> Controller<N> {
         let outcome = self.decide(&head, request, now)?;
         let changed = !outcome.changes.is_empty();
         let revision = self.commit_all(&head, outcome.changes, audit)?;
+        if let Request::Drain {
+            service,
+            group,
+            end: Some(end),
+            ..
+        } = request
+        {
+            // Again on a drained group: the new deadline and pace replace the old.
+            self.drains
+                .retain(|d| !(d.service == *service && d.group == *group));
+            self.drains.push(PacedDrain::new(service, group, *end, now));
+        }
         Ok(Answer {
             revision,
             changed,
@@ -495,12 +520,19 @@ impl<N: Effects + Readings> Controller<N> {
             return Ok(Vec::new());
         }
         let head = self.head();
+        judging::look_all(&mut self.judges, &head, &self.node, &self.health, now)?;
         let observed = self.observe(&head, None)?;
         let tick = rollouts::tick(&head, &observed, now)?;
         for job in &tick.gate_jobs {
             self.gates.insert(job.key.clone(), GateState::Pending);
         }
+        let completed = drains::after_rollouts(&head, &tick.changes, now);
         self.commit_all(&head, tick.changes, &Audit::by(Author::Rollout))?;
+        for d in completed {
+            self.drains
+                .retain(|o| !(o.service == d.service && o.group == d.group));
+            self.drains.push(d);
+        }
         // Outcomes of steps no running rollout is at any more are of no use.
         let current: Vec<GateKey> = self
             .head()
@@ -511,6 +543,51 @@ impl<N: Effects + Readings> Controller<N> {
             .collect();
         self.gates.retain(|k, _| current.contains(k));
         Ok(tick.gate_jobs)
+    }
+
+    /// Ends what paced drains may end now (`drains`); a drain whose group has no flow left after
+    /// its deadline is done, and one whose group takes new flows again (shifted back, removed)
+    /// is called off.
+    pub fn drain_tick(&mut self, now: SystemTime) -> Result<(), ControlError> {
+        if self.drains.is_empty() {
+            return Ok(());
+        }
+        let head = self.head();
+        self.drains.retain(|d| {
+            let drained = head
+                .state
+                .service(&d.service)
+                .and_then(|s| s.group(&d.group))
+                .is_some_and(|g| g.weight.is_zero());
+            if !drained {
+                tracing::info!(
+                    service = d.service,
+                    group = d.group,
+                    ended = d.ended,
+                    "paced drain called off: the group takes new flows again, or is gone"
+                );
+            }
+            drained
+        });
+        drains::tick(&mut self.drains, &mut self.node, now)?;
+        Ok(())
+    }
+
+    /// The judge of `r`'s current step, and the verdict `rollout status` shows: that judge's
+    /// latest, or else the one kept in the rollout.
+    fn judge_of(&self, r: &Rollout) -> (Option<StepJudge>, Option<StepVerdict>) {
+        let judge = self.judges.get(&observed::gate_key(r)).cloned();
+        let shown = judge
+            .as_ref()
+            .and_then(|j| j.latest().cloned())
+            .or_else(|| r.verdict.clone());
+        (judge, shown)
+    }
+
+    /// Paced drains still ending flows (or waiting for their deadline).
+    #[cfg(test)]
+    pub(super) fn paced_drains(&self) -> usize {
+        self.drains.len()
     }
 
     /// Every active check the live state asks for (none while held: the live state is not
@@ -693,6 +770,29 @@ impl<N: Effects + Readings> Controller<N> {
         ))
     }
 
+    /// The signals of every backend of the live state the kernel keeps them for: (service,
+    /// group, backend address, signals), in the live state's order.
+    pub fn backend_signals(
+        &self,
+    ) -> Result<Vec<(String, String, std::net::SocketAddr, BackendSignals)>, ControlError> {
+        let head = self.head();
+        let ids = self.node.ids();
+        let mut out = Vec::new();
+        for s in &head.state.services {
+            for g in &s.groups {
+                for b in &g.backends {
+                    let key = (s.name.clone(), g.name.clone(), b.addr);
+                    if let Some(id) = ids.backends.get(&key)
+                        && let Some(sig) = self.node.backend_signals(*id)?
+                    {
+                        out.push((key.0, key.1, key.2, sig));
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// The latest rollout of `service` and where it stands at `now`.
     pub fn rollout_status(
         &self,
@@ -707,10 +807,12 @@ impl<N: Effects + Readings> Controller<N> {
             })?;
         let counts =
             observed::group_counts(&self.node, &self.health, &head.state, service, &r.plan.to)?;
+        let (judge, judged) = self.judge_of(r);
         let obs = crate::rollout::Observation {
             counts,
             target_up: self.health.up_in(&head.state, service, &r.plan.to),
             gates: None,
+            judge,
         };
         let waiting = match r.decide(&obs, now) {
             Decision::Wait(WaitReason::Pause { left }) => Some(Waiting::Pause { left }),
@@ -719,6 +821,7 @@ impl<N: Effects + Readings> Controller<N> {
                 needed: r.plan.min_flows,
             }),
             Decision::EvaluateGates => Some(Waiting::Gates),
+            Decision::Wait(WaitReason::Judge) => Some(Waiting::Judge),
             _ => None,
         };
         let weights: Vec<(String, crate::model::Weight)> = head
@@ -786,6 +889,7 @@ impl<N: Effects + Readings> Controller<N> {
             weights,
             in_step,
             waiting,
+            judge: judged,
             steps: views::steps(r, in_step, now),
             groups,
             elapsed,

@@ -68,6 +68,7 @@ pub fn decide(request: &Request, live: &Live<'_>) -> Result<Outcome, ControlErro
             service,
             group,
             force,
+            ..
         } => dropping(&head.state, drain(head, service, group, *force)?),
         Request::Pin {
             service,

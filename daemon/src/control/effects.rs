@@ -4,9 +4,12 @@
 //! how each interface is steered. `Node` is the real node; the control tests use a fake, so
 //! control decisions are checked without root.
 
+use std::collections::BTreeSet;
+
 use veer_common::{
     counters::{BackendCounters, Reason, ServiceCounters},
     flow::{FlowEntry, FlowKey},
+    signals::BackendSignals,
 };
 
 use super::{change::Change, error::ControlError};
@@ -42,6 +45,10 @@ pub trait Effects {
     /// XDP redirect targets follow what each interface can take now, and checks the node
     /// settings `live` needs again. Returns whether anything changed.
     fn refresh_links(&mut self, live: &DesiredState) -> Result<bool, ControlError>;
+
+    /// Ends flow `key` for a paced drain (a reset to both ends of a TCP flow, the entry of a
+    /// UDP one). Returns whether there was an active flow to end.
+    fn end_flow(&mut self, key: &FlowKey) -> Result<bool, ControlError>;
 }
 
 /// Conntrack entries of both flow tables and the clock they are measured against.
@@ -61,6 +68,13 @@ pub trait Readings {
 
     /// A backend's counters, summed over CPUs.
     fn backend_counters(&self, id: u32) -> Result<BackendCounters, ControlError>;
+
+    /// A backend's signals (latency and duration histograms, resets, flows a drain ended),
+    /// summed over CPUs; `None` for an id the kernel keeps none for.
+    fn backend_signals(&self, id: u32) -> Result<Option<BackendSignals>, ControlError>;
+
+    /// The active flows of backends `ids` in the flow tables, oldest first.
+    fn active_flows_of(&self, ids: &BTreeSet<u32>) -> Result<Vec<FlowKey>, ControlError>;
 
     /// A service's counters, summed over CPUs.
     fn service_counters(&self, id: u32) -> Result<ServiceCounters, ControlError>;

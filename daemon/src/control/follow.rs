@@ -638,6 +638,7 @@ mod tests {
                 service: "web".into(),
                 group: "v1".into(),
                 force: true,
+                end: None,
             },
             at(2),
         )

@@ -8,15 +8,17 @@
 //! source, control core and status writer, to measure what etcd carries; nothing else uses it.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet},
     net::{IpAddr, SocketAddr},
     time::{Instant, SystemTime},
 };
 
 use veer_common::{
     counters::{BackendCounters, Reason, ServiceCounters},
+    flow::FlowKey,
     maps::MAGLEV_TABLE_SIZE,
     service::{ServiceKey, ServiceValue},
+    signals::BackendSignals,
 };
 
 use super::{
@@ -165,6 +167,11 @@ impl Effects for MemoryNode {
     fn refresh_links(&mut self, _: &DesiredState) -> Result<bool, ControlError> {
         Ok(false)
     }
+
+    /// No flows in memory.
+    fn end_flow(&mut self, _: &FlowKey) -> Result<bool, ControlError> {
+        Ok(false)
+    }
 }
 
 impl Readings for MemoryNode {
@@ -178,6 +185,14 @@ impl Readings for MemoryNode {
 
     fn service_counters(&self, _: u32) -> Result<ServiceCounters, ControlError> {
         Ok(ServiceCounters::default())
+    }
+
+    fn backend_signals(&self, _: u32) -> Result<Option<BackendSignals>, ControlError> {
+        Ok(None)
+    }
+
+    fn active_flows_of(&self, _: &BTreeSet<u32>) -> Result<Vec<FlowKey>, ControlError> {
+        Ok(Vec::new())
     }
 
     fn census(&self) -> Result<Census, ControlError> {

@@ -9,9 +9,13 @@
 //! cannot be used, the maps are not reconciled with an older revision: they are kept as pinned
 //! until an operator chooses a state, which is then written over them whole (`reconcile`).
 
-use std::path::PathBuf;
+use std::{collections::BTreeSet, path::PathBuf};
 
-use veer_common::counters::{BackendCounters, Reason, ServiceCounters};
+use veer_common::{
+    counters::{BackendCounters, Reason, ServiceCounters},
+    flow::FlowKey,
+    signals::BackendSignals,
+};
 
 use super::{
     change::Change,
@@ -20,7 +24,7 @@ use super::{
 };
 use crate::{
     config,
-    dataplane::{Dataplane, flows, flows::Upkeep, links, loader, loader::LoadOptions},
+    dataplane::{Dataplane, ending, flows, flows::Upkeep, links, loader, loader::LoadOptions},
     error::chain,
     lock::{self, Locks},
     model::{DesiredState, Down, Ids, NodeConfig, Timeouts},
@@ -97,6 +101,10 @@ impl Effects for Node {
         Ok(self.dataplane.upkeep(timeouts, flows::now_tick())?)
     }
 
+    fn end_flow(&mut self, key: &FlowKey) -> Result<bool, ControlError> {
+        Ok(self.dataplane.end_flow(key)? != ending::Ended::Gone)
+    }
+
     fn refresh_links(&mut self, live: &DesiredState) -> Result<bool, ControlError> {
         let changed = self.dataplane.refresh_interfaces()?;
         self.dataplane.prepare_node(live)?;
@@ -115,6 +123,14 @@ impl Readings for Node {
 
     fn service_counters(&self, id: u32) -> Result<ServiceCounters, ControlError> {
         Ok(self.dataplane.maps().service_counters(id)?)
+    }
+
+    fn backend_signals(&self, id: u32) -> Result<Option<BackendSignals>, ControlError> {
+        Ok(self.dataplane.maps().backend_signals(id)?)
+    }
+
+    fn active_flows_of(&self, ids: &BTreeSet<u32>) -> Result<Vec<FlowKey>, ControlError> {
+        Ok(self.dataplane.active_flows_of(ids)?)
     }
 
     fn census(&self) -> Result<Census, ControlError> {

@@ -15,7 +15,7 @@ use super::{
 };
 use crate::{
     model::{DesiredState, GroupRef, Protocol},
-    rollout::{GateFailure, Observation, Rollout, engine::Counts},
+    rollout::{GateFailure, Observation, Rollout, canary::StepJudge, engine::Counts},
 };
 
 /// Identifies one watch of one step: (service, step index, when the step began). A resumed or
@@ -47,6 +47,8 @@ pub struct Observations {
     pub up: BTreeMap<GroupRef, usize>,
     /// Extra gates of rollout steps: being checked, or checked with this outcome.
     pub gates: BTreeMap<GateKey, GateState>,
+    /// The canary judge of each judged step (`judging`).
+    pub judges: BTreeMap<GateKey, StepJudge>,
 }
 
 impl Observations {
@@ -75,6 +77,7 @@ impl Observations {
                 Some(GateState::Done(outcome)) => Some(outcome.clone()),
                 _ => None,
             },
+            judge: self.judges.get(&gate_key(rollout)).cloned(),
         }
     }
 }

@@ -211,7 +211,13 @@ fn services(
             below = value.cumulative[i];
             let in_table = maps.table_backends(gid)?;
             let mut backends = Vec::new();
+            let mut ended_flows = 0;
+            let mut ended = |id: u32| -> Result<(), DataplaneError> {
+                ended_flows += maps.backend_signals(id)?.map_or(0, |s| s.ended);
+                Ok(())
+            };
             for id in &in_table {
+                ended(*id)?;
                 let Some(b) = maps.backend(*id)? else {
                     continue;
                 };
@@ -226,6 +232,7 @@ fn services(
                 if !ours || in_table.contains(id) || maps.backend(*id)?.is_none() {
                     continue;
                 }
+                ended(*id)?;
                 backends.push(backend_view(maps, *id, *addr, false, active)?);
             }
             groups.push(GroupView {
@@ -234,6 +241,7 @@ fn services(
                     .map_or_else(|| format!("#{gid}"), |n| (*n).to_owned()),
                 weight,
                 active_flows: backends.iter().map(|b| b.active_flows).sum(),
+                ended_flows,
                 backends,
             });
         }

@@ -43,6 +43,9 @@ pub enum Request {
         group: String,
         /// Drain even the last group taking new flows.
         force: bool,
+        /// End what is left after a deadline, at a pace (`drains`); none: flows end by
+        /// themselves.
+        end: Option<crate::model::drain::DrainEnd>,
     },
     /// Send a client prefix to a group whatever the weights.
     Pin {

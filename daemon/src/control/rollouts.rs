@@ -12,7 +12,7 @@ use super::{
 use crate::{
     fleet::Directive,
     model::{DesiredState, Plan, Weight, gate::Gate},
-    rollout::{Decision, Phase, Rollout, StepOutcome},
+    rollout::{Decision, Phase, Rollout, StepOutcome, canary::StepJudge},
     state::{Audit, Origin},
 };
 
@@ -369,6 +369,14 @@ pub(super) fn hold_after_restart(head: &Head) -> Result<Option<Change>, ControlE
     finish(head, change)
 }
 
+/// Keeps the verdict of the step that ends in the rollout (a step that was not judged leaves
+/// the previous one).
+fn keep_verdict(x: &mut Rollout, obs: &crate::rollout::Observation) {
+    if let Some(v) = obs.judge.as_ref().and_then(StepJudge::latest) {
+        x.verdict = Some(v.clone());
+    }
+}
+
 /// What one tick of the rollout engine comes to.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(super) struct Tick {
@@ -446,6 +454,7 @@ pub(super) fn tick(
                     &|x| {
                         x.history
                             .push(x.record(StepOutcome::Passed, obs.counts, now));
+                        keep_verdict(x, &obs);
                         x.step = step;
                         x.step_started = now;
                         x.baseline = obs.counts;
@@ -487,6 +496,7 @@ pub(super) fn tick(
                     &|x| {
                         x.history
                             .push(x.record(StepOutcome::Breached, obs.counts, now));
+                        keep_verdict(x, &obs);
                         x.phase = phase;
                         x.reason = Some(reason.clone());
                         x.gate = Some(gate.clone());

@@ -3,13 +3,17 @@
 //! observed directly.
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeSet, HashMap},
     net::SocketAddr,
     path::PathBuf,
     time::{Duration, SystemTime},
 };
 
-use veer_common::counters::{BackendCounters, Reason, ServiceCounters};
+use veer_common::{
+    counters::{BackendCounters, Reason, ServiceCounters},
+    flow::FlowKey,
+    signals::BackendSignals,
+};
 
 use super::{
     Answer, ControlError, Controller, Request,
@@ -38,6 +42,9 @@ struct FakeNode {
     applied: Vec<(DesiredState, Down)>,
     ids: Ids,
     counters: HashMap<u32, BackendCounters>,
+    signals: HashMap<u32, BackendSignals>,
+    /// Flows a paced drain ended, in order.
+    ended: Vec<FlowKey>,
     service_counters: HashMap<u32, ServiceCounters>,
     census: Census,
     flows: FlowTable,
@@ -131,6 +138,13 @@ impl Effects for FakeNode {
         self.refreshed.push(live.clone());
         Ok(true)
     }
+
+    fn end_flow(&mut self, key: &FlowKey) -> Result<bool, ControlError> {
+        let before = self.flows.entries.len();
+        self.flows.entries.retain(|(k, _)| k != key);
+        self.ended.push(*key);
+        Ok(self.flows.entries.len() < before)
+    }
 }
 
 impl Readings for FakeNode {
@@ -144,6 +158,20 @@ impl Readings for FakeNode {
 
     fn service_counters(&self, id: u32) -> Result<ServiceCounters, ControlError> {
         Ok(self.service_counters.get(&id).copied().unwrap_or_default())
+    }
+
+    fn backend_signals(&self, id: u32) -> Result<Option<BackendSignals>, ControlError> {
+        Ok(Some(self.signals.get(&id).copied().unwrap_or_default()))
+    }
+
+    fn active_flows_of(&self, ids: &BTreeSet<u32>) -> Result<Vec<FlowKey>, ControlError> {
+        Ok(self
+            .flows
+            .entries
+            .iter()
+            .filter(|(_, e)| e.is_active() && ids.contains(&e.backend_id))
+            .map(|(k, _)| *k)
+            .collect())
     }
 
     fn census(&self) -> Result<Census, ControlError> {
@@ -234,6 +262,8 @@ fn plan(steps: &[&str]) -> Plan {
         gate_timeout: Duration::from_secs(5),
         on_failure: OnFailure::Rollback,
         hold_on_restart: false,
+        judge: None,
+        drain: None,
     }
 }
 
@@ -332,6 +362,7 @@ mod operator_changes {
             service: "web".into(),
             group: "v9".into(),
             force: false,
+            end: None,
         };
         assert!(matches!(
             ctl.execute(&drain, at(1)),
@@ -390,6 +421,7 @@ mod operator_changes {
             service: "web".into(),
             group: "v1".into(),
             force,
+            end: None,
         };
         assert!(matches!(
             ctl.execute(&drain(false), at(1)),
@@ -1511,6 +1543,7 @@ mod held {
                 service: "web".into(),
                 group: "v2".into(),
                 force: true,
+                end: None,
             },
             Request::Rollback {
                 service: None,
@@ -1760,6 +1793,255 @@ mod core_alone {
                 .is_empty(),
             "already in force"
         );
+    }
+}
+
+mod judged {
+    //! The canary judge in the control layer: a judged step waits for a pass at the end of its
+    //! pause, a failing verdict rolls back with its numbers kept in the rollout; and paced
+    //! drains end flows after their deadline at their pace.
+
+    use veer_common::{
+        flow::{FlowEntry, STATE_ESTABLISHED},
+        histogram::Histogram,
+    };
+
+    use super::*;
+    use crate::{
+        model::{
+            drain::{DrainEnd, Pace},
+            tolerance::Tolerances,
+        },
+        rollout::judge::Outcome,
+    };
+
+    fn id(ctl: &Controller<FakeNode>, group: &str, addr: &str) -> u32 {
+        ctl.node().ids.backends[&("web".to_owned(), group.to_owned(), addr.parse().unwrap())]
+    }
+
+    /// `n` answered attempts and first bytes of `ns` each, on `group`'s backend of web.
+    fn traffic(ctl: &mut Controller<FakeNode>, group: &str, addr: &str, n: u64, ns: u64) {
+        let id = id(ctl, group, addr);
+        let node = ctl.node_mut();
+        node.counters.insert(
+            id,
+            BackendCounters {
+                new_flows: n,
+                answered_flows: n,
+                ..BackendCounters::default()
+            },
+        );
+        let mut h = Histogram::EMPTY;
+        for _ in 0..n {
+            h.record(ns);
+        }
+        let mut connect = Histogram::EMPTY;
+        for _ in 0..n {
+            connect.record(50_000);
+        }
+        let sig = node.signals.entry(id).or_default();
+        sig.histograms.first_byte = h;
+        sig.histograms.connect = connect;
+    }
+
+    fn judged_rollout() -> Controller<FakeNode> {
+        let mut ctl = controller(dual_stack());
+        let mut p = plan(&["10", "50", "100"]);
+        p.judge = Some(Tolerances::DEFAULT);
+        let start = Request::RolloutStart {
+            service: "web".into(),
+            plan: p,
+        };
+        changed(&ctl.execute(&start, at(0)).unwrap(), 2);
+        // The first tick opens the step's window.
+        ctl.rollout_tick(at(1)).unwrap();
+        ctl
+    }
+
+    #[test]
+    fn a_canary_100ms_slower_rolls_back_at_the_first_look_with_its_verdict() {
+        let mut ctl = judged_rollout();
+        traffic(&mut ctl, "v1", "198.51.100.11:8080", 2_000, 2_000_000);
+        traffic(&mut ctl, "v2", "198.51.100.21:8080", 200, 102_000_000);
+        ctl.rollout_tick(at(2)).unwrap();
+        let r = &ctl.head().rollouts[0];
+        assert_eq!(r.phase, Phase::RolledBack, "{r:?}");
+        let reason = r.reason.as_deref().unwrap();
+        assert!(
+            reason.starts_with("judge: time to first byte p50: canary at least"),
+            "{reason}"
+        );
+        let v = r
+            .verdict
+            .as_ref()
+            .expect("the verdict is kept in the revision");
+        assert_eq!((v.step, v.at_end), (1, false));
+        assert_eq!(v.verdict.outcome, Outcome::Fail);
+        assert!(v.verdict.first_byte.p50.canary.estimate_ns > 90_000_000);
+        assert!(v.verdict.first_byte.p50.baseline.estimate_ns < 3_000_000);
+        assert_eq!(weights(&ctl, "web"), pair("100", "0"));
+    }
+
+    #[test]
+    fn a_judged_step_ends_only_after_a_pass_at_the_end_of_its_pause() {
+        let mut ctl = judged_rollout();
+        traffic(&mut ctl, "v1", "198.51.100.11:8080", 2_000, 2_000_000);
+        traffic(&mut ctl, "v2", "198.51.100.21:8080", 200, 2_000_000);
+        ctl.rollout_tick(at(5)).unwrap();
+        let r = &ctl.head().rollouts[0];
+        assert_eq!((r.phase, r.step), (Phase::Running, 0));
+        let live = ctl.rollout_status("web", at(5)).unwrap();
+        let v = live.judge.expect("the live verdict");
+        assert_eq!((v.verdict.outcome, v.at_end), (Outcome::Pass, false));
+        // The pause is over: the end look passes and the step ends.
+        ctl.rollout_tick(at(11)).unwrap();
+        let r = &ctl.head().rollouts[0];
+        assert_eq!((r.phase, r.step), (Phase::Running, 1), "{r:?}");
+        let kept = r.verdict.as_ref().unwrap();
+        assert_eq!((kept.step, kept.at_end), (1, true));
+        assert_eq!(kept.verdict.outcome, Outcome::Pass);
+        // The next step judges a window of its own, opened at its first tick: 30 canary
+        // attempts in it are enough new flows, not enough to judge.
+        ctl.rollout_tick(at(12)).unwrap();
+        traffic(&mut ctl, "v2", "198.51.100.21:8080", 230, 2_000_000);
+        ctl.rollout_tick(at(22)).unwrap();
+        assert_eq!(ctl.head().rollouts[0].step, 1);
+        let status = ctl.rollout_status("web", at(22)).unwrap();
+        assert_eq!(status.waiting, Some(super::super::views::Waiting::Judge));
+        assert_eq!(
+            status.judge.map(|v| (v.step, v.verdict.outcome)),
+            Some((2, Outcome::NotEnoughData))
+        );
+    }
+
+    #[test]
+    fn a_rollout_with_a_drain_ends_the_old_groups_flows_once_it_completes() {
+        let mut ctl = controller(dual_stack());
+        let v1 = id(&ctl, "v1", "198.51.100.11:8080");
+        ctl.node_mut().flows.entries = (0..5)
+            .map(|p| {
+                (
+                    FlowKey {
+                        src_port: p,
+                        ..FlowKey::default()
+                    },
+                    FlowEntry {
+                        backend_id: v1,
+                        state: STATE_ESTABLISHED,
+                        ..FlowEntry::default()
+                    },
+                )
+            })
+            .collect();
+        let mut p = plan(&["100"]);
+        p.min_flows = 0;
+        p.drain = Some(DrainEnd {
+            deadline: Duration::from_secs(5),
+            pace: Pace::per_second(100),
+        });
+        let start = Request::RolloutStart {
+            service: "web".into(),
+            plan: p,
+        };
+        changed(&ctl.execute(&start, at(0)).unwrap(), 2);
+        ctl.rollout_tick(at(11)).unwrap();
+        assert_eq!(ctl.head().rollouts[0].phase, Phase::Completed);
+        assert_eq!(ctl.paced_drains(), 1, "v1, taken to 0 by the rollout");
+        ctl.drain_tick(at(15)).unwrap();
+        assert!(
+            ctl.node().ended.is_empty(),
+            "its deadline runs from the completion"
+        );
+        ctl.drain_tick(at(16)).unwrap();
+        ctl.drain_tick(at(17)).unwrap();
+        assert_eq!(ctl.node().ended.len(), 5);
+    }
+
+    #[test]
+    fn a_paced_drain_ends_flows_after_its_deadline_at_its_pace() {
+        let mut ctl = controller(dual_stack());
+        let v1 = id(&ctl, "v1", "198.51.100.11:8080");
+        let v2 = id(&ctl, "v2", "198.51.100.21:8080");
+        let flow = |port: u16, backend_id| {
+            (
+                FlowKey {
+                    src_port: port,
+                    ..FlowKey::default()
+                },
+                FlowEntry {
+                    backend_id,
+                    state: STATE_ESTABLISHED,
+                    ..FlowEntry::default()
+                },
+            )
+        };
+        ctl.node_mut().flows.entries = (0..30)
+            .map(|p| flow(p, v1))
+            .chain((100..105).map(|p| flow(p, v2)))
+            .collect();
+        ctl.execute(&shift(&["web"], &[("v2", "100")]), at(0))
+            .unwrap();
+        let drain = Request::Drain {
+            service: "web".into(),
+            group: "v1".into(),
+            force: false,
+            end: Some(DrainEnd {
+                deadline: Duration::from_secs(2),
+                pace: Pace::per_second(10),
+            }),
+        };
+        ctl.execute(&drain, at(0)).unwrap();
+        let ms = |ms: u64| at(0) + Duration::from_millis(ms);
+        ctl.drain_tick(ms(1_900)).unwrap();
+        assert!(ctl.node().ended.is_empty(), "nothing before the deadline");
+        let mut t = 2_000;
+        while t <= 3_000 {
+            ctl.drain_tick(ms(t)).unwrap();
+            t += 200;
+        }
+        let n = ctl.node().ended.len();
+        assert!(
+            (10..=12).contains(&n),
+            "about 10 flows in the first second: {n}"
+        );
+        while t <= 6_000 {
+            ctl.drain_tick(ms(t)).unwrap();
+            t += 200;
+        }
+        assert_eq!(ctl.node().ended.len(), 30, "every v1 flow, none of v2's");
+        assert!(ctl.node().ended.iter().all(|k| k.src_port < 30));
+        assert_eq!(ctl.paced_drains(), 0, "done once no flow is left");
+    }
+
+    #[test]
+    fn a_paced_drain_is_called_off_when_its_group_takes_new_flows_again() {
+        let mut ctl = controller(dual_stack());
+        let v1 = id(&ctl, "v1", "198.51.100.11:8080");
+        ctl.node_mut().flows.entries = vec![(
+            FlowKey::default(),
+            FlowEntry {
+                backend_id: v1,
+                state: STATE_ESTABLISHED,
+                ..FlowEntry::default()
+            },
+        )];
+        ctl.execute(&shift(&["web"], &[("v2", "100")]), at(0))
+            .unwrap();
+        let drain = Request::Drain {
+            service: "web".into(),
+            group: "v1".into(),
+            force: false,
+            end: Some(DrainEnd {
+                deadline: Duration::from_secs(2),
+                pace: Pace::per_second(10),
+            }),
+        };
+        ctl.execute(&drain, at(0)).unwrap();
+        ctl.execute(&shift(&["web"], &[("v1", "100")]), at(1))
+            .unwrap();
+        ctl.drain_tick(at(3)).unwrap();
+        assert!(ctl.node().ended.is_empty(), "v1 takes new flows again");
+        assert_eq!(ctl.paced_drains(), 0);
     }
 }
 

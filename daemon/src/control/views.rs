@@ -188,6 +188,8 @@ pub struct GroupView {
     pub weight: Weight,
     /// Sum of the backends' active flows.
     pub active_flows: u64,
+    /// Flows of its backends that paced drains ended (the kernel's count of client resets).
+    pub ended_flows: u64,
     /// Backends, in the order of the state.
     pub backends: Vec<BackendView>,
 }
@@ -310,6 +312,9 @@ pub enum Waiting {
     },
     /// The extra gates are being checked.
     Gates,
+    /// The canary judge has not passed the step (not enough data yet, or no look since the
+    /// pause ended).
+    Judge,
 }
 
 /// Where a step of a rollout is.
@@ -402,6 +407,9 @@ pub struct RolloutView {
     pub in_step: Counts,
     /// What the step waits for, when running.
     pub waiting: Option<Waiting>,
+    /// The canary judge's latest verdict: the current step's, live, or else the one kept in the
+    /// rollout.
+    pub judge: Option<crate::rollout::canary::StepVerdict>,
     /// Every step of the plan.
     pub steps: Vec<StepView>,
     /// Every group of the service, in the current step.
@@ -471,10 +479,12 @@ pub(super) fn services<R: Readings>(
         let mut groups = Vec::new();
         for g in &s.groups {
             let mut backends = Vec::new();
+            let mut ended_flows = 0;
             for b in &g.backends {
                 let key = (s.name.clone(), g.name.clone(), b.addr);
                 let id = ids.backends.get(&key).copied().unwrap_or(0);
                 let c = readings.backend_counters(id)?;
+                ended_flows += readings.backend_signals(id)?.map_or(0, |sig| sig.ended);
                 backends.push(BackendView {
                     addr: b.addr,
                     healthy: health.is_up(&key),
@@ -491,6 +501,7 @@ pub(super) fn services<R: Readings>(
                 name: g.name.clone(),
                 weight: g.weight,
                 active_flows: backends.iter().map(|b| b.active_flows).sum(),
+                ended_flows,
                 backends,
             });
         }

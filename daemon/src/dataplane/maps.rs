@@ -19,9 +19,10 @@ use veer_common::{
     backend::BackendValue,
     counters::{BackendCounters, Reason, ServiceCounters},
     flow::{BackendKey, BackendVips, FlowEntry, FlowKey, MAX_VIPS_PER_BACKEND, RevNatValue},
-    maps::{self, LAYOUT_VERSION, MAGLEV_TABLE_SIZE},
+    maps::{self, LAYOUT_VERSION, MAGLEV_TABLE_SIZE, MAX_SIGNAL_BACKENDS},
     pin::PinKey,
     service::{ServiceKey, ServiceValue},
+    signals::{BackendSignals, FlowTimes},
 };
 
 use super::DataplaneError;
@@ -40,6 +41,9 @@ pub struct Maps {
     reasons: PerCpuArray<MapData, u64>,
     layout: Array<MapData, u32>,
     tx_ports: DevMapHash<MapData>,
+    /// `None` only in maps pinned by a daemon older than the signals (`open_pinned`).
+    signals: Option<PerCpuArray<MapData, BackendSignals>>,
+    flow_times: Option<HashMap<MapData, FlowKey, FlowTimes>>,
 }
 
 /// Takes map `name` out of a loaded object, as a `T`.
@@ -103,6 +107,21 @@ pub enum Expiry {
     Gone,
 }
 
+/// A per-CPU value of zeros for every possible CPU.
+fn zeros<T: aya::Pod + Default + Clone>(
+    map: &'static str,
+) -> Result<aya::maps::PerCpuValues<T>, DataplaneError> {
+    let io = |call: &'static str| {
+        move |io_error| DataplaneError::Map {
+            op: "reset",
+            map,
+            source: MapError::SyscallError(aya::sys::SyscallError { call, io_error }),
+        }
+    };
+    let cpus = aya::util::nr_cpus().map_err(|(_, e)| io("nr_cpus")(e))?;
+    aya::maps::PerCpuValues::try_from(vec![T::default(); cpus]).map_err(io("per-cpu values"))
+}
+
 /// Sums per-CPU values.
 fn sum_cpus<T: aya::Pod + Copy + Default + std::ops::AddAssign>(values: &[T]) -> T {
     values.iter().fold(T::default(), |mut acc, v| {
@@ -127,6 +146,8 @@ impl Maps {
             reasons: take(ebpf, maps::REASONS)?,
             layout: take(ebpf, maps::LAYOUT)?,
             tx_ports: take(ebpf, maps::TX_PORTS)?,
+            signals: Some(take(ebpf, maps::BE_SIGNALS)?),
+            flow_times: Some(take(ebpf, maps::FLOW_TIMES)?),
         })
     }
 
@@ -148,6 +169,9 @@ impl Maps {
             reasons: pinned(dir, maps::REASONS)?,
             layout: pinned(dir, maps::LAYOUT)?,
             tx_ports: pinned(dir, maps::TX_PORTS)?,
+            // Pins of a daemon older than the signals have none: nothing to read.
+            signals: pinned(dir, maps::BE_SIGNALS).ok(),
+            flow_times: pinned(dir, maps::FLOW_TIMES).ok(),
         })
     }
 
@@ -547,28 +571,49 @@ impl Maps {
         &mut self.reasons
     }
 
-    /// Zeroes a backend id's counters (before the id is given to a new backend).
+    /// Zeroes a backend id's counters and signals (before the id is given to a new backend).
     pub fn reset_backend_counters(&mut self, id: u32) -> Result<(), DataplaneError> {
-        let cpus = aya::util::nr_cpus().map_err(|(_, e)| DataplaneError::Map {
-            op: "count cpus",
-            map: maps::BE_STATS,
-            source: MapError::SyscallError(aya::sys::SyscallError {
-                call: "nr_cpus",
-                io_error: e,
-            }),
-        })?;
-        let zeros = aya::maps::PerCpuValues::try_from(vec![BackendCounters::default(); cpus])
-            .map_err(|e| DataplaneError::Map {
-                op: "reset",
-                map: maps::BE_STATS,
-                source: MapError::SyscallError(aya::sys::SyscallError {
-                    call: "per-cpu values",
-                    io_error: e,
-                }),
-            })?;
         self.backend_stats
-            .set(id, zeros, 0)
-            .map_err(op("reset", maps::BE_STATS))
+            .set(id, zeros(maps::BE_STATS)?, 0)
+            .map_err(op("reset", maps::BE_STATS))?;
+        if let Some(signals) = &mut self.signals
+            && id < MAX_SIGNAL_BACKENDS
+        {
+            signals
+                .set(id, zeros(maps::BE_SIGNALS)?, 0)
+                .map_err(op("reset", maps::BE_SIGNALS))?;
+        }
+        Ok(())
+    }
+
+    /// A backend's signals summed over CPUs: `None` for an id past `MAX_SIGNAL_BACKENDS`
+    /// (the kernel keeps none for it).
+    pub fn backend_signals(&self, id: u32) -> Result<Option<BackendSignals>, DataplaneError> {
+        let Some(signals) = self.signals.as_ref().filter(|_| id < MAX_SIGNAL_BACKENDS) else {
+            return Ok(None);
+        };
+        let v = signals
+            .get(&id, 0)
+            .map_err(op("lookup", maps::BE_SIGNALS))?;
+        let mut sum = BackendSignals::default();
+        for cpu in v.iter() {
+            sum += cpu;
+        }
+        Ok(Some(sum))
+    }
+
+    /// Measurements pending in the kernel (flows between their SYN and SYN-ACK, or between
+    /// their first request and response payloads).
+    pub fn pending_measurements(&self) -> Result<usize, DataplaneError> {
+        let mut n = 0;
+        let Some(times) = &self.flow_times else {
+            return Ok(0);
+        };
+        for k in times.keys() {
+            k.map_err(op("iterate", maps::FLOW_TIMES))?;
+            n += 1;
+        }
+        Ok(n)
     }
 
     /// A backend's counters summed over CPUs.

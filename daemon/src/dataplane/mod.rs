@@ -6,6 +6,7 @@
 //! pinned maps of an older layout over (`migrate`), and `Dataplane`, which owns all of it.
 
 pub mod batch;
+pub mod ending;
 pub mod flows;
 pub mod ifaces;
 pub mod links;
@@ -20,13 +21,14 @@ pub mod sync;
 pub mod vips;
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap},
     net::IpAddr,
     path::{Path, PathBuf},
     time::Instant,
 };
 
 use aya::Ebpf;
+use veer_common::flow::FlowKey;
 
 use crate::model::{DesiredState, Down, HookChoice, Ids, XdpAttachMode};
 
@@ -91,6 +93,8 @@ pub struct Dataplane {
     /// The VIPs live flows needed at the previous upkeep pass (a VIP is dropped from a
     /// backend only when two passes in a row found no flow needing it).
     live_vips: flows::LiveVips,
+    /// Raw sockets that end flows for paced drains, opened at the first use.
+    ender: Option<ending::Ender>,
 }
 
 impl Dataplane {
@@ -136,6 +140,7 @@ impl Dataplane {
             netns_cookie,
             legacy,
             live_vips: flows::LiveVips::default(),
+            ender: None,
         })
     }
 
@@ -498,6 +503,32 @@ impl Dataplane {
         &mut self.maps
     }
 
+    /// Ends flow `key` for a paced drain (`ending`): a reset to both ends of a TCP flow, the
+    /// entry of a UDP one.
+    pub fn end_flow(&mut self, key: &FlowKey) -> Result<ending::Ended, DataplaneError> {
+        let ender = match &mut self.ender {
+            Some(e) => e,
+            slot => slot.insert(ending::Ender::new()?),
+        };
+        ender.end(&mut self.maps, key)
+    }
+
+    /// The active flows (anything not closing) of backends `ids` in the flow tables, oldest
+    /// first. Socket flows of clients on the node are not among them: a paced drain cannot end
+    /// a process's own socket.
+    pub fn active_flows_of(&self, ids: &BTreeSet<u32>) -> Result<Vec<FlowKey>, DataplaneError> {
+        let now = flows::now_tick();
+        let mut found: HashMap<FlowKey, u32> = HashMap::new();
+        self.maps.for_each_flow(|_, k, e| {
+            if e.is_active() && ids.contains(&e.backend_id) {
+                found.insert(*k, veer_common::flow::ticks_since(now, e.created));
+            }
+        })?;
+        let mut v: Vec<(FlowKey, u32)> = found.into_iter().collect();
+        v.sort_by_key(|b| std::cmp::Reverse(b.1));
+        Ok(v.into_iter().map(|(k, _)| k).collect())
+    }
+
     /// Active flows (anything not closing) per backend id, from one scan of both flow tables,
     /// plus the socket flows of clients on the node.
     pub fn active_flows(&self) -> Result<HashMap<u32, u64>, DataplaneError> {
@@ -593,6 +624,18 @@ pub enum DataplaneError {
         /// The kernel's answer.
         #[source]
         source: aya::maps::MapError,
+    },
+    /// Ending a flow for a paced drain failed (opening the raw sockets, or sending a probe or
+    /// a reset).
+    #[error("ending flows: {op} failed{}", if flow.is_empty() { String::new() } else { format!(" ({flow})") })]
+    Ending {
+        /// What was being done.
+        op: &'static str,
+        /// The flow (`client -> backend`), or empty.
+        flow: String,
+        /// The kernel's answer.
+        #[source]
+        source: std::io::Error,
     },
     /// Opening or converting a pinned link failed.
     #[error("pinned link of interface `{interface}` ({hook}) cannot be used")]

@@ -742,6 +742,8 @@ mod tests {
             gate_timeout: Duration::from_secs(5),
             on_failure: crate::model::OnFailure::Rollback,
             hold_on_restart: false,
+            judge: None,
+            drain: None,
         }
     }
 

@@ -3,6 +3,7 @@
 //! Pure: no maps, no I/O. The config file, the CLI and rollouts all produce a `DesiredState`;
 //! `dataplane::sync` makes the kernel match it.
 
+pub mod drain;
 #[cfg(test)]
 pub(crate) mod fixtures;
 pub mod gate;
@@ -10,6 +11,7 @@ pub mod human;
 mod ids;
 mod node;
 pub mod plan;
+pub mod tolerance;
 mod validate;
 mod weight;
 

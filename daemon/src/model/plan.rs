@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Service, Weight, gate::Gate};
+use super::{Service, Weight, drain::DrainEnd, gate::Gate, tolerance::Tolerances};
 
 /// What to do when a gate fails.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -43,6 +43,14 @@ pub struct Plan {
     /// After a daemon restart, hold (paused) instead of resuming.
     #[serde(default)]
     pub hold_on_restart: bool,
+    /// The canary judge's tolerances: every step that still has a baseline is judged
+    /// (`rollout::canary`); none, no judge.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub judge: Option<Tolerances>,
+    /// Once the rollout completes, the groups it took to 0 are drained with this deadline and
+    /// pace (`model::drain`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain: Option<DrainEnd>,
 }
 
 /// Why a plan cannot start.
@@ -100,6 +108,21 @@ pub enum PlanError {
         /// Name of the group, in its service.
         group: String,
     },
+    /// A tolerance of the canary judge out of its range.
+    #[error("rollout judge: {source}")]
+    Tolerance {
+        /// Which and why.
+        #[source]
+        source: super::tolerance::ToleranceError,
+    },
+    /// A drain deadline longer than `DrainEnd::MAX_DEADLINE`.
+    #[error("drain deadline {deadline} is longer than the {max} maximum")]
+    DrainDeadlineTooLong {
+        /// The deadline given.
+        deadline: String,
+        /// The maximum.
+        max: String,
+    },
     /// Nothing to move.
     #[error("service `{service}` already sends all new flows to `{group}`")]
     AlreadyThere {
@@ -143,6 +166,8 @@ impl Plan {
             gate_timeout: Self::DEFAULT_GATE_TIMEOUT,
             on_failure: OnFailure::default(),
             hold_on_restart: false,
+            judge: None,
+            drain: None,
         }
     }
 
@@ -196,6 +221,18 @@ impl Plan {
             return Err(PlanError::GateTimeoutTooLong {
                 timeout: humantime::format_duration(self.gate_timeout).to_string(),
                 max: humantime::format_duration(Self::MAX_GATE_TIMEOUT).to_string(),
+            });
+        }
+        if let Some(t) = &self.judge {
+            t.validate()
+                .map_err(|source| PlanError::Tolerance { source })?;
+        }
+        if let Some(d) = &self.drain
+            && d.deadline > DrainEnd::MAX_DEADLINE
+        {
+            return Err(PlanError::DrainDeadlineTooLong {
+                deadline: humantime::format_duration(d.deadline).to_string(),
+                max: humantime::format_duration(DrainEnd::MAX_DEADLINE).to_string(),
             });
         }
         let others = service

@@ -750,7 +750,9 @@ impl Service {
                         }
                         PlanError::GateTimeoutTooShort { .. }
                         | PlanError::GateTimeoutTooLong { .. } => RolloutField::GateTimeout,
-                        PlanError::AlreadyThere { .. } => RolloutField::Table,
+                        PlanError::AlreadyThere { .. }
+                        | PlanError::Tolerance { .. }
+                        | PlanError::DrainDeadlineTooLong { .. } => RolloutField::Table,
                     };
                     return Err(at(
                         Place::Rollout { service: i, field },

@@ -5,6 +5,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
+use super::canary::{StepJudge, StepVerdict};
 use crate::model::{OnFailure, Plan, Weight, plan::weights_at};
 
 /// Where a rollout is.
@@ -60,6 +61,10 @@ pub struct Rollout {
     pub baseline: Counts,
     /// Why it was rolled back, aborted or paused.
     pub reason: Option<String>,
+    /// The canary judge's verdict that ended the latest judged step (its advance, or the
+    /// rollback), with its numbers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verdict: Option<StepVerdict>,
     /// The current step's pause was skipped (`veer rollout promote`): the step ends as soon as
     /// it has its new flows and its gates pass.
     #[serde(default)]
@@ -120,6 +125,8 @@ pub struct Observation {
     pub target_up: usize,
     /// Outcome of this step's extra gates, once evaluated: the first failure, if any.
     pub gates: Option<Result<(), GateFailure>>,
+    /// The canary judge of this step, when it is judged (`control::judging`).
+    pub judge: Option<StepJudge>,
 }
 
 /// The gate of a step that failed, and why.
@@ -175,6 +182,9 @@ pub enum WaitReason {
         /// Attempts so far in this step.
         seen: u64,
     },
+    /// The canary judge has not passed the step yet (not enough data, or no look since the
+    /// pause ended).
+    Judge,
 }
 
 impl Rollout {
@@ -195,6 +205,7 @@ impl Rollout {
             step_started: now,
             baseline: counts,
             reason: None,
+            verdict: None,
             pause_skipped: false,
             group_baselines: Vec::new(),
             history: Vec::new(),
@@ -218,6 +229,12 @@ impl Rollout {
     /// Whether the current step is the plan's last.
     pub fn at_last_step(&self) -> bool {
         self.step + 1 >= self.plan.steps.len()
+    }
+
+    /// Whether the current step is judged: the plan names tolerances and another group still
+    /// takes new flows (not at 100%).
+    pub fn is_judged_step(&self) -> bool {
+        self.plan.judge.is_some() && self.share() < Weight::FULL
     }
 
     /// The target's share at the current step.
@@ -295,6 +312,9 @@ impl Rollout {
                 ),
             );
         }
+        if let Some(failed) = obs.judge.as_ref().and_then(StepJudge::failed) {
+            return self.breach("judge", failed.verdict.reason.clone());
+        }
         let elapsed = now.duration_since(self.step_started).unwrap_or_default();
         if let Some(left) = self
             .plan
@@ -308,6 +328,9 @@ impl Rollout {
             return Decision::Wait(WaitReason::MinFlows {
                 seen: step.attempted,
             });
+        }
+        if self.is_judged_step() && !obs.judge.as_ref().is_some_and(StepJudge::passed) {
+            return Decision::Wait(WaitReason::Judge);
         }
         match &obs.gates {
             None if !self.plan.gates.is_empty() => return Decision::EvaluateGates,
@@ -348,6 +371,8 @@ mod tests {
             gate_timeout: Duration::from_secs(5),
             on_failure: OnFailure::Rollback,
             hold_on_restart: false,
+            judge: None,
+            drain: None,
         };
         Rollout::start(
             "web",
@@ -373,6 +398,7 @@ mod tests {
             },
             target_up: 1,
             gates: None,
+            judge: None,
         }
     }
 

@@ -6,6 +6,7 @@
 //! `prometheus:`). The daemon's control layer applies the decisions as revisions, so progress
 //! survives restarts.
 
+pub mod canary;
 pub mod engine;
 pub mod gate;
 pub mod judge;

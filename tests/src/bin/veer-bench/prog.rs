@@ -538,6 +538,50 @@ fn measure() -> Result<Results> {
     if created != u64::from(SINGLE_SHOTS) {
         bail!("new flows: {created} created for {SINGLE_SHOTS} SYNs");
     }
+    // The backends' SYN-ACKs to those flows: each ends a connect-latency measurement.
+    let signals = |maps: &Maps| -> Result<veer_common::signals::BackendSignals> {
+        let mut sum = veer_common::signals::BackendSignals::default();
+        for id in [1, 2] {
+            sum += &maps
+                .backend_signals(id)
+                .map_err(|e| veer_tests::prog::error_chain(&e))?
+                .context("backend without signals")?;
+        }
+        Ok(sum)
+    };
+    let backend_of = |maps: &Maps, i: u32| -> Result<SocketAddr> {
+        let (_, e) = maps
+            .flow(&flow_key(single_src(i), sock(VIP, 80)))
+            .map_err(|e| veer_tests::prog::error_chain(&e))?
+            .context("a new flow left no entry")?;
+        Ok(SocketAddr::new(
+            veer_common::addr::words_addr(e.backend_addr, FAMILY_V4),
+            u16::from_be(e.backend_port),
+        ))
+    };
+    let synacks = (0..SINGLE_SHOTS)
+        .map(|i| {
+            Ok(PacketBuilder::tcp(backend_of(&maps, i)?, single_src(i))
+                .tcp_flags(tcp_flags::SYN | tcp_flags::ACK)
+                .seq(5000)
+                .ack(1)
+                .build())
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let connects_before = signals(&maps)?.histograms.connect.count();
+    let synack = {
+        let tc = loader::tc_mut(&mut veer).map_err(|e| e.to_string())?;
+        single_runs(
+            "SYN-ACK",
+            &mut |o| tc.test_run(o).map_err(Into::into),
+            &|i| synacks[i as usize].clone(),
+            TC_ACT_OK,
+        )?
+    };
+    let connects = signals(&maps)?.histograms.connect.count() - connects_before;
+    if connects != u64::from(SINGLE_SHOTS) {
+        bail!("SYN-ACKs: {connects} connect latencies recorded for {SINGLE_SHOTS}");
+    }
     // The same flows confirmed, as their handshakes would leave them.
     for i in 0..SINGLE_SHOTS {
         let k = flow_key(single_src(i), sock(VIP, 80));
@@ -550,6 +594,25 @@ fn measure() -> Result<Results> {
             u16::from_be(e.backend_port),
         );
         confirm(&mut maps, k, backend, e.backend_id)?;
+    }
+    // The first payload of each flow starts its time to first byte; the next ones (`hit`
+    // below) only test the bit that says so.
+    let first_payload = attached(
+        loader::xdp_mut(&mut veer).map_err(|e| e.to_string())?,
+        |p| {
+            single_runs(
+                "first payload",
+                &mut |o| p.test_run(o).map_err(Into::into),
+                &|i| client_frame(single_src(i), sock(VIP, 80), tcp_flags::ACK),
+                XDP_REDIRECT,
+            )
+        },
+    )?;
+    let pending = maps
+        .pending_measurements()
+        .map_err(|e| veer_tests::prog::error_chain(&e))?;
+    if pending != SINGLE_SHOTS as usize {
+        bail!("first payloads: {pending} measurements pending for {SINGLE_SHOTS}");
     }
     let hit = attached(
         loader::xdp_mut(&mut veer).map_err(|e| e.to_string())?,
@@ -591,9 +654,11 @@ fn measure() -> Result<Results> {
     };
     let frames_same: Vec<Vec<u8>> = (0..SINGLE_SHOTS).map(|i| reply_of(i, 0)).collect();
     let frames_new: Vec<Vec<u8>> = (0..SINGLE_SHOTS).map(|i| reply_of(i, i + 1)).collect();
+    let first_bytes_before = signals(&maps)?.histograms.first_byte.count();
     let tc = loader::tc_mut(&mut veer).map_err(|e| e.to_string())?;
-    // The first round stores 0 as each flow's acknowledgment number; the measured one compares.
-    single_runs(
+    // The first round stores 0 as each flow's acknowledgment number and records its time to
+    // first byte; the measured ones compare.
+    let first_response = single_runs(
         "reply",
         &mut |o| tc.test_run(o).map_err(Into::into),
         &|i| frames_same[i as usize].clone(),
@@ -611,6 +676,10 @@ fn measure() -> Result<Results> {
         &|i| frames_new[i as usize].clone(),
         TC_ACT_OK,
     )?;
+    let first_bytes = signals(&maps)?.histograms.first_byte.count() - first_bytes_before;
+    if first_bytes != u64::from(SINGLE_SHOTS) {
+        bail!("first responses: {first_bytes} times to first byte recorded for {SINGLE_SHOTS}");
+    }
     let pass = attached(xdp(&mut base, "bench_pass")?, |p| {
         single_runs(
             "bench_pass",
@@ -623,6 +692,21 @@ fn measure() -> Result<Results> {
         ("bench_pass", "any frame", pass),
         ("veer_xdp", "new flow (SYN, conntrack miss)", miss),
         ("veer_xdp", "established (conntrack hit)", hit),
+        (
+            "veer_tc_reply",
+            "SYN-ACK (connect latency recorded)",
+            synack,
+        ),
+        (
+            "veer_xdp",
+            "first payload (first-byte timer starts)",
+            first_payload,
+        ),
+        (
+            "veer_tc_reply",
+            "first response (first byte recorded)",
+            first_response,
+        ),
         ("veer_tc_reply", "reply, same ack (compare)", reply_same),
         (
             "veer_tc_reply",

@@ -1,0 +1,405 @@
+//! The canary judge and paced drains through a real `veer daemon` and the real CLI, with real
+//! traffic from the client namespace to backends that answer with their name: a healthy canary,
+//! one whose application answers 100 ms late (no netem or fq on this kernel: the delay is the
+//! backend program's), sparse and doubled resets, and 200 held flows ended at a pace.
+
+// This binary links every dependency of `veer-tests`.
+use {aya as _, libc as _, rand as _, rcgen as _, tokio as _, veer as _, veer_common as _};
+
+use std::{
+    io::{ErrorKind, Read as _},
+    net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream},
+    time::{Duration, Instant},
+};
+
+use veer_tests::{
+    config::{ConfigBuilder, Family, web},
+    daemon::{Daemon, Held, Load, LoadReport},
+    netns::Topology,
+    servers::{Behaviour, TcpServer},
+};
+
+const V1: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 51, 100, 11));
+const V2: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 51, 100, 21));
+
+fn vip() -> SocketAddr {
+    Family::V4.vip()
+}
+
+/// Topology, v1 and v2 servers behaving as told, a daemon with `web` at `v1`/`v2`. Field order
+/// drops the daemon first, then the servers, then the namespaces.
+struct Bed {
+    daemon: Daemon,
+    s1: TcpServer,
+    s2: TcpServer,
+    topo: Topology,
+}
+
+fn bed(v1: &str, v2: &str, b1: Behaviour, b2: Behaviour) -> Bed {
+    let topo = Topology::builder()
+        .client()
+        .backend("v1", &[V1])
+        .backend("v2", &[V2])
+        .build()
+        .unwrap();
+    let s1 =
+        TcpServer::start_with(topo.backend("v1"), SocketAddr::new(V1, 8080), "v1", b1).unwrap();
+    let s2 =
+        TcpServer::start_with(topo.backend("v2"), SocketAddr::new(V2, 8080), "v2", b2).unwrap();
+    // Closing flows are kept an hour, so a drain ends on FIN or RST, not on expiry.
+    let config = ConfigBuilder::new(topo.node_ifnames())
+        .conntrack_max(65_536)
+        .tcp_closing(Duration::from_hours(1))
+        .service(web(Family::V4, v1, v2))
+        .to_toml();
+    Bed {
+        daemon: Daemon::start(&topo, &config),
+        s1,
+        s2,
+        topo,
+    }
+}
+
+fn text(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// `n` load generators of new connections (each: connect, ask once, close), bounded.
+fn loads(b: &Bed, n: usize) -> Vec<Load> {
+    (0..n)
+        .map(|_| Load::new_connections(b.topo.client(), vip(), 20_000, Duration::from_mins(1)))
+        .collect()
+}
+
+fn finish(loads: Vec<Load>) -> LoadReport {
+    let mut all = LoadReport::default();
+    for l in loads {
+        let r = l.finish();
+        all.ok += r.ok;
+        all.failed += r.failed;
+        for (k, v) in r.answers {
+            *all.answers.entry(k).or_default() += v;
+        }
+    }
+    all
+}
+
+mod judge {
+    use super::*;
+
+    /// A two-step rollout of web to v2 (50%, then 100%) judged with `judge` options, `--wait`.
+    fn rollout(b: &Bed, judge: &[&str]) -> std::process::Output {
+        let mut args = vec![
+            "rollout",
+            "start",
+            "web",
+            "--to",
+            "v2",
+            "--steps",
+            "50,100",
+            "--pause",
+            "1s",
+            "--min-flows",
+            "5",
+            "--max-failure-rate",
+            "100",
+        ];
+        args.extend_from_slice(judge);
+        args.push("--wait");
+        b.daemon.cli(&args)
+    }
+
+    fn status(b: &Bed) -> serde_json::Value {
+        b.daemon.json(&["rollout", "status", "web"])
+    }
+
+    /// The p50 and p99 estimates of both groups in a latency check of a verdict.
+    fn quantiles(check: &serde_json::Value) -> [u64; 4] {
+        let ns = |q: &str, side: &str| {
+            check[q][side]["estimate_ns"]
+                .as_u64()
+                .unwrap_or_else(|| panic!("{q} {side} estimate in {check}"))
+        };
+        [
+            ns("p50", "canary"),
+            ns("p50", "baseline"),
+            ns("p99", "canary"),
+            ns("p99", "baseline"),
+        ]
+    }
+
+    #[test]
+    fn a_healthy_canary_passes_with_both_groups_quantiles_recorded() {
+        let b = bed("100", "0", Behaviour::default(), Behaviour::default());
+        let load = loads(&b, 4);
+        let out = rollout(
+            &b,
+            &["--max-latency-increase", "20%", "--confidence", "95%"],
+        );
+        let report = finish(load);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}\n{}",
+            text(&out),
+            b.daemon.log()
+        );
+        assert_eq!(report.failed, 0, "{report:?}");
+        let r = status(&b);
+        assert_eq!(r["phase"], "completed", "{r}");
+        let v = &r["judge"];
+        assert_eq!(v["outcome"], "pass", "{r}");
+        assert_eq!(v["step"], 1, "the 50% step gated the move to 100%: {v}");
+        assert!(v["at_end"].as_bool().unwrap(), "{v}");
+        for check in ["connect", "first_byte"] {
+            let lat = &v[check];
+            assert_eq!(lat["outcome"], "pass", "{check}: {lat}");
+            assert!(lat["canary_sample"].as_u64().unwrap() >= 100, "{lat}");
+            assert!(lat["baseline_sample"].as_u64().unwrap() >= 100, "{lat}");
+            let q = quantiles(lat);
+            assert!(q.iter().all(|ns| *ns > 0), "{check}: {q:?}");
+        }
+        let failed = &v["failed_attempts"];
+        assert!(
+            failed["canary"]["trials"].as_u64().unwrap() >= 100,
+            "{failed}"
+        );
+        assert_eq!(failed["canary"]["events"], 0, "{failed}");
+        // The human status shows the numbers too.
+        let human = b.daemon.ok(&["rollout", "status", "web"]);
+        assert!(
+            human.contains("judge: pass") && human.contains("first byte p50"),
+            "{human}"
+        );
+    }
+
+    #[test]
+    fn a_canary_100ms_slower_fails_and_rolls_back_with_both_groups_quantiles() {
+        let slow = Behaviour {
+            delay: Duration::from_millis(100),
+            ..Behaviour::default()
+        };
+        let b = bed("100", "0", Behaviour::default(), slow);
+        let load = loads(&b, 8);
+        let out = rollout(&b, &["--min-sample", "50"]);
+        let report = finish(load);
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{}\n{}",
+            text(&out),
+            b.daemon.log()
+        );
+        assert_eq!(report.failed, 0, "slow is not failed: {report:?}");
+        let r = status(&b);
+        assert_eq!(r["phase"], "rolled_back", "{r}");
+        let reason = r["reason"].as_str().unwrap();
+        assert!(reason.starts_with("judge: time to first byte"), "{reason}");
+        let v = &r["judge"];
+        assert_eq!(v["outcome"], "fail", "{r}");
+        let fb = &v["first_byte"];
+        assert_eq!(fb["outcome"], "fail", "{fb}");
+        let [c50, b50, c99, b99] = quantiles(fb);
+        assert!(
+            c50 >= 90_000_000 && c99 >= 90_000_000,
+            "canary p50 {c50} p99 {c99}"
+        );
+        assert!(
+            b50 < 50_000_000 && b99 < 90_000_000,
+            "baseline p50 {b50} p99 {b99}"
+        );
+        assert!(fb["p50"]["ratio_lower"].as_f64().unwrap() > 1.2, "{fb}");
+        // The backend's kernel answers the handshake: connect latency is not what failed.
+        assert_eq!(v["connect"]["p50"]["outcome"], "pass", "{v}");
+        assert_ne!(v["connect"]["outcome"], "fail", "{v}");
+        // Rolled back: every new flow to v1 again.
+        let human = b.daemon.ok(&["rollout", "status", "web"]);
+        assert!(human.contains("judge: fail"), "{human}");
+        let s = b.daemon.json(&["status"]);
+        assert_eq!(s["services"][0]["groups"][1]["weight"], 0, "{s}");
+    }
+
+    #[test]
+    fn one_canary_failure_in_a_small_sample_does_not_fail_the_rollout() {
+        let first_resets = Behaviour {
+            reset_first: 1,
+            ..Behaviour::default()
+        };
+        let b = bed("100", "0", Behaviour::default(), first_resets);
+        let load = loads(&b, 4);
+        let out = rollout(&b, &["--max-failure-increase", "25%"]);
+        let report = finish(load);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}\n{}",
+            text(&out),
+            b.daemon.log()
+        );
+        assert_eq!(report.failed, 1, "exactly the one reset: {report:?}");
+        let v = &status(&b)["judge"];
+        assert_eq!(v["outcome"], "pass", "{v}");
+    }
+
+    #[test]
+    fn a_doubled_reset_rate_fails_once_the_sample_suffices() {
+        let every = |n| Behaviour {
+            reset_every: n,
+            ..Behaviour::default()
+        };
+        let b = bed("100", "0", every(10), every(5));
+        let load = loads(&b, 8);
+        let out = rollout(&b, &["--max-failure-increase", "25%"]);
+        finish(load);
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{}\n{}",
+            text(&out),
+            b.daemon.log()
+        );
+        let r = status(&b);
+        assert_eq!(r["phase"], "rolled_back", "{r}");
+        let reason = r["reason"].as_str().unwrap();
+        assert!(reason.starts_with("judge: backend resets"), "{reason}");
+        let resets = &r["judge"]["backend_resets"];
+        assert_eq!(resets["outcome"], "fail", "{resets}");
+        let (trials, events) = (
+            resets["canary"]["trials"].as_u64().unwrap(),
+            resets["canary"]["events"].as_u64().unwrap(),
+        );
+        // 20% against 10% in 100 attempts each is not evidence of a 25% increase at this
+        // confidence (`rollout::canary`'s unit tests); a few hundred are.
+        assert!(trials >= 200, "judged on a sufficient sample: {resets}");
+        let rate = events as f64 / trials as f64;
+        assert!(
+            (0.12..=0.28).contains(&rate),
+            "canary resets {events}/{trials}"
+        );
+        assert!(
+            resets["odds_ratio_lower"].as_f64().unwrap() > resets["threshold"].as_f64().unwrap(),
+            "{resets}"
+        );
+    }
+}
+
+mod paced_drain {
+    use super::*;
+
+    /// When each connection was reset (or how else it ended), watched on non-blocking sockets.
+    fn watch_resets(conns: &mut [TcpStream], limit: Duration) -> Vec<Result<Instant, String>> {
+        for c in conns.iter() {
+            c.set_nonblocking(true).unwrap();
+        }
+        let mut out: Vec<Option<Result<Instant, String>>> = vec![None; conns.len()];
+        let deadline = Instant::now() + limit;
+        while out.iter().any(Option::is_none) && Instant::now() < deadline {
+            for (i, c) in conns.iter_mut().enumerate() {
+                if out[i].is_some() {
+                    continue;
+                }
+                let mut buf = [0u8; 64];
+                match c.read(&mut buf) {
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                    Err(e) if e.kind() == ErrorKind::ConnectionReset => {
+                        out[i] = Some(Ok(Instant::now()));
+                    }
+                    Err(e) => out[i] = Some(Err(format!("error {e}"))),
+                    Ok(0) => out[i] = Some(Err("EOF, not a reset".into())),
+                    Ok(n) => out[i] = Some(Err(format!("{n} bytes of data"))),
+                }
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        out.into_iter()
+            .map(|o| o.unwrap_or_else(|| Err("still open".into())))
+            .collect()
+    }
+
+    #[test]
+    fn two_hundred_held_flows_end_over_two_seconds_at_100_per_second_each_with_a_reset() {
+        let b = bed("100", "0", Behaviour::default(), Behaviour::default());
+        let mut on_v1 = Held::open(b.topo.client(), vip(), 200);
+        assert!(on_v1.first.iter().all(|n| n == "v1"));
+        b.daemon.ok(&["shift", "web", "v1=0", "v2=100"]);
+        let mut on_v2 = Held::open(b.topo.client(), vip(), 20);
+        assert!(on_v2.first.iter().all(|n| n == "v2"));
+        assert_eq!(b.s1.live_connections(), 200);
+
+        let start = Instant::now();
+        let drain = std::thread::scope(|scope| {
+            let waiter = scope.spawn(|| {
+                b.daemon.cli(&[
+                    "drain",
+                    "web",
+                    "v1",
+                    "--deadline",
+                    "2s",
+                    "--pace",
+                    "100/s",
+                    "--wait",
+                    "--timeout",
+                    "30s",
+                ])
+            });
+            let ends = watch_resets(on_v1.streams_mut(), Duration::from_secs(20));
+            (ends, waiter.join().unwrap())
+        });
+        let (ends, out) = drain;
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}\n{}",
+            text(&out),
+            b.daemon.log()
+        );
+        let mut times = Vec::new();
+        for (i, e) in ends.iter().enumerate() {
+            match e {
+                Ok(t) => times.push(t.duration_since(start)),
+                Err(why) => panic!("held connection {i} on v1: {why}"),
+            }
+        }
+        times.sort();
+        let (first, last) = (times[0], times[times.len() - 1]);
+        let spread = last.saturating_sub(first);
+        assert!(
+            first >= Duration::from_millis(1_800),
+            "a reset before the deadline: {first:?}"
+        );
+        assert!(
+            spread >= Duration::from_millis(1_500) && spread <= Duration::from_secs(4),
+            "200 flows at 100/s end over about 2 s, not all at once: {first:?} .. {last:?}"
+        );
+        // No half second saw much more than its share (50 at 100/s).
+        for (i, t) in times.iter().enumerate() {
+            let within = times[i..]
+                .iter()
+                .take_while(|u| u.saturating_sub(*t) < Duration::from_millis(500))
+                .count();
+            assert!(within <= 80, "{within} resets within 500 ms from {t:?}");
+        }
+        on_v2.check("after v1's flows were ended");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while b.s1.live_connections() > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(
+            b.s1.live_connections(),
+            0,
+            "the backend's ends were reset too"
+        );
+        assert_eq!(b.s2.live_connections(), 20, "no v2 flow touched");
+        let progress = text(&out);
+        assert!(
+            progress.contains("200 flows ended") && progress.contains("drained"),
+            "{progress}"
+        );
+        let s = b.daemon.json(&["status"]);
+        assert_eq!(s["services"][0]["groups"][0]["ended_flows"], 200, "{s}");
+    }
+}

@@ -8,8 +8,8 @@ use crate::{
     flow::{BackendKey, BackendVips, FlowEntry, FlowKey},
     maps::{
         ALL, BACKENDS, BE_STATS, BE_VIPS, FLOWS, LAYOUT, MAGLEV, MAX_BACKENDS, MAX_GROUPS,
-        MAX_PINS, MAX_SERVICES, MAX_SOCK_FLOWS, MAX_TX_PORTS, NEWFLOWS, PINS, REASONS, SERVICES,
-        SOCK_FLOWS, SOCK_REV, SVC_STATS, TX_PORTS,
+        MAX_PINS, MAX_SERVICES, MAX_SOCK_FLOWS, MAX_TX_PORTS, NEWFLOWS, NH_CLOCK, PINS, REASONS,
+        SERVICES, SOCK_FLOWS, SOCK_REV, SVC_STATS, TX_PORTS,
     },
     pin::PinKey,
     service::{ServiceKey, ServiceValue},
@@ -78,7 +78,7 @@ const fn spec(
 }
 
 /// The shape of every pinned map of this layout, in `ALL`'s order.
-pub const SPECS: [MapSpec; 14] = [
+pub const SPECS: [MapSpec; 15] = [
     spec(
         SERVICES,
         MapKind::Hash,
@@ -173,6 +173,7 @@ pub const SPECS: [MapSpec; 14] = [
         size_of::<SockPeer>(),
         Capacity::Fixed(MAX_SOCK_FLOWS),
     ),
+    spec(NH_CLOCK, MapKind::Array, 4, 8, Capacity::Fixed(1)),
 ];
 
 const fn same_name(a: &str, b: &str) -> bool {

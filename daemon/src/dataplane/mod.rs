@@ -14,6 +14,7 @@ pub mod maglev;
 pub mod maps;
 pub mod migrate;
 pub mod netlink;
+pub mod nexthop;
 pub mod node;
 pub mod sockets;
 pub mod sync;
@@ -91,6 +92,8 @@ pub struct Dataplane {
     /// The VIPs live flows needed at the previous upkeep pass (a VIP is dropped from a
     /// backend only when two passes in a row found no flow needing it).
     live_vips: flows::LiveVips,
+    /// Keeps the next-hop cache's clock (`None`: the cache is off).
+    _nexthop: Option<nexthop::NextHopKeeper>,
 }
 
 impl Dataplane {
@@ -125,6 +128,7 @@ impl Dataplane {
             );
         }
         maps.write_layout_version()?;
+        let nexthop = start_nexthop_keeper(&mut ebpf)?;
         Ok(Self {
             ebpf,
             maps,
@@ -136,6 +140,7 @@ impl Dataplane {
             netns_cookie,
             legacy,
             live_vips: flows::LiveVips::default(),
+            _nexthop: nexthop,
         })
     }
 
@@ -504,6 +509,36 @@ impl Dataplane {
 /// `xdp-features` by ifindex (none: the kernel does not report them).
 type XdpFeatures = Option<HashMap<u32, u64>>;
 
+/// Starts the keeper of the next-hop cache's clock. Where it cannot start (no rtnetlink), the
+/// cache is turned off and stays off: a cached next hop is only ever used while watched.
+fn start_nexthop_keeper(ebpf: &mut Ebpf) -> Result<Option<nexthop::NextHopKeeper>, DataplaneError> {
+    let missing = || DataplaneError::NextHopClock {
+        source: Box::new(aya::maps::MapError::InvalidName {
+            name: veer_common::maps::NH_CLOCK.to_owned(),
+        }),
+    };
+    let map = ebpf
+        .take_map(veer_common::maps::NH_CLOCK)
+        .ok_or_else(missing)?;
+    let mut clock =
+        aya::maps::Array::<_, u64>::try_from(map).map_err(|e| DataplaneError::NextHopClock {
+            source: Box::new(e),
+        })?;
+    // Off until a keeper runs (a pinned clock may still hold a dead daemon's lease).
+    clock
+        .set(0, 0, 0)
+        .map_err(|e| DataplaneError::NextHopClock {
+            source: Box::new(e),
+        })?;
+    match nexthop::NextHopKeeper::start(clock) {
+        Ok(k) => Ok(Some(k)),
+        Err(e) => {
+            tracing::warn!(error = %crate::error::chain(&e), "cannot follow route and neighbour events; the next-hop cache is off (every packet looks its route up)");
+            Ok(None)
+        }
+    }
+}
+
 /// Every link of the namespace and, where the kernel reports them, their `xdp-features`.
 fn kernel_links() -> Result<(Vec<netlink::Link>, XdpFeatures), DataplaneError> {
     let nl = |source| DataplaneError::Netlink { source };
@@ -623,6 +658,23 @@ pub enum DataplaneError {
         /// Why.
         #[from]
         source: ifaces::DecideError,
+    },
+    /// The next-hop cache's clock map is missing or cannot be written.
+    #[error(
+        "cannot write the next-hop cache's clock ({})",
+        veer_common::maps::NH_CLOCK
+    )]
+    NextHopClock {
+        /// The map error.
+        #[source]
+        source: Box<aya::maps::MapError>,
+    },
+    /// The thread keeping the next-hop cache's clock could not start.
+    #[error("cannot start the next-hop cache's keeper thread")]
+    NextHopThread {
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
     },
     /// Asking the kernel about interfaces, addresses or routes failed.
     #[error("asking the kernel about the node's interfaces failed")]

@@ -93,7 +93,7 @@ pub struct Dataplane {
     /// backend only when two passes in a row found no flow needing it).
     live_vips: flows::LiveVips,
     /// Keeps the next-hop cache's clock (`None`: the cache is off).
-    _nexthop: Option<nexthop::NextHopKeeper>,
+    nexthop: Option<nexthop::NextHopKeeper>,
 }
 
 impl Dataplane {
@@ -140,7 +140,7 @@ impl Dataplane {
             netns_cookie,
             legacy,
             live_vips: flows::LiveVips::default(),
-            _nexthop: nexthop,
+            nexthop,
         })
     }
 
@@ -472,6 +472,13 @@ impl Dataplane {
             sync::apply(&mut self.maps, &self.applied, desired, down, Instant::now())?;
         self.applied = next;
         Ok(ops)
+    }
+
+    /// Whether the next-hop cache is on (`nexthop::NextHopKeeper::is_on`).
+    pub fn nexthop_cache_on(&self) -> bool {
+        self.nexthop
+            .as_ref()
+            .is_some_and(nexthop::NextHopKeeper::is_on)
     }
 
     /// The state in force and its ids.

@@ -111,6 +111,8 @@ const RTM_DELRULE: u16 = 33;
 const RTM_GETRULE: u16 = 34;
 const FIB_RULE_HDR_LEN: usize = 12;
 const FRA_PRIORITY: u16 = 6;
+const FRA_SUPPRESS_IFGROUP: u16 = 13;
+const FRA_SUPPRESS_PREFIXLEN: u16 = 14;
 const FRA_TABLE: u16 = 15;
 const FRA_PROTOCOL: u16 = 21;
 /// `FR_ACT_TO_TBL`: look the route up in a table.
@@ -353,9 +355,13 @@ struct Family {
 
 /// Parses a `CTRL_CMD_NEWFAMILY` payload (after the genl header).
 /// Whether a `fib_rule_hdr` message is one of the kernel's default rules (`from all lookup
-/// local|main|default` at their priorities, no selector): `None` for a short message.
+/// local|main|default` at their priorities, no selector), or a rule of another family than IPv4
+/// and IPv6 (multicast routing's): `None` for a short message.
 fn is_default_rule(payload: &[u8]) -> Option<bool> {
     let hdr = payload.get(..FIB_RULE_HDR_LEN)?;
+    if i32::from(hdr[0]) != libc::AF_INET && i32::from(hdr[0]) != libc::AF_INET6 {
+        return Some(true);
+    }
     let (dst_len, src_len, tos, action) = (hdr[1], hdr[2], hdr[3], hdr[7]);
     let mut table = u32::from(hdr[4]);
     let mut priority = 0;
@@ -365,6 +371,8 @@ fn is_default_rule(payload: &[u8]) -> Option<bool> {
             FRA_PRIORITY => priority = u32_of(v)?,
             FRA_TABLE => table = u32_of(v)?,
             FRA_PROTOCOL => {}
+            // -1 is "not set" (the kernel sends it for every rule).
+            FRA_SUPPRESS_PREFIXLEN | FRA_SUPPRESS_IFGROUP => plain &= u32_of(v)? == u32::MAX,
             // Any selector (interface, mark, ports, uid, VRF ...) or other action.
             _ => plain = false,
         }
@@ -919,6 +927,7 @@ mod tests {
         p.extend_from_slice(&[0; 4]);
         put_attr(&mut p, FRA_PRIORITY, &priority.to_ne_bytes());
         put_attr(&mut p, FRA_TABLE, &u32::from(table).to_ne_bytes());
+        put_attr(&mut p, FRA_SUPPRESS_PREFIXLEN, &u32::MAX.to_ne_bytes());
         put_attr(&mut p, FRA_PROTOCOL, &[2]);
         if let Some((ty, v)) = extra {
             put_attr(&mut p, ty, v);
@@ -938,6 +947,23 @@ mod tests {
         assert_eq!(
             is_default_rule(&rule(32766, 254, 0, Some((3, b"eth0\0")))),
             Some(false)
+        );
+        assert_eq!(
+            is_default_rule(&rule(
+                32766,
+                254,
+                0,
+                Some((FRA_SUPPRESS_PREFIXLEN, &[0; 4]))
+            )),
+            Some(false),
+            "`suppress_prefixlength 0`"
+        );
+        let mut ipmr = rule(32767, 254, 0, None);
+        ipmr[0] = 128;
+        assert_eq!(
+            is_default_rule(&ipmr),
+            Some(true),
+            "multicast routing's rules"
         );
         assert_eq!(is_default_rule(&[0; 4]), None);
     }

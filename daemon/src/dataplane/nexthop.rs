@@ -40,6 +40,8 @@ const RENEW: Duration = Duration::from_millis(100);
 /// The thread keeping the clock. Dropping it stops the thread and turns the cache off.
 pub struct NextHopKeeper {
     stop: Arc<AtomicBool>,
+    /// Whether the last clock written turned the cache on.
+    on: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -66,15 +68,31 @@ impl NextHopKeeper {
             );
         }
         let stop = Arc::new(AtomicBool::new(false));
-        let thread_stop = Arc::clone(&stop);
+        let on = Arc::new(AtomicBool::new(simple));
+        let (thread_stop, thread_on) = (Arc::clone(&stop), Arc::clone(&on));
         let thread = std::thread::Builder::new()
             .name("veer-nexthop".into())
-            .spawn(move || keep(&watch, &mut rules, &mut clock_map, &mut state, &thread_stop))
+            .spawn(move || {
+                keep(
+                    &watch,
+                    &mut rules,
+                    &mut clock_map,
+                    &mut state,
+                    (&thread_stop, &thread_on),
+                );
+            })
             .map_err(|source| DataplaneError::NextHopThread { source })?;
         Ok(Self {
             stop,
+            on,
             thread: Some(thread),
         })
+    }
+
+    /// Whether the cache is on: the keeper runs and the node's routes depend on their
+    /// destination only (no policy-routing rules besides the kernel's).
+    pub fn is_on(&self) -> bool {
+        self.on.load(Ordering::Relaxed)
     }
 }
 
@@ -117,7 +135,7 @@ fn keep(
     rules: &mut Socket,
     map: &mut Array<MapData, u64>,
     c: &mut Clock,
-    stop: &AtomicBool,
+    (stop, on): (&AtomicBool, &AtomicBool),
 ) {
     let mut failing = false;
     while !stop.load(Ordering::Relaxed) {
@@ -152,9 +170,13 @@ fn keep(
             }
         }
         match write(map, c) {
-            Ok(()) => failing = false,
+            Ok(()) => {
+                failing = false;
+                on.store(c.simple, Ordering::Relaxed);
+            }
             Err(e) if !failing => {
                 failing = true;
+                on.store(false, Ordering::Relaxed);
                 tracing::warn!(error = %crate::error::chain(&e), "cannot renew the next-hop cache's clock; it turns itself off within its lease");
             }
             Err(_) => {}

@@ -216,7 +216,7 @@ pub struct Harness {
     services: BTreeMap<u32, (SocketAddr, u8, Vec<u32>)>,
     // Field order: the thread leaves the namespace before it is deleted.
     _entered: EnteredNetns,
-    _ns: Netns,
+    ns: Netns,
 }
 
 impl Harness {
@@ -279,7 +279,7 @@ impl Harness {
             groups: BTreeMap::new(),
             services: BTreeMap::new(),
             _entered: entered,
-            _ns: ns,
+            ns,
         }
     }
 
@@ -382,7 +382,7 @@ impl Harness {
     /// neighbours or routes.
     pub fn ip(&self, line: &str) {
         let args: Vec<&str> = std::iter::once("ip").chain(line.split(' ')).collect();
-        self._ns
+        self.ns
             .run(&args)
             .unwrap_or_else(|e| panic!("harness netns `ip {line}`: {e}"));
     }

@@ -116,7 +116,7 @@ fn run() -> Result<bool> {
     if unsafe { libc::geteuid() } != 0 {
         bail!("the benchmarks build network namespaces and load BPF programs: run them as root");
     }
-    for tool in ["wrk", "haproxy", "nginx", "bpftool", "nsenter", "ip"] {
+    for tool in ["wrk", "haproxy", "nginx", "nft", "bpftool", "nsenter", "ip"] {
         if !bed::have(tool) {
             bail!("`{tool}` is missing: run `cargo xtask bench`, which installs it");
         }

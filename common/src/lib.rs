@@ -12,6 +12,7 @@ pub mod counters;
 pub mod flow;
 pub mod histogram;
 pub mod maps;
+pub mod nexthop;
 pub mod pin;
 pub mod select;
 pub mod service;

@@ -49,6 +49,13 @@ pub const LAYOUT: &str = "VEER_LAYOUT";
 /// redirects to, since a device without XDP transmit support would drop a redirected frame.
 pub const TX_PORTS: &str = "VEER_TX_PORTS";
 
+/// The next-hop cache's clock: one `u64` (`nexthop::clock`: generation and lease), written by
+/// the daemon on every route, neighbour or link event and to renew the lease.
+pub const NH_CLOCK: &str = "VEER_NH_CLOCK";
+/// The next-hop cache: per CPU, backend id -> `nexthop::NextHop`, filled by the programs from
+/// their route lookups. Not pinned: a cache, which a new program starts empty.
+pub const NEXTHOPS: &str = "VEER_NEXTHOPS";
+
 /// Socket-level flows of clients on the node: `SockKey` (cookie, VIP) -> `SockFlow` (hash).
 pub const SOCK_FLOWS: &str = "VEER_SOCK_FLOWS";
 /// Their reverse mapping: `SockKey` (cookie, backend) -> `SockPeer` (the VIP) (hash).
@@ -63,9 +70,9 @@ pub const BE_SIGNALS: &str = "VEER_BE_SIGNALS";
 pub const FLOW_TIMES: &str = "VEER_FLOW_TIMES";
 
 /// Every pinned map name, for layout checks and teardown.
-pub const ALL: [&str; 16] = [
+pub const ALL: [&str; 17] = [
     SERVICES, BACKENDS, MAGLEV, FLOWS, NEWFLOWS, BE_VIPS, PINS, BE_STATS, SVC_STATS, REASONS,
-    LAYOUT, TX_PORTS, SOCK_FLOWS, SOCK_REV, BE_SIGNALS, FLOW_TIMES,
+    LAYOUT, TX_PORTS, SOCK_FLOWS, SOCK_REV, BE_SIGNALS, FLOW_TIMES, NH_CLOCK,
 ];
 
 /// Names of layout 1 that layout 2 no longer has (pins a migration reads, then removes).
@@ -177,6 +184,7 @@ const _: () = {
         i += 1;
     }
     assert!(fits_kernel_name(v1::CONNTRACK) && fits_kernel_name(v1::REVNAT));
+    assert!(fits_kernel_name(NEXTHOPS));
     assert!(fits_kernel_name(progs::XDP_INGRESS));
     assert!(fits_kernel_name(progs::TC_REPLY));
     assert!(fits_kernel_name(progs::TC_STEER));

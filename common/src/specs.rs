@@ -9,8 +9,8 @@ use crate::{
     maps::{
         ALL, BACKENDS, BE_SIGNALS, BE_STATS, BE_VIPS, FLOW_TIMES, FLOWS, LAYOUT, MAGLEV,
         MAX_BACKENDS, MAX_FLOW_TIMES, MAX_GROUPS, MAX_PINS, MAX_SERVICES, MAX_SIGNAL_BACKENDS,
-        MAX_SOCK_FLOWS, MAX_TX_PORTS, NEWFLOWS, PINS, REASONS, SERVICES, SOCK_FLOWS, SOCK_REV,
-        SVC_STATS, TX_PORTS,
+        MAX_SOCK_FLOWS, MAX_TX_PORTS, NEWFLOWS, NH_CLOCK, PINS, REASONS, SERVICES, SOCK_FLOWS,
+        SOCK_REV, SVC_STATS, TX_PORTS,
     },
     pin::PinKey,
     service::{ServiceKey, ServiceValue},
@@ -80,7 +80,7 @@ const fn spec(
 }
 
 /// The shape of every pinned map of this layout, in `ALL`'s order.
-pub const SPECS: [MapSpec; 16] = [
+pub const SPECS: [MapSpec; 17] = [
     spec(
         SERVICES,
         MapKind::Hash,
@@ -189,6 +189,7 @@ pub const SPECS: [MapSpec; 16] = [
         size_of::<FlowTimes>(),
         Capacity::Fixed(MAX_FLOW_TIMES),
     ),
+    spec(NH_CLOCK, MapKind::Array, 4, 8, Capacity::Fixed(1)),
 ];
 
 const fn same_name(a: &str, b: &str) -> bool {

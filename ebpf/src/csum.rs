@@ -1,6 +1,7 @@
-//! Incremental Internet checksum updates (RFC 1624) for XDP, where the program rewrites bytes
-//! itself. TC uses the kernel's `bpf_l3/l4_csum_replace` helpers instead (they also handle
-//! `CHECKSUM_PARTIAL` skbs).
+//! Incremental Internet checksum updates (RFC 1624) for what the programs rewrite themselves: the
+//! XDP rewrite, and the IPv4 header checksum on TC (always complete). TC's L4 checksums go
+//! through the kernel's `bpf_l4_csum_replace`, which knows `CHECKSUM_PARTIAL` skbs; `diff_addr`
+//! gives it an address change in one call.
 //!
 //! The one's-complement sum is byte-order independent as long as old and new words are read from
 //! packet memory the same way, so values are used exactly as loaded (no byte swapping).
@@ -39,4 +40,21 @@ pub(crate) fn replace_addr(csum: u16, old: &[u32; 4], new: &[u32; 4]) -> u16 {
     sum = add32(sum, new[2]);
     sum = add32(sum, new[3]);
     !fold(sum)
+}
+
+/// The one's-complement difference of an address changing from `old` to `new` (the sum of the
+/// complemented old words and the new words, folded to 32 bits): what the kernel's checksum
+/// helpers take as a precomputed change (`bpf_l4_csum_replace` with size 0, like
+/// `bpf_csum_diff`'s result).
+#[inline(always)]
+pub(crate) fn diff_addr(old: &[u32; 4], new: &[u32; 4]) -> u32 {
+    let mut sum: u64 = 0;
+    let mut i = 0;
+    while i < 4 {
+        sum += u64::from(!old[i]) + u64::from(new[i]);
+        i += 1;
+    }
+    sum = (sum & 0xFFFF_FFFF) + (sum >> 32);
+    sum = (sum & 0xFFFF_FFFF) + (sum >> 32);
+    sum as u32
 }

@@ -1,6 +1,6 @@
 //! Steering orchestration for packets from clients, in the order of DESIGN.md's data path:
 //! parse -> service -> conntrack (hit keeps the flow's backend) -> selection on a miss -> DNAT ->
-//! counters -> forward. Written once for both hooks (`veer_xdp` and `veer_tc_steer`) against
+//! counters -> forward (next-hop cache, else route lookup). Written once for both hooks (`veer_xdp` and `veer_tc_steer`) against
 //! `packet::Packet`, so conntrack's TCP validation, its two tables and its flow events hold on
 //! both.
 
@@ -8,7 +8,7 @@ use veer_common::counters::Reason;
 
 use crate::{
     conntrack::{self, Request},
-    counters,
+    counters, nexthop,
     packet::Packet,
     select, service,
 };
@@ -28,5 +28,9 @@ pub(crate) fn run<P: Packet>(pkt: &P) -> Result<P::Verdict, Reason> {
     counters::request(svc.service_id, flow.backend_id, pkt.len(), events);
     // In place rather than a copy: the verifier's stack is 512 bytes for the whole program.
     h.key.dst_port = flow.backend_port;
-    pkt.forward(&h, &flow.backend_addr)
+    pkt.forward(
+        &h,
+        &flow.backend_addr,
+        nexthop::slot(flow.backend_id, now).as_ref(),
+    )
 }

@@ -18,6 +18,7 @@ mod forward;
 mod ingress;
 mod maps;
 mod nat;
+mod nexthop;
 mod packet;
 mod parse;
 mod reply;

@@ -16,6 +16,7 @@ use veer_common::{
         MAX_FLOW_TIMES, MAX_GROUPS, MAX_PINS, MAX_SERVICES, MAX_SIGNAL_BACKENDS, MAX_SOCK_FLOWS,
         MAX_TX_PORTS,
     },
+    nexthop::NextHop,
     pin::PinKey,
     service::{ServiceKey, ServiceValue},
     signals::{BackendSignals, FlowTimes},
@@ -121,6 +122,19 @@ pub(crate) static VEER_LAYOUT: Array<u32, 1> = Array::new();
 /// a redirected XDP frame (the daemon keeps it so as links change).
 #[btf_map]
 pub(crate) static VEER_TX_PORTS: DevMapHash<{ MAX_TX_PORTS as usize }> = DevMapHash::new();
+
+// ---- Next-hop cache (`veer_common::nexthop`) ----------------------------------------------------
+
+/// The cache's clock: generation and lease, written by the daemon (pinned: a daemon that starts
+/// again writes the clock of the programs running).
+#[btf_map]
+pub(crate) static VEER_NH_CLOCK: Array<u64, 1> = Array::new();
+
+/// Per CPU, backend id -> the next hop this CPU's last route lookup for it found. Written only by
+/// the programs, each CPU its own copy, so no reader ever sees a half-written entry.
+#[btf_map]
+pub(crate) static VEER_NEXTHOPS: PerCpuArray<NextHop, { MAX_BACKENDS as usize }> =
+    PerCpuArray::new();
 
 // ---- Clients on the node (socket hooks) ----------------------------------------------------------
 

@@ -124,9 +124,14 @@ struct Endpoint<'a> {
     old_port: u16,
 }
 
-/// Rewrites one side of an skb to `new_addr`:`new_port` with `bpf_skb_store_bytes` and the
-/// kernel's L3/L4 checksum helpers (`BPF_F_PSEUDO_HDR` for the address, which is part of the L4
-/// pseudo-header; `BPF_F_MARK_MANGLED_0` for UDP, whose 0 means "no checksum").
+/// Rewrites one side of an skb to `new_addr`:`new_port`: the bytes and the IPv4 header checksum
+/// directly (the header checksum is always complete), the L4 checksum through the kernel's helper,
+/// which knows the skb's checksum state: the address change (part of the pseudo-header) in one
+/// call with its precomputed difference (`BPF_F_PSEUDO_HDR`), the port in another
+/// (`BPF_F_MARK_MANGLED_0` for UDP, whose 0 means "no checksum").
+///
+/// Returns: `RewriteFailed` if a helper fails or a header moved out of the linear data (which
+/// `parse` excluded): the packet may be half rewritten, so it is dropped.
 #[inline(always)]
 fn rewrite_skb(
     ctx: &TcContext,
@@ -135,36 +140,38 @@ fn rewrite_skb(
     new_addr: &[u32; 4],
     new_port: u16,
 ) -> Result<(), Reason> {
-    let fail = |_| Reason::RewriteFailed;
-    let l4_csum_off = h.l4_csum_off();
-    let udp_flag = if h.key.proto == PROTO_UDP {
-        BPF_F_MARK_MANGLED_0
+    let (start, end) = (ctx.data(), ctx.data_end());
+    let torn = |_| Reason::RewriteFailed;
+    if h.key.family == FAMILY_V4 {
+        parse::write(start, end, side.addr_off, new_addr[0]).map_err(torn)?;
+        let ip_csum_off = h.l3_off + 10;
+        let ip_csum = parse::read_raw::<u16>(start, end, ip_csum_off).map_err(torn)?;
+        parse::write(
+            start,
+            end,
+            ip_csum_off,
+            csum::replace_addr(ip_csum, side.old_addr, new_addr),
+        )
+        .map_err(torn)?;
     } else {
-        0
-    };
-    let words = if h.key.family == FAMILY_V4 { 1 } else { 4 };
-    let mut i = 0;
-    while i < 4 {
-        if i < words {
-            let (old, new) = (side.old_addr[i], new_addr[i]);
-            if h.l4_csum_present {
-                ctx.l4_csum_replace(
-                    l4_csum_off,
-                    u64::from(old),
-                    u64::from(new),
-                    BPF_F_PSEUDO_HDR | udp_flag | 4,
-                )
-                .map_err(fail)?;
-            }
-            if h.key.family == FAMILY_V4 {
-                ctx.l3_csum_replace(h.l3_off + 10, u64::from(old), u64::from(new), 4)
-                    .map_err(fail)?;
-            }
-            ctx.store(side.addr_off + i * 4, &new, 0).map_err(fail)?;
-        }
-        i += 1;
+        parse::write(start, end, side.addr_off, *new_addr).map_err(torn)?;
     }
+    parse::write(start, end, side.port_off, new_port).map_err(torn)?;
     if h.l4_csum_present {
+        let fail = |_| Reason::RewriteFailed;
+        let l4_csum_off = h.l4_csum_off();
+        let udp_flag = if h.key.proto == PROTO_UDP {
+            BPF_F_MARK_MANGLED_0
+        } else {
+            0
+        };
+        ctx.l4_csum_replace(
+            l4_csum_off,
+            0,
+            u64::from(csum::diff_addr(side.old_addr, new_addr)),
+            BPF_F_PSEUDO_HDR | udp_flag,
+        )
+        .map_err(fail)?;
         ctx.l4_csum_replace(
             l4_csum_off,
             u64::from(side.old_port),
@@ -173,6 +180,5 @@ fn rewrite_skb(
         )
         .map_err(fail)?;
     }
-    ctx.store(side.port_off, &new_port, 0).map_err(fail)?;
     Ok(())
 }

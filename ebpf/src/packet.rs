@@ -14,6 +14,7 @@ use veer_common::counters::Reason;
 
 use crate::{
     forward, nat,
+    nexthop::Slot,
     parse::{self, Headers},
 };
 
@@ -32,8 +33,14 @@ pub(crate) trait Packet {
     /// included.
     fn dnat(&self, h: &Headers, addr: &[u32; 4], port: u16) -> Result<(), Reason>;
 
-    /// Sends the rewritten packet (destination now `dst`) on its way.
-    fn forward(&self, h: &Headers, dst: &[u32; 4]) -> Result<Self::Verdict, Reason>;
+    /// Sends the rewritten packet (destination now `dst`) on its way, through the backend's
+    /// next-hop cache slot `nh` when the cache is on.
+    fn forward(
+        &self,
+        h: &Headers,
+        dst: &[u32; 4],
+        nh: Option<&Slot>,
+    ) -> Result<Self::Verdict, Reason>;
 }
 
 impl Packet for XdpContext {
@@ -55,8 +62,8 @@ impl Packet for XdpContext {
     }
 
     #[inline(always)]
-    fn forward(&self, h: &Headers, dst: &[u32; 4]) -> Result<u32, Reason> {
-        forward::xdp(self, h, dst)
+    fn forward(&self, h: &Headers, dst: &[u32; 4], nh: Option<&Slot>) -> Result<u32, Reason> {
+        forward::xdp(self, h, dst, nh)
     }
 }
 
@@ -90,7 +97,7 @@ impl Packet for TcContext {
     }
 
     #[inline(always)]
-    fn forward(&self, h: &Headers, dst: &[u32; 4]) -> Result<i32, Reason> {
-        forward::tc(self, h, dst)
+    fn forward(&self, h: &Headers, dst: &[u32; 4], nh: Option<&Slot>) -> Result<i32, Reason> {
+        forward::tc(self, h, dst, nh)
     }
 }

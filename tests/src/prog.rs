@@ -216,7 +216,7 @@ pub struct Harness {
     services: BTreeMap<u32, (SocketAddr, u8, Vec<u32>)>,
     // Field order: the thread leaves the namespace before it is deleted.
     _entered: EnteredNetns,
-    _ns: Netns,
+    ns: Netns,
 }
 
 impl Harness {
@@ -279,7 +279,7 @@ impl Harness {
             groups: BTreeMap::new(),
             services: BTreeMap::new(),
             _entered: entered,
-            _ns: ns,
+            ns,
         }
     }
 
@@ -363,6 +363,28 @@ impl Harness {
         }
         self.maps
             .set_maglev_table(id, &maglev::build(backends, MAGLEV_TABLE_SIZE))
+    }
+
+    /// Writes the next-hop cache's clock (`veer_common::nexthop::clock`), as the daemon's keeper
+    /// does; the harness starts with the cache off (0).
+    pub fn set_nexthop_clock(&mut self, value: u64) {
+        let map = self
+            .ebpf
+            .map_mut(veer_common::maps::NH_CLOCK)
+            .unwrap_or_else(|| panic!("{} missing", veer_common::maps::NH_CLOCK));
+        let mut clock = aya::maps::Array::<_, u64>::try_from(map).unwrap_or_else(|e| panic!("{e}"));
+        clock
+            .set(0, value, 0)
+            .unwrap_or_else(|e| panic!("writing the next-hop clock: {e}"));
+    }
+
+    /// Runs `ip ARGS` (space-separated) in the harness namespace: a test changing the node's
+    /// neighbours or routes.
+    pub fn ip(&self, line: &str) {
+        let args: Vec<&str> = std::iter::once("ip").chain(line.split(' ')).collect();
+        self.ns
+            .run(&args)
+            .unwrap_or_else(|e| panic!("harness netns `ip {line}`: {e}"));
     }
 
     /// Runs `program` once on `input`, panicking if the kernel refuses the test run.

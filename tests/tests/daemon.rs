@@ -328,7 +328,8 @@ mod refusals {
     /// What is pinned: every map's content (`bpftool map dump`) and identity (`map show`),
     /// every link's program (`link show`), and the state directory's files. `VEER_REASONS` is
     /// left out: it counts the kernel's own chatter on the bed's links (IPv6 neighbour
-    /// discovery), which no daemon writes.
+    /// discovery), which no daemon writes; so is `VEER_NH_CLOCK`, whose lease the running
+    /// daemon renews every 100 ms (and whose generation the bed's neighbour chatter bumps).
     fn node_state(d: &Daemon) -> std::collections::BTreeMap<String, String> {
         let bpftool = |args: &[&str], path: &std::path::Path| {
             let out = std::process::Command::new("bpftool")
@@ -350,7 +351,7 @@ mod refusals {
             v
         };
         for map in files(&d.pin_dir) {
-            if map.ends_with("VEER_REASONS") {
+            if map.ends_with("VEER_REASONS") || map.ends_with(veer_common::maps::NH_CLOCK) {
                 continue;
             }
             let shown = bpftool(&["-j", "map", "show", "pinned"], &map);

@@ -986,6 +986,235 @@ mod ports {
     }
 }
 
+/// The next-hop cache (`veer_common::nexthop`): a backend's route lookup is reused while the
+/// clock's generation and lease say nothing changed, and looked up again as soon as either does.
+/// The neighbour table is changed *without* a new generation to show which path a packet took:
+/// the cached MAC means the cache answered, the new MAC means a route lookup did.
+mod nexthop_cache {
+    use veer_common::nexthop::clock;
+
+    use super::*;
+
+    const OTHER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0x0a, 0x11];
+    const THIRD_MAC: [u8; 6] = [0x02, 0, 0, 0, 0x0b, 0x11];
+
+    fn mac(m: [u8; 6]) -> String {
+        m.map(|b| format!("{b:02x}")).join(":")
+    }
+
+    /// Keeps the test thread on the CPU it runs on: the cache is per CPU.
+    fn stay_on_this_cpu() {
+        // SAFETY: plain syscalls on the calling thread with a zeroed, then filled, cpu set.
+        unsafe {
+            let cpu = libc::sched_getcpu();
+            assert!(cpu >= 0, "sched_getcpu");
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(cpu as usize, &mut set);
+            assert_eq!(
+                libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &raw const set),
+                0
+            );
+        }
+    }
+
+    /// The coarse clock's tick now (`flow::TICK_SHIFT`), as the programs read it.
+    fn now_tick() -> u32 {
+        veer::dataplane::flows::now_tick()
+    }
+
+    fn ack(len: usize) -> PacketBuilder {
+        PacketBuilder::tcp(sa(CLIENT), sa(VIP))
+            .tcp_flags(tcp_flags::ACK)
+            .seq(1001)
+            .ack(1)
+            .payload(&vec![b'x'; len])
+    }
+
+    /// What `request` looks like steered to V1 with `dmac` as the next hop's MAC.
+    fn to_v1(request: &PacketBuilder, dmac: [u8; 6]) -> Vec<u8> {
+        request
+            .clone()
+            .with_addrs(sa(CLIENT), sa(V1))
+            .eth(NODE_MAC, dmac)
+            .ttl(63)
+            .build()
+    }
+
+    fn check(h: &mut Harness, program: Program, what: &str, input: &PacketBuilder, dmac: [u8; 6]) {
+        let run = h.run(program, &input.build());
+        let redirect = if program == Program::Xdp {
+            XDP_REDIRECT
+        } else {
+            TC_ACT_REDIRECT
+        };
+        assert_eq!(run.action, redirect, "{program:?}, {what}: verdict");
+        veer_tests::packet::assert_frames_eq(
+            &format!("{program:?}, {what}"),
+            &to_v1(input, dmac),
+            &run.output,
+        );
+    }
+
+    fn cached_until_the_generation_changes(program: Program) {
+        stay_on_this_cpu();
+        let mut h = Harness::new();
+        h.seed(&web((10_000, 0)));
+        let v1_mac = neighbour_mac(sa(V1).ip());
+        let lease = now_tick() + 60_000;
+        h.set_nexthop_clock(clock(1, lease));
+        check(
+            &mut h,
+            program,
+            "first packet: route lookup",
+            &ack(10),
+            v1_mac,
+        );
+        h.ip(&format!(
+            "neigh replace 198.51.100.11 lladdr {} dev vb0 nud permanent",
+            mac(OTHER_MAC)
+        ));
+        check(
+            &mut h,
+            program,
+            "same generation: the cached MAC",
+            &ack(10),
+            v1_mac,
+        );
+        h.set_nexthop_clock(clock(2, lease));
+        check(
+            &mut h,
+            program,
+            "new generation: looked up again",
+            &ack(10),
+            OTHER_MAC,
+        );
+        h.ip(&format!(
+            "neigh replace 198.51.100.11 lladdr {} dev vb0 nud permanent",
+            mac(THIRD_MAC)
+        ));
+        check(
+            &mut h,
+            program,
+            "filled again, cached again",
+            &ack(10),
+            OTHER_MAC,
+        );
+        h.set_nexthop_clock(clock(2, now_tick().wrapping_sub(10)));
+        check(
+            &mut h,
+            program,
+            "lease ran out: looked up",
+            &ack(10),
+            THIRD_MAC,
+        );
+        h.ip(&format!(
+            "neigh replace 198.51.100.11 lladdr {} dev vb0 nud permanent",
+            mac(v1_mac)
+        ));
+        h.set_nexthop_clock(0);
+        check(&mut h, program, "cache off: looked up", &ack(10), v1_mac);
+    }
+
+    #[test]
+    fn xdp_uses_a_cached_next_hop_until_the_generation_changes() {
+        cached_until_the_generation_changes(Program::Xdp);
+    }
+
+    #[test]
+    fn tc_uses_a_cached_next_hop_until_the_generation_changes() {
+        cached_until_the_generation_changes(Program::TcSteer);
+    }
+
+    #[test]
+    fn xdp_looks_up_a_packet_longer_than_any_the_route_was_checked_for() {
+        // XDP checks a packet's length against the route's MTU in the lookup: a cached route
+        // serves packets up to the longest one looked up under its generation.
+        stay_on_this_cpu();
+        let mut h = Harness::new();
+        h.seed(&web((10_000, 0)));
+        let v1_mac = neighbour_mac(sa(V1).ip());
+        h.set_nexthop_clock(clock(1, now_tick() + 60_000));
+        check(
+            &mut h,
+            Program::Xdp,
+            "fills with a 100-byte packet",
+            &ack(100),
+            v1_mac,
+        );
+        h.ip(&format!(
+            "neigh replace 198.51.100.11 lladdr {} dev vb0 nud permanent",
+            mac(OTHER_MAC)
+        ));
+        check(&mut h, Program::Xdp, "shorter: cached", &ack(10), v1_mac);
+        check(
+            &mut h,
+            Program::Xdp,
+            "longer: looked up",
+            &ack(1000),
+            OTHER_MAC,
+        );
+        h.ip(&format!(
+            "neigh replace 198.51.100.11 lladdr {} dev vb0 nud permanent",
+            mac(THIRD_MAC)
+        ));
+        check(
+            &mut h,
+            Program::Xdp,
+            "as long: cached now",
+            &ack(1000),
+            OTHER_MAC,
+        );
+        // A route that refuses the length (MTU 600 on vb0) is never served from the cache.
+        h.ip("link set vb0 mtu 600");
+        h.set_nexthop_clock(clock(2, now_tick() + 60_000));
+        let run = h.run(Program::Xdp, &ack(1000).build());
+        assert_eq!(
+            run.action, XDP_PASS,
+            "over the MTU: the kernel's (fib_failed)"
+        );
+        check(&mut h, Program::Xdp, "under the MTU", &ack(10), THIRD_MAC);
+        let run = h.run(Program::Xdp, &ack(1000).build());
+        assert_eq!(
+            run.action, XDP_PASS,
+            "over the MTU again: not from the cache"
+        );
+    }
+
+    #[test]
+    fn what_the_kernel_must_handle_is_never_served_from_the_cache() {
+        stay_on_this_cpu();
+        let mut h = Harness::new();
+        h.seed(&web((10_000, 0)));
+        h.set_nexthop_clock(clock(1, now_tick() + 60_000));
+        check(
+            &mut h,
+            Program::Xdp,
+            "fills",
+            &ack(10),
+            neighbour_mac(sa(V1).ip()),
+        );
+        let tagged = ack(10).vlan(42);
+        let run = h.run(Program::Xdp, &tagged.build());
+        assert_eq!(
+            run.action, XDP_PASS,
+            "VLAN-tagged: the kernel's VLAN device"
+        );
+        veer_tests::packet::assert_frames_eq(
+            "tagged",
+            &tagged.clone().with_addrs(sa(CLIENT), sa(V1)).build(),
+            &run.output,
+        );
+        let expiring = ack(10).ttl(1);
+        let run = h.run(Program::Xdp, &expiring.build());
+        assert_eq!(run.action, XDP_PASS, "TTL 1: the kernel answers it");
+        veer_tests::packet::assert_frames_eq(
+            "ttl 1",
+            &expiring.clone().with_addrs(sa(CLIENT), sa(V1)).build(),
+            &run.output,
+        );
+    }
+}
+
 mod conntrack_scan {
     use super::*;
 

@@ -1,4 +1,4 @@
-//! `cargo xtask bench`: installs what the benchmarks drive (`wrk`, `haproxy`, `nginx`,
+//! `cargo xtask bench`: installs what the benchmarks drive (`wrk`, `haproxy`, `nginx`, `nft`,
 //! `bpftool`, from Debian), release-builds veer and `tests/src/bin/veer-bench/`, runs it, and leaves its report
 //! in `BENCHMARKS.md` at the workspace root. About eight minutes; needs root.
 
@@ -17,10 +17,11 @@ pub(crate) struct Options {
 }
 
 /// Debian packages the benchmarks run, with the command that shows each is present.
-const TOOLS: [(&str, &str); 4] = [
+const TOOLS: [(&str, &str); 5] = [
     ("wrk", "wrk"),
     ("haproxy", "haproxy"),
     ("nginx", "nginx"),
+    ("nft", "nftables"),
     ("bpftool", "bpftool"),
 ];
 

@@ -15,6 +15,7 @@ pub mod maglev;
 pub mod maps;
 pub mod migrate;
 pub mod netlink;
+pub mod nexthop;
 pub mod node;
 pub mod sockets;
 pub mod sync;
@@ -95,6 +96,8 @@ pub struct Dataplane {
     live_vips: flows::LiveVips,
     /// Raw sockets that end flows for paced drains, opened at the first use.
     ender: Option<ending::Ender>,
+    /// Keeps the next-hop cache's clock (`None`: the cache is off).
+    nexthop: Option<nexthop::NextHopKeeper>,
 }
 
 impl Dataplane {
@@ -129,6 +132,7 @@ impl Dataplane {
             );
         }
         maps.write_layout_version()?;
+        let nexthop = start_nexthop_keeper(&mut ebpf)?;
         Ok(Self {
             ebpf,
             maps,
@@ -141,6 +145,7 @@ impl Dataplane {
             legacy,
             live_vips: flows::LiveVips::default(),
             ender: None,
+            nexthop,
         })
     }
 
@@ -488,6 +493,13 @@ impl Dataplane {
         }
     }
 
+    /// Whether the next-hop cache is on (`nexthop::NextHopKeeper::is_on`).
+    pub fn nexthop_cache_on(&self) -> bool {
+        self.nexthop
+            .as_ref()
+            .is_some_and(nexthop::NextHopKeeper::is_on)
+    }
+
     /// The state in force and its ids.
     pub fn applied(&self) -> &sync::Applied {
         &self.applied
@@ -548,6 +560,36 @@ impl Dataplane {
 
 /// `xdp-features` by ifindex (none: the kernel does not report them).
 type XdpFeatures = Option<HashMap<u32, u64>>;
+
+/// Starts the keeper of the next-hop cache's clock. Where it cannot start (no rtnetlink), the
+/// cache is turned off and stays off: a cached next hop is only ever used while watched.
+fn start_nexthop_keeper(ebpf: &mut Ebpf) -> Result<Option<nexthop::NextHopKeeper>, DataplaneError> {
+    let missing = || DataplaneError::NextHopClock {
+        source: Box::new(aya::maps::MapError::InvalidName {
+            name: veer_common::maps::NH_CLOCK.to_owned(),
+        }),
+    };
+    let map = ebpf
+        .take_map(veer_common::maps::NH_CLOCK)
+        .ok_or_else(missing)?;
+    let mut clock =
+        aya::maps::Array::<_, u64>::try_from(map).map_err(|e| DataplaneError::NextHopClock {
+            source: Box::new(e),
+        })?;
+    // Off until a keeper runs (a pinned clock may still hold a dead daemon's lease).
+    clock
+        .set(0, 0, 0)
+        .map_err(|e| DataplaneError::NextHopClock {
+            source: Box::new(e),
+        })?;
+    match nexthop::NextHopKeeper::start(clock) {
+        Ok(k) => Ok(Some(k)),
+        Err(e) => {
+            tracing::warn!(error = %crate::error::chain(&e), "cannot follow route and neighbour events; the next-hop cache is off (every packet looks its route up)");
+            Ok(None)
+        }
+    }
+}
 
 /// Every link of the namespace and, where the kernel reports them, their `xdp-features`.
 fn kernel_links() -> Result<(Vec<netlink::Link>, XdpFeatures), DataplaneError> {
@@ -680,6 +722,23 @@ pub enum DataplaneError {
         /// Why.
         #[from]
         source: ifaces::DecideError,
+    },
+    /// The next-hop cache's clock map is missing or cannot be written.
+    #[error(
+        "cannot write the next-hop cache's clock ({})",
+        veer_common::maps::NH_CLOCK
+    )]
+    NextHopClock {
+        /// The map error.
+        #[source]
+        source: Box<aya::maps::MapError>,
+    },
+    /// The thread keeping the next-hop cache's clock could not start.
+    #[error("cannot start the next-hop cache's keeper thread")]
+    NextHopThread {
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
     },
     /// Asking the kernel about interfaces, addresses or routes failed.
     #[error("asking the kernel about the node's interfaces failed")]

@@ -93,8 +93,33 @@ pub const RTN_LOCAL: u8 = 2;
 pub const RTN_UNICAST: u8 = 1;
 
 const RTMGRP_LINK: u32 = 0x1;
+const RTMGRP_NEIGH: u32 = 0x4;
 const RTMGRP_IPV4_IFADDR: u32 = 0x10;
+const RTMGRP_IPV4_ROUTE: u32 = 0x40;
+const RTMGRP_IPV4_RULE: u32 = 0x80;
 const RTMGRP_IPV6_IFADDR: u32 = 0x100;
+const RTMGRP_IPV6_ROUTE: u32 = 0x400;
+/// `1 << (RTNLGRP_IPV6_RULE - 1)`.
+const RTMGRP_IPV6_RULE: u32 = 1 << 18;
+/// `1 << (RTNLGRP_IPV4_NETCONF - 1)`: forwarding settings.
+const RTMGRP_IPV4_NETCONF: u32 = 1 << 23;
+/// `1 << (RTNLGRP_IPV6_NETCONF - 1)`.
+const RTMGRP_IPV6_NETCONF: u32 = 1 << 24;
+
+const RTM_NEWRULE: u16 = 32;
+const RTM_DELRULE: u16 = 33;
+const RTM_GETRULE: u16 = 34;
+const FIB_RULE_HDR_LEN: usize = 12;
+const FRA_PRIORITY: u16 = 6;
+const FRA_SUPPRESS_IFGROUP: u16 = 13;
+const FRA_SUPPRESS_PREFIXLEN: u16 = 14;
+const FRA_TABLE: u16 = 15;
+const FRA_PROTOCOL: u16 = 21;
+/// `FR_ACT_TO_TBL`: look the route up in a table.
+const FR_ACT_TO_TBL: u8 = 1;
+/// The kernel's default rules, `(priority, table)`: `local`, `main`, `default` (IPv6 has no
+/// `default` rule).
+const DEFAULT_RULES: [(u32, u32); 3] = [(0, 255), (32766, 254), (32767, 253)];
 
 const GENL_ID_CTRL: u16 = 0x10;
 const GENL_HDRLEN: usize = 4;
@@ -329,6 +354,32 @@ struct Family {
 }
 
 /// Parses a `CTRL_CMD_NEWFAMILY` payload (after the genl header).
+/// Whether a `fib_rule_hdr` message is one of the kernel's default rules (`from all lookup
+/// local|main|default` at their priorities, no selector), or a rule of another family than IPv4
+/// and IPv6 (multicast routing's): `None` for a short message.
+fn is_default_rule(payload: &[u8]) -> Option<bool> {
+    let hdr = payload.get(..FIB_RULE_HDR_LEN)?;
+    if i32::from(hdr[0]) != libc::AF_INET && i32::from(hdr[0]) != libc::AF_INET6 {
+        return Some(true);
+    }
+    let (dst_len, src_len, tos, action) = (hdr[1], hdr[2], hdr[3], hdr[7]);
+    let mut table = u32::from(hdr[4]);
+    let mut priority = 0;
+    let mut plain = dst_len == 0 && src_len == 0 && tos == 0 && action == FR_ACT_TO_TBL;
+    for (ty, v) in attrs(&payload[FIB_RULE_HDR_LEN..]) {
+        match ty {
+            FRA_PRIORITY => priority = u32_of(v)?,
+            FRA_TABLE => table = u32_of(v)?,
+            FRA_PROTOCOL => {}
+            // -1 is "not set" (the kernel sends it for every rule).
+            FRA_SUPPRESS_PREFIXLEN | FRA_SUPPRESS_IFGROUP => plain &= u32_of(v)? == u32::MAX,
+            // Any selector (interface, mark, ports, uid, VRF ...) or other action.
+            _ => plain = false,
+        }
+    }
+    Some(plain && DEFAULT_RULES.contains(&(priority, table)))
+}
+
 fn parse_family(attrs_buf: &[u8]) -> Option<Family> {
     let mut id = None;
     let mut mgmt_group = None;
@@ -579,6 +630,28 @@ impl Socket {
             Err(e) => Err(e),
         }
     }
+
+    /// Whether every policy-routing rule of the namespace (IPv4 and IPv6) is one of the kernel's
+    /// defaults: then a route depends on its destination only (and the input interface).
+    pub fn only_default_rules(&mut self) -> Result<bool, NetlinkError> {
+        const OP: &str = "RTM_GETRULE";
+        // Family AF_UNSPEC: the rules of every family.
+        let seq = self.send(RTM_GETRULE, NLM_F_DUMP, &[0; FIB_RULE_HDR_LEN], OP)?;
+        let msgs = self.receive(seq, true, OP)?;
+        for m in msgs.iter().filter(|m| m.ty == RTM_NEWRULE) {
+            match is_default_rule(&m.payload) {
+                Some(true) => {}
+                Some(false) => return Ok(false),
+                None => {
+                    return Err(NetlinkError::Malformed {
+                        op: OP,
+                        what: "short fib_rule_hdr",
+                    });
+                }
+            }
+        }
+        Ok(true)
+    }
 }
 
 /// The `netdev` generic-netlink family: devices' XDP capabilities.
@@ -726,6 +799,83 @@ impl Watch {
     }
 }
 
+/// What a batch of forwarding events held.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ForwardingEvents {
+    /// Anything at all (an overrun counts: events were lost).
+    pub any: bool,
+    /// A policy-routing rule was added or removed (or events were lost).
+    pub rules: bool,
+}
+
+/// A socket that becomes readable when anything a route lookup depends on changes: routes,
+/// neighbours, links, addresses, policy-routing rules, forwarding settings (IPv4 and IPv6).
+pub struct ForwardingWatch {
+    sock: Socket,
+}
+
+impl ForwardingWatch {
+    /// Subscribes to the events (non-blocking).
+    pub fn open() -> Result<Self, NetlinkError> {
+        let sock = Socket::open(
+            libc::NETLINK_ROUTE,
+            RTMGRP_LINK
+                | RTMGRP_NEIGH
+                | RTMGRP_IPV4_IFADDR
+                | RTMGRP_IPV6_IFADDR
+                | RTMGRP_IPV4_ROUTE
+                | RTMGRP_IPV6_ROUTE
+                | RTMGRP_IPV4_RULE
+                | RTMGRP_IPV6_RULE
+                | RTMGRP_IPV4_NETCONF
+                | RTMGRP_IPV6_NETCONF,
+            "subscribe to forwarding events",
+        )?;
+        set_nonblocking(sock.fd.as_fd()).map_err(|source| NetlinkError::Io {
+            op: "make the forwarding watch non-blocking",
+            source,
+        })?;
+        Ok(Self { sock })
+    }
+
+    /// The descriptor to wait on.
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.sock.fd.as_fd()
+    }
+
+    /// Reads every pending event.
+    pub fn drain(&self) -> ForwardingEvents {
+        let mut ev = ForwardingEvents::default();
+        let mut buf = vec![0_u8; RECV_BUF];
+        loop {
+            // SAFETY: `buf` is valid for writes of its length.
+            let n = unsafe {
+                libc::recv(
+                    self.sock.fd.as_raw_fd(),
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                    libc::MSG_DONTWAIT,
+                )
+            };
+            if n > 0 {
+                ev.any = true;
+                ev.rules |= split_messages(&buf[..n as usize])
+                    .iter()
+                    .any(|m| matches!(m.ty, RTM_NEWRULE | RTM_DELRULE));
+                continue;
+            }
+            if n < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::ENOBUFS) {
+                ev = ForwardingEvents {
+                    any: true,
+                    rules: true,
+                };
+                continue;
+            }
+            return ev;
+        }
+    }
+}
+
 fn set_nonblocking(fd: BorrowedFd<'_>) -> io::Result<()> {
     // SAFETY: fcntl on a valid descriptor with integer arguments.
     let flags = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) };
@@ -761,6 +911,61 @@ mod tests {
         h[4..8].copy_from_slice(&index.to_ne_bytes());
         h[8..12].copy_from_slice(&flags.to_ne_bytes());
         h
+    }
+
+    fn rule(priority: u32, table: u8, src_len: u8, extra: Option<(u16, &[u8])>) -> Vec<u8> {
+        let mut p = vec![
+            libc::AF_INET as u8,
+            0,
+            src_len,
+            0,
+            table,
+            0,
+            0,
+            FR_ACT_TO_TBL,
+        ];
+        p.extend_from_slice(&[0; 4]);
+        put_attr(&mut p, FRA_PRIORITY, &priority.to_ne_bytes());
+        put_attr(&mut p, FRA_TABLE, &u32::from(table).to_ne_bytes());
+        put_attr(&mut p, FRA_SUPPRESS_PREFIXLEN, &u32::MAX.to_ne_bytes());
+        put_attr(&mut p, FRA_PROTOCOL, &[2]);
+        if let Some((ty, v)) = extra {
+            put_attr(&mut p, ty, v);
+        }
+        p
+    }
+
+    #[test]
+    fn only_the_kernels_own_rules_count_as_default() {
+        assert_eq!(is_default_rule(&rule(0, 255, 0, None)), Some(true));
+        assert_eq!(is_default_rule(&rule(32766, 254, 0, None)), Some(true));
+        assert_eq!(is_default_rule(&rule(32767, 253, 0, None)), Some(true));
+        // `from 203.0.113.0/24 lookup main`, a custom priority, a table, an iif selector.
+        assert_eq!(is_default_rule(&rule(32766, 254, 24, None)), Some(false));
+        assert_eq!(is_default_rule(&rule(100, 254, 0, None)), Some(false));
+        assert_eq!(is_default_rule(&rule(32766, 100, 0, None)), Some(false));
+        assert_eq!(
+            is_default_rule(&rule(32766, 254, 0, Some((3, b"eth0\0")))),
+            Some(false)
+        );
+        assert_eq!(
+            is_default_rule(&rule(
+                32766,
+                254,
+                0,
+                Some((FRA_SUPPRESS_PREFIXLEN, &[0; 4]))
+            )),
+            Some(false),
+            "`suppress_prefixlength 0`"
+        );
+        let mut ipmr = rule(32767, 254, 0, None);
+        ipmr[0] = 128;
+        assert_eq!(
+            is_default_rule(&ipmr),
+            Some(true),
+            "multicast routing's rules"
+        );
+        assert_eq!(is_default_rule(&[0; 4]), None);
     }
 
     #[test]

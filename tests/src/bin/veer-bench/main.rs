@@ -121,7 +121,7 @@ fn run() -> Result<bool> {
         bail!("the benchmarks build network namespaces and load BPF programs: run them as root");
     }
     let fleet_only = opts.only == [7];
-    for tool in ["wrk", "haproxy", "nginx", "bpftool", "nsenter", "ip"] {
+    for tool in ["wrk", "haproxy", "nginx", "nft", "bpftool", "nsenter", "ip"] {
         if fleet_only && !["nsenter", "ip"].contains(&tool) {
             continue;
         }

@@ -1,8 +1,9 @@
 //! Section 2: requests per second end to end with wrk from the client namespace, keep-alive and
 //! new connections, through veer (a real daemon, 50/50 between `v1` and `v2`), beside the same
-//! load routed straight to backend `v1` by the node's kernel (no veer), and beside `HAProxy` on the
-//! node doing the same 50/50 split. Backends are nginx (2 workers each) answering with their
-//! name. The three setups take turns within each repetition; the median is reported.
+//! load routed straight to backend `v1` by the node's kernel (no veer), and beside the peers on
+//! the node doing the same 50/50 split: nftables DNAT with conntrack (the in-kernel L4 choice)
+//! and `HAProxy`. Backends are nginx (2 workers each) answering with their name. The setups take
+//! turns within each repetition; the median is reported.
 
 use std::{
     net::{IpAddr, Ipv4Addr, SocketAddr},
@@ -48,13 +49,25 @@ pub(crate) enum Setup {
     PlainXdp,
     /// Client to the VIP, veer splitting 50/50.
     Veer,
+    /// Client to the VIP, veer sending every flow to `v1` (weights `100/0`): the same backend as
+    /// `Plain`, so the two differ only by veer.
+    VeerOne,
+    /// Client to the VIP, sent to `v1` or `v2` at random by an nftables `dnat` rule (conntrack).
+    Nftables,
     /// Client to the VIP on `HAProxy`, splitting 50/50.
     Haproxy,
 }
 
 impl Setup {
     /// All, in the order they take turns.
-    pub(crate) const ALL: [Setup; 4] = [Setup::Plain, Setup::PlainXdp, Setup::Veer, Setup::Haproxy];
+    pub(crate) const ALL: [Setup; 6] = [
+        Setup::Plain,
+        Setup::PlainXdp,
+        Setup::Veer,
+        Setup::VeerOne,
+        Setup::Nftables,
+        Setup::Haproxy,
+    ];
 
     /// Name in the report.
     pub(crate) fn name(self) -> &'static str {
@@ -62,6 +75,8 @@ impl Setup {
             Setup::Plain => "plain forwarding (no veer)",
             Setup::PlainXdp => "plain forwarding + XDP_PASS",
             Setup::Veer => "veer",
+            Setup::VeerOne => "veer, all to v1 (100/0)",
+            Setup::Nftables => "nftables DNAT (conntrack)",
             Setup::Haproxy => "HAProxy",
         }
     }
@@ -116,7 +131,63 @@ enum Node {
     Plain,
     PlainXdp { _pass: XdpPass },
     Veer(Box<Veer>),
+    Nftables { _rules: Nftables },
     Haproxy { _proc: Haproxy },
+}
+
+/// The nftables ruleset of the `Nftables` setup: DNAT of the VIP to `v1` or `v2` at random
+/// (`numgen random mod 2`), in the prerouting hook, so conntrack keeps each connection on its
+/// backend and un-NATs its replies.
+const NFT_RULESET: &str = "table ip veer_bench {
+  chain pre {
+    type nat hook prerouting priority dstnat; policy accept;
+    ip daddr 192.0.2.10 tcp dport 80 dnat ip to numgen random mod 2 map { 0 : 198.51.100.11 . 8080, 1 : 198.51.100.21 . 8080 }
+  }
+}
+";
+
+/// The nftables DNAT ruleset loaded in the node namespace; deleted on drop.
+struct Nftables {
+    /// The node namespace's path (`/run/netns/NAME`).
+    node: std::path::PathBuf,
+}
+
+impl Nftables {
+    fn load(topo: &Topology) -> Result<Self> {
+        use std::io::Write as _;
+        let mut child = topo
+            .node()
+            .command("nft")
+            .args(["-f", "-"])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .context("starting nft (is the nftables package installed?)")?;
+        child
+            .stdin
+            .take()
+            .context("nft's stdin")?
+            .write_all(NFT_RULESET.as_bytes())
+            .context("writing the ruleset to nft")?;
+        let status = child.wait().context("waiting for nft")?;
+        if !status.success() {
+            bed::bail!("nft -f refused the ruleset ({status})");
+        }
+        Ok(Self {
+            node: topo.node().path().to_owned(),
+        })
+    }
+}
+
+impl Drop for Nftables {
+    fn drop(&mut self) {
+        let deleted = std::process::Command::new("nsenter")
+            .arg(format!("--net={}", self.node.display()))
+            .args(["--", "nft", "delete", "table", "ip", "veer_bench"])
+            .status();
+        if !matches!(deleted, Ok(s) if s.success()) {
+            eprintln!("removing the nftables ruleset failed: {deleted:?}");
+        }
+    }
 }
 
 /// Runs section 2.
@@ -138,40 +209,7 @@ pub(crate) fn run() -> Result<Results> {
     for rep in 0..reps {
         for setup in Setup::ALL {
             bed::check_interrupted()?;
-            let (node, url) = match setup {
-                Setup::Plain => (Node::Plain, "http://198.51.100.11:8080/"),
-                Setup::PlainXdp => (
-                    Node::PlainXdp {
-                        _pass: XdpPass::attach(&topo)?,
-                    },
-                    "http://198.51.100.11:8080/",
-                ),
-                Setup::Veer => (
-                    Node::Veer(Box::new(Veer::start(
-                        topo.node(),
-                        &bed::config(&topo.node_ifnames(), "50", "50", 1 << 20),
-                    )?)),
-                    "http://192.0.2.10:80/",
-                ),
-                Setup::Haproxy => {
-                    topo.node()
-                        .run(&["ip", "addr", "add", "192.0.2.10/32", "dev", "lo"])
-                        .context("adding the VIP to the node")?;
-                    (
-                        Node::Haproxy {
-                            _proc: Haproxy::start(
-                                topo.node(),
-                                SocketAddr::new(VIP, 80),
-                                &[
-                                    ("v1", SocketAddr::new(V1, 8080), 50),
-                                    ("v2", SocketAddr::new(V2, 8080), 50),
-                                ],
-                            )?,
-                        },
-                        "http://192.0.2.10:80/",
-                    )
-                }
-            };
+            let (node, url) = start(&topo, setup)?;
             wrk(topo.client(), url, THREADS, CONNS, WARM_SECS, false)?;
             for close in [false, true] {
                 bed::check_interrupted()?;
@@ -201,7 +239,7 @@ pub(crate) fn run() -> Result<Results> {
                 );
                 results.runs.push(m);
             }
-            if let Node::Veer(v) = &node {
+            if let (Node::Veer(v), Setup::Veer) = (&node, setup) {
                 let flows = v.group_sums("new_flows")?;
                 let of = |g: &str| flows.iter().find(|(n, _)| n == g).map_or(0, |f| f.1);
                 results.veer_split.push((of("v1"), of("v2")));
@@ -215,6 +253,57 @@ pub(crate) fn run() -> Result<Results> {
         }
     }
     Ok(results)
+}
+
+/// Starts what the node runs for `setup`; returns it (dropped to stop it) and the URL wrk asks.
+fn start(topo: &Topology, setup: Setup) -> Result<(Node, &'static str)> {
+    Ok(match setup {
+        Setup::Plain => (Node::Plain, "http://198.51.100.11:8080/"),
+        Setup::PlainXdp => (
+            Node::PlainXdp {
+                _pass: XdpPass::attach(topo)?,
+            },
+            "http://198.51.100.11:8080/",
+        ),
+        Setup::Veer | Setup::VeerOne => {
+            let (w1, w2) = if setup == Setup::Veer {
+                ("50", "50")
+            } else {
+                ("100", "0")
+            };
+            (
+                Node::Veer(Box::new(Veer::start(
+                    topo.node(),
+                    &bed::config(&topo.node_ifnames(), w1, w2, 1 << 20),
+                )?)),
+                "http://192.0.2.10:80/",
+            )
+        }
+        Setup::Nftables => (
+            Node::Nftables {
+                _rules: Nftables::load(topo)?,
+            },
+            "http://192.0.2.10:80/",
+        ),
+        Setup::Haproxy => {
+            topo.node()
+                .run(&["ip", "addr", "add", "192.0.2.10/32", "dev", "lo"])
+                .context("adding the VIP to the node")?;
+            (
+                Node::Haproxy {
+                    _proc: Haproxy::start(
+                        topo.node(),
+                        SocketAddr::new(VIP, 80),
+                        &[
+                            ("v1", SocketAddr::new(V1, 8080), 50),
+                            ("v2", SocketAddr::new(V2, 8080), 50),
+                        ],
+                    )?,
+                },
+                "http://192.0.2.10:80/",
+            )
+        }
+    })
 }
 
 /// `bench_pass` attached (native XDP) to every node interface, from a thread inside the node

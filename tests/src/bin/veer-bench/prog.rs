@@ -18,6 +18,10 @@
 //!   acknowledgment number is the same on every run, so after the first the entry's
 //!   `backend_ack` is compared, not stored; single runs with a new acknowledgment number each
 //!   time measure the store beside single runs with the same one.
+//! - The next-hop cache is on, its clock written as the daemon's keeper writes it, so every run
+//!   after the first takes the backend's next hop from the cache; one row turns it off (a route
+//!   lookup per packet, what the programs do while no daemon watches the node's routes).
+//! - `veer_tc_steer` runs the same established frames: a client packet on a TC interface.
 //! - The baselines use the same frames and, for the lookup, the same two flows.
 //! - New flow (conntrack miss): every run must see a flow it has not seen, so each call runs once
 //!   (`repeat = 1`) on a frame from a new source port; the figure is the median over
@@ -71,6 +75,7 @@ const XDP_PASS: u32 = 2;
 const XDP_TX: u32 = 3;
 const XDP_REDIRECT: u32 = 4;
 const TC_ACT_OK: u32 = 0;
+const TC_ACT_REDIRECT: u32 = 7;
 
 /// An idle veth (no address, no traffic) that each XDP program is attached to, in native mode,
 /// while it is measured: `BPF_PROG_TEST_RUN` of an XDP program that is attached nowhere adds it
@@ -353,6 +358,18 @@ fn measure() -> Result<Results> {
     maps.add_tx_port(dataplane::ifindex("vb0").map_err(|e| e.to_string())?)
         .map_err(|e| veer_tests::prog::error_chain(&e))?;
     seed(&mut maps)?;
+    // The next-hop cache on, as the daemon's keeper keeps it (a lease covering the run): every
+    // run after the first takes its backend's next hop from the cache.
+    let mut clock = aya::maps::Array::<_, u64>::try_from(
+        veer.take_map(veer_common::maps::NH_CLOCK)
+            .context("no next-hop clock in veer's object")?,
+    )
+    .context("the next-hop clock")?;
+    let cache_on =
+        veer_common::nexthop::clock(1, veer::dataplane::flows::now_tick().wrapping_add(1 << 22));
+    clock
+        .set(0, cache_on, 0)
+        .context("turning the next-hop cache on")?;
 
     if veer::BENCH_OBJECT.is_empty() {
         bail!("veer was built without its kernel programs (AYA_BUILD_SKIP): rebuild it");
@@ -464,6 +481,48 @@ fn measure() -> Result<Results> {
         }
     }
     push("veer_xdp", "established (conntrack hit)", samples);
+
+    // The same with the next-hop cache off (no daemon keeping its clock): a route lookup each.
+    clock
+        .set(0, 0, 0)
+        .context("turning the next-hop cache off")?;
+    let mut samples = Vec::new();
+    for _ in 0..SAMPLES {
+        bed::check_interrupted()?;
+        samples.push(attached(
+            loader::xdp_mut(&mut veer).map_err(|e| e.to_string())?,
+            |p| {
+                sample(
+                    &mut |o| p.test_run(o).map_err(Into::into),
+                    &ack_a,
+                    XDP_REDIRECT,
+                )
+            },
+        )?);
+    }
+    push("veer_xdp", "established, next-hop cache off", samples);
+    clock
+        .set(0, cache_on, 0)
+        .context("turning the next-hop cache on")?;
+
+    // veer_tc_steer, the same established flow: what a client packet costs on TC (veth, bridge
+    // ...), where veer rewrites through the kernel's checksum helpers and `bpf_redirect`s.
+    let mut samples = Vec::new();
+    for _ in 0..SAMPLES {
+        bed::check_interrupted()?;
+        let before = be(&maps)?;
+        let p: &mut SchedClassifier = loader::tc_steer_mut(&mut veer).map_err(|e| e.to_string())?;
+        samples.push(sample(
+            &mut |o| p.test_run(o).map_err(Into::into),
+            &ack_a,
+            TC_ACT_REDIRECT,
+        )?);
+        let moved = be(&maps)? - before;
+        if moved != runs {
+            bail!("veer_tc_steer established: {moved} packets counted for {runs} runs");
+        }
+    }
+    push("veer_tc_steer", "established (conntrack hit)", samples);
 
     // veer_xdp, no service.
     let mut samples = Vec::new();

@@ -123,28 +123,6 @@ pub enum SocketError {
     },
 }
 
-/// What a file type is, in words.
-fn kind_of(t: std::fs::FileType) -> &'static str {
-    use std::os::unix::fs::FileTypeExt as _;
-    if t.is_file() {
-        "regular file"
-    } else if t.is_dir() {
-        "directory"
-    } else if t.is_symlink() {
-        "symbolic link"
-    } else if t.is_fifo() {
-        "FIFO"
-    } else if t.is_char_device() {
-        "character device"
-    } else if t.is_block_device() {
-        "block device"
-    } else if t.is_socket() {
-        "socket"
-    } else {
-        "file of unknown type"
-    }
-}
-
 /// Whether `path` holds a socket nobody answers on (`true`: it may be replaced), nothing
 /// (`false`), or something that must stay: a socket another daemon answers on, or anything that
 /// is not a socket (never followed: a symbolic link is refused as such).
@@ -164,7 +142,7 @@ fn stale(path: &Path) -> Result<bool, SocketError> {
     if !meta.file_type().is_socket() {
         return Err(SocketError::NotASocket {
             path: path.to_owned(),
-            kind: kind_of(meta.file_type()),
+            kind: crate::files::kind_of(meta.file_type()),
         });
     }
     match std::os::unix::net::UnixStream::connect(path) {
@@ -227,7 +205,7 @@ pub fn remove(path: &Path) {
             }
         }
         Ok(m) => {
-            tracing::warn!(socket = %path.display(), kind = kind_of(m.file_type()), "the control socket was replaced; leaving what is there");
+            tracing::warn!(socket = %path.display(), kind = crate::files::kind_of(m.file_type()), "the control socket was replaced; leaving what is there");
         }
         Err(_) => {}
     }

@@ -376,7 +376,8 @@ mod refusals {
 
     #[test]
     fn a_second_daemon_on_the_same_pins_and_state_exits_having_changed_nothing() {
-        let b = bed("90", "10");
+        // 50/50: the last check asks for both groups, which 40 flows at 90/10 miss 1.5% of runs.
+        let b = bed("50", "50");
         let before = node_state(&b.daemon);
         // On another socket: only the locks stop it.
         let other = b.daemon.state_dir().join("../second.sock");

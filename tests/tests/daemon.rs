@@ -180,7 +180,7 @@ mod apply {
         let before = reloads(&b.daemon);
         b.daemon.write_config(&edited);
         b.daemon.signal(libc::SIGHUP);
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + Duration::from_secs(30);
         while reloads(&b.daemon) == before {
             assert!(
                 Instant::now() < deadline,
@@ -214,7 +214,7 @@ mod apply {
     fn a_config_file_change_is_applied_and_a_broken_one_ignored() {
         let b = bed("100", "0");
         b.daemon.write_config(&config(&b.topo, "70", "30"));
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + Duration::from_secs(30);
         while b.daemon.revision() != 2 {
             assert!(
                 Instant::now() < deadline,
@@ -232,7 +232,7 @@ mod apply {
         assert!(broken.contains("weight = 300"));
         b.daemon.write_config(&broken);
         b.daemon.signal(libc::SIGHUP);
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + Duration::from_secs(30);
         while !b.daemon.log().contains("config reload rejected") {
             assert!(
                 Instant::now() < deadline,
@@ -1122,11 +1122,13 @@ mod rollouts {
             "--steps",
             "10,50,100",
             "--pause",
-            "3s",
+            // The step's pause runs on across the restart (it counts from the step's start):
+            // it must outlast seeing step 2, `kill -9` and a start on a loaded machine.
+            "10s",
             "--min-flows",
             "0",
         ]);
-        wait_for(&b, "step 2", Duration::from_secs(10), |r| r["step"] == 2);
+        wait_for(&b, "step 2", Duration::from_secs(30), |r| r["step"] == 2);
         b.daemon.kill9();
         b.daemon.spawn();
         let r = rollout_json(&b);
@@ -1139,7 +1141,7 @@ mod rollouts {
             weights(&b.daemon.json(&["status"])),
             [("v1".into(), 50.0), ("v2".into(), 50.0)]
         );
-        wait_for(&b, "completion", Duration::from_secs(20), |r| {
+        wait_for(&b, "completion", Duration::from_secs(40), |r| {
             r["phase"] == "completed"
         });
         // A plan that asks to hold after a restart holds.
@@ -1196,8 +1198,10 @@ mod health {
                         path: "/healthz".into(),
                         expect_status: 200,
                     },
-                    interval: Duration::from_millis(200),
-                    timeout: Duration::from_millis(100),
+                    // A stopped server refuses at once; a timeout is what a loaded machine
+                    // could miss twice in a row with a shorter one, taking v1a down too.
+                    interval: Duration::from_secs(1),
+                    timeout: Duration::from_secs(1),
                     rise: 2,
                     fall: 2,
                 },
@@ -1223,7 +1227,7 @@ mod health {
         assert!(answers(40).len() == 2, "both backends take flows");
         let held = Held::open(topo.client(), vip(), 10);
         drop(b_server);
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + Duration::from_secs(30);
         while healthy(&daemon) != [true, false] {
             assert!(
                 Instant::now() < deadline,
@@ -1239,7 +1243,7 @@ mod health {
         );
         let _b_again =
             TcpServer::start(topo.backend("v1"), SocketAddr::new(V1B, 8080), "v1b").unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + Duration::from_secs(30);
         while healthy(&daemon) != [true, true] {
             assert!(
                 Instant::now() < deadline,
@@ -1263,9 +1267,9 @@ fn bed_with_metrics(v1: &str, v2: &str) -> Bed {
 mod metrics {
     use super::*;
 
-    /// Waits (at most 10 s) until the daemon's status says `done`.
+    /// Waits (at most 30 s) until the daemon's status says `done`.
     fn until(b: &Bed, what: &str, done: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let s = b.daemon.json(&["status"]);
             if done(&s) {
@@ -1323,6 +1327,19 @@ mod metrics {
 
     fn scrape(b: &Bed) -> String {
         node_get(&b.topo, METRICS, "/metrics").expect("scrape /metrics")
+    }
+
+    /// Scrapes until the text satisfies `done` (at most 30 s); returns that text.
+    fn until_scraped(b: &Bed, done: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let text = scrape(b);
+            if done(&text) {
+                return text;
+            }
+            assert!(Instant::now() < deadline, "{text}\n{}", b.daemon.log());
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     /// `veer apply` of a file whose only change is `[node]`: nothing applied, and apply, status
@@ -1431,9 +1448,14 @@ mod metrics {
             assert_eq!(ask_once(b.topo.client(), vip(), TIMEOUT).unwrap(), "v1");
         }
         let held = Held::open(b.topo.client(), vip(), 4);
-        let text = node_get(&b.topo, METRICS, "/metrics").expect("scrape /metrics");
         let v1 = r#"{service="web",group="v1",backend="198.51.100.11:8080"}"#;
         let v2 = r#"{service="web",group="v2",backend="198.51.100.21:8080"}"#;
+        // Active flows and conntrack entries are what the last upkeep pass counted (every
+        // second: `Controller::metrics_status`), which may have run before the held flows were
+        // opened: wait for a pass after them (the counters below are read live).
+        let text = until_scraped(&b, |text| {
+            metric(text, &format!("veer_backend_active_flows{v1}")) == Some(4.0)
+        });
         assert_eq!(
             metric(&text, &format!("veer_backend_new_flows_total{v1}")),
             Some(34.0),

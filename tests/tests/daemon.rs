@@ -1122,12 +1122,14 @@ mod rollouts {
             "--steps",
             "10,50,100",
             "--pause",
-            // The step's pause runs on across the restart (it counts from the step's start):
-            // it must outlast seeing step 2, `kill -9` and a start on a loaded machine.
-            "10s",
+            // A step's pause counts from the step's start, across a restart: a short one could
+            // end while a loaded machine starts the daemon (a 3 s pause did, with both cores
+            // busy), showing step 3. Steps are moved on with `promote` instead.
+            "1h",
             "--min-flows",
             "0",
         ]);
+        b.daemon.ok(&["rollout", "promote", "web"]);
         wait_for(&b, "step 2", Duration::from_secs(30), |r| r["step"] == 2);
         b.daemon.kill9();
         b.daemon.spawn();
@@ -1141,7 +1143,8 @@ mod rollouts {
             weights(&b.daemon.json(&["status"])),
             [("v1".into(), 50.0), ("v2".into(), 50.0)]
         );
-        wait_for(&b, "completion", Duration::from_secs(40), |r| {
+        b.daemon.ok(&["rollout", "promote", "web", "--full"]);
+        wait_for(&b, "completion", Duration::from_secs(30), |r| {
             r["phase"] == "completed"
         });
         // A plan that asks to hold after a restart holds.

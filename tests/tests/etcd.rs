@@ -379,7 +379,9 @@ mod status_tests {
         let etcd = Etcd::start();
         run(async {
             let f = fleet(&etcd.options(PREFIX));
-            let ttl = Duration::from_secs(2);
+            // The writer renews every TTL/3 rounded down to whole seconds: at 2 s, once a
+            // second, so a 1 s stall on a loaded machine lost the lease; at 5 s one takes 4 s.
+            let ttl = Duration::from_secs(5);
             let writer =
                 StatusWriter::spawn(f.clone(), node("edge-1"), ttl, Duration::from_secs(1));
             writer
@@ -391,7 +393,7 @@ mod status_tests {
             assert!(statuses.unreadable.is_empty());
 
             // The lease is kept alive well past its TTL.
-            tokio::time::sleep(ttl * 3).await;
+            tokio::time::sleep(ttl * 2).await;
             let read = f
                 .get("/veer/status/edge-1")
                 .await
@@ -454,19 +456,17 @@ mod status_tests {
         let mut etcd = Etcd::start();
         run(async {
             let f = fleet(&etcd.options(PREFIX));
-            let writer = StatusWriter::spawn(
-                f.clone(),
-                node("edge-1"),
-                Duration::from_secs(2),
-                Duration::from_millis(500),
-            );
+            // 5 s: renewed every second, a lease of 2 s was lost to a 1 s stall (see above).
+            let ttl = Duration::from_secs(5);
+            let writer =
+                StatusWriter::spawn(f.clone(), node("edge-1"), ttl, Duration::from_millis(500));
             writer
                 .publish(&status("edge-1", 1))
                 .unwrap_or_else(|e| panic!("{e}"));
             until_written(&writer, "status not written").await;
             // Down for longer than the TTL: etcd may expire the lease on its return.
             blocking(|| etcd.kill());
-            tokio::time::sleep(Duration::from_secs(3)).await;
+            tokio::time::sleep(ttl + Duration::from_secs(1)).await;
             blocking(|| etcd.restart());
             writer
                 .publish(&status("edge-1", 2))
@@ -491,7 +491,7 @@ mod status_tests {
                 )
             });
             // And it is kept alive again past the TTL.
-            tokio::time::sleep(Duration::from_secs(5)).await;
+            tokio::time::sleep(ttl + Duration::from_secs(1)).await;
             let s = f.statuses().await.unwrap_or_else(|e| panic!("{e}"));
             assert!(s.nodes.contains_key(&node("edge-1")));
         });
@@ -660,7 +660,9 @@ mod election_tests {
     fn another_candidate_takes_over_and_continues_from_the_stored_progress() {
         let etcd = Etcd::start();
         run(async {
-            let ttl = Duration::from_secs(2);
+            // Renewed every TTL/3: at 2 s a stall of 1.3 s on a loaded machine let the next
+            // candidate in early ("B elected while A leads").
+            let ttl = Duration::from_secs(5);
             let key = "/veer/rollouts/web/progress";
             let cand_a = Candidate::new(fleet(&etcd.options(PREFIX)), node("edge-a"), ttl);
             let cand_b = Candidate::new(fleet(&etcd.options(PREFIX)), node("edge-b"), ttl);

@@ -208,9 +208,12 @@ mod judge {
             c50 >= 90_000_000 && c99 >= 90_000_000,
             "canary p50 {c50} p99 {c99}"
         );
+        // The baseline's p99 is its slowest answers: on a loaded machine a scheduling delay
+        // can put them near 100 ms, but not past the canary's own (100 ms more, and delayed
+        // too). Quantiles swapped or mixed between the groups fail both bounds.
         assert!(
-            b50 < 50_000_000 && b99 < 90_000_000,
-            "baseline p50 {b50} p99 {b99}"
+            b50 < 50_000_000 && b99 < c99,
+            "baseline p50 {b50} p99 {b99}, canary p99 {c99}"
         );
         assert!(fb["p50"]["ratio_lower"].as_f64().unwrap() > 1.2, "{fb}");
         // The backend's kernel answers the handshake: connect latency is not what failed.
@@ -371,17 +374,24 @@ mod paced_drain {
             first >= Duration::from_millis(1_800),
             "a reset before the deadline: {first:?}"
         );
+        // The schedule ends at most 50 at once (its credit is capped at half a second's), so
+        // 200 take at least 1.5 s; a late first tick or a late look at the sockets (both
+        // happen on a loaded machine) shortens what is seen by a fraction of a second, while
+        // an unpaced drain ends them all within a few milliseconds. Stalls past the cap only
+        // lengthen the drain; one at a quarter of the pace takes 8 s.
         assert!(
-            spread >= Duration::from_millis(1_500) && spread <= Duration::from_secs(4),
+            spread >= Duration::from_millis(1_200) && spread <= Duration::from_secs(6),
             "200 flows at 100/s end over about 2 s, not all at once: {first:?} .. {last:?}"
         );
-        // No half second saw much more than its share (50 at 100/s).
+        // No half second saw much more than its share (50 at 100/s): the schedule allows 100
+        // at most (a capped burst of 50, then the pace), a late look at the sockets adds what
+        // it missed; an unpaced drain puts all 200 in one.
         for (i, t) in times.iter().enumerate() {
             let within = times[i..]
                 .iter()
                 .take_while(|u| u.saturating_sub(*t) < Duration::from_millis(500))
                 .count();
-            assert!(within <= 80, "{within} resets within 500 ms from {t:?}");
+            assert!(within <= 130, "{within} resets within 500 ms from {t:?}");
         }
         on_v2.check("after v1's flows were ended");
         let deadline = Instant::now() + Duration::from_secs(5);

@@ -299,19 +299,19 @@ impl Etcd {
         rev
     }
 
-    /// SIGTERM and wait (at most 10 s).
+    /// SIGTERM and wait (at most 30 s).
     pub fn stop(&mut self) {
         let Some(mut c) = self.child.take() else {
             return;
         };
         // SAFETY: plain kill(2) on our own child's pid.
         unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + Duration::from_secs(30);
         while !matches!(c.try_wait(), Ok(Some(_))) {
             if Instant::now() > deadline {
                 drop(c.kill());
                 drop(c.wait());
-                panic!("etcd ignored SIGTERM for 10 s:\n{}", self.log());
+                panic!("etcd ignored SIGTERM for 30 s:\n{}", self.log());
             }
             std::thread::sleep(Duration::from_millis(20));
         }

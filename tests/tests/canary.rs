@@ -394,7 +394,7 @@ mod paced_drain {
             assert!(within <= 130, "{within} resets within 500 ms from {t:?}");
         }
         on_v2.check("after v1's flows were ended");
-        let deadline = Instant::now() + Duration::from_secs(5);
+        let deadline = Instant::now() + Duration::from_secs(30);
         while b.s1.live_connections() > 0 && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));
         }

@@ -346,7 +346,7 @@ mod state {
                 .to_toml(),
         );
         b.daemon.signal(libc::SIGHUP);
-        let deadline = Instant::now() + Duration::from_secs(15);
+        let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let s = b.daemon.json(&["status"]);
             if s["config"]["last_error"].is_null() {
@@ -485,7 +485,7 @@ mod paths {
         b.daemon.kill9();
         assert!(b.daemon.socket.exists(), "a crash leaves its socket");
         b.daemon.spawn();
-        let (code, log) = b.daemon.second(&b.daemon.socket, Duration::from_secs(10));
+        let (code, log) = b.daemon.second(&b.daemon.socket, Duration::from_secs(30));
         assert_eq!(code, Some(1), "{log}");
         assert!(log.contains("another veer daemon answers on it"), "{log}");
         assert_eq!(b.daemon.revision(), 1);
@@ -660,7 +660,7 @@ mod reload {
     fn a_file_rewritten_in_place_with_a_pause_is_never_applied_torn() {
         let b = bed("100", "0");
         b.daemon.write_config(&two(&b.topo, "100", "0"));
-        let deadline = Instant::now() + Duration::from_secs(15);
+        let deadline = Instant::now() + Duration::from_secs(30);
         while b.daemon.revision() != 2 {
             assert!(Instant::now() < deadline, "{}", b.daemon.log());
             std::thread::sleep(Duration::from_millis(100));
@@ -684,7 +684,7 @@ mod reload {
             f.write_all(rest.as_bytes()).unwrap();
             drop(f);
             let want: f64 = v1.parse().unwrap();
-            let deadline = Instant::now() + Duration::from_secs(15);
+            let deadline = Instant::now() + Duration::from_secs(30);
             loop {
                 let s = b.daemon.json(&["status"]);
                 if (weights(&s)[0].1 - want).abs() < 0.01 {

@@ -1068,7 +1068,7 @@ mod metrics {
         l.finish();
         b.daemon.signal(libc::SIGHUP);
         // A reload applies the file once it settled (no change for 1 s, two reads 1 s apart
-        // that agree): wait for it, at most 15 s.
+        // that agree): wait for it, at most 30 s.
         let reloaded = |text: &str| {
             text.lines().any(|l| {
                 l.strip_prefix(r#"veer_config_reloads_total{result="ok"} "#)
@@ -1076,7 +1076,7 @@ mod metrics {
                     .is_some_and(|v| v >= 2.0)
             })
         };
-        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
         let (ct, text) = loop {
             let (ct, text) = get(&b.topo, None);
             if reloaded(&text) || std::time::Instant::now() > deadline {

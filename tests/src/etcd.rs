@@ -494,9 +494,33 @@ impl Drop for Etcd {
 }
 
 /// A free TCP port on loopback (bound, then released for etcd to take).
+/// A port free on 127.0.0.1 now, below the kernel's ephemeral range, and not given out before
+/// by this process. etcd keeps its ports across [`Etcd::restart`]: while it is down, a port of
+/// the ephemeral range could go to a connection's source port or to another test's etcd (from
+/// `bind(:0)`), and its restart would fail. The kernel picks no port below that range, and a
+/// counter (starting at a random place, so that other processes start elsewhere) never gives
+/// one out twice.
 fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
-    l.local_addr().unwrap_or_else(|e| panic!("{e}")).port()
+    /// The lowest port used (below: well-known and registered services).
+    const FIRST: u32 = 10_000;
+    static START: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    static GIVEN: AtomicU32 = AtomicU32::new(0);
+    let ephemeral = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32_768);
+    let span = ephemeral.saturating_sub(FIRST).max(1);
+    let start = *START.get_or_init(|| rand::thread_rng().gen_range(0..span));
+    for _ in 0..span {
+        let n = GIVEN.fetch_add(1, Ordering::Relaxed);
+        let Ok(port) = u16::try_from(FIRST + (start + n) % span) else {
+            continue;
+        };
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {FIRST}..{ephemeral} on 127.0.0.1")
 }
 
 /// Writes a CA, a server certificate (127.0.0.1, localhost), a client certificate and an

@@ -398,8 +398,10 @@ mod servers {
 
         let started = Instant::now();
         drop(server);
+        // Below the server's 5 s stop deadline (what a thread that never woke would cost), with
+        // room for a loaded machine to schedule the nine threads it joins.
         assert!(
-            started.elapsed() < std::time::Duration::from_secs(2),
+            started.elapsed() < std::time::Duration::from_secs(4),
             "{:?}",
             started.elapsed()
         );
@@ -579,7 +581,7 @@ mod steering {
                 assert_eq!(ask_tcp(c).unwrap_or_else(|e| panic!("v2 flow: {e}")), "v2");
             }
         }
-        let deadline = Instant::now() + TIMEOUT;
+        let deadline = Instant::now() + Duration::from_secs(30);
         while s1.live_connections() > 0 && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -682,7 +684,7 @@ mod steering {
                 assert_eq!(ask_tcp(c).unwrap(), "v1", "the remote IPv4 flows go on");
             }
         }
-        let deadline = Instant::now() + TIMEOUT;
+        let deadline = Instant::now() + Duration::from_secs(30);
         while (local.live_connections() > 0 || s16.live_connections() > 0)
             && Instant::now() < deadline
         {

@@ -734,10 +734,12 @@ mod causes {
             .unwrap_or(0)
     }
 
-    fn try_connect(from: &Netns) -> io::Result<String> {
-        from.enter(|| {
-            let mut s = TcpStream::connect_timeout(&Svc::Tcp4.vip(), Duration::from_secs(1))?;
-            s.set_read_timeout(Some(Duration::from_secs(1)))?;
+    /// One request on a new connection, with `timeout` to connect and to answer: short where
+    /// the request must fail (it fails by timing out), `TIMEOUT` where it must succeed.
+    fn try_connect(from: &Netns, timeout: Duration) -> io::Result<String> {
+        from.enter(move || {
+            let mut s = TcpStream::connect_timeout(&Svc::Tcp4.vip(), timeout)?;
+            s.set_read_timeout(Some(timeout))?;
             ask_tcp(&mut s)
         })?
     }
@@ -766,7 +768,7 @@ mod causes {
         {
             let _node = SteeredNode::start_with(&topo, &forced, &state("100", "0", REMOTE));
             assert!(
-                try_connect(topo.client()).is_err(),
+                try_connect(topo.client(), Duration::from_secs(1)).is_err(),
                 "XDP on the veth should break TCP from a local sender"
             );
             assert!(
@@ -775,7 +777,7 @@ mod causes {
             );
         }
         let _node = SteeredNode::start(&topo, &state("100", "0", REMOTE));
-        assert_eq!(try_connect(topo.client()).unwrap(), "v1");
+        assert_eq!(try_connect(topo.client(), TIMEOUT).unwrap(), "v1");
     }
 
     #[test]
@@ -799,7 +801,7 @@ mod causes {
         // veer does not make n-v1 a redirect target: the packet goes through the kernel.
         let i = node.interface("n-v1");
         assert!(!i.xdp_redirect_target, "{}", i.xdp_redirect_why);
-        assert_eq!(try_connect(topo.client()).unwrap(), "v1");
+        assert_eq!(try_connect(topo.client(), TIMEOUT).unwrap(), "v1");
         assert!(
             node.dataplane
                 .maps()
@@ -811,7 +813,7 @@ mod causes {
         let ifindex = i.ifindex;
         node.dataplane.maps_mut().add_tx_port(ifindex).unwrap();
         assert!(
-            try_connect(topo.client()).is_err(),
+            try_connect(topo.client(), Duration::from_secs(1)).is_err(),
             "a redirect into a veth without NAPI should drop the frame"
         );
     }

@@ -26,6 +26,9 @@ use crate::{
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
+/// How long a [`Load`] request may take to connect, to be written and to be answered.
+const LOAD_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// The `veer` binary next to the test executable (`cargo xtask test` builds it).
 pub fn veer_bin() -> PathBuf {
     let exe = std::env::current_exe().unwrap_or_else(|e| panic!("current_exe: {e}"));
@@ -423,12 +426,13 @@ impl Load {
                 && report.ok + report.failed < max
                 && Instant::now() < deadline
             {
-                let r =
-                    TcpStream::connect_timeout(&dst, Duration::from_secs(3)).and_then(|mut s| {
-                        s.set_read_timeout(Some(Duration::from_secs(3)))?;
-                        s.set_write_timeout(Some(Duration::from_secs(3)))?;
-                        ask_tcp(&mut s)
-                    });
+                // A request fails (and `assert_clean` with it) on a refusal, a reset or these
+                // limits: 10 s, so that only a lost connection, not a loaded machine, reaches them.
+                let r = TcpStream::connect_timeout(&dst, LOAD_TIMEOUT).and_then(|mut s| {
+                    s.set_read_timeout(Some(LOAD_TIMEOUT))?;
+                    s.set_write_timeout(Some(LOAD_TIMEOUT))?;
+                    ask_tcp(&mut s)
+                });
                 match r {
                     Ok(name) => {
                         report.ok += 1;

@@ -513,20 +513,15 @@ mod refusals {
         };
         let out = member(&["shift", "web", "v1=90", "v2=10"]);
         assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-        let out = member(&[
-            "rollout",
-            "start",
-            "web",
-            "--to",
-            "v2",
-            "--gate",
-            "exec:touch /tmp/veer-pwned",
-        ]);
+        // In the daemon's own directory: a file of another run or test cannot fail this one.
+        let pwned = daemon.dir().join("pwned");
+        let gate = format!("exec:touch {}", pwned.display());
+        let out = member(&["rollout", "start", "web", "--to", "v2", "--gate", &gate]);
         assert_eq!(
             stderr(&out),
             "veer: only root may start a rollout with exec: gates (they run commands as the daemon's user)"
         );
-        assert!(!std::path::Path::new("/tmp/veer-pwned").exists());
+        assert!(!pwned.exists());
         assert_eq!(daemon.revision(), 2);
     }
 

@@ -269,7 +269,7 @@ mod state {
 
     #[test]
     fn a_fifo_named_like_a_revision_never_hangs_the_start() {
-        // `spawn` fails the test if the daemon does not answer within 20 s.
+        // `spawn` fails the test if the daemon does not answer within 60 s.
         let (b, mut held, fifo, _) = held_after(|d| {
             let path = revision_file(d, 99);
             mkfifo(&path);

@@ -30,6 +30,14 @@
 //! - An invalid flag combination on a tuple with a flow is forwarded unchanged to the flow's
 //!   backend (which discards it) and changes nothing.
 //!
+//! # Replies from the backend's side only
+//!
+//! A backend segment that would change its flow or a signal (`changes`) must pass the
+//! reverse-path check the reply program gives `reply` (`replypath`): it came in where the
+//! backend's replies come in. One that fails it is no reply (`NoReplyFlow`, passed untouched)
+//! and changes nothing, so a host next to the clients cannot forge the backend's side (its RST,
+//! FIN, SYN-ACK, acknowledgment numbers or first payload) of a live flow.
+//!
 //! # Races
 //!
 //! Entries are written from several CPUs without locks: two packets of one flow on two CPUs may

@@ -12,6 +12,22 @@
 //! rules could make the route depend on more than the backend's address. `conntrack` asks only
 //! for the segments that would change something, so the steady reply path of an established
 //! flow never pays for it.
+//!
+//! Why the route, and not something else:
+//! - Per-interface roles ("client-facing", "backend-facing") set by the daemon cannot be right in
+//!   general: a backend and its clients may sit behind one interface or bridge, a local backend's
+//!   replies come in on no interface at all, and a role would be user tuning or a guess. The
+//!   route is what the kernel itself uses to reach the backend, and it follows every change.
+//! - An output interface recorded in the flow entry would need a layout change (the entry's 40
+//!   bytes are full) and would go stale when a route changes, refusing a live flow's replies; the
+//!   clock makes the cache forget on any change instead.
+//! - A segment that fails the check is passed, not dropped: it is not a reply of a steered flow,
+//!   and not-for-us traffic passes untouched (veer is not a firewall; the kernel's own reverse-path
+//!   filter and nftables see it as any other packet).
+//!
+//! Limits: a sender behind the interface the backend is reached through is indistinguishable
+//! from the backend at this layer; replies that come back through another interface than the
+//! route toward their backend (asymmetric routing, ECMP over several interfaces) fail the check.
 
 use core::mem::{size_of, zeroed};
 

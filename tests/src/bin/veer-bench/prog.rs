@@ -321,7 +321,7 @@ fn confirm(maps: &mut Maps, key: FlowKey, backend: SocketAddr, id: u32) -> Resul
 }
 
 /// A `struct __sk_buff` (up to `tc_index`) whose `ingress_ifindex` is `ifindex`: what a test run
-/// copies into the skb's `skb_iif` (net/bpf/test_run.c, `convert___skb_to_skb`). Leaked: it
+/// copies into the skb's `skb_iif` (`net/bpf/test_run.c`, `convert___skb_to_skb`). Leaked: it
 /// lives as long as the measurement, and the test-run closures need it `'static`.
 fn skb_ctx(ifindex: u32) -> &'static [u8] {
     let mut ctx = [0_u8; 48];

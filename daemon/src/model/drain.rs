@@ -116,6 +116,28 @@ pub struct DrainEnd {
 impl DrainEnd {
     /// Longest deadline: a week.
     pub const MAX_DEADLINE: Duration = Duration::from_hours(7 * 24);
+    /// Pace when none is said: 50 flows a second.
+    pub const DEFAULT_PACE: Pace = Pace::per_second(50);
+    /// Shortest deadline: a second (flows get at least that long to end by themselves).
+    pub const MIN_DEADLINE: Duration = Duration::from_secs(1);
+
+    /// Checks the deadline against its bounds (the pace is checked when it is parsed).
+    pub fn validate(&self) -> Result<(), super::PlanError> {
+        let text = |d| humantime::format_duration(d).to_string();
+        if self.deadline < Self::MIN_DEADLINE {
+            return Err(super::PlanError::DrainDeadlineTooShort {
+                deadline: text(self.deadline),
+                min: text(Self::MIN_DEADLINE),
+            });
+        }
+        if self.deadline > Self::MAX_DEADLINE {
+            return Err(super::PlanError::DrainDeadlineTooLong {
+                deadline: text(self.deadline),
+                max: text(Self::MAX_DEADLINE),
+            });
+        }
+        Ok(())
+    }
 }
 
 /// A drain's schedule, from the moment it began: a token bucket that fills at the pace from the

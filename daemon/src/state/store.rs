@@ -104,6 +104,10 @@ pub struct Revision {
     /// Rollouts and their progress (the finished ones stay for `rollout status`).
     #[serde(default)]
     pub rollouts: Vec<crate::rollout::Rollout>,
+    /// Paced drains in force (`veer drain --deadline`, a rollout's `--drain-deadline`): what a
+    /// restarted daemon continues. Absent in revisions without one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub drains: Vec<crate::model::drain::PacedDrain>,
     /// Who made it, and why (`unknown`, no reason, in revisions written before veer recorded
     /// them).
     #[serde(default, flatten)]
@@ -411,6 +415,7 @@ impl Store {
         ids: Ids,
         config_digest: Option<String>,
         rollouts: Vec<crate::rollout::Rollout>,
+        drains: Vec<crate::model::drain::PacedDrain>,
         audit: super::Audit,
     ) -> Result<&Revision, StoreError> {
         let number = self.highest + 1;
@@ -424,6 +429,7 @@ impl Store {
             ids,
             config_digest,
             rollouts,
+            drains,
             audit,
         };
         let bytes = serde_json::to_vec_pretty(&OnDisk {
@@ -652,6 +658,7 @@ mod tests {
             Ids::default(),
             None,
             Vec::new(),
+            Vec::new(),
             super::super::Audit::default(),
         )
         .unwrap()
@@ -676,6 +683,7 @@ mod tests {
             DesiredState::default(),
             Ids::default(),
             Some("abc".into()),
+            Vec::new(),
             Vec::new(),
             super::super::Audit::default(),
         )
@@ -842,6 +850,7 @@ mod tests {
                 Ids::default(),
                 None,
                 Vec::new(),
+                Vec::new(),
                 super::super::Audit::default(),
             )
             .unwrap_err();
@@ -871,6 +880,7 @@ mod tests {
             web(),
             Ids::default(),
             None,
+            Vec::new(),
             Vec::new(),
             audit.clone(),
         )

@@ -214,7 +214,10 @@ pub(super) fn human(s: &Status) -> String {
 }
 
 /// A paced drain in force: how long until its deadline, or how it is ending the flows left.
-fn drain_line(grp: &crate::api::protocol::GroupStatus, d: &crate::api::protocol::DrainStatus) -> String {
+fn drain_line(
+    grp: &crate::api::protocol::GroupStatus,
+    d: &crate::api::protocol::DrainStatus,
+) -> String {
     match d.phase.as_str() {
         "waiting" => {
             // Whole seconds, rounded up: "in 0s" would say the deadline has passed.

@@ -678,8 +678,14 @@ fn judge(
     failed: &mut Vec<Failed>,
 ) -> Option<Tolerances> {
     let options = [
-        ("max_latency_increase", r.max_latency_increase.as_ref().map(Spanned::span)),
-        ("max_failure_increase", r.max_failure_increase.as_ref().map(Spanned::span)),
+        (
+            "max_latency_increase",
+            r.max_latency_increase.as_ref().map(Spanned::span),
+        ),
+        (
+            "max_failure_increase",
+            r.max_failure_increase.as_ref().map(Spanned::span),
+        ),
         ("confidence", r.confidence.as_ref().map(Spanned::span)),
         ("min_sample", r.min_sample.as_ref().map(Spanned::span)),
     ];

@@ -745,7 +745,10 @@ fn judged(lines: &str) -> String {
 #[test]
 fn a_declared_rollout_says_the_judge_and_the_drain_as_the_cli_does() {
     let plan = |lines: &str| {
-        parse(Path::new("veer.toml"), &judged(lines)).unwrap().state.services[0]
+        parse(Path::new("veer.toml"), &judged(lines))
+            .unwrap()
+            .state
+            .services[0]
             .rollout
             .clone()
             .unwrap()
@@ -877,7 +880,9 @@ fn a_declared_rollouts_judge_and_drain_refuse_hostile_values_with_their_place() 
         let errors = parse(Path::new("veer.toml"), &text).unwrap_err();
         let got: Vec<String> = errors.errors.iter().map(ToString::to_string).collect();
         if got != [*message] {
-            failures.push(format!("{lines:?}:\n  got      {got:?}\n  expected {message:?}"));
+            failures.push(format!(
+                "{lines:?}:\n  got      {got:?}\n  expected {message:?}"
+            ));
         }
         // Each names its key and what it expects, with the line and a caret.
         let rendered = errors.render();
@@ -896,11 +901,13 @@ fn a_declared_rollouts_judge_and_drain_refuse_hostile_values_with_their_place() 
 
 #[test]
 fn a_comment_on_a_judged_rollout_changes_nothing_the_daemon_compares() {
-    let lines = "judge = true\nconfidence = \"99%\"\ndrain_deadline = \"10m\"\ndrain_pace = \"20/s\"\n";
+    let lines =
+        "judge = true\nconfidence = \"99%\"\ndrain_deadline = \"10m\"\ndrain_pace = \"20/s\"\n";
     let a = parse(Path::new("veer.toml"), &judged(lines)).unwrap();
-    let commented = judged(
-        &lines.replace("judge = true\n", "# canary judged\njudge   =   true # yes\n"),
-    );
+    let commented = judged(&lines.replace(
+        "judge = true\n",
+        "# canary judged\njudge   =   true # yes\n",
+    ));
     let b = parse(Path::new("veer.toml"), &commented).unwrap();
     assert_eq!(a, b);
     assert_eq!(

@@ -2043,7 +2043,10 @@ mod judged {
         ctl.drain_tick(at(3)).unwrap();
         assert!(ctl.node().ended.is_empty(), "v1 takes new flows again");
         assert_eq!(ctl.paced_drains(), 0);
-        assert!(ctl.head().drains.is_empty(), "called off in the revision too");
+        assert!(
+            ctl.head().drains.is_empty(),
+            "called off in the revision too"
+        );
     }
 
     /// A controller whose v1 (drained at 0 with a 10 s deadline at 10/s) holds 30 flows.
@@ -2101,7 +2104,11 @@ mod judged {
         assert_eq!(d.ends_from, at(10) + Duration::from_millis(2));
         assert_eq!(d.pace, Pace::per_second(10));
         let last = ctl.node().revisions.last().unwrap();
-        assert!(last.summary.contains("after 10s at 10/s"), "{}", last.summary);
+        assert!(
+            last.summary.contains("after 10s at 10/s"),
+            "{}",
+            last.summary
+        );
         // Other changes carry it; draining again replaces it.
         let mut ctl = ctl;
         ctl.execute(
@@ -2227,7 +2234,10 @@ mod judged {
         let revision = ctl.node().revisions.last().unwrap().clone();
         let mut json = serde_json::to_value(&revision).unwrap();
         assert_eq!(json["drains"][0]["ends_from"], "1970-01-12T13:46:50.002Z");
-        assert_eq!(serde_json::from_value::<Revision>(json.clone()).unwrap(), revision);
+        assert_eq!(
+            serde_json::from_value::<Revision>(json.clone()).unwrap(),
+            revision
+        );
         for (field, value) in [
             ("pace", serde_json::json!("0/s")),
             ("pace", serde_json::json!(50)),

@@ -198,7 +198,12 @@ mod rfc3339_millis {
     }
 
     pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<SystemTime, D::Error> {
-        humantime::parse_rfc3339(&String::deserialize(d)?).map_err(serde::de::Error::custom)
+        let text = String::deserialize(d)?;
+        humantime::parse_rfc3339(&text).map_err(|e| {
+            serde::de::Error::custom(format!(
+                "a paced drain's `ends_from` `{text}` is not an RFC 3339 time in UTC ({e})"
+            ))
+        })
     }
 }
 

@@ -712,6 +712,65 @@ mod tests {
     }
 
     #[test]
+    fn a_revision_whose_paced_drain_does_not_read_holds_and_is_never_guessed() {
+        let d = TempDir::new("drain");
+        let mut s = Store::open(&d.0).unwrap();
+        commit(&mut s, "one");
+        let drain = crate::model::drain::PacedDrain {
+            service: "web".into(),
+            group: "v1".into(),
+            ends_from: SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(1_700_000_000_123),
+            pace: crate::model::drain::Pace::per_second(50),
+        };
+        s.commit(
+            Origin::Drain,
+            "drain web/v1".into(),
+            web(),
+            Ids::default(),
+            None,
+            Vec::new(),
+            vec![drain.clone()],
+            super::super::Audit::default(),
+        )
+        .unwrap();
+        let path = d.revisions().join("000002.json");
+        let good: serde_json::Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+        assert_eq!(good["drains"][0]["ends_from"], "2023-11-14T22:13:20.123Z");
+        assert_eq!(Store::open(&d.0).unwrap().latest().unwrap().drains, [drain]);
+        for (field, value, says) in [
+            ("pace", serde_json::json!("0/s"), "pace 0/s is out of range"),
+            (
+                "ends_from",
+                serde_json::json!("tomorrow"),
+                "a paced drain's `ends_from` `tomorrow` is not an RFC 3339 time",
+            ),
+            (
+                "ends_from",
+                serde_json::json!(1_700_000_000),
+                "invalid type",
+            ),
+            ("sooner", serde_json::json!(true), "unknown field `sooner`"),
+        ] {
+            let mut bad = good.clone();
+            bad["drains"][0][field] = value;
+            fs::write(&path, serde_json::to_vec(&bad).unwrap()).unwrap();
+            let s = Store::open(&d.0).unwrap();
+            assert_eq!(s.latest().unwrap().number, 1, "{field}");
+            let held = s.hold().unwrap();
+            assert_eq!(held.number, 2);
+            let text = held.problem.to_string();
+            assert!(
+                matches!(held.problem, Problem::Foreign { .. }) && text.contains(says),
+                "{field}: {text}"
+            );
+        }
+        let bytes = serde_json::to_vec(&good).unwrap();
+        fs::write(&path, &bytes[..bytes.len() - 40]).unwrap();
+        let s = Store::open(&d.0).unwrap();
+        assert!(matches!(s.hold().unwrap().problem, Problem::Damaged { .. }));
+    }
+
+    #[test]
     fn a_torn_write_is_never_read_back_as_state() {
         let d = TempDir::new("torn");
         let mut s = Store::open(&d.0).unwrap();

@@ -333,11 +333,11 @@ fn drain(
             .drains
             .retain(|d| !(d.service == service && d.group == group));
         change.drains.push(paced);
-        summary.push_str(&format!(
-            ", flows left ended after {} at {}",
+        summary = format!(
+            "{summary}, flows left ended after {} at {}",
             humantime::format_duration(end.deadline),
             end.pace
-        ));
+        );
     }
     change.summary = summary;
     finish(head, change)

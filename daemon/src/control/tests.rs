@@ -2117,7 +2117,7 @@ mod judged {
                 group: "v1".into(),
                 force: false,
                 end: Some(DrainEnd {
-                    deadline: Duration::from_secs(60),
+                    deadline: Duration::from_mins(1),
                     pace: Pace::per_second(5),
                 }),
             },

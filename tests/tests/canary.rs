@@ -18,10 +18,10 @@ use veer::model::{
     tolerance::Tolerances,
 };
 use veer_tests::{
-    config::{ConfigBuilder, Family, web},
+    config::{ConfigBuilder, Family, dns, web},
     daemon::{Daemon, Held, Load, LoadReport},
     netns::Topology,
-    servers::{Behaviour, TcpServer},
+    servers::{Behaviour, TcpServer, UdpServer},
 };
 
 const V1: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 51, 100, 11));
@@ -613,5 +613,92 @@ mod paced_drain {
         // The restarted daemon kept the drain's moment: it did not start the deadline again.
         assert_eq!(v1["drain"]["ends_at"], ends_at.as_str(), "{s}");
         assert_eq!(v1["drain"]["phase"], "done", "{s}\n{}", b.daemon.log());
+    }
+
+    /// Sends `ping` on `socket` to the VIP and returns who answered (from the VIP, or an error).
+    fn ask(socket: &std::net::UdpSocket, dst: SocketAddr) -> String {
+        socket.send_to(b"ping\n", dst).unwrap();
+        let mut buf = [0u8; 64];
+        let (n, from) = socket.recv_from(&mut buf).unwrap();
+        assert_eq!(from, dst, "the answer's source is the VIP");
+        String::from_utf8_lossy(&buf[..n]).trim().to_owned()
+    }
+
+    #[test]
+    fn a_paced_drain_forgets_udp_flows_at_its_pace_and_their_next_datagram_goes_to_a_live_group() {
+        let topo = Topology::builder()
+            .client()
+            .backend("v1", &[V1])
+            .backend("v2", &[V2])
+            .build()
+            .unwrap();
+        let _u1 = UdpServer::start(topo.backend("v1"), SocketAddr::new(V1, 5353), "v1").unwrap();
+        let _u2 = UdpServer::start(topo.backend("v2"), SocketAddr::new(V2, 5353), "v2").unwrap();
+        let config = ConfigBuilder::new(topo.node_ifnames())
+            .service(dns(Family::V4, "100", "0"))
+            .to_toml();
+        let daemon = Daemon::start(&topo, &config);
+        let dst = SocketAddr::new(vip().ip(), 53);
+        let sockets: Vec<std::net::UdpSocket> = (0..20)
+            .map(|_| {
+                let s = topo
+                    .client()
+                    .udp_socket(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0))
+                    .unwrap();
+                s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                s
+            })
+            .collect();
+        assert!(sockets.iter().all(|s| ask(s, dst) == "v1"));
+        daemon.ok(&["shift", "dns", "v1=0", "v2=100"]);
+        assert!(
+            sockets.iter().all(|s| ask(s, dst) == "v1"),
+            "a UDP flow stays on its backend after a shift"
+        );
+        let start = Instant::now();
+        let out = daemon.cli(&[
+            "drain",
+            "dns",
+            "v1",
+            "--deadline",
+            "1s",
+            "--pace",
+            "10/s",
+            "--wait",
+            "--timeout",
+            "30s",
+        ]);
+        let took = start.elapsed();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}\n{}",
+            text(&out),
+            daemon.log()
+        );
+        // 20 flows at 10/s after a 1 s deadline: at most half a second of pace at once, so
+        // never before about 2.4 s.
+        assert!(
+            took >= Duration::from_secs(2),
+            "20 UDP flows forgotten at 10/s in {took:?}"
+        );
+        assert!(
+            sockets.iter().all(|s| ask(s, dst) == "v2"),
+            "a forgotten flow's next datagram follows today's weights"
+        );
+        // The drain is done at its first tick that finds no flow left (`--wait` may see none
+        // left before that tick).
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut s = daemon.json(&["status"]);
+        while s["services"][0]["groups"][0]["drain"]["phase"] != "done" && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(100));
+            s = daemon.json(&["status"]);
+        }
+        let v1 = &s["services"][0]["groups"][0];
+        assert_eq!(v1["active_flows"], 0, "{s}");
+        // The kernel counts the clients it reset; a UDP flow has none (README, Paced drains).
+        assert_eq!(v1["ended_flows"], 0, "{s}");
+        assert_eq!(v1["drain"]["phase"], "done", "{s}");
     }
 }

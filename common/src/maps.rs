@@ -55,6 +55,10 @@ pub const NH_CLOCK: &str = "VEER_NH_CLOCK";
 /// The next-hop cache: per CPU, backend id -> `nexthop::NextHop`, filled by the programs from
 /// their route lookups. Not pinned: a cache, which a new program starts empty.
 pub const NEXTHOPS: &str = "VEER_NEXTHOPS";
+/// The reply-path cache: per CPU, backend id -> `nexthop::ReplyPath` (the interface a backend's
+/// replies come in on), filled by `veer_tc_reply` from its route lookups under the next-hop
+/// clock. Not pinned: a cache.
+pub const REPLY_PATHS: &str = "VEER_REPLY_PATH";
 
 /// Socket-level flows of clients on the node: `SockKey` (cookie, VIP) -> `SockFlow` (hash).
 pub const SOCK_FLOWS: &str = "VEER_SOCK_FLOWS";
@@ -185,6 +189,7 @@ const _: () = {
     }
     assert!(fits_kernel_name(v1::CONNTRACK) && fits_kernel_name(v1::REVNAT));
     assert!(fits_kernel_name(NEXTHOPS));
+    assert!(fits_kernel_name(REPLY_PATHS));
     assert!(fits_kernel_name(progs::XDP_INGRESS));
     assert!(fits_kernel_name(progs::TC_REPLY));
     assert!(fits_kernel_name(progs::TC_STEER));

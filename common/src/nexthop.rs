@@ -75,7 +75,31 @@ pub struct NextHop {
 }
 const _: () = assert!(size_of::<NextHop>() == 32);
 
-pod!(NextHop);
+pod!(NextHop, ReplyPath);
+
+/// `ReplyPath::arrival` of a backend that is an address of the node: its replies are sent by the
+/// node itself, so they come in on no interface (the kernel's `skb_iif` is 0).
+pub const ARRIVAL_LOCAL: u32 = 0;
+/// `ReplyPath::arrival` of a backend the node has no route to: nothing is its reply.
+pub const ARRIVAL_NONE: u32 = u32::MAX;
+
+/// Where a backend's replies come in, as one CPU's last route lookup toward the backend found
+/// it (`veer_tc_reply`'s reverse-path check): the interface the node's route to the backend
+/// leaves through. Used under the same clock as `NextHop`, so a route, link or address change
+/// makes it a miss.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReplyPath {
+    /// The clock's generation when the lookup was made (0: empty).
+    pub generation: u32,
+    /// The interface the backend's replies come in on (the route's output interface), or
+    /// `ARRIVAL_LOCAL`, or `ARRIVAL_NONE`.
+    pub arrival: u32,
+    /// The backend address looked up (a backend id may name another address later). Network
+    /// byte order; IPv4 uses word 0.
+    pub addr: [u32; 4],
+}
+const _: () = assert!(size_of::<ReplyPath>() == 24);
 
 #[cfg(test)]
 mod tests {

@@ -30,6 +30,14 @@
 //! - An invalid flag combination on a tuple with a flow is forwarded unchanged to the flow's
 //!   backend (which discards it) and changes nothing.
 //!
+//! # Replies from the backend's side only
+//!
+//! A backend segment that would change its flow or a signal (`changes`) must pass the
+//! reverse-path check the reply program gives `reply` (`replypath`): it came in where the
+//! backend's replies come in. One that fails it is no reply (`NoReplyFlow`, passed untouched)
+//! and changes nothing, so a host next to the clients cannot forge the backend's side (its RST,
+//! FIN, SYN-ACK, acknowledgment numbers or first payload) of a live flow.
+//!
 //! # Races
 //!
 //! Entries are written from several CPUs without locks: two packets of one flow on two CPUs may
@@ -44,9 +52,9 @@ use veer_common::{
     PROTO_TCP,
     counters::Reason,
     flow::{
-        BackendKey, FLAG_UNMEASURED, FlowEntry, FlowKey, MAX_VIPS_PER_BACKEND, RevNatValue,
-        STATE_CLOSING, STATE_ESTABLISHED, STATE_MIDFLOW, STATE_SYN, STATE_SYN_ACKED, STATE_UDP,
-        tick, ticks_since,
+        BackendKey, FLAG_ENDING, FLAG_RESPONSE_SEEN, FLAG_UNMEASURED, FlowEntry, FlowKey,
+        MAX_VIPS_PER_BACKEND, RevNatValue, STATE_CLOSING, STATE_ESTABLISHED, STATE_MIDFLOW,
+        STATE_SYN, STATE_SYN_ACKED, STATE_UDP, tick, ticks_since,
     },
 };
 
@@ -347,12 +355,18 @@ fn is_from_backend(entry: *mut FlowEntry, h: &Headers) -> bool {
 
 /// Finds the flow a reply belongs to and updates it: for each VIP its backend serves, the
 /// client-side key is built and looked up (`VEER_FLOWS`, then `VEER_NEWFLOWS`); the entry whose
-/// backend is the reply's source is the one.
+/// backend is the reply's source is the one. A segment that would change the flow or a signal
+/// must first pass `from_backend_side` (given the flow's backend id): the reverse-path check
+/// (`replypath`), asked only then, so the segments that change nothing pay nothing for it.
 ///
 /// Returns: the VIP to restore and what to count, or `NoReplyFlow` (not a reply of a steered
-/// flow: passed untouched).
+/// flow, or a segment claiming to be one that failed the reverse-path check: passed untouched).
 #[inline(always)]
-pub(crate) fn reply(h: &Headers, now: u32) -> Result<Reply, Reason> {
+pub(crate) fn reply(
+    h: &Headers,
+    now: u32,
+    from_backend_side: impl FnOnce(u32) -> bool,
+) -> Result<Reply, Reason> {
     // SAFETY: `BPF_F_NO_PREALLOC` map: an update swaps the element under RCU, so the reference
     // stays valid (and whole) for this program run.
     let vips =
@@ -387,6 +401,13 @@ pub(crate) fn reply(h: &Headers, now: u32) -> Result<Reply, Reason> {
         i += 1;
     }
     let found = found.ok_or(Reason::NoReplyFlow)?;
+    {
+        // SAFETY: as in `on_request`; read only.
+        let e = unsafe { &*found.entry };
+        if changes(e, h, now) && !from_backend_side(e.backend_id) {
+            return Err(Reason::NoReplyFlow);
+        }
+    }
     let key = FlowKey::client_of_reply(&h.key, &vip);
     let (backend_id, events) = on_reply(found, &key, h, now);
     Ok(Reply {
@@ -395,6 +416,28 @@ pub(crate) fn reply(h: &Headers, now: u32) -> Result<Reply, Reason> {
         backend_id,
         events,
     })
+}
+
+/// Whether a segment from flow `e`'s backend would change the flow or a signal in `on_reply`:
+/// a refresh due, any SYN, FIN or RST, a new acknowledgment number, a flow a drain is ending or
+/// a mid-flow miss to confirm, the first payload. What is left (the established flow's segments
+/// between refreshes that acknowledge nothing new) changes nothing, and goes back to the client
+/// from the VIP whichever way it came: a sender who forges it could as well forge the VIP.
+#[inline(always)]
+fn changes(e: &FlowEntry, h: &Headers, now: u32) -> bool {
+    if ticks_since(now, e.last_seen) >= REFRESH_TICKS {
+        return true;
+    }
+    if h.key.proto != PROTO_TCP {
+        return false;
+    }
+    let f = h.tcp_flags;
+    f & (tcp_flags::SYN | tcp_flags::FIN | tcp_flags::RST) != 0
+        || e.state == STATE_MIDFLOW
+        || e.flags & FLAG_ENDING != 0
+        || (f & tcp_flags::ACK != 0
+            && (e.backend_ack != h.tcp_ack || e.flags & FLAG_BACKEND_ACK == 0))
+        || (h.tcp_payload && e.flags & (FLAG_RESPONSE_SEEN | FLAG_UNMEASURED) == 0)
 }
 
 /// Updates a flow for a segment from its backend: the backend's side is authoritative.

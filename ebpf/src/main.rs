@@ -22,6 +22,7 @@ mod nexthop;
 mod packet;
 mod parse;
 mod reply;
+mod replypath;
 mod select;
 mod service;
 mod signals;

@@ -16,7 +16,7 @@ use veer_common::{
         MAX_FLOW_TIMES, MAX_GROUPS, MAX_PINS, MAX_SERVICES, MAX_SIGNAL_BACKENDS, MAX_SOCK_FLOWS,
         MAX_TX_PORTS,
     },
-    nexthop::NextHop,
+    nexthop::{NextHop, ReplyPath},
     pin::PinKey,
     service::{ServiceKey, ServiceValue},
     signals::{BackendSignals, FlowTimes},
@@ -134,6 +134,12 @@ pub(crate) static VEER_NH_CLOCK: Array<u64, 1> = Array::new();
 /// the programs, each CPU its own copy, so no reader ever sees a half-written entry.
 #[btf_map]
 pub(crate) static VEER_NEXTHOPS: PerCpuArray<NextHop, { MAX_BACKENDS as usize }> =
+    PerCpuArray::new();
+
+/// Per CPU, backend id -> the interface its replies come in on, from this CPU's last route
+/// lookup toward it (`replypath`), under the next-hop clock. Written only by `veer_tc_reply`.
+#[btf_map]
+pub(crate) static VEER_REPLY_PATH: PerCpuArray<ReplyPath, { MAX_BACKENDS as usize }> =
     PerCpuArray::new();
 
 // ---- Clients on the node (socket hooks) ----------------------------------------------------------

@@ -1,12 +1,15 @@
 //! TC orchestration for replies: on ingress of backend-facing interfaces (remote backends) and on
 //! egress of client-facing ones (local backends). A reply of a steered flow updates the flow
 //! (the backend's side is authoritative: SYN-ACK, RST, FIN, confirmations) and gets the VIP and
-//! service port back as its source; anything else passes untouched.
+//! service port back as its source; anything else passes untouched. A segment that would change
+//! its flow or a signal is a reply only where the backend's replies come in (`replypath`): the
+//! same segment on another interface (a host next to the clients forging the backend's side) is
+//! not one, and passes untouched.
 
 use aya_ebpf::programs::TcContext;
 use veer_common::counters::{Reason, tc_action};
 
-use crate::{conntrack, counters, counters::event, nat, parse, signals};
+use crate::{conntrack, counters, counters::event, nat, parse, replypath, signals};
 
 /// Bytes of headers made linear before parsing: Ethernet + VLAN + IPv6 + TCP with options.
 const PULL_LEN: u32 = 14 + 4 + 40 + 60;
@@ -21,7 +24,10 @@ pub(crate) fn run(ctx: &TcContext) -> Result<i32, Reason> {
         let _ = ctx.pull_data(if len < PULL_LEN { len } else { PULL_LEN });
     }
     let h = parse::parse_frame(ctx.data(), ctx.data_end(), len as usize)?;
-    let flow = conntrack::reply(&h, conntrack::now())?;
+    let now = conntrack::now();
+    let flow = conntrack::reply(&h, now, |backend_id| {
+        replypath::from_backend_side(ctx, &h, backend_id, now)
+    })?;
     counters::reply(
         flow.service_id,
         flow.backend_id,

@@ -9,11 +9,13 @@
 //! | what | value |
 //! |---|---|
 //! | backend-facing device `vb0` (a veth, peer `vb1`) | MAC `NODE_MAC`, `198.51.100.254/24`, `2001:db8:b::fe/64` |
+//! | client-facing device `vc0` (a veth, peer `vc1`) | `203.0.113.254/24`, `2001:db8:c::fe/64` |
 //! | resolved neighbours on `vb0` | every address in `NEIGHBOURS`, MAC `02:00:00:00:00:<last byte>` |
 //! | unresolved backend | `UNRESOLVED_BACKEND` (no neighbour entry) |
 //! | local address (a local backend) | `LOCAL_ADDR` on `lo` |
 //! | forwarding | on |
 //! | veer's ports (`VEER_TX_PORTS`) | `vb0` |
+//! | where `veer_tc_reply`'s frames come in (`__sk_buff.ingress_ifindex`) | `vb0`, unless a test says otherwise (`set_reply_arrival`) |
 //!
 //! Test cases are data (`Case`): program, map seeds, input, expected verdict and output; a
 //! mismatch prints a field-level diff of the frames (`packet::diff`).
@@ -214,6 +216,8 @@ pub struct Harness {
     /// write the VIPs each backend serves as the daemon's sync does.
     groups: BTreeMap<u32, Vec<(u32, SocketAddr)>>,
     services: BTreeMap<u32, (SocketAddr, u8, Vec<u32>)>,
+    /// The interface `veer_tc_reply`'s frames come in on (0: sent by the node itself).
+    reply_arrival: u32,
     // Field order: the thread leaves the namespace before it is deleted.
     _entered: EnteredNetns,
     ns: Netns,
@@ -245,6 +249,11 @@ impl Harness {
             "addr add 198.51.100.254/24 dev vb0".to_owned(),
             "addr add 2001:db8:b::fe/64 dev vb0 nodad".to_owned(),
             format!("addr add {LOCAL_ADDR}/32 dev lo"),
+            "link add vc0 type veth peer name vc1".to_owned(),
+            "link set vc1 up".to_owned(),
+            "link set vc0 up".to_owned(),
+            "addr add 203.0.113.254/24 dev vc0".to_owned(),
+            "addr add 2001:db8:c::fe/64 dev vc0 nodad".to_owned(),
         ];
         for n in NEIGHBOURS {
             let mac = neighbour_mac(n.parse().unwrap_or_else(|e| panic!("{n}: {e}")));
@@ -278,6 +287,7 @@ impl Harness {
             maps,
             groups: BTreeMap::new(),
             services: BTreeMap::new(),
+            reply_arrival: vb0,
             _entered: entered,
             ns,
         }
@@ -378,6 +388,18 @@ impl Harness {
             .unwrap_or_else(|e| panic!("writing the next-hop clock: {e}"));
     }
 
+    /// The ifindex of the harness device `name` (`vb0`, `vc0`).
+    pub fn ifindex(&self, name: &str) -> u32 {
+        veer::dataplane::ifindex(name).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Sets the interface the frames `veer_tc_reply` runs on came in on (`__sk_buff`'s
+    /// `ingress_ifindex`, the kernel's `skb_iif`): `vb0` by default, where the harness's backends
+    /// are reached; 0 for a frame the node itself sent (a local backend's reply on egress).
+    pub fn set_reply_arrival(&mut self, ifindex: u32) {
+        self.reply_arrival = ifindex;
+    }
+
     /// Runs `ip ARGS` (space-separated) in the harness namespace: a test changing the node's
     /// neighbours or routes.
     pub fn ip(&self, line: &str) {
@@ -407,9 +429,15 @@ impl Harness {
     ) -> Result<Run, aya::programs::ProgramError> {
         // Room for the frame plus what a program could add; veer's programs never grow frames.
         let mut out = vec![0u8; input.len() + 256];
+        // `struct __sk_buff` up to `tc_index`: every field zero but `ingress_ifindex` (offset 36),
+        // which the kernel's test run copies into the skb's `skb_iif` (net/bpf/test_run.c,
+        // `convert___skb_to_skb`).
+        let mut skb_ctx = [0u8; 48];
+        skb_ctx[36..40].copy_from_slice(&self.reply_arrival.to_ne_bytes());
         let opts = TestRunOptions {
             data_in: Some(input),
             data_out: Some(&mut out),
+            ctx_in: (program == Program::Tc).then_some(&skb_ctx[..]),
             ..TestRunOptions::default()
         };
         let result = match program {

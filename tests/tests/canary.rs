@@ -4,7 +4,7 @@
 //! backend program's), sparse and doubled resets, and 200 held flows ended at a pace.
 
 // This binary links every dependency of `veer-tests`.
-use {aya as _, libc as _, rand as _, rcgen as _, tokio as _, veer as _, veer_common as _};
+use {aya as _, libc as _, rand as _, rcgen as _, tokio as _, veer_common as _};
 
 use std::{
     io::{ErrorKind, Read as _},
@@ -12,11 +12,16 @@ use std::{
     time::{Duration, Instant},
 };
 
+use veer::model::{
+    Plan, Weight,
+    drain::{DrainEnd, Pace},
+    tolerance::Tolerances,
+};
 use veer_tests::{
-    config::{ConfigBuilder, Family, web},
+    config::{ConfigBuilder, Family, dns, web},
     daemon::{Daemon, Held, Load, LoadReport},
     netns::Topology,
-    servers::{Behaviour, TcpServer},
+    servers::{Behaviour, TcpServer, UdpServer},
 };
 
 const V1: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 51, 100, 11));
@@ -36,6 +41,12 @@ struct Bed {
 }
 
 fn bed(v1: &str, v2: &str, b1: Behaviour, b2: Behaviour) -> Bed {
+    bed_with(v1, v2, b1, b2, None)
+}
+
+/// `bed`, with a rollout of `web` declared in the config file (started as the daemon applies
+/// the file).
+fn bed_with(v1: &str, v2: &str, b1: Behaviour, b2: Behaviour, rollout: Option<Plan>) -> Bed {
     let topo = Topology::builder()
         .client()
         .backend("v1", &[V1])
@@ -47,11 +58,14 @@ fn bed(v1: &str, v2: &str, b1: Behaviour, b2: Behaviour) -> Bed {
     let s2 =
         TcpServer::start_with(topo.backend("v2"), SocketAddr::new(V2, 8080), "v2", b2).unwrap();
     // Closing flows are kept an hour, so a drain ends on FIN or RST, not on expiry.
-    let config = ConfigBuilder::new(topo.node_ifnames())
+    let mut config = ConfigBuilder::new(topo.node_ifnames())
         .conntrack_max(65_536)
         .tcp_closing(Duration::from_hours(1))
-        .service(web(Family::V4, v1, v2))
-        .to_toml();
+        .service(web(Family::V4, v1, v2));
+    if let Some(plan) = rollout {
+        config = config.rollout("web", plan);
+    }
+    let config = config.to_toml();
     Bed {
         daemon: Daemon::start(&topo, &config),
         s1,
@@ -304,6 +318,65 @@ mod judge {
     }
 }
 
+/// A canary judged by a rollout declared in the config file (`[service.rollout]` with `judge`
+/// and its options): the same judge as `rollout start --judge`.
+mod judge_from_the_file {
+    use super::*;
+
+    /// `web`'s rollout as `rollout status -o json` shows it once it is over (at most 60 s, the
+    /// loads' bound).
+    fn finished_rollout(b: &Bed) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_mins(1);
+        loop {
+            let r = b.daemon.json(&["rollout", "status", "web"]);
+            let phase = r["phase"].as_str().unwrap_or_default().to_owned();
+            if ["completed", "rolled_back", "aborted"].contains(&phase.as_str()) {
+                return r;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the declared rollout is still {phase} after a minute: {r}\n{}",
+                b.daemon.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    #[test]
+    fn a_declared_judged_rollout_fails_a_canary_100ms_slower() {
+        let slow = Behaviour {
+            delay: Duration::from_millis(100),
+            ..Behaviour::default()
+        };
+        let mut plan = Plan::to("v2");
+        plan.steps = vec![Weight::percent(50), Weight::FULL];
+        plan.pause = Duration::from_secs(1);
+        plan.min_flows = 5;
+        plan.max_failure_rate = Weight::FULL;
+        plan.judge = Some(Tolerances {
+            min_sample: 50,
+            ..Tolerances::DEFAULT
+        });
+        let b = bed_with("100", "0", Behaviour::default(), slow, Some(plan));
+        let file = std::fs::read_to_string(&b.daemon.config).unwrap();
+        assert!(
+            file.contains("judge = true") && file.contains("min_sample = 50"),
+            "{file}"
+        );
+        let load = loads(&b, 8);
+        let r = finished_rollout(&b);
+        let report = finish(load);
+        assert_eq!(report.failed, 0, "slow is not failed: {report:?}");
+        assert_eq!(r["phase"], "rolled_back", "{r}\n{}", b.daemon.log());
+        let reason = r["reason"].as_str().unwrap();
+        assert!(reason.starts_with("judge: time to first byte"), "{reason}");
+        assert_eq!(r["judge"]["outcome"], "fail", "{r}");
+        assert_eq!(r["plan"]["judge"]["min_sample"], 50, "{r}");
+        let s = b.daemon.json(&["status"]);
+        assert_eq!(s["services"][0]["groups"][1]["weight"], 0, "{s}");
+    }
+}
+
 mod paced_drain {
     use super::*;
 
@@ -425,5 +498,231 @@ mod paced_drain {
         );
         let s = b.daemon.json(&["status"]);
         assert_eq!(s["services"][0]["groups"][0]["ended_flows"], 200, "{s}");
+    }
+
+    /// The resets the held flows saw, as times since `start`, each checked to be a reset.
+    fn reset_times(ends: &[Result<Instant, String>], start: Instant) -> Vec<Duration> {
+        let mut times: Vec<Duration> = ends
+            .iter()
+            .enumerate()
+            .map(|(i, e)| match e {
+                Ok(t) => t.saturating_duration_since(start),
+                Err(why) => panic!("held connection {i} on v1: {why}"),
+            })
+            .collect();
+        times.sort();
+        times
+    }
+
+    /// The most resets within any 500 ms.
+    fn busiest_half_second(times: &[Duration]) -> usize {
+        (0..times.len())
+            .map(|i| {
+                times[i..]
+                    .iter()
+                    .take_while(|u| u.saturating_sub(times[i]) < Duration::from_millis(500))
+                    .count()
+            })
+            .max()
+            .unwrap_or(0)
+    }
+
+    #[test]
+    fn a_rollout_declared_in_the_file_drains_the_old_group_at_its_deadline_and_pace() {
+        let mut b = bed("100", "0", Behaviour::default(), Behaviour::default());
+        let mut on_v1 = Held::open(b.topo.client(), vip(), 100);
+        assert!(on_v1.first.iter().all(|n| n == "v1"));
+        let mut plan = Plan::to("v2");
+        plan.steps = vec![Weight::FULL];
+        plan.pause = Duration::from_secs(1);
+        plan.min_flows = 0;
+        plan.drain = Some(DrainEnd {
+            deadline: Duration::from_secs(2),
+            pace: Pace::per_second(100),
+        });
+        let config = ConfigBuilder::new(b.topo.node_ifnames())
+            .conntrack_max(65_536)
+            .tcp_closing(Duration::from_hours(1))
+            .service(web(Family::V4, "100", "0"))
+            .rollout("web", plan)
+            .to_toml();
+        assert!(
+            config.contains("drain_deadline = \"2s\"") && config.contains("drain_pace = \"100/s\""),
+            "{config}"
+        );
+        let written = Instant::now();
+        b.daemon.write_config(&config);
+        let ends = watch_resets(on_v1.streams_mut(), Duration::from_secs(40));
+        let times = reset_times(&ends, written);
+        let (first, last) = (times[0], times[times.len() - 1]);
+        // The file settles (2 s), the rollout's one step is watched 1 s, then the deadline.
+        assert!(
+            first >= Duration::from_secs(2),
+            "a reset before the deadline could have passed: {first:?}"
+        );
+        assert!(
+            last.saturating_sub(first) >= Duration::from_millis(600),
+            "100 flows at 100/s end over about a second, not at once: {first:?} .. {last:?}"
+        );
+        assert!(busiest_half_second(&times) <= 80, "{times:?}");
+        let r = b.daemon.json(&["rollout", "status", "web"]);
+        assert_eq!(r["phase"], "completed", "{r}");
+        let s = b.daemon.json(&["status"]);
+        let v1 = &s["services"][0]["groups"][0];
+        assert_eq!(v1["ended_flows"], 100, "{s}");
+        assert_eq!(v1["drain"]["pace"], "100/s", "{s}");
+        // A comment-only edit of the file changes nothing.
+        let revision = b.daemon.revision();
+        b.daemon.write_config(&format!(
+            "# reviewed\n{}",
+            config.replace("\n[", "\n# section\n[")
+        ));
+        std::thread::sleep(Duration::from_secs(4));
+        assert_eq!(b.daemon.revision(), revision, "{}", b.daemon.log());
+        b.daemon.stop();
+    }
+
+    #[test]
+    fn a_paced_drain_survives_a_daemon_restart_and_ends_at_its_pace_after_its_deadline() {
+        let mut b = bed("100", "0", Behaviour::default(), Behaviour::default());
+        let mut on_v1 = Held::open(b.topo.client(), vip(), 100);
+        assert!(on_v1.first.iter().all(|n| n == "v1"));
+        b.daemon.ok(&["shift", "web", "v1=0", "v2=100"]);
+        let mut on_v2 = Held::open(b.topo.client(), vip(), 10);
+        assert!(on_v2.first.iter().all(|n| n == "v2"));
+        let drained = Instant::now();
+        b.daemon
+            .ok(&["drain", "web", "v1", "--deadline", "3s", "--pace", "50/s"]);
+        let s = b.daemon.json(&["status"]);
+        let drain = s["services"][0]["groups"][0]["drain"].clone();
+        assert_eq!(drain["phase"], "waiting", "{s}");
+        assert_eq!(drain["pace"], "50/s", "{s}");
+        let ends_at = drain["ends_at"].as_str().unwrap().to_owned();
+        let human = b.daemon.ok(&["status"]);
+        assert!(human.contains("drain v1: deadline in "), "{human}");
+
+        // The daemon stops before the deadline and is back after it.
+        b.daemon.stop();
+        while drained.elapsed() < Duration::from_secs(4) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert_eq!(b.s1.live_connections(), 100, "nothing ended while stopped");
+        let restarted = Instant::now();
+        b.daemon.spawn();
+        let ends = watch_resets(on_v1.streams_mut(), Duration::from_secs(30));
+        let times = reset_times(&ends, drained);
+        let (first, last) = (times[0], times[times.len() - 1]);
+        assert!(
+            first >= restarted.duration_since(drained),
+            "a reset before the restart: {first:?}"
+        );
+        // 100 flows at 50/s: about two seconds, never a burst (at most half a second of pace,
+        // 25, at once, then 25 per half second).
+        assert!(
+            last.saturating_sub(first) >= Duration::from_millis(1_200),
+            "ended at once, not at 50/s: {first:?} .. {last:?}"
+        );
+        assert!(busiest_half_second(&times) <= 60, "{times:?}");
+        on_v2.check("after v1's flows were ended");
+        assert_eq!(b.s2.live_connections(), 10, "no v2 flow touched");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut s = b.daemon.json(&["status"]);
+        while s["services"][0]["groups"][0]["drain"]["phase"] != "done" && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(100));
+            s = b.daemon.json(&["status"]);
+        }
+        let v1 = &s["services"][0]["groups"][0];
+        assert_eq!(v1["ended_flows"], 100, "{s}");
+        // The restarted daemon kept the drain's moment: it did not start the deadline again.
+        assert_eq!(v1["drain"]["ends_at"], ends_at.as_str(), "{s}");
+        assert_eq!(v1["drain"]["phase"], "done", "{s}\n{}", b.daemon.log());
+    }
+
+    /// Sends `ping` on `socket` to the VIP and returns who answered (from the VIP, or an error).
+    fn ask(socket: &std::net::UdpSocket, dst: SocketAddr) -> String {
+        socket.send_to(b"ping\n", dst).unwrap();
+        let mut buf = [0u8; 64];
+        let (n, from) = socket.recv_from(&mut buf).unwrap();
+        assert_eq!(from, dst, "the answer's source is the VIP");
+        String::from_utf8_lossy(&buf[..n]).trim().to_owned()
+    }
+
+    #[test]
+    fn a_paced_drain_forgets_udp_flows_at_its_pace_and_their_next_datagram_goes_to_a_live_group() {
+        let topo = Topology::builder()
+            .client()
+            .backend("v1", &[V1])
+            .backend("v2", &[V2])
+            .build()
+            .unwrap();
+        let _u1 = UdpServer::start(topo.backend("v1"), SocketAddr::new(V1, 5353), "v1").unwrap();
+        let _u2 = UdpServer::start(topo.backend("v2"), SocketAddr::new(V2, 5353), "v2").unwrap();
+        let config = ConfigBuilder::new(topo.node_ifnames())
+            .service(dns(Family::V4, "100", "0"))
+            .to_toml();
+        let daemon = Daemon::start(&topo, &config);
+        let dst = SocketAddr::new(vip().ip(), 53);
+        let sockets: Vec<std::net::UdpSocket> = (0..20)
+            .map(|_| {
+                let s = topo
+                    .client()
+                    .udp_socket(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0))
+                    .unwrap();
+                s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                s
+            })
+            .collect();
+        assert!(sockets.iter().all(|s| ask(s, dst) == "v1"));
+        daemon.ok(&["shift", "dns", "v1=0", "v2=100"]);
+        assert!(
+            sockets.iter().all(|s| ask(s, dst) == "v1"),
+            "a UDP flow stays on its backend after a shift"
+        );
+        let start = Instant::now();
+        let out = daemon.cli(&[
+            "drain",
+            "dns",
+            "v1",
+            "--deadline",
+            "1s",
+            "--pace",
+            "10/s",
+            "--wait",
+            "--timeout",
+            "30s",
+        ]);
+        let took = start.elapsed();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}\n{}",
+            text(&out),
+            daemon.log()
+        );
+        // 20 flows at 10/s after a 1 s deadline: at most half a second of pace at once, so
+        // never before about 2.4 s.
+        assert!(
+            took >= Duration::from_secs(2),
+            "20 UDP flows forgotten at 10/s in {took:?}"
+        );
+        assert!(
+            sockets.iter().all(|s| ask(s, dst) == "v2"),
+            "a forgotten flow's next datagram follows today's weights"
+        );
+        // The drain is done at its first tick that finds no flow left (`--wait` may see none
+        // left before that tick).
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut s = daemon.json(&["status"]);
+        while s["services"][0]["groups"][0]["drain"]["phase"] != "done" && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(100));
+            s = daemon.json(&["status"]);
+        }
+        let v1 = &s["services"][0]["groups"][0];
+        assert_eq!(v1["active_flows"], 0, "{s}");
+        // The kernel counts the clients it reset; a UDP flow has none (README, Paced drains).
+        assert_eq!(v1["ended_flows"], 0, "{s}");
+        assert_eq!(v1["drain"]["phase"], "done", "{s}");
     }
 }

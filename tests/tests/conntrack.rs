@@ -462,6 +462,194 @@ mod rollouts {
     }
 }
 
+mod forged_replies {
+    //! A host next to the clients forging the backends' side of live flows: segments with a
+    //! backend's address and port as their source and a held flow's client tuple as their
+    //! destination (RST, RST+ACK, FIN+ACK, an ACK of a chosen number followed by a client RST
+    //! carrying that number), sent from a namespace on the client's own segment. They reach the
+    //! node's client-facing interface, where `veer_tc_reply` runs too, and must change no flow
+    //! and count in no signal: the flows stay alive and on their backend, the backend shows no
+    //! reset and no refusal, and a judged rollout is not rolled back.
+
+    use veer_tests::netns::{NODE_CLIENT_ADDR, Netns, PEER_IFNAME};
+
+    use super::*;
+
+    /// The adversary's address on the client segment.
+    const ADVERSARY: &str = "203.0.113.66";
+
+    /// A namespace on the client's segment: a macvlan of the client's link, so its frames reach
+    /// the node's client-facing interface as another host's on that segment would. Removed with
+    /// the namespace (or with the client's link, whichever goes first).
+    fn adversary(topo: &Topology) -> Netns {
+        let ns = Netns::create("adv").unwrap();
+        let ip = |on: &Netns, line: String| {
+            let args: Vec<&str> = std::iter::once("ip").chain(line.split(' ')).collect();
+            on.run(&args)
+                .unwrap_or_else(|e| panic!("adversary setup `ip {line}`: {e}"));
+        };
+        ip(
+            topo.client(),
+            format!("link add adv0 link {PEER_IFNAME} type macvlan mode bridge"),
+        );
+        ip(topo.client(), format!("link set adv0 netns {}", ns.name()));
+        ip(&ns, format!("addr add {ADVERSARY}/32 dev adv0"));
+        ip(&ns, "link set adv0 up".to_owned());
+        ip(&ns, format!("route add {NODE_CLIENT_ADDR}/32 dev adv0"));
+        ip(
+            &ns,
+            format!("route add default via {NODE_CLIENT_ADDR} dev adv0"),
+        );
+        ns
+    }
+
+    /// Forges, from `from` (the adversary), the backend at `backend`'s side of every flow in
+    /// `tuples`: an RST, an RST+ACK and a FIN+ACK with random numbers, an ACK of a chosen number,
+    /// then the client's RST with that number (what a client RST must carry to end a flow).
+    fn forge_backend_side(from: &Netns, backend: SocketAddr, tuples: &[SocketAddr]) -> u64 {
+        let sender = RawSender::open(from).unwrap();
+        let mut sent = 0;
+        for &client in tuples {
+            let chosen: u32 = rand::random();
+            for (flags, ack) in [
+                (tcp_flags::RST, 0),
+                (tcp_flags::RST | tcp_flags::ACK, rand::random()),
+                (tcp_flags::FIN | tcp_flags::ACK, rand::random()),
+                (tcp_flags::ACK, chosen),
+            ] {
+                let seg = PacketBuilder::tcp(backend, client)
+                    .tcp_flags(flags)
+                    .seq(rand::random())
+                    .ack(ack);
+                sender.send(&forge::ip_packet(&seg)).unwrap();
+                sent += 1;
+            }
+            let rst = PacketBuilder::tcp(client, vip())
+                .tcp_flags(tcp_flags::RST)
+                .seq(chosen);
+            sender.send(&forge::ip_packet(&rst)).unwrap();
+        }
+        sent
+    }
+
+    /// The values of a metric's series whose labels contain `labels`, as exposed.
+    fn metric_values<'a>(text: &'a str, name: &str, labels: &str) -> Vec<&'a str> {
+        text.lines()
+            .filter(|l| l.starts_with(name) && l.contains(labels))
+            .filter_map(|l| l.rsplit(' ').next())
+            .collect()
+    }
+
+    fn backend<'a>(s: &'a serde_json::Value, addr: &str) -> &'a serde_json::Value {
+        service(s, "web")["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|g| g["backends"].as_array().unwrap())
+            .find(|b| b["address"] == addr)
+            .unwrap_or_else(|| panic!("no backend {addr} in {s}"))
+    }
+
+    #[test]
+    fn forged_backend_resets_from_the_client_segment_end_no_held_flow_and_count_nothing() {
+        let (b, mut held) = held_then_shifted();
+        let adv = adversary(&b.topo);
+        let v1 = SocketAddr::new(V1, 8080);
+        let sent = forge_backend_side(&adv, v1, &held.tuples());
+        // Past the closing timeout (2 s) and an upkeep pass: a flow the forgeries had closed
+        // would be gone, and its next request would go to v2 (which resets it).
+        std::thread::sleep(Duration::from_millis(4_500));
+        held.check(
+            "after forged backend segments from the client segment",
+            &|| b.daemon.log(),
+        );
+        let s = status(&b);
+        let v1_status = backend(&s, "198.51.100.11:8080");
+        assert_eq!(v1_status["active_flows"], HELD, "{v1_status}");
+        assert_eq!(v1_status["refused_flows"], 0, "{v1_status}");
+        let text = metrics(&b);
+        let resets = metric_values(&text, "veer_backend_resets_total", "198.51.100.11:8080");
+        assert!(
+            !resets.is_empty() && resets.iter().all(|v| *v == "0"),
+            "v1's resets: {resets:?}\n{text}"
+        );
+        assert!(
+            metric(
+                &text,
+                "veer_packets_not_steered_total{reason=\"no_reply_flow\",verdict=\"pass\"}"
+            )
+            .unwrap_or(0.0)
+                >= sent as f64,
+            "the {sent} forged segments passed as no reply of a steered flow: {text}"
+        );
+    }
+
+    #[test]
+    fn forged_canary_resets_during_a_judged_rollout_do_not_roll_it_back() {
+        let b = bed_at("100", "0", 8080);
+        let adv = adversary(&b.topo);
+        let load = Load::new_connections(b.topo.client(), vip(), 20_000, Duration::from_mins(1));
+        b.daemon.ok(&[
+            "rollout",
+            "start",
+            "web",
+            "--to",
+            "v2",
+            "--steps",
+            "50,100",
+            "--pause",
+            "6s",
+            "--min-flows",
+            "5",
+            "--max-failure-rate",
+            "100",
+            "--max-failure-increase",
+            "25%",
+            // Latency is not what this test is about: a loaded 2-core machine must not decide it.
+            "--max-latency-increase",
+            "1000%",
+        ]);
+        // Flows held during the 50% step; the adversary forges v2's side of those on v2.
+        let mut conns = Vec::new();
+        for i in 0..40 {
+            let mut c = b
+                .topo
+                .client()
+                .tcp_connect(vip(), Duration::from_secs(5))
+                .unwrap_or_else(|e| panic!("held connection {i}: {e}"));
+            let name = ask_tcp(&mut c).unwrap();
+            conns.push((c, name));
+        }
+        let on_v2: Vec<SocketAddr> = conns
+            .iter()
+            .filter(|(_, n)| n == "v2")
+            .map(|(c, _)| c.local_addr().unwrap())
+            .collect();
+        assert!(on_v2.len() >= 5, "{} of 40 held flows on v2", on_v2.len());
+        forge_backend_side(&adv, SocketAddr::new(V2, 8080), &on_v2);
+        let deadline = Instant::now() + Duration::from_mins(1);
+        let r = loop {
+            let r = b.daemon.json(&["rollout", "status", "web"]);
+            if r["phase"] != "running" || Instant::now() > deadline {
+                break r;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        };
+        let report = load.finish();
+        assert_eq!(r["phase"], "completed", "{r}\n{}", b.daemon.log());
+        let resets = &r["judge"]["backend_resets"];
+        assert_eq!(resets["canary"]["events"], 0, "{resets}");
+        assert_eq!(report.failed, 0, "{report:?}");
+        for (i, (c, name)) in conns.iter_mut().enumerate() {
+            assert_eq!(
+                ask_tcp(c).unwrap_or_else(|e| panic!("held flow {i} ({name}): {e}")),
+                *name,
+                "held flow {i}"
+            );
+        }
+    }
+}
+
 mod upgrade {
     //! A node running layout 1 (one LRU conntrack and a reverse-NAT LRU) upgraded to this
     //! build: every established flow survives (DESIGN invariant 1); pins of an unknown layout are

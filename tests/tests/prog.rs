@@ -2340,3 +2340,354 @@ mod layout {
         )
     }
 }
+
+mod reply_path {
+    //! A segment carrying a backend's address that comes in on an interface the backend is not
+    //! reached through (a host next to the clients forging the backend's side of a live flow)
+    //! changes no flow and counts in no signal: it passes untouched, byte for byte, counted as
+    //! no reply of a steered flow. The same segment coming in where the backend is reached does
+    //! what a reply does. IPv4 and IPv6; with the route cache off and on.
+
+    use veer_common::{
+        counters::BackendCounters,
+        flow::{FLAG_ENDING, FlowEntry},
+        nexthop::clock,
+        signals::BackendSignals,
+    };
+    use veer_tests::packet::assert_frames_eq;
+
+    use super::*;
+
+    const ISN: u32 = 5000;
+
+    /// One address family's client, VIP, backends and seeds.
+    #[derive(Clone, Copy)]
+    struct Side {
+        client: &'static str,
+        vip: &'static str,
+        v1: &'static str,
+        v2: &'static str,
+    }
+
+    const V4: Side = Side {
+        client: CLIENT,
+        vip: VIP,
+        v1: V1,
+        v2: V2,
+    };
+    const V6: Side = Side {
+        client: "[2001:db8:c::2]:40000",
+        vip: "[2001:db8::10]:80",
+        v1: "[2001:db8:b::11]:8080",
+        v2: "[2001:db8:b::21]:8080",
+    };
+
+    impl Side {
+        fn seeds(self, v1: &str) -> Vec<Seed> {
+            vec![
+                Seed::group(1, &[(1, v1)]),
+                Seed::group(2, &[(2, self.v2)]),
+                Seed::service(1, self.vip, PROTO_TCP, &[(1, 10_000), (2, 0)]),
+            ]
+        }
+
+        fn client_seg(self, flags: u8, seq: u32, ack: u32) -> PacketBuilder {
+            PacketBuilder::tcp(sa(self.client), sa(self.vip))
+                .tcp_flags(flags)
+                .seq(seq)
+                .ack(ack)
+        }
+
+        fn backend_seg(self, from: &str, flags: u8, seq: u32, ack: u32) -> PacketBuilder {
+            PacketBuilder::tcp(sa(from), sa(self.client))
+                .tcp_flags(flags)
+                .seq(seq)
+                .ack(ack)
+        }
+    }
+
+    /// Everything a reply may change: the flow's entry (and table), backend 1's signals and
+    /// counters.
+    #[derive(Debug, PartialEq, Eq)]
+    struct Seen {
+        flow: Option<(FlowTable, FlowEntry)>,
+        signals: Option<BackendSignals>,
+        counters: BackendCounters,
+    }
+
+    fn seen(h: &Harness, side: Side) -> Seen {
+        Seen {
+            flow: h.maps.flow(&key(side.client, side.vip)).unwrap(),
+            signals: h.maps.backend_signals(1).unwrap(),
+            counters: h.maps.backend_counters(1).unwrap(),
+        }
+    }
+
+    /// A harness with `side`'s service on backend `v1`, the route cache on or off.
+    fn harness(side: Side, v1: &str, cache: bool) -> Harness {
+        let mut h = Harness::new();
+        h.seed(&side.seeds(v1));
+        if cache {
+            let now = veer::dataplane::flows::now_tick();
+            h.set_nexthop_clock(clock(7, now.wrapping_add(1 << 20)));
+        }
+        h
+    }
+
+    /// Runs a reply that must come out rewritten to the VIP.
+    fn accepted(h: &mut Harness, side: Side, seg: &PacketBuilder, what: &str) {
+        let run = h.run(Program::Tc, &seg.build());
+        assert_eq!(run.action, TC_ACT_OK, "{what}");
+        let want = seg
+            .clone()
+            .with_addrs(sa(side.vip), sa(side.client))
+            .build();
+        assert_frames_eq(what, &want, &run.output);
+    }
+
+    /// Runs forged segments arriving on `vc0`: each must pass untouched and change nothing a
+    /// reply can change.
+    fn refused(h: &mut Harness, side: Side, segs: &[(&str, PacketBuilder)]) {
+        let vc0 = h.ifindex("vc0");
+        let vb0 = h.ifindex("vb0");
+        h.set_reply_arrival(vc0);
+        let before = seen(h, side);
+        let not_ours = h.maps.reason_count(Reason::NoReplyFlow).unwrap();
+        for (what, seg) in segs {
+            let input = seg.build();
+            let run = h.run(Program::Tc, &input);
+            let what = format!("forged {what} on the client interface");
+            assert_eq!(run.action, TC_ACT_OK, "{what}: passed");
+            assert_frames_eq(&what, &input, &run.output);
+            assert_eq!(
+                seen(h, side),
+                before,
+                "{what}: changed the flow or a signal"
+            );
+        }
+        assert_eq!(
+            h.maps.reason_count(Reason::NoReplyFlow).unwrap() - not_ours,
+            segs.len() as u64,
+            "each forged segment counted as no reply of a steered flow"
+        );
+        h.set_reply_arrival(vb0);
+    }
+
+    /// Makes the flow's last-seen a minute old, so a refresh would show.
+    fn age(h: &mut Harness, side: Side) {
+        let (table, mut e) = h.maps.flow(&key(side.client, side.vip)).unwrap().unwrap();
+        e.last_seen = e.last_seen.wrapping_sub(60 * 954);
+        h.maps
+            .insert_flow(table, key(side.client, side.vip), e, 0)
+            .unwrap();
+    }
+
+    /// An established flow on v1: handshake (the client's ACK alone, as Linux sends it), the
+    /// client's request; the backend acknowledged it (1011) but sent no payload yet.
+    fn established(side: Side, cache: bool) -> Harness {
+        let mut h = harness(side, side.v1, cache);
+        h.run(
+            Program::Xdp,
+            &side.client_seg(tcp_flags::SYN, 1000, 0).build(),
+        );
+        let synack = side.backend_seg(side.v1, tcp_flags::SYN | tcp_flags::ACK, ISN, 1001);
+        accepted(&mut h, side, &synack, "the backend's SYN-ACK");
+        h.run(
+            Program::Xdp,
+            &side.client_seg(tcp_flags::ACK, 1001, ISN + 1).build(),
+        );
+        h.run(
+            Program::Xdp,
+            &side
+                .client_seg(tcp_flags::ACK | tcp_flags::PSH, 1001, ISN + 1)
+                .payload(b"GET /\r\n\r\n\r")
+                .build(),
+        );
+        let ack = side.backend_seg(side.v1, tcp_flags::ACK, ISN + 1, 1011);
+        accepted(&mut h, side, &ack, "the backend's ACK");
+        let (table, e) = h.maps.flow(&key(side.client, side.vip)).unwrap().unwrap();
+        assert_eq!(
+            (table, e.state, e.backend_ack),
+            (FlowTable::Flows, STATE_ESTABLISHED, 1011)
+        );
+        h
+    }
+
+    #[test]
+    fn forged_segments_of_an_established_flow_change_nothing_and_count_nothing() {
+        for side in [V4, V6] {
+            for cache in [false, true] {
+                let mut h = established(side, cache);
+                age(&mut h, side);
+                let v1 = side.v1;
+                let seg = |flags, ack| side.backend_seg(v1, flags, ISN + 1, ack);
+                refused(
+                    &mut h,
+                    side,
+                    &[
+                        ("RST", seg(tcp_flags::RST, 0)),
+                        ("RST+ACK", seg(tcp_flags::RST | tcp_flags::ACK, 1011)),
+                        ("FIN+ACK", seg(tcp_flags::FIN | tcp_flags::ACK, 1011)),
+                        ("SYN-ACK", seg(tcp_flags::SYN | tcp_flags::ACK, 1011)),
+                        ("ACK of another number", seg(tcp_flags::ACK, 77_777)),
+                        (
+                            "first payload",
+                            seg(tcp_flags::ACK, 1011).payload(b"forged"),
+                        ),
+                        ("ACK due for a refresh", seg(tcp_flags::ACK, 1011)),
+                    ],
+                );
+                // The backend's own segments, where it is reached, do what replies do.
+                let before = seen(&h, side);
+                accepted(
+                    &mut h,
+                    side,
+                    &seg(tcp_flags::ACK, 1011).payload(b"ok"),
+                    "payload",
+                );
+                let after = seen(&h, side);
+                assert_eq!(
+                    after.signals.unwrap().histograms.first_byte.count(),
+                    1,
+                    "first byte taken"
+                );
+                assert_ne!(
+                    after.flow.unwrap().1.last_seen,
+                    before.flow.unwrap().1.last_seen,
+                    "refreshed"
+                );
+                accepted(&mut h, side, &seg(tcp_flags::RST, 0), "RST");
+                let s = seen(&h, side);
+                assert_eq!(s.flow.unwrap().1.state, STATE_CLOSING);
+                assert_eq!(s.signals.unwrap().resets, 1, "the backend's reset counts");
+            }
+        }
+    }
+
+    #[test]
+    fn forged_answers_to_a_syn_neither_answer_nor_refuse_it() {
+        for side in [V4, V6] {
+            for cache in [false, true] {
+                let mut h = harness(side, side.v1, cache);
+                h.run(
+                    Program::Xdp,
+                    &side.client_seg(tcp_flags::SYN, 1000, 0).build(),
+                );
+                let v1 = side.v1;
+                refused(
+                    &mut h,
+                    side,
+                    &[
+                        (
+                            "SYN-ACK",
+                            side.backend_seg(v1, tcp_flags::SYN | tcp_flags::ACK, 666, 1001),
+                        ),
+                        (
+                            "RST",
+                            side.backend_seg(v1, tcp_flags::RST | tcp_flags::ACK, 0, 1001),
+                        ),
+                    ],
+                );
+                let s = seen(&h, side);
+                assert_eq!(s.flow.unwrap().1.state, STATE_SYN);
+                assert_eq!(
+                    (s.counters.answered_flows, s.counters.refused_flows),
+                    (0, 0)
+                );
+                // The backend's refusal, where it is reached, counts.
+                let rst = side.backend_seg(v1, tcp_flags::RST | tcp_flags::ACK, 0, 1001);
+                accepted(&mut h, side, &rst, "the backend's refusal");
+                assert_eq!(seen(&h, side).counters.refused_flows, 1);
+
+                // A mid-flow miss is not confirmed (promoted) by a forged answer.
+                let mut h = harness(side, side.v1, cache);
+                h.run(
+                    Program::Xdp,
+                    &side.client_seg(tcp_flags::ACK, 1001, ISN + 1).build(),
+                );
+                refused(
+                    &mut h,
+                    side,
+                    &[(
+                        "answer",
+                        side.backend_seg(v1, tcp_flags::ACK, ISN + 1, 1001),
+                    )],
+                );
+                let (table, e) = seen(&h, side).flow.unwrap();
+                assert_eq!(
+                    (table, e.state),
+                    (FlowTable::New, STATE_MIDFLOW),
+                    "not promoted"
+                );
+                let answer = side.backend_seg(v1, tcp_flags::ACK, ISN + 1, 1001);
+                accepted(&mut h, side, &answer, "the backend's answer");
+                let (table, e) = seen(&h, side).flow.unwrap();
+                assert_eq!((table, e.state), (FlowTable::Flows, STATE_ESTABLISHED));
+            }
+        }
+    }
+
+    #[test]
+    fn a_forged_segment_does_not_end_a_flow_a_drain_marked() {
+        for side in [V4, V6] {
+            let mut h = established(side, false);
+            let (table, mut e) = h.maps.flow(&key(side.client, side.vip)).unwrap().unwrap();
+            e.flags |= FLAG_ENDING;
+            h.maps
+                .insert_flow(table, key(side.client, side.vip), e, 0)
+                .unwrap();
+            let probe = side.backend_seg(side.v1, tcp_flags::ACK, ISN + 1, 1011);
+            refused(&mut h, side, &[("answer to the probe", probe.clone())]);
+            let run = h.run(Program::Tc, &probe.build());
+            assert_eq!(run.action, TC_ACT_OK);
+            let rst = side
+                .backend_seg(side.v1, tcp_flags::RST | tcp_flags::ACK, ISN + 1, 1011)
+                .with_addrs(sa(side.vip), sa(side.client))
+                .build();
+            assert_frames_eq("the backend's answer ends it", &rst, &run.output);
+            assert_eq!(seen(&h, side).signals.unwrap().ended, 1);
+        }
+    }
+
+    #[test]
+    fn what_the_node_sends_itself_counts_and_a_local_backends_address_from_outside_does_not() {
+        let local = format!("{LOCAL_ADDR}:8080");
+        let local: &'static str = Box::leak(local.into_boxed_str());
+        for cache in [false, true] {
+            let mut h = harness(V4, local, cache);
+            h.run(
+                Program::Xdp,
+                &V4.client_seg(tcp_flags::SYN, 1000, 0).build(),
+            );
+            let synack = V4.backend_seg(local, tcp_flags::SYN | tcp_flags::ACK, ISN, 1001);
+            // Arriving from outside (the client interface, or the backend interface): forged.
+            refused(&mut h, V4, &[("local backend's SYN-ACK", synack.clone())]);
+            let vb0 = h.ifindex("vb0");
+            h.set_reply_arrival(vb0);
+            let run = h.run(Program::Tc, &synack.build());
+            assert_frames_eq("from vb0", &synack.build(), &run.output);
+            assert_eq!(seen(&h, V4).flow.unwrap().1.state, STATE_SYN);
+            // Sent by the node (egress, no input interface): the backend's.
+            h.set_reply_arrival(0);
+            accepted(&mut h, V4, &synack, "sent by the node");
+            assert_eq!(seen(&h, V4).flow.unwrap().1.state, STATE_SYN_ACKED);
+            assert_eq!(seen(&h, V4).counters.answered_flows, 1);
+        }
+        // What the node sends itself is the node's own, whichever backend's address it carries:
+        // sending with another host's address takes CAP_NET_RAW or CAP_NET_ADMIN.
+        let mut h = harness(V4, V1, false);
+        h.run(
+            Program::Xdp,
+            &V4.client_seg(tcp_flags::SYN, 1000, 0).build(),
+        );
+        h.set_reply_arrival(0);
+        let synack = V4.backend_seg(V1, tcp_flags::SYN | tcp_flags::ACK, ISN, 1001);
+        accepted(
+            &mut h,
+            V4,
+            &synack,
+            "remote backend's address, sent by the node",
+        );
+        assert_eq!(seen(&h, V4).flow.unwrap().1.state, STATE_SYN_ACKED);
+    }
+}

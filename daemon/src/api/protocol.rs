@@ -184,8 +184,25 @@ pub struct GroupStatus {
     /// Flows of its backends that paced drains ended (a reset to both ends), ever.
     #[serde(default)]
     pub ended_flows: u64,
+    /// The paced drain in force on it (`veer drain --deadline`, a rollout's `--drain-deadline`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain: Option<DrainStatus>,
     /// Backends, in the order of the state.
     pub backends: Vec<BackendStatus>,
+}
+
+/// A paced drain in force on a group.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DrainStatus {
+    /// When its flows still active begin to be ended (RFC 3339, UTC).
+    pub ends_at: String,
+    /// Milliseconds until then (0 once it has passed).
+    pub deadline_left_ms: u64,
+    /// How fast they are ended (`50/s`, `600/m`).
+    pub pace: String,
+    /// `waiting` (before the deadline), `ending` (after it, flows left) or `done` (no flow was
+    /// left after it).
+    pub phase: String,
 }
 
 /// A backend in `Status`.
@@ -870,6 +887,19 @@ impl From<&GroupView> for GroupStatus {
             weight: g.weight,
             active_flows: g.active_flows,
             ended_flows: g.ended_flows,
+            drain: g.drain.as_ref().map(|d| DrainStatus {
+                ends_at: humantime::format_rfc3339_millis(d.ends_from).to_string(),
+                deadline_left_ms: u64::try_from(d.deadline_left.as_millis()).unwrap_or(u64::MAX),
+                pace: d.pace.to_string(),
+                phase: if d.done {
+                    "done"
+                } else if d.deadline_left.is_zero() {
+                    "ending"
+                } else {
+                    "waiting"
+                }
+                .to_owned(),
+            }),
             backends: g.backends.iter().map(BackendStatus::from).collect(),
         }
     }

@@ -37,7 +37,8 @@ pub(super) struct Args {
     /// Drain even when no other group takes new connections (they will be dropped).
     #[arg(long)]
     force: bool,
-    /// After this long, end the group's flows still active (a reset to both ends), at --pace.
+    /// After this long (1s to 7 days), end the group's flows still active (a reset to both ends;
+    /// a UDP flow is forgotten), at --pace. Kept in the revision: a restarted daemon continues it.
     #[arg(long, value_parser = humantime::parse_duration)]
     deadline: Option<Duration>,
     /// How fast flows are ended after the deadline (e.g. 50/s, 600/m).

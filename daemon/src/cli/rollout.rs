@@ -154,7 +154,7 @@ pub(super) struct StartArgs {
     #[arg(long)]
     min_sample: Option<u64>,
     /// Once the rollout completes, end the flows still on the groups it took to 0 after this
-    /// long (a reset to both ends), at --drain-pace.
+    /// long (1s to 7 days; a reset to both ends), at --drain-pace.
     #[arg(long, value_parser = humantime::parse_duration)]
     drain_deadline: Option<Duration>,
     /// How fast those flows are ended (e.g. 50/s).

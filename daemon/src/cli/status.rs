@@ -201,11 +201,44 @@ pub(super) fn human(s: &Status) -> String {
         }
         out.push_str(&output::table(&TABLE, &rows));
         out.push('\n');
+        for grp in &svc.groups {
+            if let Some(d) = &grp.drain {
+                let _ = writeln!(out, "drain {}: {}", grp.name, drain_line(grp, d));
+            }
+        }
         for p in &svc.pins {
             let _ = writeln!(out, "pin {} -> {}", p.prefix, p.group);
         }
     }
     out
+}
+
+/// A paced drain in force: how long until its deadline, or how it is ending the flows left.
+fn drain_line(
+    grp: &crate::api::protocol::GroupStatus,
+    d: &crate::api::protocol::DrainStatus,
+) -> String {
+    match d.phase.as_str() {
+        "waiting" => {
+            // Whole seconds, rounded up: "in 0s" would say the deadline has passed.
+            let left = std::time::Duration::from_secs(d.deadline_left_ms.div_ceil(1000));
+            format!(
+                "deadline in {} ({}), then flows left ended at {}; {} active",
+                humantime::format_duration(left),
+                d.ends_at,
+                d.pace,
+                grp.active_flows
+            )
+        }
+        "ending" => format!(
+            "ending flows at {} since {}; {} active left, {} ended",
+            d.pace, d.ends_at, grp.active_flows, grp.ended_flows
+        ),
+        _ => format!(
+            "done: no flow left after its deadline ({}); {} ended",
+            d.ends_at, grp.ended_flows
+        ),
+    }
 }
 
 /// Interfaces (hook, mode, why), node settings and local clients.

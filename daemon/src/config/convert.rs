@@ -21,7 +21,11 @@ use super::{
 use crate::model::{
     Backend, CheckKind, DesiredState, Group, HealthCheck, HealthField, HookChoice, NodeConfig,
     OnFailure, Pin, Plan, Protocol, RolloutField, Service, TimeoutField, Timeouts, Violation,
-    Weight, XdpAttachMode, gate::Gate, parse_prefix,
+    Weight, XdpAttachMode,
+    drain::{DrainEnd, Pace},
+    gate::Gate,
+    parse_prefix,
+    tolerance::{Percent, Tolerances},
 };
 
 /// What a document is: a node's config file, or a fleet's config in etcd (services only).
@@ -659,5 +663,134 @@ fn rollout(
         );
     }
     plan.hold_on_restart = r.hold_on_restart.unwrap_or(false);
+    plan.judge = judge(r, &bad, &mut fields, failed);
+    plan.drain = drain_end(r, &bad, &mut fields, failed);
     (plan, fields)
+}
+
+/// The canary judge's tolerances the rollout table asks for: none unless `judge = true` or one
+/// of its options is written (as `veer rollout start --judge` or one of its options), each
+/// option not written at its default. `judge = false` with an option is refused.
+fn judge(
+    r: &schema::Rollout,
+    bad: &impl Fn(Range<usize>, &'static str, String) -> Failed,
+    fields: &mut Fields<RolloutField>,
+    failed: &mut Vec<Failed>,
+) -> Option<Tolerances> {
+    let options = [
+        (
+            "max_latency_increase",
+            r.max_latency_increase.as_ref().map(Spanned::span),
+        ),
+        (
+            "max_failure_increase",
+            r.max_failure_increase.as_ref().map(Spanned::span),
+        ),
+        ("confidence", r.confidence.as_ref().map(Spanned::span)),
+        ("min_sample", r.min_sample.as_ref().map(Spanned::span)),
+    ];
+    let written: Vec<&'static str> = options
+        .iter()
+        .filter(|(_, span)| span.is_some())
+        .map(|(key, _)| *key)
+        .collect();
+    match &r.judge {
+        Some(j) if !*j.get_ref() && !written.is_empty() => {
+            failed.push(bad(
+                j.span(),
+                "judge",
+                format!(
+                    "`judge = false` contradicts {}: remove them, or the `judge` line (any of them turns the judge on)",
+                    written
+                        .iter()
+                        .map(|k| format!("`{k}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ));
+            return None;
+        }
+        Some(j) if !*j.get_ref() => return None,
+        None if written.is_empty() => return None,
+        _ => {}
+    }
+    let mut t = Tolerances::DEFAULT;
+    let mut percent = |raw: Option<&Spanned<schema::Number>>,
+                       key: &'static str,
+                       field: RolloutField,
+                       into: &mut Percent| {
+        let Some(raw) = raw else { return };
+        fields.push((field, raw.span()));
+        match Percent::parse(&raw.get_ref().text()) {
+            Ok(p) => *into = p,
+            Err(e) => failed.push(bad(raw.span(), key, e.to_string())),
+        }
+    };
+    percent(
+        r.max_latency_increase.as_ref(),
+        "max_latency_increase",
+        RolloutField::MaxLatencyIncrease,
+        &mut t.max_latency_increase,
+    );
+    percent(
+        r.max_failure_increase.as_ref(),
+        "max_failure_increase",
+        RolloutField::MaxFailureIncrease,
+        &mut t.max_failure_increase,
+    );
+    percent(
+        r.confidence.as_ref(),
+        "confidence",
+        RolloutField::Confidence,
+        &mut t.confidence,
+    );
+    if let Some(n) = &r.min_sample {
+        fields.push((RolloutField::MinSample, n.span()));
+        t.min_sample = or(
+            integer(n, "min_sample", format!("1..={}", i64::MAX)),
+            t.min_sample,
+            failed,
+        );
+    }
+    Some(t)
+}
+
+/// Ending the flows left on the groups a completed rollout took to 0: `drain_deadline`, at
+/// `drain_pace` (default 50/s, as `--drain-pace`); a pace without a deadline is refused.
+fn drain_end(
+    r: &schema::Rollout,
+    bad: &impl Fn(Range<usize>, &'static str, String) -> Failed,
+    fields: &mut Fields<RolloutField>,
+    failed: &mut Vec<Failed>,
+) -> Option<DrainEnd> {
+    let pace = match &r.drain_pace {
+        None => Some(DrainEnd::DEFAULT_PACE),
+        Some(p) => match p.get_ref().parse::<Pace>() {
+            Ok(pace) => Some(pace),
+            Err(e) => {
+                failed.push(bad(p.span(), "drain_pace", e.to_string()));
+                None
+            }
+        },
+    };
+    let Some(d) = &r.drain_deadline else {
+        if let Some(p) = &r.drain_pace {
+            failed.push(bad(
+                p.span(),
+                "drain_deadline",
+                "`drain_pace` needs `drain_deadline`: how long the flows are left to end by themselves before they are ended at the pace".to_owned(),
+            ));
+        }
+        return None;
+    };
+    fields.push((RolloutField::DrainDeadline, d.span()));
+    let deadline = or(
+        duration(Some(d), "drain_deadline", Duration::ZERO).map(Some),
+        None,
+        failed,
+    )?;
+    Some(DrainEnd {
+        deadline,
+        pace: pace?,
+    })
 }

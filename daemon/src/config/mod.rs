@@ -32,7 +32,7 @@ use std::{
 
 use crate::model::{
     DesiredState, GroupField, HealthField, NodeConfig, PinField, Place, PlanError, RolloutField,
-    ServiceField, StateError, Violation, WeightError,
+    ServiceField, StateError, Violation, WeightError, tolerance::ToleranceError,
 };
 
 pub use render::{services_to_toml, to_toml};
@@ -230,6 +230,18 @@ impl ConfigErrorKind {
             Self::BadRollout { field, .. } => match *field {
                 "steps" => "percentages increasing to 100, e.g. [1, 5, 25, 50, 100]".to_owned(),
                 "max_failure_rate" => "a percentage, e.g. \"1%\" or 0.5".to_owned(),
+                "max_latency_increase" | "max_failure_increase" => {
+                    "a percentage, e.g. \"20%\" or 20".to_owned()
+                }
+                "confidence" => "a percentage from 50 to 99.99, e.g. \"95%\"".to_owned(),
+                "drain_pace" => {
+                    "flows per second or per minute in quotes, e.g. \"50/s\" or \"600/m\""
+                        .to_owned()
+                }
+                "judge" | "drain_deadline" => {
+                    "the judge's options with `judge` not false, `drain_pace` with `drain_deadline`"
+                        .to_owned()
+                }
                 _ => "\"exec:CMD\", \"http://URL\" or \"prometheus:BASE_URL QUERY OP NUMBER\""
                     .to_owned(),
             },
@@ -282,6 +294,11 @@ fn place_key(place: &Place) -> &'static str {
             RolloutField::Steps => "steps",
             RolloutField::Pause => "pause",
             RolloutField::GateTimeout => "gate_timeout",
+            RolloutField::MaxLatencyIncrease => "max_latency_increase",
+            RolloutField::MaxFailureIncrease => "max_failure_increase",
+            RolloutField::Confidence => "confidence",
+            RolloutField::MinSample => "min_sample",
+            RolloutField::DrainDeadline => "drain_deadline",
         },
         Place::Interface(_) => "interfaces",
         Place::Hook(_) => "hooks",
@@ -354,9 +371,18 @@ fn rule_expects(e: &StateError) -> String {
             PlanError::AlreadyThere { .. } => {
                 "a target that does not have every new flow yet".to_owned()
             }
-            PlanError::Tolerance { .. } => "tolerances in their ranges".to_owned(),
+            PlanError::Tolerance { source } => match source {
+                ToleranceError::Range { min, max, .. } => format!("a percentage in {min}..={max}"),
+                ToleranceError::MinSample { .. } => "a number of samples of at least 1".to_owned(),
+                ToleranceError::Syntax { .. } => {
+                    "a percentage with at most two decimals".to_owned()
+                }
+            },
             PlanError::DrainDeadlineTooLong { max, .. } => {
                 format!("a drain deadline of at most {max}")
+            }
+            PlanError::DrainDeadlineTooShort { min, .. } => {
+                format!("a drain deadline of at least {min}")
             }
         },
         StateError::BadInterface { .. } => {

@@ -50,6 +50,11 @@ mod expect {
     pub(super) const GATES: &str = "a list of gates in quotes: \"exec:CMD\", \"http://URL\", \"prometheus:BASE_URL QUERY OP NUMBER\"";
     pub(super) const ON_FAILURE: &str = "\"rollback\" or \"step-back\"";
     pub(super) const BOOL: &str = "true or false";
+    pub(super) const INCREASE: &str = "a percentage, e.g. \"20%\" or 20";
+    pub(super) const CONFIDENCE: &str = "a percentage from 50 to 99.99, e.g. \"95%\"";
+    pub(super) const MIN_SAMPLE: &str = "a number of samples, e.g. 100";
+    pub(super) const PACE: &str =
+        "flows per second or per minute in quotes, e.g. \"50/s\" or \"600/m\"";
     pub(super) const NODE: &str = "a table: [node]";
     pub(super) const TIMEOUTS: &str = "a table: [node.timeouts]";
     pub(super) const SERVICES: &str = "tables: [[service]]";
@@ -575,6 +580,20 @@ fn rollout(t: &Table<'_, '_>, errors: &mut Vec<Failed>) -> Option<schema::Rollou
         }
         b
     });
+    let judge = t.get("judge").and_then(|v| {
+        let b = v.get_ref().as_bool();
+        if b.is_none() {
+            errors.push(wrong("judge", v, expect::BOOL, None));
+        }
+        b.map(|b| Spanned::new(v.span(), b))
+    });
+    let percent = |key: &'static str, expected: &'static str, errors: &mut Vec<Failed>| {
+        t.get(key)
+            .and_then(|v| number(key, v, expected, true, errors))
+    };
+    let max_latency_increase = percent("max_latency_increase", expect::INCREASE, errors);
+    let max_failure_increase = percent("max_failure_increase", expect::INCREASE, errors);
+    let confidence = percent("confidence", expect::CONFIDENCE, errors);
     let r = schema::Rollout {
         to: Spanned::new(0..0, String::new()),
         steps,
@@ -588,6 +607,13 @@ fn rollout(t: &Table<'_, '_>, errors: &mut Vec<Failed>) -> Option<schema::Rollou
         gate_timeout: t.string("gate_timeout", expect::DURATION, errors),
         on_failure: t.string("on_failure", expect::ON_FAILURE, errors),
         hold_on_restart,
+        judge,
+        max_latency_increase,
+        max_failure_increase,
+        confidence,
+        min_sample: t.integer("min_sample", expect::MIN_SAMPLE, errors),
+        drain_deadline: t.string("drain_deadline", expect::DURATION, errors),
+        drain_pace: t.string("drain_pace", expect::PACE, errors),
     };
     Some(schema::Rollout { to: to?, ..r })
 }

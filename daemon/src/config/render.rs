@@ -139,6 +139,25 @@ fn rollout(out: &mut String, p: &Plan) {
         quote(on_failure),
         p.hold_on_restart,
     );
+    if let Some(t) = &p.judge {
+        let _ = write!(
+            out,
+            "judge = true\nmax_latency_increase = {}\nmax_failure_increase = {}\nconfidence = {}\n\
+             min_sample = {}\n",
+            quote(&t.max_latency_increase.to_string()),
+            quote(&t.max_failure_increase.to_string()),
+            quote(&t.confidence.to_string()),
+            t.min_sample,
+        );
+    }
+    if let Some(d) = &p.drain {
+        let _ = write!(
+            out,
+            "drain_deadline = {}\ndrain_pace = {}\n",
+            duration(d.deadline),
+            quote(&d.pace.to_string()),
+        );
+    }
 }
 
 fn duration(d: Duration) -> String {

@@ -89,6 +89,15 @@ pub(super) struct Rollout {
     pub(super) gate_timeout: Option<Spanned<String>>,
     pub(super) on_failure: Option<Spanned<String>>,
     pub(super) hold_on_restart: Option<bool>,
+    /// `judge = true` (implied by any of the judge's options; `false` with one of them is an
+    /// error, as the file would say two things).
+    pub(super) judge: Option<Spanned<bool>>,
+    pub(super) max_latency_increase: Option<Spanned<Number>>,
+    pub(super) max_failure_increase: Option<Spanned<Number>>,
+    pub(super) confidence: Option<Spanned<Number>>,
+    pub(super) min_sample: Option<Spanned<i64>>,
+    pub(super) drain_deadline: Option<Spanned<String>>,
+    pub(super) drain_pace: Option<Spanned<String>>,
 }
 
 /// `[service.health]`.
@@ -200,5 +209,12 @@ pub(super) mod keys {
         "gate_timeout",
         "on_failure",
         "hold_on_restart",
+        "judge",
+        "max_latency_increase",
+        "max_failure_increase",
+        "confidence",
+        "min_sample",
+        "drain_deadline",
+        "drain_pace",
     ];
 }

@@ -6,7 +6,9 @@ use std::{path::Path, time::Duration};
 use super::{Config, parse, to_toml};
 use crate::model::{
     CheckKind, HealthCheck, HookChoice, NodeConfig, Pin, Plan, Protocol, Timeouts, XdpAttachMode,
+    drain::{DrainEnd, Pace},
     fixtures::{group, service, w, web},
+    tolerance::{Percent, Tolerances},
 };
 
 /// `web` at 192.0.2.10:80/tcp: v1 (100) on two backends, v2 (0) on one; attached to eth0.
@@ -81,6 +83,16 @@ fn a_written_config_reads_back_as_itself() {
         "prometheus:http://127.0.0.1:9090 up >= 1".parse().unwrap(),
     ];
     plan.hold_on_restart = true;
+    plan.judge = Some(Tolerances {
+        max_latency_increase: Percent::from_basis_points(1_250),
+        max_failure_increase: Percent::from_basis_points(5_000),
+        confidence: Percent::from_basis_points(9_990),
+        min_sample: 40,
+    });
+    plan.drain = Some(DrainEnd {
+        deadline: Duration::from_secs(90),
+        pace: "30/m".parse().unwrap(),
+    });
     web.rollout = Some(plan);
     let mut web6 = web.clone();
     web6.name = "web6".into();
@@ -718,4 +730,190 @@ fn every_problem_of_a_file_is_reported_at_once_with_suggestions() {
         rendered.ends_with("4 errors in veer.toml; nothing was applied"),
         "{rendered}"
     );
+}
+
+/// `good_text()` with `[service.rollout]` to v2 and `lines` under it (the first of them on
+/// line 20).
+fn judged(lines: &str) -> String {
+    good_text().replacen(
+        "protocol = \"tcp\"\n",
+        &format!("protocol = \"tcp\"\n[service.rollout]\nto = \"v2\"\n{lines}"),
+        1,
+    )
+}
+
+#[test]
+fn a_declared_rollout_says_the_judge_and_the_drain_as_the_cli_does() {
+    let plan = |lines: &str| {
+        parse(Path::new("veer.toml"), &judged(lines))
+            .unwrap()
+            .state
+            .services[0]
+            .rollout
+            .clone()
+            .unwrap()
+    };
+    // No judge and no drain unless asked, as `rollout start` without the options.
+    assert_eq!(plan(""), Plan::to("v2"));
+    assert_eq!(plan("judge = false\n"), Plan::to("v2"));
+    // `judge = true` alone: every tolerance at its default (the CLI's `--judge`).
+    assert_eq!(plan("judge = true\n").judge, Some(Tolerances::DEFAULT));
+    // Any option turns the judge on, the others at their defaults (as the CLI's options do).
+    assert_eq!(
+        plan("confidence = \"99%\"\n").judge,
+        Some(Tolerances {
+            confidence: Percent::from_basis_points(9_900),
+            ..Tolerances::DEFAULT
+        })
+    );
+    // Percentages as the file writes them elsewhere: a number, or a string with `%`.
+    assert_eq!(
+        plan("max_latency_increase = 12.5\nmax_failure_increase = \"50%\"\nmin_sample = 30\n")
+            .judge,
+        Some(Tolerances {
+            max_latency_increase: Percent::from_basis_points(1_250),
+            max_failure_increase: Percent::from_basis_points(5_000),
+            min_sample: 30,
+            ..Tolerances::DEFAULT
+        })
+    );
+    // A deadline alone drains at the CLI's default pace, 50/s.
+    assert_eq!(
+        plan("drain_deadline = \"10m\"\n").drain,
+        Some(DrainEnd {
+            deadline: Duration::from_mins(10),
+            pace: Pace::per_second(50),
+        })
+    );
+    assert_eq!(
+        plan("drain_deadline = \"2s\"\ndrain_pace = \"600/m\"\n").drain,
+        Some(DrainEnd {
+            deadline: Duration::from_secs(2),
+            pace: Pace::per_second(10),
+        })
+    );
+}
+
+#[test]
+fn a_declared_rollouts_judge_and_drain_refuse_hostile_values_with_their_place() {
+    let cases: &[(&str, &str)] = &[
+        (
+            "max_latency_increase = \"1000.01%\"\n",
+            "veer.toml:20:24: rollout judge: max_latency_increase 1000.01% is out of range 0%..=1000%",
+        ),
+        (
+            "max_failure_increase = -5\n",
+            "veer.toml:20:24: service `web`, rollout `max_failure_increase`: `-5` is not a percentage with at most two decimals (e.g. 20%, 12.5%, 99.9%)",
+        ),
+        (
+            "max_latency_increase = \"20.001%\"\n",
+            "veer.toml:20:24: service `web`, rollout `max_latency_increase`: `20.001%` is not a percentage with at most two decimals (e.g. 20%, 12.5%, 99.9%)",
+        ),
+        (
+            "confidence = 40\n",
+            "veer.toml:20:14: rollout judge: confidence 40% is out of range 50%..=99.99%",
+        ),
+        (
+            "confidence = \"100%\"\n",
+            "veer.toml:20:14: rollout judge: confidence 100% is out of range 50%..=99.99%",
+        ),
+        (
+            "min_sample = 0\n",
+            "veer.toml:20:14: rollout judge: min_sample must be at least 1 (got 0)",
+        ),
+        (
+            "min_sample = -1\n",
+            "veer.toml:20:14: `min_sample`: -1 is out of range 1..=9223372036854775807",
+        ),
+        (
+            "min_sample = \"100\"\n",
+            "veer.toml:20:14: `min_sample`: expected a number of samples, e.g. 100, found the string \"100\"; write `min_sample = 100` without quotes",
+        ),
+        (
+            "judge = \"yes\"\n",
+            "veer.toml:20:9: `judge`: expected true or false, found the string \"yes\"",
+        ),
+        (
+            "judge = false\nconfidence = \"99%\"\n",
+            "veer.toml:20:9: service `web`, rollout `judge`: `judge = false` contradicts `confidence`: remove them, or the `judge` line (any of them turns the judge on)",
+        ),
+        (
+            "confidance = \"99%\"\n",
+            "veer.toml:20:1: unknown key `confidance` in [service.rollout]; did you mean `confidence`?",
+        ),
+        (
+            "drain_pace = \"0/s\"\ndrain_deadline = \"1m\"\n",
+            "veer.toml:20:14: service `web`, rollout `drain_pace`: pace 0/s is out of range: at least 1/m, at most 100000/s",
+        ),
+        (
+            "drain_pace = \"fast\"\ndrain_deadline = \"1m\"\n",
+            "veer.toml:20:14: service `web`, rollout `drain_pace`: `fast` is not a pace: write flows per second or per minute, e.g. 50/s or 600/m",
+        ),
+        (
+            "drain_pace = 50\ndrain_deadline = \"1m\"\n",
+            "veer.toml:20:14: `drain_pace`: expected flows per second or per minute in quotes, e.g. \"50/s\" or \"600/m\", found the integer 50; put the value in quotes: `drain_pace = \"...\"`",
+        ),
+        (
+            "drain_pace = \"50/s\"\n",
+            "veer.toml:20:14: service `web`, rollout `drain_deadline`: `drain_pace` needs `drain_deadline`: how long the flows are left to end by themselves before they are ended at the pace",
+        ),
+        (
+            "drain_deadline = \"0s\"\n",
+            "veer.toml:20:18: drain deadline 0s is shorter than the 1s minimum",
+        ),
+        (
+            "drain_deadline = \"8days\"\n",
+            "veer.toml:20:18: drain deadline 8days is longer than the 7days maximum",
+        ),
+        (
+            "drain_deadline = \"99999999999999999999y\"\n",
+            "veer.toml:20:18: `drain_deadline`: `99999999999999999999y` is not a duration (e.g. \"30s\", \"1h\", \"500ms\")",
+        ),
+        (
+            "drain_deadline = 600\n",
+            "veer.toml:20:18: `drain_deadline`: expected a duration in quotes, e.g. \"30s\", \"1h\", \"500ms\", found the integer 600; write `drain_deadline = \"600s\"` for 600 seconds",
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (lines, message) in cases {
+        let text = judged(lines);
+        let errors = parse(Path::new("veer.toml"), &text).unwrap_err();
+        let got: Vec<String> = errors.errors.iter().map(ToString::to_string).collect();
+        if got != [*message] {
+            failures.push(format!(
+                "{lines:?}:\n  got      {got:?}\n  expected {message:?}"
+            ));
+        }
+        // Each names its key and what it expects, with the line and a caret.
+        let rendered = errors.render();
+        for e in &errors.errors {
+            assert!(rendered.contains(&e.kind.key()), "{rendered}");
+            assert!(rendered.contains(&e.kind.expected()), "{rendered}");
+            assert!(rendered.contains("20 | "), "{rendered}");
+        }
+        // The etcd fleet source reads services with the same rules and messages.
+        let fleet = &text[text.find("[[service]]").unwrap()..];
+        let e = super::parse_fleet("/veer/config", fleet).unwrap_err();
+        assert_eq!(e.errors.len(), 1, "{lines:?}: {e}");
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn a_comment_on_a_judged_rollout_changes_nothing_the_daemon_compares() {
+    let lines =
+        "judge = true\nconfidence = \"99%\"\ndrain_deadline = \"10m\"\ndrain_pace = \"20/s\"\n";
+    let a = parse(Path::new("veer.toml"), &judged(lines)).unwrap();
+    let commented = judged(&lines.replace(
+        "judge = true\n",
+        "# canary judged\njudge   =   true # yes\n",
+    ));
+    let b = parse(Path::new("veer.toml"), &commented).unwrap();
+    assert_eq!(a, b);
+    assert_eq!(
+        crate::control::core::meaning(&a.state),
+        crate::control::core::meaning(&b.state)
+    );
+    // And what the file means is what it renders to.
+    assert_eq!(parse(Path::new("x"), &to_toml(&a)).unwrap(), a);
 }

@@ -5,7 +5,7 @@
 
 use super::error::ControlError;
 use crate::{
-    model::{DesiredState, Service},
+    model::{DesiredState, Service, drain::PacedDrain},
     rollout::Rollout,
     state::{Audit, Origin, Revision, Unusable},
 };
@@ -21,6 +21,8 @@ pub struct Head {
     pub rollouts: Vec<Rollout>,
     /// The mark of what the config file held when it was last applied.
     pub config: Option<String>,
+    /// Paced drains in force.
+    pub drains: Vec<PacedDrain>,
     /// The newest revision file, when it cannot be used: the state the maps hold is not known,
     /// so this head (the newest usable revision) is not in force. Only an operator's whole
     /// rollback to a named revision or `veer apply` may change anything then.
@@ -35,6 +37,7 @@ impl Head {
             state: r.state.clone(),
             rollouts: r.rollouts.clone(),
             config: r.config_digest.clone(),
+            drains: r.drains.clone(),
             held: None,
         })
     }
@@ -47,6 +50,7 @@ impl Head {
             state: change.state.clone(),
             rollouts: change.rollouts.clone(),
             config: change.config.clone(),
+            drains: change.drains.clone(),
             held: None,
         }
     }
@@ -80,6 +84,7 @@ impl Head {
             origin,
             summary,
             config: self.config.clone(),
+            drains: self.drains.clone(),
             audit: Audit::default(),
         }
     }
@@ -98,6 +103,9 @@ pub struct Change {
     pub summary: String,
     /// The config file's mark, carried from the head unless this change applies the file.
     pub config: Option<String>,
+    /// Paced drains in force, carried from the head; `finish` drops those whose group takes
+    /// new flows again (or is gone).
+    pub drains: Vec<PacedDrain>,
     /// Who made it and why: the producer of the request it answers (the controller sets it;
     /// the core leaves it empty).
     pub audit: Audit,
@@ -122,6 +130,7 @@ impl Change {
             ids,
             config_digest: self.config.clone(),
             rollouts: self.rollouts.clone(),
+            drains: self.drains.clone(),
             audit: self.audit.clone(),
         }
     }
@@ -149,11 +158,20 @@ impl From<Option<Change>> for Outcome {
 /// an operator (not the rollout engine) would change weights a rollout in progress owns, or when
 /// the state breaks a rule of the model. A held head is not in force: the operator's change is
 /// always committed, whatever the head's rollouts say.
-pub(super) fn finish(head: &Head, change: Change) -> Result<Option<Change>, ControlError> {
+pub(super) fn finish(head: &Head, mut change: Change) -> Result<Option<Change>, ControlError> {
+    // A drain ends with its group's weight 0: shifted back, or the group gone, it is called off.
+    change.drains.retain(|d| {
+        change
+            .state
+            .service(&d.service)
+            .and_then(|s| s.group(&d.group))
+            .is_some_and(|g| g.weight.is_zero())
+    });
     if head.held.is_none()
         && change.state == head.state
         && change.rollouts == head.rollouts
         && change.config == head.config
+        && change.drains == head.drains
     {
         return Ok(None);
     }

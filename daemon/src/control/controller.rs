@@ -16,7 +16,7 @@ use super::{
     change::{Change, Head},
     core::{self, Live},
     diff,
-    drains::{self, PacedDrain},
+    drains::{self, Draining},
     effects::{Census, Effects, Readings},
     error::ControlError,
     health::{self, CheckJob, Health},
@@ -36,7 +36,7 @@ use crate::{
     dataplane::flows::Upkeep,
     error::chain,
     health::check::CheckError,
-    model::{BackendRef, DesiredState, NodeChange, NodeConfig},
+    model::{BackendRef, DesiredState, NodeChange, NodeConfig, drain::PacedDrain},
     rollout::{
         Decision, GateFailure, Rollout,
         canary::{StepJudge, StepVerdict},
@@ -100,8 +100,11 @@ pub struct Controller<N = Node> {
     gates: BTreeMap<GateKey, GateState>,
     /// The canary judge of every judged step being watched.
     judges: BTreeMap<GateKey, StepJudge>,
-    /// Drains with a deadline and a pace, until their last flow ended.
-    drains: Vec<PacedDrain>,
+    /// The progress of the paced drains the live revision holds (`drain_tick` follows it).
+    drains: Vec<Draining>,
+    /// Drains of the live revision that found no flow left after their deadline: done, not
+    /// started again while the revision holds them.
+    drains_done: Vec<PacedDrain>,
     /// Step gate checks since start: (service, passed) -> count.
     gate_checks: BTreeMap<(String, bool), u64>,
     file: FileState,
@@ -124,6 +127,7 @@ impl<N: Effects + Readings> Controller<N> {
             gates: BTreeMap::new(),
             judges: BTreeMap::new(),
             drains: Vec::new(),
+            drains_done: Vec::new(),
             gate_checks: BTreeMap::new(),
             file: FileState::default(),
             census: None,
@@ -212,18 +216,6 @@ impl<N: Effects + Readings> Controller<N> {
         let outcome = self.decide(&head, request, now)?;
         let changed = !outcome.changes.is_empty();
         let revision = self.commit_all(&head, outcome.changes, audit)?;
-        if let Request::Drain {
-            service,
-            group,
-            end: Some(end),
-            ..
-        } = request
-        {
-            // Again on a drained group: the new deadline and pace replace the old.
-            self.drains
-                .retain(|d| !(d.service == *service && d.group == *group));
-            self.drains.push(PacedDrain::new(service, group, *end, now));
-        }
         Ok(Answer {
             revision,
             changed,
@@ -526,13 +518,9 @@ impl<N: Effects + Readings> Controller<N> {
         for job in &tick.gate_jobs {
             self.gates.insert(job.key.clone(), GateState::Pending);
         }
-        let completed = drains::after_rollouts(&head, &tick.changes, now);
-        self.commit_all(&head, tick.changes, &Audit::by(Author::Rollout))?;
-        for d in completed {
-            self.drains
-                .retain(|o| !(o.service == d.service && o.group == d.group));
-            self.drains.push(d);
-        }
+        let mut changes = tick.changes;
+        drains::after_rollouts(&head, &mut changes, now);
+        self.commit_all(&head, changes, &Audit::by(Author::Rollout))?;
         // Outcomes of steps no running rollout is at any more are of no use.
         let current: Vec<GateKey> = self
             .head()
@@ -548,29 +536,83 @@ impl<N: Effects + Readings> Controller<N> {
     /// Ends what paced drains may end now (`drains`); a drain whose group has no flow left after
     /// its deadline is done, and one whose group takes new flows again (shifted back, removed)
     /// is called off.
+    ///
+    /// The drains are the live revision's (`Head::drains`): one it no longer holds (replaced,
+    /// or called off with its group's weight) stops before it ends another flow; one it holds
+    /// and this daemon has not seen (after a restart) starts with its recorded moment and pace.
+    /// While the newest revision file cannot be used, no drain ends anything: what is in force
+    /// is not known.
     pub fn drain_tick(&mut self, now: SystemTime) -> Result<(), ControlError> {
-        if self.drains.is_empty() {
+        if self.is_held() {
             return Ok(());
         }
-        let head = self.head();
+        let Some(latest) = self.node.revisions().last() else {
+            return Ok(());
+        };
+        let wanted = &latest.drains;
         self.drains.retain(|d| {
-            let drained = head
-                .state
-                .service(&d.service)
-                .and_then(|s| s.group(&d.group))
-                .is_some_and(|g| g.weight.is_zero());
-            if !drained {
+            let kept = wanted.contains(&d.drain);
+            if !kept {
+                tracing::info!(
+                    service = d.drain.service,
+                    group = d.drain.group,
+                    ended = d.ended,
+                    "paced drain called off: the group takes new flows again, is gone, or was drained again"
+                );
+            }
+            kept
+        });
+        self.drains_done.retain(|d| wanted.contains(d));
+        for d in wanted {
+            let known = self.drains.iter().any(|x| x.drain == *d) || self.drains_done.contains(d);
+            if !known {
                 tracing::info!(
                     service = d.service,
                     group = d.group,
-                    ended = d.ended,
-                    "paced drain called off: the group takes new flows again, or is gone"
+                    ends_from = %humantime::format_rfc3339_millis(d.ends_from),
+                    pace = %d.pace,
+                    "paced drain in force"
                 );
+                self.drains.push(Draining::new(d));
             }
-            drained
-        });
-        drains::tick(&mut self.drains, &mut self.node, now)?;
+        }
+        if self.drains.is_empty() {
+            return Ok(());
+        }
+        let finished = drains::tick(&mut self.drains, &mut self.node, now)?;
+        self.drains_done
+            .extend(finished.into_iter().map(|d| d.drain));
         Ok(())
+    }
+
+    /// `services` with the paced drain in force on each group (how long until its deadline is
+    /// counted from the moment the status is asked for).
+    fn with_drains(&self, mut services: Vec<views::ServiceView>) -> Vec<views::ServiceView> {
+        let now = SystemTime::now();
+        for s in &mut services {
+            for g in &mut s.groups {
+                g.drain = self
+                    .paced_drain(&s.name, &g.name)
+                    .map(|(d, done)| views::DrainView {
+                        ends_from: d.ends_from,
+                        deadline_left: d.ends_from.duration_since(now).unwrap_or_default(),
+                        pace: d.pace,
+                        done,
+                    });
+            }
+        }
+        services
+    }
+
+    /// The paced drain of `service`/`group` the live revision holds, with whether it is done
+    /// (no flow was left after its deadline).
+    fn paced_drain(&self, service: &str, group: &str) -> Option<(PacedDrain, bool)> {
+        let latest = self.node.revisions().last()?;
+        let d = latest
+            .drains
+            .iter()
+            .find(|d| d.service == service && d.group == group)?;
+        Some((d.clone(), self.drains_done.contains(d)))
     }
 
     /// The judge of `r`'s current step, and the verdict `rollout status` shows: that judge's
@@ -587,7 +629,12 @@ impl<N: Effects + Readings> Controller<N> {
     /// Paced drains still ending flows (or waiting for their deadline).
     #[cfg(test)]
     pub(super) fn paced_drains(&self) -> usize {
-        self.drains.len()
+        self.node.revisions().last().map_or(0, |r| {
+            r.drains
+                .iter()
+                .filter(|d| !self.drains_done.contains(d))
+                .count()
+        })
     }
 
     /// Every active check the live state asks for (none while held: the live state is not
@@ -709,7 +756,13 @@ impl<N: Effects + Readings> Controller<N> {
             conntrack_capacity: self.running.conntrack_max,
             conntrack_new_entries: census.new_flows,
             conntrack_new_capacity: self.running.conntrack_new_max,
-            services: views::services(state, service, &self.node, &self.health, &census.active)?,
+            services: self.with_drains(views::services(
+                state,
+                service,
+                &self.node,
+                &self.health,
+                &census.active,
+            )?),
             source: self.source_view(),
         })
     }

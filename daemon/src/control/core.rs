@@ -16,7 +16,11 @@ use super::{
     rollouts,
 };
 use crate::{
-    model::{DesiredState, Pin, PlanError, Service, Weight, parse_prefix},
+    model::{
+        DesiredState, Pin, PlanError, Service, Weight,
+        drain::{DrainEnd, PacedDrain},
+        parse_prefix,
+    },
     state::{Origin, Revision},
 };
 
@@ -68,8 +72,11 @@ pub fn decide(request: &Request, live: &Live<'_>) -> Result<Outcome, ControlErro
             service,
             group,
             force,
-            ..
-        } => dropping(&head.state, drain(head, service, group, *force)?),
+            end,
+        } => dropping(
+            &head.state,
+            drain(head, service, group, *force, end.as_ref(), live.now)?,
+        ),
         Request::Pin {
             service,
             prefix,
@@ -280,12 +287,16 @@ fn shift(
 }
 
 /// Sets a group's weight to 0 (its flows stay; `drain --wait` watches them end). Refused when
-/// no other group would take new flows, unless forced.
+/// no other group would take new flows, unless forced. With `end`, the revision records the
+/// paced drain (its deadline as a moment, from `now`), replacing one the group had, so a
+/// restarted daemon continues it.
 fn drain(
     head: &Head,
     service: &str,
     group: &str,
     force: bool,
+    end: Option<&DrainEnd>,
+    now: SystemTime,
 ) -> Result<Option<Change>, ControlError> {
     let mut state = head.state.clone();
     let s = service_mut(&mut state, service)?;
@@ -308,8 +319,28 @@ fn drain(
     for g in s.groups.iter_mut().filter(|g| g.name == group) {
         g.weight = Weight::ZERO;
     }
-    let summary = format!("drain {service}/{group}");
-    finish(head, head.change(state, Origin::Drain, summary))
+    let mut summary = format!("drain {service}/{group}");
+    let mut change = head.change(state, Origin::Drain, String::new());
+    if let Some(end) = end {
+        end.validate()?;
+        let paced = PacedDrain::starting(service, group, *end, now).ok_or_else(|| {
+            PlanError::DrainDeadlineTooLong {
+                deadline: humantime::format_duration(end.deadline).to_string(),
+                max: humantime::format_duration(DrainEnd::MAX_DEADLINE).to_string(),
+            }
+        })?;
+        change
+            .drains
+            .retain(|d| !(d.service == service && d.group == group));
+        change.drains.push(paced);
+        summary = format!(
+            "{summary}, flows left ended after {} at {}",
+            humantime::format_duration(end.deadline),
+            end.pace
+        );
+    }
+    change.summary = summary;
+    finish(head, change)
 }
 
 fn prefix_of(prefix: &str) -> Result<(std::net::IpAddr, u8), ControlError> {

@@ -348,6 +348,21 @@ fn plan(p: &Plan) -> String {
         // Infallible: writing into a String cannot fail.
         let _ = write!(text, ", gate {g}");
     }
+    if let Some(t) = &p.judge {
+        let _ = write!(
+            text,
+            ", judge (max latency increase {}, max failure increase {}, confidence {}, min sample {})",
+            t.max_latency_increase, t.max_failure_increase, t.confidence, t.min_sample
+        );
+    }
+    if let Some(d) = &p.drain {
+        let _ = write!(
+            text,
+            ", drain deadline {} at {}",
+            humantime::format_duration(d.deadline),
+            d.pace
+        );
+    }
     text
 }
 
@@ -432,5 +447,39 @@ mod tests {
         let back = between(&new, &DesiredState::default());
         assert!(matches!(back[0], Difference::ServiceRemoved { .. }));
         assert_eq!(back.len(), d.len());
+    }
+
+    #[test]
+    fn a_declared_rollouts_judge_and_drain_show_in_the_difference() {
+        use crate::model::{
+            Plan,
+            drain::{DrainEnd, Pace},
+            tolerance::Tolerances,
+        };
+        let mut old = web();
+        old.services[0].rollout = Some(Plan::to("v2"));
+        let mut new = old.clone();
+        let plan = new.services[0].rollout.as_mut().unwrap();
+        plan.judge = Some(Tolerances::DEFAULT);
+        plan.drain = Some(DrainEnd {
+            deadline: std::time::Duration::from_mins(10),
+            pace: Pace::per_second(20),
+        });
+        assert_eq!(
+            between(&old, &new),
+            [Difference::DeclaredRolloutChanged {
+                service: "web".into(),
+                from: Some(
+                    "to v2, steps 1,5,25,50,100, pause 30s, max failure rate 1%, min flows 10"
+                        .into()
+                ),
+                to: Some(
+                    "to v2, steps 1,5,25,50,100, pause 30s, max failure rate 1%, min flows 10, \
+                     judge (max latency increase 20%, max failure increase 25%, confidence 95%, \
+                     min sample 100), drain deadline 10m at 20/s"
+                        .into()
+                ),
+            }]
+        );
     }
 }

@@ -1,6 +1,7 @@
 //! Paced drains: once a drained group's deadline has passed, its flows still active are ended
 //! at the drain's pace, oldest first (`model::drain` says how many at a moment, the dataplane
-//! ends each with a reset to both ends). Kept by the controller, in memory.
+//! ends each with a reset to both ends). What is in force is the revision's (`Head::drains`, so
+//! a restarted daemon continues it); the controller keeps only the progress of each, in memory.
 
 use std::{
     collections::{BTreeSet, VecDeque},
@@ -15,35 +16,32 @@ use super::{
     error::ControlError,
 };
 use crate::{
-    model::drain::{DrainEnd, Schedule},
+    model::drain::{PacedDrain, Schedule},
     rollout::Phase,
 };
 
 /// How often the flows left are listed again (a scan of both flow tables).
 const RESCAN: Duration = Duration::from_secs(1);
 
-/// One group being drained with a deadline and a pace.
+/// The progress of one paced drain in force.
 #[derive(Clone, Debug)]
-pub(super) struct PacedDrain {
-    /// The service.
-    pub(super) service: String,
-    /// The group.
-    pub(super) group: String,
+pub(super) struct Draining {
+    /// The drain, as the revision records it.
+    pub(super) drain: PacedDrain,
     schedule: Schedule,
     /// Flows to end next, oldest first (from the latest scan).
     queue: VecDeque<FlowKey>,
     scanned: Option<SystemTime>,
-    /// Flows ended so far (TCP reset, UDP forgotten).
+    /// Flows ended so far by this daemon (TCP reset, UDP forgotten).
     pub(super) ended: u64,
 }
 
-impl PacedDrain {
-    /// A drain of `service`/`group` that began at `began`.
-    pub(super) fn new(service: &str, group: &str, end: DrainEnd, began: SystemTime) -> Self {
+impl Draining {
+    /// The progress of `drain`, nothing ended yet.
+    pub(super) fn new(drain: &PacedDrain) -> Self {
         Self {
-            service: service.to_owned(),
-            group: group.to_owned(),
-            schedule: Schedule::new(began, end),
+            drain: drain.clone(),
+            schedule: drain.schedule(),
             queue: VecDeque::new(),
             scanned: None,
             ended: 0,
@@ -51,11 +49,12 @@ impl PacedDrain {
     }
 }
 
-/// The drains rollouts that complete in `changes` ask for (`--drain-deadline`): every group
-/// the rollout took to 0, from `now`.
-pub(super) fn after_rollouts(head: &Head, changes: &[Change], now: SystemTime) -> Vec<PacedDrain> {
-    let mut out = Vec::new();
-    for change in changes {
+/// Adds to `changes` the drains the rollouts they complete ask for (`--drain-deadline`): every
+/// group the rollout took to 0, from `now`, recorded in the completing revision and those after
+/// it in the same batch.
+pub(super) fn after_rollouts(head: &Head, changes: &mut [Change], now: SystemTime) {
+    let mut started: Vec<PacedDrain> = Vec::new();
+    for change in changes.iter_mut() {
         for r in &change.rollouts {
             let was_running = head
                 .rollouts
@@ -76,20 +75,32 @@ pub(super) fn after_rollouts(head: &Head, changes: &[Change], now: SystemTime) -
                 .iter()
                 .filter(|g| g.name != r.plan.to && g.weight.is_zero())
             {
-                out.push(PacedDrain::new(&r.service, &g.name, end, now));
+                let already = started
+                    .iter()
+                    .any(|d| d.service == r.service && d.group == g.name);
+                if let Some(d) = PacedDrain::starting(&r.service, &g.name, end, now)
+                    && !already
+                {
+                    started.push(d);
+                }
             }
         }
+        for d in &started {
+            change
+                .drains
+                .retain(|o| !(o.service == d.service && o.group == d.group));
+            change.drains.push(d.clone());
+        }
     }
-    out
 }
 
 /// Ends what each drain may end now. Returns the drains that finished (no flow left after the
 /// deadline), removed from `drains`.
 pub(super) fn tick<N: Effects + Readings>(
-    drains: &mut Vec<PacedDrain>,
+    drains: &mut Vec<Draining>,
     node: &mut N,
     now: SystemTime,
-) -> Result<Vec<PacedDrain>, ControlError> {
+) -> Result<Vec<Draining>, ControlError> {
     let mut finished = Vec::new();
     let mut i = 0;
     while i < drains.len() {
@@ -107,7 +118,7 @@ pub(super) fn tick<N: Effects + Readings>(
                 .ids()
                 .backends
                 .iter()
-                .filter(|((s, g, _), _)| *s == d.service && *g == d.group)
+                .filter(|((s, g, _), _)| *s == d.drain.service && *g == d.drain.group)
                 .map(|(_, id)| *id)
                 .collect();
             d.queue = node.active_flows_of(&ids)?.into();
@@ -115,8 +126,8 @@ pub(super) fn tick<N: Effects + Readings>(
         }
         if d.queue.is_empty() {
             tracing::info!(
-                service = d.service,
-                group = d.group,
+                service = d.drain.service,
+                group = d.drain.group,
                 ended = d.ended,
                 "paced drain done: no flow left"
             );

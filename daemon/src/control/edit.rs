@@ -96,6 +96,7 @@ pub fn edit(
             ids: Ids::default(),
             config_digest: None,
             rollouts: Vec::new(),
+            drains: Vec::new(),
             audit: crate::state::Audit::by(crate::state::Author::Fleet),
         })
         .collect();
@@ -104,6 +105,7 @@ pub fn edit(
         state: current.clone(),
         rollouts: Vec::new(),
         config: None,
+        drains: Vec::new(),
         // A fleet's config document has no revision files to find damaged.
         held: None,
     };

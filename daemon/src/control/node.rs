@@ -84,6 +84,7 @@ impl Effects for Node {
             ids,
             change.config.clone(),
             change.rollouts.clone(),
+            change.drains.clone(),
             change.audit.clone(),
         )?;
         Ok(revision.number)

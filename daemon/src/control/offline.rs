@@ -242,6 +242,7 @@ fn services(
                 weight,
                 active_flows: backends.iter().map(|b| b.active_flows).sum(),
                 ended_flows,
+                drain: None,
                 backends,
             });
         }

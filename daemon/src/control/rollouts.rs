@@ -70,6 +70,7 @@ fn rollout_change(
         origin: Origin::Rollout,
         summary,
         config: head.config.clone(),
+        drains: head.drains.clone(),
         audit: Audit::default(),
     }
 }
@@ -364,6 +365,7 @@ pub(super) fn hold_after_restart(head: &Head) -> Result<Option<Change>, ControlE
         origin: Origin::Rollout,
         summary,
         config: head.config.clone(),
+        drains: head.drains.clone(),
         audit: Audit::default(),
     };
     finish(head, change)

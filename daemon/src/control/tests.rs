@@ -1767,6 +1767,7 @@ mod core_alone {
             state: dual_stack(),
             rollouts: vec![],
             config: None,
+            drains: vec![],
             held: None,
         };
         let live = Live {
@@ -2042,6 +2043,217 @@ mod judged {
         ctl.drain_tick(at(3)).unwrap();
         assert!(ctl.node().ended.is_empty(), "v1 takes new flows again");
         assert_eq!(ctl.paced_drains(), 0);
+        assert!(
+            ctl.head().drains.is_empty(),
+            "called off in the revision too"
+        );
+    }
+
+    /// A controller whose v1 (drained at 0 with a 10 s deadline at 10/s) holds 30 flows.
+    fn drained_with_flows() -> Controller<FakeNode> {
+        let mut ctl = controller(dual_stack());
+        let v1 = id(&ctl, "v1", "198.51.100.11:8080");
+        ctl.node_mut().flows.entries = (0..30)
+            .map(|p| {
+                (
+                    FlowKey {
+                        src_port: p,
+                        ..FlowKey::default()
+                    },
+                    FlowEntry {
+                        backend_id: v1,
+                        state: STATE_ESTABLISHED,
+                        ..FlowEntry::default()
+                    },
+                )
+            })
+            .collect();
+        ctl.execute(&shift(&["web"], &[("v2", "100")]), at(0))
+            .unwrap();
+        let drain = Request::Drain {
+            service: "web".into(),
+            group: "v1".into(),
+            force: false,
+            end: Some(DrainEnd {
+                deadline: Duration::from_secs(10),
+                pace: Pace::per_second(10),
+            }),
+        };
+        ctl.execute(&drain, at(0) + Duration::from_micros(1_500))
+            .unwrap();
+        ctl
+    }
+
+    /// The same node under a new controller: a daemon restart.
+    fn restarted(ctl: Controller<FakeNode>) -> Controller<FakeNode> {
+        Controller::new(
+            ctl.node,
+            NodeConfig::default(),
+            PathBuf::from("/etc/veer/veer.toml"),
+        )
+    }
+
+    #[test]
+    fn a_paced_drain_is_kept_in_its_revision_with_its_deadline_as_a_moment() {
+        let ctl = drained_with_flows();
+        let head = ctl.head();
+        assert_eq!(head.drains.len(), 1);
+        let d = &head.drains[0];
+        assert_eq!((d.service.as_str(), d.group.as_str()), ("web", "v1"));
+        // Rounded up to the millisecond: a restarted daemon waits as long, never less.
+        assert_eq!(d.ends_from, at(10) + Duration::from_millis(2));
+        assert_eq!(d.pace, Pace::per_second(10));
+        let last = ctl.node().revisions.last().unwrap();
+        assert!(
+            last.summary.contains("after 10s at 10/s"),
+            "{}",
+            last.summary
+        );
+        // Other changes carry it; draining again replaces it.
+        let mut ctl = ctl;
+        ctl.execute(
+            &Request::Drain {
+                service: "web".into(),
+                group: "v1".into(),
+                force: false,
+                end: Some(DrainEnd {
+                    deadline: Duration::from_mins(1),
+                    pace: Pace::per_second(5),
+                }),
+            },
+            at(1),
+        )
+        .unwrap();
+        assert_eq!(ctl.head().drains.len(), 1);
+        assert_eq!(ctl.head().drains[0].ends_from, at(61));
+    }
+
+    #[test]
+    fn a_restarted_daemon_waits_out_the_rest_of_a_drains_deadline_then_keeps_its_pace() {
+        let mut ctl = drained_with_flows();
+        ctl.drain_tick(at(5)).unwrap();
+        assert!(ctl.node().ended.is_empty());
+        let mut ctl = restarted(ctl);
+        // Not ten seconds from the restart: the moment the revision holds.
+        ctl.drain_tick(at(6)).unwrap();
+        ctl.drain_tick(at(10)).unwrap();
+        assert!(ctl.node().ended.is_empty(), "nothing before the deadline");
+        let mut t = 10_100;
+        while t <= 11_000 {
+            ctl.drain_tick(at(0) + Duration::from_millis(t)).unwrap();
+            t += 100;
+        }
+        let n = ctl.node().ended.len();
+        assert!((9..=11).contains(&n), "about 10 in the first second: {n}");
+    }
+
+    #[test]
+    fn a_restarted_daemon_past_a_drains_deadline_ends_at_the_pace_not_all_at_once() {
+        let ctl = drained_with_flows();
+        let mut ctl = restarted(ctl);
+        // An hour after the deadline: half a second of pace at most, then the pace.
+        ctl.drain_tick(at(3_600)).unwrap();
+        assert_eq!(ctl.node().ended.len(), 5, "half a second at 10/s");
+        ctl.drain_tick(at(3_601)).unwrap();
+        assert!(ctl.node().ended.len() <= 10, "{}", ctl.node().ended.len());
+        for s in 3_602..3_610 {
+            ctl.drain_tick(at(s)).unwrap();
+        }
+        assert_eq!(ctl.node().ended.len(), 30);
+        assert_eq!(ctl.paced_drains(), 0, "done: no flow left");
+        // Done is done, until the revision says otherwise.
+        ctl.drain_tick(at(3_700)).unwrap();
+        assert_eq!(ctl.node().ended.len(), 30);
+    }
+
+    #[test]
+    fn a_damaged_newest_revision_holds_every_paced_drain() {
+        let mut ctl = drained_with_flows();
+        // The revision of the drain turns out damaged: what is in force is not known.
+        let node = ctl.node_mut();
+        let newest = node.revisions.pop().unwrap();
+        node.unusable.push(Unusable {
+            number: newest.number,
+            path: "/var/lib/veer/revisions/000003.json".into(),
+            problem: Problem::Damaged {
+                error: "EOF while parsing an object at line 40 column 3".into(),
+            },
+        });
+        // Keep a usable revision that still names the drain: held, it must not run either.
+        node.revisions.last_mut().unwrap().drains = newest.drains.clone();
+        let mut ctl = restarted(ctl);
+        assert!(ctl.is_held());
+        for s in [11, 20, 100, 3_600] {
+            ctl.drain_tick(at(s)).unwrap();
+        }
+        assert!(ctl.node().ended.is_empty(), "no flow ended while held");
+    }
+
+    #[test]
+    fn a_drain_deadline_of_zero_or_past_a_week_is_refused_and_changes_nothing() {
+        let mut ctl = controller(dual_stack());
+        ctl.execute(&shift(&["web"], &[("v2", "100")]), at(0))
+            .unwrap();
+        let before = ctl.head();
+        for (deadline, message) in [
+            (
+                Duration::ZERO,
+                "drain deadline 0s is shorter than the 1s minimum",
+            ),
+            (
+                Duration::from_hours(24 * 7 + 1),
+                "drain deadline 7days 1h is longer than the 7days maximum",
+            ),
+            (
+                Duration::from_secs(u64::MAX),
+                "drain deadline 584542046090years 7months 15days 17h 5m 3s is longer than the 7days maximum",
+            ),
+        ] {
+            let e = ctl
+                .execute(
+                    &Request::Drain {
+                        service: "web".into(),
+                        group: "v1".into(),
+                        force: false,
+                        end: Some(DrainEnd {
+                            deadline,
+                            pace: Pace::per_second(10),
+                        }),
+                    },
+                    at(1),
+                )
+                .unwrap_err();
+            assert_eq!(e.to_string(), message);
+        }
+        assert_eq!(ctl.head(), before);
+    }
+
+    #[test]
+    fn a_revision_with_a_foreign_drain_cannot_be_read() {
+        let ctl = drained_with_flows();
+        let revision = ctl.node().revisions.last().unwrap().clone();
+        let mut json = serde_json::to_value(&revision).unwrap();
+        assert_eq!(json["drains"][0]["ends_from"], "1970-01-12T13:46:50.002Z");
+        assert_eq!(
+            serde_json::from_value::<Revision>(json.clone()).unwrap(),
+            revision
+        );
+        for (field, value) in [
+            ("pace", serde_json::json!("0/s")),
+            ("pace", serde_json::json!(50)),
+            ("ends_from", serde_json::json!("soon")),
+            ("ends_from", serde_json::json!(12)),
+            ("surprise", serde_json::json!(true)),
+        ] {
+            let mut bad = json.clone();
+            bad["drains"][0][field] = value.clone();
+            assert!(
+                serde_json::from_value::<Revision>(bad).is_err(),
+                "{field} = {value} was read"
+            );
+        }
+        json["drains"][0].as_object_mut().unwrap().remove("pace");
+        assert!(serde_json::from_value::<Revision>(json).is_err());
     }
 }
 

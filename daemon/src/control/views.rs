@@ -190,8 +190,23 @@ pub struct GroupView {
     pub active_flows: u64,
     /// Flows of its backends that paced drains ended (the kernel's count of client resets).
     pub ended_flows: u64,
+    /// The paced drain in force on it, if any.
+    pub drain: Option<DrainView>,
     /// Backends, in the order of the state.
     pub backends: Vec<BackendView>,
+}
+
+/// A paced drain in force on a group, as `status` shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DrainView {
+    /// When its flows still active begin to be ended.
+    pub ends_from: std::time::SystemTime,
+    /// How long until then (zero once it has passed).
+    pub deadline_left: std::time::Duration,
+    /// How fast they are ended.
+    pub pace: crate::model::drain::Pace,
+    /// No flow was left after the deadline: the drain is over.
+    pub done: bool,
 }
 
 /// A backend and its counters.
@@ -502,6 +517,7 @@ pub(super) fn services<R: Readings>(
                 weight: g.weight,
                 active_flows: backends.iter().map(|b| b.active_flows).sum(),
                 ended_flows,
+                drain: None,
                 backends,
             });
         }

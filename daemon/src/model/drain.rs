@@ -116,6 +116,95 @@ pub struct DrainEnd {
 impl DrainEnd {
     /// Longest deadline: a week.
     pub const MAX_DEADLINE: Duration = Duration::from_hours(7 * 24);
+    /// Pace when none is said: 50 flows a second.
+    pub const DEFAULT_PACE: Pace = Pace::per_second(50);
+    /// Shortest deadline: a second (flows get at least that long to end by themselves).
+    pub const MIN_DEADLINE: Duration = Duration::from_secs(1);
+
+    /// Checks the deadline against its bounds (the pace is checked when it is parsed).
+    pub fn validate(&self) -> Result<(), super::PlanError> {
+        let text = |d| humantime::format_duration(d).to_string();
+        if self.deadline < Self::MIN_DEADLINE {
+            return Err(super::PlanError::DrainDeadlineTooShort {
+                deadline: text(self.deadline),
+                min: text(Self::MIN_DEADLINE),
+            });
+        }
+        if self.deadline > Self::MAX_DEADLINE {
+            return Err(super::PlanError::DrainDeadlineTooLong {
+                deadline: text(self.deadline),
+                max: text(Self::MAX_DEADLINE),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// A paced drain in force, as a revision keeps it so a restarted daemon continues it: the group,
+/// the moment ending begins (absolute, so a restart neither restarts nor shortens the wait) and
+/// the pace.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PacedDrain {
+    /// Name of the service.
+    pub service: String,
+    /// Name of the group, in its service.
+    pub group: String,
+    /// When its flows still active begin to be ended (RFC 3339, UTC, milliseconds).
+    #[serde(with = "rfc3339_millis")]
+    pub ends_from: SystemTime,
+    /// How fast they are ended.
+    pub pace: Pace,
+}
+
+impl PacedDrain {
+    /// The drain of `service`/`group` asked for at `now` with `end`: ending begins at
+    /// `now + deadline`, rounded up to the millisecond (what the revision records, so a restarted
+    /// daemon waits exactly as long, never less). `None` when that moment cannot be represented
+    /// (a deadline `DrainEnd::validate` refuses).
+    pub fn starting(service: &str, group: &str, end: DrainEnd, now: SystemTime) -> Option<Self> {
+        let at = now.checked_add(end.deadline)?;
+        let since = at.duration_since(SystemTime::UNIX_EPOCH).ok()?;
+        let millis = since.as_nanos().div_ceil(1_000_000);
+        let ends_from = SystemTime::UNIX_EPOCH
+            .checked_add(Duration::from_millis(u64::try_from(millis).ok()?))?;
+        Some(Self {
+            service: service.to_owned(),
+            group: group.to_owned(),
+            ends_from,
+            pace: end.pace,
+        })
+    }
+
+    /// Its schedule (nothing ended yet).
+    pub fn schedule(&self) -> Schedule {
+        Schedule {
+            ends_from: self.ends_from,
+            pace: self.pace,
+            credit: 0.0,
+            last: None,
+        }
+    }
+}
+
+/// RFC 3339 with milliseconds: a drain's moment is kept to the millisecond.
+mod rfc3339_millis {
+    use std::time::SystemTime;
+
+    use serde::{Deserialize as _, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_rfc3339_millis(*t).to_string())
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<SystemTime, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_rfc3339(&text).map_err(|e| {
+            serde::de::Error::custom(format!(
+                "a paced drain's `ends_from` `{text}` is not an RFC 3339 time in UTC ({e})"
+            ))
+        })
+    }
 }
 
 /// A drain's schedule, from the moment it began: a token bucket that fills at the pace from the

@@ -123,6 +123,14 @@ pub enum PlanError {
         /// The maximum.
         max: String,
     },
+    /// A drain deadline shorter than `DrainEnd::MIN_DEADLINE`.
+    #[error("drain deadline {deadline} is shorter than the {min} minimum")]
+    DrainDeadlineTooShort {
+        /// The deadline given.
+        deadline: String,
+        /// The minimum.
+        min: String,
+    },
     /// Nothing to move.
     #[error("service `{service}` already sends all new flows to `{group}`")]
     AlreadyThere {
@@ -227,13 +235,8 @@ impl Plan {
             t.validate()
                 .map_err(|source| PlanError::Tolerance { source })?;
         }
-        if let Some(d) = &self.drain
-            && d.deadline > DrainEnd::MAX_DEADLINE
-        {
-            return Err(PlanError::DrainDeadlineTooLong {
-                deadline: humantime::format_duration(d.deadline).to_string(),
-                max: humantime::format_duration(DrainEnd::MAX_DEADLINE).to_string(),
-            });
+        if let Some(d) = &self.drain {
+            d.validate()?;
         }
         let others = service
             .groups

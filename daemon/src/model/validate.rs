@@ -14,7 +14,7 @@ use veer_common::maps::{self, MAX_GROUPS_PER_SERVICE};
 
 use super::{
     CheckKind, DesiredState, HealthCheck, NodeConfig, PlanError, Protocol, Service, Timeouts,
-    Weight,
+    Weight, tolerance::ToleranceError,
 };
 
 /// Which field of a `[[service]]`.
@@ -82,6 +82,16 @@ pub enum RolloutField {
     Pause,
     /// `gate_timeout`.
     GateTimeout,
+    /// `max_latency_increase`.
+    MaxLatencyIncrease,
+    /// `max_failure_increase`.
+    MaxFailureIncrease,
+    /// `confidence`.
+    Confidence,
+    /// `min_sample`.
+    MinSample,
+    /// `drain_deadline`.
+    DrainDeadline,
 }
 
 /// Which idle timeout.
@@ -750,9 +760,18 @@ impl Service {
                         }
                         PlanError::GateTimeoutTooShort { .. }
                         | PlanError::GateTimeoutTooLong { .. } => RolloutField::GateTimeout,
-                        PlanError::AlreadyThere { .. }
-                        | PlanError::Tolerance { .. }
-                        | PlanError::DrainDeadlineTooLong { .. } => RolloutField::Table,
+                        PlanError::Tolerance { ref source } => match source {
+                            ToleranceError::Range { field, .. } => match *field {
+                                "max_latency_increase" => RolloutField::MaxLatencyIncrease,
+                                "max_failure_increase" => RolloutField::MaxFailureIncrease,
+                                _ => RolloutField::Confidence,
+                            },
+                            ToleranceError::MinSample { .. } => RolloutField::MinSample,
+                            ToleranceError::Syntax { .. } => RolloutField::Table,
+                        },
+                        PlanError::DrainDeadlineTooLong { .. }
+                        | PlanError::DrainDeadlineTooShort { .. } => RolloutField::DrainDeadline,
+                        PlanError::AlreadyThere { .. } => RolloutField::Table,
                     };
                     return Err(at(
                         Place::Rollout { service: i, field },

@@ -104,6 +104,10 @@ pub struct Revision {
     /// Rollouts and their progress (the finished ones stay for `rollout status`).
     #[serde(default)]
     pub rollouts: Vec<crate::rollout::Rollout>,
+    /// Paced drains in force (`veer drain --deadline`, a rollout's `--drain-deadline`): what a
+    /// restarted daemon continues. Absent in revisions without one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub drains: Vec<crate::model::drain::PacedDrain>,
     /// Who made it, and why (`unknown`, no reason, in revisions written before veer recorded
     /// them).
     #[serde(default, flatten)]
@@ -411,6 +415,7 @@ impl Store {
         ids: Ids,
         config_digest: Option<String>,
         rollouts: Vec<crate::rollout::Rollout>,
+        drains: Vec<crate::model::drain::PacedDrain>,
         audit: super::Audit,
     ) -> Result<&Revision, StoreError> {
         let number = self.highest + 1;
@@ -424,6 +429,7 @@ impl Store {
             ids,
             config_digest,
             rollouts,
+            drains,
             audit,
         };
         let bytes = serde_json::to_vec_pretty(&OnDisk {
@@ -652,6 +658,7 @@ mod tests {
             Ids::default(),
             None,
             Vec::new(),
+            Vec::new(),
             super::super::Audit::default(),
         )
         .unwrap()
@@ -677,6 +684,7 @@ mod tests {
             Ids::default(),
             Some("abc".into()),
             Vec::new(),
+            Vec::new(),
             super::super::Audit::default(),
         )
         .unwrap();
@@ -701,6 +709,65 @@ mod tests {
         let s = Store::open(&d.0).unwrap();
         assert_eq!(s.latest().unwrap().summary, "old");
         assert!(s.unusable().is_empty());
+    }
+
+    #[test]
+    fn a_revision_whose_paced_drain_does_not_read_holds_and_is_never_guessed() {
+        let d = TempDir::new("drain");
+        let mut s = Store::open(&d.0).unwrap();
+        commit(&mut s, "one");
+        let drain = crate::model::drain::PacedDrain {
+            service: "web".into(),
+            group: "v1".into(),
+            ends_from: SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(1_700_000_000_123),
+            pace: crate::model::drain::Pace::per_second(50),
+        };
+        s.commit(
+            Origin::Drain,
+            "drain web/v1".into(),
+            web(),
+            Ids::default(),
+            None,
+            Vec::new(),
+            vec![drain.clone()],
+            super::super::Audit::default(),
+        )
+        .unwrap();
+        let path = d.revisions().join("000002.json");
+        let good: serde_json::Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+        assert_eq!(good["drains"][0]["ends_from"], "2023-11-14T22:13:20.123Z");
+        assert_eq!(Store::open(&d.0).unwrap().latest().unwrap().drains, [drain]);
+        for (field, value, says) in [
+            ("pace", serde_json::json!("0/s"), "pace 0/s is out of range"),
+            (
+                "ends_from",
+                serde_json::json!("tomorrow"),
+                "a paced drain's `ends_from` `tomorrow` is not an RFC 3339 time",
+            ),
+            (
+                "ends_from",
+                serde_json::json!(1_700_000_000),
+                "invalid type",
+            ),
+            ("sooner", serde_json::json!(true), "unknown field `sooner`"),
+        ] {
+            let mut bad = good.clone();
+            bad["drains"][0][field] = value;
+            fs::write(&path, serde_json::to_vec(&bad).unwrap()).unwrap();
+            let s = Store::open(&d.0).unwrap();
+            assert_eq!(s.latest().unwrap().number, 1, "{field}");
+            let held = s.hold().unwrap();
+            assert_eq!(held.number, 2);
+            let text = held.problem.to_string();
+            assert!(
+                matches!(held.problem, Problem::Foreign { .. }) && text.contains(says),
+                "{field}: {text}"
+            );
+        }
+        let bytes = serde_json::to_vec(&good).unwrap();
+        fs::write(&path, &bytes[..bytes.len() - 40]).unwrap();
+        let s = Store::open(&d.0).unwrap();
+        assert!(matches!(s.hold().unwrap().problem, Problem::Damaged { .. }));
     }
 
     #[test]
@@ -842,6 +909,7 @@ mod tests {
                 Ids::default(),
                 None,
                 Vec::new(),
+                Vec::new(),
                 super::super::Audit::default(),
             )
             .unwrap_err();
@@ -871,6 +939,7 @@ mod tests {
             web(),
             Ids::default(),
             None,
+            Vec::new(),
             Vec::new(),
             audit.clone(),
         )

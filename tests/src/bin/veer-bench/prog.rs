@@ -18,6 +18,10 @@
 //!   acknowledgment number is the same on every run, so after the first the entry's
 //!   `backend_ack` is compared, not stored; single runs with a new acknowledgment number each
 //!   time measure the store beside single runs with the same one.
+//! - `veer_tc_reply`'s frames come in on the backends' interface (`__sk_buff.ingress_ifindex`), as
+//!   real replies do: a segment that changes its flow (SYN-ACK, first response, a new
+//!   acknowledgment number) passes the reverse-path check, from its per-CPU cache while the
+//!   next-hop clock is on.
 //! - The next-hop cache is on, its clock written as the daemon's keeper writes it, so every run
 //!   after the first takes the backend's next hop from the cache; one row turns it off (a route
 //!   lookup per packet, what the programs do while no daemon watches the node's routes).
@@ -316,6 +320,15 @@ fn confirm(maps: &mut Maps, key: FlowKey, backend: SocketAddr, id: u32) -> Resul
     Ok(())
 }
 
+/// A `struct __sk_buff` (up to `tc_index`) whose `ingress_ifindex` is `ifindex`: what a test run
+/// copies into the skb's `skb_iif` (`net/bpf/test_run.c`, `convert___skb_to_skb`). Leaked: it
+/// lives as long as the measurement, and the test-run closures need it `'static`.
+fn skb_ctx(ifindex: u32) -> &'static [u8] {
+    let mut ctx = [0_u8; 48];
+    ctx[36..40].copy_from_slice(&ifindex.to_ne_bytes());
+    Box::leak(Box::new(ctx))
+}
+
 /// Runs `prog` `CALLS` times with `REPEAT`; returns ns per run (mean over every run) and checks
 /// the last verdict of every call.
 fn sample(
@@ -358,6 +371,9 @@ fn measure() -> Result<Results> {
     maps.add_tx_port(dataplane::ifindex("vb0").map_err(|e| e.to_string())?)
         .map_err(|e| veer_tests::prog::error_chain(&e))?;
     seed(&mut maps)?;
+    // veer_tc_reply's frames come in on vb0, where the backends are reached: its reverse-path
+    // check compares the skb's input interface with the route toward the backend.
+    let reply_ctx = skb_ctx(dataplane::ifindex("vb0").map_err(|e| e.to_string())?);
     // The next-hop cache on, as the daemon's keeper keeps it (a lease covering the run): every
     // run after the first takes its backend's next hop from the cache.
     let mut clock = aya::maps::Array::<_, u64>::try_from(
@@ -558,7 +574,10 @@ fn measure() -> Result<Results> {
         let before = be(&maps)?;
         let p: &mut SchedClassifier = loader::tc_mut(&mut veer).map_err(|e| e.to_string())?;
         samples.push(sample(
-            &mut |o| p.test_run(o).map_err(Into::into),
+            &mut |mut o| {
+                o.ctx_in = Some(reply_ctx);
+                p.test_run(o).map_err(Into::into)
+            },
             &reply_b,
             TC_ACT_OK,
         )?);
@@ -632,7 +651,10 @@ fn measure() -> Result<Results> {
         let tc = loader::tc_mut(&mut veer).map_err(|e| e.to_string())?;
         single_runs(
             "SYN-ACK",
-            &mut |o| tc.test_run(o).map_err(Into::into),
+            &mut |mut o| {
+                o.ctx_in = Some(reply_ctx);
+                tc.test_run(o).map_err(Into::into)
+            },
             &|i| synacks[i as usize].clone(),
             TC_ACT_OK,
         )?
@@ -719,19 +741,28 @@ fn measure() -> Result<Results> {
     // first byte; the measured ones compare.
     let first_response = single_runs(
         "reply",
-        &mut |o| tc.test_run(o).map_err(Into::into),
+        &mut |mut o| {
+            o.ctx_in = Some(reply_ctx);
+            tc.test_run(o).map_err(Into::into)
+        },
         &|i| frames_same[i as usize].clone(),
         TC_ACT_OK,
     )?;
     let reply_same = single_runs(
         "reply, same ack",
-        &mut |o| tc.test_run(o).map_err(Into::into),
+        &mut |mut o| {
+            o.ctx_in = Some(reply_ctx);
+            tc.test_run(o).map_err(Into::into)
+        },
         &|i| frames_same[i as usize].clone(),
         TC_ACT_OK,
     )?;
     let reply_new = single_runs(
         "reply, new ack",
-        &mut |o| tc.test_run(o).map_err(Into::into),
+        &mut |mut o| {
+            o.ctx_in = Some(reply_ctx);
+            tc.test_run(o).map_err(Into::into)
+        },
         &|i| frames_new[i as usize].clone(),
         TC_ACT_OK,
     )?;

@@ -310,6 +310,19 @@ mod refusals {
                 1,
                 "veer: no revision 7 (see `veer history`)",
             ),
+            (
+                vec![
+                    "rollout",
+                    "start",
+                    "web",
+                    "--to",
+                    "v2",
+                    "--latency-slack",
+                    "2m",
+                ],
+                1,
+                "veer: rollout judge: latency_slack 2m is out of range 0s..=1m",
+            ),
         ] {
             let out = b.daemon.cli(&args);
             assert_eq!(

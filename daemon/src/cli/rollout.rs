@@ -37,6 +37,10 @@ const UNREACHABLE_FOR: Duration = Duration::from_secs(30);
 
 /// `veer rollout ...`.
 #[derive(Debug, clap::Subcommand)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "parsed once per command; boxing would only complicate clap's derive"
+)]
 pub(super) enum Args {
     /// Start moving SERVICE's new flows to a group in steps, watching each step.
     #[command(after_help = examples::ROLLOUT_START)]
@@ -144,6 +148,10 @@ pub(super) struct StartArgs {
     /// 20%).
     #[arg(long, value_parser = Percent::parse)]
     max_latency_increase: Option<Percent>,
+    /// Judge: an increase of the canary's p50 or p99 latency smaller than this never fails it,
+    /// whatever its ratio (e.g. 1ms, the default; 0s judges by the ratio alone).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    latency_slack: Option<Duration>,
     /// Judge: largest increase of the canary's failure odds over the baseline's (e.g. 25%).
     #[arg(long, value_parser = Percent::parse)]
     max_failure_increase: Option<Percent>,
@@ -257,6 +265,7 @@ pub(super) fn plan(a: &StartArgs) -> Result<Plan, Failure> {
 fn tolerances(a: &StartArgs) -> Option<Tolerances> {
     let any = a.judge
         || a.max_latency_increase.is_some()
+        || a.latency_slack.is_some()
         || a.max_failure_increase.is_some()
         || a.confidence.is_some()
         || a.min_sample.is_some();
@@ -264,6 +273,7 @@ fn tolerances(a: &StartArgs) -> Option<Tolerances> {
         let d = Tolerances::DEFAULT;
         Tolerances {
             max_latency_increase: a.max_latency_increase.unwrap_or(d.max_latency_increase),
+            latency_slack: a.latency_slack.unwrap_or(d.latency_slack),
             max_failure_increase: a.max_failure_increase.unwrap_or(d.max_failure_increase),
             confidence: a.confidence.unwrap_or(d.confidence),
             min_sample: a.min_sample.unwrap_or(d.min_sample),

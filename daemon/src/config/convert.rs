@@ -682,6 +682,7 @@ fn judge(
             "max_latency_increase",
             r.max_latency_increase.as_ref().map(Spanned::span),
         ),
+        ("latency_slack", r.latency_slack.as_ref().map(Spanned::span)),
         (
             "max_failure_increase",
             r.max_failure_increase.as_ref().map(Spanned::span),
@@ -744,6 +745,14 @@ fn judge(
         RolloutField::Confidence,
         &mut t.confidence,
     );
+    if let Some(s) = &r.latency_slack {
+        fields.push((RolloutField::LatencySlack, s.span()));
+        t.latency_slack = or(
+            duration(Some(s), "latency_slack", t.latency_slack),
+            t.latency_slack,
+            failed,
+        );
+    }
     if let Some(n) = &r.min_sample {
         fields.push((RolloutField::MinSample, n.span()));
         t.min_sample = or(

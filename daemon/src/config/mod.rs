@@ -295,6 +295,7 @@ fn place_key(place: &Place) -> &'static str {
             RolloutField::Pause => "pause",
             RolloutField::GateTimeout => "gate_timeout",
             RolloutField::MaxLatencyIncrease => "max_latency_increase",
+            RolloutField::LatencySlack => "latency_slack",
             RolloutField::MaxFailureIncrease => "max_failure_increase",
             RolloutField::Confidence => "confidence",
             RolloutField::MinSample => "min_sample",
@@ -374,6 +375,7 @@ fn rule_expects(e: &StateError) -> String {
             PlanError::Tolerance { source } => match source {
                 ToleranceError::Range { min, max, .. } => format!("a percentage in {min}..={max}"),
                 ToleranceError::MinSample { .. } => "a number of samples of at least 1".to_owned(),
+                ToleranceError::Slack { max, .. } => format!("a duration of at most {max}"),
                 ToleranceError::Syntax { .. } => {
                     "a percentage with at most two decimals".to_owned()
                 }

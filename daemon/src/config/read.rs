@@ -609,6 +609,7 @@ fn rollout(t: &Table<'_, '_>, errors: &mut Vec<Failed>) -> Option<schema::Rollou
         hold_on_restart,
         judge,
         max_latency_increase,
+        latency_slack: t.string("latency_slack", expect::DURATION, errors),
         max_failure_increase,
         confidence,
         min_sample: t.integer("min_sample", expect::MIN_SAMPLE, errors),

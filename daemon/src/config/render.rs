@@ -142,9 +142,10 @@ fn rollout(out: &mut String, p: &Plan) {
     if let Some(t) = &p.judge {
         let _ = write!(
             out,
-            "judge = true\nmax_latency_increase = {}\nmax_failure_increase = {}\nconfidence = {}\n\
-             min_sample = {}\n",
+            "judge = true\nmax_latency_increase = {}\nlatency_slack = {}\nmax_failure_increase = {}\n\
+             confidence = {}\nmin_sample = {}\n",
             quote(&t.max_latency_increase.to_string()),
+            duration(t.latency_slack),
             quote(&t.max_failure_increase.to_string()),
             quote(&t.confidence.to_string()),
             t.min_sample,

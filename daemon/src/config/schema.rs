@@ -93,6 +93,7 @@ pub(super) struct Rollout {
     /// error, as the file would say two things).
     pub(super) judge: Option<Spanned<bool>>,
     pub(super) max_latency_increase: Option<Spanned<Number>>,
+    pub(super) latency_slack: Option<Spanned<String>>,
     pub(super) max_failure_increase: Option<Spanned<Number>>,
     pub(super) confidence: Option<Spanned<Number>>,
     pub(super) min_sample: Option<Spanned<i64>>,
@@ -211,6 +212,7 @@ pub(super) mod keys {
         "hold_on_restart",
         "judge",
         "max_latency_increase",
+        "latency_slack",
         "max_failure_increase",
         "confidence",
         "min_sample",

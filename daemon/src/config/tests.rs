@@ -85,6 +85,7 @@ fn a_written_config_reads_back_as_itself() {
     plan.hold_on_restart = true;
     plan.judge = Some(Tolerances {
         max_latency_increase: Percent::from_basis_points(1_250),
+        latency_slack: Duration::from_micros(250),
         max_failure_increase: Percent::from_basis_points(5_000),
         confidence: Percent::from_basis_points(9_990),
         min_sample: 40,
@@ -777,6 +778,14 @@ fn a_declared_rollout_says_the_judge_and_the_drain_as_the_cli_does() {
             ..Tolerances::DEFAULT
         })
     );
+    // A slack in time, as durations are written elsewhere; 0s judges by the ratio alone.
+    assert_eq!(
+        plan("latency_slack = \"0s\"\n").judge,
+        Some(Tolerances {
+            latency_slack: Duration::ZERO,
+            ..Tolerances::DEFAULT
+        })
+    );
     // A deadline alone drains at the CLI's default pace, 50/s.
     assert_eq!(
         plan("drain_deadline = \"10m\"\n").drain,
@@ -795,6 +804,10 @@ fn a_declared_rollout_says_the_judge_and_the_drain_as_the_cli_does() {
 }
 
 #[test]
+#[expect(
+    clippy::too_many_lines,
+    reason = "one hostile value per line, each with the exact message it gets"
+)]
 fn a_declared_rollouts_judge_and_drain_refuse_hostile_values_with_their_place() {
     let cases: &[(&str, &str)] = &[
         (
@@ -840,6 +853,22 @@ fn a_declared_rollouts_judge_and_drain_refuse_hostile_values_with_their_place() 
         (
             "confidance = \"99%\"\n",
             "veer.toml:20:1: unknown key `confidance` in [service.rollout]; did you mean `confidence`?",
+        ),
+        (
+            "latency_slack = \"61s\"\n",
+            "veer.toml:20:17: rollout judge: latency_slack 1m 1s is out of range 0s..=1m",
+        ),
+        (
+            "latency_slack = \"soon\"\n",
+            "veer.toml:20:17: `latency_slack`: `soon` is not a duration (e.g. \"30s\", \"1h\", \"500ms\")",
+        ),
+        (
+            "latency_slack = 5\n",
+            "veer.toml:20:17: `latency_slack`: expected a duration in quotes, e.g. \"30s\", \"1h\", \"500ms\", found the integer 5; write `latency_slack = \"5s\"` for 5 seconds",
+        ),
+        (
+            "judge = false\nlatency_slack = \"1ms\"\n",
+            "veer.toml:20:9: service `web`, rollout `judge`: `judge = false` contradicts `latency_slack`: remove them, or the `judge` line (any of them turns the judge on)",
         ),
         (
             "drain_pace = \"0/s\"\ndrain_deadline = \"1m\"\n",

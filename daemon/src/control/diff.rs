@@ -351,8 +351,12 @@ fn plan(p: &Plan) -> String {
     if let Some(t) = &p.judge {
         let _ = write!(
             text,
-            ", judge (max latency increase {}, max failure increase {}, confidence {}, min sample {})",
-            t.max_latency_increase, t.max_failure_increase, t.confidence, t.min_sample
+            ", judge (max latency increase {}, latency slack {}, max failure increase {}, confidence {}, min sample {})",
+            t.max_latency_increase,
+            humantime::format_duration(t.latency_slack),
+            t.max_failure_increase,
+            t.confidence,
+            t.min_sample
         );
     }
     if let Some(d) = &p.drain {
@@ -475,8 +479,8 @@ mod tests {
                 ),
                 to: Some(
                     "to v2, steps 1,5,25,50,100, pause 30s, max failure rate 1%, min flows 10, \
-                     judge (max latency increase 20%, max failure increase 25%, confidence 95%, \
-                     min sample 100), drain deadline 10m at 20/s"
+                     judge (max latency increase 20%, latency slack 1ms, max failure increase \
+                     25%, confidence 95%, min sample 100), drain deadline 10m at 20/s"
                         .into()
                 ),
             }]

@@ -2,7 +2,7 @@
 //! baseline the canary may be, and how sure the judge must be before it fails it. Plain data
 //! with its own rules, so a plan carries it; the statistics are the judge's.
 
-use std::{fmt, str::FromStr};
+use std::{fmt, str::FromStr, time::Duration};
 
 use serde::{Deserialize, Serialize};
 
@@ -115,6 +115,14 @@ pub enum ToleranceError {
         /// Largest allowed.
         max: Percent,
     },
+    /// A latency slack above its maximum.
+    #[error("latency_slack {value} is out of range 0s..={max}")]
+    Slack {
+        /// What was given (humantime).
+        value: String,
+        /// Largest allowed (humantime).
+        max: String,
+    },
     /// No minimum sample.
     #[error("min_sample must be at least 1 (got {value})")]
     MinSample {
@@ -130,6 +138,12 @@ pub struct Tolerances {
     /// Largest increase of the canary's p50 and p99 (connect latency, time to first byte) over
     /// the baseline's, relative (`20%`: up to 1.2 times).
     pub max_latency_increase: Percent,
+    /// Increase of the canary's p50 and p99 over the baseline's, in time, that never fails a
+    /// canary whatever its ratio (`1ms`: 60 µs against 50 µs is scheduling noise, not a
+    /// regression). A latency check fails only when the canary is slower by more than both
+    /// `max_latency_increase` and this.
+    #[serde(with = "super::human::duration")]
+    pub latency_slack: Duration,
     /// Largest increase of the canary's failure odds (failed attempts, backend resets) over the
     /// baseline's, relative (`25%`: up to 1.25 times).
     pub max_failure_increase: Percent,
@@ -143,6 +157,10 @@ pub struct Tolerances {
 impl Tolerances {
     /// Default `max_latency_increase`: 20%.
     pub const DEFAULT_MAX_LATENCY_INCREASE: Percent = Percent(2_000);
+    /// Default `latency_slack`: 1 ms.
+    pub const DEFAULT_LATENCY_SLACK: Duration = Duration::from_millis(1);
+    /// Largest `latency_slack`: 1 minute (a connect or first-byte latency beyond is a timeout).
+    pub const MAX_LATENCY_SLACK: Duration = Duration::from_mins(1);
     /// Default `max_failure_increase`: 25%.
     pub const DEFAULT_MAX_FAILURE_INCREASE: Percent = Percent(2_500);
     /// Default `confidence`: 95%.
@@ -152,6 +170,7 @@ impl Tolerances {
     /// The defaults.
     pub const DEFAULT: Tolerances = Tolerances {
         max_latency_increase: Self::DEFAULT_MAX_LATENCY_INCREASE,
+        latency_slack: Self::DEFAULT_LATENCY_SLACK,
         max_failure_increase: Self::DEFAULT_MAX_FAILURE_INCREASE,
         confidence: Self::DEFAULT_CONFIDENCE,
         min_sample: Self::DEFAULT_MIN_SAMPLE,
@@ -187,6 +206,12 @@ impl Tolerances {
             Self::INCREASE_RANGE,
         )?;
         check("confidence", self.confidence, Self::CONFIDENCE_RANGE)?;
+        if self.latency_slack > Self::MAX_LATENCY_SLACK {
+            return Err(ToleranceError::Slack {
+                value: humantime::format_duration(self.latency_slack).to_string(),
+                max: humantime::format_duration(Self::MAX_LATENCY_SLACK).to_string(),
+            });
+        }
         if self.min_sample == 0 {
             return Err(ToleranceError::MinSample {
                 value: self.min_sample,

@@ -84,6 +84,8 @@ pub enum RolloutField {
     GateTimeout,
     /// `max_latency_increase`.
     MaxLatencyIncrease,
+    /// `latency_slack`.
+    LatencySlack,
     /// `max_failure_increase`.
     MaxFailureIncrease,
     /// `confidence`.
@@ -767,6 +769,7 @@ impl Service {
                                 _ => RolloutField::Confidence,
                             },
                             ToleranceError::MinSample { .. } => RolloutField::MinSample,
+                            ToleranceError::Slack { .. } => RolloutField::LatencySlack,
                             ToleranceError::Syntax { .. } => RolloutField::Table,
                         },
                         PlanError::DrainDeadlineTooLong { .. }

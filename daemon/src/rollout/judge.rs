@@ -161,6 +161,10 @@ pub struct QuantileCheck {
     pub ratio_lower: f64,
     /// The largest ratio allowed: `1 + max_latency_increase`.
     pub threshold: f64,
+    /// The increase in time allowed whatever the ratio (`latency_slack`), nanoseconds (0 in
+    /// verdicts kept before it existed).
+    #[serde(default)]
+    pub slack_ns: u64,
     /// Each of the two bounds holds with probability at least `1 - alpha`.
     pub alpha: f64,
 }
@@ -395,6 +399,7 @@ fn quantile_check(
         baseline: QuantileValue::default(),
         ratio_lower: 0.0,
         threshold,
+        slack_ns: u64::try_from(tolerances.latency_slack.as_nanos()).unwrap_or(u64::MAX),
         alpha: side,
     };
     if nc == 0 && nb == 0 {
@@ -416,10 +421,13 @@ fn quantile_check(
     };
     let lower = check.canary.lower_ns;
     check.ratio_lower = finite(lower as f64 / upper as f64);
-    // lower > (1 + increase) * upper, exactly in basis points.
+    // lower > (1 + increase) * upper, exactly in basis points, and lower > upper + slack: the
+    // canary is proven slower by more than both tolerances.
     let allowed =
         u128::from(upper) * u128::from(10_000 + tolerances.max_latency_increase.basis_points());
-    check.outcome = if u128::from(lower) * 10_000 > allowed {
+    let beyond_ratio = u128::from(lower) * 10_000 > allowed;
+    let beyond_slack = lower > upper.saturating_add(check.slack_ns);
+    check.outcome = if beyond_ratio && beyond_slack {
         CheckOutcome::Fail
     } else {
         CheckOutcome::Pass
@@ -540,7 +548,7 @@ pub fn rows(v: &Verdict) -> Vec<[String; 6]> {
                 } else {
                     "-".to_owned()
                 },
-                format!("{:.2}x", q.threshold),
+                format!("{:.2}x, +{}", q.threshold, format_ns(q.slack_ns)),
                 outcome(q.outcome),
             ]);
         }
@@ -581,7 +589,7 @@ fn failure_reason(v: &Verdict) -> String {
             if q.outcome == CheckOutcome::Fail {
                 return format!(
                     "{name} {}: canary at least {} vs baseline at most {} (estimates {} vs \
-                     {}), {:.2}x > {:.2}x allowed at {} confidence",
+                     {}), {:.2}x > {:.2}x and +{} > +{} allowed at {} confidence",
                     quantile_name(q),
                     format_ns(q.canary.lower_ns),
                     format_ns(q.baseline.upper_ns.unwrap_or(u64::MAX)),
@@ -589,6 +597,12 @@ fn failure_reason(v: &Verdict) -> String {
                     format_ns(q.baseline.estimate_ns),
                     q.ratio_lower,
                     q.threshold,
+                    format_ns(
+                        q.canary
+                            .lower_ns
+                            .saturating_sub(q.baseline.upper_ns.unwrap_or(u64::MAX))
+                    ),
+                    format_ns(q.slack_ns),
                     v.confidence
                 );
             }
@@ -733,7 +747,7 @@ mod tests {
         let json = serde_json::to_string(&t).unwrap();
         assert_eq!(
             json,
-            r#"{"max_latency_increase":20,"max_failure_increase":25,"confidence":95,"min_sample":100}"#
+            r#"{"max_latency_increase":20,"latency_slack":"1ms","max_failure_increase":25,"confidence":95,"min_sample":100}"#
         );
         assert_eq!(serde_json::from_str::<Tolerances>(&json).unwrap(), t);
         assert_eq!(
@@ -772,6 +786,14 @@ mod tests {
             ..Tolerances::default()
         };
         assert_eq!(t.validate(), Err(ToleranceError::MinSample { value: 0 }));
+        let t = Tolerances {
+            latency_slack: std::time::Duration::from_secs(61),
+            ..Tolerances::default()
+        };
+        assert_eq!(
+            t.validate().unwrap_err().to_string(),
+            "latency_slack 1m 1s is out of range 0s..=1m"
+        );
     }
 
     #[test]
@@ -904,6 +926,44 @@ mod tests {
     }
 
     #[test]
+    fn a_canary_slower_by_less_than_the_slack_passes_whatever_the_ratio() {
+        // First byte in 50 µs against 25 µs: twice as slow, 25 µs more. Scheduling noise on a
+        // busy node makes such gaps; the default slack (1 ms) lets them pass, no slack fails
+        // them, and a canary slower by more than both tolerances fails with the default.
+        let mut baseline = healthy(2_000, 0);
+        baseline.first_byte = around(25_000, 2_000, 2_000);
+        let mut canary = healthy(1_000, 0);
+        canary.first_byte = around(50_000, 2_000, 1_000);
+        let t = Tolerances::default();
+        let v = judge(&t, &canary, &baseline, 0);
+        assert_eq!(v.first_byte.p50.outcome, CheckOutcome::Pass);
+        assert!(v.first_byte.p50.ratio_lower > 1.5, "{}", v.reason);
+        assert_eq!(v.first_byte.p50.slack_ns, 1_000_000);
+        assert_eq!(v.outcome, Outcome::Pass, "{}", v.reason);
+        let strict = Tolerances {
+            latency_slack: std::time::Duration::ZERO,
+            ..t
+        };
+        let v = judge(&strict, &canary, &baseline, 0);
+        assert_eq!(v.first_byte.p50.outcome, CheckOutcome::Fail);
+        assert!(
+            v.reason.contains("x > 1.20x and +")
+                && v.reason.ends_with(" > +0 ns allowed at 95% confidence"),
+            "{}",
+            v.reason
+        );
+        // 2.5 ms against 25 µs: beyond both.
+        canary.first_byte = around(2_500_000, 2_000, 1_000);
+        let v = judge(&t, &canary, &baseline, 0);
+        assert_eq!(v.first_byte.p50.outcome, CheckOutcome::Fail, "{}", v.reason);
+        // Beyond the slack but within the ratio passes: 15 ms against 13.5 ms, 1.5 ms more, 1.1x.
+        baseline.first_byte = around(13_500_000, 100_000, 2_000);
+        canary.first_byte = around(15_000_000, 100_000, 1_000);
+        let v = judge(&t, &canary, &baseline, 0);
+        assert_eq!(v.first_byte.p50.outcome, CheckOutcome::Pass, "{}", v.reason);
+    }
+
+    #[test]
     fn a_small_sample_cannot_fail_on_one_slow_request() {
         let t = Tolerances::default();
         let baseline = healthy(2_000, 0);
@@ -1033,7 +1093,8 @@ mod tests {
         assert_eq!(
             v.reason,
             "time to first byte p50: canary at least 101 ms vs baseline at most 2.10 ms \
-             (estimates 105 ms vs 2.00 ms), 48.00x > 1.20x allowed at 95% confidence"
+             (estimates 105 ms vs 2.00 ms), 48.00x > 1.20x and +98.6 ms > +1.00 ms allowed at \
+             95% confidence"
         );
         let f = &v.failed_attempts;
         assert_eq!(f.outcome, CheckOutcome::Pass);

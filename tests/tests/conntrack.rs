@@ -637,8 +637,16 @@ mod forged_replies {
         };
         let report = load.finish();
         assert_eq!(r["phase"], "completed", "{r}\n{}", b.daemon.log());
-        let resets = &r["judge"]["backend_resets"];
-        assert_eq!(resets["canary"]["events"], 0, "{resets}");
+        // The kernel signal the judge reads: no reset of v2's, over the whole rollout (the
+        // verdict recorded is the last step's, whose window may start after the forgeries).
+        let text = metrics(&b);
+        let resets = metric_values(&text, "veer_backend_resets_total", "198.51.100.21:8080");
+        assert!(
+            !resets.is_empty() && resets.iter().all(|v| *v == "0"),
+            "v2's resets: {resets:?}\n{text}"
+        );
+        let judged = &r["judge"]["backend_resets"];
+        assert_eq!(judged["canary"]["events"], 0, "{judged}");
         assert_eq!(report.failed, 0, "{report:?}");
         for (i, (c, name)) in conns.iter_mut().enumerate() {
             assert_eq!(

@@ -243,12 +243,14 @@ fn on_request(found: Found, key: &FlowKey, seg: Segment, h: &Headers, now: u32) 
             // Any other RST is the backend's to discard: no state, no refresh.
         }
         Segment::Ack | Segment::AckFin => {
+            // Before a promotion copies the entry into VEER_FLOWS: a request riding on the
+            // handshake's last ACK marks the copy that lives on.
+            signals::client_segment(h, key, e);
             if e.state == STATE_SYN_ACKED && h.tcp_ack == e.backend_isn.wrapping_add(1) {
                 events |= promote(key, e, found.table, now);
             } else {
                 events |= touch(found, key, e, now);
             }
-            signals::client_segment(h, key, e);
         }
         Segment::Udp => events |= touch(found, key, e, now),
     }

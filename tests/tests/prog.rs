@@ -1667,7 +1667,7 @@ mod signals {
     //! duration, resets and flows a paced drain ended, each taken once per flow event; and the
     //! drain's reset, byte for byte.
 
-    use veer_common::flow::{FLAG_ENDING, FlowEntry};
+    use veer_common::flow::{FLAG_ENDING, FLAG_REQUEST_SEEN, FlowEntry};
     use veer_common::signals::BackendSignals;
     use veer_tests::packet::assert_frames_eq;
 
@@ -1790,6 +1790,40 @@ mod signals {
             Some(BackendSignals::default()),
             "the other backend saw nothing"
         );
+    }
+
+    #[test]
+    fn a_request_on_the_handshakes_last_ack_starts_first_byte_in_the_promoted_entry() {
+        // A client that has its request queued when the SYN-ACK comes sends it on the ACK
+        // that completes the handshake (and TCP Fast Open clients do): that ACK promotes the
+        // flow into VEER_FLOWS, and the copy there must know the request was seen.
+        let mut h = Harness::new();
+        h.seed(&web((10_000, 0)));
+        h.run(Program::Xdp, &syn(CLIENT, VIP).build());
+        reply_ok(
+            &mut h,
+            &backend_seg(tcp_flags::SYN | tcp_flags::ACK, ISN, 1001),
+        );
+        h.run(
+            Program::Xdp,
+            &client_seg(tcp_flags::ACK | tcp_flags::PSH, 1001, ISN + 1)
+                .payload(b"GET /\r\n\r\n\r")
+                .build(),
+        );
+        let (table, e) = entry(&h);
+        assert_eq!(table, FlowTable::Flows, "the ACK of the ISN promoted it");
+        assert_ne!(e.flags & FLAG_REQUEST_SEEN, 0, "{:#x}", e.flags);
+        assert_eq!(
+            h.maps.pending_measurements().unwrap(),
+            1,
+            "first byte starts"
+        );
+        reply_ok(
+            &mut h,
+            &backend_seg(tcp_flags::ACK, ISN + 1, 1011).payload(b"ok"),
+        );
+        assert_eq!(h.maps.pending_measurements().unwrap(), 0, "first byte ends");
+        assert_eq!(signals(&h).histograms.first_byte.count(), 1);
     }
 
     #[test]

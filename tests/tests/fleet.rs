@@ -245,6 +245,87 @@ impl Bed {
         self.json(&["fleet", "rollout", "status", service])
     }
 
+    /// `veer fleet rollout ARGS... -o json` (a `start` of `service`, without `--wait`), retried
+    /// until the plan it writes has every node of the bed in its waves; returns its output.
+    ///
+    /// `start` plans with the nodes whose `status/<node>` it reads at that moment, and a status
+    /// lives under its node's lease. Every daemon's keep-alives go through this test process
+    /// (its [`Proxy`] threads) to one etcd, so a stall of this process or of etcd that outlasts
+    /// the lease drops every status at once, until each daemon has taken a new lease and written
+    /// it again: a start in that moment fails with "no node can take part" (nothing written)
+    /// or plans without the nodes it missed. So: wait until every node reports, idle, then
+    /// start; a failure of that kind, or a partial plan (aborted, the config put back if it
+    /// completed meanwhile), means wait and start again.
+    fn start_rollout(&self, service: &str, args: &[&str]) -> Value {
+        let before = services_to_toml(&self.config_now());
+        eventually(
+            "a fleet rollout that every node takes part in",
+            Duration::from_mins(2),
+            || {
+                self.wait_nodes(
+                    "every node reports, with no rollout running",
+                    PROPAGATION,
+                    |r| {
+                        r["ready"] == true
+                            && r["rollouts"].as_array().is_some_and(|rs| {
+                                rs.iter()
+                                    .all(|x| x["phase"] != "running" && x["phase"] != "paused")
+                            })
+                    },
+                );
+                let mut a = args.to_vec();
+                a.extend(["-o", "json"]);
+                let out = self.veer(&a);
+                let stderr = String::from_utf8_lossy(&out.stderr);
+                if !out.status.success() {
+                    assert!(
+                        stderr.contains("no node can take part"),
+                        "veer {a:?} failed ({}): {}{stderr}",
+                        out.status,
+                        String::from_utf8_lossy(&out.stdout),
+                    );
+                    eprintln!("statuses missing at the start, starting again: {stderr}");
+                    return Err(format!("statuses missing at the start: {stderr}"));
+                }
+                let shown: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+                    panic!(
+                        "veer {a:?} printed no JSON ({e}): {}",
+                        String::from_utf8_lossy(&out.stdout)
+                    )
+                });
+                let planned = shown["plan"]["waves"].as_array().map_or(0, |w| {
+                    w.iter().filter_map(Value::as_array).map(Vec::len).sum()
+                });
+                if planned == self.nodes.len() {
+                    return Ok(shown);
+                }
+                // A partial rollout may already have completed (and set the config's weights):
+                // then the config from before is put back.
+                let abort = self.veer(&[
+                    "fleet",
+                    "rollout",
+                    "abort",
+                    service,
+                    "--reason",
+                    "the test's start missed a node",
+                ]);
+                let why = String::from_utf8_lossy(&abort.stderr);
+                assert!(
+                    abort.status.success() || why.contains("nothing to abort"),
+                    "abort: {why}"
+                );
+                if services_to_toml(&self.config_now()) != before {
+                    self.wait_applied(self.apply(&before));
+                }
+                eprintln!(
+                    "{planned} nodes planned, aborted, starting again: {}",
+                    shown["plan"]
+                );
+                Err(format!("{planned} nodes planned: {}", shown["plan"]))
+            },
+        )
+    }
+
     /// Load on every node at once (bounded in count and time).
     fn loads(&self, max_time: Duration) -> Vec<Load> {
         self.nodes
@@ -752,7 +833,7 @@ fn killing_the_driver_hands_the_rollout_to_another_daemon() {
         "60s",
     ];
     args.extend(NODE_PLAN);
-    bed.json(&args);
+    bed.start_rollout("web", &args);
     // Wait for the second wave, then kill the daemon that drives.
     eventually("wave 2 started", Duration::from_mins(1), || {
         let r = bed.rollout("web");

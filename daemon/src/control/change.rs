@@ -112,6 +112,14 @@ pub struct Change {
 }
 
 impl Change {
+    /// Records paced drain `d`, replacing one its group had (draining again sets a new deadline
+    /// and pace).
+    pub fn record_drain(&mut self, d: PacedDrain) {
+        self.drains
+            .retain(|o| !(o.service == d.service && o.group == d.group));
+        self.drains.push(d);
+    }
+
     /// The revision `number` this change makes, committed at `time` with the numeric ids
     /// `ids` (what a node that keeps its revisions in memory records).
     pub fn revision(

@@ -329,10 +329,7 @@ fn drain(
                 max: humantime::format_duration(DrainEnd::MAX_DEADLINE).to_string(),
             }
         })?;
-        change
-            .drains
-            .retain(|d| !(d.service == service && d.group == group));
-        change.drains.push(paced);
+        change.record_drain(paced);
         summary = format!(
             "{summary}, flows left ended after {} at {}",
             humantime::format_duration(end.deadline),

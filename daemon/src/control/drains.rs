@@ -86,10 +86,7 @@ pub(super) fn after_rollouts(head: &Head, changes: &mut [Change], now: SystemTim
             }
         }
         for d in &started {
-            change
-                .drains
-                .retain(|o| !(o.service == d.service && o.group == d.group));
-            change.drains.push(d.clone());
+            change.record_drain(d.clone());
         }
     }
 }

@@ -331,6 +331,22 @@ impl Daemon {
             .unwrap_or_else(|e| panic!("veer {a:?} printed no JSON ({e}): {text}"))
     }
 
+    /// Waits, at most `within`, until `service`'s rollout has ended (completed, rolled back or
+    /// aborted). Returns its `rollout status`, ended or not (the caller's assertion on `phase`
+    /// says what it was).
+    pub fn ended_rollout(&self, service: &str, within: Duration) -> serde_json::Value {
+        let deadline = Instant::now() + within;
+        loop {
+            let r = self.json(&["rollout", "status", service]);
+            let ended = ["completed", "rolled_back", "aborted"]
+                .contains(&r["phase"].as_str().unwrap_or_default());
+            if ended || Instant::now() > deadline {
+                return r;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// The live revision number.
     pub fn revision(&self) -> u64 {
         self.json(&["status"])["revision"]["number"]

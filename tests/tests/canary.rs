@@ -328,20 +328,14 @@ mod judge_from_the_file {
     /// `web`'s rollout as `rollout status -o json` shows it once it is over (at most 60 s, the
     /// loads' bound).
     fn finished_rollout(b: &Bed) -> serde_json::Value {
-        let deadline = Instant::now() + Duration::from_mins(1);
-        loop {
-            let r = b.daemon.json(&["rollout", "status", "web"]);
-            let phase = r["phase"].as_str().unwrap_or_default().to_owned();
-            if ["completed", "rolled_back", "aborted"].contains(&phase.as_str()) {
-                return r;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the declared rollout is still {phase} after a minute: {r}\n{}",
-                b.daemon.log()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        let r = b.daemon.ended_rollout("web", Duration::from_mins(1));
+        let phase = r["phase"].as_str().unwrap_or_default();
+        assert!(
+            ["completed", "rolled_back", "aborted"].contains(&phase),
+            "the declared rollout is still {phase} after a minute: {r}\n{}",
+            b.daemon.log()
+        );
+        r
     }
 
     #[test]

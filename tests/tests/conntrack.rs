@@ -15,7 +15,7 @@ use tokio as _;
 
 use std::{
     net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use veer_tests::{
@@ -419,15 +419,7 @@ mod rollouts {
                 std::thread::sleep(Duration::from_millis(200));
             }
         }
-        let deadline = Instant::now() + Duration::from_mins(1);
-        let r = loop {
-            let r = b.daemon.json(&["rollout", "status", "web"]);
-            let phase = r["phase"].as_str().unwrap_or_default().to_owned();
-            if phase != "running" || Instant::now() > deadline {
-                break r;
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        };
+        let r = b.daemon.ended_rollout("web", Duration::from_mins(1));
         let report = load.finish();
         eprintln!(
             "rollout under a SYN flood: {}; {} requests answered, {} failed {:?}",
@@ -627,14 +619,7 @@ mod forged_replies {
             .collect();
         assert!(on_v2.len() >= 5, "{} of 40 held flows on v2", on_v2.len());
         forge_backend_side(&adv, SocketAddr::new(V2, 8080), &on_v2);
-        let deadline = Instant::now() + Duration::from_mins(1);
-        let r = loop {
-            let r = b.daemon.json(&["rollout", "status", "web"]);
-            if r["phase"] != "running" || Instant::now() > deadline {
-                break r;
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        };
+        let r = b.daemon.ended_rollout("web", Duration::from_mins(1));
         let report = load.finish();
         assert_eq!(r["phase"], "completed", "{r}\n{}", b.daemon.log());
         // The kernel signal the judge reads: no reset of v2's, over the whole rollout (the
